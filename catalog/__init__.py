@@ -1,0 +1,1 @@
+"""Namespaces and tables under one storage root, and access to object storage."""

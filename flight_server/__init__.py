@@ -1,0 +1,1 @@
+"""The Flight SQL service, the SQL layer and the ``quiver`` command line."""

@@ -1,0 +1,1 @@
+"""The Flight SQL protocol messages and their compiled Python modules."""

@@ -1,0 +1,40 @@
+"""The superfile layer's exception hierarchy.
+
+Every failure the superfile layer reports is a ``SuperfileError``; the
+subclasses say which kind, so the layers above can map them once (for
+example to gRPC status codes at the server edge) without string matching.
+"""
+
+from __future__ import annotations
+
+
+class SuperfileError(Exception):
+    """Base class of every error raised by the superfile layer."""
+
+
+class NotASuperfileError(SuperfileError):
+    """The bytes are not a superfile: not Parquet, or Parquet without our metadata."""
+
+
+class UnsupportedVersionError(SuperfileError):
+    """The file was written by an incompatible version of the format."""
+
+
+class CorruptFileError(SuperfileError):
+    """The file is truncated, a checksum does not match, or a structure is malformed."""
+
+
+class RangeReadError(SuperfileError):
+    """The byte source could not serve a requested range."""
+
+
+class IndexSpecError(SuperfileError):
+    """The index specification does not fit the data (missing column, wrong type, ...)."""
+
+
+class QueryError(SuperfileError):
+    """A query is malformed or asks for something the file cannot answer.
+
+    Examples: a vector of the wrong length, an unknown column, a column that
+    has no index of the needed kind.
+    """

@@ -1,0 +1,264 @@
+"""Reads one superfile: its Parquet body, its BM25 indexes and its vector indexes.
+
+``SuperfileReader.open(data)`` works over resident bytes and verifies every
+blob checksum up front. ``SuperfileReader.open_lazy(source)`` works through a
+range reader: it fetches the file's tail once (footer and, usually, the
+indexes' headers with it) and afterwards only the dictionary blocks,
+postings, clusters and pages a query touches.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyroaring import BitMap
+
+from superfile import layout
+from superfile.errors import CorruptFileError, QueryError, SuperfileError
+from superfile.fts.query import ParsedQuery
+from superfile.fts.reader import FtsIndexReader
+from superfile.fts.stats import CollectionStats
+from superfile.fts.tokenizer import tokenize
+from superfile.parquet_pages.row_fetch import RangeFile, RowFetcher
+from superfile.ranges import Buffer, BytesRangeReader, RangeReader, SubRangeReader
+from superfile.spec import IndexSpec, Metric
+from superfile.vector.reader import VectorIndexReader
+from superfile.vector.summary import VectorSummary
+
+TAIL_READ = 64 * 1024
+
+
+class _TailCachedReader:
+    """Serves reads that fall inside an already fetched tail of the file from memory."""
+
+    def __init__(self, inner: RangeReader, tail_start: int, tail: Buffer) -> None:
+        self._inner = inner
+        self._tail_start = tail_start
+        self._tail = memoryview(tail).cast("B")
+        self._size = inner.size()
+
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int) -> Buffer:
+        if offset >= self._tail_start and offset + length <= self._size:
+            start = offset - self._tail_start
+            return self._tail[start : start + length]
+        return self._inner.read(offset, length)
+
+
+def _parse_footer(footer: Buffer) -> pq.FileMetaData:
+    framed = b"".join((layout.PARQUET_MAGIC, footer, struct.pack("<I", len(footer)),
+                       layout.PARQUET_MAGIC))
+    try:
+        return pq.read_metadata(pa.BufferReader(framed))
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise CorruptFileError(f"unreadable Parquet footer: {exc}") from None
+
+
+class SuperfileReader:
+    """One opened superfile. Safe to share between threads."""
+
+    def __init__(
+        self,
+        source: RangeReader,
+        footer: Buffer,
+        *,
+        resident: bool,
+    ) -> None:
+        self._source = source
+        self._footer = bytes(footer)
+        self._resident = resident
+        self.metadata = _parse_footer(footer)
+        footer_start = source.size() - 8 - len(footer)
+        self.directory = layout.parse_directory(self.metadata.metadata, footer_start)
+        if self.directory.num_rows != self.metadata.num_rows:
+            raise CorruptFileError(
+                f"footer says {self.metadata.num_rows} rows, index metadata says "
+                f"{self.directory.num_rows}"
+            )
+        try:
+            schema = self.metadata.schema.to_arrow_schema()
+        except (pa.ArrowException, ValueError) as exc:
+            raise CorruptFileError(f"unreadable schema in the footer: {exc}") from None
+        user_meta = {
+            k: v for k, v in (schema.metadata or {}).items()
+            if not k.decode("utf-8", "replace").startswith(layout.RESERVED_PREFIX)
+        }
+        self.schema: pa.Schema = schema.with_metadata(user_meta or None)
+        self._check_body_before_region()
+        self._fts: dict[str, FtsIndexReader] = {}
+        self._vec: dict[str, VectorIndexReader] = {}
+        vector_spec: dict[str, Metric] = {}
+        for entry in self.directory.entries:
+            if entry.column not in self.schema.names:
+                raise CorruptFileError(f"index for unknown column {entry.column!r}")
+            window = SubRangeReader(source, self.directory.absolute(entry), entry.length)
+            if resident:
+                layout.verify_blob(entry, window.read(0, entry.length))
+            if entry.kind == layout.FTS:
+                self._fts[entry.column] = FtsIndexReader.open(window, verify=resident)
+            else:
+                self._vec[entry.column] = VectorIndexReader.open(window, verify=resident)
+                vector_spec[entry.column] = self._vec[entry.column].metric
+        self.spec = IndexSpec(fts=tuple(self._fts), vector=vector_spec)
+        self._rows = RowFetcher(source, self._footer, self.schema)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, data: Buffer) -> SuperfileReader:
+        """Opens a superfile held in memory, verifying every index checksum."""
+        source = BytesRangeReader(data)
+        footer_start = layout.parquet_footer_start(source.read(0, source.size()))
+        footer = source.read(footer_start, source.size() - 8 - footer_start)
+        return cls._guarded(source, footer, resident=True)
+
+    @classmethod
+    def open_lazy(cls, source: RangeReader, tail: int = TAIL_READ) -> SuperfileReader:
+        """Opens a superfile through ranged reads; usually one read for the whole open."""
+        size = source.size()
+        tail_start = max(0, size - tail)
+        tail_bytes = source.read(tail_start, size - tail_start)
+        footer_start = layout.parquet_footer_start(tail_bytes, size)
+        if footer_start < tail_start:
+            tail_start = footer_start
+            tail_bytes = source.read(tail_start, size - tail_start)
+        cached = _TailCachedReader(source, tail_start, tail_bytes)
+        footer = cached.read(footer_start, size - 8 - footer_start)
+        return cls._guarded(cached, footer, resident=False)
+
+    @classmethod
+    def _guarded(cls, source: RangeReader, footer: Buffer, *, resident: bool) -> SuperfileReader:
+        try:
+            return cls(source, footer, resident=resident)
+        except SuperfileError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, UnicodeError,
+                struct.error, pa.ArrowException, OSError) as exc:
+            raise CorruptFileError(f"malformed superfile: {exc}") from None
+
+    def _check_body_before_region(self) -> None:
+        md = self.metadata
+        body_end = 0
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            for j in range(rg.num_columns):
+                col = rg.column(j)
+                start = col.dictionary_page_offset or col.data_page_offset
+                body_end = max(body_end, start + col.total_compressed_size)
+        if body_end > self.directory.region_start:
+            raise CorruptFileError("column data overlaps the index region")
+
+    # -- what is in the file ---------------------------------------------------------------
+
+    @property
+    def num_rows(self) -> int:
+        return self.directory.num_rows
+
+    @property
+    def fts_columns(self) -> list[str]:
+        return list(self._fts)
+
+    @property
+    def vector_columns(self) -> list[str]:
+        return list(self._vec)
+
+    def fts(self, column: str) -> FtsIndexReader:
+        try:
+            return self._fts[column]
+        except KeyError:
+            raise QueryError(self._missing_index(column, "BM25")) from None
+
+    def vector(self, column: str) -> VectorIndexReader:
+        try:
+            return self._vec[column]
+        except KeyError:
+            raise QueryError(self._missing_index(column, "vector")) from None
+
+    def _missing_index(self, column: str, kind: str) -> str:
+        if column not in self.schema.names:
+            return f"no column {column!r}; columns are {self.schema.names}"
+        return f"column {column!r} has no {kind} index"
+
+    def vector_summary(self, column: str) -> VectorSummary:
+        return self.vector(column).summary
+
+    # -- full text -------------------------------------------------------------------------
+
+    def bm25_search(
+        self,
+        column: str,
+        query: str | ParsedQuery,
+        k: int = 10,
+        *,
+        mode: str = "or",
+        floor: float | None = None,
+        stats: CollectionStats | None = None,
+        allow: BitMap | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-k of ``column``: (local row ids, scores), best first."""
+        return self.fts(column).search(query, k, mode=mode, floor=floor, stats=stats, allow=allow)
+
+    def token_match(self, column: str, query: str | ParsedQuery, mode: str = "or") -> np.ndarray:
+        """Row ids (sorted) whose ``column`` contains any / all of the query's tokens."""
+        return self.fts(column).token_match(query, mode)
+
+    def doc_freq(self, column: str, term: str) -> int:
+        return self.fts(column).doc_freq(term)
+
+    def exact_match(self, column: str, value: str) -> np.ndarray:
+        """Row ids (sorted) whose ``column`` equals ``value`` exactly, byte for byte."""
+        if column not in self.schema.names:
+            raise QueryError(self._missing_index(column, "BM25"))
+        tokens = tuple(dict.fromkeys(tokenize(value)))
+        if column in self._fts and tokens:
+            candidates = self._fts[column].token_match(ParsedQuery(tokens, (), ()), "and")
+        else:
+            # Without tokens nothing prunes: every row is a candidate.
+            candidates = np.arange(self.num_rows, dtype=np.uint32)
+        if len(candidates) == 0:
+            return candidates.astype(np.uint32)
+        values = self.take(candidates, [column]).column(0)
+        keep = pc.fill_null(pc.equal(values, pa.scalar(value, values.type)), False)
+        return np.asarray(candidates, dtype=np.uint32)[keep.to_numpy(zero_copy_only=False)]
+
+    # -- vectors ---------------------------------------------------------------------------
+
+    def vector_search(
+        self,
+        column: str,
+        query: np.ndarray | Sequence[float],
+        k: int = 10,
+        *,
+        nprobe: int | None = None,
+        rerank: int | None = None,
+        allow: BitMap | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest rows of ``column``: (local row ids, exact distances), nearest first."""
+        return self.vector(column).search(
+            np.asarray(query, dtype=np.float32), k, nprobe=nprobe, rerank=rerank, allow=allow
+        )
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def take(self, row_ids: np.ndarray | Sequence[int], columns: list[str] | None = None
+             ) -> pa.Table:
+        """The chosen rows, in the order given, decoding only the pages that hold them."""
+        return self._rows.take(np.asarray(row_ids, dtype=np.int64), columns)
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        """Every row of the chosen columns, as a Parquet reader sees the file."""
+        unknown = [c for c in columns or () if c not in self.schema.names]
+        if unknown:
+            raise QueryError(f"no columns {unknown}; columns are {self.schema.names}")
+        try:
+            table = pq.ParquetFile(RangeFile(self._source)).read(columns=columns)
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptFileError(f"unreadable Parquet body: {exc}") from None
+        return table.replace_schema_metadata(self.schema.metadata)

@@ -1,0 +1,95 @@
+"""What a superfile indexes: the index specification given to the writer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from superfile.errors import IndexSpecError
+
+
+class Metric(enum.StrEnum):
+    """Vector distance. Every metric reports a distance: smaller is nearer.
+
+    cosine: 1 - cos(a, b); l2: Euclidean distance; inner_product: -<a, b>.
+    """
+
+    COSINE = "cosine"
+    L2 = "l2"
+    INNER_PRODUCT = "inner_product"
+
+    @classmethod
+    def parse(cls, value: str | Metric) -> Metric:
+        if isinstance(value, Metric):
+            return value
+        aliases = {"ip": cls.INNER_PRODUCT, "dot": cls.INNER_PRODUCT, "euclidean": cls.L2}
+        key = str(value).strip().lower()
+        if key in aliases:
+            return aliases[key]
+        try:
+            return cls(key)
+        except ValueError:
+            raise IndexSpecError(
+                f"unknown metric {value!r}: use one of cosine, l2, inner_product"
+            ) from None
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which string columns get a BM25 index and which vector columns a kNN index."""
+
+    fts: tuple[str, ...] = ()
+    vector: dict[str, Metric] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        fts: list[str] | tuple[str, ...] = (),
+        vector: dict[str, str | Metric] | None = None,
+    ) -> IndexSpec:
+        return cls(
+            fts=tuple(fts),
+            vector={name: Metric.parse(m) for name, m in (vector or {}).items()},
+        )
+
+    @classmethod
+    def default_for(cls, schema: pa.Schema) -> IndexSpec:
+        """BM25 on every string column, cosine kNN on every fixed-size float32 list."""
+        fts = [f.name for f in schema if is_text_type(f.type)]
+        vec = {f.name: Metric.COSINE for f in schema if vector_dim(f.type) is not None}
+        return cls(fts=tuple(fts), vector=vec)
+
+    def validate(self, schema: pa.Schema) -> None:
+        names = set(schema.names)
+        for col in self.fts:
+            if col not in names:
+                raise IndexSpecError(f"full-text column {col!r} is not in the schema")
+            if not is_text_type(schema.field(col).type):
+                raise IndexSpecError(
+                    f"full-text column {col!r} has type {schema.field(col).type}; "
+                    "a BM25 index needs a string column"
+                )
+        for col in self.vector:
+            if col not in names:
+                raise IndexSpecError(f"vector column {col!r} is not in the schema")
+            if vector_dim(schema.field(col).type) is None:
+                raise IndexSpecError(
+                    f"vector column {col!r} has type {schema.field(col).type}; "
+                    "a vector index needs fixed_size_list<float32, d>"
+                )
+        overlap = set(self.fts) & set(self.vector)
+        if overlap:
+            raise IndexSpecError(f"columns {sorted(overlap)} cannot be both text and vector")
+
+
+def is_text_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def vector_dim(t: pa.DataType) -> int | None:
+    """The dimension of a ``fixed_size_list<float32, d>`` type, else None."""
+    if pa.types.is_fixed_size_list(t) and pa.types.is_float32(t.value_type) and t.list_size > 0:
+        return t.list_size
+    return None

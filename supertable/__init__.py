@@ -1,0 +1,1 @@
+"""A table over many superfiles: manifest, commits, tombstones, compaction, cache."""
