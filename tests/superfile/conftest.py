@@ -1,0 +1,34 @@
+"""Shared builders for superfile tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+
+def vectors(arr: np.ndarray, nulls: np.ndarray | None = None) -> pa.FixedSizeListArray:
+    """A fixed_size_list<float32, d> column from a (n, d) array, optionally with null rows."""
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    mask = None if nulls is None else pa.array(nulls, pa.bool_())
+    return pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), arr.shape[1], mask=mask)
+
+
+@pytest.fixture
+def small_corpus() -> pa.Table:
+    rng = np.random.default_rng(3)
+    words = ["rust", "async", "python", "json", "fast", "parser", "http", "client", "data",
+             "tool", "Über", "naïve", "数据", "ĳssel"]
+    n = 600
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 8))) for _ in range(n)]
+    texts[5] = ""
+    texts[7] = None
+    texts[9] = "Exact Title: Rust, async!"
+    texts[11] = "exact title rust async"
+    emb = rng.standard_normal((n, 16)).astype(np.float32)
+    return pa.table({
+        "id": pa.array(np.arange(n, dtype=np.int64)),
+        "body": pa.array(texts, pa.string()),
+        "year": pa.array(rng.integers(2000, 2025, size=n).astype(np.int32)),
+        "embedding": vectors(emb),
+    })
