@@ -258,7 +258,8 @@ class SuperfileReader:
         if unknown:
             raise QueryError(f"no columns {unknown}; columns are {self.schema.names}")
         try:
-            table = pq.ParquetFile(RangeFile(self._source)).read(columns=columns)
+            file = pq.ParquetFile(RangeFile(self._source), page_checksum_verification=True)
+            table = file.read(columns=columns)
         except (OSError, pa.ArrowException) as exc:
             raise CorruptFileError(f"unreadable Parquet body: {exc}") from None
         return table.replace_schema_metadata(self.schema.metadata)

@@ -92,6 +92,8 @@ def _write_parquet(table: pa.Table, spec: IndexSpec, options: WriterOptions,
         use_dictionary=dictionary,
         write_statistics=True,
         write_page_index=True,
+        # Page CRCs let readers refuse a damaged page instead of decoding wrong values.
+        write_page_checksum=True,
         store_schema=True,
     )
     return sink.getvalue()
