@@ -1,0 +1,31 @@
+"""The table layer's exception hierarchy, storage failures included."""
+
+from __future__ import annotations
+
+
+class TableError(Exception):
+    """Base class of every error raised by the table and storage layers."""
+
+
+class StorageError(TableError):
+    """Object storage failed in a way that is not one of the cases below."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The object (or table, or root) does not exist."""
+
+
+class ObjectExistsError(StorageError):
+    """A create-only write found the object already there."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write lost: the object changed since it was read."""
+
+
+class StorageUnavailableError(StorageError):
+    """The storage endpoint cannot be reached or keeps failing."""
+
+
+class StoragePermissionError(StorageError):
+    """The credentials are missing, wrong, or not allowed to do this."""
