@@ -1,0 +1,583 @@
+"""Answers kNN queries (optionally filtered by an allow-set) from one vector index blob.
+
+Two modes over the same blob:
+
+- **eager** (``open(..., verify=True)``, or ``eager=True``): the blob is read in
+  one call, every checksum is checked, and a faiss ``IndexIVFScalarQuantizer`` is
+  filled once from the stored codes; float32 vectors stay a zero-copy view of the
+  bytes. Queries then cost one faiss search plus an exact rerank.
+- **lazy** (default): open reads the header and then meta + directory (two reads).
+  The coarse centroids load on the first query (once, under a lock). A query
+  reads the id/code blocks of the cells it probes, scores the codes with numpy,
+  and fetches only the float32 vectors of the rerank shortlist (coalesced).
+  Every section read is checked against its CRC; shortlist vectors against
+  their per-row hash.
+
+Search knobs (all documented constants):
+
+- ``nprobe``: cells probed. Default ``max(DEFAULT_NPROBE, ceil(DEFAULT_PROBE_FRACTION
+  * nlist))``. Sentence embeddings queried with short texts spread their
+  neighbours over many cells, so the default probes a fixed share of the cells
+  rather than a fixed number.
+- ``rerank``: size of the shortlist rescored exactly from float32 vectors.
+  Default ``max(DEFAULT_RERANK, RERANK_PER_K * k)``; never less than ``k``.
+- Filtered search: when at most ``FILTER_EXACT_MAX`` indexed rows are allowed,
+  the allowed rows are scored exactly (no index). Otherwise the allow-set is a
+  faiss ``IDSelectorBitmap`` inside the IVF scan (or a mask in the lazy scan);
+  when the probed cells yield fewer than ``k`` allowed rows, ``nprobe`` doubles
+  until they do or every cell is probed.
+
+Distances are exact: cosine ``1 - cos``, l2 Euclidean, inner_product ``-<a, b>``.
+Ties are broken by the lower local id. The reader holds no mutable state during
+a search apart from the lazily loaded, lock-protected caches, so it can be
+searched from several threads at once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+
+from superfile.errors import CorruptFileError, QueryError, SuperfileError
+from superfile.ranges import RangeReader, read_many
+from superfile.spec import Metric
+from superfile.vector import format as fmt
+from superfile.vector.build import MAX_ABS_COMPONENT, coarse_index
+from superfile.vector.summary import VectorSummary
+
+if TYPE_CHECKING:
+    import pyroaring
+
+DEFAULT_NPROBE = 8
+DEFAULT_PROBE_FRACTION = 0.45
+DEFAULT_RERANK = 64
+RERANK_PER_K = 4
+FILTER_EXACT_MAX = 2048
+
+_EMPTY = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
+
+
+class VectorIndexReader:
+    """kNN search over one column's vector index blob; see the module docstring."""
+
+    metric: Metric
+    dim: int
+    count: int
+
+    def __init__(
+        self, source: RangeReader, header: fmt.Header, meta: memoryview,
+        directory: np.ndarray, data: memoryview | None,
+    ) -> None:
+        h = header
+        self._src = source
+        self._h = h
+        self.metric = h.metric
+        self.dim = h.dim
+        self.count = h.count
+        self.nlist = h.nlist
+        self.nrows = h.nrows
+        self._rec = 8 + h.code_size
+        self._counts = directory["count"].astype(np.int64)
+        if int(self._counts.sum()) != h.count:
+            raise CorruptFileError("vector index directory counts do not add up to its count")
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
+        self._block_crc = directory["block_crc"].copy()
+        self._vec_crc = directory["vec_crc"].copy()
+        radius, ntrained, _ = fmt.META_FIXED.unpack(meta[: fmt.META_FIXED.size])
+        if len(meta) != fmt.META_FIXED.size + 4 * (h.dim + ntrained):
+            raise CorruptFileError("vector index meta section has the wrong length")
+        if h.quantizer == fmt.QUANT_SQ8 and ntrained != 2 * h.dim:
+            raise CorruptFileError("vector index quantizer parameters have the wrong length")
+        o = fmt.META_FIXED.size
+        self._radius = float(radius)
+        self._centroid = np.frombuffer(meta, "<f4", h.dim, o).astype(np.float32)
+        trained = np.frombuffer(meta, "<f4", ntrained, o + 4 * h.dim).astype(np.float32)
+        self._sq = None
+        if h.quantizer == fmt.QUANT_SQ8:
+            self._sq = faiss.ScalarQuantizer(h.dim, faiss.ScalarQuantizer.QT_8bit)
+            faiss.copy_array_to_vector(trained, self._sq.trained)
+        self._lock = threading.Lock()
+        self._centroids: np.ndarray | None = None
+        self._cnorms: np.ndarray | None = None
+        self._positions: np.ndarray | None = None
+        self._summary: VectorSummary | None = None
+        self._data = data
+        self._vecs: np.ndarray | None = None
+        self._ids_all: np.ndarray | None = None
+        self._index: faiss.Index | None = None
+        if data is not None:
+            self._load_eager(data)
+
+    # -- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, source: RangeReader, *, verify: bool = False, eager: bool | None = None
+    ) -> VectorIndexReader:
+        """Opens a blob. ``verify=True`` means the bytes are resident: read everything,
+        check every checksum and build the in-memory faiss index (eager mode).
+        ``eager`` overrides the mode without changing what is verified."""
+        eager = verify if eager is None else eager
+        try:
+            size = source.size()
+            if eager:
+                data = memoryview(source.read(0, size)).cast("B")
+                header = fmt.Header.unpack(data, size)
+                meta = _section(data, header, "meta", header.meta_crc)
+                directory = _directory(_section(data, header, "directory", header.dir_crc), header)
+                reader = cls(source, header, meta, directory, data)
+                if verify:
+                    reader._verify_all()
+                return reader
+            header = fmt.Header.unpack(source.read(0, min(size, fmt.HEADER.size)), size)
+            m_off, m_len = header.sections["meta"]
+            d_off, d_len = header.sections["directory"]
+            meta_raw, dir_raw = read_many(source, [(m_off, m_len), (d_off, d_len)], gap=1 << 16)
+            meta = memoryview(meta_raw).cast("B")
+            _check_crc(meta, header.meta_crc, "meta")
+            dir_view = memoryview(dir_raw).cast("B")
+            _check_crc(dir_view, header.dir_crc, "directory")
+            return cls(source, header, meta, _directory(dir_view, header), None)
+        except SuperfileError:
+            raise
+        except (ValueError, IndexError, TypeError, OverflowError, RuntimeError) as exc:
+            raise CorruptFileError(f"malformed vector index blob: {exc!r}") from None
+
+    def _load_eager(self, data: memoryview) -> None:
+        h = self._h
+        self._centroids = self._np_section(data, "centroids", h.centroids_crc, "<f4").reshape(
+            h.nlist, h.dim
+        )
+        self._cnorms = np.einsum("ij,ij->i", self._centroids, self._centroids)
+        self._positions = self._np_section(data, "positions", h.positions_crc, "<u4")
+        v_off, _ = h.sections["vectors"]
+        self._vecs = np.frombuffer(data, "<f4", h.count * h.dim, v_off).reshape(h.count, h.dim)
+        b_off, _ = h.sections["blocks"]
+        if h.quantizer == fmt.QUANT_FLAT:
+            return
+        quantizer = coarse_index(self._centroids, self.metric)
+        faiss_metric = faiss.METRIC_L2 if self.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, h.dim, h.nlist, faiss.ScalarQuantizer.QT_8bit, faiss_metric, False
+        )
+        faiss.copy_array_to_vector(faiss.vector_to_array(self._sq.trained), index.sq.trained)
+        index.is_trained = True
+        blocks = np.frombuffer(data, np.uint8, h.count * self._rec, b_off)
+        # One call per cell (bounded by nlist) hands faiss a whole inverted list.
+        for c in np.flatnonzero(self._counts):
+            n = int(self._counts[c])
+            base = int(self._starts[c]) * self._rec
+            ids = blocks[base : base + 4 * n].view("<u4").astype(np.int64)
+            codes = np.ascontiguousarray(blocks[base + 8 * n : base + self._rec * n])
+            index.invlists.add_entries(int(c), n, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+        index.ntotal = h.count
+        self._quantizer = quantizer
+        self._index = index
+
+    def _np_section(self, data: memoryview, name: str, crc: int, dtype: str) -> np.ndarray:
+        view = _section(data, self._h, name, crc)
+        return np.frombuffer(view, dtype)
+
+    def _verify_all(self) -> None:
+        """Checks every cell's block and vector checksums and the id/position agreement."""
+        data = self._data
+        h = self._h
+        b_off, _ = h.sections["blocks"]
+        v_off, _ = h.sections["vectors"]
+        row = h.dim * 4
+        for c in range(h.nlist):
+            s, n = int(self._starts[c]), int(self._counts[c])
+            blk = data[b_off + s * self._rec : b_off + (s + n) * self._rec]
+            _check_crc(blk, int(self._block_crc[c]), f"cell {c} block")
+            vec = data[v_off + s * row : v_off + (s + n) * row]
+            _check_crc(vec, int(self._vec_crc[c]), f"cell {c} vectors")
+        ids = self._all_ids()
+        if h.count and (ids.max() >= h.nrows or not np.array_equal(
+            self._positions[ids], np.arange(h.count, dtype=np.uint32)
+        )):
+            raise CorruptFileError("vector index ids and positions disagree")
+        if int((self._positions != fmt.NO_POSITION).sum()) != h.count:
+            raise CorruptFileError("vector index position map has the wrong number of rows")
+
+    def _all_ids(self) -> np.ndarray:
+        """Local id of every stored position (eager only), gathered without a per-row loop."""
+        h = self._h
+        b_off, _ = h.sections["blocks"]
+        blocks = np.frombuffer(self._data, np.uint8, h.count * self._rec, b_off)
+        cell = np.repeat(np.arange(h.nlist), self._counts)
+        pos = np.arange(h.count)
+        off = self._rec * self._starts[cell] + 4 * (pos - self._starts[cell])
+        return blocks[off[:, None] + np.arange(4)].copy().view("<u4").reshape(-1)
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def summary(self) -> VectorSummary:
+        if self._summary is None:
+            centroids = self._load_centroids()
+            self._summary = VectorSummary(
+                metric=self.metric, dim=self.dim, count=self.count,
+                centroid=self._centroid.copy(), radius=self._radius,
+                cluster_centroids=centroids.copy(), cluster_counts=self._counts.copy(),
+            )
+        return self._summary
+
+    @property
+    def is_eager(self) -> bool:
+        return self._data is not None
+
+    @property
+    def is_flat(self) -> bool:
+        return self._h.quantizer == fmt.QUANT_FLAT
+
+    def default_nprobe(self) -> int:
+        if self.nlist == 0:
+            return 0
+        return min(self.nlist, max(DEFAULT_NPROBE, math.ceil(DEFAULT_PROBE_FRACTION * self.nlist)))
+
+    # -- lazy caches ------------------------------------------------------------------------
+
+    def _load_centroids(self) -> np.ndarray:
+        if self._centroids is None:
+            with self._lock:
+                if self._centroids is None:
+                    view = self._read_section("centroids", self._h.centroids_crc)
+                    cent = np.frombuffer(view, "<f4").reshape(self.nlist, self.dim).copy()
+                    self._cnorms = np.einsum("ij,ij->i", cent, cent)
+                    self._centroids = cent
+        return self._centroids
+
+    def _load_positions(self) -> np.ndarray:
+        if self._positions is None:
+            with self._lock:
+                if self._positions is None:
+                    view = self._read_section("positions", self._h.positions_crc)
+                    self._positions = np.frombuffer(view, "<u4").copy()
+        return self._positions
+
+    def _read_section(self, name: str, crc: int) -> memoryview:
+        off, length = self._h.sections[name]
+        view = memoryview(self._src.read(off, length)).cast("B")
+        _check_crc(view, crc, name)
+        return view
+
+    # -- search -----------------------------------------------------------------------------
+
+    def search(
+        self, query: np.ndarray, k: int, *, nprobe: int | None = None, rerank: int | None = None,
+        allow: pyroaring.BitMap | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest indexed rows: (local ids uint32, exact distances float32)."""
+        q = self._query(query)
+        k, nprobe, shortlist = self._knobs(k, nprobe, rerank)
+        if k == 0 or self.count == 0:
+            return _EMPTY
+        try:
+            if allow is not None:
+                return self._search_filtered(q, k, nprobe, shortlist, allow)
+            if self.is_flat:
+                return self._exact(q, k, None)
+            return self._ivf(q, k, nprobe, shortlist, None, self.count)
+        except SuperfileError:
+            raise
+        except (ValueError, IndexError, TypeError, RuntimeError) as exc:
+            raise CorruptFileError(f"malformed vector index data: {exc!r}") from None
+
+    def search_batch(
+        self, queries: np.ndarray, k: int, *, nprobe: int | None = None,
+        rerank: int | None = None, allow: pyroaring.BitMap | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` for each row of ``queries``: (ids int64 (q, k) padded with -1,
+        distances float32 (q, k) padded with inf)."""
+        qs = np.asarray(queries, dtype=np.float32)
+        if qs.ndim != 2 or qs.shape[1] != self.dim:
+            raise QueryError(f"expected queries of shape (q, {self.dim}), got {qs.shape}")
+        if k < 0:
+            raise QueryError(f"k must be >= 0, got {k}")
+        ids = np.full((len(qs), k), -1, dtype=np.int64)
+        dists = np.full((len(qs), k), np.inf, dtype=np.float32)
+        # One query at a time: each may widen its own probe; bounded by the batch size.
+        for i, q in enumerate(qs):
+            got_ids, got_d = self.search(q, k, nprobe=nprobe, rerank=rerank, allow=allow)
+            ids[i, : len(got_ids)] = got_ids
+            dists[i, : len(got_d)] = got_d
+        return ids, dists
+
+    def _query(self, query: np.ndarray) -> np.ndarray:
+        try:
+            q = np.asarray(query, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise QueryError(f"query vector is not numeric: {exc}") from None
+        if q.ndim == 2 and q.shape[0] == 1:
+            q = q[0]
+        if q.ndim != 1 or q.shape[0] != self.dim:
+            raise QueryError(
+                f"query vector has shape {q.shape}; expected {self.dim} components"
+            )
+        if not np.isfinite(q).all():
+            raise QueryError("query vector has a NaN or infinite component")
+        if (np.abs(q) > MAX_ABS_COMPONENT).any():
+            raise QueryError(f"query vector has a component beyond ±{MAX_ABS_COMPONENT:g}")
+        q = np.ascontiguousarray(q)
+        if self.metric is Metric.COSINE:
+            norm = float(np.sqrt(np.dot(q.astype(np.float64), q.astype(np.float64))))
+            if norm == 0.0:
+                raise QueryError("a zero query vector has no cosine distance")
+            q = (q / norm).astype(np.float32)
+        return q
+
+    def _knobs(self, k: int, nprobe: int | None, rerank: int | None) -> tuple[int, int, int]:
+        if not isinstance(k, (int, np.integer)) or k < 0:
+            raise QueryError(f"k must be a non-negative integer, got {k!r}")
+        if nprobe is not None and nprobe < 1:
+            raise QueryError(f"nprobe must be >= 1, got {nprobe}")
+        if rerank is not None and rerank < 0:
+            raise QueryError(f"rerank must be >= 0, got {rerank}")
+        k = int(k)
+        probe = self.default_nprobe() if nprobe is None else min(int(nprobe), self.nlist)
+        shortlist = max(DEFAULT_RERANK, RERANK_PER_K * k) if rerank is None else int(rerank)
+        return k, probe, max(shortlist, k)
+
+    def _allowed_positions(self, allow: pyroaring.BitMap) -> tuple[np.ndarray, np.ndarray]:
+        """Allowed local ids (sorted, indexed only) and a row mask of them."""
+        rows = np.frombuffer(allow.to_array(), dtype=np.uint32)
+        rows = rows[rows < self.nrows]
+        positions = self._load_positions()
+        rows = rows[positions[rows] != fmt.NO_POSITION]
+        mask = np.zeros(self.nrows, dtype=bool)
+        mask[rows] = True
+        return rows, mask
+
+    def _search_filtered(
+        self, q: np.ndarray, k: int, nprobe: int, shortlist: int, allow: pyroaring.BitMap
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows, mask = self._allowed_positions(allow)
+        if len(rows) == 0:
+            return _EMPTY
+        if self.is_flat or len(rows) <= FILTER_EXACT_MAX or len(rows) <= k:
+            return self._exact(q, k, rows)
+        return self._ivf(q, k, nprobe, shortlist, mask, len(rows))
+
+    # -- exact path -------------------------------------------------------------------------
+
+    def _exact(
+        self, q: np.ndarray, k: int, rows: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over all indexed rows, or over ``rows`` (sorted local ids)."""
+        if self.is_eager:
+            if rows is None:
+                pos = None
+                vecs = self._vecs
+                ids = self._all_ids_cached()
+            else:
+                pos = self._positions[rows].astype(np.int64)
+                vecs = self._vecs[pos]
+                ids = rows
+        else:
+            if rows is None:
+                ids, vecs = self._read_all_vectors()
+            else:
+                pos = self._load_positions()[rows].astype(np.int64)
+                vecs = self._fetch_vectors(pos)
+                ids = rows
+        return _top_exact(self.metric, vecs, ids, q, k)
+
+    def _all_ids_cached(self) -> np.ndarray:
+        ids = self._ids_all
+        if ids is None:
+            with self._lock:
+                ids = self._ids_all
+                if ids is None:
+                    ids = self._all_ids()
+                    self._ids_all = ids
+        return ids
+
+    def _read_all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lazy flat scan: every cell's ids and vectors (used only for small flat indexes)."""
+        cells = np.flatnonzero(self._counts)
+        ids, _, _, pos = self._read_cells(cells)
+        v_off, v_len = self._h.sections["vectors"]
+        view = memoryview(self._src.read(v_off, v_len)).cast("B")
+        row = self.dim * 4
+        for c in cells:
+            s, n = int(self._starts[c]), int(self._counts[c])
+            _check_crc(view[s * row : (s + n) * row], int(self._vec_crc[c]), f"cell {c} vectors")
+        vecs = np.frombuffer(view, "<f4").reshape(self.count, self.dim)
+        return ids, vecs[pos]
+
+    # -- IVF path ---------------------------------------------------------------------------
+
+    def _ivf(
+        self, q: np.ndarray, k: int, nprobe: int, shortlist: int, mask: np.ndarray | None,
+        available: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        want = min(k, available)
+        if self.is_eager:
+            ids = self._faiss_candidates(q, nprobe, shortlist, mask, want)
+            pos = self._positions[ids].astype(np.int64)
+            vecs = self._vecs[pos]
+        else:
+            ids, pos, hashes = self._lazy_candidates(q, nprobe, shortlist, mask, want)
+            vecs = self._fetch_vectors(pos, hashes)
+        return _top_exact(self.metric, vecs, ids, q, k)
+
+    def _faiss_candidates(
+        self, q: np.ndarray, nprobe: int, shortlist: int, mask: np.ndarray | None, want: int
+    ) -> np.ndarray:
+        params = faiss.SearchParametersIVF()
+        bits = None
+        if mask is not None:
+            bits = np.packbits(mask, bitorder="little")
+            # ``bits`` must outlive the search: the selector only borrows its pointer.
+            params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        qm = q[None, :]
+        while True:
+            params.nprobe = nprobe
+            _, labels = self._index.search(qm, shortlist, params=params)
+            found = labels[0][labels[0] >= 0]
+            if len(found) >= want or nprobe >= self.nlist:
+                return found.astype(np.uint32)
+            nprobe = min(self.nlist, nprobe * 2)
+
+    def _probe_order(self, q: np.ndarray) -> np.ndarray:
+        cent = self._load_centroids()
+        if self.metric is Metric.INNER_PRODUCT:
+            score = -(cent @ q)
+        else:
+            score = self._cnorms - 2.0 * (cent @ q)
+        return np.argsort(score, kind="stable")
+
+    def _lazy_candidates(
+        self, q: np.ndarray, nprobe: int, shortlist: int, mask: np.ndarray | None, want: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = self._probe_order(q)
+        done = 0
+        parts: list[tuple[np.ndarray, ...]] = []
+        found = 0
+        while True:
+            cells = order[done:nprobe]
+            cells = cells[self._counts[cells] > 0]
+            if len(cells):
+                ids, hashes, codes, pos = self._read_cells(cells)
+                if mask is not None:
+                    keep = mask[ids]
+                    ids, hashes, codes, pos = ids[keep], hashes[keep], codes[keep], pos[keep]
+                parts.append((ids, hashes, codes, pos))
+                found += len(ids)
+            done = nprobe
+            if found >= want or nprobe >= self.nlist:
+                break
+            nprobe = min(self.nlist, nprobe * 2)
+        if not parts:
+            z = np.zeros(0, np.int64)
+            return z.astype(np.uint32), z, z.astype(np.uint32)
+        ids = np.concatenate([p[0] for p in parts])
+        hashes = np.concatenate([p[1] for p in parts])
+        codes = np.concatenate([p[2] for p in parts])
+        pos = np.concatenate([p[3] for p in parts])
+        if len(ids) > shortlist:
+            approx = _approx_scores(self.metric, self._sq.decode(codes), q)
+            top = np.argpartition(approx, shortlist - 1)[:shortlist]
+            ids, hashes, pos = ids[top], hashes[top], pos[top]
+        return ids, pos, hashes
+
+    def _read_cells(self, cells: np.ndarray) -> tuple[np.ndarray, ...]:
+        """ids, hashes, codes and positions of the given cells, checksums verified."""
+        b_off, _ = self._h.sections["blocks"]
+        rec = self._rec
+        ranges = [
+            (b_off + int(self._starts[c]) * rec, int(self._counts[c]) * rec) for c in cells
+        ]
+        bufs = read_many(self._src, ranges)
+        ids, hashes, codes, pos = [], [], [], []
+        # One step per probed cell, bounded by nprobe.
+        for c, buf in zip(cells, bufs, strict=True):
+            _check_crc(buf, int(self._block_crc[c]), f"cell {c} block")
+            n = int(self._counts[c])
+            arr = np.frombuffer(buf, np.uint8)
+            ids.append(arr[: 4 * n].view("<u4"))
+            hashes.append(arr[4 * n : 8 * n].view("<u4"))
+            codes.append(arr[8 * n :].reshape(n, rec - 8))
+            s = int(self._starts[c])
+            pos.append(np.arange(s, s + n, dtype=np.int64))
+        ids_a = np.concatenate(ids)
+        if len(ids_a) and int(ids_a.max()) >= self.nrows:
+            raise CorruptFileError("vector index cell holds a row id past the end of the column")
+        return ids_a, np.concatenate(hashes), np.concatenate(codes), np.concatenate(pos)
+
+    def _fetch_vectors(self, pos: np.ndarray, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Float32 vectors at ``pos`` through coalesced range reads, hashes checked."""
+        if len(pos) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        v_off, _ = self._h.sections["vectors"]
+        row = self.dim * 4
+        if hashes is None:
+            hashes = self._fetch_hashes(pos)
+        bufs = read_many(self._src, [(v_off + int(p) * row, row) for p in pos])
+        vecs = np.frombuffer(b"".join(bufs), "<f4").reshape(len(pos), self.dim)
+        if not np.array_equal(fmt.row_hashes(vecs), hashes):
+            raise CorruptFileError("vector index stored vector does not match its row hash")
+        return vecs
+
+    def _fetch_hashes(self, pos: np.ndarray) -> np.ndarray:
+        b_off, _ = self._h.sections["blocks"]
+        cell = np.searchsorted(self._starts, pos, side="right") - 1
+        off = b_off + self._rec * self._starts[cell] + 4 * self._counts[cell] + 4 * (
+            pos - self._starts[cell]
+        )
+        bufs = read_many(self._src, [(int(o), 4) for o in off])
+        return np.frombuffer(b"".join(bufs), "<u4")
+
+
+def _section(data: memoryview, header: fmt.Header, name: str, crc: int) -> memoryview:
+    off, length = header.sections[name]
+    view = data[off : off + length]
+    _check_crc(view, crc, name)
+    return view
+
+
+def _directory(view: memoryview, header: fmt.Header) -> np.ndarray:
+    return np.frombuffer(view, fmt.DIR_DTYPE, header.nlist)
+
+
+def _check_crc(view: memoryview | bytes, expected: int, what: str) -> None:
+    if fmt.crc(view) != expected:
+        raise CorruptFileError(f"vector index {what} checksum mismatch")
+
+
+def _approx_scores(metric: Metric, vecs: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Smaller is nearer; a monotone stand-in for the distance, cheap to compute."""
+    dots = vecs @ q
+    if metric is Metric.L2:
+        return np.einsum("ij,ij->i", vecs, vecs) - 2.0 * dots
+    return -dots
+
+
+def _distances(metric: Metric, vecs: np.ndarray, q: np.ndarray) -> np.ndarray:
+    if metric is Metric.L2:
+        diff = vecs - q
+        return np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
+    dots = (vecs @ q).astype(np.float32)
+    if metric is Metric.COSINE:
+        return (np.float32(1.0) - dots).astype(np.float32)
+    return -dots
+
+
+def _top_exact(
+    metric: Metric, vecs: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int,
+    prefilter: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact distances for the candidates, the best ``k`` by (distance, id)."""
+    if len(ids) > prefilter:
+        # Large candidate sets (flat scans) are cut with a cheap score first, with slack
+        # so float rounding in the cheap score cannot push a true top-k row out.
+        approx = _approx_scores(metric, vecs, q)
+        keep = np.argpartition(approx, min(len(approx) - 1, max(4 * k, 256)))[: max(4 * k, 256)]
+        vecs, ids = vecs[keep], ids[keep]
+    dist = _distances(metric, vecs, q)
+    order = np.lexsort((ids, dist))[:k]
+    return ids[order].astype(np.uint32), dist[order]
