@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     import pyroaring
 
 DEFAULT_NPROBE = 8
-DEFAULT_PROBE_FRACTION = 0.45
+DEFAULT_PROBE_FRACTION = 0.5
 DEFAULT_RERANK = 64
 RERANK_PER_K = 4
 FILTER_EXACT_MAX = 2048
@@ -195,6 +195,13 @@ class VectorIndexReader:
             _check_crc(blk, int(self._block_crc[c]), f"cell {c} block")
             vec = data[v_off + s * row : v_off + (s + n) * row]
             _check_crc(vec, int(self._vec_crc[c]), f"cell {c} vectors")
+        covered = sorted([(0, fmt.HEADER.size), *h.sections.values()])
+        edge = 0
+        # Alignment padding is covered by no checksum, so it must be zeros.
+        for off, length in [*covered, (len(data), 0)]:
+            if off > edge and any(data[edge:off]):
+                raise CorruptFileError("vector index padding bytes are not zero")
+            edge = max(edge, off + length)
         ids = self._all_ids()
         if h.count and (ids.max() >= h.nrows or not np.array_equal(
             self._positions[ids], np.arange(h.count, dtype=np.uint32)
