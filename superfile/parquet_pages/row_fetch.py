@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from superfile.errors import CorruptFileError, NotASuperfileError, QueryError
+from superfile.errors import CorruptFileError, NotASuperfileError, QueryError, SuperfileError
 from superfile.parquet_pages import metadata as md
 from superfile.parquet_pages.metadata import (
     ColumnChunkInfo,
@@ -365,7 +365,9 @@ class RowFetcher:
                 if self._parquet_file is None:
                     self._parquet_file = pq.ParquetFile(RangeFile(self._source))
                 table = self._parquet_file.read_row_group(g, columns=[name], use_threads=False)
-            except (OSError, pa.ArrowException) as exc:
+            except SuperfileError:
+                raise
+            except Exception as exc:  # pyarrow reports bad bytes with many exception types
                 raise CorruptFileError(f"unreadable row group {g}: {exc}") from None
         return table.column(0)
 
@@ -373,7 +375,9 @@ class RowFetcher:
         blob = self._synthesize(name, groups)
         try:
             return pq.ParquetFile(pa.BufferReader(blob)).read(use_threads=False)
-        except (OSError, pa.ArrowException) as exc:
+        except SuperfileError:
+            raise
+        except Exception as exc:  # pyarrow reports bad bytes with many exception types
             raise CorruptFileError(f"pages of column {name!r} do not decode: {exc}") from None
 
     def _synthesize(self, name: str, groups: list[_GroupPlan]) -> bytes:
@@ -466,7 +470,7 @@ class RowFetcher:
             return None
         try:
             full = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
-        except (ValueError, pa.ArrowException) as exc:
+        except (ValueError, OSError, pa.ArrowException) as exc:
             raise CorruptFileError(f"unreadable stored Arrow schema: {exc}") from None
         index = full.get_field_index(top.name)
         if index < 0:
