@@ -1,0 +1,489 @@
+"""Reads one column's full-text blob: dictionary lookups, prefix expansion and BM25 search.
+
+Opening reads the preamble and header (dictionary index included) and nothing else; a
+query then reads the dictionary blocks of its terms and those terms' postings, each
+verified against the checksum stored for exactly that range. With ``verify=True`` (bytes
+resident) every section is checked up front and kept, so queries never read again.
+Decoded dictionary blocks and per-term postings references are cached on the reader.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import crc32c
+import numpy as np
+import pyarrow as pa
+
+from superfile.errors import CorruptFileError, QueryError, SuperfileError, UnsupportedVersionError
+from superfile.fts import format as fmt
+from superfile.fts.codec import decode_term, validate_term
+from superfile.fts.engine import K1, B, topk_kernel
+from superfile.fts.query import ParsedQuery, parse_query
+from superfile.fts.stats import CollectionStats
+from superfile.ranges import RangeReader, read_many
+
+__all__ = ["MAX_PREFIX_EXPANSION", "FtsIndexReader"]
+
+log = logging.getLogger(__name__)
+
+MAX_PREFIX_EXPANSION = 256
+"""A prefix expands to at most this many terms: the most frequent ones (by this file's df)."""
+
+_FIRST_READ = 4096
+_TERM_CACHE_LIMIT = 8192
+_MAX_GROUPS = 62
+
+
+@dataclass(frozen=True)
+class _Term:
+    df: int
+    off: int  # offset of the postings inside the postings section
+    length: int
+    crc: int
+
+
+@dataclass
+class _DictBlock:
+    terms: list[str]
+    entries: np.ndarray  # DIR_ENTRY records
+
+
+@dataclass(frozen=True)
+class _Postings:
+    buf: np.ndarray
+    base: int
+    nb: int
+    df: int
+
+
+def _u8(data: Any) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+class FtsIndexReader:
+    """A BM25 index over one column of one file; doc ids are the file's row indexes."""
+
+    def __init__(self, source: RangeReader, header: memoryview) -> None:
+        self._source = source
+        self._lock = threading.Lock()
+        fixed = fmt.HEADER_FIXED.unpack_from(header, fmt.PREAMBLE.size)
+        (self.num_docs, self.num_terms, self.total_tokens, nblocks, self._per_block,
+         _posting_block, self._dl_width) = fixed
+        if self._dl_width not in (1, 2, 4) or self._per_block == 0:
+            raise CorruptFileError("full-text header has invalid field values")
+        self.avg_doc_len = self.total_tokens / self.num_docs if self.num_docs else 0.0
+        size = source.size()
+        self._sections: dict[str, tuple[int, int, int]] = {}
+        pos = fmt.PREAMBLE.size + fmt.HEADER_FIXED.size
+        expect = len(header)
+        for name in fmt.SECTION_NAMES:
+            off, length, crc = fmt.SECTION.unpack_from(header, pos)
+            pos += fmt.SECTION.size
+            if off != expect or off + length > size:
+                raise CorruptFileError(f"full-text section {name} lies outside the blob")
+            expect = off + length
+            self._sections[name] = (off, length, crc)
+        if self._sections["doclens"][1] != self.num_docs * self._dl_width:
+            raise CorruptFileError("full-text doc-length section has the wrong size")
+        if nblocks != (self.num_terms + self._per_block - 1) // self._per_block:
+            raise CorruptFileError("full-text dictionary block count disagrees with term count")
+        index = _u8(header)[fmt.FIXED_END:]
+        need = 8 * (nblocks + 1) + 4 * nblocks + 4 * (nblocks + 1)
+        if len(index) < need:
+            raise CorruptFileError("full-text dictionary index is truncated")
+        self._block_off = np.frombuffer(index[: 8 * (nblocks + 1)], "<u8").astype(np.int64)
+        p = 8 * (nblocks + 1)
+        self._block_crc = np.frombuffer(index[p : p + 4 * nblocks], "<u4")
+        p += 4 * nblocks
+        first_offs = np.frombuffer(index[p : p + 4 * (nblocks + 1)], "<u4").astype(np.int64)
+        p += 4 * (nblocks + 1)
+        first_data = index[p:]
+        if (
+            self._block_off[0] != 0
+            or np.any(np.diff(self._block_off) <= 0)
+            or self._block_off[-1] != self._sections["dict"][1]
+            or first_offs[0] != 0
+            or np.any(np.diff(first_offs) < 0)
+            or first_offs[-1] != len(first_data)
+        ):
+            raise CorruptFileError("full-text dictionary index is malformed")
+        self._first_terms = _strings(first_data, first_offs)
+        if any(a >= b for a, b in itertools.pairwise(self._first_terms)):
+            raise CorruptFileError("full-text dictionary index is not sorted")
+        self._blocks: dict[int, _DictBlock] = {}
+        self._term_cache: dict[str, _Term | None] = {}
+        self._postings_cache: dict[str, _Postings] = {}
+        self._resident: dict[str, np.ndarray] = {}
+        self._doc_lens: np.ndarray | None = None
+        self.last_search_blocks_decoded = 0
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, source: RangeReader, *, verify: bool = False) -> FtsIndexReader:
+        """Opens a blob lazily (two small reads); ``verify`` checks and keeps every section."""
+        try:
+            size = source.size()
+            if size < fmt.FIXED_END:
+                raise CorruptFileError(f"full-text blob of {size} bytes is truncated")
+            head = memoryview(source.read(0, min(size, _FIRST_READ))).cast("B")
+            magic, version, _flags, header_len, header_crc = fmt.PREAMBLE.unpack_from(head, 0)
+            if magic != fmt.MAGIC:
+                raise CorruptFileError("not a full-text index blob (bad magic)")
+            if version != fmt.VERSION:
+                raise UnsupportedVersionError(f"full-text index version {version} is unsupported")
+            if header_len < fmt.FIXED_END or header_len > size:
+                raise CorruptFileError("full-text header length is out of range")
+            if header_len > len(head):
+                head = memoryview(source.read(0, header_len)).cast("B")
+            header = head[:header_len]
+            if crc32c.crc32c(header[fmt.PREAMBLE.size :]) != header_crc:
+                raise CorruptFileError("full-text header checksum mismatch")
+            reader = cls(source, header)
+            if verify:
+                reader._load_all()
+            return reader
+        except SuperfileError:
+            raise
+        except Exception as exc:  # malformed bytes surface as many kinds of failure
+            raise CorruptFileError(f"malformed full-text index: {exc}") from exc
+
+    def _load_all(self) -> None:
+        for name, (off, length, crc) in self._sections.items():
+            data = self._source.read(off, length)
+            if crc32c.crc32c(data) != crc:
+                raise CorruptFileError(f"full-text section {name} checksum mismatch")
+            self._resident[name] = _u8(data)
+
+    # --------------------------------------------------------------- dictionary
+
+    def _dict_block(self, j: int) -> _DictBlock:
+        block = self._blocks.get(j)
+        if block is not None:
+            return block
+        start, end = int(self._block_off[j]), int(self._block_off[j + 1])
+        if "dict" in self._resident:
+            data = self._resident["dict"][start:end]
+        else:
+            data = _u8(self._source.read(self._sections["dict"][0] + start, end - start))
+            if crc32c.crc32c(data) != int(self._block_crc[j]):
+                raise CorruptFileError(f"full-text dictionary block {j} checksum mismatch")
+        block = self._parse_block(j, data)
+        with self._lock:
+            self._blocks[j] = block
+        return block
+
+    def _parse_block(self, j: int, data: np.ndarray) -> _DictBlock:
+        expect = min(self._per_block, self.num_terms - j * self._per_block)
+        if len(data) < 4:
+            raise CorruptFileError("full-text dictionary block is truncated")
+        m = int(data[:4].view("<u4")[0])
+        p = 4 + m * fmt.DIR_ENTRY.itemsize
+        if m != expect or len(data) < p + 4 * (m + 1):
+            raise CorruptFileError("full-text dictionary block is malformed")
+        entries = np.frombuffer(data[4:p], dtype=fmt.DIR_ENTRY)
+        offs = np.frombuffer(data[p : p + 4 * (m + 1)], "<u4").astype(np.int64)
+        text = data[p + 4 * (m + 1) :]
+        if offs[0] != 0 or np.any(np.diff(offs) <= 0) or offs[-1] != len(text):
+            raise CorruptFileError("full-text dictionary block has bad term offsets")
+        terms = _strings(text, offs)
+        if terms[0] != self._first_terms[j] or any(
+            a >= b for a, b in itertools.pairwise(terms)
+        ):
+            raise CorruptFileError("full-text dictionary block is not sorted")
+        plen = self._sections["postings"][1]
+        if np.any(entries["df"] == 0) or np.any(entries["df"] > self.num_docs) or np.any(
+            entries["off"].astype(np.uint64) + entries["len"].astype(np.uint64) > plen
+        ):
+            raise CorruptFileError("full-text directory entry points outside the postings")
+        return _DictBlock(terms, entries)
+
+    def _lookup(self, term: str) -> _Term | None:
+        if term in self._term_cache:
+            return self._term_cache[term]
+        j = bisect.bisect_right(self._first_terms, term) - 1
+        found = None
+        if j >= 0:
+            block = self._dict_block(j)
+            i = bisect.bisect_left(block.terms, term)
+            if i < len(block.terms) and block.terms[i] == term:
+                e = block.entries[i]
+                found = _Term(int(e["df"]), int(e["off"]), int(e["len"]), int(e["crc"]))
+        with self._lock:
+            if len(self._term_cache) >= _TERM_CACHE_LIMIT:
+                self._term_cache.clear()
+            self._term_cache[term] = found
+        return found
+
+    def doc_freq(self, term: str) -> int:
+        """Number of documents containing ``term`` (one normalized token); 0 if absent."""
+        entry = self._wrap(self._lookup, term)
+        return entry.df if entry else 0
+
+    def _prefix_matches(self, prefix: str) -> list[tuple[str, int]]:
+        """(term, df) of every term starting with ``prefix``, in term order."""
+        out: list[tuple[str, int]] = []
+        j = max(bisect.bisect_right(self._first_terms, prefix) - 1, 0)
+        while j < len(self._first_terms):
+            if j > 0 and self._first_terms[j] > prefix and not self._first_terms[j].startswith(
+                prefix
+            ):
+                break
+            block = self._dict_block(j)
+            i = bisect.bisect_left(block.terms, prefix)
+            while i < len(block.terms) and block.terms[i].startswith(prefix):
+                out.append((block.terms[i], int(block.entries["df"][i])))
+                i += 1
+            if i < len(block.terms):
+                break
+            j += 1
+        return out
+
+    def terms_with_prefix(self, prefix: str, limit: int | None = None) -> list[str]:
+        """Dictionary terms starting with ``prefix`` in code point order (first ``limit``)."""
+        matches = self._wrap(self._prefix_matches, prefix)
+        terms = [t for t, _ in matches]
+        return terms if limit is None else terms[: max(limit, 0)]
+
+    def _expand(self, prefix: str) -> list[str]:
+        matches = self._prefix_matches(prefix)
+        if len(matches) > MAX_PREFIX_EXPANSION:
+            log.debug("prefix %r matches %d terms; keeping the %d most frequent",
+                      prefix, len(matches), MAX_PREFIX_EXPANSION)
+            order = sorted(range(len(matches)), key=lambda i: -matches[i][1])
+            keep = sorted(order[:MAX_PREFIX_EXPANSION])
+            matches = [matches[i] for i in keep]
+        return [t for t, _ in matches]
+
+    # ----------------------------------------------------------------- postings
+
+    def _postings(self, terms: list[str]) -> list[tuple[str, _Postings]]:
+        """(term, postings) of the present terms, fetching the missing ones in one batch."""
+        cache = self._postings_cache
+        found = {t: cache[t] for t in terms if t in cache}
+        missing = [t for t in terms if t not in found]
+        if missing:
+            entries = [self._lookup(t) for t in missing]
+            pairs = [(t, e) for t, e in zip(missing, entries, strict=True) if e is not None]
+            base = self._sections["postings"][0]
+            if "postings" in self._resident:
+                section = self._resident["postings"]
+                bufs = [(section, e.off) for _, e in pairs]
+            else:
+                datas = read_many(self._source, [(base + e.off, e.length) for _, e in pairs])
+                bufs = []
+                for (t, e), d in zip(pairs, datas, strict=True):
+                    if crc32c.crc32c(d) != e.crc:
+                        raise CorruptFileError(f"postings of term {t!r} checksum mismatch")
+                    bufs.append((_u8(d), 0))
+            for (t, e), (buf, start) in zip(pairs, bufs, strict=True):
+                nb = (e.df + 127) // 128
+                if validate_term(buf, start, start + e.length, nb, e.df, self.num_docs) != 0:
+                    raise CorruptFileError(f"postings of term {t!r} are malformed")
+                ref = _Postings(buf, start, nb, e.df)
+                with self._lock:
+                    if len(self._postings_cache) >= _TERM_CACHE_LIMIT:
+                        self._postings_cache.clear()
+                    self._postings_cache[t] = ref
+                found[t] = ref
+        return [(t, found[t]) for t in terms if t in found]
+
+    def _docs_of(self, term: str) -> np.ndarray:
+        refs = self._postings([term])
+        if not refs:
+            return np.zeros(0, np.int64)
+        r = refs[0][1]
+        docs, _tfs, _dls, ok = decode_term(r.buf, r.base, r.nb, r.df)
+        if not ok:
+            raise CorruptFileError(f"postings of term {term!r} failed to decode")
+        return docs
+
+    def doc_lengths(self) -> np.ndarray:
+        """Token count of every document (reads the doc-length section once)."""
+        if self._doc_lens is None:
+            off, length, crc = self._sections["doclens"]
+            data = self._resident.get("doclens")
+            if data is None:
+                data = _u8(self._source.read(off, length))
+                if crc32c.crc32c(data) != crc:
+                    raise CorruptFileError("full-text doc-length section checksum mismatch")
+            self._doc_lens = data.view(f"<u{self._dl_width}").astype(np.int64)
+        return self._doc_lens
+
+    # ------------------------------------------------------------------ queries
+
+    @staticmethod
+    def _wrap(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except SuperfileError:
+            raise
+        except Exception as exc:
+            raise CorruptFileError(f"malformed full-text index: {exc}") from exc
+
+    def _groups(self, q: ParsedQuery) -> list[list[str]]:
+        groups = [[t] for t in q.terms]
+        groups += [self._expand(p) for p in q.prefixes]
+        return groups
+
+    def _exclusion_mask(self, q: ParsedQuery, allow: Any) -> np.ndarray | None:
+        if allow is None and not q.excluded:
+            return None
+        if allow is not None:
+            mask = np.zeros(self.num_docs, np.uint8)
+            ids = np.asarray(allow.to_array() if hasattr(allow, "to_array") else list(allow),
+                             dtype=np.int64)
+            mask[ids[(ids >= 0) & (ids < self.num_docs)]] = 1
+        else:
+            mask = np.ones(self.num_docs, np.uint8)
+        for term in q.excluded:
+            mask[self._docs_of(term)] = 0
+        return mask
+
+    def search(
+        self,
+        query: str | ParsedQuery,
+        k: int,
+        *,
+        mode: str = "or",
+        floor: float | None = None,
+        stats: CollectionStats | None = None,
+        allow: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 top-``k``: (doc ids uint32, scores float32), best first, ties to lower id.
+
+        ``mode`` 'or' matches any term, 'and' all (a prefix is satisfied by any of its
+        expansions, capped at ``MAX_PREFIX_EXPANSION`` most frequent terms). Excluded terms
+        remove documents. Only scores strictly above ``floor`` are returned. ``stats``
+        replaces this file's N, avgdl and dfs; ``allow`` (a ``pyroaring.BitMap`` of doc
+        ids) restricts ranking to those documents.
+        """
+        q = parse_query(query) if isinstance(query, str) else query
+        and_mode = _check_mode(mode)
+        if not isinstance(k, (int, np.integer)) or k < 0:
+            raise QueryError(f"k must be a non-negative integer, got {k!r}")
+        if not q.terms and not q.prefixes:
+            raise QueryError("a full-text query needs at least one term that is not excluded")
+        empty = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
+        k = min(int(k), self.num_docs)
+        if k == 0:
+            return empty
+        return self._wrap(self._search, q, k, and_mode, floor, stats, allow)
+
+    def _search(self, q, k, and_mode, floor, stats, allow):
+        empty = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
+        groups = self._groups(q)
+        if len(groups) > _MAX_GROUPS:
+            raise QueryError(f"a full-text query takes at most {_MAX_GROUPS} terms and prefixes")
+        term_bits: dict[str, int] = {}
+        for g, members in enumerate(groups):
+            for t in members:
+                term_bits[t] = term_bits.get(t, 0) | (1 << g)
+        terms = list(term_bits)
+        pairs = self._postings(terms)
+        present = [t for t, _ in pairs]
+        refs = [r for _, r in pairs]
+        if and_mode:
+            covered = 0
+            for t in present:
+                covered |= term_bits[t]
+            if covered != (1 << len(groups)) - 1:
+                return empty
+        if not present:
+            return empty
+        if stats is not None:
+            n_docs, avgdl = float(stats.num_docs), float(stats.avg_doc_len)
+            try:
+                dfs = np.array([stats.doc_freqs[t] for t in present], np.float64)
+            except KeyError as exc:
+                raise QueryError(
+                    f"collection statistics have no document frequency for term {exc.args[0]!r}"
+                ) from None
+        else:
+            n_docs, avgdl = float(self.num_docs), self.avg_doc_len
+            dfs = np.array([r.df for r in refs], np.float64)
+        if not avgdl > 0:
+            avgdl = 1.0
+        if np.any(dfs > n_docs) or np.any(dfs < 0):
+            raise QueryError("collection statistics have a document frequency outside [0, N]")
+        idf = np.log1p((n_docs - dfs + 0.5) / (dfs + 0.5))
+        mask = self._exclusion_mask(q, allow)
+        if len(refs) == 1 or "postings" in self._resident:
+            buf = refs[0].buf
+            bases = np.array([r.base for r in refs], np.int64)
+        else:
+            buf = np.concatenate([r.buf for r in refs])
+            bases = np.zeros(len(refs), np.int64)
+            np.cumsum([len(r.buf) for r in refs[:-1]], out=bases[1:])
+        nbs = np.array([r.nb for r in refs], np.int64)
+        gmask = np.array([term_bits[t] for t in present], np.int64)
+        required = (1 << len(groups)) - 1
+        theta = -np.inf if floor is None else float(floor)
+        n, hs, hd, decoded, corrupt = topk_kernel(
+            buf, bases, nbs, idf, gmask, required, and_mode, k, theta,
+            mask if mask is not None else _NO_MASK, mask is not None, K1, B, avgdl,
+            self.avg_doc_len if self.avg_doc_len > 0 else 1.0,
+        )
+        self.last_search_blocks_decoded = int(decoded)
+        if corrupt:
+            raise CorruptFileError("full-text postings failed to decode")
+        scores, docs = hs[:n], hd[:n]
+        order = np.lexsort((docs, -scores))
+        return docs[order].astype(np.uint32), scores[order].astype(np.float32)
+
+    def token_match(self, query: str | ParsedQuery, mode: str = "or") -> np.ndarray:
+        """Sorted uint32 ids of documents matching any ('or') or all ('and') query groups."""
+        q = parse_query(query) if isinstance(query, str) else query
+        and_mode = _check_mode(mode)
+        if not q.terms and not q.prefixes:
+            raise QueryError("a full-text query needs at least one term that is not excluded")
+        return self._wrap(self._token_match, q, and_mode)
+
+    def _token_match(self, q: ParsedQuery, and_mode: bool) -> np.ndarray:
+        result: np.ndarray | None = None
+        for members in self._groups(q):
+            parts = [self._docs_of(t) for t in members]
+            docs = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            if result is None:
+                result = docs
+            elif and_mode:
+                result = np.intersect1d(result, docs, assume_unique=True)
+            else:
+                result = np.union1d(result, docs)
+        assert result is not None
+        if q.excluded and len(result):
+            gone = np.unique(np.concatenate([self._docs_of(t) for t in q.excluded]))
+            result = np.setdiff1d(result, gone, assume_unique=True)
+        return result.astype(np.uint32)
+
+
+_NO_MASK = np.zeros(1, np.uint8)
+
+
+def _check_mode(mode: str) -> bool:
+    m = str(mode).lower()
+    if m not in ("or", "and"):
+        raise QueryError(f"mode must be 'or' or 'and', got {mode!r}")
+    return m == "and"
+
+
+def _strings(data: np.ndarray, offs: np.ndarray) -> list[str]:
+    """Decodes UTF-8 strings given 0-based int64 offsets (validated by pyarrow)."""
+    if offs[-1] >= 2**31:
+        raise CorruptFileError("full-text term bytes are implausibly large")
+    arr = pa.StringArray.from_buffers(
+        len(offs) - 1,
+        pa.py_buffer(offs.astype(np.int32).tobytes()),
+        pa.py_buffer(np.ascontiguousarray(data).tobytes()),
+    )
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise CorruptFileError(f"full-text term bytes are not valid UTF-8: {exc}") from None
+    return arr.to_pylist()
