@@ -172,6 +172,12 @@ class Header:
                     f"vector index section {name} [{off}, {off + length}) lies outside the "
                     f"{blob_size}-byte blob (truncated or corrupt)"
                 )
+        end = align(max(off + length for off, length in self.sections.values()))
+        if end != blob_size:
+            raise CorruptFileError(
+                f"vector index blob is {blob_size} bytes but its sections end at {end} "
+                "(truncated or corrupt)"
+            )
         meta_len = self.sections["meta"][1]
         if meta_len < META_FIXED.size + 4 * self.dim:
             raise CorruptFileError(f"vector index meta section is only {meta_len} bytes")
