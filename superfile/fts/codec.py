@@ -380,8 +380,36 @@ def decode_block(buf, base, nb, blk, out_docs, out_tfs, out_dls):
     cnt = decode_docs(buf, base, nb, blk, out_docs)
     if cnt < 0:
         return -1
-    for i in range(cnt):
-        out_tfs[i], out_dls[i] = posting_tf_dl(buf, base, nb, blk, i)
+    m = base + blk * 36
+    wg = np.int64(buf[m + 32])
+    wt = np.int64(buf[m + 33])
+    wd = np.int64(buf[m + 34])
+    bitpos = (cnt - 1) * wg
+    p = base + nb * 36 + get_u32(buf, m + 8) + (bitpos >> 3)
+    nacc = 0
+    acc = np.uint64(0)
+    skip = bitpos & 7
+    if skip:
+        acc = np.uint64(buf[p]) >> np.uint64(skip)
+        nacc = 8 - skip
+        p += 1
+    for part in range(2):
+        w = wt if part == 0 else wd
+        mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+        for i in range(cnt):
+            v = np.int64(0)
+            if w > 0:
+                while nacc < w:
+                    acc |= np.uint64(buf[p]) << np.uint64(nacc)
+                    p += 1
+                    nacc += 8
+                v = np.int64(acc & mask)
+                acc >>= np.uint64(w)
+                nacc -= w
+            if part == 0:
+                out_tfs[i] = v + 1
+            else:
+                out_dls[i] = v
     return cnt
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from superfile.fts.codec import decode_docs, get_u32, posting_tf_dl
+from superfile.fts.codec import decode_block, decode_docs, get_u32, posting_tf_dl
 
 K1 = 1.2
 B = 0.75
@@ -87,13 +87,15 @@ def _sift_up(hs, hd, i):
 
 
 @njit(cache=True)
-def topk_kernel(buf, t_base, t_nb, idf, gmask, required, and_mode, k, floor,
+def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, k, floor,
                 mask, use_mask, k1, b, avgdl, file_avgdl):
     """Top-k of the terms whose postings start at ``buf[t_base[t]]`` (validated terms).
 
     ``gmask[t]`` is the bit set of query groups term ``t`` satisfies; in AND mode a doc must
-    cover ``required``. Only scores above ``floor`` count. Returns (count, scores, docs,
-    blocks decoded, corrupt flag); the heap comes back unordered.
+    cover ``required``, and candidates come only from the terms of group bit ``driver`` (the
+    caller picks the rarest group); ``solo[t]`` says some group has ``t`` as its only term,
+    so a document without ``t`` fails AND at once. Only scores above ``floor`` count.
+    Returns (count, scores, docs, blocks decoded, corrupt flag); the heap is unordered.
     """
     T = len(t_base)
     big = np.int64(1) << 40
@@ -102,6 +104,9 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, required, and_mode, k, floor,
     cnt = np.zeros(T, np.int64)
     pos = np.zeros(T, np.int64)
     D = np.empty((T, 128), np.int64)
+    TF = np.empty((T, 128), np.int64)
+    DL = np.empty((T, 128), np.int64)
+    full = np.zeros(T, np.bool_)
     act = np.empty(T, np.int64)
     ubs = np.empty(T, np.float64)
     cum = np.empty(T, np.float64)
@@ -160,24 +165,39 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, required, and_mode, k, floor,
                 ubs[j - 1], ubs[j] = ubs[j], ubs[j - 1]
                 act[j - 1], act[j] = act[j], act[j - 1]
                 j -= 1
+        e = 0
+        if and_mode:
+            # Driver-group terms go last and alone generate candidates.
+            for i in range(na):
+                if gmask[act[i]] & driver == 0:
+                    t = act[i]
+                    u = ubs[i]
+                    for j in range(i, e, -1):
+                        act[j] = act[j - 1]
+                        ubs[j] = ubs[j - 1]
+                    act[e] = t
+                    ubs[e] = u
+                    e += 1
         acc = 0.0
         for i in range(na):
             acc += ubs[i]
             cum[i] = acc
-        e = 0
         if not and_mode:
             while e < na and cum[e] <= theta:
                 e += 1
         for i in range(e, na):
             t = act[i]
-            if dec[t] != blk[t]:
-                c = decode_docs(buf, t_base[t], t_nb[t], blk[t], D[t])
+            if dec[t] != blk[t] or not full[t]:
+                # Every posting of an essential block gets scored: decode it all at once.
+                c = decode_block(buf, t_base[t], t_nb[t], blk[t], D[t], TF[t], DL[t])
                 if c < 0:
                     return 0, hs, hd, decoded, True
+                if dec[t] != blk[t]:
+                    pos[t] = 0
+                    decoded += 1
                 dec[t] = blk[t]
+                full[t] = True
                 cnt[t] = c
-                pos[t] = 0
-                decoded += 1
             while pos[t] < cnt[t] and D[t, pos[t]] < lo:
                 pos[t] += 1
         while True:
@@ -195,8 +215,9 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, required, and_mode, k, floor,
                 t = act[i]
                 if pos[t] < cnt[t] and D[t, pos[t]] == d:
                     if not skip:
-                        tf, dl = posting_tf_dl(buf, t_base[t], t_nb[t], blk[t], pos[t])
-                        partial += _tscore(idf[t], np.float64(tf), np.float64(dl), k1, b, avgdl)
+                        p = pos[t]
+                        partial += _tscore(idf[t], np.float64(TF[t, p]), np.float64(DL[t, p]),
+                                           k1, b, avgdl)
                         got |= gmask[t]
                     pos[t] += 1
             if skip:
@@ -212,15 +233,23 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, required, and_mode, k, floor,
                     if c < 0:
                         return 0, hs, hd, decoded, True
                     dec[t] = blk[t]
+                    full[t] = False
                     cnt[t] = c
                     pos[t] = 0
                     decoded += 1
                 while pos[t] < cnt[t] and D[t, pos[t]] < d:
                     pos[t] += 1
                 if pos[t] < cnt[t] and D[t, pos[t]] == d:
-                    tf, dl = posting_tf_dl(buf, t_base[t], t_nb[t], blk[t], pos[t])
+                    p = pos[t]
+                    if full[t]:
+                        tf, dl = TF[t, p], DL[t, p]
+                    else:
+                        tf, dl = posting_tf_dl(buf, t_base[t], t_nb[t], blk[t], p)
                     partial += _tscore(idf[t], np.float64(tf), np.float64(dl), k1, b, avgdl)
                     got |= gmask[t]
+                elif and_mode and solo[t]:
+                    ok = False
+                    break
             if not ok or partial <= theta:
                 continue
             if and_mode and got != required:

@@ -381,6 +381,8 @@ class FtsIndexReader:
         groups = self._groups(q)
         if len(groups) > _MAX_GROUPS:
             raise QueryError(f"a full-text query takes at most {_MAX_GROUPS} terms and prefixes")
+        if len(groups) == 1:
+            and_mode = False  # one group: any member satisfies it, exactly as OR ranks
         term_bits: dict[str, int] = {}
         for g, members in enumerate(groups):
             for t in members:
@@ -424,9 +426,19 @@ class FtsIndexReader:
         nbs = np.array([r.nb for r in refs], np.int64)
         gmask = np.array([term_bits[t] for t in present], np.int64)
         required = (1 << len(groups)) - 1
+        driver = 0
+        if and_mode:
+            # Candidates come from the group with the fewest postings.
+            sizes = [sum(r.df for t, r in pairs if term_bits[t] >> g & 1)
+                     for g in range(len(groups))]
+            driver = 1 << int(np.argmin(sizes))
+        solo = np.zeros(len(present), np.bool_)
+        for members in groups:
+            if len(members) == 1 and members[0] in present:
+                solo[present.index(members[0])] = True
         theta = -np.inf if floor is None else float(floor)
         n, hs, hd, decoded, corrupt = topk_kernel(
-            buf, bases, nbs, idf, gmask, required, and_mode, k, theta,
+            buf, bases, nbs, idf, gmask, solo, required, and_mode, driver, k, theta,
             mask if mask is not None else _NO_MASK, mask is not None, K1, B, avgdl,
             self.avg_doc_len if self.avg_doc_len > 0 else 1.0,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -176,7 +177,7 @@ def test_table_wide_stats_make_split_files_rank_like_one_file():
     whole = FtsIndexReader.open(BytesRangeReader(build_fts_index(pa.array(texts))[0]))
     cuts = [0, 100, 350, 700, 1000, 1500, 1800, 2100]
     parts = []
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in itertools.pairwise(cuts):
         blob, _ = build_fts_index(pa.array(texts[a:b], pa.string()))
         parts.append((a, FtsIndexReader.open(BytesRangeReader(blob))))
     for q in ["python json", "rust -data", "http* fast", "client tool async"]:
