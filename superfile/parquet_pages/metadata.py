@@ -172,11 +172,12 @@ def _dict_encoded_pages(md: Struct) -> int | None:
     for s in stats[1].items:
         if not isinstance(s, dict):
             return None
-        page_type = s.get(PES_PAGE_TYPE, (None, None))[1]
-        if page_type in (PAGE_DATA, PAGE_DATA_V2) and \
-                s.get(PES_ENCODING, (None, None))[1] in DICTIONARY_ENCODINGS:
-            n = s.get(PES_COUNT, (None, 0))[1]
-            count += n if isinstance(n, int) else 0
+        page_type, encoding, n = (s.get(k, (None, None))[1]
+                                  for k in (PES_PAGE_TYPE, PES_ENCODING, PES_COUNT))
+        if not all(isinstance(v, int) for v in (page_type, encoding, n)):
+            return None
+        if page_type in (PAGE_DATA, PAGE_DATA_V2) and encoding in DICTIONARY_ENCODINGS:
+            count += n
     return count
 
 
@@ -265,8 +266,9 @@ def parse_offset_index(buf: bytes | memoryview, chunk: ColumnChunkInfo,
     chunk_end = chunk.start + chunk.total_compressed_size
     if len(locs) and (
         first[0] != 0
-        or np.any(np.diff(first) <= 0)
-        or first[-1] >= max(num_rows, 1)
+        # Writers may emit an empty page that shares the next page's first row.
+        or np.any(np.diff(first) < 0)
+        or first[-1] > num_rows
         or offsets[0] < chunk.data_page_offset
         or np.any(offsets[1:] < offsets[:-1] + sizes[:-1])
         or offsets[-1] + sizes[-1] > chunk_end

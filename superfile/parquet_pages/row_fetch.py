@@ -215,10 +215,11 @@ class RowFetcher:
             values, positions = self._read_field(name, plans[name])
             arrays.append(values.take(pa.array(positions[inverse])))
         try:
+            # Casts where the decoded type differs from the schema's (e.g. a caller's schema).
             return pa.Table.from_arrays(arrays, schema=out_schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            cast = [a.cast(f.type) for a, f in zip(arrays, out_schema, strict=True)]
-            return pa.Table.from_arrays(cast, schema=out_schema)
+        except pa.ArrowException as exc:
+            raise CorruptFileError(f"the file's columns do not have the schema's types: {exc}"
+                                   ) from None
 
     # -- planning --------------------------------------------------------------------------
 
