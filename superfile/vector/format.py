@@ -11,8 +11,8 @@ Layout (little-endian; every section starts on a 64-byte boundary)::
     blocks      per cluster, in order: local ids (u32), row hashes (u32), codes (u8)
     vectors     per cluster, in order: stored float32 vectors (normalized for cosine)
 
-The header, meta and directory sit together at the front so a lazy open costs
-two reads. Cluster ``c`` starts at position ``start[c] = sum(count[:c])`` in
+The header, meta and directory sit together at the front so a lazy open usually costs
+one read. Cluster ``c`` starts at position ``start[c] = sum(count[:c])`` in
 both the block and vector sections, so offsets are derived, not stored.
 
 Every section carries a CRC-32C (in the header or the directory). Individual

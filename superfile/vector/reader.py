@@ -6,7 +6,7 @@ Two modes over the same blob:
   one call, every checksum is checked, and a faiss ``IndexIVFScalarQuantizer`` is
   filled once from the stored codes; float32 vectors stay a zero-copy view of the
   bytes. Queries then cost one faiss search plus an exact rerank.
-- **lazy** (default): open reads the header and then meta + directory (two reads).
+- **lazy** (default): open reads header, meta and directory in one 64 KiB read.
   The coarse centroids load on the first query (once, under a lock). A query
   reads the id/code blocks of the cells it probes, scores the codes with numpy,
   and fetches only the float32 vectors of the rerank shortlist (coalesced).
@@ -57,6 +57,7 @@ DEFAULT_PROBE_FRACTION = 0.5
 DEFAULT_RERANK = 64
 RERANK_PER_K = 4
 FILTER_EXACT_MAX = 2048
+OPEN_READ_BYTES = 64 * 1024
 
 _EMPTY = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
 
@@ -133,10 +134,17 @@ class VectorIndexReader:
                 if verify:
                     reader._verify_all()
                 return reader
-            header = fmt.Header.unpack(source.read(0, min(size, fmt.HEADER.size)), size)
+            # One speculative read usually covers header, meta and directory.
+            head = memoryview(source.read(0, min(size, OPEN_READ_BYTES))).cast("B")
+            header = fmt.Header.unpack(head, size)
             m_off, m_len = header.sections["meta"]
             d_off, d_len = header.sections["directory"]
-            meta_raw, dir_raw = read_many(source, [(m_off, m_len), (d_off, d_len)], gap=1 << 16)
+            if max(m_off + m_len, d_off + d_len) <= len(head):
+                meta_raw, dir_raw = head[m_off : m_off + m_len], head[d_off : d_off + d_len]
+            else:
+                meta_raw, dir_raw = read_many(
+                    source, [(m_off, m_len), (d_off, d_len)], gap=1 << 16
+                )
             meta = memoryview(meta_raw).cast("B")
             _check_crc(meta, header.meta_crc, "meta")
             dir_view = memoryview(dir_raw).cast("B")
