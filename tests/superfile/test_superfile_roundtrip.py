@@ -85,7 +85,8 @@ def test_roundtrip_duckdb_reads_every_column_equal_to_the_input(tmp_path_factory
     table, spec = case
     path = tmp_path_factory.mktemp("duck") / "f.parquet"
     path.write_bytes(write_superfile(table, spec).data)
-    got = duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetch_arrow_table()
+    rel = duckdb.sql(f"SELECT * FROM read_parquet('{path}')")
+    got = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
     assert got.num_rows == table.num_rows
     for name in table.column_names:
         assert got.column(name).to_pylist() == table.column(name).to_pylist(), name
