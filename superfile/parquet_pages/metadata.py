@@ -190,7 +190,7 @@ def _column_chunk(cc: Struct) -> ColumnChunkInfo:
     path = tuple(
         p.decode("utf-8", "replace") for p in _list(md, CMD_PATH, TType.BINARY, "path_in_schema")
     )
-    data_off = _int(md, CMD_DATA_PAGE_OFFSET, "data_page_offset", minimum=4)
+    data_off = _int(md, CMD_DATA_PAGE_OFFSET, "data_page_offset")  # 0 in empty row groups
     dict_off = _int(md, CMD_DICT_PAGE_OFFSET, "dictionary_page_offset", None)
     if dict_off is not None and not 4 <= dict_off < data_off:
         dict_off = None  # some writers put 0 here to mean "no dictionary"

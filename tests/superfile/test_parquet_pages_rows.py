@@ -142,6 +142,14 @@ def test_empty_selection_gives_empty_table_with_schema() -> None:
     assert source.reads == 0
 
 
+def test_an_empty_file_gives_empty_tables() -> None:
+    table = random_table(0, 9, 2)
+    rows, _ = fetcher(write(table))
+    assert rows.take(np.array([], dtype=np.int64)).num_rows == 0
+    with pytest.raises(QueryError):
+        rows.take(np.array([0]))
+
+
 def test_bad_ids_and_unknown_columns_are_query_errors() -> None:
     table = random_table(100, 3, 3)
     rows, _ = fetcher(write(table))
