@@ -32,7 +32,10 @@ class WriterOptions:
     """How the Parquet body is laid out and how vector indexes are built."""
 
     row_group_size: int = 65536
-    data_page_size: int = 64 * 1024
+    # Small pages keep a row fetch cheap: a lazy read of one row costs one page per column.
+    data_page_size: int = 16 * 1024
+    max_rows_per_page: int = 4096
+    dictionary_page_size: int = 128 * 1024
     compression: str = "zstd"
     vector_params: VectorIndexParams | None = None
     threads: int = 2
@@ -88,6 +91,8 @@ def _write_parquet(table: pa.Table, spec: IndexSpec, options: WriterOptions,
         sink,
         row_group_size=max(1, options.row_group_size),
         data_page_size=options.data_page_size,
+        max_rows_per_page=options.max_rows_per_page,
+        dictionary_pagesize_limit=options.dictionary_page_size,
         compression=compression,
         use_dictionary=dictionary,
         write_statistics=True,
