@@ -208,9 +208,9 @@ def _map_error(exc: BaseException, what: str) -> StorageError:
             return StoragePermissionError(detail)
         if code == 404:
             return ObjectNotFoundError(detail)
-        if code == 409:
-            return ObjectExistsError(detail)
-        if code == 412:
+        if code in (409, 412):
+            # 409 is S3's "a conflicting conditional write is in progress": this writer
+            # lost the race either way.
             return PreconditionFailedError(detail)
         if code in (408, 429) or code >= 500:
             return StorageUnavailableError(detail)
@@ -490,6 +490,8 @@ class ObstoreObjectStore:
             mapped = _map_error(exc, what)
             if isinstance(client_mode, dict) and isinstance(mapped, ObjectNotFoundError):
                 mapped = PreconditionFailedError(f"{what}: the object does not exist")
+            elif client_mode == "create" and type(mapped) is PreconditionFailedError:
+                mapped = ObjectExistsError(str(mapped))
             raise mapped from exc
         if self._local is not None:
             self._local.sync(key)
