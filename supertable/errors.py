@@ -29,3 +29,23 @@ class StorageUnavailableError(StorageError):
 
 class StoragePermissionError(StorageError):
     """The credentials are missing, wrong, or not allowed to do this."""
+
+
+class CommitConflictError(TableError):
+    """Other writers kept winning: the commit gave up after its bounded retries."""
+
+
+class TableCorruptError(TableError):
+    """Table metadata on storage is unreadable or inconsistent."""
+
+
+class TableSchemaError(TableError):
+    """Rows do not fit the table's schema, or a predicate names an unknown column."""
+
+
+class TableNotFoundError(TableError):
+    """No table of that name exists under the root."""
+
+
+class TableExistsError(TableError):
+    """A table of that name already exists under the root."""
