@@ -58,6 +58,7 @@ def config_yaml(target_recall: float) -> str:
         "vector:\n"
         f"  target_recall: {target_recall}\n"
         f"  hnsw_register_floor: {floor}\n"
+        f"  flat_register_floor: {min(0.8, target_recall)}\n"
     )
 
 
@@ -98,9 +99,12 @@ def configure(target_recall: float | None = None) -> dict[str, Any]:
         target_recall = DEFAULT_TARGET_RECALL
     text = config_yaml(target_recall)
     with _private_config_dir(text):
-        # The first connection makes the engine load its configuration stack.
+        # The engine loads its configuration stack lazily, on the first table it
+        # creates (not on connect), so a throwaway table triggers the load here.
         db = infino.connect("memory://")
-        db.list_tables()
+        schema = pa.schema([pa.field("v", pa.list_(pa.float32(), 16), nullable=False)])
+        db.create_table("config_probe", schema, infino.IndexSpec().vector("v", 16, "cosine"))
+        db.drop_table("config_probe")
     _configured = {
         "target_recall": target_recall,
         "yaml": text,
