@@ -158,6 +158,11 @@ class SuperfileReader:
     # -- what is in the file ---------------------------------------------------------------
 
     @property
+    def source(self) -> RangeReader:
+        """The byte source the file is read through."""
+        return self._source
+
+    @property
     def num_rows(self) -> int:
         return self.directory.num_rows
 
