@@ -151,3 +151,36 @@ def write_superfile(
         fts_stats={col: stats for col, (_b, stats) in fts_built.items()},
         vector_summaries={col: summary for col, (_b, summary) in vec_built.items()},
     )
+
+
+def replace_column(data: bytes, name: str, values: pa.Array,
+                   options: WriterOptions | None = None) -> bytes:
+    """The same superfile with one column's values replaced, its indexes kept as they are.
+
+    Only columns that no index covers may be replaced (the indexes are kept
+    byte for byte): the table layer renumbers its ``_id`` column this way when a
+    commit has to move onto a newer table version.
+    """
+    options = options or WriterOptions()
+    footer_start = layout.parquet_footer_start(data)
+    table = pq.read_table(pa.BufferReader(data))
+    kv = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    directory = layout.parse_directory(table.schema.metadata, footer_start)
+    if any(e.column == name for e in directory.entries):
+        raise IndexSpecError(f"column {name!r} is indexed; its values cannot be replaced")
+    if len(values) != table.num_rows:
+        raise IndexSpecError(f"{len(values)} values for a file of {table.num_rows} rows")
+    index = table.schema.get_field_index(name)
+    if index < 0:
+        raise IndexSpecError(f"no column {name!r} to replace")
+    field = table.schema.field(index)
+    table = table.set_column(index, field, values.cast(field.type))
+    user_meta = {k: v for k, v in kv.items() if not k.startswith(layout.RESERVED_PREFIX)}
+    ours = {k: v for k, v in kv.items() if k.startswith(layout.RESERVED_PREFIX)}
+    table = table.replace_schema_metadata(user_meta)
+    payload = bytes(memoryview(data)[directory.region_start : footer_start])
+    region = layout.Region(directory.entries, payload)
+    spec = IndexSpec(fts=tuple(e.column for e in directory.entries if e.kind == layout.FTS))
+    parquet = _write_parquet(table, spec, options, ours)
+    return layout.splice_region(parquet, region)
+

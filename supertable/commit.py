@@ -80,7 +80,7 @@ def load_latest(store: ObjectStore, prefix: str, table: str) -> Manifest:
     return read_manifest(store, prefix, version)
 
 
-def _write_hint(store: ObjectStore, prefix: str, version: int) -> None:
+def write_hint(store: ObjectStore, prefix: str, version: int) -> None:
     try:
         store.put(_join(prefix, LATEST_HINT), str(version).encode())
     except StorageError as exc:
@@ -102,7 +102,7 @@ def try_publish(store: ObjectStore, prefix: str, manifest: Manifest) -> bool:
             return False
         if existing != payload:
             return False
-    _write_hint(store, prefix, manifest.version)
+    write_hint(store, prefix, manifest.version)
     return True
 
 

@@ -14,7 +14,12 @@ from collections import OrderedDict
 
 import crc32c
 
-from superfile import SuperfileReader
+from superfile import Metric, SuperfileReader
+from superfile.fts.build import build_fts_index
+from superfile.fts.reader import FtsIndexReader
+from superfile.ranges import BytesRangeReader
+from superfile.vector.build import VectorIndexParams, build_vector_index
+from superfile.vector.reader import VectorIndexReader
 from supertable.errors import TableCorruptError
 from supertable.manifest import FileEntry
 from supertable.store import ObjectStore, StoreRangeReader
@@ -32,6 +37,8 @@ class ReaderPool:
         self._capacity = capacity
         self._readers: OrderedDict[str, SuperfileReader] = OrderedDict()
         self._summaries: OrderedDict[str, FileSummary] = OrderedDict()
+        # Indexes built in memory for files committed without them (deferred indexing).
+        self._scan_indexes: dict[tuple[str, str, str], object] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, threading.Lock] = {}
         self.opened = 0
@@ -70,6 +77,36 @@ class ReaderPool:
             return SuperfileReader.open(data)
         return SuperfileReader.open_lazy(StoreRangeReader(self._store, path, entry.size))
 
+    def fts(self, entry: FileEntry, column: str) -> FtsIndexReader:
+        if entry.indexed:
+            return self.reader(entry).fts(column)
+        key = ("fts", entry.path, column)
+        with self._lock:
+            found = self._scan_indexes.get(key)
+        if found is None:
+            texts = self.reader(entry).read_table([column]).column(0)
+            blob, _ = build_fts_index(texts)
+            found = FtsIndexReader.open(BytesRangeReader(blob), verify=False)
+            with self._lock:
+                self._scan_indexes[key] = found
+        return found  # type: ignore[return-value]
+
+    def vectors(self, entry: FileEntry, column: str, metric: Metric) -> VectorIndexReader:
+        if entry.indexed:
+            return self.reader(entry).vector(column)
+        key = ("vec", entry.path, column)
+        with self._lock:
+            found = self._scan_indexes.get(key)
+        if found is None:
+            vecs = self.reader(entry).read_table([column]).column(0)
+            # An exact index: every vector in one cell, searched by brute force.
+            params = VectorIndexParams(flat_threshold=max(len(vecs), 1) + 1)
+            blob, _ = build_vector_index(vecs, metric, params)
+            found = VectorIndexReader.open(BytesRangeReader(blob), verify=False, eager=True)
+            with self._lock:
+                self._scan_indexes[key] = found
+        return found  # type: ignore[return-value]
+
     def summary(self, entry: FileEntry) -> FileSummary | None:
         if entry.sidecar is None:
             return None
@@ -93,3 +130,5 @@ class ReaderPool:
             for p in paths:
                 self._readers.pop(p, None)
                 self._summaries.pop(p, None)
+                for key in [k for k in self._scan_indexes if k[1] == p]:
+                    del self._scan_indexes[key]

@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 from pyroaring import BitMap
 
 from superfile import SuperfileReader
+from superfile.fts.reader import FtsIndexReader
 from superfile.parquet_pages.row_fetch import RangeFile
+from superfile.vector.reader import VectorIndexReader
 from supertable.errors import TableSchemaError
 from supertable.manifest import ID_COLUMN, FileEntry, Manifest
 from supertable.readers import ReaderPool
@@ -99,6 +101,14 @@ class Snapshot:
     def reader(self, entry: FileEntry) -> SuperfileReader:
         return self.pool.reader(entry)
 
+    def fts(self, entry: FileEntry, column: str) -> FtsIndexReader:
+        """The file's BM25 index of ``column`` (built in memory for a not-yet-indexed file)."""
+        return self.pool.fts(entry, column)
+
+    def vectors(self, entry: FileEntry, column: str) -> VectorIndexReader:
+        """The file's vector index of ``column`` (exact, in memory, for a not-yet-indexed file)."""
+        return self.pool.vectors(entry, column, self.manifest.spec.vector[column])
+
     def check_columns(self, columns: Sequence[str]) -> None:
         names = set(self.manifest.schema.names)
         unknown = [c for c in columns if c not in names]
@@ -149,6 +159,12 @@ class Snapshot:
             local = np.searchsorted(all_ids, got)
         return BitMap(local.astype(np.uint32))
 
+    def conform(self, table: pa.Table) -> pa.Table:
+        """Casts columns read from a file to the table's declared types (nested field names
+        as written by Parquet readers differ from the declared ones)."""
+        schema = pa.schema([self.manifest.schema.field(c) for c in table.column_names])
+        return table if table.schema.equals(schema) else table.cast(schema)
+
     def count(self, filter_: Filter = None) -> int:
         if filter_ is None:
             return self.manifest.num_rows
@@ -163,7 +179,7 @@ class Snapshot:
         expr = to_expression(filter_)
         for entry in self.candidate_files(filter_):
             reader = self.reader(entry)
-            table = reader.read_table(read_cols)
+            table = self.conform(reader.read_table(read_cols))
             if entry.tombstones:
                 keep = np.ones(entry.rows, dtype=bool)
                 keep[np.fromiter(entry.tombstones, dtype=np.int64)] = False

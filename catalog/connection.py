@@ -1,0 +1,168 @@
+"""The tables under one storage root, and the embedded API a program uses directly.
+
+``connect(uri, **options)`` opens a root; its ``Connection`` creates, opens,
+lists and drops tables. Each table is registered by a create-if-absent write
+of ``_catalog/<name>.json``, which points at the table's own folder
+``tables/<name>-<uuid>/``: two racing creates of one name see exactly one
+winner, and a dropped name can be created again without meeting old files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+
+from catalog.errors import InvalidTableNameError
+from catalog.storage import open_store
+from superfile import IndexSpec, Metric
+from supertable.errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    TableCorruptError,
+    TableExistsError,
+    TableNotFoundError,
+)
+from supertable.store import ObjectStore
+from supertable.table import Table, TableOptions
+
+log = logging.getLogger(__name__)
+
+CATALOG_DIR = "_catalog"
+TABLES_DIR = "tables"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidTableNameError(
+            f"invalid table name {name!r}: use 1-128 letters, digits or underscores, "
+            "not starting with a digit")
+    return name
+
+
+class Connection:
+    """A storage root and the tables under it. Safe to share between threads."""
+
+    def __init__(self, store: ObjectStore, options: TableOptions | None = None) -> None:
+        self.store = store
+        self.options = options or TableOptions()
+        self._tables: dict[str, Table] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    def _entry_path(self, name: str) -> str:
+        return f"{CATALOG_DIR}/{name}.json"
+
+    def _prefix_of(self, name: str) -> str:
+        try:
+            data, _ = self.store.get(self._entry_path(name))
+        except ObjectNotFoundError:
+            raise TableNotFoundError(f"no table {name!r} under {self.uri}") from None
+        try:
+            return str(json.loads(data)["prefix"])
+        except (ValueError, KeyError, TypeError):
+            raise TableCorruptError(f"catalog entry of table {name!r} is unreadable") from None
+
+    def create_table(
+        self,
+        name: str,
+        schema: pa.Schema,
+        *,
+        fts: list[str] | None = None,
+        vector: dict[str, str | Metric] | None = None,
+        spec: IndexSpec | None = None,
+        exist_ok: bool = False,
+    ) -> Table:
+        """Creates an empty table. Without ``spec``/``fts``/``vector`` every string column
+        gets a BM25 index and every ``fixed_size_list<float32, d>`` a cosine vector index."""
+        _check_name(name)
+        if spec is None and (fts is not None or vector is not None):
+            spec = IndexSpec.of(fts=fts or [], vector=vector or {})
+        prefix = f"{TABLES_DIR}/{name}-{uuid.uuid4().hex[:12]}"
+        table = Table.create(self.store, prefix, name, schema, spec, self.options)
+        entry = json.dumps({"name": name, "prefix": prefix}).encode()
+        try:
+            self.store.put(self._entry_path(name), entry, mode="create")
+        except ObjectExistsError:
+            table.close()
+            self._remove_prefix(prefix)
+            if exist_ok:
+                return self.open_table(name)
+            raise TableExistsError(f"table {name!r} already exists under {self.uri}") from None
+        with self._lock:
+            self._tables[name] = table
+        return table
+
+    def open_table(self, name: str) -> Table:
+        _check_name(name)
+        prefix = self._prefix_of(name)
+        with self._lock:
+            cached = self._tables.get(name)
+            if cached is not None and cached.prefix == prefix:
+                return cached
+        table = Table.open(self.store, prefix, name, self.options)
+        with self._lock:
+            self._tables[name] = table
+        return table
+
+    def list_tables(self) -> list[str]:
+        names = []
+        for meta in self.store.list(f"{CATALOG_DIR}/"):
+            base = meta.path.rsplit("/", 1)[-1]
+            if base.endswith(".json"):
+                names.append(base[: -len(".json")])
+        return sorted(names)
+
+    def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
+        """Removes a table: it disappears at once; its files are deleted afterwards."""
+        _check_name(name)
+        try:
+            prefix = self._prefix_of(name)
+        except TableNotFoundError:
+            if missing_ok:
+                return
+            raise
+        self.store.delete(self._entry_path(name))
+        with self._lock:
+            table = self._tables.pop(name, None)
+        if table is not None:
+            table.close()
+        self._remove_prefix(prefix)
+
+    def _remove_prefix(self, prefix: str) -> None:
+        try:
+            paths = [m.path for m in self.store.list(f"{prefix}/")]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(self.store.delete, paths))
+        except StorageError as exc:
+            log.warning("files of a dropped table remain under %s: %s", prefix, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            tables, self._tables = list(self._tables.values()), {}
+        for t in tables:
+            t.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(uri: str, *, validate: bool = False, table_options: TableOptions | None = None,
+            **storage_options: Any) -> Connection:
+    """Opens the storage root at ``uri`` (memory://, a path, file://, s3://, gs://, az://)."""
+    store = open_store(uri, validate=validate, **{k: str(v) for k, v in storage_options.items()})
+    return Connection(store, table_options)

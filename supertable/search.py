@@ -1,0 +1,323 @@
+"""Search across the files of one snapshot: prune, fan out, merge one global top-k.
+
+BM25 scores every file with table-wide statistics (document count, average
+length and each term's document frequency summed over the files), so a row's
+score does not depend on how the table was split into files. Files whose term
+Bloom filters rule the query out are never opened; the k-th best score found
+so far is handed to the next files as a floor. Vector search visits files in
+order of the smallest distance their (centroid, radius) ball allows and stops
+once no remaining file can beat the k-th nearest. Tombstoned and filtered-out
+rows are excluded inside each file's search, so k live hits come back whenever
+k live rows match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
+from superfile.spec import vector_dim
+from supertable.manifest import ID_COLUMN, FileEntry
+from supertable.snapshot import Filter, Snapshot
+
+RRF_K = 60
+
+
+@dataclass
+class Hits:
+    """Search hits of one snapshot: per hit its file, local row, table ``_id`` and score."""
+
+    files: list[FileEntry]
+    file_index: np.ndarray
+    local: np.ndarray
+    ids: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Hits:
+        return cls([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                   np.zeros(0, np.float32))
+
+
+def _check_k(k: int) -> int:
+    if not isinstance(k, (int, np.integer)) or k < 0:
+        raise QueryError(f"k must be a non-negative integer, got {k!r}")
+    return int(k)
+
+
+def _fts_files(snap: Snapshot, column: str) -> list[FileEntry]:
+    snap.check_columns([column])
+    if column not in snap.manifest.spec.fts:
+        raise QueryError(f"column {column!r} of table {snap.name!r} has no BM25 index")
+    return [f for f in snap.files if f.live_rows > 0]
+
+
+def _bloom_keeps(snap: Snapshot, entry: FileEntry, column: str, q: ParsedQuery,
+                 and_mode: bool) -> bool:
+    summary = snap.pool.summary(entry)
+    bloom = summary.blooms.get(column) if summary else None
+    if bloom is None or not q.terms:
+        return True
+    present = bloom.might_contain(list(q.terms))
+    if and_mode:
+        return bool(present.all())
+    return bool(present.any()) or bool(q.prefixes)
+
+
+def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQuery
+                ) -> tuple[CollectionStats, ParsedQuery]:
+    """Table-wide BM25 statistics for the query's terms (prefix expansions included)."""
+    docs = sum(f.fts_sizes.get(column, (f.rows, 0))[0] for f in snap.files)
+    tokens = sum(f.fts_sizes.get(column, (0, 0))[1] for f in snap.files)
+    terms = set(q.terms)
+    for prefix in q.prefixes:
+        for f in files:
+            terms.update(snap.fts(f, column).terms_with_prefix(prefix))
+    dfs = dict.fromkeys(terms, 0)
+    for f in files:
+        fts = snap.fts(f, column)
+        for t in terms:
+            dfs[t] += fts.doc_freq(t)
+    avg = tokens / docs if docs else 0.0
+    return CollectionStats(num_docs=max(docs, 1), avg_doc_len=avg, doc_freqs=dfs), q
+
+
+class _TopK:
+    """The best k hits seen so far; ``floor()`` is the k-th best score once k are known.
+
+    Ties go to the lower ``_id`` so that results do not depend on file order.
+    """
+
+    def __init__(self, k: int, larger_is_better: bool) -> None:
+        self.k = k
+        self.sign = 1.0 if larger_is_better else -1.0
+        self.key = np.zeros(0, np.float64)
+        self.ids = np.zeros(0, np.int64)
+        self.file_i = np.zeros(0, np.int64)
+        self.local = np.zeros(0, np.int64)
+
+    def add(self, file_i: int, local: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        key = np.concatenate([self.key, -self.sign * np.asarray(scores, np.float64)])
+        all_ids = np.concatenate([self.ids, np.asarray(ids, np.int64)])
+        order = np.lexsort((all_ids, key))[: self.k]
+        self.key = key[order]
+        self.ids = all_ids[order]
+        self.file_i = np.concatenate([self.file_i, np.full(len(ids), file_i, np.int64)])[order]
+        self.local = np.concatenate([self.local, np.asarray(local, np.int64)])[order]
+
+    @property
+    def full(self) -> bool:
+        return len(self.ids) >= self.k
+
+    def floor(self) -> float | None:
+        return float(-self.sign * self.key[-1]) if self.full else None
+
+    def hits(self, files: list[FileEntry]) -> Hits:
+        return Hits(files, self.file_i, self.local, self.ids,
+                    (-self.sign * self.key).astype(np.float32))
+
+
+def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
+         filter_: Filter = None, pool: ThreadPoolExecutor | None = None) -> Hits:
+    k = _check_k(k)
+    q = parse_query(query)
+    and_mode = mode.lower() == "and"
+    if mode.lower() not in ("and", "or"):
+        raise QueryError(f"mode must be 'and' or 'or', not {mode!r}")
+    files = _fts_files(snap, column)
+    candidates = [f for f in snap.candidate_files(filter_) if f in files
+                  and _bloom_keeps(snap, f, column, q, and_mode)]
+    if k == 0 or not candidates:
+        return Hits.empty()
+    stats, q = table_stats(snap, column, candidates, q)
+    top = _TopK(k, larger_is_better=True)
+    # Bigger files first: they set a high floor early for the rest.
+    candidates.sort(key=lambda f: -f.live_rows)
+
+    def run(i: int, entry: FileEntry, floor: float | None) -> tuple[int, FileEntry, np.ndarray,
+                                                                     np.ndarray]:
+        allow = snap.allowed(entry, filter_)
+        local, scores = snap.fts(entry, column).search(
+            q, k, mode=mode, floor=floor, stats=stats, allow=allow)
+        return i, entry, local, scores
+
+    _fan_out(candidates, run, top, pool, snap)
+    return top.hits(candidates)
+
+
+def _fan_out(candidates, run, top: _TopK, pool, snap: Snapshot) -> None:
+    if pool is None or len(candidates) == 1:
+        for i, entry in enumerate(candidates):
+            _, _, local, scores = run(i, entry, top.floor())
+            top.add(i, local, snap.ids_of(entry, local), scores)
+        return
+    width = getattr(pool, "_max_workers", 2)
+    pending = list(enumerate(candidates))
+    while pending:
+        wave, pending = pending[:width], pending[width:]
+        floor = top.floor()
+        for i, entry, local, scores in pool.map(lambda p, f=floor: run(p[0], p[1], f), wave):
+            top.add(i, local, snap.ids_of(entry, local), scores)
+
+
+def _query_vector(snap: Snapshot, column: str, vector: Sequence[float] | np.ndarray
+                  ) -> np.ndarray:
+    snap.check_columns([column])
+    if column not in snap.manifest.spec.vector:
+        raise QueryError(f"column {column!r} of table {snap.name!r} has no vector index")
+    dim = vector_dim(snap.manifest.schema.field(column).type)
+    try:
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise QueryError(f"query vector for {column!r} is not a list of numbers: {exc}") from None
+    if q.shape[0] != dim:
+        raise QueryError(f"query vector for {column!r} has {q.shape[0]} values; "
+                         f"the column holds vectors of {dim}")
+    if not np.all(np.isfinite(q)):
+        raise QueryError(f"query vector for {column!r} contains NaN or infinity")
+    return q
+
+
+def _lower_bound(metric: Metric, q: np.ndarray, centroid: np.ndarray, radius: float) -> float:
+    """The smallest distance any vector inside the ball (centroid, radius) can have to q."""
+    if metric is Metric.COSINE:
+        n = float(np.linalg.norm(q))
+        qn = q / n if n > 0 else q
+        gap = max(0.0, float(np.linalg.norm(qn - centroid)) - radius)
+        return gap * gap / 2.0
+    if metric is Metric.L2:
+        return max(0.0, float(np.linalg.norm(q - centroid)) - radius)
+    return -(float(q @ centroid) + float(np.linalg.norm(q)) * radius)
+
+
+def vector(snap: Snapshot, column: str, query: Sequence[float] | np.ndarray, k: int, *,
+           nprobe: int | None = None, filter_: Filter = None,
+           pool: ThreadPoolExecutor | None = None) -> Hits:
+    k = _check_k(k)
+    q = _query_vector(snap, column, query)
+    metric = snap.manifest.spec.vector[column]
+    files = snap.candidate_files(filter_)
+    if k == 0 or not files:
+        return Hits.empty()
+    bounds: list[tuple[float, FileEntry]] = []
+    for f in files:
+        summary = snap.pool.summary(f)
+        vs = summary.vectors.get(column) if summary else None
+        if vs is not None and vs.count == 0:
+            continue
+        lb = -np.inf if vs is None else _lower_bound(metric, q, vs.centroid, vs.radius)
+        bounds.append((lb, f))
+    bounds.sort(key=lambda b: b[0])
+    top = _TopK(k, larger_is_better=False)
+    for i, (lb, entry) in enumerate(bounds):
+        kth = top.floor()
+        # A small tolerance keeps float rounding in the bound from skipping a true neighbour.
+        if kth is not None and lb > kth + 1e-6:
+            break
+        allow = snap.allowed(entry, filter_)
+        if allow is not None and len(allow) == 0:
+            continue
+        local, dists = snap.vectors(entry, column).search(q, k, nprobe=nprobe, allow=allow)
+        top.add(i, local.astype(np.int64), snap.ids_of(entry, local), dists)
+    return top.hits([b[1] for b in bounds])
+
+
+def hybrid(snap: Snapshot, text_column: str, text: str, vector_column: str,
+           query: Sequence[float] | np.ndarray, k: int, *, filter_: Filter = None,
+           pool: ThreadPoolExecutor | None = None) -> Hits:
+    """Reciprocal-rank fusion of BM25 and vector rankings: sum of 1 / (60 + rank)."""
+    k = _check_k(k)
+    depth = max(k * 4, 50)
+    lists = [bm25(snap, text_column, text, depth, filter_=filter_, pool=pool),
+             vector(snap, vector_column, query, depth, filter_=filter_, pool=pool)]
+    fused: dict[int, float] = {}
+    where: dict[int, tuple[FileEntry, int]] = {}
+    for hits in lists:
+        for rank, (fi, lo, i) in enumerate(zip(hits.file_index.tolist(), hits.local.tolist(),
+                                               hits.ids.tolist(), strict=True)):
+            fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + rank + 1)
+            where.setdefault(i, (hits.files[fi], lo))
+    best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    files: list[FileEntry] = []
+    index: dict[str, int] = {}
+    fidx, local = [], []
+    for i, _ in best:
+        entry, lo = where[i]
+        if entry.path not in index:
+            index[entry.path] = len(files)
+            files.append(entry)
+        fidx.append(index[entry.path])
+        local.append(lo)
+    return Hits(files, np.array(fidx, np.int64), np.array(local, np.int64),
+                np.array([i for i, _ in best], np.int64),
+                np.array([s for _, s in best], np.float32))
+
+
+def token_match(snap: Snapshot, column: str, query: str, mode: str = "or",
+                filter_: Filter = None) -> np.ndarray:
+    """Table ``_id`` of every live row whose column holds any / all query tokens."""
+    q = parse_query(query)
+    and_mode = mode.lower() == "and"
+    files = _fts_files(snap, column)
+    out = []
+    for f in snap.candidate_files(filter_):
+        if f not in files or not _bloom_keeps(snap, f, column, q, and_mode):
+            continue
+        local = snap.fts(f, column).token_match(q, mode)
+        allow = snap.allowed(f, filter_)
+        if allow is not None:
+            local = local[np.isin(local, np.fromiter(allow, np.uint32, len(allow)))]
+        out.append(snap.ids_of(f, local))
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def exact_match(snap: Snapshot, column: str, value: str, filter_: Filter = None) -> np.ndarray:
+    """Table ``_id`` of every live row whose column equals ``value`` exactly."""
+    snap.check_columns([column])
+    tokens = parse_query(value).terms if value.strip("-* ") else ()
+    out = []
+    for f in snap.candidate_files(filter_):
+        if tokens and column in snap.manifest.spec.fts:
+            summary = snap.pool.summary(f)
+            bloom = summary.blooms.get(column) if summary else None
+            if bloom is not None and not bloom.might_contain(list(tokens)).all():
+                continue
+        local = snap.reader(f).exact_match(column, value)
+        allow = snap.allowed(f, filter_)
+        if allow is not None:
+            local = local[np.isin(local, np.fromiter(allow, np.uint32, len(allow)))]
+        out.append(snap.ids_of(f, local))
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def materialize(snap: Snapshot, hits: Hits, columns: Sequence[str] | None,
+                score_name: str = "score") -> pa.Table:
+    """``_id``, score and the chosen columns of each hit, in hit order."""
+    wanted = [c for c in (columns if columns is not None else snap.schema.names)
+              if c != ID_COLUMN]
+    snap.check_columns(wanted)
+    fields = [snap.manifest.schema.field(ID_COLUMN), pa.field(score_name, pa.float32())]
+    fields += [snap.manifest.schema.field(c) for c in wanted]
+    if len(hits.ids) == 0:
+        return pa.Table.from_pylist([], schema=pa.schema(fields))
+    parts: list[pa.Table] = []
+    order: list[np.ndarray] = []
+    for fi in np.unique(hits.file_index):
+        sel = np.nonzero(hits.file_index == fi)[0]
+        entry = hits.files[int(fi)]
+        if wanted:
+            parts.append(snap.conform(snap.reader(entry).take(hits.local[sel], wanted)))
+        order.append(sel)
+    position = np.argsort(np.concatenate(order), kind="stable")
+    arrays = [pa.array(hits.ids, pa.int64()), pa.array(hits.scores, pa.float32())]
+    if wanted:
+        rows = pa.concat_tables(parts).take(pa.array(position))
+        arrays += [rows.column(c).combine_chunks() for c in wanted]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

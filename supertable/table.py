@@ -1,0 +1,530 @@
+"""A table over many superfiles: appends, deletes, updates and searches, durably.
+
+Every change is published as a new immutable manifest (see ``commit``):
+appended rows become new superfiles, deleted rows become tombstones, an
+updated row becomes a tombstone plus its new version (keeping its ``_id``) in
+the same manifest. Readers pin one manifest and never see a change half
+applied. Writers in this process are serialized per table by a lock; writers
+in other processes by the conditional manifest write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import crc32c
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from pyroaring import BitMap
+
+from superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
+from superfile.writer import replace_column
+from supertable import commit, search
+from supertable.errors import (
+    ObjectExistsError,
+    StorageError,
+    TableExistsError,
+    TableSchemaError,
+)
+from supertable.manifest import ID_COLUMN, FileEntry, Manifest, SidecarRef, manifest_path
+from supertable.readers import ReaderPool
+from supertable.snapshot import Filter, Snapshot
+from supertable.store import ObjectStore
+from supertable.summaries import column_ranges, summarize
+from supertable.wal import Intent, IntentLog
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = "data"
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How a table writes and searches."""
+
+    max_rows_per_file: int = 1_000_000
+    # Commits of at least this many rows per worker are split across the build workers.
+    min_rows_per_shard: int = 50_000
+    build_threads: int = 2
+    search_threads: int = 2
+    commit_attempts: int = 12
+    # Intents older than this are treated as abandoned by a crashed writer on open.
+    recovery_age_s: float = 3600.0
+    writer: WriterOptions = field(default_factory=WriterOptions)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a write published."""
+
+    version: int | None
+    rows: int
+    files_added: int = 0
+    files_removed: int = 0
+
+
+@dataclass
+class _Built:
+    entry: FileEntry
+    data: bytes
+    sidecar: bytes
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Table:
+    """One table under a storage prefix. Safe to share between threads."""
+
+    def __init__(self, store: ObjectStore, prefix: str, name: str, manifest: Manifest,
+                 options: TableOptions | None = None) -> None:
+        self.store = store
+        self.prefix = prefix.strip("/")
+        self.name = name
+        self.options = options or TableOptions()
+        self._manifest = manifest
+        self._pool = ReaderPool(store, self.prefix)
+        self._search_pool = ThreadPoolExecutor(max_workers=max(1, self.options.search_threads))
+        self._write_lock = threading.Lock()
+        self._buffer: list[tuple[pa.Table, str | None, bool]] = []
+        self._buffer_lock = threading.Lock()
+        self._wal = IntentLog(store, self.prefix)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, store: ObjectStore, prefix: str, name: str, schema: pa.Schema,
+               spec: IndexSpec | None = None, options: TableOptions | None = None) -> Table:
+        """Creates an empty table; ``TableExistsError`` when one is already there."""
+        if ID_COLUMN in schema.names:
+            raise TableSchemaError(f"{ID_COLUMN!r} is reserved for the hidden row id")
+        spec = spec if spec is not None else IndexSpec.default_for(schema)
+        try:
+            spec.validate(schema)
+        except IndexSpecError as exc:
+            raise TableSchemaError(str(exc)) from None
+        full = pa.schema([pa.field(ID_COLUMN, pa.int64(), nullable=False), *schema],
+                         metadata=schema.metadata)
+        manifest = Manifest(version=1, table_uuid=uuid.uuid4().hex, schema=full, spec=spec,
+                            next_id=0, files=(), created_ms=_now_ms(), operation="create")
+        path = f"{prefix.strip('/')}/{manifest_path(1)}" if prefix.strip("/") else manifest_path(1)
+        try:
+            store.put(path, manifest.to_bytes(), mode="create")
+        except ObjectExistsError:
+            raise TableExistsError(f"table {name!r} already exists") from None
+        commit.write_hint(store, prefix.strip("/"), 1)
+        return cls(store, prefix, name, manifest, options)
+
+    @classmethod
+    def open(cls, store: ObjectStore, prefix: str, name: str,
+             options: TableOptions | None = None) -> Table:
+        """Opens the latest version, resolving writes a crashed writer left behind."""
+        manifest = commit.load_latest(store, prefix.strip("/"), name)
+        table = cls(store, prefix, name, manifest, options)
+        table.recover(table.options.recovery_age_s)
+        return table
+
+    def close(self) -> None:
+        self._search_pool.shutdown(wait=False)
+
+    def __enter__(self) -> Table:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def recover(self, older_than_s: float = 0.0) -> int:
+        """Rolls back or completes abandoned writes older than ``older_than_s`` seconds."""
+        return self._wal.recover(self.refresh(), older_than_s)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def refresh(self) -> Manifest:
+        """Loads the newest published version."""
+        latest = commit.latest_version(self.store, self.prefix)
+        if latest != self._manifest.version:
+            self._manifest = commit.read_manifest(self.store, self.prefix, latest)
+        return self._manifest
+
+    def snapshot(self, refresh: bool = True) -> Snapshot:
+        """A pinned view of the table (the newest version unless ``refresh`` is False)."""
+        manifest = self.refresh() if refresh else self._manifest
+        return Snapshot(manifest, self._pool, self.name)
+
+    def at_version(self, version: int) -> Snapshot:
+        return Snapshot(commit.read_manifest(self.store, self.prefix, version), self._pool,
+                        self.name)
+
+    @property
+    def version(self) -> int:
+        return self._manifest.version
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The user's columns (the hidden ``_id`` is not listed)."""
+        return self._manifest.user_schema
+
+    @property
+    def spec(self) -> IndexSpec:
+        return self._manifest.spec
+
+    @property
+    def files_opened(self) -> int:
+        return self._pool.opened
+
+    def count(self, filter_: Filter = None) -> int:
+        return self.snapshot().count(filter_)
+
+    def to_arrow(self, columns: Sequence[str] | None = None, filter_: Filter = None,
+                 with_id: bool = False) -> pa.Table:
+        return self.snapshot().to_table(columns, filter_, with_id)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def bm25_search(self, column: str, query: str, k: int = 10, *, mode: str = "or",
+                    filter_: Filter = None, columns: Sequence[str] | None = None) -> pa.Table:
+        snap = self.snapshot()
+        hits = search.bm25(snap, column, query, k, mode=mode, filter_=filter_,
+                           pool=self._search_pool)
+        return search.materialize(snap, hits, columns)
+
+    def vector_search(self, column: str, vector: Sequence[float] | np.ndarray, k: int = 10, *,
+                      nprobe: int | None = None, filter_: Filter = None,
+                      columns: Sequence[str] | None = None) -> pa.Table:
+        snap = self.snapshot()
+        hits = search.vector(snap, column, vector, k, nprobe=nprobe, filter_=filter_,
+                             pool=self._search_pool)
+        return search.materialize(snap, hits, self._without_vectors(snap, columns))
+
+    def hybrid_search(self, text_column: str, text: str, vector_column: str,
+                      vector: Sequence[float] | np.ndarray, k: int = 10, *,
+                      filter_: Filter = None, columns: Sequence[str] | None = None) -> pa.Table:
+        snap = self.snapshot()
+        hits = search.hybrid(snap, text_column, text, vector_column, vector, k,
+                             filter_=filter_, pool=self._search_pool)
+        return search.materialize(snap, hits, self._without_vectors(snap, columns))
+
+    def token_match(self, column: str, query: str, mode: str = "or", *,
+                    filter_: Filter = None) -> np.ndarray:
+        return search.token_match(self.snapshot(), column, query, mode, filter_)
+
+    def exact_match(self, column: str, value: str, *, filter_: Filter = None) -> np.ndarray:
+        return search.exact_match(self.snapshot(), column, value, filter_)
+
+    @staticmethod
+    def _without_vectors(snap: Snapshot, columns: Sequence[str] | None) -> Sequence[str] | None:
+        if columns is not None:
+            return columns
+        return [c for c in snap.schema.names if c not in snap.manifest.spec.vector]
+
+    # -- appends -----------------------------------------------------------------------------
+
+    def append(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch], *,
+               batch_id: str | None = None, commit: bool = True,
+               deferred_index: bool = False) -> CommitResult:
+        """Adds rows. With ``commit`` (the default) they are durable when this returns;
+        otherwise they wait in the buffer for ``commit()``. A ``batch_id`` that was
+        already committed makes the append a no-op (a retried job adds nothing)."""
+        table = self._conform(data)
+        with self._buffer_lock:
+            self._buffer.append((table, batch_id, deferred_index))
+        if commit:
+            return self.commit()
+        return CommitResult(version=None, rows=0)
+
+    def _conform(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch]) -> pa.Table:
+        schema = self.schema
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        elif not isinstance(data, pa.Table):
+            batches = list(data)
+            data = pa.Table.from_batches(batches) if batches else schema.empty_table()
+        if ID_COLUMN in data.column_names:
+            raise TableSchemaError(f"{ID_COLUMN!r} is assigned by the table; do not supply it")
+        missing = [n for n in schema.names if n not in data.column_names]
+        extra = [n for n in data.column_names if n not in schema.names]
+        if missing or extra:
+            raise TableSchemaError(
+                f"rows do not fit table {self.name!r}: missing columns {missing}, "
+                f"unknown columns {extra}")
+        try:
+            return data.select(schema.names).cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise TableSchemaError(f"rows do not fit table {self.name!r}: {exc}") from None
+
+    def commit(self) -> CommitResult:
+        """Publishes every buffered append in one new version."""
+        with self._buffer_lock:
+            buffered, self._buffer = self._buffer, []
+        if not buffered:
+            return CommitResult(version=None, rows=0)
+        with self._write_lock:
+            try:
+                return self._commit_appends(buffered)
+            except BaseException:
+                with self._buffer_lock:
+                    self._buffer = buffered + self._buffer
+                raise
+
+    def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
+        base = self.refresh()
+        fresh = [(t, b, d) for t, b, d in buffered if b is None or b not in base.batches]
+        batch_ids = [b for _, b, _ in fresh if b is not None]
+        groups = {False: [t for t, _, d in fresh if not d], True: [t for t, _, d in fresh if d]}
+        tables = {deferred: pa.concat_tables(ts) for deferred, ts in groups.items() if ts}
+        rows = sum(t.num_rows for t in tables.values())
+        if rows == 0 and not batch_ids:
+            return CommitResult(version=None, rows=0)
+        intent = Intent("append")
+        built: list[_Built] = []
+        next_id = base.next_id
+        for deferred, table in tables.items():
+            if table.num_rows == 0:
+                continue
+            ids = pa.array(np.arange(next_id, next_id + table.num_rows, dtype=np.int64))
+            spec = IndexSpec() if deferred else base.spec
+            built += self._build(table.add_column(0, ID_COLUMN, ids), spec, base, intent)
+            next_id += table.num_rows
+        self._upload(built, intent)
+        assumed_next = base.next_id
+
+        def derive(latest: Manifest) -> Manifest | None:
+            nonlocal built, assumed_next
+            if batch_ids and all(b in latest.batches for b in batch_ids):
+                return None
+            if latest.next_id != assumed_next:
+                built = self._renumber(built, latest.next_id - assumed_next, intent)
+                assumed_next = latest.next_id
+            entries = [replace(b.entry, added_in=latest.version + 1) for b in built]
+            return latest.successor(files=(*latest.files, *entries),
+                                    next_id=latest.next_id + rows, batches=batch_ids,
+                                    created_ms=_now_ms(), operation="append")
+
+        published = self._publish(base, derive, intent, "append")
+        if published is None:
+            return CommitResult(version=None, rows=0)
+        return CommitResult(published.version, rows, files_added=len(built))
+
+    # -- deletes and updates -----------------------------------------------------------------
+
+    def delete(self, filter_: Filter) -> int:
+        """Deletes the live rows matching ``filter_``; returns how many."""
+        if filter_ is None:
+            raise TableSchemaError("delete needs a filter; use a filter that is always true "
+                                   "to delete every row")
+        with self._write_lock:
+            intent = Intent("delete")
+            deleted = 0
+
+            def derive(latest: Manifest) -> Manifest | None:
+                nonlocal deleted
+                snap = Snapshot(latest, self._pool, self.name)
+                files, deleted = self._tombstone(snap, filter_)
+                if deleted == 0:
+                    return None
+                return latest.successor(files=files, created_ms=_now_ms(), operation="delete")
+
+            self._publish(self._manifest, derive, intent, "delete")
+            return deleted
+
+    def _tombstone(self, snap: Snapshot, filter_: Filter,
+                   ) -> tuple[list[FileEntry], int]:
+        candidates = {f.path for f in snap.candidate_files(filter_)}
+        files: list[FileEntry] = []
+        deleted = 0
+        for f in snap.files:
+            hit = snap.allowed(f, filter_) if f.path in candidates else None
+            if hit:
+                files.append(f.with_tombstones(hit))
+                deleted += len(hit)
+            else:
+                files.append(f)
+        return files, deleted
+
+    def update(self, filter_: Filter, values: Mapping[str, Any]) -> int:
+        """Sets columns of the live rows matching ``filter_``; each keeps its ``_id``.
+
+        A value is a constant or a pyarrow expression over the row's columns
+        (``pc.field("n") + 1``). Returns how many rows changed.
+        """
+        if filter_ is None:
+            raise TableSchemaError("update needs a filter")
+        if not values:
+            raise TableSchemaError("update needs at least one column to set")
+        self.snapshot(refresh=False).check_columns(list(values))
+        if ID_COLUMN in values:
+            raise TableSchemaError(f"{ID_COLUMN!r} cannot be updated")
+        with self._write_lock:
+            intent = Intent("update")
+            changed = 0
+
+            def derive(latest: Manifest) -> Manifest | None:
+                nonlocal changed
+                snap = Snapshot(latest, self._pool, self.name)
+                old = snap.to_table(filter_=filter_, with_id=True)
+                changed = old.num_rows
+                if changed == 0:
+                    return None
+                new = self._apply_values(old, values, latest.schema)
+                built = self._build(new.sort_by(ID_COLUMN), latest.spec, latest, intent)
+                self._upload(built, intent)
+                files, _ = self._tombstone(snap, filter_)
+                entries = [replace(b.entry, added_in=latest.version + 1) for b in built]
+                return latest.successor(files=(*files, *entries), created_ms=_now_ms(),
+                                        operation="update")
+
+            self._publish(self._manifest, derive, intent, "update")
+            return changed
+
+    @staticmethod
+    def _apply_values(old: pa.Table, values: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
+        projection: dict[str, pc.Expression] = {}
+        for name in old.column_names:
+            value = values.get(name, pc.field(name))
+            if not isinstance(value, pc.Expression):
+                value = pc.scalar(pa.scalar(value, schema.field(name).type))
+            projection[name] = value
+        try:
+            out = ds.dataset(old).to_table(columns=projection)
+            return out.cast(pa.schema([schema.field(n) for n in old.column_names]))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise TableSchemaError(f"cannot apply update {dict(values)!r}: {exc}") from None
+
+    # -- building and publishing -------------------------------------------------------------
+
+    def _shards(self, rows: int) -> list[tuple[int, int]]:
+        opts = self.options
+        count = max(math.ceil(rows / max(1, opts.max_rows_per_file)),
+                    min(opts.build_threads, rows // max(1, opts.min_rows_per_shard)), 1)
+        bounds = np.linspace(0, rows, count + 1).round().astype(np.int64)
+        return [(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)
+                if b > a]
+
+    def _build(self, table: pa.Table, spec: IndexSpec, base: Manifest,
+               intent: Intent) -> list[_Built]:
+        """Builds one superfile per balanced shard of ``table`` (which carries ``_id``)."""
+        shards = [table.slice(off, n) for off, n in self._shards(table.num_rows)]
+
+        def build(shard: pa.Table) -> _Built:
+            written = write_superfile(shard, spec, options=self.options.writer)
+            return self._entry_for(shard, written.data, summarize(written).to_bytes(),
+                                   indexed=bool(spec.fts or spec.vector) or not (
+                                       base.spec.fts or base.spec.vector),
+                                   fts_stats={c: (s.num_docs, s.total_tokens)
+                                              for c, s in written.fts_stats.items()},
+                                   spec=base.spec)
+
+        if len(shards) == 1:
+            built = [build(shards[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, self.options.build_threads)) as pool:
+                built = list(pool.map(build, shards))
+        for b in built:
+            intent.objects += [b.entry.path, b.entry.sidecar.path]  # type: ignore[union-attr]
+        return built
+
+    def _entry_for(self, shard: pa.Table, data: bytes, sidecar: bytes, *, indexed: bool,
+                   fts_stats: dict[str, tuple[int, int]], spec: IndexSpec) -> _Built:
+        name = uuid.uuid4().hex
+        ids = shard.column(ID_COLUMN)
+        if not fts_stats:
+            # Files without an index still count toward table-wide BM25 statistics.
+            fts_stats = {c: (shard.num_rows, 0) for c in spec.fts}
+        entry = FileEntry(
+            path=f"{DATA_DIR}/{name}.parquet",
+            size=len(data),
+            rows=shard.num_rows,
+            id_min=int(pc.min(ids).as_py()),
+            id_max=int(pc.max(ids).as_py()),
+            indexed=indexed,
+            sidecar=SidecarRef(f"{DATA_DIR}/{name}.summary", len(sidecar), crc32c.crc32c(sidecar)),
+            column_ranges=column_ranges(shard.drop_columns([ID_COLUMN])),
+            fts_sizes=fts_stats,
+        )
+        return _Built(entry, data, sidecar)
+
+    def _upload(self, built: list[_Built], intent: Intent) -> None:
+        self._wal.record(intent)
+
+        def put(b: _Built) -> None:
+            self.store.put(self._full(b.entry.path), b.data)
+            self.store.put(self._full(b.entry.sidecar.path), b.sidecar)  # type: ignore[union-attr]
+
+        if len(built) <= 1:
+            for b in built:
+                put(b)
+        else:
+            with ThreadPoolExecutor(max_workers=min(8, len(built))) as pool:
+                list(pool.map(put, built))
+
+    def _renumber(self, built: list[_Built], shift: int, intent: Intent) -> list[_Built]:
+        """Moves already-built files' ``_id`` values up by ``shift`` (another writer won)."""
+        out = []
+        for b in built:
+            e = b.entry
+            ids = pa.array(np.arange(e.id_min + shift, e.id_max + shift + 1, dtype=np.int64))
+            data = replace_column(b.data, ID_COLUMN, ids, self.options.writer)
+            entry = replace(e, size=len(data), id_min=e.id_min + shift, id_max=e.id_max + shift)
+            out.append(_Built(entry, data, b.sidecar))
+        self._upload(out, intent)
+        return out
+
+    def _publish(self, base: Manifest, derive, intent: Intent, what: str) -> Manifest | None:
+        try:
+            published = commit.publish(self.store, self.prefix, base, derive,
+                                       attempts=self.options.commit_attempts,
+                                       what=f"{what} on table {self.name!r}")
+        except BaseException:
+            self._abandon(intent, keep=set())
+            raise
+        if published is not None:
+            self._manifest = published
+        keep = set() if published is None else (
+            {f.path for f in published.files}
+            | {f.sidecar.path for f in published.files if f.sidecar is not None})
+        self._abandon(intent, keep)
+        return published
+
+    def _abandon(self, intent: Intent, keep: set[str]) -> None:
+        """Removes the intent's objects that did not make it into a manifest, then the intent."""
+        try:
+            for obj in intent.objects:
+                if obj not in keep:
+                    self.store.delete(self._full(obj))
+            if intent.objects:
+                self._wal.clear(intent)
+        except StorageError as exc:
+            log.warning("leaving intent %s for recovery: %s", intent.txid, exc)
+
+    def _full(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    # -- used by maintenance -----------------------------------------------------------------
+
+    @property
+    def pool(self) -> ReaderPool:
+        return self._pool
+
+    def live_rows_of(self, snap: Snapshot, entry: FileEntry) -> pa.Table:
+        """Every live row of one file, ``_id`` first."""
+        table = snap.conform(snap.reader(entry).read_table([ID_COLUMN, *snap.schema.names]))
+        if entry.tombstones:
+            keep = np.ones(entry.rows, dtype=bool)
+            keep[np.fromiter(entry.tombstones, dtype=np.int64)] = False
+            table = table.filter(pa.array(keep))
+        return table
+
+    def tombstones_of(self, entry: FileEntry) -> BitMap:
+        return entry.tombstones
