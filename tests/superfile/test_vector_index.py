@@ -23,7 +23,8 @@ from superfile.vector import (
 from superfile.vector.reader import FILTER_EXACT_MAX
 from tests.superfile.conftest import vectors
 
-DATA = Path("/work/shared/data/pypi-minilm")
+# The project data folder sits beside the repository (../shared/data).
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "pypi-minilm"
 METRICS = [Metric.COSINE, Metric.L2, Metric.INNER_PRODUCT]
 
 
