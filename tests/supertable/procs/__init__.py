@@ -1,0 +1,1 @@
+"""Child-process scripts driven by the concurrency and crash tests."""

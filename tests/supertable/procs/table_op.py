@@ -1,0 +1,80 @@
+"""A child process that performs one table operation, for crash and concurrency tests.
+
+Run as ``python table_op.py '<json>'``. The JSON names the storage ``root`` (and its
+``options``), the table (``prefix`` and ``name`` for ``Table.open``, or ``catalog`` to go
+through ``catalog.connect``), the ``op`` and its parameters, and optionally
+``kill_at``: the process SIGKILLs itself just before that write. On success the last
+line of stdout is a JSON summary with the write log; ``appends`` also prints one
+``ACK <batch id>`` line as each append is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+import pyarrow as pa
+
+import catalog
+from catalog.storage import open_store
+from supertable.table import Table, TableOptions
+from tests.supertable.conftest import make_docs
+from tests.supertable.faulty_store import FaultyStore, Rule
+
+
+def rows(n: int, seed: int, tag: str) -> pa.Table:
+    """``n`` documents whose titles ``<tag>-<i>`` are unique across the whole test."""
+    docs = make_docs(n, seed)
+    titles = pa.array([f"{tag}-{i}" for i in range(n)])
+    return docs.set_column(docs.schema.get_field_index("title"), "title", titles)
+
+
+def main() -> None:
+    args = json.loads(sys.argv[1])
+    store = FaultyStore(open_store(args["root"], **args.get("options", {})),
+                        kill_at_write=args.get("kill_at"))
+    for delay in args.get("delays", []):
+        store.add(Rule(op=delay["op"], path=delay.get("path", "*"), action="delay",
+                       delay_s=float(delay["seconds"])))
+    options = TableOptions(**args.get("table_options", {}))
+    if args.get("catalog"):
+        conn = catalog.Connection(store, options)
+        table = conn.open_table(args["name"])
+    else:
+        table = Table.open(store, args["prefix"], args["name"], options)
+    op = args["op"]
+    result: dict[str, object] = {}
+    if op == "append":
+        res = table.append(rows(args["rows"], args["seed"], args["tag"]),
+                           batch_id=args.get("batch_id"),
+                           deferred_index=bool(args.get("deferred", False)))
+        result = {"version": res.version, "rows": res.rows}
+    elif op == "appends":
+        versions = []
+        for i in range(args["count"]):
+            batch = f"{args['tag']}-b{i}"
+            res = table.append(rows(args["rows"], args["seed"] + i, f"{args['tag']}-{i}"),
+                               batch_id=batch)
+            versions.append(res.version)
+            print(f"ACK {batch} {res.version}", flush=True)
+            time.sleep(float(args.get("pause_s", 0.0)))
+        result = {"versions": versions}
+    elif op == "delete":
+        result = {"deleted": table.delete([tuple(c) for c in args["filter"]])}
+    elif op == "update":
+        result = {"updated": table.update([tuple(c) for c in args["filter"]], args["values"])}
+    elif op == "optimize":
+        res = table.optimize()  # type: ignore[attr-defined]
+        result = {"result": repr(res)}
+    else:
+        raise SystemExit(f"unknown op {op!r}")
+    result["writes"] = store.write_log()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
