@@ -528,3 +528,22 @@ class Table:
 
     def tombstones_of(self, entry: FileEntry) -> BitMap:
         return entry.tombstones
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def optimize(self, *, target_rows: int | None = None,
+                 min_live_fraction: float = 0.8,
+                 ) -> OptimizeResult:  # noqa: F821 - its module is imported on use
+        """Merges small files and rewrites tombstone-heavy ones (see ``supertable.optimize``)."""
+        from supertable.optimize import optimize
+
+        return optimize(self, target_rows=target_rows, min_live_fraction=min_live_fraction)
+
+    def gc(self, *, grace_seconds: float = 3600.0, expire_manifests: bool = False,
+           keep_versions: int = 10,
+           ) -> GcResult:  # noqa: F821 - its module is imported on use
+        """Deletes files no recent snapshot references (see ``supertable.gc``)."""
+        from supertable.gc import collect_garbage
+
+        return collect_garbage(self, grace_seconds=grace_seconds,
+                               expire_manifests=expire_manifests, keep_versions=keep_versions)
