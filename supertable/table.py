@@ -37,6 +37,7 @@ from supertable.errors import (
     TableExistsError,
     TableSchemaError,
 )
+from supertable.indexer import BackgroundIndexer, pending_files, token_count
 from supertable.manifest import ID_COLUMN, FileEntry, Manifest, SidecarRef, manifest_path
 from supertable.readers import ReaderPool
 from supertable.snapshot import Filter, Snapshot
@@ -62,6 +63,8 @@ class TableOptions:
     # Intents older than this are treated as abandoned by a crashed writer on open.
     recovery_age_s: float = 3600.0
     writer: WriterOptions = field(default_factory=WriterOptions)
+    # Build the indexes of deferred appends on a background thread after they commit.
+    background_indexing: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Table:
         self._buffer: list[tuple[pa.Table, str | None, bool]] = []
         self._buffer_lock = threading.Lock()
         self._wal = IntentLog(store, self.prefix)
+        self._indexer = BackgroundIndexer(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class Table:
         return table
 
     def close(self) -> None:
+        self._indexer.stop(timeout=120.0)
         self._search_pool.shutdown(wait=False)
 
     def __enter__(self) -> Table:
@@ -272,11 +277,27 @@ class Table:
             return CommitResult(version=None, rows=0)
         with self._write_lock:
             try:
-                return self._commit_appends(buffered)
+                result = self._commit_appends(buffered)
             except BaseException:
                 with self._buffer_lock:
                     self._buffer = buffered + self._buffer
                 raise
+        if (result.version is not None and self.options.background_indexing
+                and any(deferred for _, _, deferred in buffered)):
+            self._indexer.kick()
+        return result
+
+    def wait_for_indexes(self, timeout: float | None = None) -> bool:
+        """Waits until every file of the latest version has its indexes, building them on
+        the background indexer (started if need be); False when ``timeout`` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pending_files(self.refresh()):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self._indexer.kick()
+            self._indexer.wait_progress(0.05 if left is None else min(0.05, left))
+        return True
 
     def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
         base = self.refresh()
@@ -441,7 +462,7 @@ class Table:
         ids = shard.column(ID_COLUMN)
         if not fts_stats:
             # Files without an index still count toward table-wide BM25 statistics.
-            fts_stats = {c: (shard.num_rows, 0) for c in spec.fts}
+            fts_stats = {c: (shard.num_rows, token_count(shard.column(c))) for c in spec.fts}
         entry = FileEntry(
             path=f"{DATA_DIR}/{name}.parquet",
             size=len(data),
