@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from pyroaring import BitMap
 
 from superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
 from superfile.spec import vector_dim
@@ -69,20 +70,60 @@ def _bloom_keeps(snap: Snapshot, entry: FileEntry, column: str, q: ParsedQuery,
     return bool(present.any()) or bool(q.prefixes)
 
 
+def _live_size(snap: Snapshot, entry: FileEntry, column: str) -> tuple[int, int]:
+    """(documents, tokens) of ``column`` over the live rows of one file."""
+    if entry.live_rows == 0:
+        return 0, 0
+    docs, tokens = entry.fts_sizes.get(column, (entry.rows, 0))
+    if entry.indexed and not entry.tombstones:
+        return docs, tokens
+    lengths = snap.fts(entry, column).doc_lengths()
+    if not entry.indexed:
+        # A file committed before its index was built records no token count.
+        docs, tokens = len(lengths), int(lengths.sum())
+    if entry.tombstones:
+        dead = np.asarray(entry.tombstones.to_array(), dtype=np.int64)
+        docs -= len(dead)
+        tokens -= int(lengths[dead].sum())
+    return docs, tokens
+
+
 def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQuery
                 ) -> tuple[CollectionStats, ParsedQuery]:
-    """Table-wide BM25 statistics for the query's terms (prefix expansions included)."""
-    docs = sum(f.fts_sizes.get(column, (f.rows, 0))[0] for f in snap.files)
-    tokens = sum(f.fts_sizes.get(column, (0, 0))[1] for f in snap.files)
+    """Table-wide BM25 statistics for the query's terms (prefix expansions included).
+
+    ``files`` are every file of the snapshot with live rows, not only those a filter or
+    the query's mode leaves to search: statistics describe the table, so a row scores the
+    same whatever else the query asks. Tombstoned rows are not part of the table and
+    count nowhere (N, average length, document frequencies), so scores do not depend on
+    how many deleted or superseded rows await compaction.
+    """
+    docs = tokens = 0
+    for f in files:
+        d, t = _live_size(snap, f, column)
+        docs += d
+        tokens += t
     terms = set(q.terms)
     for prefix in q.prefixes:
         for f in files:
             terms.update(snap.fts(f, column).terms_with_prefix(prefix))
-    dfs = dict.fromkeys(terms, 0)
+    ordered = sorted(terms)
+    dfs = dict.fromkeys(ordered, 0)
     for f in files:
-        fts = snap.fts(f, column)
-        for t in terms:
-            dfs[t] += fts.doc_freq(t)
+        summary = snap.pool.summary(f)
+        bloom = summary.blooms.get(column) if summary else None
+        maybe = (bloom.might_contain(ordered) if bloom is not None and ordered
+                 else np.ones(len(ordered), bool))
+        for t, present in zip(ordered, maybe.tolist(), strict=True):
+            if not present:
+                continue
+            fts = snap.fts(f, column)
+            df = fts.doc_freq(t)
+            if df and f.tombstones:
+                docs_with = fts.token_match(ParsedQuery((t,)), "or")
+                df -= f.tombstones.intersection_cardinality(
+                    BitMap(np.asarray(docs_with, dtype=np.uint32)))
+            dfs[t] += df
     avg = tokens / docs if docs else 0.0
     return CollectionStats(num_docs=max(docs, 1), avg_doc_len=avg, doc_freqs=dfs), q
 
@@ -136,7 +177,7 @@ def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
                   and _bloom_keeps(snap, f, column, q, and_mode)]
     if k == 0 or not candidates:
         return Hits.empty()
-    stats, q = table_stats(snap, column, candidates, q)
+    stats, q = table_stats(snap, column, files, q)
     top = _TopK(k, larger_is_better=True)
     # Bigger files first: they set a high floor early for the rest.
     candidates.sort(key=lambda f: -f.live_rows)
