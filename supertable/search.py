@@ -160,6 +160,18 @@ class _TopK:
     def floor(self) -> float | None:
         return float(-self.sign * self.key[-1]) if self.full else None
 
+    def search_floor(self) -> float | None:
+        """A floor for the next files' searches that still lets a tie with the k-th through.
+
+        Files return only scores strictly above their floor, and the k-th score here is
+        rounded to float32; one float32 step below it keeps every row that ties with the
+        k-th, so a tie is settled by ``_id`` and not by which file was searched first.
+        """
+        kth = self.floor()
+        if kth is None:
+            return None
+        return float(np.nextafter(np.float32(kth), np.float32(-np.inf)))
+
     def hits(self, files: list[FileEntry]) -> Hits:
         return Hits(files, self.file_i, self.local, self.ids,
                     (-self.sign * self.key).astype(np.float32))
@@ -196,14 +208,14 @@ def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
 def _fan_out(candidates, run, top: _TopK, pool, snap: Snapshot) -> None:
     if pool is None or len(candidates) == 1:
         for i, entry in enumerate(candidates):
-            _, _, local, scores = run(i, entry, top.floor())
+            _, _, local, scores = run(i, entry, top.search_floor())
             top.add(i, local, snap.ids_of(entry, local), scores)
         return
     width = getattr(pool, "_max_workers", 2)
     pending = list(enumerate(candidates))
     while pending:
         wave, pending = pending[:width], pending[width:]
-        floor = top.floor()
+        floor = top.search_floor()
         for i, entry, local, scores in pool.map(lambda p, f=floor: run(p[0], p[1], f), wave):
             top.add(i, local, snap.ids_of(entry, local), scores)
 
