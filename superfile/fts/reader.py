@@ -133,11 +133,14 @@ class FtsIndexReader:
             if size < fmt.FIXED_END:
                 raise CorruptFileError(f"full-text blob of {size} bytes is truncated")
             head = memoryview(source.read(0, min(size, _FIRST_READ))).cast("B")
-            magic, version, _flags, header_len, header_crc = fmt.PREAMBLE.unpack_from(head, 0)
+            magic, version, flags, header_len, header_crc = fmt.PREAMBLE.unpack_from(head, 0)
             if magic != fmt.MAGIC:
                 raise CorruptFileError("not a full-text index blob (bad magic)")
             if version != fmt.VERSION:
                 raise UnsupportedVersionError(f"full-text index version {version} is unsupported")
+            if flags != 0:
+                # No flags are defined; anything else is damage or a newer writer.
+                raise CorruptFileError(f"full-text index has unknown flags {flags:#x}")
             if header_len < fmt.FIXED_END or header_len > size:
                 raise CorruptFileError("full-text header length is out of range")
             if header_len > len(head):
