@@ -102,6 +102,15 @@ def try_publish(store: ObjectStore, prefix: str, manifest: Manifest) -> bool:
             return False
         if existing != payload:
             return False
+    except StorageError as exc:
+        # The request may have been applied although its answer was lost (a timeout, a
+        # dropped connection): when our manifest is there, the write won.
+        try:
+            existing, _ = store.get(path)
+        except StorageError:
+            raise exc from None
+        if existing != payload:
+            return False  # another writer holds the version; ours never landed
     write_hint(store, prefix, manifest.version)
     return True
 
