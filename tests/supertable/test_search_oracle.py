@@ -1,0 +1,281 @@
+"""Search over a table of many superfiles equals search over one superfile of its live rows.
+
+The table is built from many small appends, then deletes and updates leave
+tombstones and extra files behind. The oracle is a single superfile written
+from exactly the live rows (ordered by ``_id``, so its local row order is the
+``_id`` order) and queried with its own statistics, plus numpy brute force
+for vectors. Files stay below the flat threshold, so vector search is exact
+on both sides and must agree exactly.
+
+Statistics: a deleted or superseded row is not part of the table, so it must
+not count toward BM25's N, average length or document frequencies either;
+otherwise a row's score would depend on how much garbage the table carries
+before compaction. The table therefore has to match the live-row oracle
+exactly after deletes and updates, not only after optimize.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import catalog
+from catalog.storage import drop_memory_store
+from superfile import SuperfileReader, write_superfile
+from supertable.table import Table
+from tests.supertable.conftest import docs_schema, make_docs
+
+DIM = 8
+TOL = 1e-5
+
+BM25_QUERIES = [
+    ("body", "rust", "or"),
+    ("body", "rust python", "or"),
+    ("body", "rust python", "and"),
+    ("body", "rust -python", "or"),
+    ("body", "data json -http", "and"),
+    ("body", "pars*", "or"),
+    ("body", "s* query", "and"),
+    ("body", "zebra", "or"),
+    ("body", "zebra fast engine tool", "or"),
+    ("title", "vector index -search", "or"),
+    ("title", "eng* cl*", "or"),
+]
+
+
+def _with_nulls(table: pa.Table, every: int) -> pa.Table:
+    mask = pa.array(np.arange(table.num_rows) % every == 0)
+    body = pc.if_else(mask, pa.scalar(None, pa.string()), table.column("body"))
+    return table.set_column(table.schema.get_field_index("body"), "body", body)
+
+
+def _build(con) -> Table:
+    """Eight appends, one with null bodies, then deletes and updates of several kinds."""
+    table = con.create_table("docs", docs_schema(DIM))
+    for i in range(8):
+        batch = make_docs(40, seed=100 + i, dim=DIM)
+        table.append(_with_nulls(batch, 7) if i == 3 else batch)
+    table.delete([("year", "<", 2004)])
+    table.delete(pc.match_substring(pc.field("title"), "json"))
+    table.update([("year", "=", 2010)], {"body": "zebra rust fast"})
+    table.update(pc.field("year") == 2020,
+                 {"emb": [1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]})
+    table.update([[("year", ">=", 2023), ("year", "<=", 2024)]],
+                 {"title": pc.binary_join_element_wise(pc.field("title"), "zebra", " ")})
+    return table
+
+
+class Oracle:
+    """One superfile over the table's live rows."""
+
+    def __init__(self, table: Table) -> None:
+        live = table.to_arrow(with_id=True).sort_by("_id")
+        self.rows = live
+        self.ids = live.column("_id").to_numpy()
+        written = write_superfile(live.drop_columns(["_id"]), table.spec)
+        self.reader = SuperfileReader.open(written.data)
+        vecs = live.column("emb").combine_chunks().flatten().to_numpy().reshape(-1, DIM)
+        self.unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    def bm25(self, column: str, query: str, mode: str) -> dict[int, float]:
+        local, scores = self.reader.bm25_search(column, query, len(self.ids), mode=mode)
+        return dict(zip(self.ids[local].tolist(), scores.tolist(), strict=True))
+
+    def bm25_ranked(self, column: str, query: str, mode: str, k: int) -> list[int]:
+        local, _ = self.reader.bm25_search(column, query, k, mode=mode)
+        return self.ids[local].tolist()
+
+    def vector(self, q: np.ndarray, k: int, keep: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        dist = (1.0 - self.unit @ (q / np.linalg.norm(q))).astype(np.float32)
+        ids = self.ids
+        if keep is not None:
+            dist, ids = dist[keep], ids[keep]
+        order = np.lexsort((ids, dist))[:k]
+        return ids[order], dist[order]
+
+
+@pytest.fixture(scope="module", params=["memory", "local", "s3"])
+def built(request, tmp_path_factory, s3_server) -> Iterator[tuple[Table, Oracle]]:
+    """One table per backend, shared by the read-only tests of this module."""
+    if request.param == "memory":
+        uri, options = f"memory://oracle{uuid.uuid4().hex}", {}
+    elif request.param == "local":
+        uri, options = str(tmp_path_factory.mktemp("oracle") / "root"), {}
+    else:
+        uri, options = f"s3://{s3_server.new_bucket()}/oracle", s3_server.options()
+    con = catalog.connect(uri, **options)
+    table = _build(con)
+    assert len(table.snapshot().files) >= 10
+    assert any(f.tombstones for f in table.snapshot().files)
+    yield table, Oracle(table)
+    con.close()
+    if request.param == "memory":
+        drop_memory_store(uri)
+
+
+def _assert_topk_equal(got: pa.Table, expected: dict[int, float], k: int, what: str) -> None:
+    """``got`` is a best-first top-k of ``expected`` (scores within TOL; ties broken freely)."""
+    ids = got.column("_id").to_pylist()
+    scores = np.array(got.column("score").to_pylist(), np.float64)
+    want = np.sort(np.array(list(expected.values()), np.float64))[::-1][:k]
+    assert len(ids) == len(want), what
+    assert len(set(ids)) == len(ids), what
+    np.testing.assert_allclose(scores, want, rtol=TOL, atol=TOL, err_msg=what)
+    for i, s in zip(ids, scores, strict=True):
+        assert i in expected, f"{what}: {i} is not a live match"
+        assert abs(expected[i] - s) <= TOL * max(1.0, abs(s)), f"{what}: score of {i}"
+
+
+def test_bm25_across_files_scores_like_one_file_of_the_live_rows(built):
+    table, oracle = built
+    for column, query, mode in BM25_QUERIES:
+        expected = oracle.bm25(column, query, mode)
+        assert expected, f"{query!r} should match something"
+        for k in (1, 5, 23, 1000):
+            got = table.bm25_search(column, query, k, mode=mode, columns=[])
+            _assert_topk_equal(got, expected, k, f"{column}:{query!r}/{mode} k={k}")
+
+
+def test_bm25_ties_at_the_kth_score_go_to_the_lower_id_on_any_file_layout(built):
+    table, oracle = built
+    # Every updated row has the same body, so they tie; which files they live in must not
+    # decide which of them make the cut.
+    for k in (1, 3, 7):
+        got = table.bm25_search("body", "zebra", k, columns=[]).column("_id").to_pylist()
+        assert got == oracle.bm25_ranked("body", "zebra", "or", k)
+
+
+def test_vector_search_across_files_equals_brute_force_over_live_rows(built):
+    table, oracle = built
+    rng = np.random.default_rng(7)
+    queries = [rng.standard_normal(DIM).astype(np.float32) for _ in range(6)]
+    queries.append(np.array([1.0, 0.5, 0, 0, 0, 0, 0, -1.0], np.float32))
+    for q in queries:
+        for k in (1, 10, 50):
+            got = table.vector_search("emb", q, k, columns=[])
+            want_ids, want_d = oracle.vector(q, k)
+            assert got.column("_id").to_pylist() == want_ids.tolist()
+            np.testing.assert_allclose(got.column("score").to_numpy(), want_d, atol=TOL)
+
+
+def test_updated_vector_is_found_and_its_old_version_is_not(built):
+    table, _ = built
+    q = np.array([1.0, 0.5, 0, 0, 0, 0, 0, -1.0], np.float32)
+    n_updated = table.count([("year", "=", 2020)])
+    assert n_updated > 0
+    got = table.vector_search("emb", q, n_updated + 5, columns=["year"])
+    years = got.column("year").to_pylist()
+    assert years[:n_updated] == [2020] * n_updated
+    assert np.allclose(got.column("score").to_numpy()[:n_updated], 0.0, atol=1e-5)
+    assert 2020 not in years[n_updated:]
+
+
+@pytest.mark.parametrize("filter_", [
+    [("year", ">=", 2015), ("year", "<", 2018)],
+    pc.field("year") == 2011,
+    [[("year", "=", 2005)], [("year", "=", 2021)]],
+], ids=["dnf-and", "expression", "dnf-or"])
+def test_filtered_vector_search_returns_k_live_rows_that_pass(built, filter_):
+    table, oracle = built
+    passing = table.to_arrow(with_id=True, filter_=filter_).column("_id").to_numpy()
+    keep = np.isin(oracle.ids, passing)
+    assert 0 < keep.sum() < len(oracle.ids)
+    q = np.random.default_rng(3).standard_normal(DIM).astype(np.float32)
+    for k in (1, 3, int(keep.sum()), int(keep.sum()) + 10):
+        got = table.vector_search("emb", q, k, filter_=filter_, columns=[])
+        want_ids, want_d = oracle.vector(q, k, keep)
+        assert len(want_ids) == min(k, keep.sum())
+        assert got.column("_id").to_pylist() == want_ids.tolist()
+        np.testing.assert_allclose(got.column("score").to_numpy(), want_d, atol=TOL)
+
+
+def test_filtered_bm25_ranks_only_live_rows_that_pass(built):
+    table, oracle = built
+    filter_ = [("year", ">", 2012)]
+    passing = set(table.to_arrow(with_id=True, filter_=filter_).column("_id").to_pylist())
+    for column, query, mode in BM25_QUERIES:
+        expected = {i: s for i, s in oracle.bm25(column, query, mode).items() if i in passing}
+        got = table.bm25_search(column, query, 15, mode=mode, filter_=filter_, columns=[])
+        _assert_topk_equal(got, expected, 15, f"{query!r} filtered")
+
+
+def test_hybrid_search_equals_reciprocal_rank_fusion_of_the_oracle_rankings(built):
+    table, oracle = built
+    rng = np.random.default_rng(11)
+    for text in ("rust python", "zebra", "pars* -json"):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        k = 10
+        depth = max(4 * k, 50)
+        fused: dict[int, float] = {}
+        ranked = [oracle.bm25_ranked("body", text, "or", depth),
+                  oracle.vector(q, depth)[0].tolist()]
+        for ranking in ranked:
+            for rank, i in enumerate(ranking):
+                fused[i] = fused.get(i, 0.0) + 1.0 / (60 + rank + 1)
+        want = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        got = table.hybrid_search("body", text, "emb", q, k, columns=[])
+        assert got.column("_id").to_pylist() == [i for i, _ in want], text
+        np.testing.assert_allclose(got.column("score").to_numpy(), [s for _, s in want],
+                                   rtol=1e-6)
+
+
+def test_token_and_exact_match_return_exactly_the_live_matching_ids(built):
+    table, oracle = built
+    for column, query, mode in BM25_QUERIES:
+        local = oracle.reader.token_match(column, query, mode)
+        want = np.sort(oracle.ids[local])
+        np.testing.assert_array_equal(table.token_match(column, query, mode), want)
+    for column in ("title", "body"):
+        values = oracle.rows.column(column).drop_null().unique().to_pylist()[:12]
+        values += ["zebra rust fast", "no such value", ""]
+        for value in values:
+            want = np.sort(oracle.ids[oracle.reader.exact_match(column, value)])
+            np.testing.assert_array_equal(table.exact_match(column, value), want,
+                                          err_msg=f"{column}={value!r}")
+
+
+def test_filtered_token_and_exact_match_respect_the_filter(built):
+    table, oracle = built
+    filter_ = pc.field("year") < 2015
+    passing = table.to_arrow(with_id=True, filter_=filter_).column("_id").to_numpy()
+    want = oracle.ids[oracle.reader.token_match("body", "rust", "or")]
+    np.testing.assert_array_equal(table.token_match("body", "rust", filter_=filter_),
+                                  np.sort(want[np.isin(want, passing)]))
+    want = oracle.ids[oracle.reader.exact_match("body", "zebra rust fast")]
+    got = table.exact_match("body", "zebra rust fast", filter_=[("year", "=", 2010)])
+    np.testing.assert_array_equal(got, np.sort(want))
+    assert len(got) > 0
+
+
+def test_search_results_carry_the_rows_current_values(built):
+    table, oracle = built
+    got = table.bm25_search("body", "zebra", 100, columns=["title", "body", "year"])
+    by_id = {i: r for i, r in zip(oracle.ids.tolist(), oracle.rows.to_pylist(), strict=True)}
+    assert got.num_rows > 0
+    for row in got.to_pylist():
+        live = by_id[row["_id"]]
+        assert (row["title"], row["body"], row["year"]) == (
+            live["title"], live["body"], live["year"])
+
+
+def test_bm25_ties_across_files_go_to_the_lower_id_whatever_the_search_order(connect):
+    # Small files holding the lowest ids are searched after the big ones have set a floor
+    # equal to the tied score; the tied rows of the small files must still win on _id.
+    table = connect().create_table("ties", docs_schema(DIM))
+    bodies = ["tie", "tie tie breaker", "tie a b c", "tie x y"]
+    for n in (3, 4, 40, 40, 40):
+        docs = make_docs(len(bodies) * n * 2, seed=n, dim=DIM)
+        body = docs.column("body").to_pylist()
+        body[: len(bodies) * n] = [b for b in bodies for _ in range(n)]
+        table.append(docs.set_column(1, "body", pa.array(body)))
+    oracle = Oracle(table)
+    for text in ("tie", "a tie", "tie x"):
+        for k in (1, 3, 5, 8):
+            got = table.bm25_search("body", text, k, columns=[]).column("_id").to_pylist()
+            assert got == oracle.bm25_ranked("body", text, "or", k), (text, k)
