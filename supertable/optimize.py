@@ -33,15 +33,16 @@ rewrite is discarded and planned again from the latest version, a bounded
 number of times.
 
 What stays identical: ``to_arrow`` (same rows, same ``_id`` values) and the
-set of live rows every search can return. BM25 scores use table-wide
-statistics that count tombstoned documents until they are physically dropped,
-so: when no tombstones are dropped, BM25 hits and scores are equal before and
-after (to float rounding, 1e-5 relative); when tombstones are dropped, the
-scores afterwards are exactly those of a table holding only the live rows
-(the single-file oracle), and ranks can move accordingly. Vector distances are
-exact per row; which rows an approximate (IVF) search visits depends on how
-rows are grouped into files, so approximate vector results can differ within
-the index's recall, while exhaustive ones (small files, or enough probes) do not.
+set of live rows every search can return. BM25 scores: a rewritten file holds
+only live rows, so afterwards every score equals that of one file built from
+the table's live rows (the single-file oracle), to float rounding (1e-5
+relative). When nothing was tombstoned the scores before were the same; when
+rows were dropped, scores before equal the oracle only as far as the table's
+statistics already left tombstoned rows out, and ranks move with any
+difference. Vector distances are exact per row; which rows an approximate
+(IVF) search visits depends on how rows are grouped into files, so
+approximate vector results can differ within the index's recall, while
+exhaustive ones (small files, or enough probes) do not.
 """
 
 from __future__ import annotations
