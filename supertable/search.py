@@ -75,17 +75,13 @@ def _live_size(snap: Snapshot, entry: FileEntry, column: str) -> tuple[int, int]
     if entry.live_rows == 0:
         return 0, 0
     docs, tokens = entry.fts_sizes.get(column, (entry.rows, 0))
-    if entry.indexed and not entry.tombstones:
+    if not entry.tombstones:
         return docs, tokens
+    # The manifest records the file's sizes as written; the dead rows' lengths come from
+    # the index (read once per opened file, then cached with it).
     lengths = snap.fts(entry, column).doc_lengths()
-    if not entry.indexed:
-        # A file committed before its index was built records no token count.
-        docs, tokens = len(lengths), int(lengths.sum())
-    if entry.tombstones:
-        dead = np.asarray(entry.tombstones.to_array(), dtype=np.int64)
-        docs -= len(dead)
-        tokens -= int(lengths[dead].sum())
-    return docs, tokens
+    dead = np.asarray(entry.tombstones.to_array(), dtype=np.int64)
+    return docs - len(dead), tokens - int(lengths[dead].sum())
 
 
 def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQuery
