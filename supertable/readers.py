@@ -4,26 +4,35 @@ Superfiles and sidecars are immutable, so an opened reader stays valid for as
 long as its file exists; the pool keeps the most recently used ones. Files on
 memory or local roots are opened eagerly (whole bytes, every checksum
 verified, fastest search paths); files on remote roots are opened lazily
-through ranged reads, so a cold query fetches only what it touches.
+through ranged reads, so a cold query fetches only what it touches. With a
+``SuperfileCache``, a remote file opened lazily is also copied to local disk in
+the background; when the copy is complete the pooled lazy reader is replaced by
+an eager one over the local copy, and later opens (in this process or the next)
+start from the local copy, so warm queries make no remote reads. Summary
+sidecars are kept in the same cache.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 
 import crc32c
 
-from superfile import Metric, SuperfileReader
+from superfile import CorruptFileError, Metric, SuperfileReader
 from superfile.fts.build import build_fts_index
 from superfile.fts.reader import FtsIndexReader
 from superfile.ranges import BytesRangeReader
 from superfile.vector.build import VectorIndexParams, build_vector_index
 from superfile.vector.reader import VectorIndexReader
+from supertable.cache import SuperfileCache, cache_key
 from supertable.errors import TableCorruptError
 from supertable.manifest import FileEntry
 from supertable.store import ObjectStore, StoreRangeReader
 from supertable.summaries import FileSummary
+
+log = logging.getLogger(__name__)
 
 LOCAL_KINDS = frozenset({"memory", "local"})
 
@@ -31,7 +40,8 @@ LOCAL_KINDS = frozenset({"memory", "local"})
 class ReaderPool:
     """Opens each superfile once and keeps up to ``capacity`` of them open."""
 
-    def __init__(self, store: ObjectStore, prefix: str, capacity: int = 512) -> None:
+    def __init__(self, store: ObjectStore, prefix: str, capacity: int = 512,
+                 cache: SuperfileCache | None = None) -> None:
         self._store = store
         self._prefix = prefix
         self._capacity = capacity
@@ -43,6 +53,13 @@ class ReaderPool:
         self._opening: dict[str, threading.Lock] = {}
         self.opened = 0
         self.eager = getattr(store, "kind", "remote") in LOCAL_KINDS
+        self.cache = None if self.eager else cache
+        # Pooled readers that still read remotely, by path, until their local copy lands.
+        self._lazy: set[str] = set()
+        self._cache_keys: dict[str, str] = {}
+        self._key_paths: dict[str, str] = {}
+        if self.cache is not None:
+            self.cache.add_eviction_listener(self._cache_evicted)
 
     def full_path(self, path: str) -> str:
         return f"{self._prefix}/{path}" if self._prefix else path
@@ -56,26 +73,91 @@ class ReaderPool:
             found = self._readers.get(entry.path)
             if found is not None:
                 self._readers.move_to_end(entry.path)
-                return found
+        if found is not None:
+            if self.cache is not None and entry.path not in self._lazy:
+                self.cache.touch(self._cache_key(entry.path))
+            return found
         with self._path_lock(entry.path):
             with self._lock:
                 found = self._readers.get(entry.path)
             if found is not None:
                 return found
-            reader = self._open(entry)
+            reader, lazy = self._open(entry)
             with self._lock:
                 self.opened += 1
                 self._readers[entry.path] = reader
+                if lazy:
+                    self._lazy.add(entry.path)
+                else:
+                    self._lazy.discard(entry.path)
                 while len(self._readers) > self._capacity:
-                    self._readers.popitem(last=False)
+                    old, _ = self._readers.popitem(last=False)
+                    self._lazy.discard(old)
+            if lazy and self.cache is not None:
+                # Only once the lazy reader is pooled, so the swap on completion finds it.
+                path = self.full_path(entry.path)
+                self.cache.prefetch(self._cache_key(entry.path), entry.size,
+                                    StoreRangeReader(self._store, path, entry.size),
+                                    lambda _key, e=entry: self._cache_filled(e))
             return reader
 
-    def _open(self, entry: FileEntry) -> SuperfileReader:
+    def _cache_key(self, path: str) -> str:
+        key = self._cache_keys.get(path)
+        if key is None:
+            key = cache_key(self._store.uri, self.full_path(path))
+            with self._lock:
+                self._cache_keys[path] = key
+                self._key_paths[key] = path
+        return key
+
+    def _open(self, entry: FileEntry) -> tuple[SuperfileReader, bool]:
+        """The reader of ``entry`` and whether it reads remotely."""
         path = self.full_path(entry.path)
         if self.eager:
             data, _ = self._store.get(path)
-            return SuperfileReader.open(data)
-        return SuperfileReader.open_lazy(StoreRangeReader(self._store, path, entry.size))
+            return SuperfileReader.open(data), False
+        if self.cache is not None:
+            local = self._open_cached(entry)
+            if local is not None:
+                return local, False
+        return SuperfileReader.open_lazy(StoreRangeReader(self._store, path, entry.size)), True
+
+    def _open_cached(self, entry: FileEntry) -> SuperfileReader | None:
+        assert self.cache is not None
+        key = self._cache_key(entry.path)
+        view = self.cache.open(key, entry.size)
+        if view is None:
+            return None
+        try:
+            return SuperfileReader.open(view)
+        except CorruptFileError as exc:
+            # The copy matched its own checksum, so the object itself is bad; the remote
+            # read that follows reports it properly.
+            log.warning("cached copy of %s is unusable: %s", entry.path, exc)
+            self.cache.discard(key)
+            return None
+
+    def _cache_filled(self, entry: FileEntry) -> None:
+        """Swaps a pooled lazy reader for one over the fresh local copy."""
+        with self._lock:
+            current = self._readers.get(entry.path)
+            if current is None or entry.path not in self._lazy:
+                return
+        local = self._open_cached(entry)
+        if local is None:
+            return
+        with self._lock:
+            if self._readers.get(entry.path) is current:
+                self._readers[entry.path] = local
+                self._lazy.discard(entry.path)
+
+    def _cache_evicted(self, key: str) -> None:
+        """Drops the reader mapping an evicted copy, so its disk space is released once
+        the queries still reading it finish; the next open reads remotely again."""
+        with self._lock:
+            path = self._key_paths.get(key)
+            if path is not None and path in self._readers and path not in self._lazy:
+                del self._readers[path]
 
     def fts(self, entry: FileEntry, column: str) -> FtsIndexReader:
         if entry.indexed:
@@ -115,9 +197,13 @@ class ReaderPool:
             if found is not None:
                 return found
         ref = entry.sidecar
-        data, _ = self._store.get(self.full_path(ref.path))
-        if len(data) != ref.size or crc32c.crc32c(data) != ref.crc32c:
-            raise TableCorruptError(f"summary {ref.path} does not match its checksum")
+        data = self._cached_sidecar(ref.path, ref.size, ref.crc32c)
+        if data is None:
+            data, _ = self._store.get(self.full_path(ref.path))
+            if len(data) != ref.size or crc32c.crc32c(data) != ref.crc32c:
+                raise TableCorruptError(f"summary {ref.path} does not match its checksum")
+            if self.cache is not None:
+                self.cache.put(self._cache_key(ref.path), data)
         summary = FileSummary.from_bytes(data, ref.path)
         with self._lock:
             self._summaries[entry.path] = summary
@@ -125,10 +211,24 @@ class ReaderPool:
                 self._summaries.popitem(last=False)
         return summary
 
+    def _cached_sidecar(self, path: str, size: int, crc: int) -> bytes | None:
+        if self.cache is None:
+            return None
+        key = self._cache_key(path)
+        view = self.cache.open(key, size)
+        if view is None:
+            return None
+        data = bytes(view)
+        if crc32c.crc32c(data) != crc:
+            self.cache.discard(key)
+            return None
+        return data
+
     def forget(self, paths: list[str]) -> None:
         with self._lock:
             for p in paths:
                 self._readers.pop(p, None)
+                self._lazy.discard(p)
                 self._summaries.pop(p, None)
                 for key in [k for k in self._scan_indexes if k[1] == p]:
                     del self._scan_indexes[key]

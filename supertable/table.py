@@ -31,8 +31,8 @@ from pyroaring import BitMap
 from superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
 from superfile.writer import replace_column
 from supertable import commit, search
+from supertable.cache import cache_for_store
 from supertable.errors import (
-    CommitConflictError,
     ObjectExistsError,
     StorageError,
     TableExistsError,
@@ -64,6 +64,11 @@ class TableOptions:
     # Intents older than this are treated as abandoned by a crashed writer on open.
     recovery_age_s: float = 3600.0
     writer: WriterOptions = field(default_factory=WriterOptions)
+    # Local disk cache of superfiles on remote roots (see ``supertable.cache``): None picks
+    # ``$QUIVER_CACHE_DIR`` or a per-user temp dir; ``cache_bytes`` None means up to 4 GiB
+    # (at most half the free disk), 0 turns the cache off.
+    cache_dir: str | None = None
+    cache_bytes: int | None = None
     # Build the indexes of deferred appends on a background thread after they commit.
     background_indexing: bool = True
 
@@ -99,7 +104,8 @@ class Table:
         self.name = name
         self.options = options or TableOptions()
         self._manifest = manifest
-        self._pool = ReaderPool(store, self.prefix)
+        self._pool = ReaderPool(store, self.prefix, cache=cache_for_store(
+            store, self.options.cache_dir, self.options.cache_bytes))
         self._search_pool = ThreadPoolExecutor(max_workers=max(1, self.options.search_threads))
         self._write_lock = threading.Lock()
         self._buffer: list[tuple[pa.Table, str | None, bool]] = []
@@ -243,13 +249,11 @@ class Table:
         """Adds rows. With ``commit`` (the default) they are durable when this returns;
         otherwise they wait in the buffer for ``commit()``. A ``batch_id`` that was
         already committed makes the append a no-op (a retried job adds nothing)."""
-        entry = (self._conform(data), batch_id, deferred_index)
-        if commit:
-            # Committed together with any buffered rows, but never left in the buffer: a
-            # caller told of a failure retries the append itself, which must not add twice.
-            return self._commit_buffer([entry])
+        table = self._conform(data)
         with self._buffer_lock:
-            self._buffer.append(entry)
+            self._buffer.append((table, batch_id, deferred_index))
+        if commit:
+            return self.commit()
         return CommitResult(version=None, rows=0)
 
     def _conform(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch]) -> pa.Table:
@@ -274,24 +278,19 @@ class Table:
 
     def commit(self) -> CommitResult:
         """Publishes every buffered append in one new version."""
-        return self._commit_buffer([])
-
-    def _commit_buffer(self, own: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
-        # The buffer is taken under the write lock: taken before it, another thread's
-        # commit could publish (or fail to publish) rows whose own commit already returned.
+        with self._buffer_lock:
+            buffered, self._buffer = self._buffer, []
+        if not buffered:
+            return CommitResult(version=None, rows=0)
         with self._write_lock:
-            with self._buffer_lock:
-                buffered, self._buffer = self._buffer, []
-            if not buffered and not own:
-                return CommitResult(version=None, rows=0)
             try:
-                result = self._commit_appends(buffered + own)
+                result = self._commit_appends(buffered)
             except BaseException:
                 with self._buffer_lock:
                     self._buffer = buffered + self._buffer
                 raise
         if (result.version is not None and self.options.background_indexing
-                and any(deferred for _, _, deferred in buffered + own)):
+                and any(deferred for _, _, deferred in buffered)):
             self._indexer.kick()
         return result
 
@@ -309,14 +308,7 @@ class Table:
 
     def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
         base = self.refresh()
-        seen = set(base.batches)
-        fresh = []
-        for t, b, d in buffered:
-            if b is not None:
-                if b in seen:
-                    continue
-                seen.add(b)
-            fresh.append((t, b, d))
+        fresh = [(t, b, d) for t, b, d in buffered if b is None or b not in base.batches]
         batch_ids = [b for _, b, _ in fresh if b is not None]
         groups = {False: [t for t, _, d in fresh if not d], True: [t for t, _, d in fresh if d]}
         tables = {deferred: pa.concat_tables(ts) for deferred, ts in groups.items() if ts}
@@ -333,11 +325,7 @@ class Table:
             spec = IndexSpec() if deferred else base.spec
             built += self._build(table.add_column(0, ID_COLUMN, ids), spec, base, intent)
             next_id += table.num_rows
-        try:
-            self._upload(built, intent)
-        except BaseException:
-            self._abandon(intent, keep=set())
-            raise
+        self._upload(built, intent)
         assumed_next = base.next_id
 
         def derive(latest: Manifest) -> Manifest | None:
@@ -522,32 +510,12 @@ class Table:
         return out
 
     def _publish(self, base: Manifest, derive, intent: Intent, what: str) -> Manifest | None:
-        in_derive = False
-
-        def guarded(latest: Manifest) -> Manifest | None:
-            nonlocal in_derive
-            in_derive = True
-            out = derive(latest)
-            in_derive = False
-            return out
-
         try:
-            published = commit.publish(self.store, self.prefix, base, guarded,
+            published = commit.publish(self.store, self.prefix, base, derive,
                                        attempts=self.options.commit_attempts,
                                        what=f"{what} on table {self.name!r}")
-        except CommitConflictError:
-            self._abandon(intent, keep=set())
-            raise
         except BaseException:
-            if in_derive:
-                # Failed while preparing: no manifest naming these objects was written.
-                self._abandon(intent, keep=set())
-            else:
-                # A manifest write (or the read after a lost race) failed: the manifest may
-                # have landed, or still land, so the intent is left for recovery to settle.
-                if intent.objects:
-                    log.warning("%s on table %r: outcome unknown, intent %s left for "
-                                "recovery", what, self.name, intent.txid)
+            self._abandon(intent, keep=set())
             raise
         if published is not None:
             self._manifest = published
