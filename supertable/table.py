@@ -33,6 +33,7 @@ from superfile.writer import replace_column
 from supertable import commit, search
 from supertable.cache import cache_for_store
 from supertable.errors import (
+    CommitConflictError,
     ObjectExistsError,
     StorageError,
     TableExistsError,
@@ -249,11 +250,13 @@ class Table:
         """Adds rows. With ``commit`` (the default) they are durable when this returns;
         otherwise they wait in the buffer for ``commit()``. A ``batch_id`` that was
         already committed makes the append a no-op (a retried job adds nothing)."""
-        table = self._conform(data)
-        with self._buffer_lock:
-            self._buffer.append((table, batch_id, deferred_index))
+        entry = (self._conform(data), batch_id, deferred_index)
         if commit:
-            return self.commit()
+            # Committed together with any buffered rows, but never left in the buffer: a
+            # caller told of a failure retries the append itself, which must not add twice.
+            return self._commit_buffer([entry])
+        with self._buffer_lock:
+            self._buffer.append(entry)
         return CommitResult(version=None, rows=0)
 
     def _conform(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch]) -> pa.Table:
@@ -278,19 +281,24 @@ class Table:
 
     def commit(self) -> CommitResult:
         """Publishes every buffered append in one new version."""
-        with self._buffer_lock:
-            buffered, self._buffer = self._buffer, []
-        if not buffered:
-            return CommitResult(version=None, rows=0)
+        return self._commit_buffer([])
+
+    def _commit_buffer(self, own: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
+        # The buffer is taken under the write lock: taken before it, another thread's
+        # commit could publish (or fail to publish) rows whose own commit already returned.
         with self._write_lock:
+            with self._buffer_lock:
+                buffered, self._buffer = self._buffer, []
+            if not buffered and not own:
+                return CommitResult(version=None, rows=0)
             try:
-                result = self._commit_appends(buffered)
+                result = self._commit_appends(buffered + own)
             except BaseException:
                 with self._buffer_lock:
                     self._buffer = buffered + self._buffer
                 raise
         if (result.version is not None and self.options.background_indexing
-                and any(deferred for _, _, deferred in buffered)):
+                and any(deferred for _, _, deferred in buffered + own)):
             self._indexer.kick()
         return result
 
@@ -308,7 +316,14 @@ class Table:
 
     def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
         base = self.refresh()
-        fresh = [(t, b, d) for t, b, d in buffered if b is None or b not in base.batches]
+        seen = set(base.batches)
+        fresh = []
+        for t, b, d in buffered:
+            if b is not None:
+                if b in seen:
+                    continue
+                seen.add(b)
+            fresh.append((t, b, d))
         batch_ids = [b for _, b, _ in fresh if b is not None]
         groups = {False: [t for t, _, d in fresh if not d], True: [t for t, _, d in fresh if d]}
         tables = {deferred: pa.concat_tables(ts) for deferred, ts in groups.items() if ts}
@@ -325,7 +340,11 @@ class Table:
             spec = IndexSpec() if deferred else base.spec
             built += self._build(table.add_column(0, ID_COLUMN, ids), spec, base, intent)
             next_id += table.num_rows
-        self._upload(built, intent)
+        try:
+            self._upload(built, intent)
+        except BaseException:
+            self._abandon(intent, keep=set())
+            raise
         assumed_next = base.next_id
 
         def derive(latest: Manifest) -> Manifest | None:
@@ -510,12 +529,32 @@ class Table:
         return out
 
     def _publish(self, base: Manifest, derive, intent: Intent, what: str) -> Manifest | None:
+        in_derive = False
+
+        def guarded(latest: Manifest) -> Manifest | None:
+            nonlocal in_derive
+            in_derive = True
+            out = derive(latest)
+            in_derive = False
+            return out
+
         try:
-            published = commit.publish(self.store, self.prefix, base, derive,
+            published = commit.publish(self.store, self.prefix, base, guarded,
                                        attempts=self.options.commit_attempts,
                                        what=f"{what} on table {self.name!r}")
-        except BaseException:
+        except CommitConflictError:
             self._abandon(intent, keep=set())
+            raise
+        except BaseException:
+            if in_derive:
+                # Failed while preparing: no manifest naming these objects was written.
+                self._abandon(intent, keep=set())
+            else:
+                # A manifest write (or the read after a lost race) failed: the manifest may
+                # have landed, or still land, so the intent is left for recovery to settle.
+                if intent.objects:
+                    log.warning("%s on table %r: outcome unknown, intent %s left for "
+                                "recovery", what, self.name, intent.txid)
             raise
         if published is not None:
             self._manifest = published
