@@ -13,12 +13,15 @@ holds:
   stricter than "created within the grace period": a version created long ago
   and replaced a minute ago is still protected, because a reader may have
   pinned it a minute ago;
-- no write-ahead intent younger than the grace period names it (a commit in
-  flight uploads its files before publishing the manifest naming them);
+- no live write-ahead intent names it (a commit in flight uploads its files
+  before publishing the manifest naming them). An intent is live until it is
+  older than both the grace period and the table's ``recovery_age_s`` (the
+  age at which opening the table treats it as abandoned), counted from its
+  last write, so even a grace of 0 leaves commits in flight alone;
 - the object itself was last written more than ``grace_seconds`` ago.
 
-Intent records older than the grace period are removed after their objects
-were dealt with (the objects by the rules above). Ages are measured against
+Intent records that are no longer live are removed after their objects were
+dealt with (the objects by the rules above). Ages are measured against
 storage timestamps (``last_modified``) and this machine's clock, so the grace
 period should comfortably exceed any clock skew between the two; a grace of
 0 is only safe when nobody else reads or writes the table.
@@ -89,7 +92,9 @@ def collect_garbage(table: Table, *, grace_seconds: float = 3600.0,
     if keep_versions < 1:
         raise ValueError(f"keep_versions must be at least 1, got {keep_versions!r}")
     store, prefix = table.store, table.prefix
-    cutoff = time.time() - grace_seconds
+    now = time.time()
+    cutoff = now - grace_seconds
+    intent_cutoff = now - max(grace_seconds, table.options.recovery_age_s)
     full_prefix = _join(prefix, "")
 
     # Order matters: data first, then intents, then the latest version. An object listed
@@ -100,7 +105,7 @@ def collect_garbage(table: Table, *, grace_seconds: float = 3600.0,
     protected: set[str] = set()
     stale_intents: list[ObjectMeta] = []
     for meta in intents:
-        if _older_than(meta, cutoff):
+        if _older_than(meta, intent_cutoff):
             stale_intents.append(meta)
             continue
         try:
@@ -109,6 +114,7 @@ def collect_garbage(table: Table, *, grace_seconds: float = 3600.0,
         except ObjectNotFoundError:
             continue
         except (ValueError, KeyError, TypeError):
+            # Its objects cannot be known; they still age past the grace period first.
             log.warning("ignoring unreadable intent record %s", meta.path)
 
     listed = {}
