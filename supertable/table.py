@@ -413,6 +413,10 @@ class Table:
         self.snapshot(refresh=False).check_columns(list(values))
         if ID_COLUMN in values:
             raise TableSchemaError(f"{ID_COLUMN!r} cannot be updated")
+        for name, value in values.items():
+            # A constant that cannot be stored fails now, whether or not any row matches.
+            if not isinstance(value, pc.Expression):
+                self._constant(name, value, self._manifest.schema)
         with self._write_lock:
             intent = Intent("update")
             changed = 0
@@ -436,12 +440,22 @@ class Table:
             return changed
 
     @staticmethod
+    def _constant(name: str, value: Any, schema: pa.Schema) -> pc.Expression:
+        try:
+            return pc.scalar(pa.scalar(value, schema.field(name).type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                TypeError, ValueError) as exc:
+            raise TableSchemaError(
+                f"cannot set column {name!r} ({schema.field(name).type}) to {value!r}: {exc}"
+            ) from None
+
+    @staticmethod
     def _apply_values(old: pa.Table, values: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
         projection: dict[str, pc.Expression] = {}
         for name in old.column_names:
             value = values.get(name, pc.field(name))
             if not isinstance(value, pc.Expression):
-                value = pc.scalar(pa.scalar(value, schema.field(name).type))
+                value = Table._constant(name, value, schema)
             projection[name] = value
         try:
             out = ds.dataset(old).to_table(columns=projection)
