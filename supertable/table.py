@@ -50,6 +50,7 @@ from supertable.wal import Intent, IntentLog
 log = logging.getLogger(__name__)
 
 DATA_DIR = "data"
+_ADVANCE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -167,9 +168,16 @@ class Table:
     def refresh(self) -> Manifest:
         """Loads the newest published version."""
         latest = commit.latest_version(self.store, self.prefix)
-        if latest != self._manifest.version:
-            self._manifest = commit.read_manifest(self.store, self.prefix, latest)
+        if latest > self._manifest.version:
+            self._advance(commit.read_manifest(self.store, self.prefix, latest))
         return self._manifest
+
+    def _advance(self, manifest: Manifest) -> None:
+        # Threads refresh and commit concurrently; a slower one must not put back an older
+        # version than another has already installed.
+        with _ADVANCE_LOCK:
+            if manifest.version > self._manifest.version:
+                self._manifest = manifest
 
     def snapshot(self, refresh: bool = True) -> Snapshot:
         """A pinned view of the table (the newest version unless ``refresh`` is False)."""
@@ -571,7 +579,7 @@ class Table:
                                 "recovery", what, self.name, intent.txid)
             raise
         if published is not None:
-            self._manifest = published
+            self._advance(published)
         keep = set() if published is None else (
             {f.path for f in published.files}
             | {f.sidecar.path for f in published.files if f.sidecar is not None})
