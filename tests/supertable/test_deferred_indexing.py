@@ -281,7 +281,7 @@ def test_swap_is_dropped_when_the_file_left_the_table_meanwhile(root):
     t.close()
 
 
-def test_failed_publish_leaves_the_table_unchanged_and_no_garbage(root):
+def test_failed_publish_leaves_the_table_unchanged_and_recovery_removes_the_upload(root):
     store, t = _hooked_table(root)
     before = t.refresh()
     data_before = _objects(store, "t/data/")
@@ -291,6 +291,12 @@ def test_failed_publish_leaves_the_table_unchanged_and_no_garbage(root):
     store.fail_put = None
     assert t.refresh().version == before.version
     assert len(pending_files(t.refresh())) == 2
+    # The uploaded files are named by an intent on storage until recovery settles it.
+    intents = _objects(store, f"t/{WAL_DIR}/")
+    assert len(intents) == 1
+    named = json.loads(store.get(intents.pop())[0])
+    assert named["operation"] == "index" and len(named["objects"]) == 4
+    assert t.recover(0.0) == 1
     assert _objects(store, "t/data/") == data_before
     assert _objects(store, f"t/{WAL_DIR}/") == set()
     assert t.count() == 700
