@@ -387,7 +387,8 @@ class SuperfileCache:
     def add_eviction_listener(self, callback: Callable[[str], None]) -> None:
         """``callback(key)`` runs after ``key`` was evicted. Bound methods are held weakly,
         so a listener does not outlive its owner."""
-        ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else callback
+        is_method = hasattr(callback, "__func__") and hasattr(callback, "__self__")
+        ref = weakref.WeakMethod(callback) if is_method else callback  # type: ignore[arg-type]
         with self._lock:
             self._listeners.append(ref)  # type: ignore[arg-type]
 

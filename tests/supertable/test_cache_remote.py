@@ -261,7 +261,7 @@ def test_tiny_budget_evicts_least_recent_files_and_queries_stay_right(remote):
     assert budget < sum(f.size for f in files) + 3 * TRAILER.size
     table.close()
     remote.budget = budget
-    small, store = remote.reopen()
+    small, _ = remote.reopen()
     cache = small.pool.cache
     assert cache is not None and cache.budget_bytes == budget
 
