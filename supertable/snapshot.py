@@ -191,6 +191,7 @@ class Snapshot:
     def to_table(self, columns: Sequence[str] | None = None, filter_: Filter = None,
                  with_id: bool = False) -> pa.Table:
         wanted = list(columns) if columns is not None else list(self.schema.names)
+        self.check_columns(wanted)
         schema_cols = ([ID_COLUMN] if with_id and ID_COLUMN not in wanted else []) + wanted
         schema = pa.schema([self.manifest.schema.field(c) for c in schema_cols])
         return pa.Table.from_batches(list(self.scan(columns, filter_, with_id)), schema=schema)
