@@ -134,7 +134,11 @@ def _swap_batch(table: Table, manifest: Manifest, batch: list[FileEntry],
         return latest.successor(files=files, created_ms=int(time.time() * 1000),
                                 operation="index")
 
-    table._upload(built, intent)
+    try:
+        table._upload(built, intent)
+    except BaseException:
+        table._abandon(intent, keep=set())
+        raise
     if should_stop():
         table._abandon(intent, keep=set())
         return 0
