@@ -26,8 +26,9 @@ import pytest
 
 import catalog
 from catalog.storage import drop_memory_store
-from superfile import SuperfileReader, write_superfile
-from supertable.table import Table
+from superfile import SuperfileReader, WriterOptions, write_superfile
+from superfile.vector.build import VectorIndexParams
+from supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 DIM = 8
@@ -279,3 +280,63 @@ def test_bm25_ties_across_files_go_to_the_lower_id_whatever_the_search_order(con
         for k in (1, 3, 5, 8):
             got = table.bm25_search("body", text, k, columns=[]).column("_id").to_pylist()
             assert got == oracle.bm25_ranked("body", text, "or", k), (text, k)
+
+
+def test_ivf_files_keep_recall_and_filtered_search_still_returns_k(connect):
+    # A low flat threshold makes every file an IVF index, so results are approximate.
+    params = VectorIndexParams(flat_threshold=64)
+    options = TableOptions(writer=WriterOptions(vector_params=params))
+    table = connect(table_options=options).create_table("ivf", docs_schema(DIM))
+    for i in range(3):
+        table.append(make_docs(300, seed=200 + i, dim=DIM))
+    table.delete([("year", "<", 2005)])
+    oracle = Oracle(table)
+    rng = np.random.default_rng(5)
+    found = wanted = 0
+    for _ in range(20):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        got = table.vector_search("emb", q, 10, columns=[]).column("_id").to_numpy()
+        want, _ = oracle.vector(q, 10)
+        assert len(got) == 10 and np.isin(got, oracle.ids).all()
+        found += len(np.intersect1d(got, want))
+        wanted += 10
+    assert found / wanted >= 0.8
+    filter_ = [("year", "=", 2013)]
+    passing = table.count(filter_)
+    assert 10 < passing < 100
+    q = rng.standard_normal(DIM).astype(np.float32)
+    got = table.vector_search("emb", q, 10, filter_=filter_, columns=["year"])
+    assert got.num_rows == 10 and set(got.column("year").to_pylist()) == {2013}
+    got = table.vector_search("emb", q, passing + 5, filter_=filter_, columns=[])
+    assert got.num_rows == passing
+
+
+def test_rows_appended_without_indexes_search_like_the_oracle_before_and_after_indexing(
+        connect):
+    options = TableOptions(background_indexing=False)
+    table = connect(table_options=options).create_table("late", docs_schema(DIM))
+    table.append(make_docs(60, seed=300, dim=DIM))
+    table.append(make_docs(60, seed=301, dim=DIM), deferred_index=True)
+    table.append(make_docs(60, seed=302, dim=DIM), deferred_index=True)
+    table.delete([("year", "<", 2006)])
+    table.update([("year", "=", 2015)], {"body": "zebra late"})
+    q = np.random.default_rng(9).standard_normal(DIM).astype(np.float32)
+
+    def check() -> None:
+        oracle = Oracle(table)
+        for column, query, mode in BM25_QUERIES[:9]:
+            expected = oracle.bm25(column, query, mode)
+            got = table.bm25_search(column, query, 1000, mode=mode, columns=[])
+            _assert_topk_equal(got, expected, 1000, f"{query!r}/{mode}")
+        got = table.vector_search("emb", q, 25, columns=[])
+        assert got.column("_id").to_pylist() == oracle.vector(q, 25)[0].tolist()
+        for query in ("rust", "zebra"):
+            np.testing.assert_array_equal(
+                table.token_match("body", query),
+                np.sort(oracle.ids[oracle.reader.token_match("body", query)]))
+
+    assert any(not f.indexed for f in table.snapshot().files)
+    check()
+    assert table.wait_for_indexes(timeout=60)
+    assert all(f.indexed for f in table.snapshot().files)
+    check()
