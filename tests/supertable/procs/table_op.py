@@ -46,6 +46,8 @@ def main() -> None:
         table = conn.open_table(args["name"])
     else:
         table = Table.open(store, args["prefix"], args["name"], options)
+    # Children started together begin their operations together, past their imports.
+    time.sleep(max(0.0, float(args.get("start_at", 0.0)) - time.time()))
     op = args["op"]
     result: dict[str, object] = {}
     if op == "append":
