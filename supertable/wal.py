@@ -18,12 +18,15 @@ import uuid
 from dataclasses import dataclass, field
 
 from supertable.errors import ObjectNotFoundError, StorageError
-from supertable.manifest import Manifest
+from supertable.manifest import Manifest, manifest_path
 from supertable.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 WAL_DIR = "_wal"
+# Versions are searched back to this long before an intent was written, for clock skew
+# between the writers whose manifests lie in between.
+CLOCK_SLACK_MS = 10 * 60 * 1000
 
 
 def _join(prefix: str, path: str) -> str:
@@ -81,8 +84,9 @@ class IntentLog:
                 continue
             if now_ms - created < older_than_s * 1000:
                 continue
+            published = self._published_since(latest, set(objects) - live, created)
             for obj in objects:
-                if obj not in live:
+                if obj not in live and obj not in published:
                     try:
                         self._store.delete(_join(self._prefix, obj))
                     except StorageError as exc:
@@ -90,3 +94,26 @@ class IntentLog:
             self._store.delete(meta.path)
             resolved += 1
         return resolved
+
+    def _published_since(self, latest: Manifest, objects: set[str],
+                         created_ms: float) -> set[str]:
+        """Which of ``objects`` a version older than ``latest`` names: a commit that was
+        published and then compacted away is garbage for GC (older snapshots may still read
+        it), not an abandoned write. When that history is gone, all of them are kept."""
+        found: set[str] = set()
+        version = latest.version - 1
+        while version >= 1 and objects - found:
+            path = _join(self._prefix, manifest_path(version))
+            try:
+                data, _ = self._store.get(path)
+                older = Manifest.from_bytes(data, path)
+            except ObjectNotFoundError:
+                return set(objects)
+            if older.created_ms and older.created_ms < created_ms - CLOCK_SLACK_MS:
+                break
+            for f in older.files:
+                found.add(f.path)
+                if f.sidecar is not None:
+                    found.add(f.sidecar.path)
+            version -= 1
+        return found & objects
