@@ -280,3 +280,18 @@ def test_delayed_storage_under_two_concurrent_writers_keeps_every_row_once(fault
     assert table.version == 3 + 8
     other.close()
     table.close()
+
+
+def test_recovery_never_deletes_a_committed_file_that_compaction_replaced(faulty):
+    """A committed append whose intent outlived it (the cleanup failed), then compaction
+    replacing its file: recovery must not delete a file an older version still names."""
+    store, table = faulty
+    store.add(Rule(op="delete", path="t/_wal/*"))
+    appended = table.append(titled(6, 8, "kept")).version
+    store.clear()
+    assert table.optimize().version == appended + 1
+    table.recover(0)
+    old = table.at_version(appended)
+    table.pool.forget([f.path for f in old.files])
+    assert old.to_table().num_rows == 46
+    assert unaccounted(store.inner) == []
