@@ -148,8 +148,7 @@ def _read_live(table: Table, snap: Snapshot, sources: list[_Source]) -> pa.Table
         src.ids = full.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
         if src.entry.tombstones:
             keep = np.ones(src.entry.rows, dtype=bool)
-            keep[np.fromiter(src.entry.tombstones, dtype=np.int64,
-                             count=len(src.entry.tombstones))] = False
+            keep[np.asarray(src.entry.tombstones.to_array(), dtype=np.int64)] = False
             full = full.filter(pa.array(keep))
         parts.append(full)
     if not parts:
@@ -252,7 +251,7 @@ def _carry_tombstones(latest: Manifest, sources: list[_Source],
         dropped += len(now.tombstones)
         gained = now.tombstones - src.entry.tombstones
         if gained and src.ids is not None:
-            local = np.fromiter(gained, dtype=np.int64, count=len(gained))
+            local = np.asarray(gained.to_array(), dtype=np.int64)
             gained_ids.append(src.ids[local])
     entries = list(built_entries)
     if not gained_ids or not entries:
