@@ -20,7 +20,8 @@ from collections import OrderedDict
 
 import crc32c
 
-from superfile import CorruptFileError, Metric, SuperfileReader
+from superfile import Metric, SuperfileReader
+from superfile.errors import SuperfileError
 from superfile.fts.build import build_fts_index
 from superfile.fts.reader import FtsIndexReader
 from superfile.ranges import BytesRangeReader
@@ -93,6 +94,8 @@ class ReaderPool:
                 while len(self._readers) > self._capacity:
                     old, _ = self._readers.popitem(last=False)
                     self._lazy.discard(old)
+            if not lazy and self.cache is not None:
+                self._drop_if_evicted(entry.path, reader)
             if lazy and self.cache is not None:
                 # Only once the lazy reader is pooled, so the swap on completion finds it.
                 path = self.full_path(entry.path)
@@ -130,7 +133,7 @@ class ReaderPool:
             return None
         try:
             return SuperfileReader.open(view)
-        except CorruptFileError as exc:
+        except SuperfileError as exc:
             # The copy matched its own checksum, so the object itself is bad; the remote
             # read that follows reports it properly.
             log.warning("cached copy of %s is unusable: %s", entry.path, exc)
@@ -150,6 +153,17 @@ class ReaderPool:
             if self._readers.get(entry.path) is current:
                 self._readers[entry.path] = local
                 self._lazy.discard(entry.path)
+        self._drop_if_evicted(entry.path, local)
+
+    def _drop_if_evicted(self, path: str, reader: SuperfileReader) -> None:
+        # An eviction between mapping the copy and pooling the reader found nothing to
+        # drop; without this the pool would pin an unlinked file's disk space.
+        assert self.cache is not None
+        if self._cache_key(path) in self.cache:
+            return
+        with self._lock:
+            if self._readers.get(path) is reader:
+                del self._readers[path]
 
     def _cache_evicted(self, key: str) -> None:
         """Drops the reader mapping an evicted copy, so its disk space is released once
