@@ -480,13 +480,17 @@ _shared_lock = threading.Lock()
 def shared_cache(directory: str | os.PathLike[str], budget_bytes: int) -> SuperfileCache:
     """The process-wide cache of ``directory``; the latest budget given wins."""
     real = os.path.realpath(directory)
+    shrunk = False
     with _shared_lock:
         cache = _shared.get(real)
         if cache is None or cache._closed:
             cache = _shared[real] = SuperfileCache(real, budget_bytes)
-        else:
+        elif cache.budget_bytes != int(budget_bytes):
+            shrunk = int(budget_bytes) < cache.budget_bytes
             cache.budget_bytes = int(budget_bytes)
-        return cache
+    if shrunk:
+        cache._evict()
+    return cache
 
 
 def _close_shared() -> None:

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from superfile.ranges import BytesRangeReader
 from supertable import cache as cache_mod
-from supertable.cache import ENTRY_SUFFIX, PART_SUFFIX, TRAILER, SuperfileCache, cache_key
+from supertable.cache import (
+    ENTRY_SUFFIX,
+    PART_SUFFIX,
+    TRAILER,
+    SuperfileCache,
+    cache_key,
+    shared_cache,
+)
 
 WAIT_S = 10.0
 REPO = Path(__file__).resolve().parents[2]
@@ -294,3 +301,20 @@ def test_two_processes_sharing_a_directory_never_see_a_bad_entry(tmp_path):
         assert cache.stats.corrupt == 0
     finally:
         cache.close()
+
+
+def test_shared_cache_is_one_per_directory_and_a_smaller_budget_evicts_at_once(tmp_path):
+    directory = tmp_path / "shared-one"
+    first = shared_cache(directory, 10_000)
+    try:
+        assert shared_cache(str(directory) + "/", 10_000) is first
+        first.put("a", b"a" * 3000)
+        time.sleep(0.01)
+        first.put("b", b"b" * 3000)
+        again = shared_cache(directory, 4000)
+        assert again is first and again.budget_bytes == 4000
+        assert not entry_path(first, "a").exists() and entry_path(first, "b").exists()
+    finally:
+        first.close()
+    assert shared_cache(directory, 4000) is not first
+    shared_cache(directory, 4000).close()

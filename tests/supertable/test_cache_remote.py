@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,3 +317,42 @@ def test_cache_is_off_for_local_roots_and_when_budget_is_zero(remote, tmp_path, 
         assert cache.budget_bytes == 12_345_678
     finally:
         cache.close()
+
+
+def test_queries_stay_right_while_files_are_cached_swapped_and_evicted(remote):
+    table, _ = remote.create(4_000, max_rows_per_file=1_000, cache_bytes=0)
+    files = table.snapshot().files
+    assert len(files) == 4
+    # Room for one superfile at a time: every download evicts another, under the queries.
+    remote.budget = max(f.size for f in files) + 64 * 1024
+    expected_text = ids(table.bm25_search("body", "query engine", 20))
+    expected_vec = ids(table.vector_search("emb", np.ones(8, np.float32), 20))
+    table.close()
+    busy, _ = remote.reopen()
+    cache = busy.pool.cache
+    assert cache is not None
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 3.0
+
+    def work(n: int) -> None:
+        try:
+            rounds = 0
+            while time.monotonic() < stop and rounds < 200:
+                if n % 2:
+                    assert ids(busy.bm25_search("body", "query engine", 20)) == expected_text
+                else:
+                    got = ids(busy.vector_search("emb", np.ones(8, np.float32), 20))
+                    assert got == expected_vec
+                rounds += 1
+        except BaseException as exc:  # reported below, with the thread's traceback
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=30)
+    assert not errors, errors[0]
+    assert cache.wait_idle(WAIT_S)
+    assert cache.stats.downloads >= 2 and cache.stats.evictions >= 1
+    assert sum(p.stat().st_size for p in entries(remote.cache_dir)) <= remote.budget
