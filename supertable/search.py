@@ -22,6 +22,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
+from superfile.fts.tokenizer import tokenize
 from superfile.spec import vector_dim
 from supertable.manifest import ID_COLUMN, FileEntry
 from supertable.snapshot import Filter, Snapshot
@@ -322,7 +323,7 @@ def token_match(snap: Snapshot, column: str, query: str, mode: str = "or",
         local = snap.fts(f, column).token_match(q, mode)
         allow = snap.allowed(f, filter_)
         if allow is not None:
-            local = local[np.isin(local, np.fromiter(allow, np.uint32, len(allow)))]
+            local = local[np.isin(local, np.asarray(allow.to_array(), np.uint32))]
         out.append(snap.ids_of(f, local))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
@@ -330,7 +331,11 @@ def token_match(snap: Snapshot, column: str, query: str, mode: str = "or",
 def exact_match(snap: Snapshot, column: str, value: str, filter_: Filter = None) -> np.ndarray:
     """Table ``_id`` of every live row whose column equals ``value`` exactly."""
     snap.check_columns([column])
-    tokens = parse_query(value).terms if value.strip("-* ") else ()
+    if not isinstance(value, str):
+        raise QueryError(f"exact match needs a string value, not {type(value).__name__}")
+    # The value is literal text, not a query: '-' and '*' are characters, and a value
+    # without any token (punctuation only) is still a value some rows may hold.
+    tokens = list(dict.fromkeys(tokenize(value)))
     out = []
     for f in snap.candidate_files(filter_):
         if tokens and column in snap.manifest.spec.fts:
@@ -341,7 +346,7 @@ def exact_match(snap: Snapshot, column: str, value: str, filter_: Filter = None)
         local = snap.reader(f).exact_match(column, value)
         allow = snap.allowed(f, filter_)
         if allow is not None:
-            local = local[np.isin(local, np.fromiter(allow, np.uint32, len(allow)))]
+            local = local[np.isin(local, np.asarray(allow.to_array(), np.uint32))]
         out.append(snap.ids_of(f, local))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
