@@ -193,3 +193,14 @@ def test_bad_k_and_mode_are_query_errors_and_k_zero_is_empty(table):
     assert table.bm25_search("body", "rust", 0).num_rows == 0
     assert table.vector_search("emb", np.ones(DIM), 0).num_rows == 0
     assert table.hybrid_search("body", "rust", "emb", np.ones(DIM), 0).num_rows == 0
+
+
+def test_exact_match_takes_the_value_literally_not_as_a_query(connect):
+    t = connect().create_table("lit", pa.schema([("s", pa.string())]))
+    values = ["!!!", "-rust", "pars*", "rust", "a-b", "rust -python", None, "", "rust"]
+    t.append(pa.table({"s": values}))
+    for value in ["!!!", "-rust", "pars*", "rust", "a-b", "rust -python", "", "***", "python"]:
+        want = [i for i, v in enumerate(values) if v == value]
+        assert t.exact_match("s", value).tolist() == want, value
+    with pytest.raises(QueryError, match="string"):
+        t.exact_match("s", 5)  # type: ignore[arg-type]
