@@ -185,3 +185,17 @@ def test_validate_with_wrong_s3_credentials_raises_permission_error(s3_server):
     lazy = catalog.connect(f"s3://{bucket}/root", **bad)
     with pytest.raises(StoragePermissionError):
         lazy.create_table("docs", docs_schema())
+
+
+def test_a_connection_that_opened_a_table_sees_it_replaced_after_drop_and_create(connect):
+    a, b = connect(), connect()
+    a.create_table("docs", docs_schema()).append(make_docs(7))
+    assert a.open_table("docs").count() == 7
+    b.drop_table("docs")
+    with pytest.raises(TableNotFoundError):
+        a.open_table("docs")
+    b.create_table("docs", pa.schema([("text", pa.string())])).append(
+        pa.table({"text": ["x", "y"]}))
+    again = a.open_table("docs")
+    assert again.schema == pa.schema([("text", pa.string())])
+    assert again.count() == 2
