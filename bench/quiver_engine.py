@@ -119,3 +119,125 @@ def duckdb_row_count(file: bytes) -> dict[str, Any]:
     finally:
         os.unlink(path)
     return {"rows": int(count), "seconds": elapsed}
+
+
+class QuiverTables:
+    """Quiver tables under one storage root (``catalog.connect``), for the table benchmark.
+
+    Searches ask for no columns, so a hit is the engine-native ``(_id, score)`` pair and
+    nothing is decoded from the Parquet body, the same unit as infino's searches.
+    """
+
+    engine = "quiver"
+
+    def __init__(self, uri: str, options: dict[str, str] | None = None,
+                 cache_base: str | None = None) -> None:
+        self.uri = uri
+        self.options = dict(options or {})
+        self.cache_base = cache_base
+        self._shared_cache: str | None = None
+
+    @staticmethod
+    def has_disk_cache() -> bool:
+        """Whether this Quiver's tables take a local disk cache for remote roots."""
+        import dataclasses
+
+        from supertable.table import TableOptions
+
+        return "cache_dir" in {f.name for f in dataclasses.fields(TableOptions)}
+
+    def connect(self, fresh_cache: bool = False) -> Any:
+        """A new Connection: empty in-process reader pools, so a fresh one is a cold start.
+
+        With a disk cache (remote roots only) a ``fresh_cache`` connection gets a new,
+        empty cache directory; the others share one."""
+        import catalog
+        from supertable.table import TableOptions
+
+        if self.cache_base is None or not self.has_disk_cache():
+            return catalog.connect(self.uri, **self.options)
+        if fresh_cache or self._shared_cache is None:
+            cache = tempfile.mkdtemp(prefix="quiver-cache-", dir=self.cache_base)
+            if not fresh_cache:
+                self._shared_cache = cache
+        else:
+            cache = self._shared_cache
+        options = TableOptions(cache_dir=cache)  # type: ignore[call-arg]
+        return catalog.connect(self.uri, table_options=options, **self.options)
+
+    @staticmethod
+    def _cache_of(table: Any) -> Any:
+        return getattr(table.pool, "cache", None)
+
+    def settle(self, table: Any, timeout_s: float = 120.0) -> None:
+        """Waits for background copies into the disk cache, so later queries are warm."""
+        cache = self._cache_of(table)
+        if cache is not None:
+            cache.wait_idle(timeout_s)
+
+    def release(self, table: Any) -> None:
+        """Stops a cold connection's background copies so they do not load what follows."""
+        cache = self._cache_of(table)
+        if cache is not None and self._shared_cache is not None and \
+                os.path.realpath(cache.directory) != os.path.realpath(self._shared_cache):
+            cache.close()
+
+    def create(self, conn: Any, name: str, schema: pa.Schema, kind: str) -> Any:
+        if kind == "bm25":
+            return conn.create_table(name, schema, fts=["summary"])
+        return conn.create_table(name, schema, vector={"embedding": "cosine"})
+
+    def open(self, conn: Any, name: str) -> Any:
+        return conn.open_table(name)
+
+    def append(self, table: Any, data: pa.Table) -> None:
+        table.append(data)
+
+    def bm25(self, table: Any, query: str, k: int, filter_: Any = None) -> Any:
+        return table.bm25_search("summary", query, k, columns=[], filter_=filter_)
+
+    def prepare_vector(self, vector: np.ndarray) -> Any:
+        return vector
+
+    def vector(self, table: Any, query: Any, k: int) -> Any:
+        return table.vector_search("embedding", query, k, columns=[])
+
+    def ids(self, result: Any) -> list[Any]:
+        return result.column("_id").to_pylist()
+
+    def id_map(self, conn: Any, name: str) -> dict[Any, int]:
+        t = conn.open_table(name).to_arrow(["row"], with_id=True)
+        return dict(zip(t.column("_id").to_pylist(), t.column("row").to_pylist(), strict=True))
+
+    def superfiles(self, conn: Any, name: str) -> int:
+        return sum(1 for f in conn.open_table(name).snapshot().files if f.live_rows > 0)
+
+    def files_opened(self, table: Any) -> int | None:
+        return int(table.files_opened)
+
+    def optimize(self, table: Any) -> None:
+        table.optimize()
+
+    def after_optimize(self, table: Any) -> None:
+        del table  # the manifest already lists only the merged files
+
+    def close(self, conn: Any) -> None:
+        conn.close()
+
+    # Diagnostics: the same searches on the table's current pinned snapshot, skipping the
+    # per-query check for a newer manifest that ``Table.*_search`` makes on storage.
+
+    def bm25_pinned(self, table: Any, query: str, k: int) -> Any:
+        from supertable import search
+
+        snap = table.snapshot(refresh=False)
+        hits = search.bm25(snap, "summary", query, k, pool=getattr(table, "_search_pool", None))
+        return search.materialize(snap, hits, [])
+
+    def vector_pinned(self, table: Any, query: Any, k: int) -> Any:
+        from supertable import search
+
+        snap = table.snapshot(refresh=False)
+        hits = search.vector(snap, "embedding", query, k,
+                             pool=getattr(table, "_search_pool", None))
+        return search.materialize(snap, hits, [])
