@@ -603,6 +603,10 @@ NOTES = [
     "The OS page cache is not dropped, so local-disk cold reads come from memory.",
     "The moto S3 server runs in this process: its request handling shares the GIL with",
     "the engines' Python code. Recall@10 is tie-aware (see bench/data.py).",
+    "Superfiles opened = Table.files_opened of a fresh table after one query: every file",
+    "opened for any reason, including to read term document frequencies for the table-wide",
+    "BM25 statistics (which cover every live file, filtered or not); infino does not report",
+    "this number.",
 ]
 
 
