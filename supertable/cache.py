@@ -293,6 +293,8 @@ class SuperfileCache:
                 on_done(key)
             return True
         with self._lock:
+            if self._closed:
+                return False
             job = self._inflight.get(key)
             if job is not None:
                 if on_done is not None:
@@ -378,8 +380,11 @@ class SuperfileCache:
 
     def close(self) -> None:
         """Stops the workers; a download under way is abandoned (its temp file removed)."""
-        self._closed = True
-        for _ in self._threads:
+        with self._lock:
+            # Under the lock, so no job is queued behind the workers' stop signals.
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
             self._queue.put(None)
 
     # -- budget --------------------------------------------------------------------------------
