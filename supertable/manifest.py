@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
@@ -44,6 +45,11 @@ def schema_to_b64(schema: pa.Schema) -> str:
 
 def schema_from_b64(text: str) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def bitmap_rows(bm: BitMap) -> np.ndarray:
+    """The members of a bitmap as a uint32 array, without a per-member Python loop."""
+    return np.frombuffer(bm.to_array(), dtype=np.uint32)
 
 
 def bitmap_to_b64(bm: BitMap) -> str:

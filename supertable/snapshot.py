@@ -22,7 +22,7 @@ from superfile.fts.reader import FtsIndexReader
 from superfile.parquet_pages.row_fetch import RangeFile
 from superfile.vector.reader import VectorIndexReader
 from supertable.errors import TableSchemaError
-from supertable.manifest import ID_COLUMN, FileEntry, Manifest
+from supertable.manifest import ID_COLUMN, FileEntry, Manifest, bitmap_rows
 from supertable.readers import ReaderPool
 
 Filter = pc.Expression | Sequence[Any] | None
@@ -182,7 +182,7 @@ class Snapshot:
             table = self.conform(reader.read_table(read_cols))
             if entry.tombstones:
                 keep = np.ones(entry.rows, dtype=bool)
-                keep[np.fromiter(entry.tombstones, dtype=np.int64)] = False
+                keep[bitmap_rows(entry.tombstones)] = False
                 table = table.filter(pa.array(keep))
             if expr is not None:
                 table = table.filter(expr)

@@ -40,7 +40,14 @@ from supertable.errors import (
     TableSchemaError,
 )
 from supertable.indexer import BackgroundIndexer, pending_files, token_count
-from supertable.manifest import ID_COLUMN, FileEntry, Manifest, SidecarRef, manifest_path
+from supertable.manifest import (
+    ID_COLUMN,
+    FileEntry,
+    Manifest,
+    SidecarRef,
+    bitmap_rows,
+    manifest_path,
+)
 from supertable.readers import ReaderPool
 from supertable.snapshot import Filter, Snapshot
 from supertable.store import ObjectStore
@@ -611,7 +618,7 @@ class Table:
         table = snap.conform(snap.reader(entry).read_table([ID_COLUMN, *snap.schema.names]))
         if entry.tombstones:
             keep = np.ones(entry.rows, dtype=bool)
-            keep[np.fromiter(entry.tombstones, dtype=np.int64)] = False
+            keep[bitmap_rows(entry.tombstones)] = False
             table = table.filter(pa.array(keep))
         return table
 
