@@ -92,6 +92,10 @@ class CommitResult:
     files_removed: int = 0
 
 
+class _PartlyApplied(Exception):
+    """Some batch ids of a commit were committed by another writer meanwhile."""
+
+
 @dataclass
 class _Built:
     entry: FileEntry
@@ -364,8 +368,13 @@ class Table:
 
         def derive(latest: Manifest) -> Manifest | None:
             nonlocal built, assumed_next
-            if batch_ids and all(b in latest.batches for b in batch_ids):
+            applied = [b for b in batch_ids if b in latest.batches]
+            if batch_ids and len(applied) == len(batch_ids):
                 return None
+            if applied:
+                # Another writer committed some of these batches: their rows are built
+                # into our files, so start over from what is still missing.
+                raise _PartlyApplied(applied)
             if latest.next_id != assumed_next:
                 built = self._renumber(built, latest.next_id - assumed_next, intent)
                 assumed_next = latest.next_id
@@ -374,7 +383,10 @@ class Table:
                                     next_id=latest.next_id + rows, batches=batch_ids,
                                     created_ms=_now_ms(), operation="append")
 
-        published = self._publish(base, derive, intent, "append")
+        try:
+            published = self._publish(base, derive, intent, "append")
+        except _PartlyApplied:
+            return self._commit_appends(buffered)
         if published is None:
             return CommitResult(version=None, rows=0)
         return CommitResult(published.version, rows, files_added=len(built))

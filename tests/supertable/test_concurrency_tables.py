@@ -208,3 +208,21 @@ def test_writer_losing_a_race_with_attempts_left_renumbers_and_lands(store):
     assert got.column("title").to_pylist()[:5] == [f"fast-{i}" for i in range(5)]
     slow.close()
     fast.close()
+
+
+def test_commit_whose_batches_another_writer_partly_committed_adds_only_the_rest(store):
+    Table.create(store, "t", "docs", docs_schema()).close()
+    faulty = FaultyStore(store)
+    first = Table.open(faulty, "t", "docs")
+    other = Table.open(store, "t", "docs")
+    first.append(titled(3, 1, "b1"), batch_id="b1", commit=False)
+    first.append(titled(3, 2, "b2"), batch_id="b2", commit=False)
+    # Just before the buffered commit publishes, the other writer commits b1 on its own.
+    faulty.add(Rule(op="put", path="t/_manifests/v*", calls={1}, action="hook",
+                    hook=lambda: other.append(titled(3, 1, "b1"), batch_id="b1")))
+    first.commit()
+    titles = sorted(first.to_arrow(["title"]).column(0).to_pylist())
+    assert titles == sorted([f"b1-{i}" for i in range(3)] + [f"b2-{i}" for i in range(3)])
+    assert set(first.refresh().batches) == {"b1", "b2"}
+    first.close()
+    other.close()
