@@ -94,9 +94,14 @@ class TermBloom:
             _set_bits(bloom.bits, pairs, bloom.num_hashes, np.uint64(bloom.m))
         return bloom
 
-    def might_contain(self, terms: list[str]) -> np.ndarray:
-        """One boolean per term: False means the term is certainly absent."""
-        pairs = _pairs(terms)
+    @staticmethod
+    def hash_terms(terms: list[str]) -> np.ndarray:
+        """The terms' hashes, computed once and tested against many filters."""
+        return _pairs(terms)
+
+    def might_contain(self, terms: list[str] | np.ndarray) -> np.ndarray:
+        """One boolean per term (or per row of ``hash_terms``): False means certainly absent."""
+        pairs = terms if isinstance(terms, np.ndarray) else _pairs(terms)
         if not len(pairs):
             return np.zeros(0, bool)
         return _test_bits(self.bits, pairs, self.num_hashes, np.uint64(self.m))

@@ -35,6 +35,10 @@ def _join(prefix: str, path: str) -> str:
     return f"{prefix}/{path}" if prefix else path
 
 
+def version_exists(store: ObjectStore, prefix: str, version: int) -> bool:
+    return _exists(store, _join(prefix, manifest_path(version)))
+
+
 def _exists(store: ObjectStore, path: str) -> bool:
     try:
         store.head(path)

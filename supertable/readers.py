@@ -38,6 +38,29 @@ log = logging.getLogger(__name__)
 LOCAL_KINDS = frozenset({"memory", "local"})
 
 
+class VersionCache:
+    """A bounded map for facts derived from one immutable table version (BM25 statistics)."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._items: OrderedDict[object, object] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> object | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: object, value: object) -> object:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+        return value
+
+
 class ReaderPool:
     """Opens each superfile once and keeps up to ``capacity`` of them open."""
 
@@ -51,6 +74,7 @@ class ReaderPool:
         # Indexes built in memory for files committed without them (deferred indexing).
         self._scan_indexes: dict[tuple[str, str, str], object] = {}
         self._lock = threading.Lock()
+        self.stats_cache = VersionCache()
         self._opening: dict[str, threading.Lock] = {}
         self.opened = 0
         self.eager = getattr(store, "kind", "remote") in LOCAL_KINDS

@@ -24,6 +24,7 @@ from pyroaring import BitMap
 from superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import vector_dim
+from supertable.bloom import TermBloom
 from supertable.manifest import ID_COLUMN, FileEntry
 from supertable.snapshot import Filter, Snapshot
 
@@ -60,12 +61,13 @@ def _fts_files(snap: Snapshot, column: str) -> list[FileEntry]:
 
 
 def _bloom_keeps(snap: Snapshot, entry: FileEntry, column: str, q: ParsedQuery,
-                 and_mode: bool) -> bool:
+                 and_mode: bool, hashes: np.ndarray) -> bool:
+    """False when the file's term filter proves the query cannot match any of its rows."""
     summary = snap.pool.summary(entry)
     bloom = summary.blooms.get(column) if summary else None
     if bloom is None or not q.terms:
         return True
-    present = bloom.might_contain(list(q.terms))
+    present = bloom.might_contain(hashes)
     if and_mode:
         return bool(present.all())
     return bool(present.any()) or bool(q.prefixes)
@@ -93,34 +95,57 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
     the query's mode leaves to search: statistics describe the table, so a row scores the
     same whatever else the query asks. Tombstoned rows are not part of the table and
     count nowhere (N, average length, document frequencies), so scores do not depend on
-    how many deleted or superseded rows await compaction.
+    how many deleted or superseded rows await compaction. A version never changes, so
+    what is computed for one is kept for the next query of the same version.
     """
-    docs = tokens = 0
-    for f in files:
-        d, t = _live_size(snap, f, column)
-        docs += d
-        tokens += t
+    cache = snap.pool.stats_cache
+    version = snap.version
+    sizes = cache.get((version, column))
+    if sizes is None:
+        docs = tokens = 0
+        for f in files:
+            d, t = _live_size(snap, f, column)
+            docs += d
+            tokens += t
+        sizes = cache.put((version, column), (docs, tokens))
+    docs, tokens = sizes
     terms = set(q.terms)
     for prefix in q.prefixes:
+        expansion = cache.get((version, column, "prefix", prefix))
+        if expansion is None:
+            found: set[str] = set()
+            for f in files:
+                found.update(snap.fts(f, column).terms_with_prefix(prefix))
+            expansion = cache.put((version, column, "prefix", prefix), frozenset(found))
+        terms.update(expansion)
+    dfs: dict[str, int] = {}
+    missing = []
+    for t in sorted(terms):
+        df = cache.get((version, column, "df", t))
+        if df is None:
+            missing.append(t)
+        else:
+            dfs[t] = df
+    if missing:
+        computed = dict.fromkeys(missing, 0)
+        hashes = TermBloom.hash_terms(missing)
         for f in files:
-            terms.update(snap.fts(f, column).terms_with_prefix(prefix))
-    ordered = sorted(terms)
-    dfs = dict.fromkeys(ordered, 0)
-    for f in files:
-        summary = snap.pool.summary(f)
-        bloom = summary.blooms.get(column) if summary else None
-        maybe = (bloom.might_contain(ordered) if bloom is not None and ordered
-                 else np.ones(len(ordered), bool))
-        for t, present in zip(ordered, maybe.tolist(), strict=True):
-            if not present:
-                continue
-            fts = snap.fts(f, column)
-            df = fts.doc_freq(t)
-            if df and f.tombstones:
-                docs_with = fts.token_match(ParsedQuery((t,)), "or")
-                df -= f.tombstones.intersection_cardinality(
-                    BitMap(np.asarray(docs_with, dtype=np.uint32)))
-            dfs[t] += df
+            summary = snap.pool.summary(f)
+            bloom = summary.blooms.get(column) if summary else None
+            maybe = (bloom.might_contain(hashes) if bloom is not None
+                     else np.ones(len(missing), bool))
+            for t, present in zip(missing, maybe.tolist(), strict=True):
+                if not present:
+                    continue
+                fts = snap.fts(f, column)
+                df = fts.doc_freq(t)
+                if df and f.tombstones:
+                    docs_with = fts.token_match(ParsedQuery((t,)), "or")
+                    df -= f.tombstones.intersection_cardinality(
+                        BitMap(np.asarray(docs_with, dtype=np.uint32)))
+                computed[t] += df
+        for t, df in computed.items():
+            dfs[t] = cache.put((version, column, "df", t), df)
     avg = tokens / docs if docs else 0.0
     return CollectionStats(num_docs=max(docs, 1), avg_doc_len=avg, doc_freqs=dfs), q
 
@@ -182,8 +207,9 @@ def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
     if mode.lower() not in ("and", "or"):
         raise QueryError(f"mode must be 'and' or 'or', not {mode!r}")
     files = _fts_files(snap, column)
+    hashes = TermBloom.hash_terms(list(q.terms))
     candidates = [f for f in snap.candidate_files(filter_) if f in files
-                  and _bloom_keeps(snap, f, column, q, and_mode)]
+                  and _bloom_keeps(snap, f, column, q, and_mode, hashes)]
     if k == 0 or not candidates:
         return Hits.empty()
     stats, q = table_stats(snap, column, files, q)
@@ -316,9 +342,10 @@ def token_match(snap: Snapshot, column: str, query: str, mode: str = "or",
     q = parse_query(query)
     and_mode = mode.lower() == "and"
     files = _fts_files(snap, column)
+    hashes = TermBloom.hash_terms(list(q.terms))
     out = []
     for f in snap.candidate_files(filter_):
-        if f not in files or not _bloom_keeps(snap, f, column, q, and_mode):
+        if f not in files or not _bloom_keeps(snap, f, column, q, and_mode, hashes):
             continue
         local = snap.fts(f, column).token_match(q, mode)
         allow = snap.allowed(f, filter_)

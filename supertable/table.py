@@ -80,6 +80,9 @@ class TableOptions:
     cache_bytes: int | None = None
     # Build the indexes of deferred appends on a background thread after they commit.
     background_indexing: bool = True
+    # Reads may use a version checked this recently instead of asking storage again;
+    # 0 checks on every read. This table's own commits are always seen at once.
+    max_staleness_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Table:
         self.name = name
         self.options = options or TableOptions()
         self._manifest = manifest
+        self._checked_at = float("-inf")
         self._pool = ReaderPool(store, self.prefix, cache=cache_for_store(
             store, self.options.cache_dir, self.options.cache_bytes))
         self._search_pool = ThreadPoolExecutor(max_workers=max(1, self.options.search_threads))
@@ -176,11 +180,22 @@ class Table:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def refresh(self) -> Manifest:
-        """Loads the newest published version."""
-        latest = commit.latest_version(self.store, self.prefix)
-        if latest > self._manifest.version:
-            self._advance(commit.read_manifest(self.store, self.prefix, latest))
+    def refresh(self, max_staleness_s: float | None = None) -> Manifest:
+        """Loads the newest published version.
+
+        Usually one request: whether the version after the current one exists. Within
+        ``max_staleness_s`` (default: the table option) of the last check, no request.
+        """
+        allowed = self.options.max_staleness_s if max_staleness_s is None else max_staleness_s
+        now = time.monotonic()
+        if allowed > 0 and now - self._checked_at < allowed:
+            return self._manifest
+        current = self._manifest.version
+        if commit.version_exists(self.store, self.prefix, current + 1):
+            latest = commit.latest_version(self.store, self.prefix)
+            if latest > self._manifest.version:
+                self._advance(commit.read_manifest(self.store, self.prefix, latest))
+        self._checked_at = now
         return self._manifest
 
     def _advance(self, manifest: Manifest) -> None:
@@ -229,7 +244,7 @@ class Table:
                     filter_: Filter = None, columns: Sequence[str] | None = None) -> pa.Table:
         snap = self.snapshot()
         hits = search.bm25(snap, column, query, k, mode=mode, filter_=filter_,
-                           pool=self._search_pool)
+                           pool=self._fan_out_pool)
         return search.materialize(snap, hits, columns)
 
     def vector_search(self, column: str, vector: Sequence[float] | np.ndarray, k: int = 10, *,
@@ -254,6 +269,12 @@ class Table:
 
     def exact_match(self, column: str, value: str, *, filter_: Filter = None) -> np.ndarray:
         return search.exact_match(self.snapshot(), column, value, filter_)
+
+    @property
+    def _fan_out_pool(self) -> ThreadPoolExecutor | None:
+        # Over resident files a search is CPU-bound and threads only add hand-off costs
+        # (the GIL serializes the Python between kernels); over remote files they overlap I/O.
+        return None if self._pool.eager else self._search_pool
 
     @staticmethod
     def _without_vectors(snap: Snapshot, columns: Sequence[str] | None) -> Sequence[str] | None:

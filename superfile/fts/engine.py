@@ -86,7 +86,7 @@ def _sift_up(hs, hd, i):
             return
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, k, floor,
                 mask, use_mask, k1, b, avgdl, file_avgdl):
     """Top-k of the terms whose postings start at ``buf[t_base[t]]`` (validated terms).

@@ -81,7 +81,7 @@ APPEND_FAULTS = {
     "data file": Rule(op="put", path="t/data/*.parquet"),
     "summary sidecar": Rule(op="put", path="t/data/*.summary"),
     "manifest": Rule(op="put", path="t/_manifests/v*"),
-    "latest manifest lookup": Rule(op="get", path="t/_manifests/_latest"),
+    "latest manifest lookup": Rule(op="head", path="t/_manifests/v*"),
 }
 
 
