@@ -20,6 +20,7 @@ test: install
 
 bench: install
 	$(PYTHON) -m bench.superfile_bench
+	$(PYTHON) -m bench.table_bench
 
 lint: install
 	$(VENV)/bin/ruff check .

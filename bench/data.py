@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-DATA_DIR = Path("/work/shared/data")
+# The project data folder sits beside the repository (../shared/data); QUIVER_DATA overrides.
+DATA_DIR = Path(os.environ.get("QUIVER_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SUMMARIES = DATA_DIR / "pypi-summaries.parquet"
 MINILM = DATA_DIR / "pypi-minilm"
 
