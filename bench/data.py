@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # The project data folder sits beside the repository (../shared/data); QUIVER_DATA overrides.
-DATA_DIR = Path(os.environ.get("QUIVER_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA_DIR = Path(
+    os.environ.get("QUIVER_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SUMMARIES = DATA_DIR / "pypi-summaries.parquet"
 MINILM = DATA_DIR / "pypi-minilm"
 
