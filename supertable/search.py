@@ -13,6 +13,9 @@ k live rows match.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,10 +25,13 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
+from superfile.errors import CorruptFileError
+from superfile.fts.engine import K1, B, table_topk
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import vector_dim
 from supertable.bloom import TermBloom
 from supertable.manifest import ID_COLUMN, FileEntry
+from supertable.readers import ReaderPool
 from supertable.snapshot import Filter, Snapshot
 
 RRF_K = 60
@@ -207,8 +213,17 @@ def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
     if mode.lower() not in ("and", "or"):
         raise QueryError(f"mode must be 'and' or 'or', not {mode!r}")
     files = _fts_files(snap, column)
+    if filter_ is None and not q.prefixes and q.terms:
+        # Without a filter or prefixes, what a query reads of each file is fixed by the
+        # version and the query's words: it is gathered once and searched in one call.
+        plan = _plan(snap, column, q, and_mode, files, pool)
+        if k == 0 or not plan.files:
+            return Hits.empty()
+        stats, q = table_stats(snap, column, files, q)
+        return _search_plan(plan, q, k, and_mode, stats)
     hashes = TermBloom.hash_terms(list(q.terms))
-    candidates = [f for f in snap.candidate_files(filter_) if f in files
+    live = {id(f) for f in files}
+    candidates = [f for f in snap.candidate_files(filter_) if id(f) in live
                   and _bloom_keeps(snap, f, column, q, and_mode, hashes)]
     if k == 0 or not candidates:
         return Hits.empty()
@@ -226,6 +241,170 @@ def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
 
     _fan_out(candidates, run, top, pool, snap)
     return top.hits(candidates)
+
+
+@dataclass
+class _Plan:
+    """Everything a query reads of a version's files, copied into one buffer.
+
+    Files are in search order (biggest first); file ``f`` owns entries
+    ``f_t0[f]:f_t0[f + 1]`` of the per-term arrays. A file's row ``r`` is ``_id``
+    ``f_idbase[f] + r``, or ``ids[f_ioff[f] + r]`` when its ids are not one range.
+    """
+
+    files: list[FileEntry]
+    buf: np.ndarray
+    f_t0: np.ndarray
+    t_base: np.ndarray
+    t_nb: np.ndarray
+    t_q: np.ndarray
+    f_driver: np.ndarray
+    masks: np.ndarray
+    f_moff: np.ndarray
+    f_avgdl: np.ndarray
+    f_idbase: np.ndarray
+    ids: np.ndarray
+    f_ioff: np.ndarray
+    nbytes: int
+
+
+class _PlanCache:
+    """Recently used plans of one reader pool, bounded by the bytes they hold."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.items: OrderedDict[tuple, _Plan] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple) -> _Plan | None:
+        with self.lock:
+            plan = self.items.get(key)
+            if plan is not None:
+                self.items.move_to_end(key)
+            return plan
+
+    def put(self, key: tuple, plan: _Plan) -> None:
+        with self.lock:
+            old = self.items.pop(key, None)
+            if old is not None:
+                self.used -= old.nbytes
+            self.items[key] = plan
+            self.used += plan.nbytes
+            while self.used > self.budget and len(self.items) > 1:
+                _, dropped = self.items.popitem(last=False)
+                self.used -= dropped.nbytes
+
+
+PLAN_BUDGET = 128 << 20
+_plans: weakref.WeakKeyDictionary[ReaderPool, _PlanCache] = weakref.WeakKeyDictionary()
+_plans_lock = threading.Lock()
+
+
+def _plan_cache(pool: ReaderPool) -> _PlanCache:
+    with _plans_lock:
+        cache = _plans.get(pool)
+        if cache is None:
+            cache = _plans[pool] = _PlanCache(PLAN_BUDGET)
+        return cache
+
+
+def _plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
+          files: list[FileEntry], pool: ThreadPoolExecutor | None) -> _Plan:
+    cache = _plan_cache(snap.pool)
+    key = (snap.version, column, q.terms, q.excluded, and_mode)
+    plan = cache.get(key)
+    if plan is None:
+        plan = _build_plan(snap, column, q, and_mode, files, pool)
+        cache.put(key, plan)
+    return plan
+
+
+def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
+                files: list[FileEntry], pool: ThreadPoolExecutor | None) -> _Plan:
+    hashes = TermBloom.hash_terms(list(q.terms))
+    candidates = [f for f in files if _bloom_keeps(snap, f, column, q, and_mode, hashes)]
+    # Bigger files first: they set a high floor early for the rest.
+    candidates.sort(key=lambda f: -f.live_rows)
+    terms = list(q.terms)
+
+    def gather(entry: FileEntry) -> tuple[list, np.ndarray | None, float]:
+        fts = snap.fts(entry, column)
+        refs = fts.postings_refs(terms)
+        if and_mode and len(refs) < len(terms):
+            return [], None, 1.0
+        mask = fts.row_mask(q, snap.live(entry)) if refs else None
+        return refs, mask, fts.avg_doc_len if fts.avg_doc_len > 0 else 1.0
+
+    if pool is not None and len(candidates) > 1:
+        gathered = list(pool.map(gather, candidates))
+    else:
+        gathered = [gather(f) for f in candidates]
+    keep = [i for i, (refs, _, _) in enumerate(gathered) if refs]
+    candidates = [candidates[i] for i in keep]
+    gathered = [gathered[i] for i in keep]
+    all_refs = [r for refs, _, _ in gathered for r in refs]
+    lengths = np.array([r[3] for r in all_refs], np.int64)
+    t_base = np.zeros(len(all_refs), np.int64)
+    np.cumsum(lengths[:-1], out=t_base[1:])
+    buf = np.empty(int(lengths.sum()), np.uint8)
+    for (_, src, start, length, _), at in zip(all_refs, t_base.tolist(), strict=True):
+        buf[at:at + length] = src[start:start + length]
+    counts = np.array([len(refs) for refs, _, _ in gathered], np.int64)
+    f_t0 = np.zeros(len(candidates) + 1, np.int64)
+    np.cumsum(counts, out=f_t0[1:])
+    dfs = np.array([r[4] for r in all_refs], np.int64)
+    t_q = np.array([r[0] for r in all_refs], np.int64)
+    f_driver = np.zeros(len(candidates), np.int64)
+    if and_mode:
+        for f in range(len(candidates)):
+            s, e = int(f_t0[f]), int(f_t0[f + 1])
+            # Candidates come from the term with the fewest postings in the file.
+            f_driver[f] = 1 << int(t_q[s + int(np.argmin(dfs[s:e]))])
+    masks = [m for _, m, _ in gathered if m is not None]
+    f_moff = np.full(len(candidates), -1, np.int64)
+    at = 0
+    for f, (_, m, _) in enumerate(gathered):
+        if m is not None:
+            f_moff[f] = at
+            at += len(m)
+    f_idbase = np.array([f.id_min for f in candidates], np.int64)
+    f_ioff = np.full(len(candidates), -1, np.int64)
+    id_parts = []
+    at = 0
+    for i, f in enumerate(candidates):
+        if f.id_max - f.id_min + 1 != f.rows:
+            id_parts.append(snap.ids_of(f, np.arange(f.rows, dtype=np.int64)))
+            f_ioff[i] = at
+            at += f.rows
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(1, np.int64)
+    mask_arr = np.concatenate(masks) if masks else np.zeros(1, np.uint8)
+    return _Plan(
+        files=candidates, buf=buf, f_t0=f_t0, t_base=t_base,
+        t_nb=(dfs + 127) // 128, t_q=t_q, f_driver=f_driver, masks=mask_arr, f_moff=f_moff,
+        f_avgdl=np.array([a for _, _, a in gathered], np.float64), f_idbase=f_idbase,
+        ids=ids, f_ioff=f_ioff, nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes)
+
+
+def _search_plan(plan: _Plan, q: ParsedQuery, k: int, and_mode: bool,
+                 stats: CollectionStats) -> Hits:
+    n_docs = float(stats.num_docs)
+    avgdl = float(stats.avg_doc_len) if stats.avg_doc_len > 0 else 1.0
+    dfs = np.array([stats.doc_freqs[t] for t in q.terms], np.float64)
+    idf = np.log1p((n_docs - dfs + 0.5) / (dfs + 0.5))
+    nq = len(q.terms)
+    gmask = np.left_shift(1, np.arange(nq, dtype=np.int64))
+    n, hs, hd, hf, hl, _, bad = table_topk(
+        plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf, gmask,
+        np.ones(nq, np.bool_), (1 << nq) - 1, and_mode, plan.f_driver, k, -np.inf,
+        plan.masks, plan.f_moff, plan.f_avgdl, plan.f_idbase, plan.ids, plan.f_ioff, K1, B,
+        avgdl)
+    if bad >= 0:
+        raise CorruptFileError(f"full-text postings of {plan.files[bad].path} failed to decode")
+    scores, ids, fidx, local = hs[:n], hd[:n], hf[:n], hl[:n]
+    order = np.lexsort((ids, -scores))
+    return Hits(plan.files, fidx[order], local[order], ids[order],
+                scores[order].astype(np.float32))
 
 
 def _fan_out(candidates, run, top: _TopK, pool, snap: Snapshot) -> None:

@@ -21,7 +21,7 @@ from superfile.fts.codec import decode_block, decode_docs, get_u32, posting_tf_d
 K1 = 1.2
 B = 0.75
 
-__all__ = ["K1", "B", "topk_kernel"]
+__all__ = ["K1", "B", "table_topk", "topk_kernel"]
 
 
 @njit(cache=True, inline="always")
@@ -57,8 +57,16 @@ def _better(s, d, rs, rd):
 
 
 @njit(cache=True)
-def _sift_down(hs, hd, n, i):
-    # Min-heap on "worse first": lower score, then higher doc id, sits at the root.
+def _swap(hs, hd, hf, hl, i, j):
+    hs[i], hs[j] = hs[j], hs[i]
+    hd[i], hd[j] = hd[j], hd[i]
+    hf[i], hf[j] = hf[j], hf[i]
+    hl[i], hl[j] = hl[j], hl[i]
+
+
+@njit(cache=True)
+def _sift_down(hs, hd, hf, hl, n, i):
+    # Min-heap on "worse first": lower score, then higher id, sits at the root.
     while True:
         c = 2 * i + 1
         if c >= n:
@@ -67,35 +75,55 @@ def _sift_down(hs, hd, n, i):
         if r < n and _better(hs[c], hd[c], hs[r], hd[r]):
             c = r
         if _better(hs[i], hd[i], hs[c], hd[c]):
-            hs[i], hs[c] = hs[c], hs[i]
-            hd[i], hd[c] = hd[c], hd[i]
+            _swap(hs, hd, hf, hl, i, c)
             i = c
         else:
             return
 
 
 @njit(cache=True)
-def _sift_up(hs, hd, i):
+def _sift_up(hs, hd, hf, hl, i):
     while i > 0:
         p = (i - 1) // 2
         if _better(hs[p], hd[p], hs[i], hd[i]):
-            hs[p], hs[i] = hs[i], hs[p]
-            hd[p], hd[i] = hd[i], hd[p]
+            _swap(hs, hd, hf, hl, p, i)
             i = p
         else:
             return
 
 
-@njit(cache=True, nogil=True)
-def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, k, floor,
-                mask, use_mask, k1, b, avgdl, file_avgdl):
-    """Top-k of the terms whose postings start at ``buf[t_base[t]]`` (validated terms).
+@njit(cache=True)
+def _below32(x):
+    """The largest float32 value strictly below ``float32(x)``, as float64."""
+    a = np.empty(1, np.float32)
+    a[0] = x
+    bits = a.view(np.int32)
+    if a[0] > 0:
+        bits[0] -= 1
+    elif a[0] == 0:
+        bits[0] = np.int32(-2147483647)
+    else:
+        bits[0] += 1
+    return np.float64(a[0])
 
-    ``gmask[t]`` is the bit set of query groups term ``t`` satisfies; in AND mode a doc must
-    cover ``required``, and candidates come only from the terms of group bit ``driver`` (the
-    caller picks the rarest group); ``solo[t]`` says some group has ``t`` as its only term,
-    so a document without ``t`` fails AND at once. Only scores above ``floor`` count.
-    Returns (count, scores, docs, blocks decoded, corrupt flag); the heap is unordered.
+
+@njit(cache=True, inline="always")
+def _heap_floor(s, tied):
+    # Across files ids do not follow scan order, so a later row tying the k-th (in float32,
+    # the precision results carry) may still win on its lower id: only scores strictly
+    # below the k-th's float32 value are safe to prune.
+    return _below32(s) if tied else s
+
+
+@njit(cache=True, nogil=True)
+def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, k, floor,
+               mask, m_off, use_mask, k1, b, avgdl, file_avgdl,
+               hs, hd, hf, hl, hn, id_base, ids, i_off, file_i, tied, D, TF, DL):
+    """Adds one file's matches to the heap ``(hs, hd, hf, hl)`` holding ``hn`` entries.
+
+    Heap ids are ``ids[i_off + doc]``, or ``id_base + doc`` when ``i_off`` is negative;
+    with ``tied`` scores enter rounded to float32.
+    Returns (entries, blocks decoded, corrupt flag).
     """
     T = len(t_base)
     big = np.int64(1) << 40
@@ -103,17 +131,13 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver,
     dec = np.full(T, -1, np.int64)
     cnt = np.zeros(T, np.int64)
     pos = np.zeros(T, np.int64)
-    D = np.empty((T, 128), np.int64)
-    TF = np.empty((T, 128), np.int64)
-    DL = np.empty((T, 128), np.int64)
     full = np.zeros(T, np.bool_)
     act = np.empty(T, np.int64)
     ubs = np.empty(T, np.float64)
     cum = np.empty(T, np.float64)
-    hs = np.empty(k, np.float64)
-    hd = np.empty(k, np.int64)
-    hn = 0
     theta = floor
+    if hn == k:
+        theta = max(theta, _heap_floor(hs[0], tied))
     decoded = 0
     lo = np.int64(0)
     while True:
@@ -191,7 +215,7 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver,
                 # Every posting of an essential block gets scored: decode it all at once.
                 c = decode_block(buf, t_base[t], t_nb[t], blk[t], D[t], TF[t], DL[t])
                 if c < 0:
-                    return 0, hs, hd, decoded, True
+                    return hn, decoded, True
                 if dec[t] != blk[t]:
                     pos[t] = 0
                     decoded += 1
@@ -210,7 +234,7 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver,
                 break
             partial = 0.0
             got = np.int64(0)
-            skip = use_mask and mask[d] == 0
+            skip = use_mask and mask[m_off + d] == 0
             for i in range(e, na):
                 t = act[i]
                 if pos[t] < cnt[t] and D[t, pos[t]] == d:
@@ -231,7 +255,7 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver,
                 if dec[t] != blk[t]:
                     c = decode_docs(buf, t_base[t], t_nb[t], blk[t], D[t])
                     if c < 0:
-                        return 0, hs, hd, decoded, True
+                        return hn, decoded, True
                     dec[t] = blk[t]
                     full[t] = False
                     cnt[t] = c
@@ -254,21 +278,114 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver,
                 continue
             if and_mode and got != required:
                 continue
+            s = np.float64(np.float32(partial)) if tied else partial
+            gid = ids[i_off + d] if i_off >= 0 else id_base + d
             if hn < k:
-                hs[hn] = partial
-                hd[hn] = d
-                _sift_up(hs, hd, hn)
+                hs[hn] = s
+                hd[hn] = gid
+                hf[hn] = file_i
+                hl[hn] = d
+                _sift_up(hs, hd, hf, hl, hn)
                 hn += 1
-            elif _better(partial, d, hs[0], hd[0]):
-                hs[0] = partial
-                hd[0] = d
-                _sift_down(hs, hd, hn, 0)
-            if hn == k and hs[0] > theta:
-                theta = hs[0]
-                if total <= theta:
-                    break
-                if not and_mode:
-                    while e < na and cum[e] <= theta:
-                        e += 1
+            elif _better(s, gid, hs[0], hd[0]):
+                hs[0] = s
+                hd[0] = gid
+                hf[0] = file_i
+                hl[0] = d
+                _sift_down(hs, hd, hf, hl, hn, 0)
+            else:
+                continue
+            if hn == k:
+                h = _heap_floor(hs[0], tied)
+                if h > theta:
+                    theta = h
+                    if total <= theta:
+                        break
+                    if not and_mode:
+                        while e < na and cum[e] <= theta:
+                            e += 1
         lo = hi
-    return hn, hs, hd, decoded, False
+    return hn, decoded, False
+
+
+_NO_IDS = np.zeros(1, np.int64)
+
+
+@njit(cache=True, nogil=True)
+def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, k, floor,
+                mask, use_mask, k1, b, avgdl, file_avgdl):
+    """Top-k of the terms whose postings start at ``buf[t_base[t]]`` (validated terms).
+
+    ``gmask[t]`` is the bit set of query groups term ``t`` satisfies; in AND mode a doc must
+    cover ``required``, and candidates come only from the terms of group bit ``driver`` (the
+    caller picks the rarest group); ``solo[t]`` says some group has ``t`` as its only term,
+    so a document without ``t`` fails AND at once. Only scores above ``floor`` count.
+    Returns (count, scores, docs, blocks decoded, corrupt flag); the heap is unordered.
+    """
+    T = len(t_base)
+    hs = np.empty(k, np.float64)
+    hd = np.empty(k, np.int64)
+    hf = np.empty(k, np.int64)
+    hl = np.empty(k, np.int64)
+    D = np.empty((T, 128), np.int64)
+    TF = np.empty((T, 128), np.int64)
+    DL = np.empty((T, 128), np.int64)
+    hn, decoded, bad = _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode,
+                                  driver, k, floor, mask, 0, use_mask, k1, b, avgdl,
+                                  file_avgdl, hs, hd, hf, hl, 0, 0, _NO_IDS, -1, 0, False,
+                                  D, TF, DL)
+    return hn, hs, hd, decoded, bad
+
+
+@njit(cache=True, nogil=True)
+def table_topk(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, solo_q, required, and_mode,
+               f_driver, k, floor, masks, f_moff, f_avgdl, f_idbase, ids, f_ioff, k1, b,
+               avgdl):
+    """One top-k over many files' postings, all held in ``buf``.
+
+    File ``f`` owns entries ``f_t0[f]:f_t0[f + 1]`` of ``t_base`` / ``t_nb`` / ``t_q`` (its
+    present query terms, ``t_q`` indexing ``idf_q``, ``gmask_q`` and ``solo_q``); its rows
+    are ``ids[f_ioff[f] + doc]`` in the ranking (``f_idbase[f] + doc`` where ``f_ioff[f]`` is
+    negative), ties going to the lower id. ``f_moff[f]`` is
+    the offset of its row mask in ``masks`` (-1: every row counts). Scores are ranked as
+    float32, the precision results carry. Returns (count, scores, ids, file indexes, docs,
+    blocks decoded, index of a corrupt file or -1); the heap is unordered.
+    """
+    F = len(f_t0) - 1
+    hs = np.empty(k, np.float64)
+    hd = np.empty(k, np.int64)
+    hf = np.empty(k, np.int64)
+    hl = np.empty(k, np.int64)
+    max_t = 1
+    for f in range(F):
+        max_t = max(max_t, f_t0[f + 1] - f_t0[f])
+    D = np.empty((max_t, 128), np.int64)
+    TF = np.empty((max_t, 128), np.int64)
+    DL = np.empty((max_t, 128), np.int64)
+    idf = np.empty(max_t, np.float64)
+    gm = np.empty(max_t, np.int64)
+    so = np.empty(max_t, np.bool_)
+    hn = 0
+    decoded = 0
+    for f in range(F):
+        s = f_t0[f]
+        n = f_t0[f + 1] - s
+        if n == 0:
+            continue
+        covered = np.int64(0)
+        for i in range(n):
+            q = t_q[s + i]
+            idf[i] = idf_q[q]
+            gm[i] = gmask_q[q]
+            so[i] = solo_q[q]
+            covered |= gm[i]
+        if and_mode and covered != required:
+            continue
+        hn, dec, bad = _file_topk(buf, t_base[s:s + n], t_nb[s:s + n], idf[:n], gm[:n], so[:n],
+                                  required, and_mode, f_driver[f], k, floor, masks, f_moff[f],
+                                  f_moff[f] >= 0, k1, b, avgdl, f_avgdl[f], hs, hd, hf, hl, hn,
+                                  f_idbase[f], ids, f_ioff[f], f, True, D, TF, DL)
+        decoded += dec
+        if bad:
+            return hn, hs, hd, hf, hl, decoded, f
+    return hn, hs, hd, hf, hl, decoded, -1

@@ -60,6 +60,7 @@ class _Postings:
     base: int
     nb: int
     df: int
+    length: int
 
 
 def _u8(data: Any) -> np.ndarray:
@@ -289,13 +290,25 @@ class FtsIndexReader:
                 nb = (e.df + 127) // 128
                 if validate_term(buf, start, start + e.length, nb, e.df, self.num_docs) != 0:
                     raise CorruptFileError(f"postings of term {t!r} are malformed")
-                ref = _Postings(buf, start, nb, e.df)
+                ref = _Postings(buf, start, nb, e.df, e.length)
                 with self._lock:
                     if len(self._postings_cache) >= _TERM_CACHE_LIMIT:
                         self._postings_cache.clear()
                     self._postings_cache[t] = ref
                 found[t] = ref
         return [(t, found[t]) for t in terms if t in found]
+
+    def postings_refs(self, terms: list[str]) -> list[tuple[int, np.ndarray, int, int, int]]:
+        """Validated postings of the present ``terms``: (position in ``terms``, buffer, start,
+        length, df). ``buffer[start:start + length]`` is the term's encoded postings."""
+        pairs = self._wrap(self._postings, terms)
+        where = {t: i for i, t in enumerate(terms)}
+        return [(where[t], r.buf, r.base, r.length, r.df) for t, r in pairs]
+
+    def row_mask(self, query: ParsedQuery, allow: Any = None) -> np.ndarray | None:
+        """Per-document uint8 mask of the rows a search may return (``allow`` minus documents
+        holding an excluded term); None when every row may."""
+        return self._wrap(self._exclusion_mask, query, allow)
 
     def _docs_of(self, term: str) -> np.ndarray:
         refs = self._postings([term])
