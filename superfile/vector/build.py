@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 import pyarrow as pa
+from numba import njit
 
 from superfile.errors import IndexSpecError
 from superfile.spec import Metric
@@ -79,7 +80,7 @@ def build_vector_index(
         trained = np.zeros(0, np.float32)
     elif count < max(params.flat_threshold, 1) or (params.nlist is not None and params.nlist <= 1):
         nlist, quant = 1, fmt.QUANT_FLAT
-        centroids = x.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
+        centroids = _mean(x)[None, :]
         assign = np.zeros(count, np.int64)
         trained = np.zeros(0, np.float32)
     else:
@@ -96,10 +97,15 @@ def build_vector_index(
         sq.train(sample)
         trained = faiss.vector_to_array(sq.trained).astype(np.float32)
 
-    order = np.argsort(assign, kind="stable")
     counts = np.bincount(assign, minlength=nlist).astype(np.int64)
-    xs = np.ascontiguousarray(x[order])
-    ids = rows[order].astype(np.uint32)
+    if nlist > 1:
+        order = np.argsort(assign, kind="stable")
+        xs = np.ascontiguousarray(x[order])
+        ids = rows[order].astype(np.uint32)
+    else:
+        # One cell keeps row order: no permutation, no copy.
+        xs = np.ascontiguousarray(x)
+        ids = rows.astype(np.uint32)
     if quant == fmt.QUANT_SQ8:
         sq = faiss.ScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit)
         faiss.copy_array_to_vector(trained, sq.trained)
@@ -107,9 +113,9 @@ def build_vector_index(
     else:
         codes = np.zeros((count, 0), np.uint8)
 
-    centroid = (
-        x.mean(axis=0, dtype=np.float64).astype(np.float32) if count else np.zeros(dim, np.float32)
-    )
+    # A flat index's one cell centroid is already the mean of every vector.
+    flat_mean = quant == fmt.QUANT_FLAT and nlist == 1
+    centroid = centroids[0] if flat_mean else _mean(x) if count else np.zeros(dim, np.float32)
     radius = _radius(x, centroid)
     blob = _assemble(
         metric, quant, dim, nrows, centroids, counts, ids, xs, codes, trained, centroid, radius
@@ -150,26 +156,55 @@ def _matrix(vectors: pa.FixedSizeListArray | pa.ChunkedArray) -> tuple[
         rows = np.flatnonzero(valid)
         x = mat[rows]
     else:
+        # A read-only view of the Arrow buffer: every later step writes to new arrays.
         rows = np.arange(n)
-        x = np.array(mat, dtype=np.float32, copy=True)
+        x = mat
     if len(x):
-        ok = np.isfinite(x).all(axis=1)
-        if not ok.all():
-            bad = int(rows[np.argmin(ok)])
-            raise IndexSpecError(f"vector at row {bad} has a NaN, infinite or null component")
-        big = (np.abs(x) > MAX_ABS_COMPONENT).any(axis=1)
-        if big.any():
-            bad = int(rows[np.argmax(big)])
+        bad, finite = _first_bad_row(x, MAX_ABS_COMPONENT)
+        if bad >= 0 and not finite:
             raise IndexSpecError(
-                f"vector at row {bad} has a component beyond ±{MAX_ABS_COMPONENT:g}"
+                f"vector at row {int(rows[bad])} has a NaN, infinite or null component"
+            )
+        if bad >= 0:
+            raise IndexSpecError(
+                f"vector at row {int(rows[bad])} has a component beyond ±{MAX_ABS_COMPONENT:g}"
             )
     return x, rows, n, dim
 
 
+@njit(cache=True)
+def _first_bad_row(x: np.ndarray, limit: float) -> tuple[int, bool]:
+    """The first row with a non-finite component (then False) or one beyond ``limit``
+    (then True), in row order; (-1, True) when every row is usable."""
+    n, dim = x.shape
+    for i in range(n):
+        for j in range(dim):
+            v = x[i, j]
+            if not np.isfinite(v):
+                return i, False
+            if abs(v) > limit:
+                return i, True
+    return -1, True
+
+
+def _mean(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+@njit(cache=True)
 def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return (x * scale[:, None]).astype(np.float32)
+    """Unit rows (float64 norm, float32 result); zero rows stay zero."""
+    n, dim = x.shape
+    out = np.empty((n, dim), np.float32)
+    for i in range(n):
+        acc = 0.0
+        for j in range(dim):
+            v = np.float64(x[i, j])
+            acc += v * v
+        scale = 1.0 / np.sqrt(acc) if acc > 0.0 else 0.0
+        for j in range(dim):
+            out[i, j] = np.float32(np.float64(x[i, j]) * scale)
+    return out
 
 
 def _kmeans(sample: np.ndarray, nlist: int, params: VectorIndexParams) -> np.ndarray:
@@ -197,11 +232,22 @@ def _assign(x: np.ndarray, centroids: np.ndarray, metric: Metric) -> np.ndarray:
 def _radius(x: np.ndarray, centroid: np.ndarray) -> float:
     if not len(x):
         return 0.0
+    return float(_max_distance(x, centroid.astype(np.float64)))
+
+
+@njit(cache=True)
+def _max_distance(x: np.ndarray, c: np.ndarray) -> float:
+    """Largest Euclidean distance from ``c`` to a row of ``x``, accumulated in float64."""
+    n, dim = x.shape
     best = 0.0
-    for lo in range(0, len(x), 65536):
-        d = x[lo : lo + 65536].astype(np.float64) - centroid.astype(np.float64)
-        best = max(best, float(np.sqrt(np.einsum("ij,ij->i", d, d).max())))
-    return best
+    for i in range(n):
+        acc = 0.0
+        for j in range(dim):
+            d = np.float64(x[i, j]) - c[j]
+            acc += d * d
+        if acc > best:
+            best = acc
+    return np.sqrt(best)
 
 
 def _assemble(
@@ -250,18 +296,22 @@ def _assemble(
     }
     sections: dict[str, tuple[int, int]] = {}
     off = fmt.align(fmt.HEADER.size)
+    pieces: list[bytes | memoryview] = [b""]  # the header, once the CRCs are known
+    edge = fmt.HEADER.size
     for name, data in parts.items():
-        sections[name] = (off, len(data))
-        off = fmt.align(off + len(data))
-    out = bytearray(off)
-    for name, data in parts.items():
-        o, n = sections[name]
-        out[o : o + n] = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        pieces.append(bytes(off - edge))
+        pieces.append(view)
+        sections[name] = (off, len(view))
+        edge = off + len(view)
+        off = fmt.align(edge)
+    pieces.append(bytes(off - edge))
     header = fmt.Header(
         metric=metric, quantizer=quant, dim=dim, nlist=nlist, code_size=code_size,
         nrows=nrows, count=count, sections=sections,
         meta_crc=fmt.crc(parts["meta"]), dir_crc=fmt.crc(parts["directory"]),
         centroids_crc=fmt.crc(parts["centroids"]), positions_crc=fmt.crc(parts["positions"]),
     )
-    out[: fmt.HEADER.size] = header.pack()
-    return bytes(out)
+    pieces[0] = header.pack()
+    # One join: the large sections are copied once, straight into the result.
+    return b"".join(pieces)
