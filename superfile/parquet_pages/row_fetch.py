@@ -305,8 +305,14 @@ class RowFetcher:
         blobs = iter(read_many(self._source, ranges))
         late: list[_Piece] = []
         for p in pieces:
-            p.data = [next(blobs) for _ in range(len(p.page_ids))]
-            p.headers = [md.parse_page_header(b) for b in p.data]
+            data = [next(blobs) for _ in range(len(p.page_ids))]
+            headers = [md.parse_page_header(b) for b in data]
+            # Writers may leave an empty page that shares its first row with the next one;
+            # it holds no values, and some decoders stop at it, so it is left out.
+            keep = [i for i, h in enumerate(headers) if h.num_values > 0]
+            p.data = [data[i] for i in keep]
+            p.headers = [headers[i] for i in keep]
+            p.page_ids = p.page_ids[keep]
             if any(h.page_type == md.PAGE_DICTIONARY for h in p.headers):
                 raise CorruptFileError("a Parquet data page location points at a dictionary page")
             if p.want_dict and p.dict_range is not None:
