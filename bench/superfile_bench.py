@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench import infino_engine
+from bench import infino_engine, report
 from bench.data import (
     BM25_QUERIES,
     geomean,
@@ -32,13 +32,13 @@ from bench.data import (
     load_vectors,
     p50_ms,
 )
-from bench.machine import describe_machine, machine_slug
+from bench.machine import describe_machine
 from bench.quiver_engine import QuiverBm25, QuiverVectors, duckdb_row_count
+from bench.report import fmt as _fmt
 
 log = logging.getLogger("bench.superfile")
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 WORKER_MARK = "@@infino-worker-result@@"
 
 K = 10
@@ -226,10 +226,6 @@ def evaluate_targets(bm25: dict[str, Any], vec: dict[str, Any]) -> list[dict[str
     return targets
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     b = result["bm25"]
@@ -362,16 +358,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def write_results(result: dict[str, Any]) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.strptime(result["started_utc"], "%Y-%m-%d %H:%M:%S UTC")
-    name = f"superfile-{stamp:%Y%m%d-%H%M%S}-{machine_slug(result['machine'])}"
-    if result["quick"]:
-        name += "-quick"
-    jpath = RESULTS / f"{name}.json"
-    mpath = RESULTS / f"{name}.md"
-    jpath.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    mpath.write_text(markdown(result))
-    return jpath, mpath
+    return report.write_results(result, "superfile", markdown)
 
 
 def worker(target_recall: float, quick: bool) -> None:

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import datetime as dt
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bench import infino_engine
+from bench import infino_engine, report
 from bench.data import (
     BM25_QUERIES,
     VectorData,
@@ -42,13 +41,13 @@ from bench.data import (
     recall_at_10,
 )
 from bench.infino_engine import InfinoTables
-from bench.machine import describe_machine, machine_slug
+from bench.machine import describe_machine
 from bench.quiver_engine import QuiverTables
+from bench.report import fmt as _fmt
 
 log = logging.getLogger("bench.table")
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
 
 K = 10
 COMMITS = 16
@@ -460,10 +459,6 @@ def evaluate_targets(roots: dict[str, Any]) -> list[dict[str, Any]]:
     return targets
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     ram = (m["ram_bytes"] or 0) / 2**30
@@ -677,16 +672,7 @@ def run(quick: bool, quiet: dict[str, Any] | None = None, optimized: bool = True
 
 
 def write_results(result: dict[str, Any]) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.strptime(result["started_utc"], "%Y-%m-%d %H:%M:%S UTC")
-    name = f"table-{stamp:%Y%m%d-%H%M%S}-{machine_slug(result['machine'])}"
-    if result["quick"]:
-        name += "-quick"
-    jpath = RESULTS / f"{name}.json"
-    mpath = RESULTS / f"{name}.md"
-    jpath.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    mpath.write_text(markdown(result))
-    return jpath, mpath
+    return report.write_results(result, "table", markdown)
 
 
 def main(argv: list[str] | None = None) -> int:
