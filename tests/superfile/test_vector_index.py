@@ -257,7 +257,7 @@ def test_non_vector_column_is_an_index_spec_error():
         build_vector_index(pa.array([1, 2, 3]), Metric.L2)
 
 
-def test_lazy_open_is_one_read_and_a_query_reads_only_probed_cells_and_shortlist():
+def test_lazy_open_is_one_read_and_a_query_makes_few_reads_of_what_it_needs():
     x = clustered(40000, 32, 40, seed=12)
     blob, _ = build_vector_index(vectors(x), Metric.COSINE)
     counting = CountingRangeReader(BytesRangeReader(blob))
@@ -265,19 +265,81 @@ def test_lazy_open_is_one_read_and_a_query_reads_only_probed_cells_and_shortlist
     assert counting.reads == 1
     assert counting.bytes_read <= 64 * 1024
     counting.reset()
-    reader.search(x[5], 10)
-    assert counting.bytes_read < 0.25 * len(blob)
-    v_off, v_len = reader._h.sections["vectors"]
-    vec_bytes = sum(
-        max(0, min(o + n, v_off + v_len) - max(o, v_off)) for o, n in counting.ranges
-    )
-    assert vec_bytes < 0.05 * v_len
+    # First query: coarse centroids, the probed blocks, the shortlist vectors.
+    ids, _ = reader.search(x[5], 10)
+    assert counting.reads <= 3, counting.ranges
+    assert 5 in ids.tolist()
+    counting.reset()
+    reader.search(x[6], 10)
+    assert counting.reads <= 2, counting.ranges
     counting.reset()
     reader.search(x[6], 10, nprobe=2)
     small = counting.bytes_read
     counting.reset()
     reader.search(x[6], 10, nprobe=reader.nlist)
     assert small < counting.bytes_read / 5
+
+
+class BatchingReader(CountingRangeReader):
+    """A source that also serves several ranges per call, recording each batch."""
+
+    def __init__(self, inner: BytesRangeReader) -> None:
+        super().__init__(inner)
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[memoryview]:
+        self.batches.append(list(ranges))
+        return [self.read(o, n) for o, n in ranges]
+
+
+def test_lazy_reads_of_a_large_blob_skip_far_gaps_and_batch_the_rest():
+    x = clustered(60000, 64, 60, seed=15)
+    blob, _ = build_vector_index(vectors(x), Metric.L2)
+    source = BatchingReader(BytesRangeReader(blob))
+    lazy = VectorIndexReader.open(source)
+    eager = VectorIndexReader.open(BytesRangeReader(blob), verify=True)
+    lazy.search(x[0], 10)  # loads the centroids
+    v_off, v_len = lazy._h.sections["vectors"]
+    for i in (1, 2, 3):
+        source.reset()
+        source.batches.clear()
+        got = lazy.search(x[i], 10, nprobe=1, rerank=200)
+        # One probed cell: one block read, then its vectors; far apart ranges stay apart.
+        assert source.reads <= 3, source.ranges
+        assert source.bytes_read < 0.1 * len(blob)
+        source.reset()
+        got_all = lazy.search(x[i] + 0.5, 10, rerank=400)
+        vec_reads = [(o, n) for o, n in source.ranges if v_off <= o < v_off + v_len]
+        assert len(vec_reads) <= 400
+        assert all(len(b) > 1 for b in source.batches)
+        want_all = eager.search(x[i] + 0.5, 10, rerank=400)
+        assert len(set(got_all[0].tolist()) & set(want_all[0].tolist())) >= 9
+        assert got[0][0] == i
+
+    # Three allowed rows scattered over a large vector section: apart, but in one batch.
+    lazy.search(x[0], 3, allow=BitMap([1, 2, 3]))  # loads the position map
+    source.reset()
+    source.batches.clear()
+    rows = [7, 29_000, 59_000]
+    ids, _ = lazy.search(x[29_000], 3, allow=BitMap(rows))
+    assert sorted(ids.tolist()) == rows and ids[0] == 29_000
+    assert len(source.batches) == 1 and source.reads == len(source.batches[0]) <= 6
+    assert source.bytes_read < 6 * (1 << 20)
+
+
+def test_lazy_filtered_exact_search_fetches_hashes_and_vectors_together():
+    x = clustered(20000, 16, 20, seed=16)
+    blob, _ = build_vector_index(vectors(x), Metric.L2)
+    counting = CountingRangeReader(BytesRangeReader(blob))
+    lazy = VectorIndexReader.open(counting)
+    allow = BitMap(range(0, 20000, 23))
+    lazy.search(x[0], 5, allow=allow)  # loads the position map
+    counting.reset()
+    ids, dist = lazy.search(x[46], 5, allow=allow)
+    assert counting.reads <= 2, counting.ranges
+    want_ids, want_d = brute_force(x, x[46], Metric.L2, 5, np.array(sorted(allow)))
+    assert ids.tolist() == want_ids.tolist()
+    assert np.allclose(dist, want_d, atol=1e-4)
 
 
 def test_eager_and_lazy_readers_agree():
