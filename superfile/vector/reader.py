@@ -67,6 +67,10 @@ OPEN_READ_BYTES = 64 * 1024
 # streams at ~50-100 MB/s, so skipping less than ~1 MiB between two wanted ranges costs
 # less time than issuing a second request: lazy reads merge ranges closer than this.
 COALESCE_GAP = 1 << 20
+# The first lazy query needs the centroids and then most of the blocks (the default probe
+# covers half the cells); when centroids, positions and blocks span at most this many
+# bytes they come in one read instead of two.
+FRONT_READ_MAX = 4 << 20
 
 _EMPTY = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
 
@@ -266,14 +270,38 @@ class VectorIndexReader:
     # -- lazy caches ------------------------------------------------------------------------
 
     def _load_centroids(self) -> np.ndarray:
-        if self._centroids is None:
-            with self._lock:
-                if self._centroids is None:
-                    view = self._read_section("centroids", self._h.centroids_crc)
-                    cent = np.frombuffer(view, "<f4").reshape(self.nlist, self.dim).copy()
-                    self._cnorms = np.einsum("ij,ij->i", cent, cent)
-                    self._centroids = cent
+        self._load_front()
         return self._centroids
+
+    def _load_front(self) -> memoryview | None:
+        """Loads the centroids once; see ``FRONT_READ_MAX``. Returns the blocks section to
+        the caller whose read brought it along, else None."""
+        if self._centroids is not None:
+            return None
+        with self._lock:
+            if self._centroids is not None:
+                return None
+            h = self._h
+            c_off, c_len = h.sections["centroids"]
+            p_off, p_len = h.sections["positions"]
+            b_off, b_len = h.sections["blocks"]
+            blocks = None
+            together = c_off + c_len <= p_off and p_off + p_len <= b_off
+            if together and b_off + b_len - c_off <= FRONT_READ_MAX:
+                front = memoryview(self._src.read(c_off, b_off + b_len - c_off)).cast("B")
+                view = front[:c_len]
+                positions = front[p_off - c_off : p_off - c_off + p_len]
+                _check_crc(positions, h.positions_crc, "positions")
+                _check_crc(view, h.centroids_crc, "centroids")
+                blocks = front[b_off - c_off :]
+                if self._positions is None:
+                    self._positions = np.frombuffer(positions, "<u4").copy()
+            else:
+                view = self._read_section("centroids", h.centroids_crc)
+            cent = np.frombuffer(view, "<f4").reshape(self.nlist, self.dim).copy()
+            self._cnorms = np.einsum("ij,ij->i", cent, cent)
+            self._centroids = cent
+            return blocks
 
     def _load_positions(self) -> np.ndarray:
         if self._positions is None:
@@ -477,6 +505,7 @@ class VectorIndexReader:
     def _lazy_candidates(
         self, q: np.ndarray, nprobe: int, shortlist: int, mask: np.ndarray | None, want: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        blocks = self._load_front()
         order = self._probe_order(q)
         done = 0
         parts: list[tuple[np.ndarray, ...]] = []
@@ -485,7 +514,7 @@ class VectorIndexReader:
             cells = order[done:nprobe]
             cells = cells[self._counts[cells] > 0]
             if len(cells):
-                ids, hashes, codes, pos, _ = self._read_cells(cells)
+                ids, hashes, codes, pos, _ = self._read_cells(cells, blocks=blocks)
                 if mask is not None:
                     keep = mask[ids]
                     ids, hashes, codes, pos = ids[keep], hashes[keep], codes[keep], pos[keep]
@@ -509,16 +538,21 @@ class VectorIndexReader:
         return ids, pos, hashes
 
     def _read_cells(
-        self, cells: np.ndarray, extra: list[tuple[int, int]] | None = None
+        self, cells: np.ndarray, extra: list[tuple[int, int]] | None = None,
+        blocks: memoryview | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[memoryview]]:
         """ids, hashes, codes and positions of the given cells, checksums verified, plus
-        the bytes of ``extra`` ranges fetched in the same reads."""
+        the bytes of ``extra`` ranges fetched in the same reads. ``blocks``, when given,
+        is the whole blocks section, already read."""
         b_off, _ = self._h.sections["blocks"]
         rec = self._rec
         ranges = [
             (b_off + int(self._starts[c]) * rec, int(self._counts[c]) * rec) for c in cells
         ]
-        bufs = self._read_ranges(ranges + list(extra or []))
+        if blocks is not None and not extra:
+            bufs = [blocks[o - b_off : o - b_off + n] for o, n in ranges]
+        else:
+            bufs = self._read_ranges(ranges + list(extra or []))
         ids, hashes, codes, pos = [], [], [], []
         # One step per probed cell, bounded by nprobe.
         for c, buf in zip(cells, bufs[: len(cells)], strict=True):

@@ -265,8 +265,11 @@ def test_lazy_open_is_one_read_and_a_query_makes_few_reads_of_what_it_needs():
     assert counting.reads == 1
     assert counting.bytes_read <= 64 * 1024
     counting.reset()
-    # First query: coarse centroids, the probed blocks, the shortlist vectors.
+    # First query: coarse centroids with the (small) blocks section, then the shortlist.
     ids, _ = reader.search(x[5], 10)
+    c_off, _ = reader._h.sections["centroids"]
+    b_off, b_len = reader._h.sections["blocks"]
+    assert counting.ranges[0] == (c_off, b_off + b_len - c_off)
     assert counting.reads <= 3, counting.ranges
     assert 5 in ids.tolist()
     counting.reset()
@@ -275,9 +278,14 @@ def test_lazy_open_is_one_read_and_a_query_makes_few_reads_of_what_it_needs():
     counting.reset()
     reader.search(x[6], 10, nprobe=2)
     small = counting.bytes_read
+    # Two probed cells: their blocks, not the section.
+    in_blocks = sum(
+        max(0, min(o + n, b_off + b_len) - max(o, b_off)) for o, n in counting.ranges
+    )
+    assert in_blocks < 0.1 * b_len
     counting.reset()
     reader.search(x[6], 10, nprobe=reader.nlist)
-    assert small < counting.bytes_read / 5
+    assert small < counting.bytes_read / 2
 
 
 class BatchingReader(CountingRangeReader):
@@ -412,3 +420,13 @@ def test_summary_json_round_trip_is_exact():
     back = VectorSummary.from_json(json.loads(text))
     assert back == summary
     assert back.metric is Metric.COSINE
+
+
+def test_cells_are_laid_out_with_neighbouring_cells_close_together():
+    x = clustered(20000, 16, 30, seed=17)
+    _, summary = build_vector_index(vectors(x), Metric.L2)
+    cent = summary.cluster_centroids.astype(np.float64)
+    step = np.linalg.norm(np.diff(cent, axis=0), axis=1).mean()
+    shuffled = cent[np.random.default_rng(17).permutation(len(cent))]
+    random_step = np.linalg.norm(np.diff(shuffled, axis=0), axis=1).mean()
+    assert step < 0.6 * random_step, (step, random_step)
