@@ -1,0 +1,20 @@
+"""Errors of the SQL layer: what a statement did wrong, in words a person can act on.
+
+Errors of the table and file layers (``supertable.errors.TableError``,
+``superfile.errors.SuperfileError``) are not wrapped: they pass through as raised.
+"""
+
+from __future__ import annotations
+
+
+class SqlError(Exception):
+    """Base class of every error the SQL layer raises about a statement."""
+
+
+class SqlSyntaxError(SqlError):
+    """The statement text does not parse."""
+
+
+class SqlPlanError(SqlError):
+    """The statement parses but cannot be planned: an unknown table or column, a type
+    mismatch, an unsupported construct."""
