@@ -487,6 +487,57 @@ class Table:
             self._publish(self._manifest, derive, intent, "update")
             return changed
 
+    def replace_rows(self, rows: pa.Table) -> int:
+        """Writes new versions of existing rows, each keeping its ``_id``, in one commit.
+
+        ``rows`` carries ``_id`` and every column. The live row of each ``_id`` is
+        tombstoned and the new version added; a row whose ``_id`` is no longer live when
+        the commit lands (deleted meanwhile) is left out. Returns how many rows changed.
+        """
+        if ID_COLUMN not in rows.column_names:
+            raise TableSchemaError(f"replacement rows need the {ID_COLUMN!r} column")
+        try:
+            ids = rows.column(ID_COLUMN).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise TableSchemaError(f"{ID_COLUMN!r} of replacement rows: {exc}") from None
+        if ids.null_count or pc.count_distinct(ids).as_py() != len(ids):
+            raise TableSchemaError(f"replacement rows need distinct, non-null {ID_COLUMN!r}")
+        new = self._conform(rows.drop_columns([ID_COLUMN])).add_column(0, ID_COLUMN, ids)
+        if new.num_rows == 0:
+            return 0
+        lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
+        wanted = pc.field(ID_COLUMN).isin(ids.combine_chunks())
+        with self._write_lock:
+            intent = Intent("update")
+            changed = 0
+
+            def derive(latest: Manifest) -> Manifest | None:
+                nonlocal changed
+                snap = Snapshot(latest, self._pool, self.name)
+                files: list[FileEntry] = []
+                live: list[np.ndarray] = []
+                for f in snap.files:
+                    hit = (snap.allowed(f, wanted)
+                           if f.live_rows and f.id_min <= hi and f.id_max >= lo else None)
+                    if hit:
+                        files.append(f.with_tombstones(hit))
+                        live.append(snap.ids_of(f, bitmap_rows(hit)))
+                    else:
+                        files.append(f)
+                if not live:
+                    changed = 0
+                    return None
+                kept = new.filter(pc.is_in(new.column(ID_COLUMN), pa.array(np.concatenate(live))))
+                changed = kept.num_rows
+                built = self._build(kept.sort_by(ID_COLUMN), latest.spec, latest, intent)
+                self._upload(built, intent)
+                entries = [replace(b.entry, added_in=latest.version + 1) for b in built]
+                return latest.successor(files=(*files, *entries), created_ms=_now_ms(),
+                                        operation="update")
+
+            self._publish(self._manifest, derive, intent, "update")
+            return changed
+
     @staticmethod
     def _constant(name: str, value: Any, schema: pa.Schema) -> pc.Expression:
         try:
