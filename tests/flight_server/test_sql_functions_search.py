@@ -48,7 +48,7 @@ def docs(request, tmp_path_factory) -> Iterator[tuple[Table, datafusion.SessionC
         table.delete([("year", "<", 2004)])
         table.update([("year", "=", 2010)], {"title": "zanzibar quokka"})
         ctx = datafusion.SessionContext()
-        register_search_functions(ctx, lambda name: con.open_table(name).snapshot())
+        register_search_functions(ctx, lambda name, c=con: c.open_table(name).snapshot())
         yield table, ctx
         con.close()
 
