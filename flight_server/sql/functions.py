@@ -148,15 +148,12 @@ class _Param:
     required: bool = True
 
 
-def _literal(fn: str, param: _Param, expr: Any) -> Any:
-    try:
-        kind = expr.variant_name()
-    except AttributeError:
-        kind = "Literal"
-    if kind != "Literal":
+def _literal(fn: str, param: _Param, expr: datafusion.Expr) -> Any:
+    if expr.variant_name() != "Literal":
+        # Placeholders, column references and subqueries have no value at planning time.
         raise SqlPlanError(
             f"{fn}: argument {param.name!r} must be a literal value, got {expr}")
-    scalar = expr.python_value() if hasattr(expr, "python_value") else expr
+    scalar = expr.python_value()
     if isinstance(scalar, pa.Scalar) and not scalar.is_valid:
         raise SqlPlanError(f"{fn}: argument {param.name!r} must not be NULL")
     if param.kind == "vector":
@@ -285,6 +282,9 @@ def search_errors() -> Iterator[None]:
         _pending.error = None
 
 
+_pool_lock = threading.Lock()
+
+
 def _pool_for(snap: Snapshot, holder: dict[str, ThreadPoolExecutor]) -> ThreadPoolExecutor | None:
     # Resident files make search CPU-bound and threads only add hand-offs; remote files
     # benefit from overlapping their reads.
@@ -294,9 +294,6 @@ def _pool_for(snap: Snapshot, holder: dict[str, ThreadPoolExecutor]) -> ThreadPo
         if "pool" not in holder:
             holder["pool"] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sql-search")
         return holder["pool"]
-
-
-_pool_lock = threading.Lock()
 
 _TABLE = _Param("table", "text")
 _K = _Param("k", "int")

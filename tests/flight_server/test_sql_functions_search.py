@@ -28,20 +28,25 @@ DIM = 8
 USER_COLUMNS = ["title", "body", "year"]
 
 
-def _root(kind: str, tmp_path_factory) -> Iterator[str]:
+def _root(kind: str, tmp_path_factory, s3_server=None) -> Iterator[tuple[str, dict[str, str]]]:
     if kind == "memory":
         uri = f"memory://f{uuid.uuid4().hex}"
-        yield uri
+        yield uri, {}
         drop_memory_store(uri)
+    elif kind == "local":
+        yield str(tmp_path_factory.mktemp("sqlfn") / "root"), {}
     else:
-        yield str(tmp_path_factory.mktemp("sqlfn") / "root")
+        yield f"s3://{s3_server.new_bucket()}/quiver", s3_server.options()
 
 
-@pytest.fixture(scope="module", params=["memory", "local"])
-def docs(request, tmp_path_factory) -> Iterator[tuple[Table, datafusion.SessionContext]]:
-    """A table with several files, tombstones and a moved row; a context searching it."""
-    for uri in _root(request.param, tmp_path_factory):
-        con = catalog.connect(uri)
+@pytest.fixture(scope="module", params=["memory", "local", "s3"])
+def docs(request, tmp_path_factory, s3_server
+         ) -> Iterator[tuple[Table, datafusion.SessionContext]]:
+    """A table with several files, tombstones and a moved row; a context searching it.
+
+    On S3 the files are opened lazily and searched through the fan-out thread pool."""
+    for uri, options in _root(request.param, tmp_path_factory, s3_server):
+        con = catalog.connect(uri, **options)
         table = con.create_table("docs", docs_schema(DIM))
         for seed in range(4):
             table.append(make_docs(150, seed, DIM))
@@ -191,7 +196,7 @@ def test_empty_results_carry_the_full_schema(docs) -> None:
 
 @pytest.fixture(params=["memory", "local"])
 def fresh(request, tmp_path_factory) -> Iterator[catalog.Connection]:
-    for uri in _root(request.param, tmp_path_factory):
+    for uri, _ in _root(request.param, tmp_path_factory):
         con = catalog.connect(uri)
         yield con
         con.close()
