@@ -1,0 +1,247 @@
+"""The SQL engine: statements over the tables of one storage root, on DataFusion.
+
+One long-lived SessionContext serves every statement. A query is read with
+sqlglot to find the Quiver tables it names; each is pinned to one snapshot for
+the whole statement (self-joins and search functions included), its versioned
+view is registered (or reused), and the names in the text are pointed at the
+views before DataFusion plans it. Results stream batch by batch. DDL and DML
+go to the table layer through ``flight_server.sql.statements``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import datafusion
+import pyarrow as pa
+
+from catalog import Connection
+from catalog.errors import InvalidTableNameError
+from flight_server.sql import parse as sqlparse
+from flight_server.sql.errors import SqlError, SqlPlanError, SqlSyntaxError
+from flight_server.sql.views import ViewRegistry
+from superfile.errors import SuperfileError
+from supertable.errors import TableError, TableNotFoundError
+from supertable.snapshot import Snapshot
+from supertable.table import Table
+
+log = logging.getLogger(__name__)
+
+try:
+    from flight_server.sql import functions as _functions
+except ImportError:
+    _functions = None  # type: ignore[assignment]
+try:
+    from flight_server.sql import statements as _statements
+except ImportError:
+    _statements = None  # type: ignore[assignment]
+
+# Internal relation names: "<table>@<uuid8>@v<version>[@<files>]" and sources with '#'.
+_INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-9a-f]{8}@v\d+'
+                       r'(?:@[0-9a-f]+)?(?:#[^"\s\']*)?"?')
+
+
+@dataclass
+class _Pins:
+    """The snapshots one statement reads, by table name."""
+
+    tables: dict[str, Table] = field(default_factory=dict)
+    snaps: dict[str, Snapshot] = field(default_factory=dict)
+
+
+class SqlEngine:
+    """Runs SQL over the tables of ``connection``. Safe to share between threads."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        config = (
+            datafusion.SessionConfig()
+            .with_information_schema(True)
+            .with_target_partitions(max(1, os.cpu_count() or 1))
+            .set("datafusion.execution.parquet.pushdown_filters", "true")
+            .set("datafusion.execution.parquet.reorder_filters", "true")
+            # Plain Utf8 strings, as the tables declare them, rather than Utf8View.
+            .set("datafusion.execution.parquet.schema_force_view_types", "false")
+        )
+        self.ctx = datafusion.SessionContext(config)
+        self.views = ViewRegistry(self.ctx)
+        self._local = threading.local()
+        if _functions is not None and hasattr(_functions, "register_search_functions"):
+            _functions.register_search_functions(self.ctx, self.pin)
+
+    # -- pinning -------------------------------------------------------------------------
+
+    @contextmanager
+    def _statement(self) -> Iterator[_Pins]:
+        outer = getattr(self._local, "pins", None)
+        if outer is not None:
+            yield outer
+            return
+        pins = _Pins()
+        self._local.pins = pins
+        try:
+            yield pins
+        finally:
+            self._local.pins = None
+
+    def open_table(self, name: str) -> Table:
+        """The table ``name``; ``SqlPlanError`` naming the tables there are when unknown."""
+        try:
+            return self.connection.open_table(name)
+        except (TableNotFoundError, InvalidTableNameError):
+            tables = self.connection.list_tables()
+            listing = ", ".join(tables) if tables else "none"
+            raise SqlPlanError(f"unknown table {name!r}; tables are: {listing}") from None
+
+    def _resolve(self, pins: _Pins, name: str, quoted: bool = True) -> str:
+        """The catalog name an identifier refers to (unquoted names fold to lower case
+        unless only the exact spelling exists)."""
+        if name in pins.snaps:
+            return name
+        if not quoted and name != name.lower():
+            lower = name.lower()
+            if lower in pins.snaps:
+                return lower
+            try:
+                self.connection.open_table(lower)
+                return lower
+            except (TableNotFoundError, InvalidTableNameError):
+                pass
+        return name
+
+    def _pin_in(self, pins: _Pins, name: str) -> Snapshot:
+        snap = pins.snaps.get(name)
+        if snap is None:
+            table = self.open_table(name)
+            snap = table.snapshot()
+            pins.tables[name] = table
+            pins.snaps[name] = snap
+        return snap
+
+    def pin(self, table: str) -> Snapshot:
+        """The snapshot the current statement reads ``table`` at: the first call in a
+        statement pins it, later calls (self-joins, search functions) get the same one.
+        Outside a statement, the latest snapshot."""
+        pins = getattr(self._local, "pins", None)
+        if pins is None:
+            return self.open_table(table).snapshot()
+        return self._pin_in(pins, table)
+
+    # -- running -------------------------------------------------------------------------
+
+    def execute(self, text: str) -> pa.Table:
+        """Runs one statement and collects its result."""
+        return self.sql(text).read_all()
+
+    def sql(self, text: str) -> pa.RecordBatchReader:
+        """Runs one statement; the result streams as record batches."""
+        st = sqlparse.parse(text)
+        with self._statement() as pins:
+            if st.expr is not None and not st.explain and not sqlparse.is_query(st.expr):
+                return self._run_statement(st)
+            if st.expr is None:
+                df = self._plan(st.text, {}, st.error)
+            else:
+                df = self._plan_query(st, pins)
+        return self._stream(df)
+
+    def _run_statement(self, st: sqlparse.Statement) -> pa.RecordBatchReader:
+        if _statements is None or not _statements.is_statement(st.expr):
+            kind = type(st.expr).__name__.upper()
+            raise SqlError(f"{kind} statements are not supported yet; SELECT, WITH, VALUES "
+                           "and EXPLAIN are")
+        result = _statements.run_statement(self, st.expr)
+        return pa.RecordBatchReader.from_batches(result.schema, result.to_batches())
+
+    def _plan_query(self, st: sqlparse.Statement, pins: _Pins) -> datafusion.DataFrame:
+        expr = st.expr
+        refs = sqlparse.table_refs(expr)
+        names = {}
+        for ref in refs:
+            name = self._resolve(pins, ref.name, ref.quoted)
+            names[id(ref.node)] = name
+            self._pin_in(pins, name)
+        acquired: list[tuple[Table, Snapshot]] = []
+        renames: dict[str, str] = {}
+        try:
+            edits = []
+            for ref in refs:
+                name = names[id(ref.node)]
+                table, snap = pins.tables[name], pins.snaps[name]
+                dnf = sqlparse.pruning_filter(ref, snap.schema)
+                files = snap.candidate_files(dnf) if dnf else None
+                view = self.views.acquire(table, snap, files)
+                acquired.append((table, snap))
+                renames[view] = name
+                edit = sqlparse.table_edit(ref, view, st.body)
+                if edit is not None:
+                    edits.append(edit)
+
+            def columns_of(ref: sqlparse.TableRef) -> list[str]:
+                return list(pins.snaps[names[id(ref.node)]].schema.names)
+
+            edits += sqlparse.star_edits(expr, refs, st.body, columns_of)
+            rewritten = st.prefix + sqlparse.splice(st.body, edits)
+            log.debug("planning %s", rewritten)
+            return self._plan(rewritten, renames, None)
+        finally:
+            for table, snap in acquired:
+                self.views.release(table, snap)
+
+    def _plan(self, text: str, renames: dict[str, str], parse_error: str | None
+              ) -> datafusion.DataFrame:
+        try:
+            return self.ctx.sql(text)
+        except (TableError, SuperfileError, SqlError):
+            raise
+        except Exception as exc:  # DataFusion raises plain exceptions with a kind prefix
+            raise _map_error(exc, parse_error) from None
+
+    def _stream(self, df: datafusion.DataFrame) -> pa.RecordBatchReader:
+        try:
+            schema = df.schema()
+            stream = df.execute_stream()
+        except (TableError, SuperfileError, SqlError):
+            raise
+        except Exception as exc:
+            raise _map_error(exc, None) from None
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            while True:
+                try:
+                    batch = stream.next()
+                except StopIteration:
+                    return
+                except (TableError, SuperfileError, SqlError):
+                    raise
+                except Exception as exc:
+                    raise _map_error(exc, None) from None
+                if batch is None:
+                    return
+                out = batch.to_pyarrow()
+                yield out if out.schema.equals(schema) else out.cast(schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _clean(message: str) -> str:
+    return _INTERNAL.sub(lambda m: m.group(1), message).strip()
+
+
+def _map_error(exc: BaseException, parse_error: str | None) -> SqlError:
+    message = _clean(str(exc))
+    if "ParserError" in message or message.startswith("SQL error"):
+        if parse_error:
+            message = f"{message} ({parse_error})"
+        return SqlSyntaxError(message)
+    if "not found" in message and "table" in message.lower():
+        return SqlPlanError(message)
+    if message.startswith(("Error during planning", "Schema error", "Type error")):
+        return SqlPlanError(message)
+    return SqlError(message)

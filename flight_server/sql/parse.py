@@ -1,0 +1,421 @@
+"""Reading a statement: what it is, which tables it names, and how to rewrite it.
+
+A statement is parsed with sqlglot only to learn its shape; the text handed to
+DataFusion is the user's own text with a few spans replaced (table names by
+versioned view names, ``*`` by the visible columns), so no SQL is regenerated
+and nothing DataFusion understands is lost in a round trip through another
+dialect. WHERE conjuncts that compare a table's column with literals are
+turned into the DNF lists the table layer uses to skip files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from flight_server.sql.errors import SqlSyntaxError
+
+# duckdb reads the types Quiver's DDL uses (``FLOAT[384]``); postgres is the fallback.
+DIALECT = "duckdb"
+_DIALECTS = (DIALECT, "postgres")
+_EXPLAIN = re.compile(r"^\s*explain\b(?:\s+analyze\b)?(?:\s+verbose\b)?\s*", re.IGNORECASE)
+# Past this many alternatives a pruning filter costs more to check than it saves.
+_MAX_DISJUNCTS = 32
+
+Dnf = list[list[tuple[str, str, Any]]]
+
+
+@dataclass
+class Statement:
+    """A parsed statement; ``expr`` is None when sqlglot cannot read it."""
+
+    text: str
+    prefix: str
+    body: str
+    expr: exp.Expression | None
+    error: str | None = None
+
+    @property
+    def explain(self) -> bool:
+        return bool(self.prefix)
+
+
+def parse(text: str) -> Statement:
+    """Parses one statement (an optional trailing ``;`` allowed)."""
+    m = _EXPLAIN.match(text)
+    prefix, body = (text[: m.end()], text[m.end():]) if m else ("", text)
+    if not body.strip().rstrip(";").strip():
+        raise SqlSyntaxError("empty statement" if not prefix else "EXPLAIN of nothing")
+    error = None
+    for dialect in _DIALECTS:
+        try:
+            exprs = [e for e in sqlglot.parse(body, read=dialect) if e is not None]
+        except (ParseError, TokenError) as exc:
+            error = error or str(exc).split("\n", 1)[0]
+            continue
+        if len(exprs) != 1:
+            raise SqlSyntaxError(
+                f"one statement at a time, got {len(exprs)}; separate statements are run "
+                "by separate calls")
+        return Statement(text, prefix, body, exprs[0])
+    return Statement(text, prefix, body, None, error)
+
+
+def is_query(expr: exp.Expression) -> bool:
+    """SELECT, set operations, VALUES, and WITH over any of them."""
+    return isinstance(expr, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery))
+
+
+def _span(node: exp.Expression) -> tuple[int, int] | None:
+    """Character range [start, end) of the identifiers and stars inside ``node``."""
+    starts, ends = [], []
+    for n in node.walk():
+        meta = n.meta if isinstance(n, (exp.Identifier, exp.Star)) else None
+        if meta and "start" in meta:
+            starts.append(meta["start"])
+            ends.append(meta["end"] + 1)
+    return (min(starts), max(ends)) if starts else None
+
+
+def _norm(ident: exp.Identifier) -> str:
+    """The name as DataFusion resolves it: unquoted identifiers fold to lower case."""
+    return ident.name if ident.quoted else ident.name.lower()
+
+
+@dataclass
+class TableRef:
+    """One reference to a (possibly Quiver) table in a statement."""
+
+    node: exp.Table
+    name: str
+    quoted: bool
+    select: exp.Select | None
+
+    @property
+    def alias_ident(self) -> exp.Identifier:
+        alias = self.node.args.get("alias")
+        if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
+            return alias.this
+        return self.node.this
+
+    @property
+    def has_alias(self) -> bool:
+        alias = self.node.args.get("alias")
+        return isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier)
+
+
+def table_refs(expr: exp.Expression) -> list[TableRef]:
+    """Plain table names that are not CTEs and not in another schema than the default."""
+    ctes = {_norm(c.args["alias"].this) for c in expr.find_all(exp.CTE)
+            if isinstance(c.args.get("alias"), exp.TableAlias)}
+    refs = []
+    for node in expr.find_all(exp.Table):
+        ident = node.this
+        if not isinstance(ident, exp.Identifier):
+            continue
+        db = node.args.get("db")
+        if db is not None and _norm(db) != "public":
+            continue
+        if node.args.get("catalog") is not None and _norm(node.args["catalog"]) != "datafusion":
+            continue
+        if _norm(ident) in ctes and db is None:
+            continue
+        parent = node.parent
+        select = None
+        if isinstance(parent, (exp.From, exp.Join)) and isinstance(parent.parent, exp.Select):
+            select = parent.parent
+        refs.append(TableRef(node, ident.name, bool(ident.quoted), select))
+    return refs
+
+
+@dataclass(frozen=True)
+class Edit:
+    start: int
+    end: int
+    text: str
+
+
+def splice(text: str, edits: Iterable[Edit]) -> str:
+    out, pos = [], 0
+    for e in sorted(edits, key=lambda e: e.start):
+        if e.start < pos:
+            raise SqlSyntaxError("overlapping rewrite of the statement")
+        out.append(text[pos:e.start])
+        out.append(e.text)
+        pos = e.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def table_edit(ref: TableRef, view: str, text: str) -> Edit | None:
+    """Replaces the table name by ``view``, keeping the name the query uses for it."""
+    spans = [_span(n) for n in (ref.node.this, ref.node.args.get("db"),
+                                ref.node.args.get("catalog")) if n is not None]
+    if not spans or any(s is None for s in spans):
+        return None
+    start, end = min(s[0] for s in spans), max(s[1] for s in spans)
+    quoted = '"' + view.replace('"', '""') + '"'
+    if ref.has_alias:
+        return Edit(start, end, quoted)
+    ident = ref.node.this
+    ident_span = _span(ident)
+    as_text = text[ident_span[0]:ident_span[1]] if ident_span else ident.sql()
+    return Edit(start, end, f"{quoted} AS {as_text}")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def star_edits(expr: exp.Expression, refs: list[TableRef], text: str,
+               columns_of: Callable[[TableRef], list[str]]) -> list[Edit]:
+    """Expands ``*`` and ``q.*`` over Quiver tables into their visible columns, so the
+    hidden ``_id`` stays out of ``SELECT *``."""
+    by_node = {id(r.node): r for r in refs}
+    edits = []
+    for select in expr.find_all(exp.Select):
+        sources = _sources(select)
+        if not any(id(s) in by_node for s in sources):
+            continue
+        for proj in select.expressions:
+            if isinstance(proj, exp.Star):
+                if any(proj.args.get(k) for k in ("replace", "rename")):
+                    continue
+                items = _expand_all(select, sources, by_node, text, columns_of,
+                                    _excluded(proj))
+            elif isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star):
+                if any(proj.this.args.get(k) for k in ("replace", "rename")):
+                    continue
+                items = _expand_one(proj, sources, by_node, text, columns_of,
+                                    _excluded(proj.this))
+            else:
+                continue
+            span = _span(proj)
+            if items is None or span is None:
+                continue
+            edits.append(Edit(span[0], _star_end(text, span[1], proj), ", ".join(items)))
+    return edits
+
+
+def _star_end(text: str, end: int, proj: exp.Expression) -> int:
+    """End of a star projection including an ``EXCLUDE (...)`` / ``EXCEPT (...)`` list."""
+    star = proj if isinstance(proj, exp.Star) else proj.this
+    if not star.args.get("except_"):
+        return end
+    depth, i = 0, end
+    while i < len(text):
+        ch = text[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return end
+
+
+def _excluded(star: exp.Star) -> set[str]:
+    names = set()
+    for col in star.args.get("except_") or ():
+        if isinstance(col, exp.Column) and isinstance(col.this, exp.Identifier):
+            names.add(_norm(col.this))
+    return names
+
+
+def _sources(select: exp.Select) -> list[exp.Expression]:
+    out = []
+    frm = select.args.get("from_")
+    if frm is not None:
+        out.append(frm.this)
+    for join in select.args.get("joins") or ():
+        out.append(join.this)
+    return out
+
+
+def _ident_text(ident: exp.Identifier, text: str) -> str:
+    span = _span(ident)
+    return text[span[0]:span[1]] if span else ident.sql()
+
+
+def _expand_all(select: exp.Select, sources: list[exp.Expression], by_node: dict[int, TableRef],
+                text: str, columns_of: Callable[[TableRef], list[str]],
+                excluded: set[str]) -> list[str] | None:
+    using: set[str] = set()
+    joins = select.args.get("joins") or ()
+    if any(j.args.get("method") or j.args.get("kind") == "NATURAL" for j in joins):
+        return None
+    for j in joins:
+        for ident in j.args.get("using") or ():
+            if isinstance(ident, exp.Identifier):
+                using.add(_norm(ident))
+    items: list[str] = []
+    emitted: set[str] = set()
+    for src in sources:
+        ref = by_node.get(id(src))
+        if ref is not None:
+            qual = _ident_text(ref.alias_ident, text)
+            for c in columns_of(ref):
+                if c in excluded or (c in using and c in emitted):
+                    continue
+                emitted.add(c)
+                items.append(f"{qual}.{_quote(c)}")
+            continue
+        alias = src.args.get("alias") if isinstance(src, exp.Expression) else None
+        if excluded or using:
+            return None
+        if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
+            items.append(f"{_ident_text(alias.this, text)}.*")
+        elif isinstance(src, exp.Table) and isinstance(src.this, exp.Identifier):
+            span = _span(src)
+            if span is None:
+                return None
+            items.append(f"{text[span[0]:span[1]]}.*")
+        else:
+            return None
+    return items or None
+
+
+def _expand_one(col: exp.Column, sources: list[exp.Expression], by_node: dict[int, TableRef],
+                text: str, columns_of: Callable[[TableRef], list[str]],
+                excluded: set[str]) -> list[str] | None:
+    qual = col.args.get("table")
+    if not isinstance(qual, exp.Identifier) or col.args.get("db") is not None:
+        return None
+    for src in sources:
+        ref = by_node.get(id(src))
+        if ref is not None and _norm(ref.alias_ident) == _norm(qual):
+            q = _ident_text(qual, text)
+            return [f"{q}.{_quote(c)}" for c in columns_of(ref) if c not in excluded] or None
+    return None
+
+
+# -- pruning filters --------------------------------------------------------------------------
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
+_CMP = {exp.EQ: "=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+_NO_MATCH = object()
+
+
+def _literal(node: exp.Expression) -> Any:
+    negate = False
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Neg):
+        negate, node = True, node.this
+    if not isinstance(node, exp.Literal):
+        return _NO_MATCH
+    if node.is_string:
+        return _NO_MATCH if negate else node.this
+    raw = node.this
+    try:
+        value: Any = int(raw)
+    except ValueError:
+        try:
+            value = float(raw)
+        except ValueError:
+            return _NO_MATCH
+    return -value if negate else value
+
+
+def _fits(value: Any, dtype: pa.DataType) -> bool:
+    """Only comparisons whose meaning the manifest's min/max captures exactly."""
+    if pa.types.is_integer(dtype):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return isinstance(value, str)
+    return False
+
+
+class _Resolver:
+    def __init__(self, ref: TableRef, schema: pa.Schema, single_source: bool) -> None:
+        self.alias = _norm(ref.alias_ident)
+        self.schema = schema
+        self.single = single_source
+
+    def column(self, node: exp.Expression) -> str | None:
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if not isinstance(node, exp.Column) or not isinstance(node.this, exp.Identifier):
+            return None
+        if node.args.get("db") is not None:
+            return None
+        qual = node.args.get("table")
+        if qual is None:
+            if not self.single:
+                return None
+        elif not isinstance(qual, exp.Identifier) or _norm(qual) != self.alias:
+            return None
+        name = _norm(node.this)
+        return name if name in self.schema.names else None
+
+    def leaf(self, node: exp.Expression) -> Dnf | None:
+        for cls, op in _CMP.items():
+            if isinstance(node, cls):
+                for col_side, lit_side, o in ((node.this, node.expression, op),
+                                              (node.expression, node.this, _FLIP[op])):
+                    col = self.column(col_side)
+                    if col is None:
+                        continue
+                    value = _literal(lit_side)
+                    if value is _NO_MATCH or not _fits(value, self.schema.field(col).type):
+                        return None
+                    return [[(col, o, value)]]
+                return None
+        if isinstance(node, exp.In) and not node.args.get("query"):
+            col = self.column(node.this)
+            values = [_literal(v) for v in node.expressions]
+            if col is None or not values:
+                return None
+            dtype = self.schema.field(col).type
+            if any(v is _NO_MATCH or not _fits(v, dtype) for v in values):
+                return None
+            return [[(col, "in", values)]]
+        if isinstance(node, exp.Between):
+            col = self.column(node.this)
+            lo, hi = _literal(node.args["low"]), _literal(node.args["high"])
+            if col is None:
+                return None
+            dtype = self.schema.field(col).type
+            conj = [(col, op, v) for op, v in ((">=", lo), ("<=", hi))
+                    if v is not _NO_MATCH and _fits(v, dtype)]
+            return [conj] if conj else None
+        return None
+
+    def dnf(self, node: exp.Expression) -> Dnf | None:
+        """A DNF every row passing ``node`` also passes; None when nothing is known."""
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.And):
+            left, right = self.dnf(node.this), self.dnf(node.expression)
+            if left is None or right is None:
+                return left if right is None else right
+            if len(left) * len(right) > _MAX_DISJUNCTS:
+                return left if len(left) <= len(right) else right
+            return [a + b for a in left for b in right]
+        if isinstance(node, exp.Or):
+            left, right = self.dnf(node.this), self.dnf(node.expression)
+            if left is None or right is None or len(left) + len(right) > _MAX_DISJUNCTS:
+                return None
+            return left + right
+        return self.leaf(node)
+
+
+def pruning_filter(ref: TableRef, schema: pa.Schema) -> Dnf | None:
+    """The WHERE conjuncts of the reference's own SELECT that bound its columns by
+    literals, as table-layer DNF; None when they say nothing about the table."""
+    select = ref.select
+    if select is None:
+        return None
+    where = select.args.get("where")
+    if where is None:
+        return None
+    single = len(_sources(select)) == 1
+    return _Resolver(ref, schema, single).dnf(where.this)

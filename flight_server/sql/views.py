@@ -1,0 +1,280 @@
+"""Versioned views: one DataFusion relation per (table, manifest version, set of files).
+
+A manifest version never changes, so the relation built for it is registered
+once and shared by every statement pinned to that version. Each live superfile
+is a source (its Parquet body read directly from a local root or S3, or its
+live rows held in memory where DataFusion cannot reach the storage); the view
+is the UNION ALL of the sources with the hidden ``_id`` exposed. Tombstoned
+rows are hidden by an anti-join on (file number, ``_id``): per file, because an
+updated row keeps its ``_id`` in a newer file. Files without tombstones skip
+the join. A statement whose filters let the manifest rule out files gets a
+view over the remaining files only, so those files are never opened.
+
+Views of old versions are dropped once a table has more than a few newer ones
+and no statement is planning against them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datafusion
+import numpy as np
+import pyarrow as pa
+
+from supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
+from supertable.snapshot import Snapshot
+from supertable.table import Table
+
+log = logging.getLogger(__name__)
+
+FILE_COLUMN = "__quiver_file"
+# Versions per table whose views stay registered; older ones go once unused.
+KEEP_VERSIONS = 4
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class _Version:
+    """What one table version registered."""
+
+    key: tuple[str, str, int]
+    base: str
+    views: set[str] = field(default_factory=set)
+    sources: dict[int, str] = field(default_factory=dict)
+    dead: str | None = None
+    in_use: int = 0
+
+
+class _Access:
+    """How DataFusion reaches a table's superfiles."""
+
+    def __init__(self, ctx: datafusion.SessionContext, table: Table) -> None:
+        store = table.store
+        self.kind = getattr(store, "kind", "other")
+        self.base_url: str | None = None
+        if self.kind == "local":
+            root = getattr(getattr(store, "_local", None), "root", None)
+            if root is not None:
+                self.base_url = str(root)
+        elif self.kind == "s3":
+            self.base_url = _register_s3(ctx, store)
+        if self.base_url is None:
+            self.kind = "memory"
+        self.prefix = table.prefix
+
+    def url(self, entry: FileEntry) -> str:
+        parts = [p for p in (self.base_url, self.prefix, entry.path) if p]
+        return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
+
+
+_S3_LOCK = threading.Lock()
+
+
+def _register_s3(ctx: datafusion.SessionContext, store: Any) -> str | None:
+    """Gives DataFusion an S3 client with the root's settings; the root's URL, or None
+    when the settings cannot be read from the store."""
+    client = getattr(store, "_client", None)
+    config = getattr(client, "config", None)
+    if not isinstance(config, dict) or "bucket" not in config:
+        log.warning("S3 root %s: settings unavailable; SQL reads rows through the table layer",
+                    getattr(store, "uri", "?"))
+        return None
+    options = getattr(client, "client_options", None) or {}
+    bucket = config["bucket"]
+    allow_http = str(options.get("allow_http", "false")).lower() in ("true", "1", "yes")
+    s3 = datafusion.object_store.AmazonS3(
+        bucket_name=bucket,
+        region=config.get("region"),
+        access_key_id=config.get("access_key_id"),
+        secret_access_key=config.get("secret_access_key"),
+        session_token=config.get("token") or config.get("session_token"),
+        endpoint=config.get("endpoint"),
+        allow_http=allow_http,
+    )
+    with _S3_LOCK:
+        ctx.register_object_store(f"s3://{bucket}", s3)
+    prefix = (getattr(client, "prefix", None) or "").strip("/")
+    return f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
+
+
+def _digest(parts: Sequence[Any]) -> str:
+    return hashlib.sha1(repr(tuple(parts)).encode()).hexdigest()[:12]
+
+
+class ViewRegistry:
+    """The versioned views registered in one SessionContext. Thread-safe."""
+
+    def __init__(self, ctx: datafusion.SessionContext) -> None:
+        self.ctx = ctx
+        self._lock = threading.RLock()
+        self._versions: dict[tuple[str, str, int], _Version] = {}
+        self._access: dict[tuple[str, str], _Access] = {}
+        # Source tables by identity, shared by the versions that still hold the file.
+        self._source_refs: dict[str, int] = {}
+
+    # -- public --------------------------------------------------------------------------
+
+    def acquire(self, table: Table, snap: Snapshot,
+                files: Sequence[FileEntry] | None = None) -> str:
+        """The name of a view over ``files`` (default: every live file) of ``snap``; the
+        version stays registered until ``release`` is called with the same snapshot."""
+        with self._lock:
+            ver = self._version(table, snap)
+            ver.in_use += 1
+            try:
+                live = [k for k, f in enumerate(snap.files) if f.live_rows > 0]
+                if files is None:
+                    chosen = live
+                else:
+                    wanted = {f.path for f in files}
+                    chosen = [k for k in live if snap.files[k].path in wanted]
+                name = ver.base if chosen == live else f"{ver.base}@{_digest(chosen)}"
+                if name not in ver.views:
+                    self._create_view(table, snap, ver, name, chosen)
+                return name
+            except BaseException:
+                ver.in_use -= 1
+                raise
+
+    def release(self, table: Table, snap: Snapshot) -> None:
+        with self._lock:
+            ver = self._versions.get(self._key(table, snap))
+            if ver is not None:
+                ver.in_use -= 1
+            self._evict(table.name)
+
+    def registered_views(self) -> list[str]:
+        with self._lock:
+            return sorted(v for ver in self._versions.values() for v in ver.views)
+
+    # -- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _key(table: Table, snap: Snapshot) -> tuple[str, str, int]:
+        return (table.name, snap.manifest.table_uuid, snap.version)
+
+    def _version(self, table: Table, snap: Snapshot) -> _Version:
+        key = self._key(table, snap)
+        ver = self._versions.get(key)
+        if ver is None:
+            ver = _Version(key, f"{table.name}@{key[1][:8]}@v{snap.version}")
+            self._versions[key] = ver
+        return ver
+
+    def _access_for(self, table: Table, snap: Snapshot) -> _Access:
+        akey = (table.name, snap.manifest.table_uuid)
+        acc = self._access.get(akey)
+        if acc is None or acc.prefix != table.prefix:
+            acc = _Access(self.ctx, table)
+            self._access[akey] = acc
+        return acc
+
+    def _source(self, table: Table, snap: Snapshot, ver: _Version, k: int) -> str:
+        name = ver.sources.get(k)
+        if name is not None:
+            return name
+        entry = snap.files[k]
+        acc = self._access_for(table, snap)
+        stem = entry.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if acc.kind == "memory":
+            # Rows held in memory already have their tombstones applied.
+            name = f"{table.name}@{ver.key[1][:8]}#{stem}#{len(entry.tombstones)}"
+        else:
+            name = f"{table.name}@{ver.key[1][:8]}#{stem}"
+        if name not in self._source_refs:
+            if acc.kind == "memory":
+                data = _live_rows(snap, entry)
+                self.ctx.register_record_batches(name, [data.to_batches() or [
+                    pa.RecordBatch.from_pylist([], schema=data.schema)]])
+            else:
+                self.ctx.register_parquet(name, acc.url(entry), schema=snap.manifest.schema,
+                                          file_extension="")
+            self._source_refs[name] = 0
+        self._source_refs[name] += 1
+        ver.sources[k] = name
+        return name
+
+    def _dead(self, snap: Snapshot, ver: _Version) -> str:
+        if ver.dead is not None:
+            return ver.dead
+        nums, ids = [], []
+        for k, f in enumerate(snap.files):
+            if f.tombstones and f.live_rows > 0:
+                gone = snap.ids_of(f, bitmap_rows(f.tombstones).astype(np.int64))
+                ids.append(gone)
+                nums.append(np.full(len(gone), k, dtype=np.int32))
+        data = pa.table({
+            FILE_COLUMN: pa.array(np.concatenate(nums) if nums else [], pa.int32()),
+            ID_COLUMN: pa.array(np.concatenate(ids) if ids else [], pa.int64()),
+        })
+        name = f"{ver.base}#dead"
+        self.ctx.register_record_batches(name, [data.to_batches() or [
+            pa.RecordBatch.from_pylist([], schema=data.schema)]])
+        ver.dead = name
+        return name
+
+    def _create_view(self, table: Table, snap: Snapshot, ver: _Version, name: str,
+                     chosen: Sequence[int]) -> None:
+        schema = snap.manifest.schema
+        cols = ", ".join(quote(c) for c in (*snap.schema.names, ID_COLUMN))
+        if not chosen:
+            empty = pa.RecordBatch.from_pylist([], schema=pa.schema(
+                [*snap.schema, schema.field(ID_COLUMN)]))
+            self.ctx.register_record_batches(name, [[empty]])
+            ver.views.add(name)
+            return
+        acc = self._access_for(table, snap)
+        clean, dirty = [], []
+        for k in chosen:
+            src = quote(self._source(table, snap, ver, k))
+            if acc.kind != "memory" and snap.files[k].tombstones:
+                dirty.append(f"SELECT {cols}, CAST({k} AS INT) AS {FILE_COLUMN} FROM {src}")
+            else:
+                clean.append(f"SELECT {cols} FROM {src}")
+        parts = list(clean)
+        if dirty:
+            dead = quote(self._dead(snap, ver))
+            parts.append(
+                f"SELECT {cols} FROM ({' UNION ALL '.join(dirty)}) AS x WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {dead} AS d WHERE d.{FILE_COLUMN} = x.{FILE_COLUMN} "
+                f"AND d.{ID_COLUMN} = x.{ID_COLUMN})")
+        self.ctx.register_view(name, self.ctx.sql(" UNION ALL ".join(parts)))
+        ver.views.add(name)
+        log.debug("registered view %s over %d file(s)", name, len(chosen))
+
+    def _evict(self, table_name: str) -> None:
+        # Insertion order: the versions first pinned longest ago go first.
+        mine = [k for k in self._versions if k[0] == table_name]
+        for key in mine[:-KEEP_VERSIONS]:
+            ver = self._versions[key]
+            if ver.in_use > 0:
+                continue
+            for view in ver.views:
+                self.ctx.deregister_table(view)
+            if ver.dead is not None:
+                self.ctx.deregister_table(ver.dead)
+            for src in ver.sources.values():
+                self._source_refs[src] -= 1
+                if self._source_refs[src] == 0:
+                    del self._source_refs[src]
+                    self.ctx.deregister_table(src)
+            del self._versions[key]
+
+
+def _live_rows(snap: Snapshot, entry: FileEntry) -> pa.Table:
+    names = [ID_COLUMN, *snap.schema.names]
+    data = snap.conform(snap.reader(entry).read_table(names))
+    if entry.tombstones:
+        keep = np.ones(entry.rows, dtype=bool)
+        keep[bitmap_rows(entry.tombstones)] = False
+        data = data.filter(pa.array(keep))
+    return data
