@@ -1,0 +1,638 @@
+"""DDL and DML statements of the SQL layer, carried out through the catalog and table layers.
+
+DataFusion cannot write Quiver tables, so statements that change or describe the
+catalog are recognised on the sqlglot tree (``is_statement``) and executed here
+(``run_statement``): CREATE TABLE (with column definitions or AS SELECT), DROP
+TABLE, SHOW TABLES, DESCRIBE, INSERT (VALUES or SELECT), DELETE and UPDATE.
+Whatever a statement needs to compute (the rows of an INSERT ... SELECT, the rows
+a WHERE clause matches, the new values of an UPDATE) is computed by a SELECT
+through the engine, so every expression DataFusion knows is available.
+
+Results are one small table: DDL returns a ``result`` string column (``created``,
+``exists``, ``dropped``) or, for SHOW TABLES and DESCRIBE, the listing; DML and
+CREATE TABLE ... AS SELECT return a ``count`` column with the rows written.
+
+Every check that can fail (names, columns, types, vector lengths) runs before
+anything is written, so a failed statement changes nothing. Unquoted identifiers
+are folded to lower case, as DataFusion does when it reads them.
+
+Concurrency: DELETE and UPDATE find their rows with a SELECT over one snapshot
+and then commit by ``_id``. A row another writer updated in between is still
+deleted, or overwritten with values computed from its older version (the later
+commit wins); rows appended in between are not touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+
+from flight_server.sql.errors import SqlPlanError
+from superfile import IndexSpec, IndexSpecError, Metric
+from superfile.spec import is_text_type, vector_dim
+from supertable.errors import TableExistsError, TableNotFoundError
+from supertable.manifest import ID_COLUMN
+from supertable.table import Table
+
+log = logging.getLogger(__name__)
+
+# The dialect of SQL handed to the engine: it keeps ``[..]`` array literals and FLOAT as
+# a 32-bit type, and is the one statements are parsed with.
+DIALECT = "duckdb"
+
+_DT = exp.DataType.Type
+_SCALARS: dict[Any, pa.DataType] = {
+    _DT.TINYINT: pa.int8(),
+    _DT.SMALLINT: pa.int16(),
+    _DT.INT: pa.int32(),
+    _DT.BIGINT: pa.int64(),
+    _DT.UTINYINT: pa.uint8(),
+    _DT.USMALLINT: pa.uint16(),
+    _DT.UINT: pa.uint32(),
+    _DT.UBIGINT: pa.uint64(),
+    _DT.FLOAT: pa.float32(),
+    _DT.DOUBLE: pa.float64(),
+    _DT.TEXT: pa.string(),
+    _DT.VARCHAR: pa.string(),
+    _DT.CHAR: pa.string(),
+    _DT.NVARCHAR: pa.string(),
+    _DT.NCHAR: pa.string(),
+    _DT.BOOLEAN: pa.bool_(),
+    _DT.DATE: pa.date32(),
+    _DT.TIMESTAMP: pa.timestamp("us"),
+    _DT.TIMESTAMPNTZ: pa.timestamp("us"),
+    _DT.DATETIME: pa.timestamp("us"),
+    _DT.TIMESTAMPTZ: pa.timestamp("us", tz="UTC"),
+    _DT.VARBINARY: pa.binary(),
+    _DT.BINARY: pa.binary(),
+}
+_OPTIONS = ("fts", "vector", "metric")
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+def _result(text: str) -> pa.Table:
+    return pa.table({"result": pa.array([text], pa.string())})
+
+
+def _count(n: int) -> pa.Table:
+    return pa.table({"count": pa.array([n], pa.int64())})
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+
+def is_statement(expr: exp.Expression) -> bool:
+    """True for the statements ``run_statement`` carries out (or rejects with a reason):
+    every CREATE, DROP, INSERT, DELETE and UPDATE, SHOW TABLES and DESCRIBE of a table."""
+    if isinstance(expr, exp.Create | exp.Drop | exp.Insert | exp.Delete | exp.Update):
+        return True
+    if isinstance(expr, exp.Show):
+        return expr.name.upper() == "TABLES"
+    if isinstance(expr, exp.Describe):
+        return isinstance(expr.this, exp.Table)
+    return False
+
+
+def run_statement(engine: Any, expr: exp.Expression) -> pa.Table:
+    """Executes one statement against ``engine.connection``; SELECTs it needs go through
+    ``engine.execute``. Returns the statement's small result table."""
+    if isinstance(expr, exp.Create):
+        return _create(engine, expr)
+    if isinstance(expr, exp.Drop):
+        return _drop(engine, expr)
+    if isinstance(expr, exp.Show) and expr.name.upper() == "TABLES":
+        return pa.table({"table_name": pa.array(engine.connection.list_tables(), pa.string())})
+    if isinstance(expr, exp.Describe) and isinstance(expr.this, exp.Table):
+        return _describe(_open(engine, expr.this))
+    if isinstance(expr, exp.Insert):
+        return _insert(engine, expr)
+    if isinstance(expr, exp.Delete):
+        return _delete(engine, expr)
+    if isinstance(expr, exp.Update):
+        return _update(engine, expr)
+    raise SqlPlanError(f"not a statement this engine carries out: {expr.sql(dialect=DIALECT)}")
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+def _ident(node: exp.Expression) -> str:
+    """The name an identifier stands for: as written when quoted, else lower case."""
+    if isinstance(node, exp.Identifier):
+        return node.name if node.quoted else node.name.lower()
+    if isinstance(node, exp.Column | exp.Table) and isinstance(node.this, exp.Identifier):
+        return _ident(node.this)
+    return node.name
+
+
+def _table_name(table: exp.Table) -> str:
+    if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+        raise SqlPlanError(f"expected a table name, got {table.sql(dialect=DIALECT)!r}")
+    if table.args.get("db") or table.args.get("catalog"):
+        raise SqlPlanError(
+            f"qualified table names are not supported: {table.sql(dialect=DIALECT)!r}")
+    return _ident(table.this)
+
+
+def _resolve_table(engine: Any, table: exp.Table) -> str | None:
+    """The catalog name ``table`` refers to, or None when there is no such table. An
+    unquoted name also finds a table whose name differs only in case."""
+    name = _table_name(table)
+    names = engine.connection.list_tables()
+    if name in names:
+        return name
+    if not table.this.quoted:
+        folded = [n for n in names if n.lower() == name]
+        if len(folded) == 1:
+            return folded[0]
+    return None
+
+
+def _open(engine: Any, table: exp.Table) -> Table:
+    name = _resolve_table(engine, table)
+    if name is None:
+        raise SqlPlanError(f"unknown table {_table_name(table)!r}; tables are "
+                           f"{engine.connection.list_tables()}")
+    try:
+        return engine.connection.open_table(name)
+    except TableNotFoundError as exc:
+        raise SqlPlanError(f"unknown table {name!r} (dropped meanwhile)") from exc
+
+
+def _column(schema: pa.Schema, node: exp.Expression, table: str) -> str:
+    """The table column a column reference names."""
+    if isinstance(node, exp.Column):
+        node = node.this
+    name = _ident(node)
+    if name == ID_COLUMN:
+        raise SqlPlanError(f"{ID_COLUMN!r} is assigned by the table and cannot be written")
+    if name in schema.names:
+        return name
+    if not (isinstance(node, exp.Identifier) and node.quoted):
+        folded = [n for n in schema.names if n.lower() == name]
+        if len(folded) == 1:
+            return folded[0]
+    raise SqlPlanError(f"table {table!r} has no column {name!r}; columns are {schema.names}")
+
+
+def _text(query: exp.Expression) -> str:
+    """SQL text of a query for the engine; function names are kept as written."""
+    return query.sql(dialect=DIALECT, normalize_functions=False)
+
+
+def _quoted(name: str) -> exp.Column:
+    return exp.column(exp.to_identifier(name, quoted=True))
+
+
+# -- types -----------------------------------------------------------------------------------
+
+
+def arrow_type(kind: exp.DataType) -> pa.DataType:
+    """The Arrow type of a SQL column type; FLOAT[n] is a vector, T[] a list."""
+    if kind.this == _DT.ARRAY:
+        if not kind.expressions:
+            raise SqlPlanError(f"array type {kind.sql(dialect=DIALECT)} has no element type")
+        inner = arrow_type(kind.expressions[0])
+        size = kind.args.get("values")
+        if not size:
+            return pa.list_(inner)
+        try:
+            n = int(size[0].name)
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise SqlPlanError(f"array size must be a positive integer: "
+                               f"{kind.sql(dialect=DIALECT)}")
+        return pa.list_(inner, n)
+    if kind.this == _DT.DECIMAL:
+        params = [int(p.name) for p in kind.expressions] or [18, 3]
+        precision, scale = [*params, 0][:2]
+        return pa.decimal128(precision, scale)
+    try:
+        return _SCALARS[kind.this]
+    except KeyError:
+        raise SqlPlanError(
+            f"unsupported column type {kind.sql(dialect=DIALECT)}; use BIGINT, INT, SMALLINT, "
+            "TINYINT, DOUBLE, FLOAT, DECIMAL, VARCHAR, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ, "
+            "BLOB, FLOAT[n] (a vector) or T[] (a list)") from None
+
+
+def sql_type(t: pa.DataType) -> str:
+    """How DESCRIBE shows an Arrow type, in the spelling CREATE TABLE accepts."""
+    names = {pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INT",
+             pa.int64(): "BIGINT", pa.uint8(): "UTINYINT", pa.uint16(): "USMALLINT",
+             pa.uint32(): "UINTEGER", pa.uint64(): "UBIGINT", pa.float32(): "FLOAT",
+             pa.float64(): "DOUBLE", pa.string(): "VARCHAR", pa.large_string(): "VARCHAR",
+             pa.bool_(): "BOOLEAN", pa.date32(): "DATE", pa.binary(): "BLOB",
+             pa.large_binary(): "BLOB"}
+    if t in names:
+        return names[t]
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_fixed_size_list(t):
+        return f"{sql_type(t.value_type)}[{t.list_size}]"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"{sql_type(t.value_type)}[]"
+    return str(t).upper()
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """A query result's type as a table stores it: view types become their plain forms."""
+    if pa.types.is_string_view(t) or pa.types.is_large_string(t):
+        return pa.string()
+    if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
+        return pa.binary()
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_plain_type(t.value_type), t.list_size)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(_plain_type(t.value_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _plain_type(f.type)) for f in t])
+    return t
+
+
+def _text_vectors(values: pa.Array, column: str) -> pa.Array:
+    """Parses vectors written as text, '[0.1, 0.2, ...]', into lists of float32."""
+    parts = pc.split_pattern(pc.utf8_trim(values.cast(pa.string()), characters="[] \t\n"),
+                             pattern=",")
+    items = pc.utf8_trim_whitespace(parts.values)
+    try:
+        numbers = items.cast(pa.float32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise SqlPlanError(f"column {column!r} is a vector: text values must look like "
+                           "'[0.5, 1.0, ...]'") from None
+    return pa.ListArray.from_arrays(parts.offsets, numbers, mask=parts.is_null())
+
+
+def coerce(values: pa.Array | pa.ChunkedArray, field: pa.Field, table: str) -> pa.Array:
+    """``values`` as ``field`` stores them; a precise ``SqlPlanError`` when they do not fit."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    src, dst = values.type, field.type
+    if pa.types.is_string_view(src) or pa.types.is_large_string(src):
+        values, src = values.cast(pa.string()), pa.string()
+    if pa.types.is_fixed_size_list(dst):
+        if pa.types.is_string(src):
+            values, src = _text_vectors(values, field.name), pa.list_(pa.float32())
+        if pa.types.is_null(src):
+            values = pa.nulls(len(values), dst)
+        elif (pa.types.is_list(src) or pa.types.is_large_list(src)
+              or pa.types.is_fixed_size_list(src) or pa.types.is_list_view(src)):
+            lengths = pc.list_value_length(values)
+            wrong = pc.filter(lengths, pc.not_equal(lengths, dst.list_size))
+            if len(wrong):
+                raise SqlPlanError(
+                    f"column {field.name!r} of table {table!r} holds {sql_type(dst)} "
+                    f"({dst.list_size} values); got a value of {wrong[0].as_py()} values")
+        else:
+            raise SqlPlanError(f"cannot store {sql_type(src)} values in column {field.name!r} "
+                               f"({sql_type(dst)}) of table {table!r}")
+    try:
+        out = values.cast(dst)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise SqlPlanError(f"cannot store {sql_type(src)} values in column {field.name!r} "
+                           f"({sql_type(dst)}) of table {table!r}: {exc}") from None
+    if not field.nullable and out.null_count:
+        raise SqlPlanError(f"column {field.name!r} of table {table!r} is NOT NULL; "
+                           f"{out.null_count} row(s) have no value for it")
+    return out
+
+
+# -- CREATE / DROP / DESCRIBE ----------------------------------------------------------------
+
+
+def _option_value(prop: exp.Property) -> list[str]:
+    value = prop.args.get("value")
+    items = value.expressions if isinstance(value, exp.Tuple | exp.Array) else [value]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, exp.Literal | exp.Identifier | exp.Column | exp.Var):
+            raise SqlPlanError(f"option {prop.name!r} needs a string, e.g. {prop.name} = 'a,b'")
+        out += [p.strip() for p in item.name.split(",") if p.strip()]
+    return out
+
+
+def _options(props: exp.Properties | None) -> dict[str, list[str]]:
+    options: dict[str, list[str]] = {}
+    for prop in props.expressions if props is not None else []:
+        if not isinstance(prop, exp.Property):
+            raise SqlPlanError(f"unsupported table property {prop.sql(dialect=DIALECT)!r}; "
+                               f"options are WITH ({', '.join(f'{o} = ...' for o in _OPTIONS)})")
+        key = prop.name.lower()
+        if key not in _OPTIONS:
+            raise SqlPlanError(f"unknown table option {prop.name!r}; options are "
+                               f"{list(_OPTIONS)}")
+        options[key] = _option_value(prop)
+    return options
+
+
+def _spec_column(schema: pa.Schema, name: str) -> str:
+    if name in schema.names:
+        return name
+    folded = [n for n in schema.names if n.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise SqlPlanError(f"index option names column {name!r}, which is not among "
+                       f"{schema.names}")
+
+
+def index_spec(schema: pa.Schema, options: dict[str, list[str]]) -> IndexSpec:
+    """The index spec of ``WITH (fts = 'a,b', vector = 'v[:metric],...', metric = 'm')``.
+
+    An option left out takes its default (BM25 on every string column; a vector index on
+    every FLOAT[n] column); an empty one (``fts = ''``) means none. ``metric`` applies to
+    vector columns named without one; cosine unless given."""
+    try:
+        default = Metric.parse(options["metric"][0]) if options.get("metric") else Metric.COSINE
+        if len(options.get("metric", [])) > 1:
+            raise SqlPlanError("option 'metric' takes one metric; give per-column metrics as "
+                               "vector = 'col:metric'")
+        if "fts" in options:
+            fts = [_spec_column(schema, c) for c in options["fts"]]
+        else:
+            fts = [f.name for f in schema if is_text_type(f.type)]
+        if "vector" in options:
+            vector: dict[str, Metric] = {}
+            for item in options["vector"]:
+                col, _, metric = item.partition(":")
+                vector[_spec_column(schema, col.strip())] = (
+                    Metric.parse(metric.strip()) if metric.strip() else default)
+        else:
+            vector = {f.name: default for f in schema if vector_dim(f.type) is not None}
+        spec = IndexSpec.of(fts=fts, vector=vector)
+        spec.validate(schema)
+    except IndexSpecError as exc:
+        raise SqlPlanError(str(exc)) from None
+    return spec
+
+
+def _schema_of(defs: Sequence[exp.Expression]) -> pa.Schema:
+    fields = []
+    for d in defs:
+        if not isinstance(d, exp.ColumnDef) or d.args.get("kind") is None:
+            raise SqlPlanError(f"expected 'name TYPE' in CREATE TABLE, got "
+                               f"{d.sql(dialect=DIALECT)!r}")
+        nullable = True
+        for c in d.args.get("constraints") or []:
+            if isinstance(c.args.get("kind"), exp.NotNullColumnConstraint):
+                nullable = False
+            else:
+                raise SqlPlanError(f"unsupported column constraint {c.sql(dialect=DIALECT)!r} "
+                                   f"on {d.name!r}; only NOT NULL is supported")
+        fields.append(pa.field(_ident(d.this), arrow_type(d.args["kind"]), nullable))
+    return _checked_schema(pa.schema(fields))
+
+
+def _checked_schema(schema: pa.Schema) -> pa.Schema:
+    if ID_COLUMN in schema.names:
+        raise SqlPlanError(f"{ID_COLUMN!r} is reserved for the hidden row id; "
+                           "name the column differently")
+    dupes = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if dupes:
+        raise SqlPlanError(f"duplicate column name(s) {dupes}")
+    if not schema.names:
+        raise SqlPlanError("a table needs at least one column")
+    return schema
+
+
+def _create(engine: Any, expr: exp.Create) -> pa.Table:
+    kind = str(expr.args.get("kind") or "").upper()
+    if kind != "TABLE":
+        raise SqlPlanError(f"CREATE {kind} is not supported; only CREATE TABLE")
+    _reject(expr, "CREATE TABLE", "clone", "indexes", "with_")
+    if expr.args.get("replace"):
+        raise SqlPlanError("CREATE OR REPLACE TABLE is not supported; DROP TABLE first")
+    target = expr.this
+    defs = target.expressions if isinstance(target, exp.Schema) else []
+    table_expr = target.this if isinstance(target, exp.Schema) else target
+    name = _table_name(table_expr)
+    if_not_exists = bool(expr.args.get("exists"))
+    options = _options(expr.args.get("properties"))
+    query = expr.expression
+    if query is None:
+        schema = _schema_of(defs)
+        spec = index_spec(schema, options)
+        try:
+            engine.connection.create_table(name, schema, spec=spec)
+        except TableExistsError:
+            if if_not_exists:
+                return _result("exists")
+            raise
+        log.info("created table %r with %d columns", name, len(schema))
+        return _result("created")
+    if defs:
+        raise SqlPlanError("CREATE TABLE ... AS SELECT takes its columns from the query; "
+                           "leave out the column list")
+    if if_not_exists and _resolve_table(engine, table_expr) is not None:
+        return _result("exists")
+    return _create_as(engine, name, query, options, if_not_exists)
+
+
+def _create_as(engine: Any, name: str, query: exp.Expression,
+               options: dict[str, list[str]], if_not_exists: bool) -> pa.Table:
+    rows = engine.execute(_text(query))
+    schema = _checked_schema(pa.schema([pa.field(f.name, _plain_type(f.type))
+                                        for f in rows.schema]))
+    spec = index_spec(schema, options)
+    data = pa.table([coerce(rows.column(i), f, name) for i, f in enumerate(schema)],
+                    schema=schema)
+    try:
+        table = engine.connection.create_table(name, schema, spec=spec)
+    except TableExistsError:
+        if if_not_exists:
+            return _result("exists")
+        raise
+    try:
+        if data.num_rows:
+            table.append(data)
+    except BaseException:
+        # The table was created for these rows only: without them it must not remain.
+        engine.connection.drop_table(name, missing_ok=True)
+        raise
+    log.info("created table %r from a query with %d rows", name, data.num_rows)
+    return _count(data.num_rows)
+
+
+def _drop(engine: Any, expr: exp.Drop) -> pa.Table:
+    kind = str(expr.args.get("kind") or "").upper()
+    if kind != "TABLE":
+        raise SqlPlanError(f"DROP {kind} is not supported; only DROP TABLE")
+    if_exists = bool(expr.args.get("exists"))
+    targets = expr.args.get("tables") or [expr.this]
+    names = []
+    for t in targets:
+        found = _resolve_table(engine, t)
+        if found is None and not if_exists:
+            raise SqlPlanError(f"unknown table {_table_name(t)!r}; tables are "
+                               f"{engine.connection.list_tables()}")
+        if found is not None:
+            names.append(found)
+    for name in names:
+        engine.connection.drop_table(name, missing_ok=True)
+        log.info("dropped table %r", name)
+    return _result("dropped" if names else "not found")
+
+
+def _describe(table: Table) -> pa.Table:
+    spec = table.spec
+    schema = table.schema
+    index = [("bm25" if f.name in spec.fts else
+              f"vector({spec.vector[f.name]})" if f.name in spec.vector else None)
+             for f in schema]
+    return pa.table({
+        "column_name": pa.array(schema.names, pa.string()),
+        "data_type": pa.array([sql_type(f.type) for f in schema], pa.string()),
+        "is_nullable": pa.array(["YES" if f.nullable else "NO" for f in schema], pa.string()),
+        "index": pa.array(index, pa.string()),
+    })
+
+
+# -- INSERT / DELETE / UPDATE ----------------------------------------------------------------
+
+
+def _reject(expr: exp.Expression, what: str, *args: str) -> None:
+    for arg in args:
+        if expr.args.get(arg):
+            raise SqlPlanError(f"{what} with {arg.rstrip('_').upper()} is not supported")
+
+
+def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
+    _reject(expr, "INSERT", "with_", "overwrite", "alternative", "returning", "conflict",
+            "ignore", "partition", "by_name", "where", "using", "default")
+    target = expr.this
+    table = _open(engine, target.this if isinstance(target, exp.Schema) else target)
+    schema = table.schema
+    if isinstance(target, exp.Schema):
+        names = [_column(schema, c, table.name) for c in target.expressions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SqlPlanError(f"column(s) {dupes} named more than once in INSERT")
+    else:
+        names = list(schema.names)
+    query = expr.expression
+    if isinstance(query, exp.Values):
+        width = {len(row.expressions) for row in query.expressions if isinstance(row, exp.Tuple)}
+        if width - {len(names)}:
+            raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but "
+                               f"a VALUES row has {sorted(width - {len(names)})[0]}")
+        vectors = [i for i, n in enumerate(names)
+                   if pa.types.is_fixed_size_list(schema.field(n).type)]
+        sql = f"SELECT * FROM ({_text(_vector_literals_as_text(query, vectors))}) AS __values"
+    elif query is not None:
+        sql = _text(query)
+    else:
+        raise SqlPlanError("INSERT needs VALUES or a SELECT")
+    rows = engine.execute(sql)
+    if rows.num_columns != len(names):
+        raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but the "
+                           f"query gives {rows.num_columns}")
+    given = dict(zip(names, range(len(names)), strict=True))
+    columns = [coerce(rows.column(given[f.name]), f, table.name) if f.name in given
+               else coerce(pa.nulls(rows.num_rows), f, table.name) for f in schema]
+    data = pa.table(columns, schema=schema)
+    if data.num_rows:
+        table.append(data)
+    return _count(data.num_rows)
+
+
+def _number(node: exp.Expression) -> str | None:
+    if isinstance(node, exp.Neg):
+        inner = _number(node.this)
+        return None if inner is None else f"-{inner}"
+    if isinstance(node, exp.Literal) and not node.is_string:
+        return node.this
+    return None
+
+
+def _vector_literals_as_text(values: exp.Values, positions: list[int]) -> exp.Values:
+    """VALUES whose vector columns hold array literals written as text ('[..]'), so rows
+    may mix both spellings (a VALUES column has one type) and are parsed alike."""
+    if not positions:
+        return values
+    values = values.copy()
+    for row in values.expressions:
+        if not isinstance(row, exp.Tuple):
+            continue
+        for i in positions:
+            item = row.expressions[i]
+            if isinstance(item, exp.Array):
+                numbers = [_number(x) for x in item.expressions]
+                if all(n is not None for n in numbers):
+                    item.replace(exp.Literal.string(f"[{', '.join(numbers)}]"))
+    return values
+
+
+def _matching(table_expr: exp.Table, where: exp.Where | None,
+              using: Sequence[exp.Expression] | None, projection: list[exp.Expression],
+              ) -> exp.Select:
+    select = exp.select(*projection).from_(table_expr.copy())
+    for other in using or []:
+        select = select.join(other.copy(), join_type="cross")
+    if where is not None:
+        select = select.where(where.this.copy())
+    return select
+
+
+def _delete(engine: Any, expr: exp.Delete) -> pa.Table:
+    _reject(expr, "DELETE", "with_", "returning", "limit", "order", "cluster", "tables")
+    table_expr = expr.this
+    table = _open(engine, table_expr)
+    using = expr.args.get("using")
+    id_col = exp.column(exp.to_identifier(ID_COLUMN, quoted=True),
+                        table=exp.to_identifier(table_expr.alias_or_name) if using else None)
+    select = _matching(table_expr, expr.args.get("where"), using, [id_col])
+    if using:
+        # A row joined to several rows of the USING tables is still one row to delete.
+        select = select.distinct()
+    ids = engine.execute(_text(select)).column(0).combine_chunks()
+    if len(ids) == 0:
+        return _count(0)
+    deleted = table.delete(pc.field(ID_COLUMN).isin(ids.cast(pa.int64())))
+    return _count(deleted)
+
+
+def _update(engine: Any, expr: exp.Update) -> pa.Table:
+    _reject(expr, "UPDATE", "from_", "from", "returning", "limit", "order", "with_")
+    table_expr = expr.this
+    table = _open(engine, table_expr)
+    schema = table.schema
+    values: dict[str, exp.Expression] = {}
+    for item in expr.expressions:
+        if not isinstance(item, exp.EQ) or not isinstance(item.this, exp.Column):
+            raise SqlPlanError(f"UPDATE needs 'column = expression', got "
+                               f"{item.sql(dialect=DIALECT)!r}")
+        name = _column(schema, item.this, table.name)
+        if name in values:
+            raise SqlPlanError(f"column {name!r} is set more than once in UPDATE")
+        values[name] = item.expression
+    projection: list[exp.Expression] = [_quoted(ID_COLUMN)]
+    for name in schema.names:
+        if name in values:
+            projection.append(exp.alias_(values[name].copy(),
+                                         exp.to_identifier(name, quoted=True)))
+        else:
+            projection.append(_quoted(name))
+    select = _matching(table_expr, expr.args.get("where"), None, projection)
+    rows = engine.execute(_text(select))
+    if rows.num_rows == 0:
+        return _count(0)
+    ids = coerce(rows.column(0), pa.field(ID_COLUMN, pa.int64(), False), table.name)
+    columns = [coerce(rows.column(i + 1), f, table.name) for i, f in enumerate(schema)]
+    new = pa.table([ids, *columns], schema=pa.schema([pa.field(ID_COLUMN, pa.int64(), False),
+                                                      *schema]))
+    return _count(table.replace_rows(new))
+
+
+def parse(sql: str) -> exp.Expression:
+    """Parses one statement in the dialect this module generates (for callers and tests)."""
+    return sqlglot.parse_one(sql, read=DIALECT)
