@@ -10,6 +10,8 @@ go to the table layer through ``flight_server.sql.statements``.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import logging
 import os
 import re
@@ -234,7 +236,35 @@ def _clean(message: str) -> str:
     return _INTERNAL.sub(lambda m: m.group(1), message).strip()
 
 
-def _map_error(exc: BaseException, parse_error: str | None) -> SqlError:
+_PYERR = re.compile(r"PyErr \{ type: <class '([A-Za-z_][\w.]*)'>, value: [A-Za-z_]\w*\((.*?)\), "
+                    r"traceback: ", re.DOTALL)
+_OWN_MODULES = ("flight_server.", "supertable.", "superfile.", "catalog.")
+
+
+def _python_error(message: str) -> BaseException | None:
+    """The exception a Python callback (a search function) raised inside DataFusion,
+    rebuilt with its own type and message, so it reaches the caller as raised."""
+    m = _PYERR.search(message)
+    if m is None or not m.group(1).startswith(_OWN_MODULES):
+        return None
+    module, _, name = m.group(1).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        args = ast.literal_eval(f"({m.group(2)},)") if m.group(2) else ()
+    except (ImportError, AttributeError, ValueError, SyntaxError):
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, (SqlError, TableError, SuperfileError))):
+        return None
+    try:
+        return cls(*args)
+    except TypeError:
+        return None
+
+
+def _map_error(exc: BaseException, parse_error: str | None) -> BaseException:
+    inner = _python_error(str(exc))
+    if inner is not None:
+        return inner
     message = _clean(str(exc))
     if "ParserError" in message or message.startswith("SQL error"):
         if parse_error:
@@ -242,6 +272,7 @@ def _map_error(exc: BaseException, parse_error: str | None) -> SqlError:
         return SqlSyntaxError(message)
     if "not found" in message and "table" in message.lower():
         return SqlPlanError(message)
-    if message.startswith(("Error during planning", "Schema error", "Type error")):
+    if message.startswith(("Error during planning", "Schema error", "Type error",
+                           "This feature is not implemented")):
         return SqlPlanError(message)
     return SqlError(message)

@@ -207,9 +207,9 @@ def star_edits(expr: exp.Expression, refs: list[TableRef], text: str,
 def _star_end(text: str, end: int, proj: exp.Expression) -> int:
     """End of a star projection including an ``EXCLUDE (...)`` / ``EXCEPT (...)`` list."""
     star = proj if isinstance(proj, exp.Star) else proj.this
-    if not star.args.get("except_"):
+    if not star.args.get("except_") or "end" not in star.meta:
         return end
-    depth, i = 0, end
+    depth, i = 0, star.meta["end"] + 1
     while i < len(text):
         ch = text[i]
         if ch == "(":

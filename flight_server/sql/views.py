@@ -101,7 +101,7 @@ def _register_s3(ctx: datafusion.SessionContext, store: Any) -> str | None:
         allow_http=allow_http,
     )
     with _S3_LOCK:
-        ctx.register_object_store(f"s3://{bucket}", s3)
+        ctx.register_object_store("s3://", s3, bucket)
     prefix = (getattr(client, "prefix", None) or "").strip("/")
     return f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
 
