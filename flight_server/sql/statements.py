@@ -325,7 +325,7 @@ def _option_value(prop: exp.Property) -> list[str]:
 def _options(props: exp.Properties | None) -> dict[str, list[str]]:
     options: dict[str, list[str]] = {}
     for prop in props.expressions if props is not None else []:
-        if not isinstance(prop, exp.Property):
+        if type(prop) is not exp.Property:
             raise SqlPlanError(f"unsupported table property {prop.sql(dialect=DIALECT)!r}; "
                                f"options are WITH ({', '.join(f'{o} = ...' for o in _OPTIONS)})")
         key = prop.name.lower()
