@@ -203,7 +203,7 @@ class SqlEngine:
         except (TableError, SuperfileError, SqlError):
             raise
         except Exception as exc:  # DataFusion raises plain exceptions with a kind prefix
-            raise _map_error(exc, parse_error) from None
+            raise _map_error(exc, parse_error, renames) from None
 
     def _stream(self, df: datafusion.DataFrame) -> pa.RecordBatchReader:
         try:
@@ -232,7 +232,9 @@ class SqlEngine:
         return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _clean(message: str) -> str:
+def _clean(message: str, renames: dict[str, str] | None = None) -> str:
+    for internal, name in (renames or {}).items():
+        message = message.replace(f'"{internal}"', name).replace(internal, name)
     return _INTERNAL.sub(lambda m: m.group(1), message).strip()
 
 
@@ -261,11 +263,12 @@ def _python_error(message: str) -> BaseException | None:
         return None
 
 
-def _map_error(exc: BaseException, parse_error: str | None) -> BaseException:
+def _map_error(exc: BaseException, parse_error: str | None,
+               renames: dict[str, str] | None = None) -> BaseException:
     inner = _python_error(str(exc))
     if inner is not None:
         return inner
-    message = _clean(str(exc))
+    message = _clean(str(exc), renames)
     if "ParserError" in message or message.startswith("SQL error"):
         if parse_error:
             message = f"{message} ({parse_error})"

@@ -166,7 +166,8 @@ class ViewRegistry:
         key = self._key(table, snap)
         ver = self._versions.get(key)
         if ver is None:
-            ver = _Version(key, f"{table.name}@{key[1][:8]}@v{snap.version}")
+            # DataFusion folds registered names to lower case; the uuid keeps them apart.
+            ver = _Version(key, f"{table.name.lower()}@{key[1][:8]}@v{snap.version}")
             self._versions[key] = ver
         return ver
 
@@ -187,9 +188,9 @@ class ViewRegistry:
         stem = entry.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         if acc.kind == "memory":
             # Rows held in memory already have their tombstones applied.
-            name = f"{table.name}@{ver.key[1][:8]}#{stem}#{len(entry.tombstones)}"
+            name = f"{table.name.lower()}@{ver.key[1][:8]}#{stem}#{len(entry.tombstones)}"
         else:
-            name = f"{table.name}@{ver.key[1][:8]}#{stem}"
+            name = f"{table.name.lower()}@{ver.key[1][:8]}#{stem}"
         if name not in self._source_refs:
             if acc.kind == "memory":
                 data = _live_rows(snap, entry)
