@@ -90,7 +90,11 @@ def column_ranges(table: pa.Table) -> dict[str, tuple[Any, Any]]:
         t = f.type
         col = table.column(f.name)
         if pa.types.is_temporal(t):
-            col = col.cast(pa.int64())
+            # 32-bit dates and times cast to integers only at their own width.
+            try:
+                col = col.cast(pa.int32() if t.bit_width == 32 else pa.int64())
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid, ValueError):
+                continue
         elif not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                   or pa.types.is_string(t) or pa.types.is_large_string(t)):
             continue
