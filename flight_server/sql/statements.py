@@ -16,10 +16,14 @@ Every check that can fail (names, columns, types, vector lengths) runs before
 anything is written, so a failed statement changes nothing. Unquoted identifiers
 are folded to lower case, as DataFusion does when it reads them.
 
-Concurrency: DELETE and UPDATE find their rows with a SELECT over one snapshot
-and then commit by ``_id``. A row another writer updated in between is still
+Concurrency: DELETE and UPDATE find their rows with a SELECT over the snapshot the
+engine pinned for the statement (nested SELECTs share the statement's pins, so a
+subquery over the same table reads the same version), then commit by ``_id``
+against the latest version. A row another writer updated in between is still
 deleted, or overwritten with values computed from its older version (the later
-commit wins); rows appended in between are not touched.
+commit wins); a row deleted in between stays deleted and is not counted; rows
+appended in between are not touched. INSERT ... SELECT and CREATE TABLE ... AS
+SELECT collect the query's rows in memory before the one commit that writes them.
 """
 
 from __future__ import annotations
