@@ -1,6 +1,17 @@
-"""SQL over Quiver tables on DataFusion: each statement reads pinned table snapshots."""
+"""SQL over Quiver tables on DataFusion: each statement reads pinned table snapshots.
 
+``connect(uri)`` is the embedded entry point: tables plus ``sql("...")`` returning Arrow.
+"""
+
+from flight_server.sql.connection import SqlConnection, connect
 from flight_server.sql.engine import SqlEngine
 from flight_server.sql.errors import SqlError, SqlPlanError, SqlSyntaxError
 
-__all__ = ["SqlEngine", "SqlError", "SqlPlanError", "SqlSyntaxError"]
+__all__ = [
+    "SqlConnection",
+    "SqlEngine",
+    "SqlError",
+    "SqlPlanError",
+    "SqlSyntaxError",
+    "connect",
+]
