@@ -1,0 +1,534 @@
+"""The SQL benchmark: Quiver SQL against infino's SQL, DuckDB and DataFusion, one run.
+
+Run ``PYTHONPATH=. python -m bench.sql_bench`` (``--quick`` for a smaller run).
+The PyPI summaries (name, version, month, summary) go into a Quiver table and an
+infino table on local disk by 16 appends of equal slices, with BM25 indexes on
+``summary`` and ``name``; the 100K MiniLM corpus (row, name, summary, embedding)
+goes into a second table of each engine with BM25 on ``summary`` and a cosine
+vector index. The same summaries are also written once as plain Parquet, which
+DuckDB (``read_parquet``) and a bare DataFusion context read as references.
+
+Every statement runs in this process through each engine's own SQL entry point
+(Quiver: ``SqlEngine(catalog.connect(root)).execute``, infino:
+``Connection.query_sql``, DuckDB: ``execute(...).to_arrow_table()``, DataFusion:
+``SessionContext.sql(...).to_arrow_table()``), each result collected as Arrow.
+Latency is the median of up to 15 timed runs after two warm-up runs, engines
+taking turns statement by statement. Results go to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import itertools
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bench import infino_engine, report
+from bench.data import MINILM, SUMMARIES
+from bench.infino_engine import InfinoTables
+from bench.machine import describe_machine
+from bench.report import fmt as _fmt
+from bench.table_bench import bounded_p50, wait_for_quiet
+
+log = logging.getLogger("bench.sql")
+
+REPO = Path(__file__).resolve().parent.parent
+
+K = 10
+COMMITS = 16
+SUMMARIES_TABLE = "summaries"
+VECTOR_TABLE = "minilm"
+# The superfile writer's row group size, so the plain Parquet copy has the same grain.
+PLAIN_ROW_GROUP = 65536
+ENGINES = ("quiver", "infino", "duckdb", "datafusion")
+BM25_TEXT = "fast json parser"
+# Selective equalities: (column, value). Names are unique and the data is sorted by name,
+# so min/max statistics already prune the name scan; the summary value (4 rows) is not.
+EQUALITIES = (("name", "requests"),
+              ("summary", "Recursive nesting of inline forms for Django Admin"))
+# Ratio limits of the targets.
+SCAN_LIMIT = 1.5
+SEARCH_LIMIT = 2.0
+INDEX_SPEEDUP = 5.0
+
+
+def _config(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"summary_rows": 100_000, "vector_rows": 20_000, "runs": 5, "warmup": 1,
+                "budget_s": 4.0, "vector_queries": 5}
+    return {"summary_rows": None, "vector_rows": None, "runs": 15, "warmup": 2,
+            "budget_s": 12.0, "vector_queries": 15}
+
+
+# -- statements -------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    """One statement measured on the engines that can run it.
+
+    ``sql`` maps an engine to its statement texts (several texts are run in turn,
+    one per timed call, e.g. one per query vector); ``kind`` says which target the
+    case counts towards: "scan" (against DuckDB), "search" (against infino) or
+    "index" (Quiver's index path against its scan path)."""
+
+    name: str
+    kind: str
+    sql: dict[str, list[str]]
+    note: str = ""
+    check: str = "rows"  # how results are compared: "rows" (equal), "overlap" (top-k ids)
+    key: str | None = None  # the column compared for "overlap"
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _vector_text(v: np.ndarray) -> str:
+    # Comma-separated, no brackets: the form both engines' search functions accept.
+    return ",".join(f"{x:.8g}" for x in v.tolist())
+
+
+def _eq_name(col: str, value: str, how: str) -> str:
+    short = value if len(value) <= 20 else value[:17] + "..."
+    return f"{col} = '{short}' ({how})"
+
+
+def scan_cases() -> list[Case]:
+    t = SUMMARIES_TABLE
+    every = ENGINES
+    texts = {
+        "count(*)": f"SELECT count(*) AS n FROM {t}",
+        "GROUP BY month": (f"SELECT month, count(*) AS n FROM {t} GROUP BY month "
+                           "ORDER BY month"),
+        "LIKE '%json%' count": f"SELECT count(*) AS n FROM {t} WHERE summary LIKE '%json%'",
+    }
+    for col, value in EQUALITIES:
+        texts[_eq_name(col, value, "WHERE")] = (
+            f"SELECT name, version, month, summary FROM {t} WHERE {col} = '{value}'")
+    return [Case(name, "scan", {e: [sql] for e in every}) for name, sql in texts.items()]
+
+
+def search_cases(vectors: np.ndarray, texts: list[str], rewrite: bool) -> list[Case]:
+    t, v = SUMMARIES_TABLE, VECTOR_TABLE
+    both = ("quiver", "infino")
+    bm25 = f"SELECT * FROM bm25_search('{t}', 'summary', '{BM25_TEXT}', {K})"
+    vec = [f"SELECT * FROM vector_search('{v}', 'embedding', '{_vector_text(q)}', {K})"
+           for q in vectors]
+    hyb = [f"SELECT * FROM hybrid_search('{v}', 'summary', '{s.replace(chr(39), chr(39) * 2)}', "
+           f"'embedding', '{_vector_text(q)}', {K})" for q, s in zip(vectors, texts, strict=True)]
+    cases = [
+        Case(_eq_name(col, value, "exact_match"), "index", {e: [
+            f"SELECT name, version, month, summary FROM exact_match('{t}', '{col}', '{value}')"]
+            for e in both}, note=f"the index path: exact_match over the BM25 index of {col}")
+        for col, value in EQUALITIES
+    ]
+    cases += [
+        Case(f"bm25_search top-{K}", "search", {e: [bm25] for e in both},
+             check="overlap", key="name"),
+        Case(f"vector_search top-{K}", "search", {e: vec for e in both},
+             note=f"{len(vec)} query vectors in turn", check="overlap", key="row"),
+        Case(f"hybrid_search top-{K}", "search", {e: hyb for e in both},
+             note=f"{len(hyb)} (text, vector) queries in turn", check="overlap", key="row"),
+    ]
+    where = (f"SELECT name, summary, bm25(summary, '{BM25_TEXT}') AS s FROM {t} "
+             f"WHERE bm25(summary, '{BM25_TEXT}') > 0 ORDER BY s DESC LIMIT {K}")
+    cases.append(Case(f"bm25() in WHERE top-{K}", "search",
+                      {"quiver": [where]} if rewrite else {},
+                      note="" if rewrite else "n/a: flight_server/sql/rewrite.py does not exist "
+                      "at this commit", check="overlap", key="name"))
+    return cases
+
+
+# -- engines ----------------------------------------------------------------------------------
+
+class Engines:
+    """The four SQL engines over the same data, each behind ``run(engine, sql)``."""
+
+    def __init__(self, base: Path, summaries: pa.Table, vectors: pa.Table) -> None:
+        import datafusion
+        import duckdb
+
+        import catalog
+        from flight_server.sql import SqlEngine
+
+        self.base = base
+        self.build: dict[str, Any] = {}
+        (base / "quiver").mkdir()
+        (base / "infino").mkdir()
+        (base / "infino-cache").mkdir()
+
+        qconn = catalog.connect(str(base / "quiver"))
+        self.build["quiver"] = {
+            SUMMARIES_TABLE: _ingest(lambda: qconn.create_table(
+                SUMMARIES_TABLE, summaries.schema, fts=["summary", "name"]),
+                lambda tbl, part: tbl.append(part), summaries),
+            VECTOR_TABLE: _ingest(lambda: qconn.create_table(
+                VECTOR_TABLE, vectors.schema, fts=["summary"], vector={"embedding": "cosine"}),
+                lambda tbl, part: tbl.append(part), vectors),
+        }
+        self.quiver_conn = qconn
+        self.quiver = SqlEngine(qconn)
+
+        import infino
+
+        self._inf = InfinoTables(str(base / "infino"), cache_base=str(base / "infino-cache"))
+        iconn = self._inf.connect()
+        dim = vectors.schema.field("embedding").type.list_size
+        self.build["infino"] = {
+            SUMMARIES_TABLE: _ingest(lambda: iconn.create_table(
+                SUMMARIES_TABLE, InfinoTables.conform_schema(summaries.schema),
+                infino.IndexSpec().fts("summary").fts("name")),
+                self._inf.append, summaries),
+            VECTOR_TABLE: _ingest(lambda: iconn.create_table(
+                VECTOR_TABLE, InfinoTables.conform_schema(vectors.schema),
+                infino.IndexSpec().fts("summary").vector("embedding", dim, "cosine")),
+                self._inf.append, vectors),
+        }
+        self.infino = iconn
+
+        self.plain = base / "plain" / "summaries.parquet"
+        self.plain.parent.mkdir()
+        t0 = time.perf_counter()
+        pq.write_table(summaries, self.plain, row_group_size=PLAIN_ROW_GROUP)
+        meta = pq.ParquetFile(self.plain).metadata
+        self.build["plain_parquet"] = {"seconds": time.perf_counter() - t0,
+                                       "rows": meta.num_rows, "row_groups": meta.num_row_groups,
+                                       "bytes": self.plain.stat().st_size}
+        self.duck = duckdb.connect()
+        self.duck.execute(f"CREATE VIEW {SUMMARIES_TABLE} AS "
+                          f"SELECT * FROM read_parquet('{self.plain}')")
+        self.df = datafusion.SessionContext()
+        self.df.register_parquet(SUMMARIES_TABLE, str(self.plain))
+
+    def run(self, engine: str, sql: str) -> pa.Table:
+        if engine == "quiver":
+            return self.quiver.execute(sql)
+        if engine == "infino":
+            return self.infino.query_sql(sql)
+        if engine == "duckdb":
+            return self.duck.sql(sql).to_arrow_table()
+        return self.df.sql(sql).to_arrow_table()
+
+    def quiver_superfiles(self) -> dict[str, int]:
+        return {n: sum(1 for f in self.quiver_conn.open_table(n).snapshot().files
+                       if f.live_rows > 0) for n in (SUMMARIES_TABLE, VECTOR_TABLE)}
+
+    def infino_superfiles(self) -> dict[str, int]:
+        top = self.base / "infino"
+        return {n: sum(1 for p in top.rglob("*.sf.parquet")
+                       if p.relative_to(top).parts[0].startswith(f"{n}-"))
+                for n in (SUMMARIES_TABLE, VECTOR_TABLE)}
+
+    def close(self) -> None:
+        self.duck.close()
+        self.quiver_conn.close()
+
+
+def _ingest(create: Callable[[], Any], append: Callable[[Any, pa.Table], None],
+            data: pa.Table) -> dict[str, Any]:
+    table = create()
+    bounds = np.linspace(0, data.num_rows, COMMITS + 1).round().astype(np.int64)
+    t0 = time.perf_counter()
+    for a, b in itertools.pairwise(bounds):
+        append(table, data.slice(int(a), int(b - a)))
+    seconds = time.perf_counter() - t0
+    return {"rows": data.num_rows, "commits": COMMITS, "seconds": seconds,
+            "rows_per_s": data.num_rows / seconds}
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def load_data(cfg: dict[str, Any]) -> tuple[pa.Table, pa.Table, np.ndarray, list[str]]:
+    summaries = pq.read_table(SUMMARIES).combine_chunks()
+    if cfg["summary_rows"] is not None:
+        summaries = summaries.slice(0, cfg["summary_rows"])
+    corpus = pq.read_table(MINILM / "corpus.parquet").combine_chunks()
+    emb = np.load(MINILM / "embeddings.f16.npy").astype(np.float32)
+    n = len(emb) if cfg["vector_rows"] is None else cfg["vector_rows"]
+    d = emb.shape[1]
+    vectors = pa.table({
+        "row": pc.cast(corpus.column("row").slice(0, n), pa.int64()),
+        "name": corpus.column("name").slice(0, n),
+        "summary": corpus.column("summary").slice(0, n),
+        "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(emb[:n]).reshape(-1), pa.float32()), d),
+    })
+    queries = np.load(MINILM / "query_embeddings.f32.npy").astype(np.float32)
+    texts = pq.read_table(MINILM / "queries.parquet").column("text").to_pylist()
+    q = cfg["vector_queries"]
+    return summaries, vectors, queries[:q], texts[:q]
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+def _cycle(engines: Engines, engine: str, texts: list[str]) -> Callable[[], pa.Table]:
+    it = itertools.cycle(texts)
+    return lambda: engines.run(engine, next(it))
+
+
+def _canonical(t: pa.Table) -> list[tuple[Any, ...]]:
+    # Engines differ in string kinds (large/view) and column names of count(*).
+    cols = [c.cast(pa.large_string()) if pa.types.is_string(c.type)
+            or pa.types.is_string_view(c.type) else c for c in t.columns]
+    rows = list(zip(*(c.to_pylist() for c in cols), strict=True))
+    return sorted(rows, key=repr)
+
+
+def _compare(case: Case, engines: Engines) -> dict[str, Any]:
+    """Whether the engines' answers agree (exact rows, or top-k overlap with Quiver)."""
+    out: dict[str, Any] = {}
+    first = {e: engines.run(e, texts[0]) for e, texts in case.sql.items()}
+    if case.check == "rows":
+        ref = _canonical(next(iter(first.values())))
+        out["rows"] = {e: t.num_rows for e, t in first.items()}
+        out["agree"] = all(_canonical(t) == ref for t in first.values())
+        return out
+    keys = {e: set(t.column(case.key).to_pylist()) for e, t in first.items()}
+    out["rows"] = {e: len(v) for e, v in keys.items()}
+    if "quiver" in keys and "infino" in keys:
+        out["overlap_with_infino"] = len(keys["quiver"] & keys["infino"])
+    return out
+
+
+def measure(engines: Engines, cases: list[Case], cfg: dict[str, Any]) -> None:
+    for case in cases:
+        if not case.sql:
+            log.info("%-32s n/a (%s)", case.name, case.note)
+            continue
+        case.results["check"] = _compare(case, engines)
+        for eng in ENGINES:
+            texts = case.sql.get(eng)
+            if not texts:
+                continue
+            m = bounded_p50(_cycle(engines, eng, texts), cfg["runs"], cfg["warmup"],
+                            cfg["budget_s"])
+            case.results[eng] = m
+        log.info("%-32s %s  %s", case.name, "  ".join(
+            f"{e} {case.results[e]['p50_ms']:.2f} ms" for e in ENGINES if e in case.results),
+            case.results["check"])
+
+
+def _p50(case: Case, engine: str) -> float | None:
+    r = case.results.get(engine)
+    return None if r is None else r["p50_ms"]
+
+
+def evaluate_targets(cases: list[Case]) -> list[dict[str, Any]]:
+    out = []
+    by_name = {c.name: c for c in cases}
+    for c in cases:
+        q = _p50(c, "quiver")
+        if q is None:
+            continue
+        if c.kind == "scan" and _p50(c, "duckdb"):
+            ratio = q / _p50(c, "duckdb")
+            out.append({"name": f"{c.name}: Quiver <= {SCAN_LIMIT}x DuckDB", "value": ratio,
+                        "limit": SCAN_LIMIT, "pass": ratio <= SCAN_LIMIT})
+        if c.kind == "search" and _p50(c, "infino"):
+            ratio = q / _p50(c, "infino")
+            out.append({"name": f"{c.name}: Quiver <= {SEARCH_LIMIT}x infino", "value": ratio,
+                        "limit": SEARCH_LIMIT, "pass": ratio <= SEARCH_LIMIT})
+    for col, value in EQUALITIES:
+        scan = by_name.get(_eq_name(col, value, "WHERE"))
+        index = by_name.get(_eq_name(col, value, "exact_match"))
+        if not (scan and index and _p50(scan, "quiver") and _p50(index, "quiver")):
+            continue
+        speedup = _p50(scan, "quiver") / _p50(index, "quiver")
+        out.append({"name": f"{_eq_name(col, value, 'speedup')}: Quiver index path >= "
+                    f"{INDEX_SPEEDUP}x faster than its scan path", "value": speedup,
+                    "limit": INDEX_SPEEDUP, "pass": speedup >= INDEX_SPEEDUP})
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------
+
+def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
+    cfg = _config(quick)
+    started = dt.datetime.now(dt.UTC)
+    machine = describe_machine(REPO)
+    infino_cfg = infino_engine.configure(infino_engine.DEFAULT_TARGET_RECALL, split_mb=None)
+    rewrite = importlib.util.find_spec("flight_server.sql.rewrite") is not None
+    summaries, vectors, qvecs, qtexts = load_data(cfg)
+    log.info("data: %d summaries, %d vectors, %d queries", summaries.num_rows,
+             vectors.num_rows, len(qvecs))
+    t0 = time.perf_counter()
+    base = Path(tempfile.mkdtemp(prefix="quiver-sql-bench-"))
+    try:
+        engines = Engines(base, summaries, vectors)
+        try:
+            build = {**engines.build,
+                     "superfiles": {"quiver": engines.quiver_superfiles(),
+                                    "infino": engines.infino_superfiles()}}
+            log.info("built in %.1fs: %s", time.perf_counter() - t0, build["superfiles"])
+            cases = scan_cases() + search_cases(qvecs, qtexts, rewrite)
+            measure(engines, cases, cfg)
+        finally:
+            engines.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    result = {
+        "benchmark": "sql",
+        "quick": quick,
+        "started_utc": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "wall_s": time.perf_counter() - t0,
+        "machine": machine,
+        "load_average_at_end": list(os.getloadavg()),
+        "wait_for_quiet": quiet,
+        "config": {**cfg, "k": K, "commits": COMMITS, "summary_docs": summaries.num_rows,
+                   "vector_docs": vectors.num_rows, "plain_row_group": PLAIN_ROW_GROUP,
+                   "rewrite_module": rewrite, "infino_yaml": infino_cfg["yaml"]},
+        "build": build,
+        "cases": [{"name": c.name, "kind": c.kind, "note": c.note,
+                   "sql": {e: t[0] for e, t in c.sql.items()}, "statements": max(
+                       (len(t) for t in c.sql.values()), default=0), **c.results}
+                  for c in cases],
+        "notes": NOTES,
+    }
+    result["targets"] = evaluate_targets(cases)
+    return result
+
+
+NOTES = [
+    "All engines run in this one process on local disk (the OS page cache is not dropped,",
+    "so reads come from memory). Quiver and infino read their own tables (16 appends, 16",
+    "superfiles per table, BM25 on summary and name; the vector table adds a cosine index);",
+    "DuckDB and DataFusion read one plain Parquet copy of the summaries (same rows,",
+    "row groups of 65,536 rows like the superfiles, Snappy). DuckDB reads it through a view",
+    "over read_parquet; DataFusion through register_parquet with its default settings.",
+    "Each timed call sends the statement text and collects the whole result as Arrow;",
+    "a Quiver statement includes pinning a snapshot (a manifest check on storage),",
+    "parsing and rewriting with sqlglot, and DataFusion planning.",
+    "The search functions run at planning time in both Quiver and infino. Vector and hybrid",
+    "cases send a different query vector on each call (MiniLM query embeddings, the text",
+    "of hybrid queries is the query's package name); search results are compared by top-10",
+    "overlap with infino (not a target: the engines' vector indexes differ in recall).",
+    "Selective equality: the WHERE form is Quiver's scan path (DataFusion over the superfiles'",
+    "Parquet bodies, with min/max and page pruning); the exact_match table function is its",
+    "index path. The data is sorted by name, so row-group statistics already make the name",
+    "scan cheap; the summary value (4 rows) is the case statistics cannot prune.",
+]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+    lines = [
+        f"# SQL benchmark: Quiver vs infino, DuckDB and DataFusion ({result['started_utc']})",
+        "",
+        f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores, "
+        f"{(m['ram_bytes'] or 0) / 2**30:.1f} GiB RAM, {m['os']}; Python {m['python']}; "
+        f"{libs}; datafusion {_lib('datafusion')}, sqlglot {_lib('sqlglot')}; commit "
+        f"{m['git_commit']}; load average at start {m['load_average_at_start']}, at end "
+        f"{result['load_average_at_end']}. Wall time {result['wall_s']:.0f} s.",
+        "",
+        f"Data: {result['config']['summary_docs']:,} PyPI summaries (name, version, month, "
+        f"summary); {result['config']['vector_docs']:,} MiniLM rows (row, name, summary, "
+        "embedding float32[384]).",
+        "",
+        "## Targets",
+        "",
+        "| target | ratio | limit | result |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in result["targets"]:
+        lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['limit']} | "
+                     f"{'PASS' if t['pass'] else 'MISS'} |")
+    lines += [
+        "",
+        "## p50 latency, ms (median of timed runs after warm-up)",
+        "",
+        "| statement | Quiver | infino | DuckDB (Parquet) | DataFusion (Parquet) | "
+        "Quiver/DuckDB | Quiver/infino | check |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in result["cases"]:
+        p = {e: (c[e]["p50_ms"] if e in c else None) for e in ENGINES}
+        if not c["sql"]:
+            lines.append(f"| {c['name']} | n/a | n/a | n/a | n/a | | | {c['note']} |")
+            continue
+        rd = _fmt(p["quiver"] / p["duckdb"], 2) if p["quiver"] and p["duckdb"] else ""
+        ri = _fmt(p["quiver"] / p["infino"], 2) if p["quiver"] and p["infino"] else ""
+        lines.append(f"| {c['name']} | {_fmt(p['quiver'])} | {_fmt(p['infino'])} | "
+                     f"{_fmt(p['duckdb'])} | {_fmt(p['datafusion'])} | {rd} | {ri} | "
+                     f"{_check_text(c.get('check', {}))} |")
+    lines += ["", "## Statements (the first text of each case)", ""]
+    for c in result["cases"]:
+        if c["sql"]:
+            text = next(iter(c["sql"].values()))
+            if len(text) > 160:
+                text = text[:150] + " ...')"
+            extra = f" ({c['note']})" if c["note"] else ""
+            lines.append(f"- **{c['name']}**{extra}: `{text}`")
+    b = result["build"]
+    lines += [
+        "",
+        "## Build (not a target)",
+        "",
+        "| engine | table | rows | seconds (16 appends) | rows/s | superfiles |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for eng in ("quiver", "infino"):
+        for name in (SUMMARIES_TABLE, VECTOR_TABLE):
+            r = b[eng][name]
+            lines.append(f"| {eng} | {name} | {r['rows']:,} | {_fmt(r['seconds'], 2)} | "
+                         f"{r['rows_per_s']:,.0f} | {b['superfiles'][eng][name]} |")
+    pp = b["plain_parquet"]
+    lines += ["", f"Plain Parquet copy: {pp['rows']:,} rows, {pp['row_groups']} row groups, "
+              f"{pp['bytes'] / 2**20:.1f} MiB, written in {pp['seconds']:.2f} s.",
+              "", "Notes: " + " ".join(result["notes"]), ""]
+    return "\n".join(lines)
+
+
+def _check_text(check: dict[str, Any]) -> str:
+    if "agree" in check:
+        rows = sorted(set(check["rows"].values()))
+        return f"{'same rows' if check['agree'] else 'DIFFER'} ({'/'.join(map(str, rows))})"
+    if "overlap_with_infino" in check:
+        return f"top-{K} overlap {check['overlap_with_infino']}"
+    return ""
+
+
+def _lib(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data, fewer runs")
+    parser.add_argument("--quiet-load", type=float, default=3.0,
+                        help="wait for the 1-minute load average to drop to this first")
+    parser.add_argument("--quiet-wait", type=float, default=180.0,
+                        help="longest wait for a quiet machine, seconds (0: do not wait)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
+    result = run(args.quick, quiet)
+    jpath, mpath = report.write_results(result, "sql", markdown)
+    sys.stdout.write(markdown(result) + "\n")
+    for t in result["targets"]:
+        sys.stdout.write(f"{'PASS' if t['pass'] else 'MISS'}: {t['name']} "
+                         f"(ratio {_fmt(t['value'])})\n")
+    sys.stdout.write(f"results: {jpath.relative_to(REPO)} {mpath.relative_to(REPO)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
