@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ from flight_server.sql.errors import SqlError, SqlPlanError, SqlSyntaxError
 from flight_server.sql.views import ViewRegistry
 from superfile.errors import SuperfileError
 from supertable.errors import TableError, TableNotFoundError
+from supertable.manifest import FileEntry
 from supertable.snapshot import Snapshot
 from supertable.table import Table
 
@@ -39,6 +40,10 @@ try:
     from flight_server.sql import functions as _functions
 except ImportError:
     _functions = None  # type: ignore[assignment]
+try:
+    from flight_server.sql import rewrite as _rewrite
+except ImportError:
+    _rewrite = None  # type: ignore[assignment]
 try:
     from flight_server.sql import statements as _statements
 except ImportError:
@@ -55,6 +60,8 @@ class _Pins:
 
     tables: dict[str, Table] = field(default_factory=dict)
     snaps: dict[str, Snapshot] = field(default_factory=dict)
+    # What the index rewrite decided, shown by EXPLAIN.
+    notes: list[str] = field(default_factory=list)
 
 
 class SqlEngine:
@@ -76,6 +83,7 @@ class SqlEngine:
         self._local = threading.local()
         if _functions is not None and hasattr(_functions, "register_search_functions"):
             _functions.register_search_functions(self.ctx, self.pin)
+        self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
 
     # -- pinning -------------------------------------------------------------------------
 
@@ -151,7 +159,19 @@ class SqlEngine:
                 df = self._plan(st.text, {}, st.error)
             else:
                 df = self._plan_query(st, pins)
+            if st.explain and pins.notes:
+                return self._explain_with_notes(df, pins.notes)
         return self._stream(df)
+
+    def _explain_with_notes(self, df: datafusion.DataFrame, notes: list[str]
+                            ) -> pa.RecordBatchReader:
+        plan = self._stream(df).read_all()
+        kinds = ["quiver_index_path"] * len(notes)
+        extra = pa.Table.from_arrays(
+            [pa.array(kinds if i == 0 else notes, f.type) for i, f in enumerate(plan.schema)],
+            schema=plan.schema)
+        out = pa.concat_tables([plan, extra])
+        return pa.RecordBatchReader.from_batches(out.schema, out.to_batches())
 
     def _run_statement(self, st: sqlparse.Statement) -> pa.RecordBatchReader:
         if _statements is None or not _statements.is_statement(st.expr):
@@ -171,16 +191,37 @@ class SqlEngine:
             self._pin_in(pins, name)
         acquired: list[tuple[Table, Snapshot]] = []
         renames: dict[str, str] = {}
+
+        def source(ref: sqlparse.TableRef) -> tuple[Table, Snapshot]:
+            name = names[id(ref.node)]
+            return pins.tables[name], pins.snaps[name]
+
+        def acquire(ref: sqlparse.TableRef, files: Sequence[FileEntry] | None) -> str:
+            table, snap = source(ref)
+            view = self.views.acquire(table, snap, files)
+            acquired.append((table, snap))
+            renames[view] = table.name
+            return view
+
+        index = None
+        if _rewrite is not None and self._distances is not None:
+            index = _rewrite.IndexRewrite(self.ctx, st, refs, source, acquire, self._distances)
         try:
             edits = []
+            replaced: dict[int, sqlparse.Edit] = {}
+            if index is not None:
+                found = index.run()
+                edits += found.edits
+                replaced = found.ref_edits
+                pins.notes.extend(found.notes)
             for ref in refs:
-                name = names[id(ref.node)]
-                table, snap = pins.tables[name], pins.snaps[name]
+                if id(ref.node) in replaced:
+                    edits.append(replaced[id(ref.node)])
+                    continue
+                table, snap = source(ref)
                 dnf = sqlparse.pruning_filter(ref, snap.schema)
                 files = snap.candidate_files(dnf) if dnf else None
-                view = self.views.acquire(table, snap, files)
-                acquired.append((table, snap))
-                renames[view] = name
+                view = acquire(ref, files)
                 edit = sqlparse.table_edit(ref, view, st.body)
                 if edit is not None:
                     edits.append(edit)
@@ -195,6 +236,8 @@ class SqlEngine:
         finally:
             for table, snap in acquired:
                 self.views.release(table, snap)
+            if index is not None:
+                index.close()
 
     def _plan(self, text: str, renames: dict[str, str], parse_error: str | None
               ) -> datafusion.DataFrame:

@@ -1,0 +1,943 @@
+"""Search inside ordinary queries: ``bm25()``, ``knn()``, ``vector_distance()`` and
+equality on BM25-indexed columns, answered from the table's indexes.
+
+The engine hands every statement to ``IndexRewrite`` before DataFusion plans it. The
+rewrite reads the sqlglot tree, runs the index searches over the statement's pinned
+snapshots, registers their results as in-memory relations for this one statement, and
+returns text edits (spans of the user's own text replaced, nothing regenerated):
+
+- A table reference whose SELECT requires a match (``WHERE bm25(c, 'q') > 0`` or a
+  ``knn(...)`` conjunct) is *replaced* by the search result: ``_id``, the score and
+  only the columns the statement names, so the text column is never scanned. WHERE
+  conjuncts over the table's own columns go into the search as a table-layer filter
+  (comparisons with literals exactly as DNF, which also prunes files by min/max;
+  anything else, when the search depends on it, by first asking DataFusion for the
+  ``_id`` of the rows that pass). ``bm25`` asks for k = LIMIT + OFFSET when its SELECT
+  orders by the score alone (descending) with every filter pushed; otherwise for every
+  match. ``knn(c, v, k)`` is the k nearest rows among those passing the filter.
+- ``bm25()`` without a WHERE that requires a match needs 0 for rows that do not match:
+  the reference becomes the table LEFT JOIN the search result on ``_id`` with
+  ``COALESCE(score, 0)``.
+- ``vector_distance(c, v)`` is the search's distance when the same SELECT has
+  ``knn(c, v, k)`` on the same column and vector; elsewhere it is computed by a scalar
+  function over the vector column (the column's index metric: cosine ``1 - cos``,
+  l2 Euclidean, inner product ``-<a, b>``; a zero stored vector is at cosine distance 1).
+- ``col = 'v'`` / ``col IN ('a', 'b')`` on a BM25-indexed column is a cost-based choice.
+  On a remote root (files opened by ranged reads) the rows come from ``exact_match``
+  (term blooms, then postings, then a check of only the candidate rows). On memory
+  and local roots a scan with page pruning is faster than that, so the index only
+  narrows the scan: when the term blooms rule out at least half of the files the
+  manifest leaves, the view covers the remaining files; otherwise nothing changes.
+
+Every decision is recorded as a note; ``EXPLAIN`` shows the notes as extra rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import datafusion
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token, TokenType
+
+from flight_server.sql import parse as sqlparse
+from flight_server.sql.errors import SqlPlanError
+from flight_server.sql.functions import _hits_of_ids, parse_vector_literal
+from superfile.errors import QueryError
+from superfile.fts.tokenizer import tokenize
+from superfile.spec import Metric, vector_dim
+from supertable import search
+from supertable.manifest import ID_COLUMN, FileEntry
+from supertable.snapshot import Snapshot
+from supertable.table import Table
+
+__all__ = ["SCORE_COLUMN", "IndexRewrite", "RewriteResult", "has_search_calls"]
+
+log = logging.getLogger(__name__)
+
+SEARCH_FUNCTIONS = ("bm25", "knn", "vector_distance")
+SCORE_COLUMN = "__quiver_score"
+# Bloom pruning narrows a local scan once it rules out at least this share of the files.
+NARROW_SHARE = 0.5
+# Past this many alternatives a DNF filter costs more to build and check than it saves.
+_MAX_DISJUNCTS = 32
+_STOP = {TokenType.GROUP_BY, TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVING,
+         TokenType.WINDOW, TokenType.QUALIFY, TokenType.UNION, TokenType.INTERSECT,
+         TokenType.EXCEPT, TokenType.SEMICOLON, TokenType.OFFSET, TokenType.FETCH}
+_CMP = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+_FLIP = {"=": "=", "!=": "!=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
+_NO = object()
+_names = itertools.count()
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+Source = Callable[[sqlparse.TableRef], tuple[Table, Snapshot]]
+Acquire = Callable[[sqlparse.TableRef, Sequence[FileEntry] | None], str]
+
+
+def has_search_calls(expr: exp.Expression) -> bool:
+    return any(n.name.lower() in SEARCH_FUNCTIONS for n in expr.find_all(exp.Anonymous))
+
+
+def _fan_out_pool(snap: Snapshot) -> ThreadPoolExecutor | None:
+    # Resident files make search CPU-bound; only remote reads gain from overlapping.
+    global _pool
+    if snap.pool.eager:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sql-rewrite")
+        return _pool
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _norm(ident: exp.Identifier) -> str:
+    return ident.name if ident.quoted else ident.name.lower()
+
+
+def _unparen(node: exp.Expression) -> exp.Expression:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
+def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+    if node is None:
+        return []
+    inner = _unparen(node)
+    if isinstance(inner, exp.And):
+        return _conjuncts(inner.this) + _conjuncts(inner.expression)
+    return [node]
+
+
+def _number(node: exp.Expression) -> Any:
+    node = _unparen(node)
+    negate = isinstance(node, exp.Neg)
+    if negate:
+        node = _unparen(node.this)
+    if not isinstance(node, exp.Literal) or node.is_string:
+        return _NO
+    try:
+        value: Any = int(node.this)
+    except ValueError:
+        try:
+            value = float(node.this)
+        except ValueError:
+            return _NO
+    return -value if negate else value
+
+
+def _value(node: exp.Expression) -> Any:
+    inner = _unparen(node)
+    if isinstance(inner, exp.Literal) and inner.is_string:
+        return inner.this
+    return _number(node)
+
+
+def _fits(value: Any, dtype: pa.DataType) -> bool:
+    """Comparisons that mean the same to pyarrow as to SQL for this column type."""
+    if isinstance(value, bool):
+        return False
+    if pa.types.is_integer(dtype):
+        return isinstance(value, int)
+    if pa.types.is_floating(dtype):
+        return isinstance(value, (int, float))
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return isinstance(value, str)
+    return False
+
+
+# -- text positions ---------------------------------------------------------------------------
+
+
+class _Text:
+    """Token positions of the statement body, for spans sqlglot's tree does not carry."""
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+        self.tokens: list[Token] = []
+        for dialect in (sqlparse.DIALECT, "postgres"):
+            try:
+                self.tokens = Dialect.get_or_raise(dialect).tokenize(body)
+                break
+            except TokenError:
+                continue
+        self._by_start = {t.start: i for i, t in enumerate(self.tokens)}
+
+    def call_span(self, call: exp.Anonymous) -> tuple[int, int]:
+        """[start, end) of ``name(...)`` from the function name to its closing paren."""
+        start = call.meta.get("start")
+        i = self._by_start.get(start) if start is not None else None
+        if i is None or i + 1 >= len(self.tokens) or \
+                self.tokens[i + 1].token_type != TokenType.L_PAREN:
+            raise SqlPlanError(f"cannot locate {call.name}(...) in the statement text")
+        depth = 0
+        for tok in self.tokens[i + 1:]:
+            if tok.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif tok.token_type == TokenType.R_PAREN:
+                depth -= 1
+                if depth == 0:
+                    return start, tok.end + 1
+        raise SqlPlanError(f"unbalanced parentheses after {call.name}")
+
+    def where_span(self, where: exp.Where) -> tuple[int, int] | None:
+        """[start, end) of the condition after WHERE."""
+        starts = [n.meta["start"] for n in where.walk()
+                  if isinstance(n, (exp.Identifier, exp.Literal, exp.Anonymous))
+                  and "start" in n.meta]
+        if not starts:
+            return None
+        anchor = min(starts)
+        kw = None
+        for i, tok in enumerate(self.tokens):
+            if tok.start >= anchor:
+                break
+            if tok.token_type == TokenType.WHERE:
+                kw = i
+        if kw is None or kw + 1 >= len(self.tokens):
+            return None
+        depth, end = 0, None
+        for tok in self.tokens[kw + 1:]:
+            tt = tok.token_type
+            if depth == 0 and (tt in _STOP or tt == TokenType.R_PAREN):
+                break
+            if tt == TokenType.L_PAREN:
+                depth += 1
+            elif tt == TokenType.R_PAREN:
+                depth -= 1
+            end = tok.end + 1
+        return (self.tokens[kw + 1].start, end) if end is not None else None
+
+
+# -- calls ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    node: exp.Anonymous
+    fn: str
+    ref: sqlparse.TableRef
+    column: str
+    column_node: exp.Column
+    span: tuple[int, int]
+    query: Any = None  # str for bm25, float32 vector for knn / vector_distance
+    k: int | None = None
+    mode: str = "or"
+    nprobe: int | None = None
+
+    def same_search(self, other: _Call) -> bool:
+        if self.column != other.column:
+            return False
+        if isinstance(self.query, np.ndarray) or isinstance(other.query, np.ndarray):
+            return (isinstance(self.query, np.ndarray) and isinstance(other.query, np.ndarray)
+                    and np.array_equal(self.query, other.query))
+        return self.query == other.query and self.mode == other.mode
+
+
+@dataclass
+class _Plan:
+    """What happens to one table reference."""
+
+    ref: sqlparse.TableRef
+    table: Table
+    snap: Snapshot
+    calls: list[_Call] = field(default_factory=list)
+
+
+@dataclass
+class RewriteResult:
+    """Replacements for table references (by ``id`` of their node), other text edits,
+    and what was decided, in words."""
+
+    ref_edits: dict[int, sqlparse.Edit] = field(default_factory=dict)
+    edits: list[sqlparse.Edit] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class IndexRewrite:
+    """The index part of planning one statement; ``close()`` once DataFusion has planned
+    it (the plan keeps what it read from the relations registered here)."""
+
+    def __init__(self, ctx: datafusion.SessionContext, st: sqlparse.Statement,
+                 refs: list[sqlparse.TableRef], source: Source, acquire: Acquire,
+                 distances: DistanceFunctions) -> None:
+        self.ctx = ctx
+        self.st = st
+        self.refs = refs
+        self.source = source
+        self.acquire = acquire
+        self.distances = distances
+        self._text: _Text | None = None
+        self._registered: list[str] = []
+        self.result = RewriteResult()
+
+    @property
+    def text(self) -> _Text:
+        if self._text is None:
+            self._text = _Text(self.st.body)
+        return self._text
+
+    def close(self) -> None:
+        for name in self._registered:
+            self.ctx.deregister_table(name)
+        self._registered.clear()
+
+    # -- entry --------------------------------------------------------------------------
+
+    def run(self) -> RewriteResult:
+        expr = self.st.expr
+        if expr is None:
+            return self.result
+        plans: dict[int, _Plan] = {}
+        for call in self._calls(expr):
+            plan = plans.get(id(call.ref.node))
+            if plan is None:
+                table, snap = self.source(call.ref)
+                plan = plans[id(call.ref.node)] = _Plan(call.ref, table, snap)
+            plan.calls.append(call)
+        for plan in plans.values():
+            self._search_ref(plan)
+        for ref in self.refs:
+            if id(ref.node) not in plans and ref.select is not None \
+                    and ref.select.args.get("where") is not None:
+                self._equality_ref(ref)
+        return self.result
+
+    def _note(self, text: str) -> None:
+        log.debug("%s", text)
+        self.result.notes.append(text)
+
+    # -- finding calls ------------------------------------------------------------------
+
+    def _calls(self, expr: exp.Expression) -> list[_Call]:
+        found = [n for n in expr.find_all(exp.Anonymous) if n.name.lower() in SEARCH_FUNCTIONS]
+        calls = []
+        for node in found:
+            fn = node.name.lower()
+            if any(isinstance(a, exp.Anonymous) and a.name.lower() in SEARCH_FUNCTIONS
+                   for n in node.expressions for a in n.walk()):
+                raise SqlPlanError(f"{fn}(): search functions cannot be nested")
+            select = node.find_ancestor(exp.Select)
+            calls.append(self._bind(fn, node, select))
+        return calls
+
+    def _bind(self, fn: str, node: exp.Anonymous, select: exp.Select | None) -> _Call:
+        args = list(node.expressions)
+        shapes = {"bm25": (2, 3, "bm25(column, 'query' [, 'and'|'or'])"),
+                  "knn": (3, 4, "knn(column, vector, k [, nprobe])"),
+                  "vector_distance": (2, 2, "vector_distance(column, vector)")}
+        lo, hi, usage = shapes[fn]
+        if not lo <= len(args) <= hi:
+            raise SqlPlanError(f"{fn}() takes {lo if lo == hi else f'{lo} to {hi}'} arguments "
+                               f"as {usage}, got {len(args)}")
+        col = _unparen(args[0])
+        if not isinstance(col, exp.Column) or not isinstance(col.this, exp.Identifier):
+            raise SqlPlanError(f"{fn}(): the first argument must be a column of a table, "
+                               f"got {args[0].sql()}")
+        ref = self._owner(fn, col, select)
+        _, snap = self.source(ref)
+        column = _norm(col.this)
+        self._check_column(fn, snap, column)
+        call = _Call(node, fn, ref, column, col, self.text.call_span(node))
+        if fn == "bm25":
+            query = _unparen(args[1])
+            if not (isinstance(query, exp.Literal) and query.is_string):
+                raise SqlPlanError(f"bm25(): the query must be a string literal, got "
+                                   f"{args[1].sql()}")
+            call.query = query.this
+            if len(args) == 3:
+                mode = _unparen(args[2])
+                if not (isinstance(mode, exp.Literal) and mode.is_string
+                        and mode.this.strip().lower() in ("and", "or")):
+                    raise SqlPlanError(f"bm25(): the mode must be 'and' or 'or', got "
+                                       f"{args[2].sql()}")
+                call.mode = mode.this.strip().lower()
+            return call
+        call.query = self._vector(fn, snap, column, args[1])
+        if fn == "knn":
+            call.k = self._int(fn, "k", args[2], 0)
+            if len(args) == 4:
+                call.nprobe = self._int(fn, "nprobe", args[3], 1)
+        return call
+
+    @staticmethod
+    def _int(fn: str, name: str, node: exp.Expression, least: int) -> int:
+        value = _number(node)
+        if not isinstance(value, int) or value < least:
+            raise SqlPlanError(f"{fn}(): {name} must be an integer of at least {least}, got "
+                               f"{node.sql()}")
+        return value
+
+    def _owner(self, fn: str, col: exp.Column, select: exp.Select | None
+               ) -> sqlparse.TableRef:
+        """The table reference of the SELECT that the call's column belongs to."""
+        local = [r for r in self.refs if select is not None and r.select is select]
+        if not local:
+            raise SqlPlanError(f"{fn}(): {col.sql()} must be a column of a table read in the "
+                               "same SELECT (FROM or JOIN)")
+        qual = col.args.get("table")
+        name = _norm(col.this)
+        if isinstance(qual, exp.Identifier):
+            hits = [r for r in local if _norm(r.alias_ident) == _norm(qual)]
+            if not hits:
+                raise SqlPlanError(f"{fn}(): no table named {qual.name!r} in the SELECT of "
+                                   f"{col.sql()}")
+            return hits[0]
+        if len(local) == 1:
+            return local[0]
+        having = [r for r in local if name in self.source(r)[1].schema.names]
+        if len(having) != 1:
+            what = "several tables" if having else "none of the tables"
+            raise SqlPlanError(f"{fn}(): column {name!r} is in {what} of its SELECT; "
+                               "qualify it with the table name")
+        return having[0]
+
+    @staticmethod
+    def _check_column(fn: str, snap: Snapshot, column: str) -> None:
+        if column not in snap.schema.names:
+            raise SqlPlanError(f"{fn}(): table {snap.name!r} has no column {column!r}; "
+                               f"columns are {snap.schema.names}")
+        spec = snap.manifest.spec
+        dtype = snap.schema.field(column).type
+        if fn == "bm25":
+            if not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)):
+                raise SqlPlanError(f"bm25(): column {column!r} of table {snap.name!r} is "
+                                   f"{dtype}, not text")
+            if column not in spec.fts:
+                raise SqlPlanError(f"bm25(): column {column!r} of table {snap.name!r} has no "
+                                   "BM25 index")
+            return
+        if vector_dim(dtype) is None:
+            raise SqlPlanError(f"{fn}(): column {column!r} of table {snap.name!r} is {dtype}, "
+                               "not a vector column")
+        if column not in spec.vector:
+            raise SqlPlanError(f"{fn}(): column {column!r} of table {snap.name!r} has no "
+                               "vector index")
+
+    @staticmethod
+    def _vector(fn: str, snap: Snapshot, column: str, node: exp.Expression) -> np.ndarray:
+        node = _unparen(node)
+        if isinstance(node, exp.Literal) and node.is_string:
+            raw: Any = node.this
+        elif isinstance(node, exp.Array) or (
+                isinstance(node, exp.Anonymous) and node.name.lower() == "make_array"):
+            raw = [_number(e) for e in node.expressions]
+            if any(v is _NO for v in raw):
+                raise SqlPlanError(f"{fn}(): the vector must hold number literals only, got "
+                                   f"{node.sql()}")
+        elif isinstance(node, exp.Placeholder):
+            raise SqlPlanError(f"{fn}(): a bound parameter cannot be the query vector here; "
+                               "write the vector as a literal")
+        else:
+            raise SqlPlanError(f"{fn}(): the vector must be a string like '[0.1, 0.2]' or an "
+                               f"array literal, got {node.sql()}")
+        try:
+            vec = parse_vector_literal(raw)
+        except SqlPlanError as exc:
+            raise SqlPlanError(f"{fn}(): {exc}") from None
+        dim = vector_dim(snap.schema.field(column).type)
+        if len(vec) != dim:
+            raise SqlPlanError(f"{fn}(): the query vector has {len(vec)} values; column "
+                               f"{column!r} of table {snap.name!r} holds vectors of {dim}")
+        return vec
+
+    # -- filters ------------------------------------------------------------------------
+
+    def _resolve(self, ref: sqlparse.TableRef, snap: Snapshot, node: exp.Expression
+                 ) -> str | None:
+        node = _unparen(node)
+        if not isinstance(node, exp.Column) or not isinstance(node.this, exp.Identifier):
+            return None
+        if node.args.get("db") is not None:
+            return None
+        qual = node.args.get("table")
+        if qual is None:
+            if len(sqlparse._sources(ref.select)) != 1:
+                return None
+        elif not isinstance(qual, exp.Identifier) or _norm(qual) != _norm(ref.alias_ident):
+            return None
+        name = _norm(node.this)
+        return name if name in snap.schema.names else None
+
+    def _local(self, ref: sqlparse.TableRef, snap: Snapshot, node: exp.Expression) -> bool:
+        """Whether ``node`` reads only columns of ``ref`` (and no subquery)."""
+        if any(isinstance(n, (exp.Select, exp.Subquery)) for n in node.walk()):
+            return False
+        cols = list(node.find_all(exp.Column))
+        return all(self._resolve(ref, snap, c) is not None for c in cols)
+
+    def _dnf(self, ref: sqlparse.TableRef, snap: Snapshot, node: exp.Expression
+             ) -> list[list[tuple[str, str, Any]]] | None:
+        """The exact DNF of ``node``, or None when it is not made of comparisons of the
+        table's columns with literals."""
+        node = _unparen(node)
+        if isinstance(node, exp.And):
+            a, b = self._dnf(ref, snap, node.this), self._dnf(ref, snap, node.expression)
+            if a is None or b is None or len(a) * len(b) > _MAX_DISJUNCTS:
+                return None
+            return [x + y for x in a for y in b]
+        if isinstance(node, exp.Or):
+            a, b = self._dnf(ref, snap, node.this), self._dnf(ref, snap, node.expression)
+            if a is None or b is None or len(a) + len(b) > _MAX_DISJUNCTS:
+                return None
+            return a + b
+        for cls, op in _CMP.items():
+            if type(node) is cls:
+                for col_side, lit_side, o in ((node.this, node.expression, op),
+                                              (node.expression, node.this, _FLIP[op])):
+                    col = self._resolve(ref, snap, col_side)
+                    if col is None:
+                        continue
+                    value = _value(lit_side)
+                    if value is _NO or not _fits(value, snap.schema.field(col).type):
+                        return None
+                    return [[(col, o, value)]]
+                return None
+        if isinstance(node, exp.In) and not node.args.get("query") and \
+                not node.args.get("unnest") and not node.args.get("field"):
+            col = self._resolve(ref, snap, node.this)
+            if col is None or not node.expressions:
+                return None
+            values = [_value(v) for v in node.expressions]
+            dtype = snap.schema.field(col).type
+            if any(v is _NO or not _fits(v, dtype) for v in values):
+                return None
+            return [[(col, "in", values)]]
+        if isinstance(node, exp.Between) and not node.args.get("symmetric"):
+            col = self._resolve(ref, snap, node.this)
+            lo, hi = _value(node.args["low"]), _value(node.args["high"])
+            if col is None:
+                return None
+            dtype = snap.schema.field(col).type
+            if lo is _NO or hi is _NO or not _fits(lo, dtype) or not _fits(hi, dtype):
+                return None
+            return [[(col, ">=", lo), (col, "<=", hi)]]
+        return None
+
+    @staticmethod
+    def _describe(conjuncts: list[exp.Expression]) -> str:
+        return " AND ".join(c.sql(dialect=sqlparse.DIALECT) for c in conjuncts)
+
+    # -- search references --------------------------------------------------------------
+
+    def _search_ref(self, plan: _Plan) -> None:
+        ref, snap = plan.ref, plan.snap
+        bm25 = [c for c in plan.calls if c.fn == "bm25"]
+        knn = [c for c in plan.calls if c.fn == "knn"]
+        dist = [c for c in plan.calls if c.fn == "vector_distance"]
+        name = snap.name
+        for group, what in ((bm25, "bm25()"), (knn, "knn()")):
+            if any(not c.same_search(group[0]) for c in group[1:]):
+                raise SqlPlanError(f"{what}: one search per reference to table {name!r}; "
+                                   "join the table again for another search")
+        if bm25 and knn:
+            raise SqlPlanError(f"bm25() and knn() on the same reference to table {name!r}; "
+                               "use hybrid_search() or join the table again")
+        where = ref.select.args.get("where") if ref.select is not None else None
+        conjuncts = _conjuncts(where.this) if where is not None else []
+        top_level = {id(_unparen(c)) for c in conjuncts}
+        for c in knn:
+            if id(c.node) not in top_level:
+                raise SqlPlanError("knn() is a condition of WHERE, joined to the other "
+                                   "conditions by AND")
+        knn_call = knn[0] if knn else None
+        by_score = [c for c in dist if knn_call is not None and c.same_search(knn_call)]
+        for c in dist:
+            if c not in by_score:
+                self._distance_edit(c, snap)
+        if knn_call is not None:
+            self._replace(plan, knn_call, where, conjuncts, knn + by_score)
+        elif bm25:
+            if self._requires_match(bm25, conjuncts):
+                self._replace(plan, bm25[0], where, conjuncts, bm25)
+            else:
+                self._join(plan, bm25[0], conjuncts, bm25)
+
+    def _distance_edit(self, call: _Call, snap: Snapshot) -> None:
+        dtype = snap.manifest.schema.field(call.column).type
+        fn = self.distances.function(snap.manifest.spec.vector[call.column], dtype)
+        col_span = sqlparse._span(call.column_node)
+        col_text = self.st.body[col_span[0]:col_span[1]] if col_span else call.column_node.sql()
+        vec = "[" + ", ".join(repr(float(x)) for x in call.query) + "]"
+        self._call_edit(call, f"{fn}({col_text}, '{vec}')")
+
+    def _call_edit(self, call: _Call, text: str) -> None:
+        parent = call.node.parent
+        if isinstance(parent, exp.Select) and call.node in parent.expressions:
+            # A bare projection keeps the user's text as its column name.
+            original = self.st.body[call.span[0]:call.span[1]]
+            text = f"{text} AS {_quote(original)}"
+        self.result.edits.append(sqlparse.Edit(call.span[0], call.span[1], text))
+
+    def _alias_text(self, ref: sqlparse.TableRef) -> str:
+        span = sqlparse._span(ref.alias_ident)
+        return self.st.body[span[0]:span[1]] if span else _quote(ref.alias_ident.name)
+
+    def _requires_match(self, calls: list[_Call], conjuncts: list[exp.Expression]) -> bool:
+        return any(self._lower_bound(calls, c) is not None for c in conjuncts)
+
+    @staticmethod
+    def _lower_bound(calls: list[_Call], node: exp.Expression) -> float | None:
+        """c when ``node`` is ``bm25(...) > c`` (c >= 0) or ``>= c`` (c > 0) for one of
+        ``calls``: only matching rows pass it."""
+        node = _unparen(node)
+        for cls, op in ((exp.GT, ">"), (exp.GTE, ">="), (exp.LT, "<"), (exp.LTE, "<=")):
+            if type(node) is not cls:
+                continue
+            for call_side, lit_side, o in ((node.this, node.expression, op),
+                                           (node.expression, node.this, _FLIP[op])):
+                inner = _unparen(call_side)
+                if not (isinstance(inner, exp.Anonymous) and inner.name.lower() == "bm25"):
+                    continue
+                if not any(inner is c.node for c in calls):
+                    continue
+                value = _number(lit_side)
+                if value is _NO:
+                    return None
+                if (o == ">" and value >= 0) or (o == ">=" and value > 0):
+                    return float(value)
+            return None
+        return None
+
+    def _needed(self, plan: _Plan, replaced: list[_Call]) -> list[str]:
+        """Columns of the table the statement may read through this reference."""
+        snap, ref = plan.snap, plan.ref
+        select = ref.select
+        if select is not None:
+            alias = _norm(ref.alias_ident)
+            for proj in select.expressions:
+                if isinstance(proj, exp.Star):
+                    return list(snap.schema.names)
+                if isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star):
+                    qual = proj.args.get("table")
+                    if isinstance(qual, exp.Identifier) and _norm(qual) == alias:
+                        return list(snap.schema.names)
+        skip = {id(c.column_node) for c in replaced}
+        names = {_norm(c.this) for c in self.st.expr.find_all(exp.Column)
+                 if isinstance(c.this, exp.Identifier) and id(c) not in skip}
+        return [c for c in snap.schema.names if c in names]
+
+    def _split(self, plan: _Plan, conjuncts: list[exp.Expression]
+               ) -> tuple[list[exp.Expression], list[exp.Expression], list[exp.Expression]]:
+        """(exact DNF conjuncts, other conjuncts over the table alone, the rest), the
+        conjuncts holding search calls left out."""
+        exact, local, rest = [], [], []
+        for c in conjuncts:
+            if has_search_calls(c):
+                continue
+            if self._dnf(plan.ref, plan.snap, c) is not None:
+                exact.append(c)
+            elif self._local(plan.ref, plan.snap, c):
+                local.append(c)
+            else:
+                rest.append(c)
+        return exact, local, rest
+
+    def _filter(self, plan: _Plan, exact: list[exp.Expression]
+                ) -> list[list[tuple[str, str, Any]]] | None:
+        dnf: list[list[tuple[str, str, Any]]] = [[]]
+        for c in exact:
+            part = self._dnf(plan.ref, plan.snap, c)
+            if part is None or len(dnf) * len(part) > _MAX_DISJUNCTS:
+                return None
+            dnf = [a + b for a in dnf for b in part]
+        return dnf if dnf != [[]] else None
+
+    def _prefilter(self, plan: _Plan, calls_in_where: list[_Call]) -> np.ndarray | None:
+        """``_id`` of the live rows passing the whole WHERE (search conditions taken as
+        true), computed by DataFusion over the table's view; None when the WHERE cannot be
+        evaluated on the table alone."""
+        ref = plan.ref
+        where = ref.select.args.get("where")
+        if len(sqlparse._sources(ref.select)) != 1 or \
+                any(isinstance(n, (exp.Select, exp.Subquery)) for n in where.walk()):
+            return None
+        span = self.text.where_span(where)
+        if span is None:
+            return None
+        edits = []
+        for c in calls_in_where:
+            if not (span[0] <= c.span[0] and c.span[1] <= span[1]):
+                continue
+            if c.fn == "knn":
+                text = "TRUE"
+            elif c.fn == "vector_distance":
+                dtype = plan.snap.manifest.schema.field(c.column).type
+                fn = self.distances.function(plan.snap.manifest.spec.vector[c.column], dtype)
+                vec = "[" + ", ".join(repr(float(x)) for x in c.query) + "]"
+                col_span = sqlparse._span(c.column_node)
+                text = f"{fn}({self.st.body[col_span[0]:col_span[1]]}, '{vec}')"
+            else:
+                # Only lower bounds on the score reach here; every match passes them.
+                text = "1e308"
+            edits.append(sqlparse.Edit(c.span[0] - span[0], c.span[1] - span[0], text))
+        condition = sqlparse.splice(self.st.body[span[0]:span[1]], edits)
+        view = self.acquire(ref, None)
+        sql = (f"SELECT {_quote(ID_COLUMN)} FROM {_quote(view)} AS {self._alias_text(ref)} "
+               f"WHERE {condition}")
+        ids = self.ctx.sql(sql).to_arrow_table().column(0)
+        return np.unique(ids.to_numpy(zero_copy_only=False).astype(np.int64))
+
+    def _register(self, data: pa.Table) -> str:
+        name = f"__quiver_hits_{next(_names)}"
+        batches = data.to_batches() or [pa.RecordBatch.from_pylist([], schema=data.schema)]
+        self.ctx.register_record_batches(name, [batches])
+        self._registered.append(name)
+        return name
+
+    def _k_from_limit(self, plan: _Plan, call: _Call) -> int | None:
+        """LIMIT + OFFSET when the SELECT returns its rows ranked by this score alone."""
+        select = plan.ref.select
+        if select is None or select.args.get("group") or select.args.get("having") or \
+                select.args.get("distinct") or select.args.get("joins"):
+            return None
+        if any(isinstance(n, (exp.AggFunc, exp.Window)) for p in select.expressions
+               for n in p.walk()):
+            return None
+        order, limit = select.args.get("order"), select.args.get("limit")
+        if order is None or limit is None or len(order.expressions) != 1:
+            return None
+        ordered = order.expressions[0]
+        if not ordered.args.get("desc"):
+            return None
+        key = _unparen(ordered.this)
+        if isinstance(key, exp.Column) and key.args.get("table") is None:
+            for proj in select.expressions:
+                if isinstance(proj, exp.Alias) and proj.alias == key.name:
+                    key = _unparen(proj.this)
+                    break
+        if not (isinstance(key, exp.Anonymous) and key.name.lower() == "bm25"
+                and any(c.node is key for c in plan.calls)):
+            return None
+        n = _number(limit.expression)
+        offset = select.args.get("offset")
+        skip = _number(offset.expression) if offset is not None else 0
+        if not isinstance(n, int) or not isinstance(skip, int) or n < 0 or skip < 0:
+            return None
+        return n + skip
+
+    def _replace(self, plan: _Plan, call: _Call, where: exp.Where | None,
+                 conjuncts: list[exp.Expression], scored: list[_Call]) -> None:
+        """The reference becomes the search result."""
+        ref, snap = plan.ref, plan.snap
+        exact, local, rest = self._split(plan, conjuncts)
+        others = [c for c in conjuncts if has_search_calls(c)
+                  and not (call.fn == "bm25" and self._lower_bound(scored, c) is not None)
+                  and not (call.fn == "knn" and _unparen(c) is call.node)]
+        k = call.k
+        if call.fn == "bm25":
+            k = self._k_from_limit(plan, call) if not rest and not others else None
+        filter_: Any = self._filter(plan, exact)
+        pushed = list(exact)
+        prefiltered = False
+        need_all = call.fn == "knn" or k is not None
+        if local and need_all:
+            ids = self._prefilter(plan, [c for c in plan.calls])
+            if ids is not None:
+                filter_ = pc.field(ID_COLUMN).isin(pa.array(ids, pa.int64()))
+                pushed += local
+                prefiltered = True
+        if call.fn == "bm25" and local and not prefiltered:
+            k = None
+        left = [c for c in local + rest if not any(c is p for p in pushed)]
+        pool = _fan_out_pool(snap)
+        try:
+            if call.fn == "bm25":
+                hits = search.bm25(snap, call.column, call.query,
+                                   k if k is not None else max(1, snap.manifest.num_rows),
+                                   mode=call.mode, filter_=filter_, pool=pool)
+            else:
+                hits = search.vector(snap, call.column, call.query, call.k,
+                                     nprobe=call.nprobe, filter_=filter_, pool=pool)
+        except QueryError as exc:
+            raise SqlPlanError(f"{call.fn}(): {exc}") from None
+        columns = self._needed(plan, scored)
+        data = search.materialize(snap, hits, columns, score_name=SCORE_COLUMN)
+        name = self._register(data)
+        placeholder = "\x00view\x00"
+        edit = sqlparse.table_edit(ref, placeholder, self.st.body)
+        if edit is None:
+            raise SqlPlanError(f"cannot locate table {snap.name!r} in the statement text")
+        self.result.ref_edits[id(ref.node)] = sqlparse.Edit(
+            edit.start, edit.end, edit.text.replace(_quote(placeholder), _quote(name), 1))
+        alias = self._alias_text(ref)
+        for c in scored:
+            if c.fn == "knn":
+                self.result.edits.append(sqlparse.Edit(c.span[0], c.span[1], "TRUE"))
+            else:
+                self._call_edit(c, f"{alias}.{_quote(SCORE_COLUMN)}")
+        what = "bm25" if call.fn == "bm25" else "knn"
+        desc = [f"index path: {what} on {snap.name}.{call.column}",
+                f"k={k if k is not None else 'all'}"]
+        if pushed:
+            how = " (by _id of rows passing it)" if prefiltered else ""
+            desc.append(f"filter=[{self._describe(pushed)}]{how}")
+        if left:
+            desc.append(f"after the search=[{self._describe(left)}]")
+        desc.append(f"columns={columns}")
+        desc.append(f"rows={data.num_rows}")
+        self._note(" ".join(desc))
+        if call.fn == "knn" and left:
+            self._note(f"knn on {snap.name}.{call.column}: conditions that read other tables "
+                       "apply after the search; fewer than k rows may remain")
+
+    def _join(self, plan: _Plan, call: _Call, conjuncts: list[exp.Expression],
+              scored: list[_Call]) -> None:
+        """Every row keeps its place; the score is 0 where the row does not match."""
+        ref, snap = plan.ref, plan.snap
+        exact, _, _ = self._split(plan, conjuncts)
+        filter_ = self._filter(plan, exact)
+        try:
+            hits = search.bm25(snap, call.column, call.query, max(1, snap.manifest.num_rows),
+                               mode=call.mode, filter_=filter_, pool=_fan_out_pool(snap))
+        except QueryError as exc:
+            raise SqlPlanError(f"bm25(): {exc}") from None
+        data = pa.table({ID_COLUMN: pa.array(hits.ids, pa.int64()),
+                         SCORE_COLUMN: pa.array(hits.scores, pa.float32())})
+        hits_name = self._register(data)
+        dnf = sqlparse.pruning_filter(ref, snap.schema)
+        view = self.acquire(ref, snap.candidate_files(dnf) if dnf else None)
+        s, i = _quote(SCORE_COLUMN), _quote(ID_COLUMN)
+        relation = (f"(SELECT __quiver_v.*, COALESCE(__quiver_h.{s}, CAST(0 AS REAL)) AS {s} "
+                    f"FROM {_quote(view)} AS __quiver_v LEFT JOIN {_quote(hits_name)} AS "
+                    f"__quiver_h ON __quiver_v.{i} = __quiver_h.{i})")
+        placeholder = "\x00view\x00"
+        edit = sqlparse.table_edit(ref, placeholder, self.st.body)
+        if edit is None:
+            raise SqlPlanError(f"cannot locate table {snap.name!r} in the statement text")
+        self.result.ref_edits[id(ref.node)] = sqlparse.Edit(
+            edit.start, edit.end, edit.text.replace(_quote(placeholder), relation, 1))
+        alias = self._alias_text(ref)
+        for c in scored:
+            self._call_edit(c, f"{alias}.{_quote(SCORE_COLUMN)}")
+        desc = f"index path: bm25 on {snap.name}.{call.column} k=all scores joined to every row"
+        if exact:
+            desc += f" filter=[{self._describe(exact)}]"
+        self._note(f"{desc} matches={data.num_rows}")
+
+    # -- equality -----------------------------------------------------------------------
+
+    def _equality_ref(self, ref: sqlparse.TableRef) -> None:
+        table, snap = self.source(ref)
+        fts = snap.manifest.spec.fts
+        if not fts:
+            return
+        found = None
+        for c in _conjuncts(ref.select.args["where"].this):
+            dnf = self._dnf(ref, snap, c)
+            if dnf is None or len(dnf) != 1 or len(dnf[0]) != 1:
+                continue
+            col, op, value = dnf[0][0]
+            if col in fts and op in ("=", "in"):
+                found = (c, col, value if op == "in" else [value])
+                break
+        if found is None:
+            return
+        cond, column, values = found
+        token_sets = [list(dict.fromkeys(tokenize(v))) for v in values]
+        if any(not t for t in token_sets):
+            return
+        dnf = sqlparse.pruning_filter(ref, snap.schema)
+        files = snap.candidate_files(dnf) if dnf else snap.candidate_files()
+        kept = []
+        for f in files:
+            summary = snap.pool.summary(f)
+            bloom = summary.blooms.get(column) if summary else None
+            if bloom is None or any(bloom.might_contain(t).all() for t in token_sets):
+                kept.append(f)
+        where = f"{snap.name}.{column} ({self._describe([cond])})"
+        if not snap.pool.eager:
+            ids = np.unique(np.concatenate(
+                [search.exact_match(snap, column, v, filter_=dnf) for v in values]
+                or [np.zeros(0, np.int64)]))
+            hits = _hits_of_ids(snap, ids)
+            rows = search.materialize(snap, hits, self._needed(_Plan(ref, table, snap), []),
+                                      score_name=SCORE_COLUMN)
+            name = self._register(rows.drop_columns([SCORE_COLUMN]))
+            edit = sqlparse.table_edit(ref, name, self.st.body)
+            if edit is not None:
+                self.result.ref_edits[id(ref.node)] = edit
+                self._note(f"index path: exact_match on {where} rows={rows.num_rows} "
+                           f"from {len(hits.files)} of {len(files)} files")
+            return
+        if files and len(files) - len(kept) >= NARROW_SHARE * len(files):
+            view = self.acquire(ref, kept)
+            edit = sqlparse.table_edit(ref, view, self.st.body)
+            if edit is not None:
+                self.result.ref_edits[id(ref.node)] = edit
+                self._note(f"index path: term blooms on {where} keep {len(kept)} of "
+                           f"{len(files)} files; the scan reads those")
+            return
+        self._note(f"scan: {where} left to the scan; term blooms keep {len(kept)} of "
+                   f"{len(files)} files")
+
+
+# -- vector_distance --------------------------------------------------------------------------
+
+
+class DistanceFunctions:
+    """Scalar functions ``vector_distance`` is rewritten to, one per (metric, vector type),
+    registered on first use."""
+
+    def __init__(self, ctx: datafusion.SessionContext) -> None:
+        self.ctx = ctx
+        self._lock = threading.Lock()
+        self._names: dict[tuple[str, str], str] = {}
+
+    def function(self, metric: Metric, dtype: pa.DataType) -> str:
+        key = (str(metric), str(dtype))
+        with self._lock:
+            name = self._names.get(key)
+            if name is None:
+                name = f"__quiver_distance_{len(self._names)}"
+                dim = vector_dim(dtype)
+                self.ctx.register_udf(datafusion.udf(
+                    _distance_kernel(Metric(metric), dim), [dtype, pa.string()], pa.float32(),
+                    "immutable", name))
+                self._names[key] = name
+            return name
+
+
+def _distance_kernel(metric: Metric, dim: int) -> Callable[[pa.Array, pa.Array], pa.Array]:
+    parsed: dict[str, np.ndarray] = {}
+
+    def kernel(vectors: pa.Array, query: pa.Array) -> pa.Array:
+        n = len(vectors)
+        if n == 0:
+            return pa.array([], pa.float32())
+        text = query[0].as_py() if isinstance(query, pa.Array) else query.as_py()
+        q = parsed.get(text)
+        if q is None:
+            q = parsed.setdefault(text, parse_vector_literal(text).astype(np.float64))
+        if isinstance(vectors, pa.ChunkedArray):
+            vectors = vectors.combine_chunks()
+        flat = vectors.values.slice(vectors.offset * dim, n * dim)
+        m = flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(n, dim)
+        if metric is Metric.COSINE:
+            norms = np.linalg.norm(m, axis=1) * float(np.linalg.norm(q))
+            dots = m @ q
+            with np.errstate(divide="ignore", invalid="ignore"):
+                d = np.where(norms > 0, 1.0 - dots / np.where(norms > 0, norms, 1.0), 1.0)
+        elif metric is Metric.L2:
+            d = np.sqrt(((m - q) ** 2).sum(axis=1))
+        else:
+            d = -(m @ q)
+        mask = vectors.is_null().to_numpy(zero_copy_only=False) if vectors.null_count else None
+        return pa.array(d.astype(np.float32), pa.float32(), mask=mask)
+
+    return kernel
