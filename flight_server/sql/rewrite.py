@@ -10,11 +10,12 @@ returns text edits (spans of the user's own text replaced, nothing regenerated):
   ``knn(...)`` conjunct) is *replaced* by the search result: ``_id``, the score and
   only the columns the statement names, so the text column is never scanned. WHERE
   conjuncts over the table's own columns go into the search as a table-layer filter
-  (comparisons with literals exactly as DNF, which also prunes files by min/max;
-  anything else, when the search depends on it, by first asking DataFusion for the
-  ``_id`` of the rows that pass). ``bm25`` asks for k = LIMIT + OFFSET when its SELECT
-  orders by the score alone (descending) with every filter pushed; otherwise for every
-  match. ``knn(c, v, k)`` is the k nearest rows among those passing the filter.
+  (comparisons with literals exactly as DNF, which also prunes files by min/max). For
+  ``knn`` any other condition on the table alone is pushed too, by first asking
+  DataFusion for the ``_id`` of the rows that pass, so ``knn(c, v, k)`` is the k
+  nearest rows among those passing every filter. ``bm25`` asks for k = LIMIT + OFFSET
+  when its SELECT orders by the score alone (descending) with every filter pushed;
+  otherwise for every match, and DataFusion filters those.
 - ``bm25()`` without a WHERE that requires a match needs 0 for rows that do not match:
   the reference becomes the table LEFT JOIN the search result on ``_id`` with
   ``COALESCE(score, 0)``.
@@ -745,8 +746,11 @@ class IndexRewrite:
         filter_: Any = self._filter(plan, exact)
         pushed = list(exact)
         prefiltered = False
-        need_all = call.fn == "knn" or k is not None
-        if local and need_all:
+        # For knn the filter decides which rows are the k nearest, so it must reach the
+        # search. For bm25 it only trims the matches: asking DataFusion for the passing
+        # rows scans the whole table, which measured slower than taking every match and
+        # filtering those.
+        if local and call.fn == "knn":
             ids = self._prefilter(plan, [c for c in plan.calls])
             if ids is not None:
                 filter_ = pc.field(ID_COLUMN).isin(pa.array(ids, pa.int64()))

@@ -102,7 +102,7 @@ def test_bm25_top_k_asks_the_index_for_limit_plus_offset_and_pushes_the_filter(e
     assert "'body'" not in notes[0]
 
 
-def test_bm25_with_a_filter_the_index_cannot_take_is_applied_before_the_top_k(engine):
+def test_bm25_with_a_filter_the_index_cannot_take_ranks_every_match_then_filters(engine):
     sql = ("SELECT _id, bm25(body, 'rust') AS s FROM docs WHERE bm25(body, 'rust') > 0 "
            "AND lower(title) LIKE '%json%' ORDER BY s DESC LIMIT 7")
     got = engine.execute(sql)
@@ -110,7 +110,8 @@ def test_bm25_with_a_filter_the_index_cannot_take_is_applied_before_the_top_k(en
         "SELECT _id, score AS s FROM bm25_search('docs', 'body', 'rust', 100000) "
         "WHERE lower(title) LIKE '%json%' ORDER BY s DESC, _id LIMIT 7")
     assert got.column("s").to_pylist() == want.column("s").to_pylist()
-    assert "k=7" in _notes(engine, sql)[0]
+    note = _notes(engine, sql)[0]
+    assert "k=all" in note and "after the search=[LOWER(title) LIKE '%json%']" in note
 
 
 def test_bm25_without_a_match_condition_scores_every_row_with_zero_for_non_matches(engine, live):
