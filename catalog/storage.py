@@ -339,6 +339,33 @@ class ObstoreObjectStore:
     def __repr__(self) -> str:
         return f"ObstoreObjectStore({self._where})"
 
+    @property
+    def local_root(self) -> Path | None:
+        """The root's folder on local disk (local roots only), for readers that open files
+        by path."""
+        return self._local.root if self._local is not None else None
+
+    def s3_settings(self) -> dict[str, Any] | None:
+        """What another S3 client needs to reach this root (S3 roots only): bucket, prefix,
+        region, endpoint, allow_http and static credentials where configured."""
+        if self._kind != "s3":
+            return None
+        config = getattr(self._client, "config", None)
+        if not isinstance(config, dict) or "bucket" not in config:
+            return None
+        options = getattr(self._client, "client_options", None) or {}
+        allow_http = str(options.get("allow_http", "false")).lower() in ("true", "1", "yes")
+        return {
+            "bucket": config["bucket"],
+            "prefix": (getattr(self._client, "prefix", None) or "").strip("/"),
+            "region": config.get("region"),
+            "endpoint": config.get("endpoint"),
+            "access_key_id": config.get("access_key_id"),
+            "secret_access_key": config.get("secret_access_key"),
+            "session_token": config.get("token") or config.get("session_token"),
+            "allow_http": allow_http,
+        }
+
     def _key(self, path: str) -> str:
         _check_path(path)
         return self._key_prefix + path
