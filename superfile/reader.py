@@ -107,7 +107,10 @@ class SuperfileReader:
                 self._vec[entry.column] = VectorIndexReader.open(window, verify=resident)
                 vector_spec[entry.column] = self._vec[entry.column].metric
         self.spec = IndexSpec(fts=tuple(self._fts), vector=vector_spec)
-        self._rows = RowFetcher(source, self._footer, self.schema)
+        # Resident files hand the fetcher their bytes, so it can decode and keep whole
+        # columns instead of building a small file per column and take.
+        whole = source.read(0, source.size()) if resident else None
+        self._rows = RowFetcher(source, self._footer, self.schema, resident=whole)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -254,7 +257,9 @@ class SuperfileReader:
 
     def take(self, row_ids: np.ndarray | Sequence[int], columns: list[str] | None = None
              ) -> pa.Table:
-        """The chosen rows, in the order given, decoding only the pages that hold them."""
+        """The chosen rows, in the order given: from whole columns decoded once (kept in the
+        shared ``ColumnCache``) for a resident file, else decoding only the pages that
+        hold them."""
         return self._rows.take(np.asarray(row_ids, dtype=np.int64), columns)
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:

@@ -12,15 +12,26 @@ columns end at different rows while a row group needs one row count for all of
 its columns. Leaves of one nested field are cut at row boundaries common to all
 of them, so they stay aligned. Column chunks without an offset index are read
 whole through ``RangeFile`` instead.
+
+Files held in memory skip all that: building and decoding a small file per column
+costs far more than taking rows from an already decoded column, so a fetcher over
+resident bytes decodes a requested column whole, once, and keeps it in
+``ColumnCache``, one least-recently-used store with a byte budget shared by every
+such fetcher in the process. Columns too big for their share of the budget keep
+using the pages.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import itertools
 import logging
 import struct
 import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import reduce
 
@@ -48,6 +59,120 @@ ARROW_SCHEMA_KEY = b"ARROW:schema"
 # ColumnMetaData fields that stay valid for a subset of the pages; statistics, page
 # encoding counts, bloom filters and size statistics describe the whole chunk and go.
 _KEPT_COLUMN_META = (md.CMD_TYPE, md.CMD_ENCODINGS, md.CMD_PATH, md.CMD_CODEC, md.CMD_KV)
+DEFAULT_COLUMN_CACHE_BYTES = 512 * 1024 * 1024
+# A single column may take at most this share of the budget, so one huge column (say
+# of vectors) cannot flush everything else, and so its whole decode is never paid
+# for a handful of rows that its pages serve far cheaper.
+COLUMN_SHARE = 8
+# A first take of a column that asks for fewer rows than 1/ADMIT_FRACTION of the file
+# goes through the pages and only marks the column; the whole decode (some ms for a
+# large string column) is paid on the second take, so a one-off query stays as cheap
+# as before while repeated ones become an Arrow take.
+ADMIT_FRACTION = 64
+
+
+class ColumnCache:
+    """Whole decoded columns of resident files, keyed by (owner, column name).
+
+    Least recently used columns are evicted first, whole, once the decoded bytes pass
+    the budget. Thread-safe.
+    """
+
+    def __init__(self, budget: int = DEFAULT_COLUMN_CACHE_BYTES) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[int, str], tuple[pa.Array | pa.ChunkedArray, int]] = \
+            OrderedDict()
+        self._owners: dict[int, set[str]] = {}
+        self._budget = int(budget)
+        self._used = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    @property
+    def budget(self) -> int:
+        return self._budget
+
+    @property
+    def used(self) -> int:
+        """Decoded bytes held now."""
+        return self._used
+
+    @property
+    def max_column(self) -> int:
+        """The largest column, in bytes, that is kept."""
+        return self._budget // COLUMN_SHARE
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: tuple[int, str]) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def set_budget(self, budget: int) -> None:
+        """Changes the budget, evicting at once down to a smaller one."""
+        if budget < 0:
+            raise ValueError(f"a cache budget cannot be negative, got {budget}")
+        with self._lock:
+            self._budget = int(budget)
+            self._evict_locked()
+
+    def get(self, owner: int, column: str) -> pa.Array | pa.ChunkedArray | None:
+        with self._lock:
+            found = self._items.get((owner, column))
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end((owner, column))
+            self.hits += 1
+            return found[0]
+
+    def put(self, owner: int, column: str, values: pa.Array | pa.ChunkedArray, nbytes: int
+            ) -> pa.Array | pa.ChunkedArray:
+        """Keeps ``values`` if they fit; returns the column to use (an equal one that a
+        concurrent caller put first wins, so both callers share one copy)."""
+        key = (owner, column)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found[0]
+            if nbytes > self.max_column:
+                return values
+            self._items[key] = (values, nbytes)
+            self._owners.setdefault(owner, set()).add(column)
+            self._used += nbytes
+            self._evict_locked()
+            return values
+
+    def drop_owner(self, owner: int) -> None:
+        """Forgets every column of one owner (its file is no longer read)."""
+        with self._lock:
+            for column in self._owners.pop(owner, ()):
+                _, nbytes = self._items.pop((owner, column))
+                self._used -= nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._owners.clear()
+            self._used = 0
+
+    def _evict_locked(self) -> None:
+        while self._used > self._budget and self._items:
+            (owner, column), (_, nbytes) = self._items.popitem(last=False)
+            self._used -= nbytes
+            self.evictions += 1
+            columns = self._owners.get(owner)
+            if columns is not None:
+                columns.discard(column)
+                if not columns:
+                    del self._owners[owner]
+
+
+COLUMN_CACHE = ColumnCache()
+_owner_ids = itertools.count(1)
 
 
 class RangeFile(io.RawIOBase):
@@ -162,9 +287,13 @@ class _GroupPlan:
 
 
 class RowFetcher:
-    """Fetches rows by id through the page index. Thread-safe for concurrent ``take`` calls."""
+    """Fetches rows by id through the page index, or, over resident bytes, from whole
+    columns decoded once. Thread-safe for concurrent ``take`` calls."""
 
-    def __init__(self, source: RangeReader, footer: bytes, schema: pa.Schema) -> None:
+    def __init__(self, source: RangeReader, footer: bytes, schema: pa.Schema, *,
+                 resident: Buffer | None = None, cache: ColumnCache | None = None) -> None:
+        """``resident`` is the whole file when it is held in memory; only then are whole
+        columns decoded and kept in ``cache`` (the process-wide one unless given)."""
         self._source = source
         self._schema = schema
         self._meta: FileMetadata = md.parse_file_metadata(footer)
@@ -181,6 +310,15 @@ class RowFetcher:
         self._parquet_file: pq.ParquetFile | None = None
         # The fallback reader moves one shared file position; serialize its use.
         self._fallback_lock = threading.Lock()
+        self._resident = resident
+        self._cache: ColumnCache | None = None
+        self._owner = next(_owner_ids)
+        self._paged_only: set[str] = set()
+        self._touched: set[str] = set()
+        if resident is not None:
+            self._cache = COLUMN_CACHE if cache is None else cache
+            # The columns of a file nobody reads any more free their budget share at once.
+            weakref.finalize(self, self._cache.drop_owner, self._owner)
 
     @property
     def num_rows(self) -> int:
@@ -199,6 +337,23 @@ class RowFetcher:
                                metadata=self._schema.metadata)
         if ids.size == 0:
             return out_schema.empty_table()
+        whole = {n: w for n in dict.fromkeys(names)
+                 if (w := self._whole_column(n, ids.size)) is not None}
+        paged = [n for n in dict.fromkeys(names) if n not in whole]
+        taken: dict[str, pa.Array | pa.ChunkedArray] = {}
+        if whole:
+            indices = pa.array(ids)
+            taken = {n: w.take(indices) for n, w in whole.items()}
+        if paged:
+            taken.update(self._take_pages(ids, paged))
+        try:
+            # Casts where the decoded type differs from the schema's (e.g. a caller's schema).
+            return pa.Table.from_arrays([taken[n] for n in names], schema=out_schema)
+        except pa.ArrowException as exc:
+            raise CorruptFileError(f"the file's columns do not have the schema's types: {exc}"
+                                   ) from None
+
+    def _take_pages(self, ids: np.ndarray, names: list[str]) -> dict[str, pa.ChunkedArray]:
         uniq, inverse = np.unique(ids, return_inverse=True)
         starts = self._meta.row_starts
         rg_of = np.searchsorted(starts, uniq, side="right") - 1
@@ -210,16 +365,61 @@ class RowFetcher:
         self._load_page_indexes(names, wanted)
         plans = {n: self._plan_field(self._fields[n], wanted) for n in names}
         self._fetch_pages([p for plan in plans.values() for gp, _ in plan for p in gp.pieces or ()])
-        arrays = []
+        out = {}
         for name in names:
             values, positions = self._read_field(name, plans[name])
-            arrays.append(values.take(pa.array(positions[inverse])))
+            out[name] = values.take(pa.array(positions[inverse]))
+        return out
+
+    # -- whole columns of resident files ---------------------------------------------------
+
+    def _whole_column(self, name: str, wanted: int) -> pa.Array | pa.ChunkedArray | None:
+        """The decoded column ``name`` of a resident file, or None to use the pages for
+        this take of ``wanted`` rows."""
+        cache = self._cache
+        if cache is None:
+            return None
+        if name in self._paged_only:
+            return None
+        found = cache.get(self._owner, name)
+        if found is not None:
+            return found
+        lo, hi = self._fields[name].leaf_range
+        encoded = 0
+        for group in self._meta.row_groups:
+            for chunk in group.columns[lo:hi]:
+                size = chunk.raw[md.CC_META][1].get(md.CMD_TOTAL_UNCOMPRESSED)
+                encoded += size[1] if size is not None else chunk.total_compressed_size
+        if encoded > cache.max_column:
+            self._paged_only.add(name)
+            return None
+        if name not in self._touched and wanted * ADMIT_FRACTION < self._meta.num_rows:
+            self._touched.add(name)
+            return None
+        column = self._decode_whole(name)
+        values: pa.Array | pa.ChunkedArray = column
+        if column.num_chunks == 1:
+            values = column.chunk(0)
+        elif column.num_chunks > 1:
+            # One array makes each take cheaper; strings past 2 GiB stay chunked.
+            with contextlib.suppress(pa.ArrowException):
+                values = column.combine_chunks()
+        return cache.put(self._owner, name, values, values.nbytes)
+
+    def _decode_whole(self, name: str) -> pa.ChunkedArray:
+        assert self._resident is not None
         try:
-            # Casts where the decoded type differs from the schema's (e.g. a caller's schema).
-            return pa.Table.from_arrays(arrays, schema=out_schema)
-        except pa.ArrowException as exc:
-            raise CorruptFileError(f"the file's columns do not have the schema's types: {exc}"
-                                   ) from None
+            file = pq.ParquetFile(pa.BufferReader(pa.py_buffer(self._resident)),
+                                  page_checksum_verification=True)
+            column = file.read(columns=[name], use_threads=False).column(0)
+        except SuperfileError:
+            raise
+        except Exception as exc:  # pyarrow reports bad bytes with many exception types
+            raise CorruptFileError(f"column {name!r} does not decode: {exc}") from None
+        if len(column) != self._meta.num_rows:
+            raise CorruptFileError(f"column {name!r} decodes to {len(column)} rows where the "
+                                   f"footer promises {self._meta.num_rows}")
+        return column
 
     # -- planning --------------------------------------------------------------------------
 
@@ -485,4 +685,11 @@ class RowFetcher:
         return base64.b64encode(pa.schema([full.field(index)]).serialize().to_pybytes())
 
 
-__all__ = ["RangeFile", "RowFetcher", "read_footer"]
+__all__ = [
+    "COLUMN_CACHE",
+    "DEFAULT_COLUMN_CACHE_BYTES",
+    "ColumnCache",
+    "RangeFile",
+    "RowFetcher",
+    "read_footer",
+]
