@@ -1,14 +1,17 @@
 """Versioned views: one DataFusion relation per (table, manifest version, set of files).
 
 A manifest version never changes, so the relation built for it is registered
-once and shared by every statement pinned to that version. Each live superfile
-is a source (its Parquet body read directly from a local root or S3, or its
-live rows held in memory where DataFusion cannot reach the storage); the view
-is the UNION ALL of the sources with the hidden ``_id`` exposed. Tombstoned
-rows are hidden by an anti-join on (file number, ``_id``): per file, because an
-updated row keeps its ``_id`` in a newer file. Files without tombstones skip
-the join. A statement whose filters let the manifest rule out files gets a
-view over the remaining files only, so those files are never opened.
+once and shared by every statement pinned to that version. Each view reads
+the live superfiles with the hidden ``_id`` exposed. DataFusion's planning cost
+grows with the number of sources a statement scans, so a view has as few as the
+storage allows: on a local root one listing source over a private directory of
+links to the view's files (files with tombstones in a second one, whose
+partition column carries the file number); in memory, one in-memory source with
+a partition per file; on S3 one Parquet source per file. Tombstoned rows are
+hidden by an anti-join on (file number, ``_id``): per file, because an updated
+row keeps its ``_id`` in a newer file. Files without tombstones skip the join.
+A statement whose filters let the manifest rule out files gets a view over the
+remaining files only, so those files are never opened.
 
 Views of old versions are dropped once a table has more than a few newer ones
 and no statement is planning against them.
@@ -18,7 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +57,11 @@ class _Version:
     base: str
     views: set[str] = field(default_factory=set)
     sources: dict[int, str] = field(default_factory=dict)
+    # Relations and link directories registered for single views of this version.
+    own: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    # Keys of the in-memory live rows of each file (memory roots).
+    rows: dict[int, str] = field(default_factory=dict)
     dead: str | None = None
     in_use: int = 0
 
@@ -120,6 +132,11 @@ class ViewRegistry:
         self._access: dict[tuple[str, str], _Access] = {}
         # Source tables by identity, shared by the versions that still hold the file.
         self._source_refs: dict[str, int] = {}
+        # Live rows of files on memory roots, shared the same way.
+        self._rows: dict[str, pa.Table] = {}
+        self._row_refs: dict[str, int] = {}
+        self._links: str | None = None
+        self._links_ok = True
 
     # -- public --------------------------------------------------------------------------
 
@@ -180,25 +197,17 @@ class ViewRegistry:
         return acc
 
     def _source(self, table: Table, snap: Snapshot, ver: _Version, k: int) -> str:
+        """A Parquet source over the one file ``k``, shared by the versions that hold it."""
         name = ver.sources.get(k)
         if name is not None:
             return name
         entry = snap.files[k]
         acc = self._access_for(table, snap)
         stem = entry.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        if acc.kind == "memory":
-            # Rows held in memory already have their tombstones applied.
-            name = f"{table.name.lower()}@{ver.key[1][:8]}#{stem}#{len(entry.tombstones)}"
-        else:
-            name = f"{table.name.lower()}@{ver.key[1][:8]}#{stem}"
+        name = f"{table.name.lower()}@{ver.key[1][:8]}#{stem}"
         if name not in self._source_refs:
-            if acc.kind == "memory":
-                data = _live_rows(snap, entry)
-                self.ctx.register_record_batches(name, [data.to_batches() or [
-                    pa.RecordBatch.from_pylist([], schema=data.schema)]])
-            else:
-                self.ctx.register_parquet(name, acc.url(entry), schema=snap.manifest.schema,
-                                          file_extension="")
+            self.ctx.register_parquet(name, acc.url(entry), schema=snap.manifest.schema,
+                                      file_extension="")
             self._source_refs[name] = 0
         self._source_refs[name] += 1
         ver.sources[k] = name
@@ -226,31 +235,126 @@ class ViewRegistry:
     def _create_view(self, table: Table, snap: Snapshot, ver: _Version, name: str,
                      chosen: Sequence[int]) -> None:
         schema = snap.manifest.schema
-        cols = ", ".join(quote(c) for c in (*snap.schema.names, ID_COLUMN))
+        visible = pa.schema([*snap.schema, schema.field(ID_COLUMN)])
         if not chosen:
-            empty = pa.RecordBatch.from_pylist([], schema=pa.schema(
-                [*snap.schema, schema.field(ID_COLUMN)]))
-            self.ctx.register_record_batches(name, [[empty]])
+            self.ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist(
+                [], schema=visible)]])
             ver.views.add(name)
             return
         acc = self._access_for(table, snap)
-        clean, dirty = [], []
-        for k in chosen:
-            src = quote(self._source(table, snap, ver, k))
-            if acc.kind != "memory" and snap.files[k].tombstones:
-                dirty.append(f"SELECT {cols}, CAST({k} AS INT) AS {FILE_COLUMN} FROM {src}")
-            else:
-                clean.append(f"SELECT {cols} FROM {src}")
-        parts = list(clean)
-        if dirty:
-            dead = quote(self._dead(snap, ver))
-            parts.append(
-                f"SELECT {cols} FROM ({' UNION ALL '.join(dirty)}) AS x WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {dead} AS d WHERE d.{FILE_COLUMN} = x.{FILE_COLUMN} "
-                f"AND d.{ID_COLUMN} = x.{ID_COLUMN})")
+        if acc.kind == "memory":
+            self._memory_view(snap, ver, name, chosen, visible)
+            ver.views.add(name)
+            return
+        cols = ", ".join(quote(c) for c in visible.names)
+        clean = [k for k in chosen if not snap.files[k].tombstones]
+        dirty = [k for k in chosen if snap.files[k].tombstones]
+        parts: list[str] = []
+        linked = None
+        if acc.kind == "local":
+            linked = self._linked_parts(table, snap, ver, name, clean, dirty, cols)
+        if linked is not None:
+            parts = linked
+        else:
+            dirty_parts = []
+            for k in chosen:
+                src = quote(self._source(table, snap, ver, k))
+                if snap.files[k].tombstones:
+                    dirty_parts.append(
+                        f"SELECT {cols}, CAST({k} AS INT) AS {FILE_COLUMN} FROM {src}")
+                else:
+                    parts.append(f"SELECT {cols} FROM {src}")
+            if dirty_parts:
+                parts.append(self._anti_join(snap, ver, cols,
+                                             f"({' UNION ALL '.join(dirty_parts)})"))
         self.ctx.register_view(name, self.ctx.sql(" UNION ALL ".join(parts)))
         ver.views.add(name)
         log.debug("registered view %s over %d file(s)", name, len(chosen))
+
+    def _anti_join(self, snap: Snapshot, ver: _Version, cols: str, rows: str) -> str:
+        dead = quote(self._dead(snap, ver))
+        return (f"SELECT {cols} FROM {rows} AS x WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {dead} AS d WHERE d.{FILE_COLUMN} = x.{FILE_COLUMN} "
+                f"AND d.{ID_COLUMN} = x.{ID_COLUMN})")
+
+    def _link_root(self) -> str | None:
+        if self._links is None and self._links_ok:
+            try:
+                self._links = tempfile.mkdtemp(prefix="quiver-sql-")
+            except OSError as exc:
+                log.info("no directory for file links (%s); one source per file", exc)
+                self._links_ok = False
+                return None
+            weakref.finalize(self, shutil.rmtree, self._links, True)
+        return self._links
+
+    def _linked_parts(self, table: Table, snap: Snapshot, ver: _Version, name: str,
+                      clean: Sequence[int], dirty: Sequence[int], cols: str
+                      ) -> list[str] | None:
+        """The view's parts over at most two listing sources (clean files; files with
+        tombstones, numbered by a partition column), or None where links cannot be made.
+        A listing source is planned as one scan however many files it holds."""
+        root = self._link_root()
+        if root is None:
+            return None
+        acc = self._access_for(table, snap)
+        folder = os.path.join(root, hashlib.sha1(name.encode()).hexdigest()[:20])
+        # A view evicted earlier under the same name had the same files.
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            for part, ks in (("clean", clean), ("dirty", dirty)):
+                for k in ks:
+                    sub = os.path.join(folder, part)
+                    if part == "dirty":
+                        sub = os.path.join(sub, f"{FILE_COLUMN}={k:06d}")
+                    os.makedirs(sub, exist_ok=True)
+                    os.symlink(os.path.abspath(acc.url(snap.files[k])),
+                               os.path.join(sub, f"f{k:06d}.parquet"))
+        except OSError as exc:
+            log.info("cannot link superfiles (%s); one source per file", exc)
+            self._links_ok = False
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        ver.dirs.append(folder)
+        parts = []
+        for part, ks in (("clean", clean), ("dirty", dirty)):
+            if not ks:
+                continue
+            src = f"{name}#{part}"
+            self.ctx.register_parquet(
+                src, os.path.join(folder, part), schema=snap.manifest.schema,
+                file_extension=".parquet",
+                table_partition_cols=[(FILE_COLUMN, pa.int32())] if part == "dirty" else None)
+            ver.own.append(src)
+            if part == "clean":
+                parts.append(f"SELECT {cols} FROM {quote(src)}")
+            else:
+                parts.append(self._anti_join(snap, ver, cols, quote(src)))
+        return parts
+
+    def _memory_view(self, snap: Snapshot, ver: _Version, name: str, chosen: Sequence[int],
+                     visible: pa.Schema) -> None:
+        """One in-memory source, a partition per file, over the files' live rows (kept
+        once however many versions and views share the file)."""
+        partitions = []
+        for k in chosen:
+            key = ver.rows.get(k)
+            if key is None:
+                entry = snap.files[k]
+                stem = entry.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+                key = f"{ver.key[1]}#{stem}#{len(entry.tombstones)}"
+                if key not in self._rows:
+                    # One schema for every partition, nested field names included
+                    # (which ``Schema.equals`` does not compare).
+                    self._rows[key] = _live_rows(snap, entry).select(visible.names).cast(visible)
+                    self._row_refs[key] = 0
+                self._row_refs[key] += 1
+                ver.rows[k] = key
+            batches = self._rows[key].to_batches()
+            if batches:
+                partitions.append(batches)
+        self.ctx.register_record_batches(
+            name, partitions or [[pa.RecordBatch.from_pylist([], schema=visible)]])
 
     def _evict(self, table_name: str) -> None:
         # Insertion order: the versions first pinned longest ago go first.
@@ -261,6 +365,10 @@ class ViewRegistry:
                 continue
             for view in ver.views:
                 self.ctx.deregister_table(view)
+            for src in ver.own:
+                self.ctx.deregister_table(src)
+            for folder in ver.dirs:
+                shutil.rmtree(folder, ignore_errors=True)
             if ver.dead is not None:
                 self.ctx.deregister_table(ver.dead)
             for src in ver.sources.values():
@@ -268,6 +376,11 @@ class ViewRegistry:
                 if self._source_refs[src] == 0:
                     del self._source_refs[src]
                     self.ctx.deregister_table(src)
+            for rows in ver.rows.values():
+                self._row_refs[rows] -= 1
+                if self._row_refs[rows] == 0:
+                    del self._row_refs[rows]
+                    del self._rows[rows]
             del self._versions[key]
 
 
