@@ -6,6 +6,11 @@ the whole statement (self-joins and search functions included), its versioned
 view is registered (or reused), and the names in the text are pointed at the
 views before DataFusion plans it. Results stream batch by batch. DDL and DML
 go to the table layer through ``flight_server.sql.statements``.
+
+The fixed cost of a statement is kept small: tables already open are reused
+without rereading their catalog entry (pinning still checks for a newer version),
+and a bare ``SELECT count(*) FROM t`` is answered from the pinned manifest's
+live-row count without planning a scan.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import datafusion
 import pyarrow as pa
+from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
@@ -54,6 +61,14 @@ _INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-
                        r'(?:@[0-9a-f]+)?(?:#[^"\s\']*)?"?')
 
 
+# Seconds an open table is used without rereading its catalog entry: a drop and re-create
+# under the same name by another process shows within this time (in this process at once).
+CATALOG_RECHECK_S = 1.0
+# The row count DataFusion would compute for a bare count over a table, by argument form.
+_COUNT_FORMS = {"star": "SELECT count(*) FROM (VALUES (1)) AS t(x)",
+                "one": "SELECT count(1) FROM (VALUES (1)) AS t(x)"}
+
+
 @dataclass
 class _Pins:
     """The snapshots one statement reads, by table name."""
@@ -81,6 +96,8 @@ class SqlEngine:
         self.ctx = datafusion.SessionContext(config)
         self.views = ViewRegistry(self.ctx)
         self._local = threading.local()
+        self._open: dict[str, tuple[Table, float]] = {}
+        self._count_names: dict[str, str] = {}
         if _functions is not None and hasattr(_functions, "register_search_functions"):
             _functions.register_search_functions(self.ctx, self.pin)
         self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
@@ -103,11 +120,30 @@ class SqlEngine:
     def open_table(self, name: str) -> Table:
         """The table ``name``; ``SqlPlanError`` naming the tables there are when unknown."""
         try:
-            return self.connection.open_table(name)
+            return self._open_table(name)
         except (TableNotFoundError, InvalidTableNameError):
             tables = self.connection.list_tables()
             listing = ", ".join(tables) if tables else "none"
             raise SqlPlanError(f"unknown table {name!r}; tables are: {listing}") from None
+
+    def _open_table(self, name: str) -> Table:
+        now = time.monotonic()
+        hit = self._open.get(name)
+        if hit is not None and now - hit[1] < CATALOG_RECHECK_S and self._current(name, hit[0]):
+            return hit[0]
+        try:
+            table = self.connection.open_table(name)
+        except (TableNotFoundError, InvalidTableNameError):
+            self._open.pop(name, None)
+            raise
+        self._open[name] = (table, now)
+        return table
+
+    def _current(self, name: str, table: Table) -> bool:
+        """Whether the connection still holds ``table`` under ``name`` (a drop or re-create
+        through it, SQL or not, replaces or removes it)."""
+        held = getattr(self.connection, "_tables", None)
+        return not isinstance(held, dict) or held.get(name) is table
 
     def _resolve(self, pins: _Pins, name: str, quoted: bool = True) -> str:
         """The catalog name an identifier refers to (unquoted names fold to lower case
@@ -119,7 +155,7 @@ class SqlEngine:
             if lower in pins.snaps:
                 return lower
             try:
-                self.connection.open_table(lower)
+                self._open_table(lower)
                 return lower
             except (TableNotFoundError, InvalidTableNameError):
                 pass
@@ -158,10 +194,66 @@ class SqlEngine:
             if st.expr is None:
                 df = self._plan(st.text, {}, st.error)
             else:
+                counted = self._count_only(st, pins)
+                if counted is not None and not st.explain:
+                    return pa.RecordBatchReader.from_batches(counted.schema,
+                                                             counted.to_batches())
                 df = self._plan_query(st, pins)
             if st.explain and pins.notes:
                 return self._explain_with_notes(df, pins.notes)
         return self._stream(df)
+
+    def _count_only(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
+        """The result of ``SELECT count(*) FROM t`` (or ``count(1)``, aliased or not, with
+        nothing else in the statement) from the pinned manifest: its live-row count is
+        exact, tombstones included. None for any other statement."""
+        expr = st.expr
+        if not isinstance(expr, exp.Select) or len(expr.expressions) != 1:
+            return None
+        if {k for k, v in expr.args.items() if v} - {"expressions", "from", "from_"}:
+            return None
+        source = expr.args.get("from_") or expr.args.get("from")
+        node = source.this if isinstance(source, exp.From) else None
+        if not isinstance(node, exp.Table) or \
+                {k for k, v in node.args.items() if v} - {"this", "alias", "db"}:
+            return None
+        proj = expr.expressions[0]
+        call = proj.this if isinstance(proj, exp.Alias) else proj
+        if not isinstance(call, exp.Count) or \
+                {k for k, v in call.args.items() if v} - {"this", "big_int"}:
+            return None
+        arg = call.this
+        if isinstance(arg, exp.Star) and not {k for k, v in arg.args.items() if v}:
+            form = "star"
+        elif isinstance(arg, exp.Literal) and not arg.is_string and arg.this == "1":
+            form = "one"
+        else:
+            return None
+        refs = sqlparse.table_refs(expr)
+        if len(refs) != 1 or refs[0].node is not node:
+            return None
+        ref = refs[0]
+        name = self._resolve(pins, ref.name, ref.quoted)
+        snap = self._pin_in(pins, name)
+        rows = snap.count()
+        if st.explain:
+            pins.notes.append(f"count: {name} counted from manifest v{snap.version} "
+                              f"({rows} live rows), no scan")
+        if isinstance(proj, exp.Alias):
+            ident = proj.args["alias"]
+            column = ident.name if ident.quoted else ident.name.lower()
+        else:
+            column = self._count_name(form)
+        field_ = pa.field(column, pa.int64(), nullable=False)
+        return pa.table([pa.array([rows], pa.int64())], schema=pa.schema([field_]))
+
+    def _count_name(self, form: str) -> str:
+        """The column name DataFusion gives an unaliased count of this form."""
+        name = self._count_names.get(form)
+        if name is None:
+            name = datafusion.SessionContext().sql(_COUNT_FORMS[form]).schema().names[0]
+            self._count_names[form] = name
+        return name
 
     def _explain_with_notes(self, df: datafusion.DataFrame, notes: list[str]
                             ) -> pa.RecordBatchReader:
