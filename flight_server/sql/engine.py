@@ -64,7 +64,7 @@ _INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-
 # Seconds an open table is used without rereading its catalog entry: a drop and re-create
 # under the same name by another process shows within this time (in this process at once).
 CATALOG_RECHECK_S = 1.0
-# The row count DataFusion would compute for a bare count over a table, by argument form.
+# Statements whose one column carries DataFusion's name for an unaliased count, by form.
 _COUNT_FORMS = {"star": "SELECT count(*) FROM (VALUES (1)) AS t(x)",
                 "one": "SELECT count(1) FROM (VALUES (1)) AS t(x)"}
 
