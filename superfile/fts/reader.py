@@ -5,6 +5,8 @@ query then reads the dictionary blocks of its terms and those terms' postings, e
 verified against the checksum stored for exactly that range. With ``verify=True`` (bytes
 resident) every section is checked up front and kept, so queries never read again.
 Decoded dictionary blocks and per-term postings references are cached on the reader.
+Unranked token match intersects from the rarest query group and decodes only the blocks
+of the other terms that may hold a surviving candidate (``match``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import pyarrow as pa
 
 from superfile.errors import CorruptFileError, QueryError, SuperfileError, UnsupportedVersionError
 from superfile.fts import format as fmt
-from superfile.fts.codec import decode_term, validate_term
+from superfile.fts.codec import validate_term
 from superfile.fts.engine import K1, B, topk_kernel
+from superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from superfile.fts.query import ParsedQuery, parse_query
 from superfile.fts.stats import CollectionStats
 from superfile.ranges import RangeReader, read_many
@@ -38,6 +41,7 @@ MAX_PREFIX_EXPANSION = 256
 _FIRST_READ = 4096
 _TERM_CACHE_LIMIT = 8192
 _MAX_GROUPS = 62
+_DENSE = 16  # a union of at least num_docs / _DENSE postings goes through a row mask
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ class FtsIndexReader:
         self._resident: dict[str, np.ndarray] = {}
         self._doc_lens: np.ndarray | None = None
         self.last_search_blocks_decoded = 0
+        self.last_match_blocks_decoded = 0
 
     # ------------------------------------------------------------------ opening
 
@@ -310,15 +315,42 @@ class FtsIndexReader:
         holding an excluded term); None when every row may."""
         return self._wrap(self._exclusion_mask, query, allow)
 
-    def _docs_of(self, term: str) -> np.ndarray:
-        refs = self._postings([term])
-        if not refs:
-            return np.zeros(0, np.int64)
-        r = refs[0][1]
-        docs, _tfs, _dls, ok = decode_term(r.buf, r.base, r.nb, r.df)
+    @staticmethod
+    def _decode(term: str, r: _Postings) -> np.ndarray:
+        docs, ok = term_docs(r.buf, r.base, r.nb, r.df)
         if not ok:
             raise CorruptFileError(f"postings of term {term!r} failed to decode")
         return docs
+
+    def _union(self, pairs: list[tuple[str, _Postings]]) -> np.ndarray:
+        """Sorted ids of the documents holding any of the terms (every block decodes)."""
+        if len(pairs) <= 1:
+            return self._decode(*pairs[0]) if pairs else np.zeros(0, np.int64)
+        if sum(r.df for _, r in pairs) * _DENSE >= self.num_docs:
+            # Dense: marking a row mask beats merging, and needs no sort.
+            mask = np.zeros(self.num_docs, np.uint8)
+            for t, r in pairs:
+                if mark_term(r.buf, r.base, r.nb, mask, 1) < 0:
+                    raise CorruptFileError(f"postings of term {t!r} failed to decode")
+            return np.flatnonzero(mask)
+        parts = [self._decode(t, r) for t, r in pairs]
+        starts = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum([len(p) for p in parts], out=starts[1:])
+        return kway_union(np.concatenate(parts), starts)
+
+    @staticmethod
+    def _probe(cands: np.ndarray, pairs: list[tuple[str, _Postings]], keep: bool
+               ) -> tuple[np.ndarray, int]:
+        """The candidates held by some term (``keep``) or by none of them (not ``keep``),
+        and the number of blocks decoded to find out."""
+        hit = np.zeros(len(cands), np.uint8)
+        blocks = 0
+        for t, r in pairs:
+            decoded = probe_term(r.buf, r.base, r.nb, cands, len(cands), hit)
+            if decoded < 0:
+                raise CorruptFileError(f"postings of term {t!r} failed to decode")
+            blocks += decoded
+        return (cands[hit != 0] if keep else cands[hit == 0]), blocks
 
     def doc_lengths(self) -> np.ndarray:
         """Token count of every document (reads the doc-length section once)."""
@@ -358,8 +390,9 @@ class FtsIndexReader:
             mask[ids[(ids >= 0) & (ids < self.num_docs)]] = 1
         else:
             mask = np.ones(self.num_docs, np.uint8)
-        for term in q.excluded:
-            mask[self._docs_of(term)] = 0
+        for t, r in self._postings(list(q.excluded)):
+            if mark_term(r.buf, r.base, r.nb, mask, 0) < 0:
+                raise CorruptFileError(f"postings of term {t!r} failed to decode")
         return mask
 
     def search(
@@ -474,20 +507,33 @@ class FtsIndexReader:
         return self._wrap(self._token_match, q, and_mode)
 
     def _token_match(self, q: ParsedQuery, and_mode: bool) -> np.ndarray:
-        result: np.ndarray | None = None
-        for members in self._groups(q):
-            parts = [self._docs_of(t) for t in members]
-            docs = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-            if result is None:
-                result = docs
-            elif and_mode:
-                result = np.intersect1d(result, docs, assume_unique=True)
-            else:
-                result = np.union1d(result, docs)
-        assert result is not None
-        if q.excluded and len(result):
-            gone = np.unique(np.concatenate([self._docs_of(t) for t in q.excluded]))
-            result = np.setdiff1d(result, gone, assume_unique=True)
+        groups = self._groups(q)
+        wanted = list(dict.fromkeys([t for g in groups for t in g] + list(q.excluded)))
+        refs = dict(self._postings(wanted))
+        present = [[(t, refs[t]) for t in g if t in refs] for g in groups]
+        if and_mode:
+            if not all(present):
+                self.last_match_blocks_decoded = 0
+                return np.zeros(0, np.uint32)
+            # The rarest group drives; each other group only probes the survivors, rarest
+            # first, so the candidate list shrinks as fast as it can.
+            present.sort(key=lambda g: sum(r.df for _, r in g))
+            result = self._union(present[0])
+            blocks = sum(r.nb for _, r in present[0])
+            for g in present[1:]:
+                if not len(result):
+                    break
+                result, decoded = self._probe(result, g, keep=True)
+                blocks += decoded
+        else:
+            union = list(dict(p for g in present for p in g).items())
+            result = self._union(union)
+            blocks = sum(r.nb for _, r in union)
+        gone = [(t, refs[t]) for t in q.excluded if t in refs]
+        if gone and len(result):
+            result, decoded = self._probe(result, gone, keep=False)
+            blocks += decoded
+        self.last_match_blocks_decoded = blocks
         return result.astype(np.uint32)
 
 
