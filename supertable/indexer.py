@@ -125,9 +125,10 @@ def _swap_batch(table: Table, manifest: Manifest, batch: list[FileEntry],
             current = files[i]
             if current.indexed or current.rows != b.entry.rows:
                 continue
-            # The tombstones of the entry as it is now, not as it was when the build began.
+            # The tombstones of the entry as it is now, not as it was when the build began;
+            # the same rows in the same order, so their dead token counts carry over too.
             files[i] = replace(b.entry, tombstones=current.tombstones,
-                               added_in=current.added_in)
+                               dead_tokens=current.dead_tokens, added_in=current.added_in)
             swapped += 1
         if swapped == 0:
             return None

@@ -2,10 +2,12 @@
 
 A manifest names every live superfile with what lets a query skip it unopened
 (row count, ``_id`` range, per-column min/max, BM25 sizes) and what a query
-must honour (its tombstones), plus the table's schema, index spec, the next
-free ``_id`` and the batch ids already applied. Bulky per-file summaries (term
-blooms, vector cluster centroids) live in a sidecar object written with the
-file and referenced here, so the manifest stays small however large files are.
+must honour (its tombstones, with the tombstoned rows' token count per BM25
+column so that table-wide BM25 sizes need not open the file), plus the table's
+schema, index spec, the next free ``_id`` and the batch ids already applied.
+Bulky per-file summaries (term blooms, vector cluster centroids) live in a
+sidecar object written with the file and referenced here, so the manifest
+stays small however large files are.
 
 Manifests are stored as ``_manifests/v<version>.json`` and never rewritten:
 publishing version N+1 is a create-if-absent write, so exactly one writer wins.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -84,13 +86,45 @@ class FileEntry:
     fts_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     tombstones: BitMap = field(default_factory=BitMap)
     added_in: int = 0
+    # Tokens the tombstoned rows hold, per BM25 column. None (or a column missing while
+    # there are tombstones) means unknown, as in manifests written before this was kept:
+    # readers then take the dead rows' lengths from the file's index.
+    dead_tokens: dict[str, int] | None = field(default_factory=dict)
 
     @property
     def live_rows(self) -> int:
         return self.rows - len(self.tombstones)
 
-    def with_tombstones(self, extra: BitMap) -> FileEntry:
-        return replace(self, tombstones=self.tombstones | extra)
+    def dead_tokens_of(self, column: str) -> int | None:
+        """Tokens of ``column`` in the tombstoned rows; None when the manifest does not say."""
+        if not self.tombstones:
+            return 0
+        if self.dead_tokens is None:
+            return None
+        return self.dead_tokens.get(column)
+
+    def with_tombstones(self, extra: BitMap,
+                        dead_tokens: Mapping[str, int] | None = None) -> FileEntry:
+        """The entry with ``extra`` rows tombstoned too.
+
+        ``dead_tokens`` are the token counts of the rows of ``extra`` that are not yet
+        tombstoned; without them the dead token counts become unknown.
+        """
+        added = extra - self.tombstones
+        if not added:
+            return self
+        counts: dict[str, int] | None
+        if dead_tokens is None:
+            counts = None
+        elif not self.tombstones:
+            counts = {c: int(n) for c, n in dead_tokens.items()}
+        elif self.dead_tokens is None:
+            counts = None
+        else:
+            # A column the entry does not know stays unknown.
+            counts = {c: self.dead_tokens[c] + int(n) for c, n in dead_tokens.items()
+                      if c in self.dead_tokens}
+        return replace(self, tombstones=self.tombstones | added, dead_tokens=counts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,11 +142,15 @@ class FileEntry:
             "fts_sizes": {k: [d, t] for k, (d, t) in self.fts_sizes.items()},
             "tombstones": bitmap_to_b64(self.tombstones) if self.tombstones else None,
             "added_in": self.added_in,
+            **({"dead_tokens": self.dead_tokens}
+               if self.tombstones and self.dead_tokens is not None else {}),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FileEntry:
         side = d.get("sidecar")
+        tombstones = bitmap_from_b64(d["tombstones"]) if d.get("tombstones") else BitMap()
+        dead = d.get("dead_tokens")
         return cls(
             path=str(d["path"]),
             size=int(d["size"]),
@@ -124,8 +162,10 @@ class FileEntry:
                 str(side["path"]), int(side["size"]), int(side["crc32c"])),
             column_ranges={k: (v[0], v[1]) for k, v in d.get("column_ranges", {}).items()},
             fts_sizes={k: (int(v[0]), int(v[1])) for k, v in d.get("fts_sizes", {}).items()},
-            tombstones=bitmap_from_b64(d["tombstones"]) if d.get("tombstones") else BitMap(),
+            tombstones=tombstones,
             added_in=int(d.get("added_in", 0)),
+            dead_tokens=({str(k): int(v) for k, v in dead.items()} if dead is not None
+                         else None if tombstones else {}),
         )
 
 

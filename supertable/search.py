@@ -30,7 +30,7 @@ from superfile.fts.engine import K1, B, table_topk
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import vector_dim
 from supertable.bloom import TermBloom
-from supertable.manifest import ID_COLUMN, FileEntry
+from supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
 from supertable.readers import ReaderPool
 from supertable.snapshot import Filter, Snapshot
 
@@ -86,11 +86,13 @@ def _live_size(snap: Snapshot, entry: FileEntry, column: str) -> tuple[int, int]
     docs, tokens = entry.fts_sizes.get(column, (entry.rows, 0))
     if not entry.tombstones:
         return docs, tokens
-    # The manifest records the file's sizes as written; the dead rows' lengths come from
-    # the index (read once per opened file, then cached with it).
-    lengths = snap.fts(entry, column).doc_lengths()
-    dead = np.asarray(entry.tombstones.to_array(), dtype=np.int64)
-    return docs - len(dead), tokens - int(lengths[dead].sum())
+    dead_tokens = entry.dead_tokens_of(column)
+    if dead_tokens is None:
+        # A manifest that predates dead token counts: the dead rows' lengths come from the
+        # index, which opens the file.
+        lengths = snap.fts(entry, column).doc_lengths()
+        dead_tokens = int(lengths[bitmap_rows(entry.tombstones).astype(np.int64)].sum())
+    return docs - len(entry.tombstones), tokens - dead_tokens
 
 
 def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQuery
@@ -103,6 +105,13 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
     count nowhere (N, average length, document frequencies), so scores do not depend on
     how many deleted or superseded rows await compaction. A version never changes, so
     what is computed for one is kept for the next query of the same version.
+
+    What each file opens: N and the average length come from the manifest alone (its
+    sizes as written less the dead rows' token counts recorded with the tombstones), so
+    no file is opened for them. A term's document frequency is read from the index of
+    every file whose term filter says it may hold the term, and for such a file with
+    tombstones the term's postings are intersected with them to stay exact; files the
+    filter rules out are not opened. Prefix terms are expanded in every file.
     """
     cache = snap.pool.stats_cache
     version = snap.version

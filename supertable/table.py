@@ -442,11 +442,29 @@ class Table:
         for f in snap.files:
             hit = snap.allowed(f, filter_) if f.path in candidates else None
             if hit:
-                files.append(f.with_tombstones(hit))
+                files.append(f.with_tombstones(hit, self._dead_tokens(snap, f, hit)))
                 deleted += len(hit)
             else:
                 files.append(f)
         return files, deleted
+
+    @staticmethod
+    def _dead_tokens(snap: Snapshot, entry: FileEntry, rows: BitMap) -> dict[str, int]:
+        """Tokens per BM25 column of the rows of ``entry`` about to be tombstoned.
+
+        Kept in the manifest so that table-wide BM25 sizes never open a file for its
+        deletions. ``rows`` must not hold rows already tombstoned.
+        """
+        local = bitmap_rows(rows).astype(np.int64)
+        counts: dict[str, int] = {}
+        for column in snap.manifest.spec.fts:
+            if entry.indexed:
+                counts[column] = int(snap.fts(entry, column).doc_lengths()[local].sum())
+            else:
+                # No index to read lengths from: tokenizing just these rows is cheaper than
+                # building the whole file's index.
+                counts[column] = token_count(snap.reader(entry).take(local, [column]).column(0))
+        return counts
 
     def update(self, filter_: Filter, values: Mapping[str, Any]) -> int:
         """Sets columns of the live rows matching ``filter_``; each keeps its ``_id``.
@@ -520,7 +538,7 @@ class Table:
                     hit = (snap.allowed(f, wanted)
                            if f.live_rows and f.id_min <= hi and f.id_max >= lo else None)
                     if hit:
-                        files.append(f.with_tombstones(hit))
+                        files.append(f.with_tombstones(hit, self._dead_tokens(snap, f, hit)))
                         live.append(snap.ids_of(f, bitmap_rows(hit)))
                     else:
                         files.append(f)
