@@ -78,7 +78,13 @@ class ColumnCache:
     the budget. Thread-safe.
     """
 
-    def __init__(self, budget: int = DEFAULT_COLUMN_CACHE_BYTES) -> None:
+    def __init__(self, budget: int = DEFAULT_COLUMN_CACHE_BYTES, *,
+                 max_column: int | None = None) -> None:
+        """``max_column`` bounds one column's bytes; by default 1/COLUMN_SHARE of the
+        budget."""
+        if budget < 0:
+            raise ValueError(f"a cache budget cannot be negative, got {budget}")
+        self._max_column = max_column
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[int, str], tuple[pa.Array | pa.ChunkedArray, int]] = \
             OrderedDict()
@@ -101,6 +107,8 @@ class ColumnCache:
     @property
     def max_column(self) -> int:
         """The largest column, in bytes, that is kept."""
+        if self._max_column is not None:
+            return min(self._max_column, self._budget)
         return self._budget // COLUMN_SHARE
 
     def __len__(self) -> int:
@@ -404,6 +412,11 @@ class RowFetcher:
             # One array makes each take cheaper; strings past 2 GiB stay chunked.
             with contextlib.suppress(pa.ArrowException):
                 values = column.combine_chunks()
+        if values.nbytes > cache.max_column:
+            # Decoded it outgrows its encoded size (dictionaries expand): serve this take
+            # from it, and later ones from the pages rather than decoding it again.
+            self._paged_only.add(name)
+            return values
         return cache.put(self._owner, name, values, values.nbytes)
 
     def _decode_whole(self, name: str) -> pa.ChunkedArray:
