@@ -74,7 +74,7 @@ class _Access:
         self.kind = getattr(store, "kind", "other")
         self.base_url: str | None = None
         if self.kind == "local":
-            root = getattr(getattr(store, "_local", None), "root", None)
+            root = getattr(store, "local_root", None)
             if root is not None:
                 self.base_url = str(root)
         elif self.kind == "s3":
@@ -93,28 +93,25 @@ _S3_LOCK = threading.Lock()
 
 def _register_s3(ctx: datafusion.SessionContext, store: Any) -> str | None:
     """Gives DataFusion an S3 client with the root's settings; the root's URL, or None
-    when the settings cannot be read from the store."""
-    client = getattr(store, "_client", None)
-    config = getattr(client, "config", None)
-    if not isinstance(config, dict) or "bucket" not in config:
+    when the store cannot say what they are."""
+    settings = store.s3_settings() if hasattr(store, "s3_settings") else None
+    if settings is None:
         log.warning("S3 root %s: settings unavailable; SQL reads rows through the table layer",
                     getattr(store, "uri", "?"))
         return None
-    options = getattr(client, "client_options", None) or {}
-    bucket = config["bucket"]
-    allow_http = str(options.get("allow_http", "false")).lower() in ("true", "1", "yes")
+    bucket = settings["bucket"]
     s3 = datafusion.object_store.AmazonS3(
         bucket_name=bucket,
-        region=config.get("region"),
-        access_key_id=config.get("access_key_id"),
-        secret_access_key=config.get("secret_access_key"),
-        session_token=config.get("token") or config.get("session_token"),
-        endpoint=config.get("endpoint"),
-        allow_http=allow_http,
+        region=settings["region"],
+        access_key_id=settings["access_key_id"],
+        secret_access_key=settings["secret_access_key"],
+        session_token=settings["session_token"],
+        endpoint=settings["endpoint"],
+        allow_http=settings["allow_http"],
     )
     with _S3_LOCK:
         ctx.register_object_store("s3://", s3, bucket)
-    prefix = (getattr(client, "prefix", None) or "").strip("/")
+    prefix = settings["prefix"]
     return f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
 
 
