@@ -116,6 +116,12 @@ class Connection:
             self._tables[name] = table
         return table
 
+    def cached_table(self, name: str) -> Table | None:
+        """The table object this connection holds open under ``name``, if any (a drop or a
+        re-create through this connection replaces or removes it)."""
+        with self._lock:
+            return self._tables.get(name)
+
     def list_tables(self) -> list[str]:
         names = []
         for meta in self.store.list(f"{CATALOG_DIR}/"):

@@ -142,8 +142,7 @@ class SqlEngine:
     def _current(self, name: str, table: Table) -> bool:
         """Whether the connection still holds ``table`` under ``name`` (a drop or re-create
         through it, SQL or not, replaces or removes it)."""
-        held = getattr(self.connection, "_tables", None)
-        return not isinstance(held, dict) or held.get(name) is table
+        return self.connection.cached_table(name) is table
 
     def _resolve(self, pins: _Pins, name: str, quoted: bool = True) -> str:
         """The catalog name an identifier refers to (unquoted names fold to lower case
