@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,16 @@ def write_results(result: dict[str, Any], kind: str,
     jpath.write_text(json.dumps(result, indent=2, default=str) + "\n")
     mpath.write_text(render(result))
     return jpath, mpath
+
+
+def publish(result: dict[str, Any], kind: str, render: Callable[[dict[str, Any]], str]) -> int:
+    """Writes the results files, prints the page, a verdict per target and the paths."""
+    jpath, mpath = write_results(result, kind, render)
+    sys.stdout.write(render(result) + "\n")
+    for t in result["targets"]:
+        verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "MISS")
+        sys.stdout.write(f"{verdict}: {t['name']} (ratio {fmt(t['value'])})\n")
+    repo = RESULTS.parent.parent
+    sys.stdout.write(f"results: {jpath.relative_to(repo)} {mpath.relative_to(repo)}\n")
+    return 0
+

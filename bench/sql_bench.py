@@ -551,13 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
     result = run(args.quick, quiet)
-    jpath, mpath = report.write_results(result, "sql", markdown)
-    sys.stdout.write(markdown(result) + "\n")
-    for t in result["targets"]:
-        sys.stdout.write(f"{'PASS' if t['pass'] else 'MISS'}: {t['name']} "
-                         f"(ratio {_fmt(t['value'])})\n")
-    sys.stdout.write(f"results: {jpath.relative_to(REPO)} {mpath.relative_to(REPO)}\n")
-    return 0
+    return report.publish(result, "sql", markdown)
 
 
 if __name__ == "__main__":

@@ -357,10 +357,6 @@ def run(quick: bool) -> dict[str, Any]:
     return result
 
 
-def write_results(result: dict[str, Any]) -> tuple[Path, Path]:
-    return report.write_results(result, "superfile", markdown)
-
-
 def worker(target_recall: float, quick: bool) -> None:
     cfg = _config(quick)
     infino_engine.configure(target_recall)
@@ -382,13 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.target_recall, args.quick)
         return 0
     result = run(args.quick)
-    jpath, mpath = write_results(result)
-    sys.stdout.write(markdown(result) + "\n")
-    for t in result["targets"]:
-        verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "MISS")
-        sys.stdout.write(f"{verdict}: {t['name']} (ratio {_fmt(t['value'])})\n")
-    sys.stdout.write(f"results: {jpath.relative_to(REPO)} {mpath.relative_to(REPO)}\n")
-    return 0
+    return report.publish(result, "superfile", markdown)
 
 
 if __name__ == "__main__":

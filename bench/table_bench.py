@@ -671,10 +671,6 @@ def run(quick: bool, quiet: dict[str, Any] | None = None, optimized: bool = True
     return result
 
 
-def write_results(result: dict[str, Any]) -> tuple[Path, Path]:
-    return report.write_results(result, "table", markdown)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data, fewer runs")
@@ -692,13 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
     result = run(args.quick, quiet, optimized=not args.no_optimize)
-    jpath, mpath = write_results(result)
-    sys.stdout.write(markdown(result) + "\n")
-    for t in result["targets"]:
-        sys.stdout.write(f"{'PASS' if t['pass'] else 'MISS'}: {t['name']} "
-                         f"(ratio {_fmt(t['value'])})\n")
-    sys.stdout.write(f"results: {jpath.relative_to(REPO)} {mpath.relative_to(REPO)}\n")
-    return 0
+    return report.publish(result, "table", markdown)
 
 
 if __name__ == "__main__":
