@@ -301,28 +301,41 @@ def _expand_one(col: exp.Column, sources: list[exp.Expression], by_node: dict[in
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
 _CMP = {exp.EQ: "=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
-_NO_MATCH = object()
+NO_LITERAL = object()
+"""What ``literal_number`` / ``literal_value`` return for anything but a plain literal."""
 
 
-def _literal(node: exp.Expression) -> Any:
-    negate = False
+def _unwrap(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
-    if isinstance(node, exp.Neg):
-        negate, node = True, node.this
-    if not isinstance(node, exp.Literal):
-        return _NO_MATCH
-    if node.is_string:
-        return _NO_MATCH if negate else node.this
-    raw = node.this
+    return node
+
+
+def literal_number(node: exp.Expression) -> Any:
+    """The int or float a (possibly negated, parenthesized) numeric literal stands for."""
+    node = _unwrap(node)
+    negate = isinstance(node, exp.Neg)
+    if negate:
+        node = _unwrap(node.this)
+    if not isinstance(node, exp.Literal) or node.is_string:
+        return NO_LITERAL
     try:
-        value: Any = int(raw)
+        value: Any = int(node.this)
     except ValueError:
         try:
-            value = float(raw)
+            value = float(node.this)
         except ValueError:
-            return _NO_MATCH
+            return NO_LITERAL
     return -value if negate else value
+
+
+def literal_value(node: exp.Expression) -> Any:
+    """The string or number a literal stands for, else ``NO_LITERAL``."""
+    inner = _unwrap(node)
+    if isinstance(inner, exp.Literal) and inner.is_string:
+        return inner.this
+    return literal_number(node)
+
 
 
 def _fits(value: Any, dtype: pa.DataType) -> bool:
@@ -364,28 +377,28 @@ class _Resolver:
                     col = self.column(col_side)
                     if col is None:
                         continue
-                    value = _literal(lit_side)
-                    if value is _NO_MATCH or not _fits(value, self.schema.field(col).type):
+                    value = literal_value(lit_side)
+                    if value is NO_LITERAL or not _fits(value, self.schema.field(col).type):
                         return None
                     return [[(col, o, value)]]
                 return None
         if isinstance(node, exp.In) and not node.args.get("query"):
             col = self.column(node.this)
-            values = [_literal(v) for v in node.expressions]
+            values = [literal_value(v) for v in node.expressions]
             if col is None or not values:
                 return None
             dtype = self.schema.field(col).type
-            if any(v is _NO_MATCH or not _fits(v, dtype) for v in values):
+            if any(v is NO_LITERAL or not _fits(v, dtype) for v in values):
                 return None
             return [[(col, "in", values)]]
         if isinstance(node, exp.Between):
             col = self.column(node.this)
-            lo, hi = _literal(node.args["low"]), _literal(node.args["high"])
+            lo, hi = literal_value(node.args["low"]), literal_value(node.args["high"])
             if col is None:
                 return None
             dtype = self.schema.field(col).type
             conj = [(col, op, v) for op, v in ((">=", lo), ("<=", hi))
-                    if v is not _NO_MATCH and _fits(v, dtype)]
+                    if v is not NO_LITERAL and _fits(v, dtype)]
             return [conj] if conj else None
         return None
 

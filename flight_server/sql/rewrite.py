@@ -55,6 +55,7 @@ from sqlglot.tokens import Token, TokenType
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import SqlPlanError
 from flight_server.sql.functions import _hits_of_ids, parse_vector_literal
+from flight_server.sql.parse import NO_LITERAL, literal_number, literal_value
 from superfile.errors import QueryError
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import Metric, vector_dim
@@ -78,7 +79,6 @@ _STOP = {TokenType.GROUP_BY, TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVI
          TokenType.EXCEPT, TokenType.SEMICOLON, TokenType.OFFSET, TokenType.FETCH}
 _CMP = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
 _FLIP = {"=": "=", "!=": "!=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
-_NO = object()
 _names = itertools.count()
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -123,30 +123,6 @@ def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     if isinstance(inner, exp.And):
         return _conjuncts(inner.this) + _conjuncts(inner.expression)
     return [node]
-
-
-def _number(node: exp.Expression) -> Any:
-    node = _unparen(node)
-    negate = isinstance(node, exp.Neg)
-    if negate:
-        node = _unparen(node.this)
-    if not isinstance(node, exp.Literal) or node.is_string:
-        return _NO
-    try:
-        value: Any = int(node.this)
-    except ValueError:
-        try:
-            value = float(node.this)
-        except ValueError:
-            return _NO
-    return -value if negate else value
-
-
-def _value(node: exp.Expression) -> Any:
-    inner = _unparen(node)
-    if isinstance(inner, exp.Literal) and inner.is_string:
-        return inner.this
-    return _number(node)
 
 
 def _fits(value: Any, dtype: pa.DataType) -> bool:
@@ -378,7 +354,7 @@ class IndexRewrite:
 
     @staticmethod
     def _int(fn: str, name: str, node: exp.Expression, least: int) -> int:
-        value = _number(node)
+        value = literal_number(node)
         if not isinstance(value, int) or value < least:
             raise SqlPlanError(f"{fn}(): {name} must be an integer of at least {least}, got "
                                f"{node.sql()}")
@@ -437,8 +413,8 @@ class IndexRewrite:
             raw: Any = node.this
         elif isinstance(node, exp.Array) or (
                 isinstance(node, exp.Anonymous) and node.name.lower() == "make_array"):
-            raw = [_number(e) for e in node.expressions]
-            if any(v is _NO for v in raw):
+            raw = [literal_number(e) for e in node.expressions]
+            if any(v is NO_LITERAL for v in raw):
                 raise SqlPlanError(f"{fn}(): the vector must hold number literals only, got "
                                    f"{node.sql()}")
         elif isinstance(node, exp.Placeholder):
@@ -504,8 +480,8 @@ class IndexRewrite:
                     col = self._resolve(ref, snap, col_side)
                     if col is None:
                         continue
-                    value = _value(lit_side)
-                    if value is _NO or not _fits(value, snap.schema.field(col).type):
+                    value = literal_value(lit_side)
+                    if value is NO_LITERAL or not _fits(value, snap.schema.field(col).type):
                         return None
                     return [[(col, o, value)]]
                 return None
@@ -514,18 +490,18 @@ class IndexRewrite:
             col = self._resolve(ref, snap, node.this)
             if col is None or not node.expressions:
                 return None
-            values = [_value(v) for v in node.expressions]
+            values = [literal_value(v) for v in node.expressions]
             dtype = snap.schema.field(col).type
-            if any(v is _NO or not _fits(v, dtype) for v in values):
+            if any(v is NO_LITERAL or not _fits(v, dtype) for v in values):
                 return None
             return [[(col, "in", values)]]
         if isinstance(node, exp.Between) and not node.args.get("symmetric"):
             col = self._resolve(ref, snap, node.this)
-            lo, hi = _value(node.args["low"]), _value(node.args["high"])
+            lo, hi = literal_value(node.args["low"]), literal_value(node.args["high"])
             if col is None:
                 return None
             dtype = snap.schema.field(col).type
-            if lo is _NO or hi is _NO or not _fits(lo, dtype) or not _fits(hi, dtype):
+            if lo is NO_LITERAL or hi is NO_LITERAL or not _fits(lo, dtype) or not _fits(hi, dtype):
                 return None
             return [[(col, ">=", lo), (col, "<=", hi)]]
         return None
@@ -607,8 +583,8 @@ class IndexRewrite:
                     continue
                 if not any(inner is c.node for c in calls):
                     continue
-                value = _number(lit_side)
-                if value is _NO:
+                value = literal_number(lit_side)
+                if value is NO_LITERAL:
                     return None
                 if (o == ">" and value >= 0) or (o == ">=" and value > 0):
                     return float(value)
@@ -725,9 +701,9 @@ class IndexRewrite:
         if not (isinstance(key, exp.Anonymous) and key.name.lower() == "bm25"
                 and any(c.node is key for c in plan.calls)):
             return None
-        n = _number(limit.expression)
+        n = literal_number(limit.expression)
         offset = select.args.get("offset")
-        skip = _number(offset.expression) if offset is not None else 0
+        skip = literal_number(offset.expression) if offset is not None else 0
         if not isinstance(n, int) or not isinstance(skip, int) or n < 0 or skip < 0:
             return None
         return n + skip
