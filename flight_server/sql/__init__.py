@@ -5,13 +5,21 @@
 
 from flight_server.sql.connection import SqlConnection, connect
 from flight_server.sql.engine import SqlEngine
-from flight_server.sql.errors import SqlError, SqlPlanError, SqlSyntaxError
+from flight_server.sql.errors import (
+    SqlError,
+    SqlParameterError,
+    SqlPlanError,
+    SqlSyntaxError,
+    SqlTableNotFoundError,
+)
 
 __all__ = [
     "SqlConnection",
     "SqlEngine",
     "SqlError",
+    "SqlParameterError",
     "SqlPlanError",
     "SqlSyntaxError",
+    "SqlTableNotFoundError",
     "connect",
 ]

@@ -7,12 +7,14 @@ table (``sql_stream`` streams it as record batches instead).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
 import catalog
 from flight_server.sql.engine import SqlEngine
+from flight_server.sql.params import parameter_count
 from supertable.table import Table, TableOptions
 
 
@@ -27,13 +29,32 @@ class SqlConnection:
     def uri(self) -> str:
         return self.catalog.uri
 
-    def sql(self, text: str) -> pa.Table:
-        """Runs one statement; a query's rows, or a DDL/DML statement's result."""
-        return self.engine.execute(text)
+    def sql(self, text: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """Runs one statement; a query's rows, or a DDL/DML statement's result. ``params``
+        are bound to the statement's ``?`` (or ``$1``, ``$2`` …) placeholders."""
+        return self.engine.execute(text, params)
 
-    def sql_stream(self, text: str) -> pa.RecordBatchReader:
+    def sql_stream(self, text: str, params: Sequence[Any] | None = None
+                   ) -> pa.RecordBatchReader:
         """Runs one statement and streams its result batch by batch."""
-        return self.engine.sql(text)
+        return self.engine.sql(text, params)
+
+    def sql_many(self, text: str, params: pa.Table | pa.RecordBatch) -> pa.Table:
+        """Runs one statement once per parameter row: DML counts are summed, query rows
+        concatenated; an INSERT of placeholders appends all rows in one commit."""
+        return self.engine.execute_many(text, params)
+
+    def schema(self, text: str, params: Sequence[Any] | None = None) -> pa.Schema:
+        """The schema of the statement's result, without running it."""
+        return self.engine.schema(text, params)
+
+    def is_query(self, text: str) -> bool:
+        """Whether the statement is a query (rows out) rather than DDL or DML."""
+        return self.engine.is_query(text)
+
+    def parameter_count(self, text: str) -> int:
+        """How many parameters the statement's placeholders take."""
+        return parameter_count(text)
 
     def create_table(self, name: str, schema: pa.Schema, **kwargs: Any) -> Table:
         return self.catalog.create_table(name, schema, **kwargs)

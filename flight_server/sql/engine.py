@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import datafusion
 import pyarrow as pa
@@ -32,8 +33,15 @@ from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
+from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
-from flight_server.sql.errors import SqlError, SqlPlanError, SqlSyntaxError
+from flight_server.sql.errors import (
+    SqlError,
+    SqlParameterError,
+    SqlPlanError,
+    SqlSyntaxError,
+    SqlTableNotFoundError,
+)
 from flight_server.sql.views import ViewRegistry
 from superfile.errors import SuperfileError
 from supertable.errors import TableError, TableNotFoundError
@@ -124,7 +132,7 @@ class SqlEngine:
         except (TableNotFoundError, InvalidTableNameError):
             tables = self.connection.list_tables()
             listing = ", ".join(tables) if tables else "none"
-            raise SqlPlanError(f"unknown table {name!r}; tables are: {listing}") from None
+            raise SqlTableNotFoundError(f"unknown table {name!r}; tables are: {listing}") from None
 
     def _open_table(self, name: str) -> Table:
         now = time.monotonic()
@@ -180,13 +188,64 @@ class SqlEngine:
 
     # -- running -------------------------------------------------------------------------
 
-    def execute(self, text: str) -> pa.Table:
+    def execute(self, text: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Runs one statement and collects its result."""
-        return self.sql(text).read_all()
+        return self.sql(text, params).read_all()
 
-    def sql(self, text: str) -> pa.RecordBatchReader:
-        """Runs one statement; the result streams as record batches."""
+    def execute_many(self, text: str, params: pa.Table | pa.RecordBatch) -> pa.Table:
+        """Runs one statement once per row of bound parameters. DML results are summed
+        into one count; query results are concatenated in row order. An INSERT whose
+        VALUES row is all placeholders appends the parameter rows in one commit."""
+        if params.num_rows == 0:
+            raise SqlParameterError("no parameter rows to bind")
+        if params.num_rows > 1 and _statements is not None:
+            st = sqlparse.parse(text)
+            appended = _statements.insert_parameter_rows(self, st.expr, params) \
+                if st.expr is not None and not st.explain else None
+            if appended is not None:
+                return appended
+        results = [self.execute(text, row) for row in sqlbind.rows(params)]
+        if len(results) > 1 and results[0].schema.names == ["count"]:
+            total = sum(r.column(0)[0].as_py() or 0 for r in results)
+            return pa.table({"count": pa.array([total], pa.int64())})
+        return pa.concat_tables(results)
+
+    def schema(self, text: str, params: Sequence[Any] | None = None) -> pa.Schema:
+        """The schema of the statement's result, planned without running it (a search
+        function in the statement still runs its search while planning)."""
+        st = sqlparse.parse(self._bound(text, params))
+        if st.expr is not None and not st.explain and not sqlparse.is_query(st.expr):
+            if _statements is None or not _statements.is_statement(st.expr):
+                raise SqlError(f"{type(st.expr).__name__.upper()} statements are not "
+                               "supported")
+            return _statements.result_schema(self, st.expr)
+        with self._statement() as pins:
+            if st.expr is None:
+                df = self._plan(st.text, {}, st.error)
+            else:
+                counted = self._count_only(st, pins)
+                if counted is not None and not st.explain:
+                    return counted.schema
+                df = self._plan_query(st, pins)
+            return df.schema()
+
+    def is_query(self, text: str) -> bool:
+        """Whether the statement returns rows of a query (SELECT, VALUES, WITH, EXPLAIN,
+        or text only DataFusion reads) rather than being DDL or DML."""
         st = sqlparse.parse(text)
+        return st.expr is None or st.explain or sqlparse.is_query(st.expr) or \
+            isinstance(st.expr, exp.Show | exp.Describe)
+
+    @staticmethod
+    def _bound(text: str, params: Sequence[Any] | None) -> str:
+        if params is None:
+            return text
+        return sqlbind.bind(text, params)
+
+    def sql(self, text: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
+        """Runs one statement (with ``params`` bound to its placeholders); the result
+        streams as record batches."""
+        st = sqlparse.parse(self._bound(text, params))
         with self._statement() as pins:
             if st.expr is not None and not st.explain and not sqlparse.is_query(st.expr):
                 return self._run_statement(st)
@@ -408,7 +467,7 @@ def _map_error(exc: BaseException, parse_error: str | None,
             message = f"{message} ({parse_error})"
         return SqlSyntaxError(message)
     if "not found" in message and "table" in message.lower():
-        return SqlPlanError(message)
+        return SqlTableNotFoundError(message)
     if message.startswith(("Error during planning", "Schema error", "Type error",
                            "This feature is not implemented")):
         return SqlPlanError(message)

@@ -18,3 +18,12 @@ class SqlSyntaxError(SqlError):
 class SqlPlanError(SqlError):
     """The statement parses but cannot be planned: an unknown table or column, a type
     mismatch, an unsupported construct."""
+
+
+class SqlTableNotFoundError(SqlPlanError):
+    """The statement names a table that does not exist under the root."""
+
+
+class SqlParameterError(SqlError):
+    """Bound parameters that do not fit the statement: the wrong count, or a value of a
+    type that cannot be written as a literal."""

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from flight_server.sql.errors import SqlPlanError
+from flight_server.sql.errors import SqlParameterError, SqlPlanError, SqlTableNotFoundError
 from superfile import IndexSpec, IndexSpecError, Metric
 from superfile.spec import is_text_type, vector_dim
 from supertable.errors import TableExistsError, TableNotFoundError
@@ -125,6 +125,19 @@ def run_statement(engine: Any, expr: exp.Expression) -> pa.Table:
     raise SqlPlanError(f"not a statement this engine carries out: {expr.sql(dialect=DIALECT)}")
 
 
+def result_schema(engine: Any, expr: exp.Expression) -> pa.Schema:
+    """The schema ``run_statement`` will return for ``expr``, without carrying it out."""
+    if isinstance(expr, exp.Insert | exp.Delete | exp.Update):
+        return _count(0).schema
+    if isinstance(expr, exp.Create | exp.Drop):
+        return _result("").schema
+    if isinstance(expr, exp.Show):
+        return pa.schema([pa.field("table_name", pa.string())])
+    if isinstance(expr, exp.Describe) and isinstance(expr.this, exp.Table):
+        return _describe(_open(engine, expr.this)).schema
+    raise SqlPlanError(f"not a statement this engine carries out: {expr.sql(dialect=DIALECT)}")
+
+
 # -- names -----------------------------------------------------------------------------------
 
 
@@ -163,12 +176,12 @@ def _resolve_table(engine: Any, table: exp.Table) -> str | None:
 def _open(engine: Any, table: exp.Table) -> Table:
     name = _resolve_table(engine, table)
     if name is None:
-        raise SqlPlanError(f"unknown table {_table_name(table)!r}; tables are "
+        raise SqlTableNotFoundError(f"unknown table {_table_name(table)!r}; tables are "
                            f"{engine.connection.list_tables()}")
     try:
         return engine.connection.open_table(name)
     except TableNotFoundError as exc:
-        raise SqlPlanError(f"unknown table {name!r} (dropped meanwhile)") from exc
+        raise SqlTableNotFoundError(f"unknown table {name!r} (dropped meanwhile)") from exc
 
 
 def _column(schema: pa.Schema, node: exp.Expression, table: str) -> str:
@@ -477,7 +490,7 @@ def _drop(engine: Any, expr: exp.Drop) -> pa.Table:
     for t in targets:
         found = _resolve_table(engine, t)
         if found is None and not if_exists:
-            raise SqlPlanError(f"unknown table {_table_name(t)!r}; tables are "
+            raise SqlTableNotFoundError(f"unknown table {_table_name(t)!r}; tables are "
                                f"{engine.connection.list_tables()}")
         if found is not None:
             names.append(found)
@@ -510,36 +523,29 @@ def _reject(expr: exp.Expression, what: str, *args: str) -> None:
             raise SqlPlanError(f"{what} with {arg.rstrip('_').upper()} is not supported")
 
 
-def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
+def _insert_target(engine: Any, expr: exp.Insert) -> tuple[Table, list[str]]:
+    """The table an INSERT writes and the columns its rows fill, in order."""
     _reject(expr, "INSERT", "with_", "overwrite", "alternative", "returning", "conflict",
             "ignore", "partition", "by_name", "where", "using", "default")
     target = expr.this
     table = _open(engine, target.this if isinstance(target, exp.Schema) else target)
     schema = table.schema
-    if isinstance(target, exp.Schema):
-        names = [_column(schema, c, table.name) for c in target.expressions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise SqlPlanError(f"column(s) {dupes} named more than once in INSERT")
-    else:
-        names = list(schema.names)
-    query = expr.expression
-    if isinstance(query, exp.Values):
-        width = {len(row.expressions) for row in query.expressions if isinstance(row, exp.Tuple)}
-        if width - {len(names)}:
-            raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but "
-                               f"a VALUES row has {sorted(width - {len(names)})[0]}")
-        vectors = [i for i, n in enumerate(names)
-                   if pa.types.is_fixed_size_list(schema.field(n).type)]
-        sql = f"SELECT * FROM ({_text(_vector_literals_as_text(query, vectors))}) AS __values"
-    elif query is not None:
-        sql = _text(query)
-    else:
-        raise SqlPlanError("INSERT needs VALUES or a SELECT")
-    rows = engine.execute(sql)
+    if not isinstance(target, exp.Schema):
+        return table, list(schema.names)
+    names = [_column(schema, c, table.name) for c in target.expressions]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SqlPlanError(f"column(s) {dupes} named more than once in INSERT")
+    return table, names
+
+
+def _append(table: Table, names: list[str], rows: pa.Table) -> pa.Table:
+    """Appends ``rows`` (one column per name, in order), coerced to the table's types;
+    columns not named are null."""
     if rows.num_columns != len(names):
         raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but the "
                            f"query gives {rows.num_columns}")
+    schema = table.schema
     given = dict(zip(names, range(len(names)), strict=True))
     columns = [coerce(rows.column(given[f.name]), f, table.name) if f.name in given
                else coerce(pa.nulls(rows.num_rows), f, table.name) for f in schema]
@@ -547,6 +553,55 @@ def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
     if data.num_rows:
         table.append(data)
     return _count(data.num_rows)
+
+
+def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
+    table, names = _insert_target(engine, expr)
+    query = expr.expression
+    if isinstance(query, exp.Values):
+        width = {len(row.expressions) for row in query.expressions if isinstance(row, exp.Tuple)}
+        if width - {len(names)}:
+            raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but "
+                               f"a VALUES row has {sorted(width - {len(names)})[0]}")
+        vectors = [i for i, n in enumerate(names)
+                   if pa.types.is_fixed_size_list(table.schema.field(n).type)]
+        sql = f"SELECT * FROM ({_text(_vector_literals_as_text(query, vectors))}) AS __values"
+    elif query is not None:
+        sql = _text(query)
+    else:
+        raise SqlPlanError("INSERT needs VALUES or a SELECT")
+    return _append(table, names, engine.execute(sql))
+
+
+def insert_parameter_rows(engine: Any, expr: exp.Expression,
+                          params: pa.Table | pa.RecordBatch) -> pa.Table | None:
+    """Carries out ``INSERT INTO t [(cols)] VALUES (?, ?, …)`` for every parameter row at
+    once, as one append, when the VALUES row is nothing but placeholders; None for any
+    other statement (the caller then binds row by row)."""
+    if not isinstance(expr, exp.Insert) or not isinstance(expr.expression, exp.Values):
+        return None
+    tuples = expr.expression.expressions
+    if len(tuples) != 1 or not isinstance(tuples[0], exp.Tuple):
+        return None
+    items = tuples[0].expressions
+    if not items or not all(isinstance(i, exp.Placeholder) for i in items):
+        return None
+    numbered = [i.this for i in items]
+    if all(n is None for n in numbered):
+        order = list(range(len(items)))
+    elif all(isinstance(n, int | str) and str(n).isdigit() for n in numbered):
+        order = [int(n) - 1 for n in numbered]
+    else:
+        return None
+    if params.num_columns != max(order) + 1 or min(order) < 0:
+        raise SqlParameterError(f"the statement takes {max(order) + 1} parameter(s), "
+                                f"{params.num_columns} given")
+    table, names = _insert_target(engine, expr)
+    if len(items) != len(names):
+        raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but "
+                           f"a VALUES row has {len(items)}")
+    rows = pa.Table.from_arrays([params.column(i) for i in order], names=names)
+    return _append(table, names, rows)
 
 
 def _number(node: exp.Expression) -> str | None:
