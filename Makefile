@@ -27,3 +27,22 @@ lint: install
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis
+
+# The Flight SQL messages are compiled into a private descriptor pool: other libraries
+# (flightsql-dbapi) register the same message names in the default pool, and both
+# must be importable in one process. Regenerate after editing a .proto file.
+.PHONY: proto
+proto:
+	$(PYTHON) -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto \
+		proto/FlightSql.proto proto/Flight.proto
+	cd proto && for pair in FlightSql:flight_sql Flight:flight; do \
+		src=$${pair%%:*}_pb2; dst=$${pair##*:}_pb2; \
+		for ext in py pyi; do \
+			{ echo '# ruff: noqa'; cat $$src.$$ext; } > $$dst.$$ext && rm $$src.$$ext; \
+		done; \
+	done
+	sed -i "s/'FlightSql_pb2'/'proto.flight_sql_pb2'/" proto/flight_sql_pb2.py
+	sed -i "s/'Flight_pb2'/'proto.flight_pb2'/" proto/flight_pb2.py
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = _POOL.AddSerializedFile(/' \
+		proto/flight_sql_pb2.py
+	grep -q '^DESCRIPTOR = _POOL.AddSerializedFile(' proto/flight_sql_pb2.py
