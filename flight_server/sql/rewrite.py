@@ -23,12 +23,10 @@ returns text edits (spans of the user's own text replaced, nothing regenerated):
   ``knn(c, v, k)`` on the same column and vector; elsewhere it is computed by a scalar
   function over the vector column (the column's index metric: cosine ``1 - cos``,
   l2 Euclidean, inner product ``-<a, b>``; a zero stored vector is at cosine distance 1).
-- ``col = 'v'`` / ``col IN ('a', 'b')`` on a BM25-indexed column is a cost-based choice.
-  On a remote root (files opened by ranged reads) the rows come from ``exact_match``
-  (term blooms, then postings, then a check of only the candidate rows). On memory
-  and local roots a scan with page pruning is faster than that, so the index only
-  narrows the scan: when the term blooms rule out at least half of the files the
-  manifest leaves, the view covers the remaining files; otherwise nothing changes.
+- ``col = 'v'`` / ``col IN ('a', 'b')`` on a BM25-indexed column reads its rows from
+  ``exact_match``: term blooms rule out files, the postings give candidate rows (all of
+  the value's tokens), and only the candidates are read and compared with the value.
+  A value without tokens (empty, punctuation only) is left to the scan.
 
 Every decision is recorded as a note; ``EXPLAIN`` shows the notes as extra rows.
 """
@@ -70,8 +68,6 @@ log = logging.getLogger(__name__)
 
 SEARCH_FUNCTIONS = ("bm25", "knn", "vector_distance")
 SCORE_COLUMN = "__quiver_score"
-# Bloom pruning narrows a local scan once it rules out at least this share of the files.
-NARROW_SHARE = 0.5
 # Past this many alternatives a DNF filter costs more to build and check than it saves.
 _MAX_DISJUNCTS = 32
 _STOP = {TokenType.GROUP_BY, TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVING,
@@ -829,42 +825,23 @@ class IndexRewrite:
         if found is None:
             return
         cond, column, values = found
-        token_sets = [list(dict.fromkeys(tokenize(v))) for v in values]
-        if any(not t for t in token_sets):
+        if any(not tokenize(v) for v in values):
             return
         dnf = sqlparse.pruning_filter(ref, snap.schema)
         files = snap.candidate_files(dnf) if dnf else snap.candidate_files()
-        kept = []
-        for f in files:
-            summary = snap.pool.summary(f)
-            bloom = summary.blooms.get(column) if summary else None
-            if bloom is None or any(bloom.might_contain(t).all() for t in token_sets):
-                kept.append(f)
         where = f"{snap.name}.{column} ({self._describe([cond])})"
-        if not snap.pool.eager:
-            ids = np.unique(np.concatenate(
-                [search.exact_match(snap, column, v, filter_=dnf) for v in values]
-                or [np.zeros(0, np.int64)]))
-            hits = _hits_of_ids(snap, ids)
-            rows = search.materialize(snap, hits, self._needed(_Plan(ref, table, snap), []),
-                                      score_name=SCORE_COLUMN)
-            name = self._register(rows.drop_columns([SCORE_COLUMN]))
-            edit = sqlparse.table_edit(ref, name, self.st.body)
-            if edit is not None:
-                self.result.ref_edits[id(ref.node)] = edit
-                self._note(f"index path: exact_match on {where} rows={rows.num_rows} "
-                           f"from {len(hits.files)} of {len(files)} files")
-            return
-        if files and len(files) - len(kept) >= NARROW_SHARE * len(files):
-            view = self.acquire(ref, kept)
-            edit = sqlparse.table_edit(ref, view, self.st.body)
-            if edit is not None:
-                self.result.ref_edits[id(ref.node)] = edit
-                self._note(f"index path: term blooms on {where} keep {len(kept)} of "
-                           f"{len(files)} files; the scan reads those")
-            return
-        self._note(f"scan: {where} left to the scan; term blooms keep {len(kept)} of "
-                   f"{len(files)} files")
+        ids = np.unique(np.concatenate(
+            [search.exact_match(snap, column, v, filter_=dnf) for v in values]
+            or [np.zeros(0, np.int64)]))
+        hits = _hits_of_ids(snap, ids)
+        rows = search.materialize(snap, hits, self._needed(_Plan(ref, table, snap), []),
+                                  score_name=SCORE_COLUMN)
+        name = self._register(rows.drop_columns([SCORE_COLUMN]))
+        edit = sqlparse.table_edit(ref, name, self.st.body)
+        if edit is not None:
+            self.result.ref_edits[id(ref.node)] = edit
+            self._note(f"index path: exact_match on {where} rows={rows.num_rows} "
+                       f"from {len(hits.files)} of {len(files)} files")
 
 
 # -- vector_distance --------------------------------------------------------------------------

@@ -105,8 +105,7 @@ EQUALITY = [
 
 
 @pytest.mark.parametrize("kind", ["memory", "local"])
-def test_equality_on_a_resident_root_narrows_the_scan_only_when_blooms_rule_out_most_files(
-        kind, tmp_path):
+def test_equality_on_a_resident_root_reads_rows_through_exact_match(kind, tmp_path):
     uri = f"memory://rweq{uuid.uuid4().hex}" if kind == "memory" else str(tmp_path / "r")
     con = catalog.connect(uri)
     _many_files(con)
@@ -116,10 +115,10 @@ def test_equality_on_a_resident_root_narrows_the_scan_only_when_blooms_rule_out_
             got = [tuple(r.values()) for r in engine.execute(sql).to_pylist()]
             assert got == _oracle(con, sql)
         rare = _notes(engine, EQUALITY[0])
-        assert len(rare) == 1 and rare[0].startswith("index path: term blooms on docs.title")
-        assert "keep 1 of" in rare[0]
+        assert len(rare) == 1 and rare[0].startswith("index path: exact_match on docs.title")
+        assert "from 1 of" in rare[0]
         common = _notes(engine, EQUALITY[2])
-        assert len(common) == 1 and common[0].startswith("scan: docs.title")
+        assert len(common) == 1 and common[0].startswith("index path: exact_match on docs.title")
     finally:
         con.close()
         if kind == "memory":
