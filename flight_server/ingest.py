@@ -1,0 +1,211 @@
+"""Streams of record batches written into tables: Flight SQL bulk ingest and plain DoPut.
+
+Rows are gathered into chunks of up to ``CHUNK_ROWS`` rows (or ``CHUNK_BYTES``)
+and each chunk is one table append (one commit), so a stream of tiny batches
+does not make a commit per batch; everything is durable when the call returns.
+
+Bulk ingest (``CommandStatementIngest``) follows ``table_definition_options``:
+
+==============  ===============  =========================================
+ADBC mode       if_not_exist     if_exists
+==============  ===============  =========================================
+create          CREATE           FAIL
+append          FAIL             APPEND
+create_append   CREATE           APPEND
+replace         CREATE           REPLACE
+==============  ===============  =========================================
+
+An unspecified option counts as FAIL. A table created here gets the default
+indexes (BM25 on every string column, cosine vectors on every fixed-size float
+list column). ``temporary``, ``catalog``, ``schema`` and a transaction are
+rejected (one root holds one flat namespace and has no transactions).
+
+What a failed stream leaves behind:
+
+- a table the stream created is dropped again;
+- an append keeps the chunks committed before the failure (each chunk is its
+  own commit; the table layer has no multi-commit transaction);
+- a replace writes into a hidden staging table and, only once the whole stream
+  is in, points the table's catalog entry at it in one write; a failure drops
+  the staging table and leaves the old table untouched. The table layer has no
+  rename or replace, so this swap writes the catalog entry (``_catalog/<name>.json``)
+  itself, in the format ``catalog.connection`` reads.
+
+Plain Flight ``DoPut`` with a path descriptor ``[table]`` appends to an existing
+table; ``[table, "create"]`` creates it from the stream's schema first when it
+does not exist (and appends when it does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from catalog.connection import CATALOG_DIR
+from flight_server.errors import InvalidArgument
+from flight_server.sql import SqlConnection
+from supertable.errors import TableExistsError, TableNotFoundError
+from supertable.table import Table
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 131_072
+CHUNK_BYTES = 64 << 20
+
+# TableDefinitionOptions enum values (FlightSql.proto).
+NOT_EXIST_UNSPECIFIED, NOT_EXIST_CREATE, NOT_EXIST_FAIL = 0, 1, 2
+EXISTS_UNSPECIFIED, EXISTS_FAIL, EXISTS_APPEND, EXISTS_REPLACE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """The parts of a bulk ingest command the server acts on."""
+
+    table: str
+    if_not_exist: int = NOT_EXIST_UNSPECIFIED
+    if_exists: int = EXISTS_UNSPECIFIED
+    temporary: bool = False
+    catalog: str | None = None
+    db_schema: str | None = None
+    transaction_id: bytes | None = None
+
+
+def chunks(reader: Iterator[pa.RecordBatch], *, rows: int = CHUNK_ROWS,
+           nbytes: int = CHUNK_BYTES) -> Iterator[pa.Table]:
+    """The stream's batches gathered into tables of about ``rows`` rows (or ``nbytes``)."""
+    pending: list[pa.RecordBatch] = []
+    count = size = 0
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        count += batch.num_rows
+        size += batch.nbytes
+        if count >= rows or size >= nbytes:
+            yield pa.Table.from_batches(pending)
+            pending, count, size = [], 0, 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def _batches(reader: pa.RecordBatchReader | object) -> Iterator[pa.RecordBatch]:
+    """The record batches of a Flight DoPut reader (or any iterable of batches)."""
+    read_chunk = getattr(reader, "read_chunk", None)
+    if read_chunk is None:
+        yield from reader  # type: ignore[misc]
+        return
+    while True:
+        try:
+            chunk = read_chunk()
+        except StopIteration:
+            return
+        if chunk.data is not None:
+            yield chunk.data
+
+
+def append_stream(table: Table, reader: object) -> int:
+    """Appends the stream to ``table`` in bounded chunks; the number of rows added."""
+    total = 0
+    for part in chunks(_batches(reader)):
+        table.append(part)
+        total += part.num_rows
+    return total
+
+
+def _check_request(req: IngestRequest) -> None:
+    if not req.table:
+        raise InvalidArgument("bulk ingest needs a target table name")
+    if req.temporary:
+        raise InvalidArgument("temporary tables are not supported")
+    if req.catalog:
+        raise InvalidArgument(f"catalog {req.catalog!r} is not supported: tables live in one "
+                              "namespace per root; leave the catalog unset")
+    if req.db_schema:
+        raise InvalidArgument(f"schema {req.db_schema!r} is not supported: tables live in one "
+                              "namespace per root; leave the schema unset")
+    if req.transaction_id:
+        raise InvalidArgument("transactions are not supported")
+
+
+def _exists(conn: SqlConnection, name: str) -> bool:
+    try:
+        conn.open_table(name)
+    except TableNotFoundError:
+        return False
+    return True
+
+
+def ingest(conn: SqlConnection, req: IngestRequest, reader: object,
+           schema: pa.Schema) -> int:
+    """Runs one bulk ingest of ``reader`` (whose schema is ``schema``); rows written."""
+    _check_request(req)
+    if _exists(conn, req.table):
+        if req.if_exists == EXISTS_APPEND:
+            return append_stream(conn.open_table(req.table), reader)
+        if req.if_exists == EXISTS_REPLACE:
+            return _replace(conn, req.table, reader, schema)
+        raise TableExistsError(f"table {req.table!r} already exists (ingest mode create); "
+                               "use append, create_append or replace")
+    if req.if_not_exist != NOT_EXIST_CREATE:
+        raise TableNotFoundError(f"no table {req.table!r} to append to (ingest mode append); "
+                                 "use create, create_append or replace")
+    return create_and_append(conn, req.table, reader, schema,
+                             exist_ok=req.if_exists == EXISTS_APPEND)
+
+
+def create_and_append(conn: SqlConnection, name: str, reader: object, schema: pa.Schema,
+                      *, exist_ok: bool = False) -> int:
+    """Creates ``name`` from ``schema`` and appends the stream; a failure drops the table
+    again. With ``exist_ok`` a table that appeared meanwhile is appended to instead."""
+    try:
+        table = conn.create_table(name, schema)
+    except TableExistsError:
+        if not exist_ok:
+            raise
+        return append_stream(conn.open_table(name), reader)
+    try:
+        return append_stream(table, reader)
+    except BaseException:
+        _drop_quietly(conn, name)
+        raise
+
+
+def _drop_quietly(conn: SqlConnection, name: str) -> None:
+    try:
+        conn.drop_table(name, missing_ok=True)
+    except Exception as exc:  # the original failure matters more than this one
+        log.warning("could not drop table %r after a failed write: %s", name, exc)
+
+
+def _replace(conn: SqlConnection, name: str, reader: object, schema: pa.Schema) -> int:
+    staging = f"_stage_{name[:100]}_{uuid.uuid4().hex[:12]}"
+    rows = create_and_append(conn, staging, reader, schema)
+    try:
+        _swap(conn, name, staging)
+    except BaseException:
+        _drop_quietly(conn, staging)
+        raise
+    return rows
+
+
+def _swap(conn: SqlConnection, name: str, staging: str) -> None:
+    """Points ``name`` at the staging table's folder in one catalog write, then removes
+    the staging entry and the old table's files."""
+    cat = conn.catalog
+    store = cat.store
+    old_prefix = cat._prefix_of(name)
+    new_prefix = cat._prefix_of(staging)
+    entry = json.dumps({"name": name, "prefix": new_prefix}).encode()
+    store.put(f"{CATALOG_DIR}/{name}.json", entry, mode="overwrite")
+    store.delete(f"{CATALOG_DIR}/{staging}.json")
+    with cat._lock:
+        replaced = [cat._tables.pop(name, None), cat._tables.pop(staging, None)]
+    for table in replaced:
+        if table is not None:
+            table.close()
+    cat._remove_prefix(old_prefix)

@@ -1,0 +1,578 @@
+"""The Flight SQL server: one ``FlightServerBase`` whose calls dispatch on the packed command.
+
+Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
+(GetFlightInfo, GetSchema, DoPut), in tickets (DoGet) and in action bodies.
+
+- Queries: GetFlightInfo plans the statement (the schema, not the rows) and hands
+  back one endpoint whose ticket is a self-contained statement handle
+  (``flight_server.handles``); DoGet runs it and streams the rows. DDL or DML sent
+  as a query runs once, when its FlightInfo is made, and the ticket carries its
+  one-row result. ``total_records`` is -1 for queries (not known before running);
+  for DML it is the statement's row count (what ADBC reports as ``rowcount``), -1
+  for DDL.
+- Updates: DoPut of ``CommandStatementUpdate`` / ``CommandPreparedStatementUpdate``
+  answers ``DoPutUpdateResult`` in the put result's metadata. A prepared update
+  runs once per parameter row and reports the summed count.
+- Prepared queries: DoPut binds the parameter rows (the last bound set is kept)
+  and answers ``DoPutPreparedStatementResult`` with the same handle. Several
+  parameter rows run the query once per row and the results are concatenated in
+  row order.
+- Bulk ingest and plain DoPut: ``flight_server.ingest``.
+- Metadata commands: ``flight_server.metadata``; their ticket is the command itself.
+- Plain Flight: a ticket that is not a packed command is UTF-8 SQL; ListFlights
+  lists the tables, each with a ticket that reads the whole table.
+- Cancellation: ``CancelFlightInfo`` and the older ``CancelQuery`` action flag
+  the tickets of the FlightInfo; a running DoGet stops with CANCELLED at its
+  next batch, and a stream not yet started fails as soon as it starts.
+
+Results stream in batches of at most ``MAX_BATCH_ROWS`` rows / ``MAX_BATCH_BYTES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+
+from flight_server import handles, ingest
+from flight_server.errors import (
+    InvalidArgument,
+    NotImplementedCommand,
+    flight_error,
+    hide_tracebacks,
+    translated,
+)
+from flight_server.sql import SqlConnection
+from proto import PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
+
+try:
+    from flight_server import metadata
+except ImportError:  # written alongside; metadata commands answer UNIMPLEMENTED until then
+    metadata = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_ROWS = 65_536
+MAX_BATCH_BYTES = 8 << 20
+
+ACTIONS: dict[str, str] = {
+    "CreatePreparedStatement": "Prepare a SQL statement; returns its handle and schemas.",
+    "ClosePreparedStatement": "Release a prepared statement.",
+    "CancelFlightInfo": "Cancel the execution a FlightInfo describes.",
+    "CancelQuery": "Cancel a query (older Flight SQL form of CancelFlightInfo).",
+}
+_TRANSACTION_ACTIONS = ("BeginTransaction", "EndTransaction", "BeginSavepoint",
+                        "EndSavepoint")
+_METADATA_COMMANDS = (
+    "CommandGetCatalogs", "CommandGetDbSchemas", "CommandGetTables", "CommandGetTableTypes",
+    "CommandGetSqlInfo", "CommandGetXdbcTypeInfo", "CommandGetPrimaryKeys",
+    "CommandGetImportedKeys", "CommandGetExportedKeys", "CommandGetCrossReference",
+)
+_SQL_PREFIX = f"type.googleapis.com/{PACKAGE}."
+
+
+def _command_name(msg: Message) -> str:
+    return msg.DESCRIPTOR.name
+
+
+def _opt(msg: Message, name: str) -> Any:
+    return getattr(msg, name) if msg.HasField(name) else None
+
+
+def _parse_command(data: bytes) -> Message | None:
+    """The Flight SQL message in ``data``; None when the bytes are not a packed Flight SQL
+    command (plain SQL tickets); NOT_IMPLEMENTED for a packed message of another kind."""
+    envelope = any_pb2.Any()
+    try:
+        envelope.ParseFromString(bytes(data))
+    except DecodeError:
+        return None
+    if not envelope.type_url:
+        return None
+    if not envelope.type_url.startswith(_SQL_PREFIX) and "/" not in envelope.type_url:
+        return None
+    try:
+        return unpack(data)
+    except ValueError:
+        name = envelope.type_url.rpartition("/")[2]
+        raise NotImplementedCommand(f"unsupported command {name}") from None
+
+
+def rechunk(batches: Iterator[pa.RecordBatch], rows: int = MAX_BATCH_ROWS,
+            nbytes: int = MAX_BATCH_BYTES) -> Iterator[pa.RecordBatch]:
+    """The same rows in batches of at most ``rows`` rows and about ``nbytes`` bytes."""
+    for batch in batches:
+        n = batch.num_rows
+        if n == 0:
+            continue
+        size = batch.nbytes
+        step = rows
+        if size > nbytes:
+            step = max(1, min(rows, n * nbytes // size))
+        if n <= step:
+            yield batch
+            continue
+        for start in range(0, n, step):
+            yield batch.slice(start, step)
+
+
+class QuiverFlightServer(flight.FlightServerBase):
+    """Flight SQL (and plain Flight) over the tables of one storage root."""
+
+    def __init__(self, conn: SqlConnection, location: str = "grpc://127.0.0.1:0", *,
+                 auth_handler: flight.ServerAuthHandler | None = None,
+                 tls_certificates: list[Any] | None = None,
+                 middleware: dict[str, flight.ServerMiddlewareFactory] | None = None,
+                 workers: int | None = None,
+                 prepared: handles.PreparedRegistry | None = None) -> None:
+        hide_tracebacks()
+        super().__init__(location, auth_handler=auth_handler,
+                         tls_certificates=tls_certificates, middleware=middleware)
+        self.conn = conn
+        self.location = location
+        self.prepared = prepared or handles.PreparedRegistry()
+        self.streams = handles.RunningStreams()
+        self._slots = threading.BoundedSemaphore(workers) if workers else None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _run(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Runs one unit of work with errors translated and at most ``workers`` at once."""
+        with translated(what):
+            if self._slots is None:
+                return fn(*args)
+            with self._slots:
+                return fn(*args)
+
+    def _command(self, descriptor: flight.FlightDescriptor) -> Message:
+        msg = _parse_command(descriptor.command)
+        if msg is None:
+            raise InvalidArgument("the descriptor's command is not a packed Flight SQL "
+                                  "command (google.protobuf.Any)")
+        return msg
+
+    # -- GetFlightInfo / GetSchema -------------------------------------------------------------
+
+    def get_flight_info(self, context: flight.ServerCallContext,
+                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        return self._run("GetFlightInfo", self._flight_info, descriptor)
+
+    def _flight_info(self, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        if descriptor.descriptor_type == flight.DescriptorType.PATH:
+            return self._table_info(self._path_table(descriptor))
+        msg = self._command(descriptor)
+        name = _command_name(msg)
+        if name == "CommandStatementQuery":
+            self._no_transaction(msg)
+            return self._statement_info(descriptor, msg.query, None)
+        if name == "CommandPreparedStatementQuery":
+            stmt = self.prepared.get(msg.prepared_statement_handle)
+            return self._statement_info(descriptor, stmt.sql, stmt.params, stmt)
+        if name in _METADATA_COMMANDS:
+            schema = self._metadata_schema(msg)
+            ticket = flight.Ticket(pack(msg))
+            return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])],
+                                     -1, -1)
+        raise NotImplementedCommand(f"{name} is not supported by GetFlightInfo")
+
+    def _statement_info(self, descriptor: flight.FlightDescriptor, sql: str,
+                        params: pa.Table | None,
+                        stmt: handles.PreparedStatement | None = None) -> flight.FlightInfo:
+        is_query = stmt.is_query if stmt is not None else self.conn.is_query(sql)
+        if is_query:
+            schema = self._query_schema(sql, params, stmt)
+            handle = handles.encode_sql(sql, params)
+            records = -1
+        else:
+            result = self._execute(sql, params)
+            schema = result.schema
+            handle = handles.encode_result(result)
+            # DB-API drivers (ADBC) report total_records as the cursor's rowcount: the
+            # statement's count for DML, unknown (-1) for DDL.
+            records = _count_of(result) if result.column_names == ["count"] else -1
+        ticket = flight.Ticket(pack(flight_sql_pb2.TicketStatementQuery(statement_handle=handle)))
+        return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])],
+                                 records, -1)
+
+    def _query_schema(self, sql: str, params: pa.Table | None,
+                      stmt: handles.PreparedStatement | None) -> pa.Schema:
+        if params is None or params.num_rows == 0:
+            if stmt is not None and stmt.dataset_schema is not None:
+                return stmt.dataset_schema
+            return self.conn.schema(sql)
+        return self.conn.schema(sql, _first_row(params))
+
+    def _execute(self, sql: str, params: pa.Table | None) -> pa.Table:
+        """Runs a statement once, or once per parameter row."""
+        if params is None or params.num_columns == 0:
+            return self.conn.sql(sql)
+        if params.num_rows == 0:
+            raise InvalidArgument("no parameter rows are bound to the statement")
+        if params.num_rows == 1:
+            return self.conn.sql(sql, _first_row(params))
+        return self.conn.sql_many(sql, params)
+
+    def get_schema(self, context: flight.ServerCallContext,
+                   descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        return self._run("GetSchema", self._schema_of, descriptor)
+
+    def _schema_of(self, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        if descriptor.descriptor_type == flight.DescriptorType.PATH:
+            return flight.SchemaResult(
+                self.conn.open_table(self._path_table(descriptor)).schema)
+        msg = self._command(descriptor)
+        name = _command_name(msg)
+        if name in ("CommandStatementQuery", "CommandStatementUpdate"):
+            self._no_transaction(msg)
+            return flight.SchemaResult(self.conn.schema(msg.query))
+        if name in ("CommandPreparedStatementQuery", "CommandPreparedStatementUpdate"):
+            stmt = self.prepared.get(msg.prepared_statement_handle)
+            if stmt.params is not None and stmt.params.num_rows:
+                return flight.SchemaResult(self.conn.schema(stmt.sql, _first_row(stmt.params)))
+            if stmt.dataset_schema is not None:
+                return flight.SchemaResult(stmt.dataset_schema)
+            return flight.SchemaResult(self.conn.schema(stmt.sql))
+        if name in _METADATA_COMMANDS:
+            return flight.SchemaResult(self._metadata_schema(msg))
+        raise NotImplementedCommand(f"{name} is not supported by GetSchema")
+
+    @staticmethod
+    def _no_transaction(msg: Message) -> None:
+        if msg.HasField("transaction_id") and msg.transaction_id:
+            raise InvalidArgument("transactions are not supported")
+
+    # -- tables as plain Flight ---------------------------------------------------------------
+
+    @staticmethod
+    def _path_table(descriptor: flight.FlightDescriptor) -> str:
+        path = [p.decode() if isinstance(p, bytes) else p for p in descriptor.path]
+        if not path:
+            raise InvalidArgument("a path descriptor names a table: [\"<table>\"]")
+        return path[0]
+
+    def _table_info(self, name: str) -> flight.FlightInfo:
+        table = self.conn.open_table(name)
+        snap = table.snapshot()
+        rows = _snapshot_rows(snap)
+        ticket = flight.Ticket(f'SELECT * FROM "{name}"'.encode())
+        return flight.FlightInfo(table.schema, flight.FlightDescriptor.for_path(name),
+                                 [flight.FlightEndpoint(ticket, [])], rows, -1)
+
+    def list_flights(self, context: flight.ServerCallContext,
+                     criteria: bytes) -> Iterator[flight.FlightInfo]:
+        names = self._run("ListFlights", self.conn.list_tables)
+        for name in names:
+            try:
+                info = self._run("ListFlights", self._table_info, name)
+            except flight.FlightError:
+                raise
+            except pa.ArrowKeyError:
+                continue  # dropped while listing
+            yield info
+
+    # -- DoGet ---------------------------------------------------------------------------------
+
+    def do_get(self, context: flight.ServerCallContext,
+               ticket: flight.Ticket) -> flight.FlightDataStream:
+        return self._run("DoGet", self._do_get, context, ticket.ticket)
+
+    def _do_get(self, context: flight.ServerCallContext,
+                raw: bytes) -> flight.FlightDataStream:
+        msg = _parse_command(raw)
+        if msg is None:
+            try:
+                sql = bytes(raw).decode()
+            except UnicodeDecodeError:
+                raise InvalidArgument("the ticket is neither a Flight SQL ticket nor UTF-8 "
+                                      "SQL text") from None
+            return self._stream(raw, lambda: self.conn.sql_stream(sql), context)
+        name = _command_name(msg)
+        if name == "TicketStatementQuery":
+            h = handles.decode(msg.statement_handle)
+            if h.result is not None:
+                return flight.RecordBatchStream(h.result)
+            sql, params = h.sql or "", h.params
+            return self._stream(raw, lambda: self._query_reader(sql, params), context)
+        if name in _METADATA_COMMANDS:
+            return flight.RecordBatchStream(self._metadata_table(msg))
+        raise NotImplementedCommand(f"{name} is not supported by DoGet")
+
+    def _query_reader(self, sql: str, params: pa.Table | None) -> pa.RecordBatchReader:
+        if params is None or params.num_rows == 0:
+            return self.conn.sql_stream(sql)
+        if params.num_rows == 1:
+            return self.conn.sql_stream(sql, _first_row(params))
+        result = self.conn.sql_many(sql, params)
+        return pa.RecordBatchReader.from_batches(result.schema, result.to_batches())
+
+    def _stream(self, ticket: bytes, open_reader: Callable[[], pa.RecordBatchReader],
+                context: flight.ServerCallContext) -> flight.FlightDataStream:
+        key = bytes(ticket)
+        cancel = self.streams.start(key)
+        try:
+            if cancel.is_set():
+                raise flight.FlightCancelledError("the query was cancelled")
+            reader = open_reader()
+        except BaseException:
+            self.streams.finish(key, cancel)
+            raise
+        slots = self._slots
+        if slots is not None and not slots.acquire(timeout=0):
+            slots = None  # the planning above already ran under a slot; streaming is not held
+        return flight.GeneratorStream(reader.schema,
+                                      self._batches(key, reader, cancel, context, slots))
+
+    def _batches(self, key: bytes, reader: pa.RecordBatchReader, cancel: threading.Event,
+                 context: flight.ServerCallContext,
+                 slots: threading.BoundedSemaphore | None) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in rechunk(_reader_batches(reader)):
+                if cancel.is_set():
+                    raise flight.FlightCancelledError("the query was cancelled")
+                if context.is_cancelled():
+                    return
+                yield batch
+        except flight.FlightError:
+            raise
+        except Exception as exc:
+            raise flight_error(exc, "DoGet") from None
+        finally:
+            reader.close()
+            self.streams.finish(key, cancel)
+            if slots is not None:
+                slots.release()
+
+    # -- DoPut ---------------------------------------------------------------------------------
+
+    def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
+               reader: flight.MetadataRecordBatchReader,
+               writer: flight.FlightMetadataWriter) -> None:
+        self._run("DoPut", self._do_put, descriptor, reader, writer)
+
+    def _do_put(self, descriptor: flight.FlightDescriptor,
+                reader: flight.MetadataRecordBatchReader,
+                writer: flight.FlightMetadataWriter) -> None:
+        if descriptor.descriptor_type == flight.DescriptorType.PATH:
+            self._put_path(descriptor, reader)
+            return
+        msg = self._command(descriptor)
+        name = _command_name(msg)
+        if name == "CommandStatementUpdate":
+            self._no_transaction(msg)
+            _drain(reader)
+            self._update_result(writer, _count_of(self.conn.sql(msg.query)))
+        elif name == "CommandStatementIngest":
+            req = ingest.IngestRequest(
+                table=msg.table,
+                if_not_exist=msg.table_definition_options.if_not_exist,
+                if_exists=msg.table_definition_options.if_exists,
+                temporary=msg.temporary, catalog=_opt(msg, "catalog"),
+                db_schema=_opt(msg, "schema"), transaction_id=_opt(msg, "transaction_id"))
+            rows = ingest.ingest(self.conn, req, reader, reader.schema)
+            self._update_result(writer, rows)
+        elif name == "CommandPreparedStatementQuery":
+            stmt = self.prepared.get(msg.prepared_statement_handle)
+            stmt.params = _read_params(reader)
+            out = flight_sql_pb2.DoPutPreparedStatementResult(
+                prepared_statement_handle=stmt.handle)
+            writer.write(pa.py_buffer(out.SerializeToString()))
+        elif name == "CommandPreparedStatementUpdate":
+            stmt = self.prepared.get(msg.prepared_statement_handle)
+            params = _read_params(reader)
+            if params is None:
+                params = stmt.params
+            self._update_result(writer, _count_of(self._execute(stmt.sql, params)))
+        else:
+            raise NotImplementedCommand(f"{name} is not supported by DoPut")
+
+    @staticmethod
+    def _update_result(writer: flight.FlightMetadataWriter, count: int) -> None:
+        out = flight_sql_pb2.DoPutUpdateResult(record_count=count)
+        writer.write(pa.py_buffer(out.SerializeToString()))
+
+    def _put_path(self, descriptor: flight.FlightDescriptor,
+                  reader: flight.MetadataRecordBatchReader) -> None:
+        path = [p.decode() if isinstance(p, bytes) else p for p in descriptor.path]
+        if not path or len(path) > 2 or (len(path) == 2 and path[1] != "create"):
+            raise InvalidArgument('DoPut path is ["<table>"] (append) or ["<table>", "create"] '
+                                  "(create from the stream's schema when missing, then append)")
+        name = path[0]
+        if len(path) == 2:
+            ingest.create_and_append(self.conn, name, reader, reader.schema, exist_ok=True)
+        else:
+            ingest.append_stream(self.conn.open_table(name), reader)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return list(ACTIONS.items())
+
+    def do_action(self, context: flight.ServerCallContext,
+                  action: flight.Action) -> Iterator[flight.Result]:
+        results = self._run(f"action {action.type}", self._action, action.type,
+                            action.body.to_pybytes() if action.body is not None else b"")
+        return iter(results)
+
+    def _action(self, kind: str, body: bytes) -> list[flight.Result]:
+        if kind == "CreatePreparedStatement":
+            req = self._body(body, "ActionCreatePreparedStatementRequest")
+            if req.HasField("transaction_id") and req.transaction_id:
+                raise InvalidArgument("transactions are not supported")
+            return [flight.Result(pack(self._prepare(req.query)))]
+        if kind == "ClosePreparedStatement":
+            req = self._body(body, "ActionClosePreparedStatementRequest")
+            self.prepared.close(req.prepared_statement_handle)
+            return []
+        if kind == "CancelFlightInfo":
+            req = flight_pb2.CancelFlightInfoRequest()
+            try:
+                req.ParseFromString(body)
+            except DecodeError:
+                raise InvalidArgument("CancelFlightInfo body is not a CancelFlightInfoRequest") \
+                    from None
+            status = self._cancel(req.info)
+            out = flight_pb2.CancelFlightInfoResult(status=status)
+            return [flight.Result(out.SerializeToString())]
+        if kind == "CancelQuery":
+            req = self._body(body, "ActionCancelQueryRequest")
+            info = flight_pb2.FlightInfo()
+            try:
+                info.ParseFromString(req.info)
+            except DecodeError:
+                raise InvalidArgument("CancelQuery info is not a serialized FlightInfo") from None
+            status = self._cancel(info)
+            result = flight_sql_pb2.ActionCancelQueryResult
+            mapped = (result.CANCEL_RESULT_CANCELLED
+                      if status == flight_pb2.CANCEL_STATUS_CANCELLED
+                      else result.CANCEL_RESULT_NOT_CANCELLABLE)
+            return [flight.Result(pack(result(result=mapped)))]
+        if kind in _TRANSACTION_ACTIONS:
+            raise NotImplementedCommand(f"{kind}: transactions are not supported; every "
+                                        "statement commits on its own")
+        raise NotImplementedCommand(f"unknown action {kind!r}; supported: "
+                                    + ", ".join(ACTIONS))
+
+    @staticmethod
+    def _body(body: bytes, expected: str) -> Any:
+        msg = _parse_command(body)
+        if msg is None or _command_name(msg) != expected:
+            got = "nothing" if msg is None else _command_name(msg)
+            raise InvalidArgument(f"expected a packed {expected}, got {got}")
+        return msg
+
+    def _prepare(self, sql: str) -> Message:
+        is_query = self.conn.is_query(sql)
+        count = self.conn.parameter_count(sql)
+        param_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
+        dataset_schema: pa.Schema | None = None
+        if is_query:
+            if count == 0:
+                dataset_schema = self.conn.schema(sql)
+            else:
+                try:
+                    dataset_schema = self.conn.schema(sql, [None] * count)
+                except Exception as exc:  # types known once parameters are bound
+                    log.debug("no dataset schema before binding for %r: %s", sql, exc)
+        stmt = self.prepared.add(sql, is_query=is_query, dataset_schema=dataset_schema,
+                                 parameter_schema=param_schema)
+        return flight_sql_pb2.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=stmt.handle,
+            dataset_schema=(dataset_schema.serialize().to_pybytes()
+                            if dataset_schema is not None else b""),
+            parameter_schema=param_schema.serialize().to_pybytes())
+
+    def _cancel(self, info: Message) -> int:
+        found = False
+        for endpoint in info.endpoint:
+            found |= self.streams.cancel(bytes(endpoint.ticket.ticket))
+        del found  # a stream not started yet is cancelled as soon as it starts
+        return flight_pb2.CANCEL_STATUS_CANCELLED if len(info.endpoint) else \
+            flight_pb2.CANCEL_STATUS_NOT_CANCELLABLE
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _metadata_module(self, name: str) -> Any:
+        if metadata is None:
+            raise NotImplementedCommand(f"{name} is not supported yet")
+        return metadata
+
+    def _metadata_schema(self, msg: Message) -> pa.Schema:
+        name = _command_name(msg)
+        md = self._metadata_module(name)
+        key = name
+        if name == "CommandGetTables" and msg.include_schema:
+            key = "CommandGetTablesWithSchema"
+        schema = md.SCHEMAS.get(key)
+        return schema if schema is not None else self._metadata_table(msg).schema
+
+    def _metadata_table(self, msg: Message) -> pa.Table:
+        name = _command_name(msg)
+        md = self._metadata_module(name)
+        conn = self.conn
+        if name == "CommandGetCatalogs":
+            return md.catalogs(conn)
+        if name == "CommandGetDbSchemas":
+            return md.db_schemas(conn, _opt(msg, "catalog"), _opt(msg, "db_schema_filter_pattern"))
+        if name == "CommandGetTables":
+            return md.tables(conn, _opt(msg, "catalog"), _opt(msg, "db_schema_filter_pattern"),
+                             _opt(msg, "table_name_filter_pattern"), list(msg.table_types),
+                             bool(msg.include_schema))
+        if name == "CommandGetTableTypes":
+            return md.table_types()
+        if name == "CommandGetSqlInfo":
+            return md.sql_info(list(msg.info))
+        if name == "CommandGetXdbcTypeInfo":
+            return md.xdbc_type_info(_opt(msg, "data_type"))
+        if name in ("CommandGetPrimaryKeys", "CommandGetImportedKeys", "CommandGetExportedKeys"):
+            fn = {"CommandGetPrimaryKeys": md.primary_keys,
+                  "CommandGetImportedKeys": md.imported_keys,
+                  "CommandGetExportedKeys": md.exported_keys}[name]
+            return fn(conn, _opt(msg, "catalog"), _opt(msg, "db_schema"), msg.table)
+        return md.cross_reference(conn, _opt(msg, "pk_catalog"), _opt(msg, "pk_db_schema"),
+                                  msg.pk_table, _opt(msg, "fk_catalog"),
+                                  _opt(msg, "fk_db_schema"), msg.fk_table)
+
+
+def _reader_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+
+
+def _first_row(params: pa.Table) -> list[Any]:
+    return [params.column(i)[0].as_py() for i in range(params.num_columns)]
+
+
+def _read_params(reader: flight.MetadataRecordBatchReader) -> pa.Table | None:
+    """The bound parameter rows of a DoPut, or None when the client sent no columns."""
+    table = reader.read_all()
+    if table.num_columns == 0:
+        return None
+    return table.combine_chunks()
+
+
+def _drain(reader: flight.MetadataRecordBatchReader) -> None:
+    try:
+        while True:
+            reader.read_chunk()
+    except StopIteration:
+        return
+
+
+def _count_of(result: pa.Table) -> int:
+    if result.num_columns and result.column_names[0] == "count" and result.num_rows == 1:
+        value = result.column(0)[0].as_py()
+        return int(value) if value is not None else -1
+    return 0 if result.column_names == ["result"] else result.num_rows
+
+
+def _snapshot_rows(snap: Any) -> int:
+    return int(snap.count())
