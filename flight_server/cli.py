@@ -7,7 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+
 from superfile import SuperfileError
+from supertable.errors import TableError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +32,78 @@ def _parser() -> argparse.ArgumentParser:
                       help="folder to write the demo superfile into (default ./data)")
     demo.add_argument("--rows", type=int, default=20000,
                       help="number of rows to write (default 20000)")
+    _serve_parser(sub)
     return parser
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the Flight SQL server over a storage root",
+        description="Serve the tables under a storage root over Arrow Flight SQL (ADBC, JDBC, "
+        "pyarrow.flight clients) until SIGTERM or Ctrl-C. Listening on a non-loopback address "
+        "needs authentication (--user, --users-file, --token-file or --token-env) unless "
+        "--allow-unauthenticated is given.",
+    )
+    serve.add_argument("--root", default="data",
+                       help="storage root: a local folder, file://, memory://, s3://bucket/prefix,"
+                       " gs://… or az://… (default ./data)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=50051,
+                       help="port to listen on; 0 picks a free one (default 50051)")
+    serve.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="object store setting, repeatable: aws_endpoint, aws_access_key_id, "
+                       "aws_secret_access_key, aws_region, allow_http, …")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="most calls running statements at once (default: no limit)")
+    serve.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
+                       help="a user allowed to log in with basic authentication, repeatable")
+    serve.add_argument("--users-file", type=Path, default=None,
+                       help="file of users, one NAME:PASSWORD per line")
+    serve.add_argument("--token-file", type=Path, default=None,
+                       help="file of static bearer tokens, one per line")
+    serve.add_argument("--token-env", default=None, metavar="VAR",
+                       help="environment variable holding a static bearer token")
+    serve.add_argument("--tls-cert", type=Path, default=None,
+                       help="PEM certificate chain for TLS (needs --tls-key)")
+    serve.add_argument("--tls-key", type=Path, default=None,
+                       help="PEM private key for TLS (needs --tls-cert)")
+    serve.add_argument("--allow-unauthenticated", action="store_true",
+                       help="allow a non-loopback --host without any authentication")
+
+
+def _storage_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option wants KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value
+    return options
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from flight_server.serve import ServeError, serve
+
+    try:
+        storage = _storage_options(args.storage_option)
+        auth = None
+        if args.user or args.users_file or args.token_file or args.token_env:
+            from flight_server.auth import load_auth
+
+            auth = load_auth(users=tuple(args.user), users_file=args.users_file,
+                             token_file=args.token_file, token_env=args.token_env)
+        serve(args.root, host=args.host, port=args.port, storage_options=storage, auth=auth,
+              tls_cert=args.tls_cert, tls_key=args.tls_key,
+              allow_unauthenticated=args.allow_unauthenticated, workers=args.workers)
+    except (ServeError, ValueError) as exc:
+        print(f"quiver: error: {exc}", file=sys.stderr)
+        return 2
+    except (TableError, OSError, pa.ArrowException) as exc:
+        print(f"quiver: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             from flight_server.demo import run_demo
 
             run_demo(args.out, rows=args.rows)
+        elif args.command == "serve":
+            return _run_serve(args)
     except SuperfileError as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,120 @@
+"""Building the Flight SQL server from options and running it until a signal stops it.
+
+``build_server`` opens the storage root, checks the listening address against the
+authentication settings (a non-loopback host needs authentication unless
+``allow_unauthenticated``), wires authentication middleware and TLS, and starts
+listening. ``serve`` runs it until SIGTERM or SIGINT, then shuts down: calls in
+flight finish (streams are cut when their client goes away), and no table write is
+left half done because every write is one atomic commit.
+
+pyarrow's Python server exposes no gRPC thread-pool size; ``workers`` instead
+bounds how many calls run statements at once (each planning/executing call takes
+one slot; a stream holds one while a slot is free when it starts).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from flight_server.server import QuiverFlightServer
+from flight_server.sql import connect
+
+log = logging.getLogger("quiver")
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class ServeError(Exception):
+    """The server cannot start with these options (the CLI exits with status 2)."""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        from flight_server import auth
+    except ImportError:
+        auth = None  # type: ignore[assignment]
+    check = getattr(auth, "is_loopback", None)
+    if check is not None:
+        return bool(check(host))
+    return host in _LOOPBACK or host.startswith("127.")
+
+
+def _location(host: str, port: int, tls: bool) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"{'grpc+tls' if tls else 'grpc'}://{shown}:{port}"
+
+
+def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
+                 storage_options: dict[str, Any] | None = None, auth: Any | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None,
+                 allow_unauthenticated: bool = False,
+                 workers: int | None = None) -> QuiverFlightServer:
+    """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ServeError("TLS needs both --tls-cert and --tls-key")
+    if auth is None and not allow_unauthenticated and not _is_loopback(host):
+        raise ServeError(f"refusing to listen on {host} without authentication: give users "
+                         "or tokens (--user, --users-file, --token-file, --token-env), or "
+                         "pass --allow-unauthenticated")
+    if workers is not None and workers < 1:
+        raise ServeError("--workers must be at least 1")
+    middleware = None
+    auth_handler = None
+    tls = None
+    if auth is not None or tls_cert is not None:
+        from flight_server import auth as auth_module
+        if auth is not None:
+            middleware = auth_module.middleware(auth)
+            make_handler = getattr(auth_module, "handshake_handler", None)
+            if make_handler is not None:
+                auth_handler = make_handler(auth)
+        if tls_cert is not None and tls_key is not None:
+            tls = auth_module.tls_certificates(tls_cert, tls_key)
+    conn = connect(root, **(storage_options or {}))
+    location = _location(host, port, tls is not None)
+    try:
+        server = QuiverFlightServer(conn, location, auth_handler=auth_handler,
+                                    tls_certificates=tls, middleware=middleware,
+                                    workers=workers)
+    except Exception:
+        conn.close()
+        raise
+    server.root = root  # type: ignore[attr-defined]
+    return server
+
+
+def listening_uri(server: QuiverFlightServer) -> str:
+    """The URI clients connect to (with the port the server really bound)."""
+    scheme, _, rest = server.location.partition("://")
+    host = rest.rsplit(":", 1)[0]
+    return f"{scheme}://{host}:{server.port}"
+
+
+def serve(root: str, **options: Any) -> None:
+    """Runs a server (``build_server`` options) until SIGTERM or SIGINT."""
+    server = build_server(root, **options)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    message = f"quiver: listening on {listening_uri(server)} (root {root})"
+    log.info(message)
+    if not log.isEnabledFor(logging.INFO):
+        print(message, file=sys.stderr, flush=True)
+    try:
+        # A bounded wait keeps the main thread able to run the signal handler.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        log.info("quiver: shutting down")
+        server.shutdown()
+        server.conn.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
