@@ -13,42 +13,13 @@ from dataclasses import dataclass, fields
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from proto import flight_sql_pb2 as pb
 
-class XdbcDataType:
-    """Ordinals of the protocol's ``XdbcDataType`` enum (the JDBC/ODBC type codes)."""
-
-    XDBC_UNKNOWN_TYPE = 0
-    XDBC_CHAR = 1
-    XDBC_NUMERIC = 2
-    XDBC_DECIMAL = 3
-    XDBC_INTEGER = 4
-    XDBC_SMALLINT = 5
-    XDBC_FLOAT = 6
-    XDBC_REAL = 7
-    XDBC_DOUBLE = 8
-    XDBC_DATETIME = 9
-    XDBC_INTERVAL = 10
-    XDBC_VARCHAR = 12
-    XDBC_DATE = 91
-    XDBC_TIME = 92
-    XDBC_TIMESTAMP = 93
-    XDBC_LONGVARCHAR = -1
-    XDBC_BINARY = -2
-    XDBC_VARBINARY = -3
-    XDBC_LONGVARBINARY = -4
-    XDBC_BIGINT = -5
-    XDBC_TINYINT = -6
-    XDBC_BIT = -7
-    XDBC_WCHAR = -8
-    XDBC_WVARCHAR = -9
-
-
-XDBC_SUBCODE_DATE = 1
-XDBC_SUBCODE_TIMESTAMP = 3
-XDBC_SUBCODE_TIMESTAMP_WITH_TIMEZONE = 5
-NULLABILITY_NULLABLE = 1
-SEARCHABLE_BASIC = 2
-SEARCHABLE_FULL = 3
+# Type codes, subcodes and the Nullable/Searchable ordinals come from the compiled
+# protocol definitions.
+NULLABILITY_NULLABLE = pb.NULLABILITY_NULLABLE
+SEARCHABLE_BASIC = pb.SEARCHABLE_BASIC
+SEARCHABLE_FULL = pb.SEARCHABLE_FULL
 
 XDBC_TYPE_INFO_SCHEMA = pa.schema([
     pa.field("type_name", pa.utf8(), nullable=False),
@@ -108,7 +79,7 @@ def _binary_float(name: str, code: int, bits: int) -> _Type:
                  auto_increment=False, num_prec_radix=2)
 
 
-_X = XdbcDataType
+_X = pb
 # FLOAT and REAL are both 32-bit here, so both are reported as REAL; DOUBLE is 64-bit.
 _TYPES: tuple[_Type, ...] = (
     _Type("BOOLEAN", _X.XDBC_BIT, column_size=1),
@@ -136,14 +107,14 @@ _TYPES: tuple[_Type, ...] = (
     # Datetime types report the generic DATETIME code plus a subcode, as the spec asks;
     # column_size is the length of the text form (YYYY-MM-DD HH:MM:SS.ffffff[+00:00]).
     _Type("DATE", _X.XDBC_DATE, column_size=10, literal_prefix="DATE '", literal_suffix="'",
-          sql_data_type=_X.XDBC_DATETIME, datetime_subcode=XDBC_SUBCODE_DATE),
+          sql_data_type=_X.XDBC_DATETIME, datetime_subcode=pb.XDBC_SUBCODE_DATE),
     _Type("TIMESTAMP", _X.XDBC_TIMESTAMP, column_size=26, literal_prefix="TIMESTAMP '",
           literal_suffix="'", minimum_scale=6, maximum_scale=6,
-          sql_data_type=_X.XDBC_DATETIME, datetime_subcode=XDBC_SUBCODE_TIMESTAMP),
+          sql_data_type=_X.XDBC_DATETIME, datetime_subcode=pb.XDBC_SUBCODE_TIMESTAMP),
     _Type("TIMESTAMPTZ", _X.XDBC_TIMESTAMP, column_size=32, literal_prefix="TIMESTAMP '",
           literal_suffix="'", minimum_scale=6, maximum_scale=6,
           sql_data_type=_X.XDBC_DATETIME,
-          datetime_subcode=XDBC_SUBCODE_TIMESTAMP_WITH_TIMEZONE),
+          datetime_subcode=pb.XDBC_SUBCODE_TIMESTAMP_WITH_TIMEZONE),
 )
 
 
