@@ -125,7 +125,9 @@ def _convert_map() -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for n in numeric:
         out[n] = [*numeric, c.BIT, *text]
-    out[c.BIT] = [*numeric, c.BIT, *text]
+    # Decimal and boolean do not cast into each other in the engine.
+    out[c.DECIMAL].remove(c.BIT)
+    out[c.BIT] = [*(n for n in numeric if n != c.DECIMAL), c.BIT, *text]
     for t in text:
         out[t] = [*numeric, c.BIT, *text, c.DATE, c.TIMESTAMP, c.BINARY, c.VARBINARY]
     out[c.DATE] = [c.DATE, c.TIMESTAMP, *text]
