@@ -41,10 +41,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.flight as flight
 
 from catalog.connection import CATALOG_DIR
 from flight_server.errors import InvalidArgument
@@ -108,13 +109,33 @@ def _batches(reader: pa.RecordBatchReader | object) -> Iterator[pa.RecordBatch]:
             yield chunk.data
 
 
-def append_stream(table: Table, reader: object) -> int:
-    """Appends the stream to ``table`` in bounded chunks; the number of rows added."""
+Cancelled = Callable[[], bool]
+
+
+def _never() -> bool:
+    return False
+
+
+def append_stream(table: Table, reader: object, cancelled: Cancelled = _never) -> int:
+    """Appends the stream to ``table`` in bounded chunks; the number of rows added.
+
+    ``cancelled`` is asked before each commit: a client that goes away mid-stream looks
+    to the server's reader like the end of the stream, and its rest must not commit.
+    """
     total = 0
     for part in chunks(_batches(reader)):
+        _check_cancelled(cancelled)
         table.append(part)
         total += part.num_rows
+    _check_cancelled(cancelled)
     return total
+
+
+def _check_cancelled(cancelled: Cancelled) -> None:
+    if cancelled():
+        raise flight.FlightCancelledError("the client cancelled the write or went away; "
+                                          "rows after the last committed chunk were not "
+                                          "written")
 
 
 def _check_request(req: IngestRequest) -> None:
@@ -141,25 +162,27 @@ def _exists(conn: SqlConnection, name: str) -> bool:
 
 
 def ingest(conn: SqlConnection, req: IngestRequest, reader: object,
-           schema: pa.Schema) -> int:
+           schema: pa.Schema, cancelled: Cancelled = _never) -> int:
     """Runs one bulk ingest of ``reader`` (whose schema is ``schema``); rows written."""
+    log.debug("ingest into %r: if_not_exist=%d if_exists=%d", req.table, req.if_not_exist,
+              req.if_exists)
     _check_request(req)
     if _exists(conn, req.table):
         if req.if_exists == EXISTS_APPEND:
-            return append_stream(conn.open_table(req.table), reader)
+            return append_stream(conn.open_table(req.table), reader, cancelled)
         if req.if_exists == EXISTS_REPLACE:
-            return _replace(conn, req.table, reader, schema)
+            return _replace(conn, req.table, reader, schema, cancelled)
         raise TableExistsError(f"table {req.table!r} already exists (ingest mode create); "
                                "use append, create_append or replace")
     if req.if_not_exist != NOT_EXIST_CREATE:
         raise TableNotFoundError(f"no table {req.table!r} to append to (ingest mode append); "
                                  "use create, create_append or replace")
     return create_and_append(conn, req.table, reader, schema,
-                             exist_ok=req.if_exists == EXISTS_APPEND)
+                             exist_ok=req.if_exists == EXISTS_APPEND, cancelled=cancelled)
 
 
 def create_and_append(conn: SqlConnection, name: str, reader: object, schema: pa.Schema,
-                      *, exist_ok: bool = False) -> int:
+                      *, exist_ok: bool = False, cancelled: Cancelled = _never) -> int:
     """Creates ``name`` from ``schema`` and appends the stream; a failure drops the table
     again. With ``exist_ok`` a table that appeared meanwhile is appended to instead."""
     try:
@@ -167,9 +190,9 @@ def create_and_append(conn: SqlConnection, name: str, reader: object, schema: pa
     except TableExistsError:
         if not exist_ok:
             raise
-        return append_stream(conn.open_table(name), reader)
+        return append_stream(conn.open_table(name), reader, cancelled)
     try:
-        return append_stream(table, reader)
+        return append_stream(table, reader, cancelled)
     except BaseException:
         _drop_quietly(conn, name)
         raise
@@ -182,9 +205,10 @@ def _drop_quietly(conn: SqlConnection, name: str) -> None:
         log.warning("could not drop table %r after a failed write: %s", name, exc)
 
 
-def _replace(conn: SqlConnection, name: str, reader: object, schema: pa.Schema) -> int:
+def _replace(conn: SqlConnection, name: str, reader: object, schema: pa.Schema,
+             cancelled: Cancelled) -> int:
     staging = f"_stage_{name[:100]}_{uuid.uuid4().hex[:12]}"
-    rows = create_and_append(conn, staging, reader, schema)
+    rows = create_and_append(conn, staging, reader, schema, cancelled=cancelled)
     try:
         _swap(conn, name, staging)
     except BaseException:

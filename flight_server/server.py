@@ -353,13 +353,13 @@ class QuiverFlightServer(flight.FlightServerBase):
     def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
                reader: flight.MetadataRecordBatchReader,
                writer: flight.FlightMetadataWriter) -> None:
-        self._run("DoPut", self._do_put, descriptor, reader, writer)
+        self._run("DoPut", self._do_put, context, descriptor, reader, writer)
 
-    def _do_put(self, descriptor: flight.FlightDescriptor,
+    def _do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
                 reader: flight.MetadataRecordBatchReader,
                 writer: flight.FlightMetadataWriter) -> None:
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
-            self._put_path(descriptor, reader)
+            self._put_path(descriptor, reader, context.is_cancelled)
             return
         msg = self._command(descriptor)
         name = _command_name(msg)
@@ -374,7 +374,7 @@ class QuiverFlightServer(flight.FlightServerBase):
                 if_exists=msg.table_definition_options.if_exists,
                 temporary=msg.temporary, catalog=_opt(msg, "catalog"),
                 db_schema=_opt(msg, "schema"), transaction_id=_opt(msg, "transaction_id"))
-            rows = ingest.ingest(self.conn, req, reader, reader.schema)
+            rows = ingest.ingest(self.conn, req, reader, reader.schema, context.is_cancelled)
             self._update_result(writer, rows)
         elif name == "CommandPreparedStatementQuery":
             stmt = self.prepared.get(msg.prepared_statement_handle)
@@ -385,6 +385,9 @@ class QuiverFlightServer(flight.FlightServerBase):
         elif name == "CommandPreparedStatementUpdate":
             stmt = self.prepared.get(msg.prepared_statement_handle)
             params = _read_params(reader)
+            if context.is_cancelled():
+                raise flight.FlightCancelledError("the client went away while sending "
+                                                  "parameters; the statement did not run")
             if params is None:
                 params = stmt.params
             self._update_result(writer, _count_of(self._execute(stmt.sql, params)))
@@ -397,16 +400,18 @@ class QuiverFlightServer(flight.FlightServerBase):
         writer.write(pa.py_buffer(out.SerializeToString()))
 
     def _put_path(self, descriptor: flight.FlightDescriptor,
-                  reader: flight.MetadataRecordBatchReader) -> None:
+                  reader: flight.MetadataRecordBatchReader,
+                  cancelled: Callable[[], bool]) -> None:
         path = [p.decode() if isinstance(p, bytes) else p for p in descriptor.path]
         if not path or len(path) > 2 or (len(path) == 2 and path[1] != "create"):
             raise InvalidArgument('DoPut path is ["<table>"] (append) or ["<table>", "create"] '
                                   "(create from the stream's schema when missing, then append)")
         name = path[0]
         if len(path) == 2:
-            ingest.create_and_append(self.conn, name, reader, reader.schema, exist_ok=True)
+            ingest.create_and_append(self.conn, name, reader, reader.schema, exist_ok=True,
+                                     cancelled=cancelled)
         else:
-            ingest.append_stream(self.conn.open_table(name), reader)
+            ingest.append_stream(self.conn.open_table(name), reader, cancelled)
 
     # -- actions -------------------------------------------------------------------------------
 
