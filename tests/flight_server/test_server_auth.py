@@ -19,6 +19,7 @@ from catalog.storage import drop_memory_store
 from flight_server import auth
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
+from tests.flight_server.conftest import start_server
 
 USER, PASSWORD = "ann", "pa:ss word"  # a ':' and a space in the password on purpose
 STATIC = "static-token-0123456789abcdef"
@@ -307,3 +308,30 @@ def test_a_token_only_server_says_passwords_are_not_taken():
         assert _adbc_rows(uri, {AUTH_HEADER: f"Bearer {STATIC}"}) == EXPECTED
     finally:
         _stop(srv)
+
+
+def test_quiver_serve_process_with_users_and_env_tokens_authenticates(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    monkeypatch.setenv("QUIVER_TEST_SERVE_TOKENS", f"{STATIC},another-token-0123456789")
+    proc = start_server(
+        root, "--user", f"{USER}:{PASSWORD}", "--token-env", "QUIVER_TEST_SERVE_TOKENS"
+    )
+    try:
+        uri = proc.uri
+        for db_kwargs in (
+            {"username": USER, "password": PASSWORD},
+            {AUTH_HEADER: "Bearer another-token-0123456789"},
+        ):
+            with (
+                adbc.connect(uri, db_kwargs=db_kwargs, autocommit=True) as conn,
+                conn.cursor() as cur,
+            ):
+                cur.execute("SELECT 41 + 1 AS answer")
+                assert cur.fetchall() == [(42,)]
+        assert "invalid username or password" in _adbc_refused(
+            uri, {"username": USER, "password": "nope"}
+        )
+        assert "authentication required" in _adbc_refused(uri, {})
+    finally:
+        assert proc.stop() == 0, proc.log()

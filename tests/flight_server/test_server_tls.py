@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from catalog.storage import drop_memory_store
 from flight_server import auth
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
+from tests.flight_server.conftest import REPO, start_server
 
 ROOT_CERTS = adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value
 QUERY = "SELECT id, title FROM docs ORDER BY id"
@@ -206,3 +210,36 @@ def test_authentication_works_over_tls(pem):
             adbc.connect(uri, db_kwargs=db_kwargs, autocommit=True)
     finally:
         _stop(srv)
+
+
+def test_quiver_serve_process_with_tls_flags_serves_grpc_tls(tmp_path, pem):
+    root = tmp_path / "root"
+    root.mkdir()
+    cert, key = pem
+    proc = start_server(
+        root, "--tls-cert", str(cert), "--tls-key", str(key), "--user", f"{USER}:{PASSWORD}"
+    )
+    try:
+        uri = f"grpc+tls://127.0.0.1:{proc.port}"
+        db_kwargs = {ROOT_CERTS: cert.read_text(), "username": USER, "password": PASSWORD}
+        with (
+            adbc.connect(uri, db_kwargs=db_kwargs, autocommit=True) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute("SELECT 41 + 1 AS answer")
+            assert cur.fetchall() == [(42,)]
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_quiver_serve_refuses_a_key_file_that_is_not_pem(tmp_path, pem):
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_bytes(b"\x00\x01 not a key")
+    result = subprocess.run(
+        [sys.executable, "-m", "flight_server.cli", "serve", "--root", str(tmp_path),
+         "--port", "0", "--tls-cert", str(pem[0]), "--tls-key", str(bad_key)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "private key file" in result.stderr and "is not PEM" in result.stderr
