@@ -536,10 +536,7 @@ def token_match(snap: Snapshot, column: str, query: str, mode: str = "or",
         if f not in files or not _bloom_keeps(snap, f, column, q, and_mode, hashes):
             continue
         local = snap.fts(f, column).token_match(q, mode)
-        allow = snap.allowed(f, filter_)
-        if allow is not None:
-            local = local[np.isin(local, np.asarray(allow.to_array(), np.uint32))]
-        out.append(snap.ids_of(f, local))
+        out.append(snap.ids_of(f, snap.restrict(f, local, filter_)))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
@@ -559,10 +556,7 @@ def exact_match(snap: Snapshot, column: str, value: str, filter_: Filter = None)
             if bloom is not None and not bloom.might_contain(list(tokens)).all():
                 continue
         local = snap.reader(f).exact_match(column, value)
-        allow = snap.allowed(f, filter_)
-        if allow is not None:
-            local = local[np.isin(local, np.asarray(allow.to_array(), np.uint32))]
-        out.append(snap.ids_of(f, local))
+        out.append(snap.ids_of(f, snap.restrict(f, local, filter_)))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 

@@ -27,6 +27,9 @@ from supertable.readers import ReaderPool
 
 Filter = pc.Expression | Sequence[Any] | None
 
+# Up to this many candidate rows, a filter is checked on the candidates' own values.
+RESTRICT_BY_TAKE_MAX = 4096
+
 
 def _dnf(filter_: Filter) -> list[list[tuple[str, str, Any]]] | None:
     if filter_ is None or isinstance(filter_, pc.Expression):
@@ -144,6 +147,26 @@ class Snapshot:
             return self.live(entry)
         matched = self._matching_rows(entry, expr)
         return matched - entry.tombstones if entry.tombstones else matched
+
+    def restrict(self, entry: FileEntry, local: np.ndarray, filter_: Filter) -> np.ndarray:
+        """The rows of ``local`` (local row ids, ascending) that are live and pass
+        ``filter_``. A few candidates are checked by reading just their rows of the
+        filter's columns; many are checked against the file-wide ``allowed`` set."""
+        if entry.tombstones and len(local):
+            dead = np.asarray(entry.tombstones.to_array(), np.int64)
+            local = local[~np.isin(local, dead)]
+        dnf = _dnf(filter_)
+        if filter_ is None or len(local) == 0:
+            return local
+        if dnf is None or len(local) > RESTRICT_BY_TAKE_MAX:
+            matched = self._matching_rows(entry, to_expression(filter_))
+            return local[np.isin(local, np.asarray(matched.to_array(), np.int64))]
+        columns = sorted({col for conj in dnf for col, _, _ in conj})
+        self.check_columns(columns)
+        rows = self.conform(self.reader(entry).take(local, columns))
+        position = pa.array(np.arange(len(local), dtype=np.int64))
+        kept = rows.append_column("__row", position).filter(to_expression(filter_))
+        return local[kept.column("__row").to_numpy()]
 
     def _matching_rows(self, entry: FileEntry, expr: pc.Expression) -> BitMap:
         reader = self.reader(entry)

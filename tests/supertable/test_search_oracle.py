@@ -343,3 +343,18 @@ def test_rows_appended_without_indexes_search_like_the_oracle_before_and_after_i
     assert table.wait_for_indexes(timeout=60)
     assert all(f.indexed for f in table.snapshot().files)
     check()
+
+
+@pytest.mark.parametrize("take_max", [0, 1 << 30], ids=["file-wide", "candidates-only"])
+def test_dnf_filtered_token_match_is_the_same_whichever_way_the_filter_is_checked(
+        built, monkeypatch, take_max):
+    import supertable.snapshot as snapshot_module
+
+    monkeypatch.setattr(snapshot_module, "RESTRICT_BY_TAKE_MAX", take_max)
+    table, oracle = built
+    filter_ = [[("year", ">=", 2012), ("year", "<", 2020)], [("title", "=", "rust")]]
+    passing = table.to_arrow(with_id=True, filter_=filter_).column("_id").to_numpy()
+    for query, mode in (("rust", "or"), ("rust fast", "and")):
+        want = oracle.ids[oracle.reader.token_match("body", query, mode)]
+        got = table.token_match("body", query, mode, filter_=filter_)
+        np.testing.assert_array_equal(got, np.sort(want[np.isin(want, passing)]))
