@@ -6,6 +6,7 @@ import functools
 import uuid
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -115,7 +116,6 @@ def test_pattern_regex_agrees_with_the_oracle_on_arbitrary_text(pattern, names):
     # Names with regex metacharacters, newlines and non-ASCII letters: the pattern
     # must still treat them as ordinary characters.
     arr = pa.array(names, pa.string())
-    import pyarrow.compute as pc
     got = arr.filter(pc.match_substring_regex(arr, metadata.like_regex(pattern))).to_pylist()
     assert got == [n for n in names if like_oracle(pattern, n)]
 
