@@ -17,8 +17,9 @@ replace         CREATE           REPLACE
 
 An unspecified option counts as FAIL. A table created here gets the default
 indexes (BM25 on every string column, cosine vectors on every fixed-size float
-list column). ``temporary``, ``catalog``, ``schema`` and a transaction are
-rejected (one root holds one flat namespace and has no transactions).
+list column). ``temporary``, a transaction, and a ``catalog`` or ``schema`` other
+than the one the metadata commands report (``quiver`` / ``main``) are rejected:
+one root holds one flat namespace and has no transactions.
 
 What a failed stream leaves behind:
 
@@ -48,6 +49,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from catalog.connection import CATALOG_DIR
+from flight_server import metadata
 from flight_server.errors import InvalidArgument
 from flight_server.sql import SqlConnection
 from supertable.errors import TableExistsError, TableNotFoundError
@@ -143,12 +145,14 @@ def _check_request(req: IngestRequest) -> None:
         raise InvalidArgument("bulk ingest needs a target table name")
     if req.temporary:
         raise InvalidArgument("temporary tables are not supported")
-    if req.catalog:
+    if req.catalog and req.catalog != metadata.CATALOG:
         raise InvalidArgument(f"catalog {req.catalog!r} is not supported: tables live in one "
-                              "namespace per root; leave the catalog unset")
-    if req.db_schema:
+                              f"namespace per root; leave the catalog unset or use "
+                              f"{metadata.CATALOG!r}")
+    if req.db_schema and req.db_schema != metadata.DB_SCHEMA:
         raise InvalidArgument(f"schema {req.db_schema!r} is not supported: tables live in one "
-                              "namespace per root; leave the schema unset")
+                              f"namespace per root; leave the schema unset or use "
+                              f"{metadata.DB_SCHEMA!r}")
     if req.transaction_id:
         raise InvalidArgument("transactions are not supported")
 

@@ -21,27 +21,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from flight_server import auth as auth_module
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
 
 log = logging.getLogger("quiver")
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-
 
 class ServeError(Exception):
     """The server cannot start with these options (the CLI exits with status 2)."""
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        from flight_server import auth
-    except ImportError:
-        auth = None  # type: ignore[assignment]
-    check = getattr(auth, "is_loopback", None)
-    if check is not None:
-        return bool(check(host))
-    return host in _LOOPBACK or host.startswith("127.")
 
 
 def _location(host: str, port: int, tls: bool) -> str:
@@ -57,7 +45,9 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
-    if auth is None and not allow_unauthenticated and not _is_loopback(host):
+    if auth is not None and not auth.enabled:
+        auth = None
+    if auth is None and not allow_unauthenticated and not auth_module.is_loopback(host):
         raise ServeError(f"refusing to listen on {host} without authentication: give users "
                          "or tokens (--user, --users-file, --token-file, --token-env), or "
                          "pass --allow-unauthenticated")
@@ -66,15 +56,14 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     middleware = None
     auth_handler = None
     tls = None
-    if auth is not None or tls_cert is not None:
-        from flight_server import auth as auth_module
-        if auth is not None:
-            middleware = auth_module.middleware(auth)
-            make_handler = getattr(auth_module, "handshake_handler", None)
-            if make_handler is not None:
-                auth_handler = make_handler(auth)
-        if tls_cert is not None and tls_key is not None:
+    if auth is not None:
+        middleware = auth_module.middleware(auth)
+        auth_handler = auth_module.handshake_handler(auth)
+    if tls_cert is not None and tls_key is not None:
+        try:
             tls = auth_module.tls_certificates(tls_cert, tls_key)
+        except ValueError as exc:
+            raise ServeError(str(exc)) from None
     conn = connect(root, **(storage_options or {}))
     location = _location(host, port, tls is not None)
     try:

@@ -40,7 +40,7 @@ import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
-from flight_server import handles, ingest
+from flight_server import handles, ingest, metadata
 from flight_server.errors import (
     InvalidArgument,
     NotImplementedCommand,
@@ -50,11 +50,6 @@ from flight_server.errors import (
 )
 from flight_server.sql import SqlConnection
 from proto import PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
-
-try:
-    from flight_server import metadata
-except ImportError:  # written alongside; metadata commands answer UNIMPLEMENTED until then
-    metadata = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -502,14 +497,9 @@ class QuiverFlightServer(flight.FlightServerBase):
 
     # -- metadata ------------------------------------------------------------------------------
 
-    def _metadata_module(self, name: str) -> Any:
-        if metadata is None:
-            raise NotImplementedCommand(f"{name} is not supported yet")
-        return metadata
-
     def _metadata_schema(self, msg: Message) -> pa.Schema:
         name = _command_name(msg)
-        md = self._metadata_module(name)
+        md = metadata
         key = name
         if name == "CommandGetTables" and msg.include_schema:
             key = "CommandGetTablesWithSchema"
@@ -518,7 +508,7 @@ class QuiverFlightServer(flight.FlightServerBase):
 
     def _metadata_table(self, msg: Message) -> pa.Table:
         name = _command_name(msg)
-        md = self._metadata_module(name)
+        md = metadata
         conn = self.conn
         if name == "CommandGetCatalogs":
             return md.catalogs(conn)
