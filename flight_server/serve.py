@@ -7,9 +7,10 @@ listening. ``serve`` runs it until SIGTERM or SIGINT, then shuts down: calls in
 flight finish (streams are cut when their client goes away), and no table write is
 left half done because every write is one atomic commit.
 
-pyarrow's Python server exposes no gRPC thread-pool size; ``workers`` instead
-bounds how many calls run statements at once (each planning/executing call takes
-one slot; a stream holds one while a slot is free when it starts).
+pyarrow's Python server exposes no gRPC thread-pool size (gRPC grows its own pool);
+``workers`` instead bounds how many calls plan or execute statements at once
+(GetFlightInfo, GetSchema, DoPut, actions and the start of a DoGet). Streaming the
+rows of a started DoGet is not counted.
 """
 
 from __future__ import annotations

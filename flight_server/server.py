@@ -317,15 +317,13 @@ class QuiverFlightServer(flight.FlightServerBase):
         except BaseException:
             self.streams.finish(key, cancel)
             raise
-        slots = self._slots
-        if slots is not None and not slots.acquire(timeout=0):
-            slots = None  # the planning above already ran under a slot; streaming is not held
+        # A generator rather than RecordBatchStream(reader): it checks the cancel flag per
+        # batch, for about 10% of throughput (1M-row SELECT *: 17.8M vs 20.3M rows/s).
         return flight.GeneratorStream(reader.schema,
-                                      self._batches(key, reader, cancel, context, slots))
+                                      self._batches(key, reader, cancel, context))
 
     def _batches(self, key: bytes, reader: pa.RecordBatchReader, cancel: threading.Event,
-                 context: flight.ServerCallContext,
-                 slots: threading.BoundedSemaphore | None) -> Iterator[pa.RecordBatch]:
+                 context: flight.ServerCallContext) -> Iterator[pa.RecordBatch]:
         try:
             for batch in rechunk(_reader_batches(reader)):
                 if cancel.is_set():
@@ -340,8 +338,6 @@ class QuiverFlightServer(flight.FlightServerBase):
         finally:
             reader.close()
             self.streams.finish(key, cancel)
-            if slots is not None:
-                slots.release()
 
     # -- DoPut ---------------------------------------------------------------------------------
 
