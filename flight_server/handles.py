@@ -199,6 +199,14 @@ class RunningStreams:
                 self._pending[ticket] = now
             return bool(events)
 
+    def cancel_all(self) -> int:
+        """Flags every running stream (a server shutting down); how many there were."""
+        with self._lock:
+            events = [e for group in self._running.values() for e in group]
+        for event in events:
+            event.set()
+        return len(events)
+
     def running(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._running.values())

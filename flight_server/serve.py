@@ -26,7 +26,7 @@ from flight_server import auth as auth_module
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
 
-log = logging.getLogger("quiver")
+log = logging.getLogger(__name__)
 
 
 class ServeError(Exception):
@@ -103,7 +103,10 @@ def serve(root: str, **options: Any) -> None:
         while not stop.wait(0.5):
             pass
     finally:
-        log.info("quiver: shutting down")
+        # Running queries stop at their next batch; shutdown() then waits for the calls
+        # still in flight (writes commit atomically, so none is left half written).
+        cancelled = server.streams.cancel_all()
+        log.info("quiver: shutting down (%d running queries cancelled)", cancelled)
         server.shutdown()
         server.conn.close()
         for sig, handler in previous.items():

@@ -14,6 +14,8 @@ import warnings
 import adbc_driver_flightsql.dbapi as adbc
 import numpy as np
 import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
 
 from tests.flight_server.conftest import REPO, free_port, start_server
 
@@ -119,3 +121,15 @@ def test_sigkill_during_an_ingest_loop_loses_no_acknowledged_batch(served) -> No
     # Only the batch in flight at the kill may be there unacknowledged, and only whole.
     assert got - set(acked) <= {len(acked)}
     assert len(ids) == len(got) * batch_rows
+
+
+def test_sigterm_during_a_long_query_cancels_it_and_exits(served) -> None:
+    client = flight.connect(served.uri)
+    reader = client.do_get(flight.Ticket(b"SELECT value AS v FROM range(1000000000)"))
+    reader.read_chunk()
+    started = time.monotonic()
+    assert served.stop(signal.SIGTERM, timeout=30) == 0
+    assert time.monotonic() - started < 20
+    with pytest.raises((flight.FlightError, pa.ArrowException)):
+        for _ in range(100_000):
+            reader.read_chunk()
