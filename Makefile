@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test bench lint clean
+.PHONY: install run demo test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
+	$(VENV)/bin/quiver serve
+
+demo: install
 	$(VENV)/bin/quiver demo
 
 test: install
@@ -21,6 +24,7 @@ test: install
 bench: install
 	$(PYTHON) -m bench.superfile_bench
 	$(PYTHON) -m bench.table_bench
+	$(PYTHON) -m bench.sql_bench
 
 lint: install
 	$(VENV)/bin/ruff check .
