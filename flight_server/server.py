@@ -484,12 +484,13 @@ class QuiverFlightServer(flight.FlightServerBase):
             parameter_schema=param_schema.serialize().to_pybytes())
 
     def _cancel(self, info: Message) -> int:
-        found = False
+        """Flags the tickets of ``info``. A stream not started yet counts as cancelled: it
+        fails as soon as it starts."""
+        if not info.endpoint:
+            return flight_pb2.CANCEL_STATUS_NOT_CANCELLABLE
         for endpoint in info.endpoint:
-            found |= self.streams.cancel(bytes(endpoint.ticket.ticket))
-        del found  # a stream not started yet is cancelled as soon as it starts
-        return flight_pb2.CANCEL_STATUS_CANCELLED if len(info.endpoint) else \
-            flight_pb2.CANCEL_STATUS_NOT_CANCELLABLE
+            self.streams.cancel(bytes(endpoint.ticket.ticket))
+        return flight_pb2.CANCEL_STATUS_CANCELLED
 
     # -- metadata ------------------------------------------------------------------------------
 
