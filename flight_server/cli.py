@@ -71,6 +71,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        help="PEM private key for TLS (needs --tls-cert)")
     serve.add_argument("--allow-unauthenticated", action="store_true",
                        help="allow a non-loopback --host without any authentication")
+    serve.add_argument("--advertise", action="append", default=[], metavar="URI",
+                       help="location of a server sharing this root (this one included), "
+                       "repeatable, e.g. grpc://host:port; a query's endpoints are spread "
+                       "over them (default: this server's own address)")
 
 
 def _storage_options(pairs: list[str]) -> dict[str, str]:
@@ -96,7 +100,8 @@ def _run_serve(args: argparse.Namespace) -> int:
                              token_file=args.token_file, token_env=args.token_env)
         serve(args.root, host=args.host, port=args.port, storage_options=storage, auth=auth,
               tls_cert=args.tls_cert, tls_key=args.tls_key,
-              allow_unauthenticated=args.allow_unauthenticated, workers=args.workers)
+              allow_unauthenticated=args.allow_unauthenticated, workers=args.workers,
+              advertise=args.advertise or None)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2
