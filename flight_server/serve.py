@@ -42,7 +42,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  storage_options: dict[str, Any] | None = None, auth: Any | None = None,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  allow_unauthenticated: bool = False,
-                 workers: int | None = None) -> QuiverFlightServer:
+                 workers: int | None = None,
+                 advertise: list[str] | None = None) -> QuiverFlightServer:
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
@@ -70,7 +71,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     try:
         server = QuiverFlightServer(conn, location, auth_handler=auth_handler,
                                     tls_certificates=tls, middleware=middleware,
-                                    workers=workers)
+                                    workers=workers, advertise=advertise)
     except Exception:
         conn.close()
         raise

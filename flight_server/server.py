@@ -125,12 +125,14 @@ class QuiverFlightServer(flight.FlightServerBase):
                  tls_certificates: list[Any] | None = None,
                  middleware: dict[str, flight.ServerMiddlewareFactory] | None = None,
                  workers: int | None = None,
-                 prepared: handles.PreparedRegistry | None = None) -> None:
+                 prepared: handles.PreparedRegistry | None = None,
+                 advertise: list[str] | None = None) -> None:
         hide_tracebacks()
         super().__init__(location, auth_handler=auth_handler,
                          tls_certificates=tls_certificates, middleware=middleware)
         self.conn = conn
         self.location = location
+        self.advertise = list(advertise or [])
         self.prepared = prepared or handles.PreparedRegistry()
         self.streams = handles.RunningStreams()
         self._slots = threading.BoundedSemaphore(workers) if workers else None
