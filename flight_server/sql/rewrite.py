@@ -16,6 +16,10 @@ returns text edits (spans of the user's own text replaced, nothing regenerated):
   nearest rows among those passing every filter. ``bm25`` asks for k = LIMIT + OFFSET
   when its SELECT orders by the score alone (descending) with every filter pushed;
   otherwise for every match, and DataFusion filters those.
+- ``bm25()`` beside ``knn()`` on the same reference: every BM25 match is scored first;
+  the kNN result carries those scores (0 for rows that do not match), and a lower
+  bound on the score in WHERE limits the kNN to the rows above it, so the k nearest
+  rows are found among the matches.
 - ``bm25()`` without a WHERE that requires a match needs 0 for rows that do not match:
   the reference becomes the table LEFT JOIN the search result on ``_id`` with
   ``COALESCE(score, 0)``.
@@ -59,7 +63,7 @@ from superfile.fts.tokenizer import tokenize
 from superfile.spec import Metric, vector_dim
 from supertable import search
 from supertable.manifest import ID_COLUMN, FileEntry
-from supertable.snapshot import Snapshot
+from supertable.snapshot import Snapshot, to_expression
 from supertable.table import Table
 
 __all__ = ["SCORE_COLUMN", "IndexRewrite", "RewriteResult", "has_search_calls"]
@@ -230,6 +234,34 @@ class _Plan:
     table: Table
     snap: Snapshot
     calls: list[_Call] = field(default_factory=list)
+
+
+@dataclass
+class _Scores:
+    """The BM25 side of a reference that also has ``knn``: every match's ``_id`` and
+    score, the calls they answer, and the least score the WHERE lets through (None when
+    non-matching rows pass too)."""
+
+    calls: list[_Call]
+    ids: np.ndarray
+    scores: np.ndarray
+    floor: float | None
+
+    def allowed(self) -> np.ndarray:
+        keep = self.scores >= self.floor if self.floor is not None else slice(None)
+        return np.sort(self.ids[keep])
+
+    def of(self, ids: np.ndarray) -> np.ndarray:
+        """The score of each of ``ids``; 0 where it does not match."""
+        order = np.argsort(self.ids, kind="stable")
+        sorted_ids = self.ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+        found = (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(len(ids), bool)
+        return np.where(found, self.scores[order][pos] if len(sorted_ids) else 0, 0
+                        ).astype(np.float32)
+
+
+BM25_COLUMN = "__quiver_bm25"
 
 
 @dataclass
@@ -518,9 +550,6 @@ class IndexRewrite:
             if any(not c.same_search(group[0]) for c in group[1:]):
                 raise SqlPlanError(f"{what}: one search per reference to table {name!r}; "
                                    "join the table again for another search")
-        if bm25 and knn:
-            raise SqlPlanError(f"bm25() and knn() on the same reference to table {name!r}; "
-                               "use hybrid_search() or join the table again")
         where = ref.select.args.get("where") if ref.select is not None else None
         conjuncts = _conjuncts(where.this) if where is not None else []
         top_level = {id(_unparen(c)) for c in conjuncts}
@@ -534,12 +563,43 @@ class IndexRewrite:
             if c not in by_score:
                 self._distance_edit(c, snap)
         if knn_call is not None:
-            self._replace(plan, knn_call, where, conjuncts, knn + by_score)
+            scores = self._bm25_beside_knn(plan, bm25, conjuncts) if bm25 else None
+            self._replace(plan, knn_call, where, conjuncts, knn + by_score, scores)
         elif bm25:
             if self._requires_match(bm25, conjuncts):
                 self._replace(plan, bm25[0], where, conjuncts, bm25)
             else:
                 self._join(plan, bm25[0], conjuncts, bm25)
+
+    def _bm25_beside_knn(self, plan: _Plan, calls: list[_Call],
+                         conjuncts: list[exp.Expression]) -> _Scores:
+        """BM25 scores of every match, for a reference whose rows come from ``knn``. A
+        lower bound on the score in WHERE narrows the rows the kNN may return; any other
+        use of the score in WHERE would need scores of rows not yet found."""
+        floors = []
+        for c in conjuncts:
+            if not any(self._contains(c, call) for call in calls):
+                continue
+            floor = self._lower_bound(calls, c)
+            if floor is None:
+                raise SqlPlanError("with knn() on the same table reference, bm25() may appear "
+                                   "in WHERE only as a lower bound (bm25(col, 'q') > c); "
+                                   "join the table again for other uses")
+            floors.append(floor)
+        exact, _, _ = self._split(plan, conjuncts)
+        call = calls[0]
+        try:
+            hits = search.bm25(plan.snap, call.column, call.query,
+                               max(1, plan.snap.manifest.num_rows), mode=call.mode,
+                               filter_=self._filter(plan, exact), pool=_fan_out_pool(plan.snap))
+        except QueryError as exc:
+            raise SqlPlanError(f"bm25(): {exc}") from None
+        return _Scores(calls, np.asarray(hits.ids, np.int64),
+                       np.asarray(hits.scores, np.float32), max(floors) if floors else None)
+
+    @staticmethod
+    def _contains(node: exp.Expression, call: _Call) -> bool:
+        return any(n is call.node for n in node.walk())
 
     def _distance_edit(self, call: _Call, snap: Snapshot) -> None:
         dtype = snap.manifest.schema.field(call.column).type
@@ -705,13 +765,17 @@ class IndexRewrite:
         return n + skip
 
     def _replace(self, plan: _Plan, call: _Call, where: exp.Where | None,
-                 conjuncts: list[exp.Expression], scored: list[_Call]) -> None:
-        """The reference becomes the search result."""
+                 conjuncts: list[exp.Expression], scored: list[_Call],
+                 bm25: _Scores | None = None) -> None:
+        """The reference becomes the search result (with ``bm25``, the kNN result carries
+        those BM25 scores too, and a floor on them narrows the kNN)."""
         ref, snap = plan.ref, plan.snap
         exact, local, rest = self._split(plan, conjuncts)
         others = [c for c in conjuncts if has_search_calls(c)
                   and not (call.fn == "bm25" and self._lower_bound(scored, c) is not None)
-                  and not (call.fn == "knn" and _unparen(c) is call.node)]
+                  and not (call.fn == "knn" and _unparen(c) is call.node)
+                  and not (bm25 is not None and bm25.floor is not None
+                           and self._lower_bound(bm25.calls, c) is not None)]
         k = call.k
         if call.fn == "bm25":
             k = self._k_from_limit(plan, call) if not rest and not others else None
@@ -728,6 +792,15 @@ class IndexRewrite:
                 filter_ = pc.field(ID_COLUMN).isin(pa.array(ids, pa.int64()))
                 pushed += local
                 prefiltered = True
+        if bm25 is not None and bm25.floor is not None:
+            allowed = bm25.allowed()
+            if prefiltered:
+                filter_ = pc.field(ID_COLUMN).isin(pa.array(np.intersect1d(ids, allowed)))
+            else:
+                only = pc.field(ID_COLUMN).isin(pa.array(allowed, pa.int64()))
+                expr = to_expression(filter_)
+                filter_ = only if expr is None else expr & only
+            pushed += [c for c in conjuncts if self._lower_bound(bm25.calls, c) is not None]
         if call.fn == "bm25" and local and not prefiltered:
             k = None
         left = [c for c in local + rest if not any(c is p for p in pushed)]
@@ -742,8 +815,11 @@ class IndexRewrite:
                                      nprobe=call.nprobe, filter_=filter_, pool=pool)
         except QueryError as exc:
             raise SqlPlanError(f"{call.fn}(): {exc}") from None
-        columns = self._needed(plan, scored)
+        columns = self._needed(plan, scored + (bm25.calls if bm25 is not None else []))
         data = search.materialize(snap, hits, columns, score_name=SCORE_COLUMN)
+        if bm25 is not None:
+            data = data.append_column(BM25_COLUMN, pa.array(
+                bm25.of(np.asarray(hits.ids, np.int64)), pa.float32()))
         name = self._register(data)
         placeholder = "\x00view\x00"
         edit = sqlparse.table_edit(ref, placeholder, self.st.body)
@@ -757,6 +833,8 @@ class IndexRewrite:
                 self.result.edits.append(sqlparse.Edit(c.span[0], c.span[1], "TRUE"))
             else:
                 self._call_edit(c, f"{alias}.{_quote(SCORE_COLUMN)}")
+        for c in bm25.calls if bm25 is not None else []:
+            self._call_edit(c, f"{alias}.{_quote(BM25_COLUMN)}")
         what = "bm25" if call.fn == "bm25" else "knn"
         desc = [f"index path: {what} on {snap.name}.{call.column}",
                 f"k={k if k is not None else 'all'}"]
@@ -765,6 +843,10 @@ class IndexRewrite:
             desc.append(f"filter=[{self._describe(pushed)}]{how}")
         if left:
             desc.append(f"after the search=[{self._describe(left)}]")
+        if bm25 is not None:
+            desc.append(f"bm25 on {snap.name}.{bm25.calls[0].column} scores "
+                        f"{len(bm25.ids)} matches"
+                        + (" and limits the kNN to them" if bm25.floor is not None else ""))
         desc.append(f"columns={columns}")
         desc.append(f"rows={data.num_rows}")
         self._note(" ".join(desc))

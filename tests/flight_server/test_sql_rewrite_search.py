@@ -186,6 +186,46 @@ def test_filtered_knn_returns_the_k_nearest_rows_passing_the_filter(engine, live
     assert got.column("d").to_pylist() == pytest.approx(dist[order].tolist(), abs=1e-5)
 
 
+@pytest.mark.parametrize("floor", ["> 0", "> 1.5"])
+def test_knn_with_a_bm25_floor_returns_the_k_nearest_matching_rows_with_their_scores(
+        engine, live, floor):
+    q = _vec(7)
+    v = _text(q)
+    got = engine.execute(
+        f"SELECT _id, bm25(title, 'rust') AS s, vector_distance(emb, '{v}') AS d FROM docs "
+        f"WHERE knn(emb, '{v}', 5) AND bm25(title, 'rust') {floor} AND year > 2004 "
+        "ORDER BY d")
+    scored = engine.execute("SELECT _id, score FROM bm25_search('docs', 'title', 'rust', 100000)")
+    score_of = dict(zip(scored.column("_id").to_pylist(), scored.column("score").to_pylist(),
+                        strict=True))
+    bound = float(floor.split()[1])
+    ids = live.column("_id").to_numpy()
+    keep = np.array([score_of.get(i, 0.0) > bound for i in ids.tolist()]) \
+        & (live.column("year").to_numpy() > 2004)
+    dist = _cosine(live, q)[keep]
+    order = np.argsort(dist, kind="stable")[:5]
+    assert got.num_rows == min(5, int(keep.sum())) > 0
+    assert got.column("_id").to_pylist() == ids[keep][order].tolist()
+    assert got.column("s").to_pylist() == pytest.approx(
+        [score_of[i] for i in got.column("_id").to_pylist()], rel=1e-5)
+    notes = _notes(engine, f"SELECT _id FROM docs WHERE knn(emb, '{v}', 5) "
+                           f"AND bm25(title, 'rust') {floor}")
+    assert len(notes) == 1 and "limits the kNN to them" in notes[0]
+
+
+def test_knn_beside_a_projected_bm25_score_gives_zero_to_non_matching_rows(engine):
+    v = _text(_vec(8))
+    got = engine.execute(f"SELECT _id, bm25(title, 'rust') AS s FROM docs "
+                         f"WHERE knn(emb, '{v}', 20) ORDER BY _id")
+    knn_ids = engine.execute(f"SELECT _id FROM docs WHERE knn(emb, '{v}', 20) ORDER BY _id")
+    assert got.column("_id").to_pylist() == knn_ids.column("_id").to_pylist()
+    scored = engine.execute("SELECT _id, score FROM bm25_search('docs', 'title', 'rust', 100000)")
+    score_of = dict(zip(scored.column("_id").to_pylist(), scored.column("score").to_pylist(),
+                        strict=True))
+    assert got.column("s").to_pylist() == pytest.approx(
+        [score_of.get(i, 0.0) for i in got.column("_id").to_pylist()], rel=1e-5)
+
+
 def test_knn_equals_vector_search_without_a_filter(engine):
     v = _text(_vec(3))
     got = engine.execute(f"SELECT _id, vector_distance(emb, {v}) AS d FROM docs "
