@@ -1,0 +1,51 @@
+# Quiver server image: the `quiver` command on a slim Python, running as a non-root user.
+#
+#   docker build -t quiver .
+#   docker run -p 50051:50051 -e QUIVER_TOKENS=... -v quiver-data:/data quiver \
+#       serve --host 0.0.0.0 --root /data --token-env QUIVER_TOKENS
+#
+# The default command listens on 0.0.0.0 without credentials, which the server refuses;
+# give credentials as above, or use compose/docker-compose.yml (MinIO + quiver with tokens).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# The build stage installs the project into a virtualenv; the runtime stage copies only
+# that virtualenv, so the source tree and pip's caches stay out of the final image.
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/quiver
+WORKDIR /src
+# Metadata first: a change to the code alone does not invalidate the layers above.
+COPY pyproject.toml README.md ./
+COPY superfile ./superfile
+COPY supertable ./supertable
+COPY catalog ./catalog
+COPY flight_server ./flight_server
+COPY proto ./proto
+# The import check fails the build here, not at first start, when a native wheel is missing.
+RUN /opt/quiver/bin/pip install . \
+    && /opt/quiver/bin/python -c "import flight_server.serve, flight_server.health" \
+    && /opt/quiver/bin/quiver serve --help > /dev/null
+
+FROM ${PYTHON_IMAGE}
+# A fixed uid/gid lets a host directory mounted at /data be given to the same user.
+RUN groupadd --system --gid 10001 quiver \
+    && useradd --system --uid 10001 --gid quiver --home-dir /home/quiver --create-home \
+        --shell /usr/sbin/nologin quiver \
+    && mkdir -p /data /var/cache/quiver \
+    && chown quiver:quiver /data /var/cache/quiver \
+    && chmod 0700 /var/cache/quiver
+COPY --from=build /opt/quiver /opt/quiver
+# QUIVER_CACHE_DIR: the superfile cache for object-storage roots. It must be private to
+# the server's user (the server refuses a shared one), hence its own 0700 directory.
+ENV PATH=/opt/quiver/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    QUIVER_CACHE_DIR=/var/cache/quiver
+USER quiver:quiver
+WORKDIR /home/quiver
+VOLUME ["/data"]
+EXPOSE 50051
+ENTRYPOINT ["quiver"]
+CMD ["serve", "--host", "0.0.0.0", "--root", "/data"]
