@@ -44,6 +44,14 @@ class SqlConnection:
         concatenated; an INSERT of placeholders appends all rows in one commit."""
         return self.engine.execute_many(text, params)
 
+    def sql_files(self, text: str, table: str, version: int, files: Sequence[str],
+                  params: Sequence[Any] | None = None, *, table_uuid: str | None = None
+                  ) -> pa.RecordBatchReader:
+        """Streams a query that reads ``table`` as of ``version`` through the superfiles
+        ``files`` only (see ``SqlEngine.sql_files``)."""
+        return self.engine.sql_files(text, table, version, files, params,
+                                     table_uuid=table_uuid)
+
     def schema(self, text: str, params: Sequence[Any] | None = None) -> pa.Schema:
         """The schema of the statement's result, without running it."""
         return self.engine.schema(text, params)

@@ -44,7 +44,7 @@ from flight_server.sql.errors import (
 )
 from flight_server.sql.views import ViewRegistry
 from superfile.errors import SuperfileError
-from supertable.errors import TableError, TableNotFoundError
+from supertable.errors import ObjectNotFoundError, TableError, TableNotFoundError
 from supertable.manifest import FileEntry
 from supertable.snapshot import Snapshot
 from supertable.table import Table
@@ -85,6 +85,8 @@ class _Pins:
     snaps: dict[str, Snapshot] = field(default_factory=dict)
     # What the index rewrite decided, shown by EXPLAIN.
     notes: list[str] = field(default_factory=list)
+    # Tables read through some of their files only (``sql_files``): paths by table name.
+    files: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class SqlEngine:
@@ -262,6 +264,46 @@ class SqlEngine:
                 return self._explain_with_notes(df, pins.notes)
         return self._stream(df)
 
+    def sql_files(self, text: str, table: str, version: int, files: Sequence[str],
+                  params: Sequence[Any] | None = None, *, table_uuid: str | None = None
+                  ) -> pa.RecordBatchReader:
+        """Runs a query that reads ``table`` as of ``version`` through the superfiles
+        ``files`` only (paths as that version's manifest lists them), so the rows of a
+        table can be read in parts. ``table_uuid``, when given, must be the table's:
+        a table dropped and created again under the name is another table.
+        ``ObjectNotFoundError`` when that version or one of the files is gone."""
+        st = sqlparse.parse(self._bound(text, params))
+        if st.expr is None or st.explain or not sqlparse.is_query(st.expr):
+            raise SqlError("only a query can read part of a table's files")
+        with self._statement() as pins:
+            source = self.open_table(table)
+            snap = self._snapshot_at(source, version)
+            if table_uuid is not None and snap.manifest.table_uuid != table_uuid:
+                raise ObjectNotFoundError(f"table {table!r} was dropped or replaced since "
+                                          "this read was planned; run the query again")
+            wanted = frozenset(files)
+            missing = wanted - {f.path for f in snap.files}
+            if missing:
+                raise ObjectNotFoundError(f"version {version} of table {table!r} has no "
+                                          f"file(s) {sorted(missing)[:3]}")
+            pins.tables[table] = source
+            pins.snaps[table] = snap
+            pins.files[table] = wanted
+            df = self._plan_query(st, pins)
+        return self._stream(df)
+
+    @staticmethod
+    def _snapshot_at(table: Table, version: int) -> Snapshot:
+        snap = table.snapshot(refresh=False)
+        if snap.version == version:
+            return snap
+        try:
+            return table.at_version(version)
+        except ObjectNotFoundError:
+            raise ObjectNotFoundError(
+                f"version {version} of table {table.name!r} is no longer stored (old "
+                "versions are removed after a while); run the query again") from None
+
     def _count_only(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
         """The result of ``SELECT count(*) FROM t`` (or ``count(1)``, aliased or not, with
         nothing else in the statement) from the pinned manifest: its live-row count is
@@ -355,7 +397,8 @@ class SqlEngine:
             return view
 
         index = None
-        if _rewrite is not None and self._distances is not None:
+        # The index rewrite reads whole tables; a read of some files scans them instead.
+        if _rewrite is not None and self._distances is not None and not pins.files:
             index = _rewrite.IndexRewrite(self.ctx, st, refs, source, acquire, self._distances)
         try:
             edits = []
@@ -372,6 +415,10 @@ class SqlEngine:
                 table, snap = source(ref)
                 dnf = sqlparse.pruning_filter(ref, snap.schema)
                 files = snap.candidate_files(dnf) if dnf else None
+                only = pins.files.get(names[id(ref.node)])
+                if only is not None:
+                    files = [f for f in (snap.files if files is None else files)
+                             if f.path in only]
                 view = acquire(ref, files)
                 edit = sqlparse.table_edit(ref, view, st.body)
                 if edit is not None:
