@@ -25,6 +25,7 @@ bench: install
 	$(PYTHON) -m bench.superfile_bench
 	$(PYTHON) -m bench.table_bench
 	$(PYTHON) -m bench.sql_bench
+	$(PYTHON) -m bench.flight_bench
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,675 @@
+"""The Flight SQL server benchmark: a ``quiver serve`` process through the ADBC driver.
+
+Run ``PYTHONPATH=. python -m bench.flight_bench`` (``--quick`` for a smoke run).
+One run starts a real ``quiver serve`` subprocess on a local temporary root
+(loopback only) and a bare ``pyarrow.flight`` server subprocess (this module with
+``--bare-server``), and measures through ``adbc_driver_flightsql.dbapi``:
+
+1. Streaming: ``SELECT *`` of a 1,000,000-row table (the 778,196 PyPI summaries
+   followed by their first 221,804 rows again) with ``fetch_arrow_table`` and with
+   a ``fetch_record_batch`` loop, against the bare server streaming the very same
+   rows from memory with ``RecordBatchStream`` (the transport limit). Plain
+   ``pyarrow.flight`` DoGet on both servers and the engine alone in this process
+   split the time between client decoding, transport and the server.
+2. Search: BM25 table-function statements round trip through ADBC against the
+   same statements run in this process with ``flight_server.sql.connect(root)``.
+3. Bulk ingest: ``adbc_ingest(..., mode="create")`` of the summaries against the
+   embedded ``create_table`` + ``append`` with the indexes the server's ingest
+   creates (BM25 on every string column); a bare-server ingest is the transport
+   limit.
+
+Timed runs alternate between the compared paths so machine noise hits both;
+figures are medians after warm-up. Results go to ``bench/results/flight-*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+
+from bench import report
+from bench.data import BM25_QUERIES, SUMMARIES
+from bench.machine import describe_machine
+from bench.report import fmt as _fmt
+from bench.table_bench import wait_for_quiet
+
+log = logging.getLogger("bench.flight")
+
+REPO = Path(__file__).resolve().parent.parent
+
+TABLE = "summaries"
+STREAM_SQL = f"SELECT * FROM {TABLE}"
+COUNT_SQL = f"SELECT count(*) AS n FROM {TABLE}"
+TRIVIAL_SQL = "SELECT 1 AS one"
+SEARCH_FIRST = "python web framework"
+K = 10
+# The server's batch grain (flight_server.server.MAX_BATCH_ROWS); the bare server slices
+# its table the same way, so both send batches well under gRPC's 16 MiB message cap.
+BARE_BATCH_ROWS = 65_536
+START_TIMEOUT_S = 60.0
+
+STREAM_LIMIT = 0.7
+SEARCH_OVERHEAD_MS = 1.0
+INGEST_LIMIT = 0.8
+
+
+def _config(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"stream_rows": 100_000, "ingest_rows": 50_000, "stream_runs": 3,
+                "stream_budget_s": 10.0, "search_runs": 5, "search_budget_s": 6.0,
+                "count_runs": 10, "ingest_runs": 1, "warmup": 1}
+    return {"stream_rows": 1_000_000, "ingest_rows": None, "stream_runs": 7,
+            "stream_budget_s": 45.0, "search_runs": 25, "search_budget_s": 40.0,
+            "count_runs": 40, "ingest_runs": 2, "warmup": 2}
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def load_data(cfg: dict[str, Any]) -> tuple[pa.Table, pa.Table]:
+    """The streaming table (summaries, repeated from the top up to ``stream_rows``) and the
+    ingest table (the summaries, or their first ``ingest_rows``)."""
+    summaries = pq.read_table(SUMMARIES).combine_chunks()
+    n = cfg["stream_rows"]
+    parts = []
+    left = n
+    while left > 0:
+        take = min(left, summaries.num_rows)
+        parts.append(summaries.slice(0, take))
+        left -= take
+    stream = pa.concat_tables(parts).combine_chunks()
+    ingest = summaries
+    if cfg["ingest_rows"] is not None:
+        ingest = summaries.slice(0, cfg["ingest_rows"])
+    return stream, ingest
+
+
+def search_statements() -> list[tuple[str, str]]:
+    """(query text, statement): the named query first, then the BM25 query set."""
+    texts = [SEARCH_FIRST, *(q for q in BM25_QUERIES if q != SEARCH_FIRST)]
+    return [(q, f"SELECT * FROM bm25_search('{TABLE}', 'summary', '{q}', {K})") for q in texts]
+
+
+# -- processes --------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}: "
+                               f"{log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {START_TIMEOUT_S}s")
+
+
+@contextmanager
+def _process(args: list[str], port: int, log_path: Path) -> Iterator[str]:
+    """Runs ``python <args>`` until the block ends; yields ``grpc://127.0.0.1:<port>``."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, *args], cwd=str(REPO), env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(port, proc, log_path)
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def quiver_server(root: Path, log_path: Path) -> Any:
+    port = _free_port()
+    return _process(["-m", "flight_server.cli", "serve", "--root", str(root), "--port",
+                     str(port)], port, log_path)
+
+
+def bare_server(data: Path, log_path: Path) -> Any:
+    port = _free_port()
+    return _process(["-m", "bench.flight_bench", "--bare-server", str(data), "--port",
+                     str(port)], port, log_path)
+
+
+# -- the bare server (runs in its own process) ------------------------------------------------
+
+def _update_result(count: int) -> bytes:
+    """A serialized ``DoPutUpdateResult`` (field 1, int64 ``record_count``)."""
+    out = bytearray(b"\x08")
+    value = count & 0xFFFFFFFFFFFFFFFF
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class BareServer(flight.FlightServerBase):
+    """Streams one in-memory table for any query and drains any upload: no engine at all.
+
+    It answers just enough Flight SQL for the ADBC driver: a statement query gets one
+    endpoint whose DoGet streams the table, a bulk ingest is read and dropped with an
+    update count, everything else (the driver's SqlInfo probe) is unimplemented."""
+
+    def __init__(self, location: str, table: pa.Table) -> None:
+        super().__init__(location)
+        self.schema = table.schema
+        self.batches = table.combine_chunks().to_batches(max_chunksize=BARE_BATCH_ROWS)
+
+    def get_flight_info(self, context: flight.ServerCallContext,
+                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+        if b"CommandStatementQuery" not in (descriptor.command or b""):
+            raise flight.FlightUnimplementedError("only statement queries")
+        return flight.FlightInfo(self.schema, descriptor,
+                                 [flight.FlightEndpoint(b"table", [])], -1, -1)
+
+    def do_get(self, context: flight.ServerCallContext,
+               ticket: flight.Ticket) -> flight.FlightDataStream:
+        reader = pa.RecordBatchReader.from_batches(self.schema, self.batches)
+        return flight.RecordBatchStream(reader)
+
+    def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
+               reader: flight.MetadataRecordBatchReader,
+               writer: flight.FlightMetadataWriter) -> None:
+        rows = 0
+        while True:
+            try:
+                chunk = reader.read_chunk()
+            except StopIteration:
+                break
+            if chunk.data is not None:
+                rows += chunk.data.num_rows
+        writer.write(pa.py_buffer(_update_result(rows)))
+
+
+def run_bare_server(data: Path, port: int) -> int:
+    table = pq.read_table(data)
+    server = BareServer(f"grpc://127.0.0.1:{port}", table)
+    log.info("bare server on port %d: %d rows", server.port, table.num_rows)
+    server.serve()
+    return 0
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+def adbc_connect(uri: str) -> Any:
+    import adbc_driver_flightsql.dbapi as adbc
+
+    with warnings.catch_warnings():
+        # The driver cannot turn autocommit off; every statement commits on its own anyway.
+        warnings.simplefilter("ignore")
+        return adbc.connect(uri)
+
+
+def _received(table: pa.Table) -> dict[str, Any]:
+    return {"rows": table.num_rows, "bytes": table.nbytes}
+
+
+def adbc_table(cur: Any, sql: str) -> dict[str, Any]:
+    cur.execute(sql)
+    return _received(cur.fetch_arrow_table())
+
+
+def adbc_batches(cur: Any, sql: str) -> dict[str, Any]:
+    cur.execute(sql)
+    reader = cur.fetch_record_batch()
+    rows = nbytes = batches = 0
+    for batch in reader:
+        rows += batch.num_rows
+        nbytes += batch.nbytes
+        batches += 1
+    return {"rows": rows, "bytes": nbytes, "batches": batches}
+
+
+def flight_doget(client: flight.FlightClient, ticket: bytes) -> dict[str, Any]:
+    table = client.do_get(flight.Ticket(ticket)).read_all()
+    return {**_received(table), "batches": table.column(0).num_chunks}
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+def alternate(fns: dict[str, Callable[[], Any]], runs: int, warmup: int, budget_s: float
+              ) -> dict[str, dict[str, Any]]:
+    """Times each function in turn, round after round: ``warmup`` untimed rounds, then up to
+    ``runs`` timed rounds while ``budget_s`` lasts (at least three)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    last: dict[str, Any] = {}
+    deadline = time.perf_counter() + budget_s
+    rounds = 0
+    while rounds < runs and (rounds < 3 or time.perf_counter() < deadline):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            last[name] = fn()
+            samples[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: {"p50_ms": float(np.median(s) * 1000), "min_ms": float(min(s) * 1000),
+                   "runs": len(s), "result": last[name]} for name, s in samples.items()}
+
+
+def _rates(m: dict[str, Any]) -> dict[str, Any]:
+    seconds = m["p50_ms"] / 1000
+    res = m["result"]
+    return {**m, "rows_per_s": res["rows"] / seconds, "mb_per_s": res["bytes"] / 1e6 / seconds}
+
+
+def engine_stream(conn: Any, sql: str) -> dict[str, Any]:
+    """Drains the engine's stream in this process, with and without the server's rechunking:
+    what the server does for one DoGet before any byte reaches gRPC."""
+    from flight_server.server import rechunk
+
+    t0 = time.perf_counter()
+    reader = conn.sql_stream(sql)
+    opened = time.perf_counter() - t0
+    sizes = [b.num_rows for b in reader]
+    drained = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = [b.num_rows for b in rechunk(iter(conn.sql_stream(sql)))]
+    rechunked = time.perf_counter() - t0
+    return {"open_ms": opened * 1000, "drain_ms": drained * 1000,
+            "drain_rechunk_ms": rechunked * 1000, "engine_batches": len(sizes),
+            "engine_batch_rows_median": float(np.median(sizes)) if sizes else 0.0,
+            "sent_batches": len(out)}
+
+
+def bench_stream(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    qa, ba = adbc_connect(quiver), adbc_connect(bare)
+    qc, bc = flight.connect(quiver), flight.connect(bare)
+    try:
+        qcur, bcur = qa.cursor(), ba.cursor()
+        fns = {
+            "quiver_adbc_table": lambda: adbc_table(qcur, STREAM_SQL),
+            "bare_adbc_table": lambda: adbc_table(bcur, STREAM_SQL),
+            "quiver_adbc_batches": lambda: adbc_batches(qcur, STREAM_SQL),
+            "bare_adbc_batches": lambda: adbc_batches(bcur, STREAM_SQL),
+            "quiver_flight_doget": lambda: flight_doget(qc, STREAM_SQL.encode()),
+            "bare_flight_doget": lambda: flight_doget(bc, b"table"),
+        }
+        timed = alternate(fns, cfg["stream_runs"], 1, cfg["stream_budget_s"])
+        out: dict[str, Any] = {name: _rates(m) for name, m in timed.items()}
+        for name, m in out.items():
+            log.info("stream %-20s p50 %8.1f ms  %6.0f MB/s  %5.2fM rows/s", name,
+                     m["p50_ms"], m["mb_per_s"], m["rows_per_s"] / 1e6)
+        engine = [engine_stream(conn, STREAM_SQL) for _ in range(3)]
+        out["engine_in_process"] = {
+            key: float(np.median([e[key] for e in engine])) for key in engine[0]}
+        log.info("stream engine in process: %s", out["engine_in_process"])
+        counts = alternate({"adbc": lambda: adbc_table(qcur, COUNT_SQL),
+                            "in_process": lambda: _received(conn.sql(COUNT_SQL))},
+                           cfg["count_runs"], cfg["warmup"], 10.0)
+        out["count_star"] = counts
+        log.info("count(*) p50: ADBC %.2f ms, in process %.2f ms", counts["adbc"]["p50_ms"],
+                 counts["in_process"]["p50_ms"])
+        qcur.close()
+        bcur.close()
+    finally:
+        qa.close()
+        ba.close()
+        qc.close()
+        bc.close()
+    return out
+
+
+def server_work(conn: Any, sql: str, repeats: int) -> dict[str, float]:
+    """What the server runs for one ADBC statement (GetFlightInfo: is_query + schema; DoGet:
+    sql_stream drained through rechunk), timed in this process, medians in ms."""
+    from flight_server.server import rechunk
+
+    parts: dict[str, list[float]] = {"is_query": [], "schema": [], "stream": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        conn.is_query(sql)
+        t1 = time.perf_counter()
+        conn.schema(sql)
+        t2 = time.perf_counter()
+        for _b in rechunk(iter(conn.sql_stream(sql))):
+            pass
+        t3 = time.perf_counter()
+        parts["is_query"].append(t1 - t0)
+        parts["schema"].append(t2 - t1)
+        parts["stream"].append(t3 - t2)
+    return {k: float(np.median(v) * 1000) for k, v in parts.items()}
+
+
+def bench_search(quiver: str, conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    qa = adbc_connect(quiver)
+    try:
+        cur = qa.cursor()
+        cases: list[dict[str, Any]] = []
+        statements = [("SELECT 1 (no table)", TRIVIAL_SQL), *search_statements()]
+        budget = cfg["search_budget_s"] / len(statements)
+        for text, sql in statements:
+            m = alternate({"adbc": lambda s=sql: adbc_table(cur, s),
+                           "in_process": lambda s=sql: _received(conn.sql(s))},
+                          cfg["search_runs"], cfg["warmup"], budget)
+            work = server_work(conn, sql, 5)
+            overhead = m["adbc"]["p50_ms"] - m["in_process"]["p50_ms"]
+            cases.append({"query": text, "sql": sql, "adbc": m["adbc"],
+                          "in_process": m["in_process"], "overhead_ms": overhead,
+                          "server_work_ms": work, "rows": m["adbc"]["result"]["rows"]})
+            log.info("search %-26s ADBC %7.2f ms  in process %7.2f ms  overhead %6.2f ms  "
+                     "server work %s", text, m["adbc"]["p50_ms"], m["in_process"]["p50_ms"],
+                     overhead, {k: round(v, 2) for k, v in work.items()})
+        cur.close()
+    finally:
+        qa.close()
+    searches = [c for c in cases if c["sql"] != TRIVIAL_SQL]
+    return {"cases": cases,
+            "overhead_median_ms": float(np.median([c["overhead_ms"] for c in searches])),
+            "overhead_max_ms": float(max(c["overhead_ms"] for c in searches))}
+
+
+def bench_ingest(quiver: str, bare: str, conn: Any, data: pa.Table, cfg: dict[str, Any]
+                 ) -> dict[str, Any]:
+    from flight_server.ingest import CHUNK_ROWS
+
+    fts = [f.name for f in data.schema if pa.types.is_string(f.type)
+           or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type)]
+    qa, ba = adbc_connect(quiver), adbc_connect(bare)
+    counter = iter(range(1_000_000))
+    samples: dict[str, list[float]] = {"adbc": [], "embedded": [], "embedded_chunked": [],
+                                       "bare_adbc": []}
+
+    def via_adbc(a: Any, name: str) -> None:
+        cur = a.cursor()
+        try:
+            rows = cur.adbc_ingest(name, data, mode="create")
+        finally:
+            cur.close()
+        if rows not in (-1, data.num_rows):
+            raise RuntimeError(f"ingest into {name} reported {rows} rows")
+
+    def embedded(name: str, chunk: int | None) -> None:
+        table = conn.create_table(name, data.schema, fts=fts)
+        if chunk is None:
+            table.append(data)
+            return
+        for start in range(0, data.num_rows, chunk):
+            table.append(data.slice(start, chunk))
+
+    try:
+        for _ in range(cfg["ingest_runs"]):
+            for kind in samples:
+                name = f"{TABLE}_{kind}_{next(counter)}"
+                t0 = time.perf_counter()
+                if kind == "adbc":
+                    via_adbc(qa, name)
+                elif kind == "bare_adbc":
+                    via_adbc(ba, name)
+                elif kind == "embedded":
+                    embedded(name, None)
+                else:
+                    embedded(name, CHUNK_ROWS)
+                samples[kind].append(time.perf_counter() - t0)
+                log.info("ingest %-17s %.2f s", kind, samples[kind][-1])
+        check = conn.sql(f"SELECT count(*) AS n FROM {TABLE}_adbc_0").column(0)[0].as_py()
+    finally:
+        qa.close()
+        ba.close()
+    out: dict[str, Any] = {"rows": data.num_rows, "fts": fts, "server_chunk_rows": CHUNK_ROWS,
+                           "adbc_table_rows": check}
+    for kind, s in samples.items():
+        seconds = float(np.median(s))
+        out[kind] = {"seconds": seconds, "rows_per_s": data.num_rows / seconds,
+                     "samples_s": s}
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------
+
+def evaluate_targets(stream: dict[str, Any], search: dict[str, Any], ingest: dict[str, Any]
+                     ) -> list[dict[str, Any]]:
+    ratio_s = stream["quiver_adbc_table"]["rows_per_s"] / stream["bare_adbc_table"]["rows_per_s"]
+    ratio_i = ingest["adbc"]["rows_per_s"] / ingest["embedded"]["rows_per_s"]
+    over = search["overhead_median_ms"]
+    return [
+        {"name": f"SELECT * streaming, ADBC fetch_arrow_table: Quiver >= {STREAM_LIMIT}x bare "
+                 "pyarrow.flight server (rows/s ratio)", "value": ratio_s,
+         "limit": STREAM_LIMIT, "pass": ratio_s >= STREAM_LIMIT},
+        {"name": f"bm25_search round trip: ADBC p50 - in-process p50 <= {SEARCH_OVERHEAD_MS} ms "
+                 "(median over queries, ms)", "value": over,
+         "limit": SEARCH_OVERHEAD_MS, "pass": over <= SEARCH_OVERHEAD_MS},
+        {"name": f"bulk ingest: ADBC adbc_ingest >= {INGEST_LIMIT}x embedded create_table + "
+                 "append (rows/s ratio)", "value": ratio_i,
+         "limit": INGEST_LIMIT, "pass": ratio_i >= INGEST_LIMIT},
+    ]
+
+
+def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
+    from flight_server.sql import connect
+
+    cfg = _config(quick)
+    started = dt.datetime.now(dt.UTC)
+    machine = describe_machine(REPO)
+    stream_data, ingest_data = load_data(cfg)
+    log.info("data: %d streaming rows, %d ingest rows", stream_data.num_rows,
+             ingest_data.num_rows)
+    t0 = time.perf_counter()
+    base = Path(tempfile.mkdtemp(prefix="quiver-flight-bench-"))
+    try:
+        root = base / "root"
+        root.mkdir()
+        conn = connect(str(root))
+        try:
+            tb = time.perf_counter()
+            conn.create_table(TABLE, stream_data.schema, fts=["summary"]).append(stream_data)
+            build_s = time.perf_counter() - tb
+            log.info("built %s (%d rows) in %.1f s", TABLE, stream_data.num_rows, build_s)
+            # The bare server streams exactly what a client gets from Quiver's server.
+            served = conn.sql(STREAM_SQL)
+            bare_file = base / "bare.parquet"
+            pq.write_table(served, bare_file)
+            result_bytes = served.nbytes
+            del served
+            with quiver_server(root, base / "quiver.log") as quri, \
+                    bare_server(bare_file, base / "bare.log") as buri:
+                stream = bench_stream(quri, buri, conn, cfg)
+                search = bench_search(quri, conn, cfg)
+                ingest = bench_ingest(quri, buri, conn, ingest_data, cfg)
+        finally:
+            conn.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    result = {
+        "benchmark": "flight",
+        "quick": quick,
+        "started_utc": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "wall_s": time.perf_counter() - t0,
+        "machine": machine,
+        "load_average_at_end": list(os.getloadavg()),
+        "wait_for_quiet": quiet,
+        "config": {**cfg, "table": TABLE, "summary_rows": ingest_data.num_rows,
+                   "stream_result_bytes": result_bytes, "bare_batch_rows": BARE_BATCH_ROWS,
+                   "build_s": build_s, "adbc_driver_flightsql": _lib("adbc-driver-flightsql")},
+        "stream": stream,
+        "search": search,
+        "ingest": ingest,
+        "notes": NOTES,
+    }
+    result["targets"] = evaluate_targets(stream, search, ingest)
+    return result
+
+
+NOTES = [
+    "Both servers are subprocesses on 127.0.0.1 of the same machine as the client (2 cores",
+    "shared by client, server and anything else running). The Quiver server reads a local",
+    "temporary root (OS page cache warm). The bare server is a pyarrow.flight",
+    "FlightServerBase holding the Quiver result (read from a Parquet copy of it) in memory in",
+    f"{BARE_BATCH_ROWS:,}-row batches, answering just enough Flight SQL for the ADBC driver",
+    "(a statement's FlightInfo, DoGet, and a DoPut that reads and drops the stream).",
+    "MB/s counts the Arrow in-memory size of the received result (Table.nbytes), rows/s the",
+    "rows; both use the median time of the timed runs. An ADBC statement is GetFlightInfo",
+    "(the server plans the statement for its schema) then DoGet (it plans and runs it).",
+    "Search overhead is ADBC p50 minus in-process p50 of the same statement on the same",
+    "root; 'server work' is what the server runs for one ADBC statement (is_query, schema,",
+    "then the stream through rechunk), timed in the benchmark process.",
+    "Ingest: ADBC adbc_ingest mode=create (the server creates the table with BM25 on every",
+    "string column and appends in chunks of its CHUNK_ROWS, one commit each) against the",
+    "embedded create_table(fts=<every string column>) + one append of the whole table; the",
+    "embedded run with the server's chunking, and the ingest into the bare server (transport",
+    "only, nothing stored), split the difference.",
+]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    cfg = result["config"]
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
+    s, se, ing = result["stream"], result["search"], result["ingest"]
+    lines = [
+        f"# Flight SQL server benchmark: quiver serve through ADBC ({result['started_utc']})",
+        "",
+        f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores, "
+        f"{(m['ram_bytes'] or 0) / 2**30:.1f} GiB RAM, {m['os']}; Python {m['python']}; "
+        f"{libs}; adbc-driver-flightsql {cfg['adbc_driver_flightsql']}; commit "
+        f"{m['git_commit']}; load average at start {m['load_average_at_start']}, at end "
+        f"{result['load_average_at_end']}. Wall time {result['wall_s']:.0f} s.",
+        "",
+        f"Data: streaming table `{cfg['table']}` of {cfg['stream_rows']:,} rows (the PyPI "
+        "summaries: name, version, month, summary, followed by their first rows again up to "
+        f"that count; BM25 on summary; built in {cfg['build_s']:.1f} s); the result is "
+        f"{cfg['stream_result_bytes'] / 1e6:.1f} MB as Arrow. Ingest: {ing['rows']:,} "
+        "summaries.",
+        "",
+        "## Targets",
+        "",
+        "| target | value | limit | result |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in result["targets"]:
+        lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['limit']} | "
+                     f"{'PASS' if t['pass'] else 'MISS'} |")
+    lines += [
+        "",
+        f"## Streaming `{STREAM_SQL}`",
+        "",
+        "| path | p50 ms | min ms | MB/s | M rows/s | batches received | runs |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    labels = {
+        "quiver_adbc_table": "Quiver, ADBC fetch_arrow_table",
+        "bare_adbc_table": "bare server, ADBC fetch_arrow_table",
+        "quiver_adbc_batches": "Quiver, ADBC fetch_record_batch loop",
+        "bare_adbc_batches": "bare server, ADBC fetch_record_batch loop",
+        "quiver_flight_doget": "Quiver, pyarrow.flight DoGet (SQL ticket)",
+        "bare_flight_doget": "bare server, pyarrow.flight DoGet",
+    }
+    for key, label in labels.items():
+        r = s[key]
+        lines.append(f"| {label} | {_fmt(r['p50_ms'], 1)} | {_fmt(r['min_ms'], 1)} | "
+                     f"{r['mb_per_s']:.0f} | {r['rows_per_s'] / 1e6:.2f} | "
+                     f"{r['result'].get('batches', '-')} | {r['runs']} |")
+    e = s["engine_in_process"]
+    c = s["count_star"]
+    lines += [
+        "",
+        f"Engine alone in the benchmark process: opening the stream {_fmt(e['open_ms'], 1)} ms, "
+        f"draining it {_fmt(e['drain_ms'], 1)} ms ({e['engine_batches']:.0f} batches, median "
+        f"{e['engine_batch_rows_median']:.0f} rows), with the server's rechunking "
+        f"{_fmt(e['drain_rechunk_ms'], 1)} ms ({e['sent_batches']:.0f} batches sent).",
+        "",
+        f"`{COUNT_SQL}` round trip p50: ADBC {_fmt(c['adbc']['p50_ms'], 2)} ms, in process "
+        f"{_fmt(c['in_process']['p50_ms'], 2)} ms.",
+        "",
+        "## Search round trip (p50 ms)",
+        "",
+        "| query | rows | ADBC | in process | overhead | server work: is_query / schema / "
+        "stream |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for case in se["cases"]:
+        w = case["server_work_ms"]
+        lines.append(f"| {case['query']} | {case['rows']} | {_fmt(case['adbc']['p50_ms'], 2)} | "
+                     f"{_fmt(case['in_process']['p50_ms'], 2)} | {_fmt(case['overhead_ms'], 2)} "
+                     f"| {_fmt(w['is_query'], 2)} / {_fmt(w['schema'], 2)} / "
+                     f"{_fmt(w['stream'], 2)} |")
+    lines += [
+        "",
+        f"Overhead over the search queries: median {_fmt(se['overhead_median_ms'], 2)} ms, "
+        f"max {_fmt(se['overhead_max_ms'], 2)} ms. Statements: `{se['cases'][1]['sql']}` and "
+        "the same with the other query texts.",
+        "",
+        "## Bulk ingest",
+        "",
+        f"BM25 on {', '.join(ing['fts'])}; the server appends in chunks of "
+        f"{ing['server_chunk_rows']:,} rows.",
+        "",
+        "| path | seconds (median) | rows/s | samples s |",
+        "| --- | --- | --- | --- |",
+    ]
+    ilabels = {"adbc": "ADBC adbc_ingest into Quiver", "embedded": "embedded, one append",
+               "embedded_chunked": "embedded, server's chunking",
+               "bare_adbc": "ADBC adbc_ingest into the bare server (transport only)"}
+    for key, label in ilabels.items():
+        r = ing[key]
+        lines.append(f"| {label} | {_fmt(r['seconds'], 2)} | {r['rows_per_s']:,.0f} | "
+                     f"{', '.join(f'{x:.2f}' for x in r['samples_s'])} |")
+    lines += ["", "Notes: " + " ".join(result["notes"]), ""]
+    return "\n".join(lines)
+
+
+def _lib(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data, fewer runs")
+    parser.add_argument("--quiet-load", type=float, default=3.0,
+                        help="wait for the 1-minute load average to drop to this first")
+    parser.add_argument("--quiet-wait", type=float, default=180.0,
+                        help="longest wait for a quiet machine, seconds (0: do not wait)")
+    parser.add_argument("--bare-server", type=Path, default=None, metavar="PARQUET",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    if args.bare_server is not None:
+        return run_bare_server(args.bare_server, args.port)
+    quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
+    result = run(args.quick, quiet)
+    return report.publish(result, "flight", markdown)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
