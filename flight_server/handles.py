@@ -6,9 +6,11 @@ the ticket and nothing is kept between GetFlightInfo and DoGet:
     b"qv1" + kind + 16-byte nonce + payload
 
 with kind ``q`` (payload: UTF-8 SQL), ``p`` (4-byte SQL length, SQL, then the
-bound parameter rows as an Arrow IPC stream) or ``r`` (a result already computed,
+bound parameter rows as an Arrow IPC stream), ``r`` (a result already computed,
 as an Arrow IPC stream: DDL/DML asked for through a query command runs once, when
-its FlightInfo is made). The nonce makes each FlightInfo's ticket unique, so a
+its FlightInfo is made) or ``s`` (one part of a scan: 4-byte length of a JSON
+object naming the table, its uuid, the pinned version and the part's superfiles,
+then the UTF-8 SQL). The nonce makes each FlightInfo's ticket unique, so a
 cancel names one execution.
 
 Prepared statements live in ``PreparedRegistry``: bounded in size (the least
@@ -17,6 +19,7 @@ recently used is dropped first) and expired after an idle time.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import threading
@@ -40,6 +43,18 @@ class StatementHandle:
     params: pa.Table | None = None
     result: pa.Table | None = None
     nonce: bytes = b""
+    # One part of a scan: the table read, at which version, through which superfiles.
+    scan: ScanPart | None = None
+
+
+@dataclass(frozen=True)
+class ScanPart:
+    """The superfiles of one table version that one endpoint of a scan reads."""
+
+    table: str
+    table_uuid: str
+    version: int
+    files: tuple[str, ...]
 
 
 def _ipc(table: pa.Table) -> bytes:
@@ -60,6 +75,20 @@ def encode_sql(sql: str, params: pa.Table | None = None) -> bytes:
     if params is None:
         return MAGIC + b"q" + nonce + text
     return MAGIC + b"p" + nonce + struct.pack("<I", len(text)) + text + _ipc(params)
+
+
+def encode_scan(sql: str, part: ScanPart, nonce: bytes | None = None) -> bytes:
+    """A handle that runs ``sql`` over the superfiles of ``part`` only. The endpoints of
+    one scan share ``nonce``, so cancelling the FlightInfo names all of them."""
+    head = json.dumps({"table": part.table, "uuid": part.table_uuid,
+                       "version": part.version, "files": list(part.files)},
+                      separators=(",", ":")).encode()
+    return (MAGIC + b"s" + (nonce or os.urandom(NONCE)) + struct.pack("<I", len(head)) + head
+            + sql.encode())
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE)
 
 
 def encode_result(result: pa.Table) -> bytes:
@@ -83,7 +112,15 @@ def decode(handle: bytes) -> StatementHandle:
             return StatementHandle(sql=sql, params=_read_ipc(body[4 + n:]), nonce=nonce)
         if kind == b"r":
             return StatementHandle(result=_read_ipc(body), nonce=nonce)
-    except (UnicodeDecodeError, struct.error, pa.ArrowInvalid) as exc:
+        if kind == b"s":
+            (n,) = struct.unpack_from("<I", body)
+            head = json.loads(bytes(body[4:4 + n]))
+            part = ScanPart(table=str(head["table"]), table_uuid=str(head["uuid"]),
+                            version=int(head["version"]),
+                            files=tuple(str(f) for f in head["files"]))
+            return StatementHandle(sql=bytes(body[4 + n:]).decode(), nonce=nonce, scan=part)
+    except (UnicodeDecodeError, struct.error, pa.ArrowInvalid, ValueError, KeyError,
+            TypeError) as exc:
         raise InvalidArgument(f"statement handle is damaged: {exc}") from None
     raise InvalidArgument("statement handle is not one this server issued")
 

@@ -5,7 +5,16 @@ Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
 
 - Queries: GetFlightInfo plans the statement (the schema, not the rows) and hands
   back one endpoint whose ticket is a self-contained statement handle
-  (``flight_server.handles``); DoGet runs it and streams the rows. DDL or DML sent
+  (``flight_server.handles``); DoGet runs it and streams the rows. A plain scan of one
+  table (``SELECT <columns or *> FROM t [WHERE <row filters>]``, nothing that combines
+  rows) is pinned to the table's current version and split instead: one endpoint
+  per group of its live superfiles (groups of about equal rows, at least
+  ``min_endpoint_rows`` each, at most ``MAX_ENDPOINTS``), so a client reads the parts
+  in parallel; ``total_records`` is then the table's live rows when there is no
+  WHERE. Several servers can share one root: the endpoints of a split result are
+  dealt round-robin over the ``advertise`` locations (one each; without advertised
+  locations, and for single-endpoint results, the location list is empty and the
+  client reads over the connection it has). DDL or DML sent
   as a query runs once, when its FlightInfo is made, and the ticket carries its
   one-row result. ``total_records`` is -1 for queries (not known before running);
   for DML it is the statement's row count (what ADBC reports as ``rowcount``), -1
@@ -30,16 +39,21 @@ Results stream in batches of at most ``MAX_BATCH_ROWS`` rows / ``MAX_BATCH_BYTES
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
+from sqlglot import exp
 
+from catalog.errors import InvalidTableNameError
 from flight_server import handles, ingest, metadata
 from flight_server.errors import (
     InvalidArgument,
@@ -49,12 +63,18 @@ from flight_server.errors import (
     translated,
 )
 from flight_server.sql import SqlConnection
+from flight_server.sql import params as sqlbind
+from flight_server.sql import parse as sqlparse
 from proto import PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
+from supertable.errors import TableNotFoundError
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_ROWS = 65_536
 MAX_BATCH_BYTES = 8 << 20
+# Most endpoints one scan is split into, and the fewest live rows worth an endpoint.
+MAX_ENDPOINTS = 16
+MIN_ENDPOINT_ROWS = 65_536
 
 ACTIONS: dict[str, str] = {
     "CreatePreparedStatement": "Prepare a SQL statement; returns its handle and schemas.",
@@ -126,13 +146,16 @@ class QuiverFlightServer(flight.FlightServerBase):
                  middleware: dict[str, flight.ServerMiddlewareFactory] | None = None,
                  workers: int | None = None,
                  prepared: handles.PreparedRegistry | None = None,
-                 advertise: list[str] | None = None) -> None:
+                 advertise: Sequence[str] | None = None,
+                 min_endpoint_rows: int = MIN_ENDPOINT_ROWS) -> None:
         hide_tracebacks()
         super().__init__(location, auth_handler=auth_handler,
                          tls_certificates=tls_certificates, middleware=middleware)
         self.conn = conn
         self.location = location
-        self.advertise = list(advertise or [])
+        self.advertise = [flight.Location(uri) for uri in (advertise or [])]
+        self.min_endpoint_rows = max(1, min_endpoint_rows)
+        self._deal = itertools.count()
         self.prepared = prepared or handles.PreparedRegistry()
         self.streams = handles.RunningStreams()
         self._slots = threading.BoundedSemaphore(workers) if workers else None
@@ -184,6 +207,9 @@ class QuiverFlightServer(flight.FlightServerBase):
         is_query = stmt.is_query if stmt is not None else self.conn.is_query(sql)
         if is_query:
             schema = self._query_schema(sql, params, stmt)
+            split = self._scan_info(descriptor, schema, sql, params)
+            if split is not None:
+                return split
             handle = handles.encode_sql(sql, params)
             records = -1
         else:
@@ -196,6 +222,63 @@ class QuiverFlightServer(flight.FlightServerBase):
         ticket = flight.Ticket(pack(flight_sql_pb2.TicketStatementQuery(statement_handle=handle)))
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])],
                                  records, -1)
+
+    def _scan_info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, sql: str,
+                   params: pa.Table | None) -> flight.FlightInfo | None:
+        """The FlightInfo of a plain scan of one table, one endpoint per group of the
+        pinned version's superfiles; None for any other query."""
+        if params is not None and params.num_columns:
+            if params.num_rows != 1:
+                return None
+            sql = sqlbind.bind(sql, _first_row(params))
+        scan = plain_scan(sql)
+        if scan is None:
+            return None
+        table = self._scan_table(scan.ref)
+        if table is None:
+            return None
+        snap = table.snapshot()
+        dnf = sqlparse.pruning_filter(scan.ref, snap.schema) if scan.filtered else None
+        files = snap.candidate_files(dnf)
+        records = -1 if scan.filtered else int(sum(f.live_rows for f in files))
+        return self._split_info(descriptor, schema, sql, table.name, snap, files, records)
+
+    def _scan_table(self, ref: sqlparse.TableRef) -> Any:
+        """The table a scan names, resolved as the SQL layer resolves names (unquoted
+        names fold to lower case unless only the exact spelling exists); None when it is
+        not a table of the root."""
+        names = [ref.name]
+        if not ref.quoted and ref.name != ref.name.lower():
+            names.insert(0, ref.name.lower())
+        for name in names:
+            try:
+                return self.conn.open_table(name)
+            except (TableNotFoundError, InvalidTableNameError):
+                continue
+        return None
+
+    def _split_info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, sql: str,
+                    table: str, snap: Any, files: Sequence[Any],
+                    records: int) -> flight.FlightInfo:
+        groups = group_files([f.live_rows for f in files], self._endpoint_count(files))
+        nonce = handles.new_nonce()
+        locations = self.advertise if len(groups) > 1 else []
+        start = next(self._deal) if locations else 0
+        endpoints = []
+        for i, members in enumerate(groups):
+            part = handles.ScanPart(table=table, table_uuid=snap.manifest.table_uuid,
+                                    version=snap.version,
+                                    files=tuple(files[k].path for k in members))
+            ticket = flight.Ticket(pack(flight_sql_pb2.TicketStatementQuery(
+                statement_handle=handles.encode_scan(sql, part, nonce))))
+            where = [locations[(start + i) % len(locations)]] if locations else []
+            endpoints.append(flight.FlightEndpoint(ticket, where))
+        return flight.FlightInfo(schema, descriptor, endpoints, records, -1)
+
+    def _endpoint_count(self, files: Sequence[Any]) -> int:
+        rows = sum(f.live_rows for f in files)
+        by_rows = max(1, rows // self.min_endpoint_rows)
+        return max(1, min(len(files), 2 * max(1, len(self.advertise)), MAX_ENDPOINTS, by_rows))
 
     def _query_schema(self, sql: str, params: pa.Table | None,
                       stmt: handles.PreparedStatement | None) -> pa.Schema:
@@ -256,10 +339,10 @@ class QuiverFlightServer(flight.FlightServerBase):
     def _table_info(self, name: str) -> flight.FlightInfo:
         table = self.conn.open_table(name)
         snap = table.snapshot()
-        rows = _snapshot_rows(snap)
-        ticket = flight.Ticket(f'SELECT * FROM "{name}"'.encode())
-        return flight.FlightInfo(table.schema, flight.FlightDescriptor.for_path(name),
-                                 [flight.FlightEndpoint(ticket, [])], rows, -1)
+        files = snap.candidate_files()
+        sql = 'SELECT * FROM "' + name.replace('"', '""') + '"'
+        return self._split_info(flight.FlightDescriptor.for_path(name), snap.schema, sql,
+                                table.name, snap, files, _snapshot_rows(snap))
 
     def list_flights(self, context: flight.ServerCallContext,
                      criteria: bytes) -> Iterator[flight.FlightInfo]:
@@ -294,6 +377,11 @@ class QuiverFlightServer(flight.FlightServerBase):
             h = handles.decode(msg.statement_handle)
             if h.result is not None:
                 return flight.RecordBatchStream(h.result)
+            if h.scan is not None:
+                part, text = h.scan, h.sql or ""
+                return self._stream(raw, lambda: self.conn.sql_files(
+                    text, part.table, part.version, part.files, table_uuid=part.table_uuid),
+                    context)
             sql, params = h.sql or "", h.params
             return self._stream(raw, lambda: self._query_reader(sql, params), context)
         if name in _METADATA_COMMANDS:
@@ -531,6 +619,86 @@ class QuiverFlightServer(flight.FlightServerBase):
         return md.cross_reference(conn, _opt(msg, "pk_catalog"), _opt(msg, "pk_db_schema"),
                                   msg.pk_table, _opt(msg, "fk_catalog"),
                                   _opt(msg, "fk_db_schema"), msg.fk_table)
+
+
+@dataclass(frozen=True)
+class PlainScan:
+    """A query that only reads rows of one table: which table, and whether it filters."""
+
+    ref: sqlparse.TableRef
+    filtered: bool
+
+
+# Expressions a filter may hold and still be checked row by row within any one file.
+_ROW_EXPRESSIONS = (
+    exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.And,
+    exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.GT, exp.GTE,
+    exp.LT, exp.LTE, exp.Is, exp.In, exp.Between, exp.Like, exp.ILike, exp.Neg, exp.Add,
+    exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Cast, exp.TryCast, exp.DataType, exp.Tuple,
+    exp.DataTypeParam, exp.Var,
+)
+
+
+def _set_args(node: exp.Expression) -> set[str]:
+    return {k for k, v in node.args.items() if v not in (None, [], False)}
+
+
+def _plain_column(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Alias):
+        node = node.this
+    if isinstance(node, exp.Star):
+        return not _set_args(node)
+    if not isinstance(node, exp.Column) or _set_args(node) - {"this", "table"}:
+        return False
+    return isinstance(node.this, exp.Identifier | exp.Star) and not (
+        isinstance(node.this, exp.Star) and _set_args(node.this))
+
+
+def plain_scan(sql: str) -> PlainScan | None:
+    """``sql`` read as ``SELECT <columns or *> FROM <table> [WHERE <row filter>]`` and
+    nothing else (no join, grouping, aggregate, order, limit, distinct, window, function
+    call, subquery or CTE), so any split of the table's files into parts returns, part
+    by part, exactly the query's rows; None when it is not that or cannot be parsed."""
+    try:
+        st = sqlparse.parse(sql)
+    except Exception:  # the normal path reports what is wrong with the statement
+        return None
+    expr = st.expr
+    if expr is None or st.explain or not isinstance(expr, exp.Select):
+        return None
+    if _set_args(expr) - {"expressions", "from", "from_", "where"}:
+        return None
+    source = expr.args.get("from_") or expr.args.get("from")
+    node = source.this if isinstance(source, exp.From) else None
+    if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+        return None
+    if _set_args(node) - {"this", "alias"}:
+        return None
+    alias = node.args.get("alias")
+    if alias is not None and (not isinstance(alias, exp.TableAlias)
+                              or _set_args(alias) - {"this"}):
+        return None
+    if not expr.expressions or not all(_plain_column(e) for e in expr.expressions):
+        return None
+    where = expr.args.get("where")
+    if where is not None and not all(isinstance(n, _ROW_EXPRESSIONS)
+                                     for n in where.this.walk()):
+        return None
+    refs = sqlparse.table_refs(expr)
+    if len(refs) != 1 or refs[0].node is not node:
+        return None
+    return PlainScan(refs[0], where is not None)
+
+
+def group_files(rows: Sequence[int], groups: int) -> list[list[int]]:
+    """Indexes of consecutive files in at most ``groups`` groups of about equal ``rows``
+    (never an empty group; one empty group when there are no files)."""
+    if not rows or groups <= 1:
+        return [list(range(len(rows)))]
+    cum = np.cumsum(np.asarray(rows, dtype=np.int64))
+    targets = cum[-1] * np.arange(1, groups, dtype=np.float64) / groups
+    cuts = np.unique(np.clip(np.searchsorted(cum, targets, side="left") + 1, 1, len(rows) - 1))
+    return [part.tolist() for part in np.split(np.arange(len(rows)), cuts)]
 
 
 def _reader_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
