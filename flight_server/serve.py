@@ -7,6 +7,13 @@ listening. ``serve`` runs it until SIGTERM or SIGINT, then shuts down: calls in
 flight finish (streams are cut when their client goes away), and no table write is
 left half done because every write is one atomic commit.
 
+Several servers may serve one root (tickets are self-contained, and every statement
+reads the newest committed version): ``advertise`` lists the locations of all of
+them, this one included, and a query split into several endpoints deals them
+round-robin over those locations. Without it, every endpoint is read over the
+connection the client already has (a server cannot know which of its addresses
+a client can reach, e.g. behind port mapping or a TLS name).
+
 pyarrow's Python server exposes no gRPC thread-pool size (gRPC grows its own pool);
 ``workers`` instead bounds how many calls plan or execute statements at once
 (GetFlightInfo, GetSchema, DoPut, actions and the start of a DoGet). Streaming the
@@ -55,6 +62,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                          "pass --allow-unauthenticated")
     if workers is not None and workers < 1:
         raise ServeError("--workers must be at least 1")
+    advertised = [_check_location(uri) for uri in (advertise or [])]
     middleware = None
     auth_handler = None
     tls = None
@@ -71,12 +79,24 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     try:
         server = QuiverFlightServer(conn, location, auth_handler=auth_handler,
                                     tls_certificates=tls, middleware=middleware,
-                                    workers=workers, advertise=advertise)
+                                    workers=workers, advertise=advertised)
     except Exception:
         conn.close()
         raise
     server.root = root  # type: ignore[attr-defined]
     return server
+
+
+_SCHEMES = ("grpc", "grpc+tcp", "grpc+tls")
+
+
+def _check_location(uri: str) -> str:
+    scheme, sep, rest = uri.partition("://")
+    host, _, port = rest.rpartition(":")
+    if not sep or scheme not in _SCHEMES or not host or not port.isdigit():
+        raise ServeError(f"--advertise wants a location like grpc://host:port or "
+                         f"grpc+tls://host:port, got {uri!r}")
+    return uri
 
 
 def listening_uri(server: QuiverFlightServer) -> str:
