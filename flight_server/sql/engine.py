@@ -72,6 +72,10 @@ _INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-
 # Seconds an open table is used without rereading its catalog entry: a drop and re-create
 # under the same name by another process shows within this time (in this process at once).
 CATALOG_RECHECK_S = 1.0
+# A bare search statement run again on the same table version within this many seconds
+# reuses the earlier rows (kept for at most this many statements).
+SEARCH_REUSE_S = 10.0
+SEARCH_REUSE_MAX = 64
 # Statements whose one column carries DataFusion's name for an unaliased count, by form.
 _COUNT_FORMS = {"star": "SELECT count(*) FROM (VALUES (1)) AS t(x)",
                 "one": "SELECT count(1) FROM (VALUES (1)) AS t(x)"}
@@ -109,8 +113,11 @@ class SqlEngine:
         self._local = threading.local()
         self._open: dict[str, tuple[Table, float]] = {}
         self._count_names: dict[str, str] = {}
+        self._searched: dict[tuple[str, str, int], tuple[float, pa.Table]] = {}
+        self._searched_lock = threading.Lock()
+        self._search = None
         if _functions is not None and hasattr(_functions, "register_search_functions"):
-            _functions.register_search_functions(self.ctx, self.pin)
+            self._search = _functions.register_search_functions(self.ctx, self.pin)
         self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
 
     # -- pinning -------------------------------------------------------------------------
@@ -226,9 +233,10 @@ class SqlEngine:
             if st.expr is None:
                 df = self._plan(st.text, {}, st.error)
             else:
-                counted = self._count_only(st, pins)
-                if counted is not None and not st.explain:
-                    return counted.schema
+                direct = None if st.explain else (self._count_only(st, pins)
+                                                  or self._bare_search(st, pins))
+                if direct is not None:
+                    return direct.schema
                 df = self._plan_query(st, pins)
             return plain_schema(df.schema())
 
@@ -255,10 +263,12 @@ class SqlEngine:
             if st.expr is None:
                 df = self._plan(st.text, {}, st.error)
             else:
+                # Under EXPLAIN the count still runs, for the note saying how it would be
+                # answered.
                 counted = self._count_only(st, pins)
-                if counted is not None and not st.explain:
-                    return pa.RecordBatchReader.from_batches(counted.schema,
-                                                             counted.to_batches())
+                direct = None if st.explain else (counted or self._bare_search(st, pins))
+                if direct is not None:
+                    return pa.RecordBatchReader.from_batches(direct.schema, direct.to_batches())
                 df = self._plan_query(st, pins)
             if st.explain and pins.notes:
                 return self._explain_with_notes(df, pins.notes)
@@ -347,6 +357,47 @@ class SqlEngine:
             column = self._count_name(form)
         field_ = pa.field(column, pa.int64(), nullable=False)
         return pa.table([pa.array([rows], pa.int64())], schema=pa.schema([field_]))
+
+    def _bare_search(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
+        """The result of ``SELECT * FROM <search function>(<literals>)`` with nothing else
+        in the statement, from the function itself: DataFusion would only pass its rows
+        through. None for any other statement."""
+        expr = st.expr
+        if self._search is None or not isinstance(expr, exp.Select) or \
+                {k for k, v in expr.args.items() if v} - {"expressions", "from_", "from"}:
+            return None
+        if len(expr.expressions) != 1 or not isinstance(expr.expressions[0], exp.Star) or \
+                any(expr.expressions[0].args.values()):
+            return None
+        source = expr.args.get("from_") or expr.args.get("from")
+        node = source.this if isinstance(source, exp.From) else None
+        if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Anonymous) or \
+                {k for k, v in node.args.items() if v} - {"this"}:
+            return None
+        call = node.this
+        if not self._search.knows(call.name):
+            return None
+        values = [sqlparse.literal_value(a) for a in call.expressions]
+        if any(v is sqlparse.NO_LITERAL for v in values):
+            return None
+        if not values or not isinstance(values[0], str):
+            return self._search.call(call.name, values)
+        # A client that asks for the schema first (Flight SQL's GetFlightInfo) and then
+        # for the rows runs the statement twice; the second run of the same search on
+        # the same table version reuses the first one's rows.
+        snap = self.pin(values[0])
+        key = (st.text, pins.tables[snap.name].prefix, snap.version)
+        now = time.monotonic()
+        with self._searched_lock:
+            hit = self._searched.get(key)
+            if hit is not None and now - hit[0] < SEARCH_REUSE_S:
+                return hit[1]
+        result = self._search.call(call.name, values)
+        with self._searched_lock:
+            self._searched[key] = (now, result)
+            while len(self._searched) > SEARCH_REUSE_MAX:
+                self._searched.pop(next(iter(self._searched)))
+        return result
 
     def _count_name(self, form: str) -> str:
         """The column name DataFusion gives an unaliased count of this form."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,8 +153,12 @@ def _literal(fn: str, param: _Param, expr: datafusion.Expr) -> Any:
         # Placeholders, column references and subqueries have no value at planning time.
         raise SqlPlanError(
             f"{fn}: argument {param.name!r} must be a literal value, got {expr}")
-    scalar = expr.python_value()
-    if isinstance(scalar, pa.Scalar) and not scalar.is_valid:
+    return _argument(fn, param, expr.python_value())
+
+
+def _argument(fn: str, param: _Param, scalar: Any) -> Any:
+    """The value of one argument, checked against what the parameter takes."""
+    if scalar is None or (isinstance(scalar, pa.Scalar) and not scalar.is_valid):
         raise SqlPlanError(f"{fn}: argument {param.name!r} must not be NULL")
     if param.kind == "vector":
         try:
@@ -183,13 +187,17 @@ def _literal(fn: str, param: _Param, expr: datafusion.Expr) -> Any:
     return value
 
 
-def _bind(fn: str, params: tuple[_Param, ...], args: tuple[Any, ...]) -> list[Any]:
+def _check_arity(fn: str, params: tuple[_Param, ...], n: int) -> None:
     lo = sum(p.required for p in params)
-    if not lo <= len(args) <= len(params):
+    if not lo <= n <= len(params):
         want = (", ".join(p.name if p.required else f"[{p.name}]" for p in params))
         raise SqlPlanError(
             f"{fn} takes {lo if lo == len(params) else f'{lo} to {len(params)}'} arguments "
-            f"({want}), got {len(args)}")
+            f"({want}), got {n}")
+
+
+def _bind(fn: str, params: tuple[_Param, ...], args: tuple[Any, ...]) -> list[Any]:
+    _check_arity(fn, params, len(args))
     return [_literal(fn, p, a) for p, a in zip(params, args, strict=False)]
 
 
@@ -374,22 +382,26 @@ def _validate(fn: str, snap: Snapshot, args: list[Any]) -> None:
         _check_column(fn, snap, args[1], "text")
 
 
+def _search(fn: str, args: list[Any], pin: Pin, holder: dict[str, ThreadPoolExecutor]
+            ) -> pa.Table:
+    try:
+        snap = pin(args[0])
+    except (TableNotFoundError, InvalidTableNameError) as exc:
+        raise SqlPlanError(f"{fn}: {exc}") from exc
+    _validate(fn, snap, args)
+    try:
+        return _run(fn, snap, args, _pool_for(snap, holder))
+    except QueryError as exc:
+        # What the checks above cannot see, e.g. a query without a searchable word.
+        raise SqlPlanError(f"{fn}: {exc}") from exc
+
+
 def _make(fn: str, pin: Pin, holder: dict[str, ThreadPoolExecutor]) -> Callable[..., DfTable]:
     params = _SIGNATURES[fn]
 
     def call(*exprs: Any) -> DfTable:
         try:
-            args = _bind(fn, params, exprs)
-            try:
-                snap = pin(args[0])
-            except (TableNotFoundError, InvalidTableNameError) as exc:
-                raise SqlPlanError(f"{fn}: {exc}") from exc
-            _validate(fn, snap, args)
-            try:
-                return _relation(_run(fn, snap, args, _pool_for(snap, holder)))
-            except QueryError as exc:
-                # What the checks above cannot see, e.g. a query without a searchable word.
-                raise SqlPlanError(f"{fn}: {exc}") from exc
+            return _relation(_search(fn, _bind(fn, params, exprs), pin, holder))
         except Exception as exc:
             _pending.error = exc
             raise
@@ -398,9 +410,31 @@ def _make(fn: str, pin: Pin, holder: dict[str, ThreadPoolExecutor]) -> Callable[
     return call
 
 
-def register_search_functions(ctx: datafusion.SessionContext, pin: Pin) -> None:
+class SearchFunctions:
+    """The search table functions of one session: registered on its DataFusion context,
+    and callable directly for a statement that is nothing but one call."""
+
+    def __init__(self, ctx: datafusion.SessionContext, pin: Pin) -> None:
+        self._pin = pin
+        self._holder: dict[str, ThreadPoolExecutor] = {}
+        for fn in _SIGNATURES:
+            ctx.register_udtf(udtf(_make(fn, pin, self._holder), fn))
+
+    @staticmethod
+    def knows(name: str) -> bool:
+        return name.lower() in _SIGNATURES
+
+    def call(self, name: str, values: Sequence[Any]) -> pa.Table:
+        """The relation ``name(values…)`` gives, for argument values already read from
+        literals (strings, numbers, vectors as text or lists)."""
+        fn = name.lower()
+        params = _SIGNATURES[fn]
+        _check_arity(fn, params, len(values))
+        args = [_argument(fn, p, v) for p, v in zip(params, values, strict=False)]
+        return _search(fn, args, self._pin, self._holder)
+
+
+def register_search_functions(ctx: datafusion.SessionContext, pin: Pin) -> SearchFunctions:
     """Registers the search table functions on ``ctx``; ``pin(name)`` gives the snapshot
     of a table that a statement reads (the engine pins one per table per statement)."""
-    holder: dict[str, ThreadPoolExecutor] = {}
-    for fn in _SIGNATURES:
-        ctx.register_udtf(udtf(_make(fn, pin, holder), fn))
+    return SearchFunctions(ctx, pin)

@@ -250,3 +250,48 @@ def test_a_table_recreated_by_another_connection_is_seen_after_the_recheck_time(
     finally:
         other.close()
         con.close()
+
+
+@pytest.mark.parametrize("call", [
+    "bm25_search('docs', 'body', 'rust async', 7)",
+    "bm25_search('docs', 'title', 'rust', 5, 'and')",
+    "token_match('docs', 'body', 'rust')",
+    "exact_match('docs', 'title', 'updated title')",
+])
+def test_bare_search_answers_as_the_planned_statement_does(engine, call):
+    bare = engine.execute(f"SELECT * FROM {call}")
+    planned = engine.execute(f"SELECT * FROM {call} AS s WHERE true")
+    assert bare.schema == planned.schema
+    assert bare.to_pylist() == planned.to_pylist()
+
+
+def test_bare_search_errors_name_the_problem_as_the_planned_statement_does(engine):
+    for call in ("bm25_search('docs', 'nope', 'rust', 5)", "bm25_search('gone', 'b', 'x', 5)",
+                 "bm25_search('docs', 'body', 'rust')", "bm25_search('docs', 'body', 'x', -1)"):
+        with pytest.raises(Exception) as bare:
+            engine.execute(f"SELECT * FROM {call}")
+        with pytest.raises(Exception) as planned:
+            engine.execute(f"SELECT * FROM {call} AS s WHERE true")
+        assert type(bare.value) is type(planned.value), call
+        assert str(planned.value) in str(bare.value) or str(bare.value) in str(planned.value)
+
+
+def test_search_after_schema_reuses_rows_only_for_the_same_table_version(tmp_path):
+    con = catalog.connect(str(tmp_path / "root"))
+    try:
+        table = con.create_table("t", docs_schema())
+        table.append(make_docs(60, seed=3))
+        table.commit()
+        engine = SqlEngine(con)
+        sql = "SELECT _id FROM bm25_search('t', 'body', 'rust', 1000)"
+        assert engine.schema(sql).names[0] == "_id"
+        first = engine.execute(sql)
+        assert first.to_pylist() == engine.execute(sql).to_pylist()
+        table.append(make_docs(60, seed=4))
+        table.commit()
+        after = engine.execute(sql)
+        want = table.bm25_search("body", "rust", 1000)
+        assert sorted(after.column("_id").to_pylist()) == sorted(want.column("_id").to_pylist())
+        assert after.num_rows > first.num_rows
+    finally:
+        con.close()
