@@ -5,6 +5,8 @@ lists and drops tables. Each table is registered by a create-if-absent write
 of ``_catalog/<name>.json``, which points at the table's own folder
 ``tables/<name>-<uuid>/``: two racing creates of one name see exactly one
 winner, and a dropped name can be created again without meeting old files.
+``replace_table`` points a name at another table's folder with one conditional
+overwrite of its entry, so readers see the old table or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from catalog.errors import InvalidTableNameError
 from catalog.storage import open_store
 from superfile import IndexSpec, Metric
 from supertable.errors import (
+    CommitConflictError,
     ObjectExistsError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageError,
     TableCorruptError,
     TableExistsError,
@@ -69,10 +73,7 @@ class Connection:
             data, _ = self.store.get(self._entry_path(name))
         except ObjectNotFoundError:
             raise TableNotFoundError(f"no table {name!r} under {self.uri}") from None
-        try:
-            return str(json.loads(data)["prefix"])
-        except (ValueError, KeyError, TypeError):
-            raise TableCorruptError(f"catalog entry of table {name!r} is unreadable") from None
+        return self._read_prefix(name, data)
 
     def create_table(
         self,
@@ -145,6 +146,48 @@ class Connection:
         if table is not None:
             table.close()
         self._remove_prefix(prefix)
+
+    def replace_table(self, name: str, staged_name: str) -> None:
+        """Makes ``name`` the table ``staged_name`` is, in one write: the catalog entry of
+        ``name`` is overwritten to point at the staged table's folder (only if nobody
+        changed it meanwhile, else ``CommitConflictError``). The staged name then goes
+        away, and the files of the table ``name`` was are deleted. ``TableNotFoundError``
+        when either table does not exist. When this raises, nothing was changed."""
+        _check_name(name)
+        _check_name(staged_name)
+        if name == staged_name:
+            raise ValueError("a table cannot replace itself")
+        try:
+            data, meta = self.store.get(self._entry_path(name))
+        except ObjectNotFoundError:
+            raise TableNotFoundError(f"no table {name!r} under {self.uri}") from None
+        old_prefix = self._read_prefix(name, data)
+        new_prefix = self._prefix_of(staged_name)
+        entry = json.dumps({"name": name, "prefix": new_prefix}).encode()
+        try:
+            self.store.put(self._entry_path(name), entry, mode=meta.version)
+        except (PreconditionFailedError, ObjectNotFoundError):
+            raise CommitConflictError(f"table {name!r} was replaced or dropped by another "
+                                      "writer meanwhile; nothing was changed") from None
+        # From here on ``name`` reads the staged table; the rest only tidies up, and a
+        # failure in it must not look to the caller as if the replace had not happened.
+        try:
+            self.store.delete(self._entry_path(staged_name))
+        except StorageError as exc:
+            log.warning("catalog entry %r still points at the files of table %r: %s",
+                        staged_name, name, exc)
+        with self._lock:
+            replaced = [self._tables.pop(name, None), self._tables.pop(staged_name, None)]
+        for table in replaced:
+            if table is not None:
+                table.close()
+        self._remove_prefix(old_prefix)
+
+    def _read_prefix(self, name: str, data: bytes) -> str:
+        try:
+            return str(json.loads(data)["prefix"])
+        except (ValueError, KeyError, TypeError):
+            raise TableCorruptError(f"catalog entry of table {name!r} is unreadable") from None
 
     def _remove_prefix(self, prefix: str) -> None:
         try:

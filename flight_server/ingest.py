@@ -28,9 +28,8 @@ What a failed stream leaves behind:
   own commit; the table layer has no multi-commit transaction);
 - a replace writes into a hidden staging table and, only once the whole stream
   is in, points the table's catalog entry at it in one write; a failure drops
-  the staging table and leaves the old table untouched. The table layer has no
-  rename or replace, so this swap writes the catalog entry (``_catalog/<name>.json``)
-  itself, in the format ``catalog.connection`` reads.
+  the staging table and leaves the old table untouched. The swap is
+  ``catalog.Connection.replace_table``: one conditional write of the catalog entry.
 
 Plain Flight ``DoPut`` with a path descriptor ``[table]`` appends to an existing
 table; ``[table, "create"]`` creates it from the stream's schema first when it
@@ -39,7 +38,6 @@ does not exist (and appends when it does).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,7 +46,6 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from catalog.connection import CATALOG_DIR
 from flight_server import metadata
 from flight_server.errors import InvalidArgument
 from flight_server.sql import SqlConnection
@@ -214,26 +211,8 @@ def _replace(conn: SqlConnection, name: str, reader: object, schema: pa.Schema,
     staging = f"_stage_{name[:100]}_{uuid.uuid4().hex[:12]}"
     rows = create_and_append(conn, staging, reader, schema, cancelled=cancelled)
     try:
-        _swap(conn, name, staging)
+        conn.catalog.replace_table(name, staging)
     except BaseException:
         _drop_quietly(conn, staging)
         raise
     return rows
-
-
-def _swap(conn: SqlConnection, name: str, staging: str) -> None:
-    """Points ``name`` at the staging table's folder in one catalog write, then removes
-    the staging entry and the old table's files."""
-    cat = conn.catalog
-    store = cat.store
-    old_prefix = cat._prefix_of(name)
-    new_prefix = cat._prefix_of(staging)
-    entry = json.dumps({"name": name, "prefix": new_prefix}).encode()
-    store.put(f"{CATALOG_DIR}/{name}.json", entry, mode="overwrite")
-    store.delete(f"{CATALOG_DIR}/{staging}.json")
-    with cat._lock:
-        replaced = [cat._tables.pop(name, None), cat._tables.pop(staging, None)]
-    for table in replaced:
-        if table is not None:
-            table.close()
-    cat._remove_prefix(old_prefix)
