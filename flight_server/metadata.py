@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flight_server.sql.information import CATALOG, DB_SCHEMA, TABLE_TYPE
 from flight_server.sql.statements import sql_type
 from flight_server.sql_info import SQL_INFO_SCHEMA, SqlInfo, sql_info
 from flight_server.xdbc_types import XDBC_TYPE_INFO_SCHEMA, xdbc_type_info
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CATALOG = "quiver"
-DB_SCHEMA = "main"
-TABLE_TYPE = "TABLE"
 
 __all__ = [
     "CATALOG",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import itertools
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
+from flight_server.sql import information
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import (
@@ -72,6 +74,7 @@ _INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-
 # Seconds an open table is used without rereading its catalog entry: a drop and re-create
 # under the same name by another process shows within this time (in this process at once).
 CATALOG_RECHECK_S = 1.0
+_transient_names = itertools.count()
 # A bare search statement run again on the same table version within this many seconds
 # reuses the earlier rows (kept for at most this many statements).
 SEARCH_REUSE_S = 10.0
@@ -451,8 +454,9 @@ class SqlEngine:
         # The index rewrite reads whole tables; a read of some files scans them instead.
         if _rewrite is not None and self._distances is not None and not pins.files:
             index = _rewrite.IndexRewrite(self.ctx, st, refs, source, acquire, self._distances)
+        transient: list[str] = []
         try:
-            edits = []
+            edits = self._information_edits(st, transient)
             replaced: dict[int, sqlparse.Edit] = {}
             if index is not None:
                 found = index.run()
@@ -487,6 +491,24 @@ class SqlEngine:
                 self.views.release(table, snap)
             if index is not None:
                 index.close()
+            for name in transient:
+                self.ctx.deregister_table(name)
+
+    def _information_edits(self, st: sqlparse.Statement, transient: list[str]
+                           ) -> list[sqlparse.Edit]:
+        """Points ``information_schema.tables`` / ``.columns`` at relations built from the
+        catalog (registered for this statement only; their names go to ``transient``)."""
+        edits = []
+        for ref in sqlparse.information_refs(st.expr, information.RELATIONS):
+            name = f"__quiver_information_{ref.name}_{next(_transient_names)}"
+            data = information.relation(self.connection, ref.name)
+            self.ctx.register_record_batches(name, [data.to_batches() or [
+                pa.RecordBatch.from_pylist([], schema=data.schema)]])
+            transient.append(name)
+            edit = sqlparse.table_edit(ref, name, st.body)
+            if edit is not None:
+                edits.append(edit)
+        return edits
 
     def _plan(self, text: str, renames: dict[str, str], parse_error: str | None
               ) -> datafusion.DataFrame:

@@ -135,6 +135,23 @@ def table_refs(expr: exp.Expression) -> list[TableRef]:
     return refs
 
 
+def information_refs(expr: exp.Expression, relations: Iterable[str]) -> list[TableRef]:
+    """References to ``information_schema.<relation>`` for the given relations."""
+    wanted = set(relations)
+    refs = []
+    for node in expr.find_all(exp.Table):
+        db = node.args.get("db")
+        if not isinstance(node.this, exp.Identifier) or not isinstance(db, exp.Identifier):
+            continue
+        if _norm(db) != "information_schema" or _norm(node.this) not in wanted:
+            continue
+        parent = node.parent
+        select = parent.parent if isinstance(parent, (exp.From, exp.Join)) and \
+            isinstance(parent.parent, exp.Select) else None
+        refs.append(TableRef(node, _norm(node.this), True, select))
+    return refs
+
+
 @dataclass(frozen=True)
 class Edit:
     start: int
