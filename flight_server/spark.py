@@ -153,9 +153,10 @@ def _opt(options: Any, key: str) -> str | None:
     return None if value is None else str(value)
 
 
-# The server's status codes arrive as Flight errors or, for INVALID_ARGUMENT, NOT_FOUND and
-# UNIMPLEMENTED, as the matching Arrow exceptions.
-_SERVER_ERRORS = (flight.FlightError, pa.ArrowException)
+# The server's status codes arrive as Flight errors, as the matching Arrow exceptions
+# (INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED) or, for some refusals raised by server
+# middleware such as UNAUTHENTICATED, as a plain IOError.
+_SERVER_ERRORS = (flight.FlightError, pa.ArrowException, OSError)
 
 
 class _server_errors:
@@ -442,13 +443,26 @@ def table_schema(conn: ConnectionOptions, table: str) -> pa.Schema | None:
 
 
 def _write_schema(incoming: pa.Schema, table: pa.Schema, name: str) -> pa.Schema:
-    """The table's columns that the DataFrame fills, in the table's order, with the table's
-    types; a DataFrame column the table lacks is an error."""
+    """The table's schema, checked against the DataFrame's: a DataFrame column the table
+    lacks is an error, and so is leaving out a column that cannot hold nulls."""
     extra = [n for n in incoming.names if n not in table.names]
     if extra:
         raise QuiverSparkError(f"table {name!r} has no column(s) {extra}; its columns are "
                                f"{table.names}")
-    return pa.schema([table.field(n) for n in table.names if n in incoming.names])
+    required = [f.name for f in table if f.name not in incoming.names and not f.nullable]
+    if required:
+        raise QuiverSparkError(f"table {name!r} needs the column(s) {required}, which the "
+                               "DataFrame does not have")
+    return table
+
+
+def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with the columns of ``target`` in its order and types; a column the batch
+    lacks is all nulls (Spark's array<float> becomes the table's fixed-size vector)."""
+    names = batch.schema.names
+    columns = [_cast_array(batch.column(f.name), f.type) if f.name in names
+               else pa.nulls(batch.num_rows, f.type) for f in target]
+    return pa.RecordBatch.from_arrays(columns, schema=target)
 
 
 class QuiverWriter(DataSourceArrowWriter):
@@ -467,9 +481,7 @@ class QuiverWriter(DataSourceArrowWriter):
         ctx = TaskContext.get()
         part = ctx.partitionId() if ctx is not None else 0
         target = self.schema
-        batches = (pa.RecordBatch.from_arrays(
-            [_cast_array(b.column(f.name), f.type) for f in target], schema=target)
-            for b in iterator)
+        batches = (conform(b, target) for b in iterator)
         rows = ingest(self.conn, self.table, target, batches,
                       batch_id=f"spark-{self.job_id}-{part}")
         return TaskWritten(part, rows)
