@@ -33,7 +33,86 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=20000,
                       help="number of rows to write (default 20000)")
     _serve_parser(sub)
+    _data_parsers(sub)
     return parser
+
+
+def _data_parsers(sub: argparse._SubParsersAction) -> None:
+    from flight_server import cli_admin, cli_ingest, cli_sql
+    from flight_server.client import add_data_arguments
+
+    commands = [
+        ("ingest", cli_ingest.add_arguments,
+         "stream Parquet, CSV or JSON-lines files into a table",
+         "Append files to a table, streaming each in record batches with a progress bar on "
+         "a terminal and a summary line at the end. On a storage root a rerun skips the files "
+         "already ingested (each file is known by its path relative to the argument that "
+         "named it, its size and modification time) and resumes a file it stopped in. "
+         "Through --server there is no such record: a rerun appends the files again."),
+        ("sql", cli_sql.add_arguments,
+         "run SQL: one statement, statements from stdin, or an interactive prompt",
+         "Run SQL statements and print their results. With a query argument, run it; "
+         "otherwise read ';'-separated statements from stdin, or, when stdin is a "
+         "terminal, prompt for them (history in ~/.quiver_history; a statement ends at ';'). "
+         "An error prints one line and exits 1."),
+        ("tables", cli_admin.add_tables_arguments, "list the tables, one name per line",
+         "List the tables under the root or on the server, one name per line."),
+        ("describe", cli_admin.add_describe_arguments,
+         "show a table's columns, types, indexes and size",
+         "Show a table's columns with their types and indexes, its row count and, on a "
+         "storage root, its file count and version."),
+        ("optimize", cli_admin.add_optimize_arguments,
+         "compact a table's small and mostly-deleted files (storage root only)",
+         "Rewrite a table's small files and files with many deleted rows into fewer, "
+         "larger ones, then report the files before and after. Runs on a storage root "
+         "(--root); it is not available through --server."),
+        ("gc", cli_admin.add_gc_arguments,
+         "delete files no table version needs any more (storage root only)",
+         "Delete the files of tables that no recent version references (left by optimize, "
+         "deletes, updates and interrupted writes) and report what was removed. Runs on a "
+         "storage root (--root); it is not available through --server."),
+    ]
+    for name, add, short, long in commands:
+        parser = sub.add_parser(name, help=short, description=long)
+        add(parser)
+        add_data_arguments(parser)
+    sub.add_parser("health", add_help=False,
+                   help="check that a server answers Flight SQL (quiver health --help)")
+
+
+_DATA_COMMANDS = ("ingest", "sql", "tables", "describe", "optimize", "gc")
+
+
+def _run_data_command(args: argparse.Namespace) -> int:
+    from flight_server import cli_admin, cli_ingest, cli_sql
+    from flight_server.client import ClientError, one_line, open_client
+
+    runners = {"ingest": cli_ingest.run, "sql": cli_sql.run, "tables": cli_admin.run_tables,
+               "describe": cli_admin.run_describe, "optimize": cli_admin.run_optimize,
+               "gc": cli_admin.run_gc}
+    try:
+        import adbc_driver_manager
+
+        remote_errors: tuple[type[BaseException], ...] = (adbc_driver_manager.Error,)
+    except ImportError:
+        remote_errors = ()
+    from flight_server.sql import SqlError
+
+    known = (ClientError, cli_ingest.IngestError, cli_sql.SqlCliError, SqlError, TableError,
+             SuperfileError, pa.ArrowException, OSError, ValueError, *remote_errors)
+    try:
+        with open_client(args) as client:
+            return runners[args.command](client, args)
+    except BrokenPipeError:
+        # The reader of stdout went away (``| head``): nothing left to say to it.
+        sys.stderr.close()
+        return 1
+    except KeyboardInterrupt:
+        print("quiver: interrupted", file=sys.stderr)
+        return 130
+    except known as exc:
+        print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -112,6 +191,12 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, _ = _parser().parse_known_args(argv)
+    if args.command == "health":
+        from flight_server.health import main as health_main
+
+        return health_main(argv[argv.index("health") + 1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -121,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             run_demo(args.out, rows=args.rows)
         elif args.command == "serve":
             return _run_serve(args)
+        elif args.command in _DATA_COMMANDS:
+            return _run_data_command(args)
     except SuperfileError as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 1

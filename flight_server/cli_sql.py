@@ -156,8 +156,11 @@ def json_text(values: pa.Array) -> pa.Array:
     elif pa.types.is_integer(t) or pa.types.is_decimal(t):
         out = values.cast(pa.string())
     elif pa.types.is_floating(t):
-        finite = pc.is_finite(values)
-        out = pc.if_else(finite, values.cast(pa.string()), pa.scalar(None, pa.string()))
+        text = values.cast(pa.string())
+        # "1" would read back as an integer; a float keeps its point.
+        text = pc.if_else(pc.match_substring_regex(text, "[.eE]"), text,
+                          pc.binary_join_element_wise(text, ".0", ""))
+        out = pc.if_else(pc.is_finite(values), text, pa.scalar(None, pa.string()))
     elif (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
           or pa.types.is_temporal(t)):
         out = _json_string(values)
@@ -492,5 +495,5 @@ def interactive(client: Client, args: argparse.Namespace) -> int:
                 run_statement(client, statement, args)
             except KeyboardInterrupt:
                 sys.stderr.write("cancelled\n")
-            except Exception as exc:  # noqa: BLE001 - the prompt reports and goes on
+            except Exception as exc:
                 sys.stderr.write(f"error: {one_line(exc)}\n")

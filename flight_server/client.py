@@ -30,8 +30,8 @@ __all__ = [
     "ServerClient",
     "TableDescription",
     "add_data_arguments",
-    "open_client",
     "one_line",
+    "open_client",
     "quote_ident",
 ]
 
