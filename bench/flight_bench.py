@@ -185,20 +185,28 @@ class BareServer(flight.FlightServerBase):
 
     def __init__(self, location: str, table: pa.Table) -> None:
         super().__init__(location)
-        self.schema = table.schema
-        self.batches = table.combine_chunks().to_batches(max_chunksize=BARE_BATCH_ROWS)
+        one = pa.table({"one": pa.array([1], pa.int64())})
+        self.tables = {
+            b"table": (table.schema,
+                       table.combine_chunks().to_batches(max_chunksize=BARE_BATCH_ROWS)),
+            b"one": (one.schema, one.to_batches()),
+        }
 
     def get_flight_info(self, context: flight.ServerCallContext,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        if b"CommandStatementQuery" not in (descriptor.command or b""):
+        command = descriptor.command or b""
+        if b"CommandStatementQuery" not in command:
             raise flight.FlightUnimplementedError("only statement queries")
-        return flight.FlightInfo(self.schema, descriptor,
-                                 [flight.FlightEndpoint(b"table", [])], -1, -1)
+        # The packed query text is in the command bytes; the trivial statement gets the
+        # one-row table (the round-trip floor), anything else the big one.
+        key = b"one" if TRIVIAL_SQL.encode() in command else b"table"
+        return flight.FlightInfo(self.tables[key][0], descriptor,
+                                 [flight.FlightEndpoint(key, [])], -1, -1)
 
     def do_get(self, context: flight.ServerCallContext,
                ticket: flight.Ticket) -> flight.FlightDataStream:
-        reader = pa.RecordBatchReader.from_batches(self.schema, self.batches)
-        return flight.RecordBatchStream(reader)
+        schema, batches = self.tables[ticket.ticket]
+        return flight.RecordBatchStream(pa.RecordBatchReader.from_batches(schema, batches))
 
     def do_put(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
                reader: flight.MetadataRecordBatchReader,
@@ -306,7 +314,55 @@ def engine_stream(conn: Any, sql: str) -> dict[str, Any]:
             "sent_batches": len(out)}
 
 
-def bench_stream(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+def _datafusion_drain(data_dir: Path, columns: list[str], batch_rows: int | None,
+                      cast_to: pa.Schema | None) -> float:
+    """Seconds to stream the table's superfiles through a fresh DataFusion context with the
+    engine's scan settings (strings as views), optionally casting each batch like the
+    engine's output step."""
+    import datafusion
+
+    config = (datafusion.SessionConfig()
+              .with_target_partitions(max(1, os.cpu_count() or 1))
+              .set("datafusion.execution.parquet.pushdown_filters", "false")
+              .set("datafusion.execution.parquet.schema_force_view_types", "true"))
+    if batch_rows is not None:
+        config = config.with_batch_size(batch_rows)
+    ctx = datafusion.SessionContext(config)
+    ctx.register_parquet("t", str(data_dir), file_extension=".parquet")
+    cols = ", ".join(f'"{c}"' for c in columns)
+    t0 = time.perf_counter()
+    for batch in ctx.sql(f"SELECT {cols} FROM t").execute_stream():
+        out = batch.to_pyarrow()
+        if cast_to is not None:
+            out.cast(cast_to)
+    return time.perf_counter() - t0
+
+
+def engine_profile(root: Path, schema: pa.Schema, repeats: int = 3) -> dict[str, Any]:
+    """Where the engine's SELECT * time goes, in this process over the table's own files:
+    pyarrow's Parquet decode, DataFusion's scan (view types), the cast to plain types, and
+    the same with 65,536-row batches instead of DataFusion's default grain."""
+    data_dir = next((root / "tables").glob(f"{TABLE}-*")) / "data"
+    files = sorted(str(p) for p in data_dir.glob("*.parquet"))
+    columns = schema.names
+    runs: dict[str, list[float]] = {"pyarrow_read_table": [], "datafusion_scan": [],
+                                    "datafusion_scan_cast": [],
+                                    "datafusion_scan_cast_65536": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pq.read_table(files, columns=columns)
+        runs["pyarrow_read_table"].append(time.perf_counter() - t0)
+        runs["datafusion_scan"].append(_datafusion_drain(data_dir, columns, None, None))
+        runs["datafusion_scan_cast"].append(_datafusion_drain(data_dir, columns, None, schema))
+        runs["datafusion_scan_cast_65536"].append(
+            _datafusion_drain(data_dir, columns, BARE_BATCH_ROWS, schema))
+    out: dict[str, Any] = {k: float(np.median(v) * 1000) for k, v in runs.items()}
+    out["files"] = len(files)
+    return out
+
+
+def bench_stream(quiver: str, bare: str, conn: Any, root: Path, schema: pa.Schema,
+                 cfg: dict[str, Any]) -> dict[str, Any]:
     qa, ba = adbc_connect(quiver), adbc_connect(bare)
     qc, bc = flight.connect(quiver), flight.connect(bare)
     try:
@@ -328,6 +384,8 @@ def bench_stream(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]) -> dict
         out["engine_in_process"] = {
             key: float(np.median([e[key] for e in engine])) for key in engine[0]}
         log.info("stream engine in process: %s", out["engine_in_process"])
+        out["engine_profile_ms"] = engine_profile(root, schema)
+        log.info("stream engine profile (ms): %s", out["engine_profile_ms"])
         counts = alternate({"adbc": lambda: adbc_table(qcur, COUNT_SQL),
                             "in_process": lambda: _received(conn.sql(COUNT_SQL))},
                            cfg["count_runs"], cfg["warmup"], 10.0)
@@ -365,7 +423,40 @@ def server_work(conn: Any, sql: str, repeats: int) -> dict[str, float]:
     return {k: float(np.median(v) * 1000) for k, v in parts.items()}
 
 
-def bench_search(quiver: str, conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+def round_trip_floors(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """The fixed cost of one statement, by layer, for a one-row result: ADBC (GetFlightInfo
+    then DoGet) against both servers, each RPC alone through pyarrow.flight, in process."""
+    from proto import flight_sql_pb2, pack
+
+    qa, ba = adbc_connect(quiver), adbc_connect(bare)
+    qc, bc = flight.connect(quiver), flight.connect(bare)
+    command = flight.FlightDescriptor.for_command(
+        pack(flight_sql_pb2.CommandStatementQuery(query=TRIVIAL_SQL)))
+    try:
+        qcur, bcur = qa.cursor(), ba.cursor()
+        out = alternate({
+            "quiver_adbc": lambda: adbc_table(qcur, TRIVIAL_SQL),
+            "bare_adbc": lambda: adbc_table(bcur, TRIVIAL_SQL),
+            "quiver_getflightinfo": lambda: {"rows": 0, "bytes": 0,
+                                             "info": qc.get_flight_info(command).total_records},
+            "bare_getflightinfo": lambda: {"rows": 0, "bytes": 0,
+                                           "info": bc.get_flight_info(command).total_records},
+            "quiver_doget": lambda: flight_doget(qc, TRIVIAL_SQL.encode()),
+            "bare_doget": lambda: flight_doget(bc, b"one"),
+            "in_process": lambda: _received(conn.sql(TRIVIAL_SQL)),
+        }, cfg["search_runs"] * 2, cfg["warmup"], 10.0)
+        qcur.close()
+        bcur.close()
+    finally:
+        for c in (qa, ba, qc, bc):
+            c.close()
+    log.info("round trip floors p50 ms: %s", {k: round(v["p50_ms"], 2) for k, v in out.items()})
+    return out
+
+
+def bench_search(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    floors = round_trip_floors(quiver, bare, conn, cfg)
     qa = adbc_connect(quiver)
     try:
         cur = qa.cursor()
@@ -388,7 +479,7 @@ def bench_search(quiver: str, conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     finally:
         qa.close()
     searches = [c for c in cases if c["sql"] != TRIVIAL_SQL]
-    return {"cases": cases,
+    return {"cases": cases, "floors": floors,
             "overhead_median_ms": float(np.median([c["overhead_ms"] for c in searches])),
             "overhead_max_ms": float(max(c["overhead_ms"] for c in searches))}
 
@@ -397,6 +488,8 @@ def bench_ingest(quiver: str, bare: str, conn: Any, data: pa.Table, cfg: dict[st
                  ) -> dict[str, Any]:
     from flight_server.ingest import CHUNK_ROWS
 
+    # The ADBC driver refuses to send a message over 16 MiB: a batch has to be smaller.
+    data = pa.Table.from_batches(data.combine_chunks().to_batches(max_chunksize=BARE_BATCH_ROWS))
     fts = [f.name for f in data.schema if pa.types.is_string(f.type)
            or pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type)]
     qa, ba = adbc_connect(quiver), adbc_connect(bare)
@@ -494,11 +587,12 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
             bare_file = base / "bare.parquet"
             pq.write_table(served, bare_file)
             result_bytes = served.nbytes
+            served_schema = served.schema
             del served
             with quiver_server(root, base / "quiver.log") as quri, \
                     bare_server(bare_file, base / "bare.log") as buri:
-                stream = bench_stream(quri, buri, conn, cfg)
-                search = bench_search(quri, conn, cfg)
+                stream = bench_stream(quri, buri, conn, root, served_schema, cfg)
+                search = bench_search(quri, buri, conn, cfg)
                 ingest = bench_ingest(quri, buri, conn, ingest_data, cfg)
         finally:
             conn.close()
@@ -594,6 +688,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{r['mb_per_s']:.0f} | {r['rows_per_s'] / 1e6:.2f} | "
                      f"{r['result'].get('batches', '-')} | {r['runs']} |")
     e = s["engine_in_process"]
+    pr = s["engine_profile_ms"]
     c = s["count_star"]
     lines += [
         "",
@@ -601,6 +696,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"draining it {_fmt(e['drain_ms'], 1)} ms ({e['engine_batches']:.0f} batches, median "
         f"{e['engine_batch_rows_median']:.0f} rows), with the server's rechunking "
         f"{_fmt(e['drain_rechunk_ms'], 1)} ms ({e['sent_batches']:.0f} batches sent).",
+        "",
+        f"The same scan outside the engine, over the table's {pr['files']} superfiles in this "
+        f"process (ms): pyarrow `read_table` {_fmt(pr['pyarrow_read_table'], 1)}; DataFusion "
+        f"scan with string views {_fmt(pr['datafusion_scan'], 1)}; the same plus the cast to "
+        f"plain strings per batch {_fmt(pr['datafusion_scan_cast'], 1)}; the same with "
+        f"{BARE_BATCH_ROWS:,}-row batches {_fmt(pr['datafusion_scan_cast_65536'], 1)}.",
         "",
         f"`{COUNT_SQL}` round trip p50: ADBC {_fmt(c['adbc']['p50_ms'], 2)} ms, in process "
         f"{_fmt(c['in_process']['p50_ms'], 2)} ms.",
@@ -617,6 +718,19 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{_fmt(case['in_process']['p50_ms'], 2)} | {_fmt(case['overhead_ms'], 2)} "
                      f"| {_fmt(w['is_query'], 2)} / {_fmt(w['schema'], 2)} / "
                      f"{_fmt(w['stream'], 2)} |")
+    fl = se["floors"]
+    flabels = {"quiver_adbc": "Quiver, ADBC (GetFlightInfo + DoGet)",
+               "bare_adbc": "bare server, ADBC (GetFlightInfo + DoGet)",
+               "quiver_getflightinfo": "Quiver, pyarrow.flight GetFlightInfo alone",
+               "bare_getflightinfo": "bare server, pyarrow.flight GetFlightInfo alone",
+               "quiver_doget": "Quiver, pyarrow.flight DoGet alone (SQL ticket)",
+               "bare_doget": "bare server, pyarrow.flight DoGet alone",
+               "in_process": "in process, connect(root).sql"}
+    lines += ["", f"Round trip of `{TRIVIAL_SQL}` by layer (p50 ms):", "",
+              "| path | p50 ms | min ms |", "| --- | --- | --- |"]
+    for key, label in flabels.items():
+        lines.append(f"| {label} | {_fmt(fl[key]['p50_ms'], 2)} | "
+                     f"{_fmt(fl[key]['min_ms'], 2)} |")
     lines += [
         "",
         f"Overhead over the search queries: median {_fmt(se['overhead_median_ms'], 2)} ms, "
