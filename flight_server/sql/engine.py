@@ -290,10 +290,13 @@ class SqlEngine:
             raise SqlError("only a query can read part of a table's files")
         with self._statement() as pins:
             source = self.open_table(table)
-            snap = self._snapshot_at(source, version)
-            if table_uuid is not None and snap.manifest.table_uuid != table_uuid:
+            # The newest version known says whether this is still the same table; asking
+            # for an old version of another table would fail less clearly.
+            if table_uuid is not None and \
+                    source.snapshot(refresh=False).manifest.table_uuid != table_uuid:
                 raise ObjectNotFoundError(f"table {table!r} was dropped or replaced since "
                                           "this read was planned; run the query again")
+            snap = self._snapshot_at(source, version)
             wanted = frozenset(files)
             missing = wanted - {f.path for f in snap.files}
             if missing:
