@@ -6,6 +6,8 @@ process on port 0 over tmp_path roots.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import os
 import shutil
 import sys
@@ -298,3 +300,25 @@ def test_options_are_checked_before_any_call(tmp_path):
     with pytest.raises(QuiverSparkError, match="tls_root_certs"):
         ConnectionOptions.from_options({"uri": "grpc+tls://127.0.0.1:1",
                                         "tls_root_certs": str(tmp_path / "missing.pem")})
+
+
+def test_dates_timestamps_decimals_booleans_and_binary_map_to_spark_types(spark, docs_uri):
+    sql = ("SELECT CAST('2024-01-02' AS DATE) AS d, "
+           "CAST('2024-01-02 03:04:05.123456' AS TIMESTAMP) AS ts, "
+           "CAST(12.5 AS DECIMAL(10, 2)) AS amount, id > 1 AS big, "
+           "CAST(title AS BYTEA) AS raw, CAST(id AS SMALLINT) AS small "
+           "FROM docs WHERE id = 2")
+    df = _read(spark, docs_uri, query=sql)
+    assert dict(df.dtypes) == {"d": "date", "ts": "timestamp_ntz", "amount": "decimal(10,2)",
+                               "big": "boolean", "raw": "binary", "small": "smallint"}
+    (row,) = df.collect()
+    assert row.d == datetime.date(2024, 1, 2)
+    assert row.ts == datetime.datetime(2024, 1, 2, 3, 4, 5, 123456)
+    assert row.amount == decimal.Decimal("12.50")
+    assert row.big is True and bytes(row.raw) == b"title 2" and row.small == 2
+
+
+def test_query_without_rows_reads_as_an_empty_dataframe(spark, docs_uri):
+    df = _read(spark, docs_uri, query="SELECT id, title FROM docs WHERE id < 0")
+    assert df.columns == ["id", "title"]
+    assert df.collect() == []
