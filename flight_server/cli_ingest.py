@@ -20,8 +20,10 @@ ids: a rerun there appends the files again.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -116,7 +118,8 @@ class _Reader:
             self.schema, self._batches, self._position = self._open(hint)
         except (pa.ArrowInvalid, OSError) as exc:
             self.close()
-            raise IngestError(f"{src.path}: cannot read as {src.kind}: {_first(exc)}") from None
+            raise IngestError(f"{src.path}: cannot read as {src.kind}: "
+                              f"{_named(exc, src)}") from None
 
     def _open(self, hint: pa.Schema | None
               ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], Callable[[], int]]:
@@ -148,7 +151,7 @@ class _Reader:
                 parse = pajson.ParseOptions(
                     explicit_schema=pa.schema([f.with_type(_readable_type(f.type))
                                                for f in hint]),
-                    unexpected_field_behavior="error")
+                    unexpected_field_behavior="infer")
             reader = pajson.open_json(self._file,
                                       read_options=pajson.ReadOptions(block_size=_READ_BLOCK),
                                       parse_options=parse)
@@ -159,7 +162,7 @@ class _Reader:
         try:
             yield from self._batches
         except (pa.ArrowInvalid, OSError) as exc:
-            raise IngestError(f"{self.src.path}: {_first(exc)}") from None
+            raise IngestError(f"{self.src.path}: {_named(exc, self.src)}") from None
         finally:
             self.close()
 
@@ -172,6 +175,21 @@ class _Reader:
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
             self._file.close()
+
+
+def _named(exc: BaseException, src: SourceFile) -> str:
+    """The reader's message, with a CSV column number replaced by the column's name."""
+    text = _first(exc)
+    match = re.search(r"In CSV column #(\d+): ", text)
+    if src.kind != "csv" or match is None:
+        return text
+    try:
+        with src.path.open(newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f), [])
+        name = header[int(match.group(1))]
+    except (OSError, IndexError, csv.Error):
+        return text
+    return text.replace(match.group(0), f"column {name!r}: ")
 
 
 def _first(exc: BaseException) -> str:
@@ -543,12 +561,25 @@ def _chain(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]
     yield from rest
 
 
+def _sliced(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """The batches cut so that chunks of ``chunk_rows`` rows end on batch boundaries; the cuts
+    depend only on the file, so a rerun forms the same chunks."""
+    filled = 0
+    for batch in batches:
+        offset = 0
+        while offset < batch.num_rows:
+            take = min(chunk_rows - filled, batch.num_rows - offset)
+            yield batch.slice(offset, take)
+            offset += take
+            filled = (filled + take) % chunk_rows
+
+
 def _ingest_local(sink: _LocalSink, src: SourceFile, batches: Iterator[pa.RecordBatch],
                   chunk_rows: int) -> None:
     chunk: list[pa.RecordBatch] = []
     rows = nbytes = 0
     number = 0
-    for batch in batches:
+    for batch in _sliced(batches, chunk_rows):
         chunk.append(batch)
         rows += batch.num_rows
         nbytes += batch.nbytes
