@@ -3,6 +3,9 @@ other, and a scan's endpoints are dealt over both advertised servers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 
 from flight_server.sql.engine import CATALOG_RECHECK_S
 from proto import flight_sql_pb2, pack
-from tests.flight_server.conftest import ServerProcess, free_port, start_server
+from tests.flight_server.conftest import REPO, ServerProcess, free_port, start_server
 
 # Each ingest chunk is one superfile; a split needs at least this many rows per part.
 PART_ROWS = 70_000
@@ -108,3 +111,13 @@ def test_a_scan_is_dealt_over_both_servers_and_every_part_read_where_it_points(p
         cur.execute("SELECT id FROM big WHERE id % 1000 = 0")
         assert sorted(cur.fetch_arrow_table().column("id").to_pylist()) == \
             list(range(0, 2 * PART_ROWS, 1000))
+
+
+def test_serve_refuses_an_advertised_location_that_is_not_a_grpc_address(tmp_path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-m", "flight_server.cli", "serve", "--root", str(tmp_path),
+         "--port", "0", "--advertise", "http://somewhere"],
+        cwd=str(REPO), env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--advertise wants a location like grpc://host:port" in done.stderr
