@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -283,12 +283,8 @@ def _cast_array(values: pa.Array, to: pa.DataType) -> pa.Array:
 # -- reading -------------------------------------------------------------------------------
 
 
-@dataclass
 class EndpointPartition(InputPartition):
     """One Flight endpoint of the query: its ticket and where it may be fetched."""
-
-    ticket: bytes
-    locations: list[str] = field(default_factory=list)
 
     def __init__(self, ticket: bytes, locations: Sequence[str] = ()) -> None:
         super().__init__(ticket)

@@ -39,6 +39,7 @@ from flight_server.spark import (
 from flight_server.sql import connect
 from proto import flight_sql_pb2, pack
 from tests.flight_server.conftest import free_port
+from tests.flight_server.test_server_tls import _self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 DIM = 4
@@ -322,3 +323,23 @@ def test_query_without_rows_reads_as_an_empty_dataframe(spark, docs_uri):
     df = _read(spark, docs_uri, query="SELECT id, title FROM docs WHERE id < 0")
     assert df.columns == ["id", "title"]
     assert df.collect() == []
+
+
+def test_tls_root_certs_option_reads_and_writes_over_tls(spark, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server = build_server(str(tmp_path / "tls-root"), port=0, tls_cert=cert, tls_key=key)
+    try:
+        server.conn.sql("CREATE TABLE t (id BIGINT)")
+        uri = listening_uri(server)
+        assert uri.startswith("grpc+tls://")
+        df = spark.createDataFrame([(1,), (2,)], "id bigint")
+        df.write.format("quiver").option("uri", uri).option("table", "t") \
+            .option("tls_root_certs", str(cert)).mode("append").save()
+        back = _read(spark, uri, table="t", tls_root_certs=str(cert))
+        assert sorted(r.id for r in back.collect()) == [1, 2]
+        with pytest.raises(Exception) as err:
+            _read(spark, uri, table="t").collect()  # the system roots do not trust it
+        assert "quiver server" in str(err.value)
+    finally:
+        server.shutdown()
+        server.conn.close()
