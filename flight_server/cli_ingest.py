@@ -464,11 +464,11 @@ class _Run:
                                   sys.stderr.isatty() and not args.no_progress)
         self.sink: _LocalSink | None = None
         self.base = 0  # bytes of the files before the current one
+        self.read_rows = 0
 
     def rows(self) -> int:
-        if self.sink is not None:
-            return self.sink.rows + self.sink.pending_rows
-        return self.summary.rows
+        """Rows read so far (the progress bar's count; the summary counts rows added)."""
+        return self.read_rows
 
     def run(self) -> IngestSummary:
         start = time.monotonic()
@@ -531,6 +531,7 @@ class _Run:
                   schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             out = conform(batch, schema, src, self.args.table)
+            self.read_rows += out.num_rows
             if self.sink is None:
                 self.summary.rows += out.num_rows
             self.progress.update(src.relative, self.base + reader.position(), self.rows())
