@@ -343,3 +343,37 @@ def test_tls_root_certs_option_reads_and_writes_over_tls(spark, tmp_path):
     finally:
         server.shutdown()
         server.conn.close()
+
+
+def test_split_scan_reads_one_partition_per_endpoint_from_both_servers(spark, tmp_path):
+    root = str(tmp_path / "shared")
+    conns = [connect(root), connect(root)]
+    second = QuiverFlightServer(conns[1], "grpc://127.0.0.1:0")
+    second_uri = f"grpc://127.0.0.1:{second.port}"
+    first_port = free_port()
+    first_uri = f"grpc://127.0.0.1:{first_port}"
+    first = QuiverFlightServer(conns[0], first_uri, advertise=[first_uri, second_uri],
+                               min_endpoint_rows=1)
+    try:
+        conns[0].sql("CREATE TABLE parts (id BIGINT, label VARCHAR)")
+        table = conns[0].open_table("parts")
+        for k in range(4):  # one superfile per append
+            table.append(pa.table({"id": pa.array(range(k * 10, k * 10 + 10), pa.int64()),
+                                   "label": [f"part {k}"] * 10}))
+        client = flight.FlightClient(first_uri)
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(
+            pack(flight_sql_pb2.CommandStatementQuery(query="SELECT * FROM parts"))))
+        client.close()
+        assert len(info.endpoints) == 4
+        assert {loc.uri.decode() for ep in info.endpoints for loc in ep.locations} \
+            == {first_uri, second_uri}
+        df = _read(spark, first_uri, table="parts")
+        assert df.rdd.getNumPartitions() == 4
+        assert sorted(r.id for r in df.collect()) == list(range(40))
+        filtered = _read(spark, first_uri, query="SELECT id FROM parts WHERE id >= 25")
+        assert sorted(r.id for r in filtered.collect()) == list(range(25, 40))
+    finally:
+        first.shutdown()
+        second.shutdown()
+        for conn in conns:
+            conn.close()
