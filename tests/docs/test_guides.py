@@ -214,6 +214,9 @@ def _run_shell(block: Block, server: GuideServer, port: int) -> None:
         if words[:2] == ["quiver", "serve"]:
             server.start(words[2:])
             continue
+        if words[:1] == ["quiver"]:
+            # The command as installed, whether or not the environment's bin is on PATH.
+            line = f"{shlex.quote(sys.executable)} -m flight_server.cli {line[len('quiver'):]}"
         done = subprocess.run(rewrite_port(line, port), shell=True, cwd=server.cwd,
                               capture_output=True, text=True, timeout=SHELL_STEP_TIMEOUT_S)
         if done.returncode != 0:
