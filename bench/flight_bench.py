@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import logging
 import os
 import shutil
@@ -59,6 +60,9 @@ TABLE = "summaries"
 STREAM_SQL = f"SELECT * FROM {TABLE}"
 COUNT_SQL = f"SELECT count(*) AS n FROM {TABLE}"
 TRIVIAL_SQL = "SELECT 1 AS one"
+# A statement text the bare server answers with its whole table as one endpoint.
+SINGLE_STREAM = "single_stream"
+SINGLE_SQL = f"SELECT * FROM {SINGLE_STREAM}"
 SEARCH_FIRST = "python web framework"
 K = 10
 # The server's batch grain (flight_server.server.MAX_BATCH_ROWS); the bare server slices
@@ -154,10 +158,10 @@ def quiver_server(root: Path, log_path: Path) -> Any:
                      str(port)], port, log_path)
 
 
-def bare_server(data: Path, log_path: Path) -> Any:
+def bare_server(data: Path, endpoints: int, log_path: Path) -> Any:
     port = _free_port()
     return _process(["-m", "bench.flight_bench", "--bare-server", str(data), "--port",
-                     str(port)], port, log_path)
+                     str(port), "--endpoints", str(endpoints)], port, log_path)
 
 
 # -- the bare server (runs in its own process) ------------------------------------------------
@@ -179,29 +183,42 @@ def _update_result(count: int) -> bytes:
 class BareServer(flight.FlightServerBase):
     """Streams one in-memory table for any query and drains any upload: no engine at all.
 
-    It answers just enough Flight SQL for the ADBC driver: a statement query gets one
-    endpoint whose DoGet streams the table, a bulk ingest is read and dropped with an
-    update count, everything else (the driver's SqlInfo probe) is unimplemented."""
+    It answers just enough Flight SQL for the ADBC driver: a statement query gets its
+    endpoints (the table in ``endpoints`` parts of about equal rows, read in parallel by
+    the driver like Quiver's split scans; one endpoint when the text names
+    ``SINGLE_STREAM``; a one-row table for ``TRIVIAL_SQL``), a bulk ingest is read and
+    dropped with an update count, everything else (the driver's SqlInfo probe, prepared
+    statements, which the driver then does without) is unimplemented."""
 
-    def __init__(self, location: str, table: pa.Table) -> None:
+    def __init__(self, location: str, table: pa.Table, endpoints: int = 1) -> None:
         super().__init__(location)
         one = pa.table({"one": pa.array([1], pa.int64())})
-        self.tables = {
-            b"table": (table.schema,
-                       table.combine_chunks().to_batches(max_chunksize=BARE_BATCH_ROWS)),
+        table = table.combine_chunks()
+        self.tables: dict[bytes, tuple[pa.Schema, list[pa.RecordBatch]]] = {
+            b"table": (table.schema, table.to_batches(max_chunksize=BARE_BATCH_ROWS)),
             b"one": (one.schema, one.to_batches()),
         }
+        bounds = np.linspace(0, table.num_rows, endpoints + 1).round().astype(np.int64)
+        self.parts = [f"part/{i}".encode() for i in range(endpoints)]
+        for key, (a, b) in zip(self.parts, itertools.pairwise(bounds), strict=True):
+            part = table.slice(int(a), int(b - a))
+            self.tables[key] = (table.schema, part.to_batches(max_chunksize=BARE_BATCH_ROWS))
 
     def get_flight_info(self, context: flight.ServerCallContext,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
         command = descriptor.command or b""
         if b"CommandStatementQuery" not in command:
             raise flight.FlightUnimplementedError("only statement queries")
-        # The packed query text is in the command bytes; the trivial statement gets the
-        # one-row table (the round-trip floor), anything else the big one.
-        key = b"one" if TRIVIAL_SQL.encode() in command else b"table"
-        return flight.FlightInfo(self.tables[key][0], descriptor,
-                                 [flight.FlightEndpoint(key, [])], -1, -1)
+        # The packed query text is in the command bytes.
+        if TRIVIAL_SQL.encode() in command:
+            keys = [b"one"]
+        elif SINGLE_STREAM.encode() in command:
+            keys = [b"table"]
+        else:
+            keys = self.parts
+        schema = self.tables[keys[0]][0]
+        return flight.FlightInfo(schema, descriptor,
+                                 [flight.FlightEndpoint(k, []) for k in keys], -1, -1)
 
     def do_get(self, context: flight.ServerCallContext,
                ticket: flight.Ticket) -> flight.FlightDataStream:
@@ -222,10 +239,11 @@ class BareServer(flight.FlightServerBase):
         writer.write(pa.py_buffer(_update_result(rows)))
 
 
-def run_bare_server(data: Path, port: int) -> int:
+def run_bare_server(data: Path, port: int, endpoints: int) -> int:
     table = pq.read_table(data)
-    server = BareServer(f"grpc://127.0.0.1:{port}", table)
-    log.info("bare server on port %d: %d rows", server.port, table.num_rows)
+    server = BareServer(f"grpc://127.0.0.1:{port}", table, endpoints)
+    log.info("bare server on port %d: %d rows, %d endpoints", server.port, table.num_rows,
+             endpoints)
     server.serve()
     return 0
 
@@ -259,6 +277,19 @@ def adbc_batches(cur: Any, sql: str) -> dict[str, Any]:
         nbytes += batch.nbytes
         batches += 1
     return {"rows": rows, "bytes": nbytes, "batches": batches}
+
+
+def endpoint_count(uri: str, sql: str) -> int:
+    """How many endpoints the server's FlightInfo for ``sql`` has."""
+    from proto import flight_sql_pb2, pack
+
+    client = flight.connect(uri)
+    try:
+        descriptor = flight.FlightDescriptor.for_command(
+            pack(flight_sql_pb2.CommandStatementQuery(query=sql)))
+        return len(client.get_flight_info(descriptor).endpoints)
+    finally:
+        client.close()
 
 
 def flight_doget(client: flight.FlightClient, ticket: bytes) -> dict[str, Any]:
@@ -370,6 +401,7 @@ def bench_stream(quiver: str, bare: str, conn: Any, root: Path, schema: pa.Schem
         fns = {
             "quiver_adbc_table": lambda: adbc_table(qcur, STREAM_SQL),
             "bare_adbc_table": lambda: adbc_table(bcur, STREAM_SQL),
+            "bare_adbc_single_table": lambda: adbc_table(bcur, SINGLE_SQL),
             "quiver_adbc_batches": lambda: adbc_batches(qcur, STREAM_SQL),
             "bare_adbc_batches": lambda: adbc_batches(bcur, STREAM_SQL),
             "quiver_flight_doget": lambda: flight_doget(qc, STREAM_SQL.encode()),
@@ -400,27 +432,6 @@ def bench_stream(quiver: str, bare: str, conn: Any, root: Path, schema: pa.Schem
         qc.close()
         bc.close()
     return out
-
-
-def server_work(conn: Any, sql: str, repeats: int) -> dict[str, float]:
-    """What the server runs for one ADBC statement (GetFlightInfo: is_query + schema; DoGet:
-    sql_stream drained through rechunk), timed in this process, medians in ms."""
-    from flight_server.server import rechunk
-
-    parts: dict[str, list[float]] = {"is_query": [], "schema": [], "stream": []}
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        conn.is_query(sql)
-        t1 = time.perf_counter()
-        conn.schema(sql)
-        t2 = time.perf_counter()
-        for _b in rechunk(iter(conn.sql_stream(sql))):
-            pass
-        t3 = time.perf_counter()
-        parts["is_query"].append(t1 - t0)
-        parts["schema"].append(t2 - t1)
-        parts["stream"].append(t3 - t2)
-    return {k: float(np.median(v) * 1000) for k, v in parts.items()}
 
 
 def round_trip_floors(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]
@@ -461,27 +472,134 @@ def bench_search(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]) -> dict
     try:
         cur = qa.cursor()
         cases: list[dict[str, Any]] = []
-        statements = [("SELECT 1 (no table)", TRIVIAL_SQL), *search_statements()]
-        budget = cfg["search_budget_s"] / len(statements)
+        statements = search_statements()
+        budget = cfg["search_budget_s"] / (len(statements) + 2)
         for text, sql in statements:
             m = alternate({"adbc": lambda s=sql: adbc_table(cur, s),
                            "in_process": lambda s=sql: _received(conn.sql(s))},
                           cfg["search_runs"], cfg["warmup"], budget)
-            work = server_work(conn, sql, 5)
             overhead = m["adbc"]["p50_ms"] - m["in_process"]["p50_ms"]
             cases.append({"query": text, "sql": sql, "adbc": m["adbc"],
                           "in_process": m["in_process"], "overhead_ms": overhead,
-                          "server_work_ms": work, "rows": m["adbc"]["result"]["rows"]})
-            log.info("search %-26s ADBC %7.2f ms  in process %7.2f ms  overhead %6.2f ms  "
-                     "server work %s", text, m["adbc"]["p50_ms"], m["in_process"]["p50_ms"],
-                     overhead, {k: round(v, 2) for k, v in work.items()})
+                          "rows": m["adbc"]["result"]["rows"]})
+            log.info("search %-26s ADBC %7.2f ms  in process %7.2f ms  overhead %6.2f ms",
+                     text, m["adbc"]["p50_ms"], m["in_process"]["p50_ms"], overhead)
+        # A new text on every call: the driver prepares each new statement text (and closes
+        # the previous one), so this is the round trip of ad-hoc searches.
+        texts = [sql for _, sql in statements]
+        ring = {"adbc": itertools.cycle(texts), "in_process": itertools.cycle(texts)}
+        m = alternate({"adbc": lambda: adbc_table(cur, next(ring["adbc"])),
+                       "in_process": lambda: _received(conn.sql(next(ring["in_process"])))},
+                      cfg["search_runs"] * 2, cfg["warmup"], 2 * budget)
+        rotating = {"adbc": m["adbc"], "in_process": m["in_process"],
+                    "overhead_ms": m["adbc"]["p50_ms"] - m["in_process"]["p50_ms"]}
+        log.info("search, a new text each call: ADBC %.2f ms, in process %.2f ms",
+                 m["adbc"]["p50_ms"], m["in_process"]["p50_ms"])
         cur.close()
     finally:
         qa.close()
-    searches = [c for c in cases if c["sql"] != TRIVIAL_SQL]
-    return {"cases": cases, "floors": floors,
-            "overhead_median_ms": float(np.median([c["overhead_ms"] for c in searches])),
-            "overhead_max_ms": float(max(c["overhead_ms"] for c in searches))}
+    return {"cases": cases, "floors": floors, "rotating": rotating,
+            "overhead_median_ms": float(np.median([c["overhead_ms"] for c in cases])),
+            "overhead_max_ms": float(max(c["overhead_ms"] for c in cases))}
+
+
+def _timed_server_class() -> type:
+    """A ``QuiverFlightServer`` that records the calls it gets and the time its Python
+    handlers take (GetFlightInfo, actions, opening a DoGet, producing its batches)."""
+    from flight_server.server import QuiverFlightServer
+
+    class TimedServer(QuiverFlightServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.calls: list[str] = []
+            self.seconds: dict[str, float] = {}
+
+        def _add(self, key: str, seconds: float) -> None:
+            self.calls.append(key)
+            self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+
+        def get_flight_info(self, context: Any, descriptor: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return super().get_flight_info(context, descriptor)
+            finally:
+                self._add("GetFlightInfo", time.perf_counter() - t0)
+
+        def do_action(self, context: Any, action: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return super().do_action(context, action)
+            finally:
+                self._add(f"DoAction {action.type}", time.perf_counter() - t0)
+
+        def do_get(self, context: Any, ticket: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return super().do_get(context, ticket)
+            finally:
+                self._add("DoGet", time.perf_counter() - t0)
+
+        def _batches(self, *args: Any) -> Iterator[pa.RecordBatch]:
+            spent = 0.0
+            t0 = time.perf_counter()
+            for batch in super()._batches(*args):
+                spent += time.perf_counter() - t0
+                yield batch
+                t0 = time.perf_counter()
+            spent += time.perf_counter() - t0
+            self.seconds["DoGet batches"] = self.seconds.get("DoGet batches", 0.0) + spent
+
+    return TimedServer
+
+
+def profile_round_trip(conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """One ADBC statement split into client and server time, against a server in this
+    process whose handlers are timed: which calls the driver makes, and how much of a
+    round trip is the server's Python handlers (our engine and dispatch) rather than gRPC,
+    pyarrow's Flight C++ layer and the driver."""
+    server = _timed_server_class()(conn, "grpc://127.0.0.1:0")
+    client = adbc_connect(f"grpc://127.0.0.1:{server.port}")
+    out: dict[str, Any] = {}
+    statements = search_statements()
+    try:
+        cur = client.cursor()
+        named = statements[0][1]
+        server.calls.clear()
+        adbc_table(cur, named)
+        out["calls_first"] = list(server.calls)
+        server.calls.clear()
+        adbc_table(cur, named)
+        out["calls_repeat"] = list(server.calls)
+        cases = {"same text": [named], "a new text each call": [s for _, s in statements]}
+        n = max(20, cfg["search_runs"] * 2)
+        for label, texts in cases.items():
+            ring = itertools.cycle(texts)
+            for _ in range(cfg["warmup"] * len(texts)):
+                adbc_table(cur, next(ring))
+            server.seconds.clear()
+            execute, fetch = [], []
+            for _ in range(n):
+                sql = next(ring)
+                t0 = time.perf_counter()
+                cur.execute(sql)
+                t1 = time.perf_counter()
+                cur.fetch_arrow_table()
+                execute.append(t1 - t0)
+                fetch.append(time.perf_counter() - t1)
+            total = [a + b for a, b in zip(execute, fetch, strict=True)]
+            out[label] = {
+                "client_total_ms": float(np.mean(total) * 1000),
+                "client_total_p50_ms": float(np.median(total) * 1000),
+                "client_execute_ms": float(np.mean(execute) * 1000),
+                "client_fetch_ms": float(np.mean(fetch) * 1000),
+                "server_ms": {k: v / n * 1000 for k, v in server.seconds.items()},
+            }
+            log.info("round trip profile (%s): %s", label, out[label])
+        cur.close()
+    finally:
+        client.close()
+        server.shutdown()
+    return out
 
 
 def bench_ingest(quiver: str, bare: str, conn: Any, data: pa.Table, cfg: dict[str, Any]
@@ -551,7 +669,7 @@ def evaluate_targets(stream: dict[str, Any], search: dict[str, Any], ingest: dic
     over = search["overhead_median_ms"]
     return [
         {"name": f"SELECT * streaming, ADBC fetch_arrow_table: Quiver >= {STREAM_LIMIT}x bare "
-                 "pyarrow.flight server (rows/s ratio)", "value": ratio_s,
+                 "pyarrow.flight server with the same endpoints (rows/s ratio)", "value": ratio_s,
          "limit": STREAM_LIMIT, "pass": ratio_s >= STREAM_LIMIT},
         {"name": f"bm25_search round trip: ADBC p50 - in-process p50 <= {SEARCH_OVERHEAD_MS} ms "
                  "(median over queries, ms)", "value": over,
@@ -589,11 +707,14 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
             result_bytes = served.nbytes
             served_schema = served.schema
             del served
-            with quiver_server(root, base / "quiver.log") as quri, \
-                    bare_server(bare_file, base / "bare.log") as buri:
-                stream = bench_stream(quri, buri, conn, root, served_schema, cfg)
-                search = bench_search(quri, buri, conn, cfg)
-                ingest = bench_ingest(quri, buri, conn, ingest_data, cfg)
+            with quiver_server(root, base / "quiver.log") as quri:
+                endpoints = endpoint_count(quri, STREAM_SQL)
+                log.info("Quiver answers %s with %d endpoints", STREAM_SQL, endpoints)
+                with bare_server(bare_file, endpoints, base / "bare.log") as buri:
+                    stream = bench_stream(quri, buri, conn, root, served_schema, cfg)
+                    search = bench_search(quri, buri, conn, cfg)
+                    ingest = bench_ingest(quri, buri, conn, ingest_data, cfg)
+            search["profile"] = profile_round_trip(conn, cfg)
         finally:
             conn.close()
     finally:
@@ -606,8 +727,10 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
         "machine": machine,
         "load_average_at_end": list(os.getloadavg()),
         "wait_for_quiet": quiet,
+        "uncommitted": _uncommitted(),
         "config": {**cfg, "table": TABLE, "summary_rows": ingest_data.num_rows,
-                   "stream_result_bytes": result_bytes, "bare_batch_rows": BARE_BATCH_ROWS,
+                   "stream_result_bytes": result_bytes, "stream_endpoints": endpoints,
+                   "bare_batch_rows": BARE_BATCH_ROWS,
                    "build_s": build_s, "adbc_driver_flightsql": _lib("adbc-driver-flightsql")},
         "stream": stream,
         "search": search,
@@ -651,13 +774,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"{(m['ram_bytes'] or 0) / 2**30:.1f} GiB RAM, {m['os']}; Python {m['python']}; "
         f"{libs}; adbc-driver-flightsql {cfg['adbc_driver_flightsql']}; commit "
         f"{m['git_commit']}; load average at start {m['load_average_at_start']}, at end "
-        f"{result['load_average_at_end']}. Wall time {result['wall_s']:.0f} s.",
+        f"{result['load_average_at_end']}. Wall time {result['wall_s']:.0f} s. Uncommitted "
+        f"changes in the code measured: {', '.join(result['uncommitted']) or 'none'}.",
         "",
         f"Data: streaming table `{cfg['table']}` of {cfg['stream_rows']:,} rows (the PyPI "
         "summaries: name, version, month, summary, followed by their first rows again up to "
         f"that count; BM25 on summary; built in {cfg['build_s']:.1f} s); the result is "
-        f"{cfg['stream_result_bytes'] / 1e6:.1f} MB as Arrow. Ingest: {ing['rows']:,} "
-        "summaries.",
+        f"{cfg['stream_result_bytes'] / 1e6:.1f} MB as Arrow; Quiver's FlightInfo for it has "
+        f"{cfg['stream_endpoints']} endpoint(s), the driver reads them in parallel. Ingest: "
+        f"{ing['rows']:,} summaries.",
         "",
         "## Targets",
         "",
@@ -676,11 +801,12 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     labels = {
         "quiver_adbc_table": "Quiver, ADBC fetch_arrow_table",
-        "bare_adbc_table": "bare server, ADBC fetch_arrow_table",
+        "bare_adbc_table": "bare server, same endpoints, ADBC fetch_arrow_table",
+        "bare_adbc_single_table": "bare server, one endpoint, ADBC fetch_arrow_table",
         "quiver_adbc_batches": "Quiver, ADBC fetch_record_batch loop",
-        "bare_adbc_batches": "bare server, ADBC fetch_record_batch loop",
-        "quiver_flight_doget": "Quiver, pyarrow.flight DoGet (SQL ticket)",
-        "bare_flight_doget": "bare server, pyarrow.flight DoGet",
+        "bare_adbc_batches": "bare server, same endpoints, ADBC fetch_record_batch loop",
+        "quiver_flight_doget": "Quiver, pyarrow.flight DoGet of a SQL ticket (one stream)",
+        "bare_flight_doget": "bare server, pyarrow.flight DoGet (one stream)",
     }
     for key, label in labels.items():
         r = s[key]
@@ -708,16 +834,16 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Search round trip (p50 ms)",
         "",
-        "| query | rows | ADBC | in process | overhead | server work: is_query / schema / "
-        "stream |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| query | rows | ADBC | in process | overhead |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for case in se["cases"]:
-        w = case["server_work_ms"]
         lines.append(f"| {case['query']} | {case['rows']} | {_fmt(case['adbc']['p50_ms'], 2)} | "
-                     f"{_fmt(case['in_process']['p50_ms'], 2)} | {_fmt(case['overhead_ms'], 2)} "
-                     f"| {_fmt(w['is_query'], 2)} / {_fmt(w['schema'], 2)} / "
-                     f"{_fmt(w['stream'], 2)} |")
+                     f"{_fmt(case['in_process']['p50_ms'], 2)} | {_fmt(case['overhead_ms'], 2)} |")
+    rot = se["rotating"]
+    lines.append(f"| (a new query text on every call, all of the above in turn) | {K} | "
+                 f"{_fmt(rot['adbc']['p50_ms'], 2)} | {_fmt(rot['in_process']['p50_ms'], 2)} | "
+                 f"{_fmt(rot['overhead_ms'], 2)} |")
     fl = se["floors"]
     flabels = {"quiver_adbc": "Quiver, ADBC (GetFlightInfo + DoGet)",
                "bare_adbc": "bare server, ADBC (GetFlightInfo + DoGet)",
@@ -731,10 +857,26 @@ def markdown(result: dict[str, Any]) -> str:
     for key, label in flabels.items():
         lines.append(f"| {label} | {_fmt(fl[key]['p50_ms'], 2)} | "
                      f"{_fmt(fl[key]['min_ms'], 2)} |")
+    prof = se.get("profile")
+    if prof:
+        lines += ["", "Where one ADBC round trip goes (a server in the benchmark process with its "
+                  "handlers timed; means per statement, ms):", "",
+                  "| statement text | client total | client execute / fetch | server handlers "
+                  "| rest: gRPC, Flight C++, driver |", "| --- | --- | --- | --- | --- |"]
+        for label in ("same text", "a new text each call"):
+            r = prof[label]
+            handlers = "; ".join(f"{k} {_fmt(v, 2)}" for k, v in r["server_ms"].items())
+            rest = r["client_total_ms"] - sum(r["server_ms"].values())
+            lines.append(f"| {label} | {_fmt(r['client_total_ms'], 2)} | "
+                         f"{_fmt(r['client_execute_ms'], 2)} / {_fmt(r['client_fetch_ms'], 2)} | "
+                         f"{handlers} | {_fmt(rest, 2)} |")
+        lines += ["", f"Calls the driver makes for a new statement text: "
+                  f"{', '.join(prof['calls_first'])}; for the same text again: "
+                  f"{', '.join(prof['calls_repeat'])}."]
     lines += [
         "",
         f"Overhead over the search queries: median {_fmt(se['overhead_median_ms'], 2)} ms, "
-        f"max {_fmt(se['overhead_max_ms'], 2)} ms. Statements: `{se['cases'][1]['sql']}` and "
+        f"max {_fmt(se['overhead_max_ms'], 2)} ms. Statements: `{se['cases'][0]['sql']}` and "
         "the same with the other query texts.",
         "",
         "## Bulk ingest",
@@ -756,6 +898,18 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _uncommitted() -> list[str]:
+    """Files of the engine's packages that differ from the recorded commit: the working tree
+    is measured, and it may hold changes not yet committed."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "superfile",
+                              "supertable", "catalog", "flight_server", "proto"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return ["(git status failed)"]
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+
+
 def _lib(name: str) -> str:
     from importlib import metadata
 
@@ -775,11 +929,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bare-server", type=Path, default=None, metavar="PARQUET",
                         help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--endpoints", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     if args.bare_server is not None:
-        return run_bare_server(args.bare_server, args.port)
+        return run_bare_server(args.bare_server, args.port, args.endpoints)
     quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
     result = run(args.quick, quiet)
     return report.publish(result, "flight", markdown)
