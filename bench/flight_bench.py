@@ -25,10 +25,12 @@ figures are medians after warm-up. Results go to ``bench/results/flight-*``.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime as dt
 import itertools
 import logging
 import os
+import pstats
 import shutil
 import socket
 import subprocess
@@ -82,7 +84,7 @@ def _config(quick: bool) -> dict[str, Any]:
                 "count_runs": 10, "ingest_runs": 1, "warmup": 1}
     return {"stream_rows": 1_000_000, "ingest_rows": None, "stream_runs": 7,
             "stream_budget_s": 45.0, "search_runs": 25, "search_budget_s": 40.0,
-            "count_runs": 40, "ingest_runs": 2, "warmup": 2}
+            "count_runs": 40, "ingest_runs": 3, "warmup": 2}
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -505,7 +507,9 @@ def bench_search(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]) -> dict
 
 def _timed_server_class() -> type:
     """A ``QuiverFlightServer`` that records the calls it gets and the time its Python
-    handlers take (GetFlightInfo, actions, opening a DoGet, producing its batches)."""
+    handlers take (GetFlightInfo, actions, opening a DoGet, producing its batches); with
+    ``profiling`` set, each handler also runs under its own ``cProfile`` profiler (handlers
+    run on gRPC's threads, and a profiler sees only the thread that enabled it)."""
     from flight_server.server import QuiverFlightServer
 
     class TimedServer(QuiverFlightServer):
@@ -513,43 +517,73 @@ def _timed_server_class() -> type:
             super().__init__(*args, **kwargs)
             self.calls: list[str] = []
             self.seconds: dict[str, float] = {}
+            self.profiling = False
+            self.profiles: list[cProfile.Profile] = []
 
-        def _add(self, key: str, seconds: float) -> None:
-            self.calls.append(key)
-            self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+        @contextmanager
+        def _timed(self, key: str, record: bool = True) -> Iterator[None]:
+            prof = cProfile.Profile() if self.profiling else None
+            t0 = time.perf_counter()
+            if prof is not None:
+                prof.enable()
+            try:
+                yield
+            finally:
+                if prof is not None:
+                    prof.disable()
+                    self.profiles.append(prof)
+                if record:
+                    self.calls.append(key)
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
 
         def get_flight_info(self, context: Any, descriptor: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
+            with self._timed("GetFlightInfo"):
                 return super().get_flight_info(context, descriptor)
-            finally:
-                self._add("GetFlightInfo", time.perf_counter() - t0)
 
         def do_action(self, context: Any, action: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
+            with self._timed(f"DoAction {action.type}"):
                 return super().do_action(context, action)
-            finally:
-                self._add(f"DoAction {action.type}", time.perf_counter() - t0)
 
         def do_get(self, context: Any, ticket: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
+            with self._timed("DoGet"):
                 return super().do_get(context, ticket)
-            finally:
-                self._add("DoGet", time.perf_counter() - t0)
 
         def _batches(self, *args: Any) -> Iterator[pa.RecordBatch]:
-            spent = 0.0
-            t0 = time.perf_counter()
-            for batch in super()._batches(*args):
-                spent += time.perf_counter() - t0
+            it = super()._batches(*args)
+            while True:
+                with self._timed("DoGet batches", record=False):
+                    batch = next(it, None)
+                if batch is None:
+                    return
                 yield batch
-                t0 = time.perf_counter()
-            spent += time.perf_counter() - t0
-            self.seconds["DoGet batches"] = self.seconds.get("DoGet batches", 0.0) + spent
 
     return TimedServer
+
+
+# Where profiled server time is spent: the first matching rule names a function's owner.
+_OWNERS = (
+    ("sqlglot (parsing, SQL generation)", ("/sqlglot/",)),
+    ("DataFusion (planning, execution)", ("datafusion",)),
+    ("pyarrow", ("pyarrow",)),
+    ("protobuf", ("protobuf", "_pb2")),
+    ("Quiver's own Python code", (str(REPO) + "/",)),
+)
+
+
+def profile_shares(profiles: list[cProfile.Profile], statements: int) -> dict[str, float]:
+    """Milliseconds per statement of the profiled handlers' own time, by owner."""
+    if not profiles:
+        return {}
+    stats = pstats.Stats(profiles[0])
+    for prof in profiles[1:]:
+        stats.add(prof)
+    out: dict[str, float] = {}
+    for (filename, _, func), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{filename} {func}"
+        owner = next((name for name, keys in _OWNERS if any(k in where for k in keys)),
+                     "other (standard library, builtins)")
+        out[owner] = out.get(owner, 0.0) + own * 1000 / statements
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def profile_round_trip(conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -595,6 +629,17 @@ def profile_round_trip(conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
                 "server_ms": {k: v / n * 1000 for k, v in server.seconds.items()},
             }
             log.info("round trip profile (%s): %s", label, out[label])
+        # The same again under cProfile (slower: it inflates Python code the most), for the
+        # split of the handlers' time by library.
+        for label, texts in cases.items():
+            ring = itertools.cycle(texts)
+            server.profiles.clear()
+            server.profiling = True
+            for _ in range(n):
+                adbc_table(cur, next(ring))
+            server.profiling = False
+            out[label]["profile_ms"] = profile_shares(server.profiles, n)
+            log.info("handler profile (%s): %s", label, out[label]["profile_ms"])
         cur.close()
     finally:
         client.close()
@@ -743,22 +788,30 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
 
 NOTES = [
     "Both servers are subprocesses on 127.0.0.1 of the same machine as the client (2 cores",
-    "shared by client, server and anything else running). The Quiver server reads a local",
-    "temporary root (OS page cache warm). The bare server is a pyarrow.flight",
-    "FlightServerBase holding the Quiver result (read from a Parquet copy of it) in memory in",
-    f"{BARE_BATCH_ROWS:,}-row batches, answering just enough Flight SQL for the ADBC driver",
-    "(a statement's FlightInfo, DoGet, and a DoPut that reads and drops the stream).",
+    "shared by client, servers and whatever else runs). The Quiver server (default options)",
+    "reads a local temporary root; the OS page cache is warm, and the engine's own caches",
+    "are warm after the warm-up runs. The bare server is a pyarrow.flight FlightServerBase",
+    "holding the Quiver result (read from a Parquet copy of it) in memory in",
+    f"{BARE_BATCH_ROWS:,}-row batches, split into as many endpoints as Quiver's FlightInfo",
+    "has (and as one endpoint for comparison); it answers just enough Flight SQL for the",
+    "ADBC driver (a statement's FlightInfo, DoGet, and a DoPut that reads and drops the",
+    "stream); the driver's prepared-statement attempt fails there and it falls back to",
+    "plain statements, so against the bare server every statement is GetFlightInfo + DoGet.",
+    "Against Quiver the driver prepares each new statement text (CreatePreparedStatement,",
+    "closing the previous one) and runs it as GetFlightInfo + DoGet of the prepared",
+    "statement; the search cases repeat one text per case, the rotating case does not.",
     "MB/s counts the Arrow in-memory size of the received result (Table.nbytes), rows/s the",
-    "rows; both use the median time of the timed runs. An ADBC statement is GetFlightInfo",
-    "(the server plans the statement for its schema) then DoGet (it plans and runs it).",
+    "rows; both use the median time of the timed runs, paths taking turns run by run.",
     "Search overhead is ADBC p50 minus in-process p50 of the same statement on the same",
-    "root; 'server work' is what the server runs for one ADBC statement (is_query, schema,",
-    "then the stream through rechunk), timed in the benchmark process.",
+    "root. The round-trip profile runs a QuiverFlightServer in the benchmark process with",
+    "its handlers timed (and, in a second pass, under cProfile); 'rest' is the client's time",
+    "minus the handlers': gRPC, pyarrow's Flight C++ server and the Go driver.",
     "Ingest: ADBC adbc_ingest mode=create (the server creates the table with BM25 on every",
     "string column and appends in chunks of its CHUNK_ROWS, one commit each) against the",
     "embedded create_table(fts=<every string column>) + one append of the whole table; the",
-    "embedded run with the server's chunking, and the ingest into the bare server (transport",
-    "only, nothing stored), split the difference.",
+    "embedded run with the server's chunking and the ingest into the bare server (transport",
+    f"only, nothing stored) split the difference. The data goes in {BARE_BATCH_ROWS:,}-row",
+    "batches: the driver refuses to send a message over 16 MiB.",
 ]
 
 
@@ -870,6 +923,13 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {label} | {_fmt(r['client_total_ms'], 2)} | "
                          f"{_fmt(r['client_execute_ms'], 2)} / {_fmt(r['client_fetch_ms'], 2)} | "
                          f"{handlers} | {_fmt(rest, 2)} |")
+        lines += ["", "The handlers' own time under cProfile by library, ms per statement "
+                  "(cProfile inflates Python code, so read these as shares):", ""]
+        for label in ("same text", "a new text each call"):
+            shares = prof[label].get("profile_ms", {})
+            total = sum(shares.values()) or 1.0
+            lines.append(f"- {label}: " + "; ".join(
+                f"{k} {_fmt(v, 2)} ({100 * v / total:.0f}%)" for k, v in shares.items()))
         lines += ["", f"Calls the driver makes for a new statement text: "
                   f"{', '.join(prof['calls_first'])}; for the same text again: "
                   f"{', '.join(prof['calls_repeat'])}."]
