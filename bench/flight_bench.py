@@ -193,7 +193,8 @@ class BareServer(flight.FlightServerBase):
     statements, which the driver then does without) is unimplemented."""
 
     def __init__(self, location: str, table: pa.Table, endpoints: int = 1) -> None:
-        super().__init__(location)
+        # Everything is ready before the base class starts listening: a client may call
+        # as soon as the port accepts connections.
         one = pa.table({"one": pa.array([1], pa.int64())})
         table = table.combine_chunks()
         self.tables: dict[bytes, tuple[pa.Schema, list[pa.RecordBatch]]] = {
@@ -205,6 +206,7 @@ class BareServer(flight.FlightServerBase):
         for key, (a, b) in zip(self.parts, itertools.pairwise(bounds), strict=True):
             part = table.slice(int(a), int(b - a))
             self.tables[key] = (table.schema, part.to_batches(max_chunksize=BARE_BATCH_ROWS))
+        super().__init__(location)
 
     def get_flight_info(self, context: flight.ServerCallContext,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
