@@ -19,6 +19,10 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# Scans read Parquet unless a test turns the decoded-rows cache on itself: what a test
+# measures (sources planned, bytes read) must not depend on a background warm-up.
+os.environ.setdefault("QUIVER_MEMORY_CACHE_BYTES", "0")
+
 
 @dataclass
 class S3Server:

@@ -21,9 +21,10 @@ from supertable.table import Table, TableOptions
 class SqlConnection:
     """Tables under one root and SQL over them. Safe to share between threads."""
 
-    def __init__(self, connection: catalog.Connection) -> None:
+    def __init__(self, connection: catalog.Connection,
+                 memory_cache_bytes: int | None = None) -> None:
         self.catalog = connection
-        self.engine = SqlEngine(connection)
+        self.engine = SqlEngine(connection, memory_cache_bytes)
 
     @property
     def uri(self) -> str:
@@ -77,6 +78,7 @@ class SqlConnection:
         self.catalog.drop_table(name, missing_ok=missing_ok)
 
     def close(self) -> None:
+        self.engine.close()
         self.catalog.close()
 
     def __enter__(self) -> SqlConnection:
@@ -87,7 +89,9 @@ class SqlConnection:
 
 
 def connect(uri: str, *, validate: bool = False, table_options: TableOptions | None = None,
-            **storage_options: Any) -> SqlConnection:
-    """Opens the root at ``uri`` (memory://, a path, file://, s3://, gs://, az://) for SQL."""
+            memory_cache_bytes: int | None = None, **storage_options: Any) -> SqlConnection:
+    """Opens the root at ``uri`` (memory://, a path, file://, s3://, gs://, az://) for SQL.
+    ``memory_cache_bytes`` bounds the decoded rows kept in memory for scans (default
+    ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 turns it off)."""
     return SqlConnection(catalog.connect(uri, validate=validate, table_options=table_options,
-                                         **storage_options))
+                                         **storage_options), memory_cache_bytes)

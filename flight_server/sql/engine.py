@@ -37,6 +37,7 @@ from catalog.errors import InvalidTableNameError
 from flight_server.sql import information
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
+from flight_server.sql.decoded import DecodedRows, default_budget
 from flight_server.sql.errors import (
     SqlError,
     SqlParameterError,
@@ -68,7 +69,7 @@ except ImportError:
 
 # Internal relation names: "<table>@<uuid8>@v<version>[@<files>]" and sources with '#'.
 _INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-9a-f]{8}@v\d+'
-                       r'(?:@[0-9a-f]+)?(?:#[^"\s\']*)?"?')
+                       r'(?:@[0-9a-f]+)?(?:@mem)?(?:#[^"\s\']*)?"?')
 
 
 # Seconds an open table is used without rereading its catalog entry: a drop and re-create
@@ -99,7 +100,9 @@ class _Pins:
 class SqlEngine:
     """Runs SQL over the tables of ``connection``. Safe to share between threads."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, memory_cache_bytes: int | None = None) -> None:
+        """``memory_cache_bytes`` bounds the decoded table rows kept in memory for scans
+        (default ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 reads Parquet every time)."""
         self.connection = connection
         config = (
             datafusion.SessionConfig()
@@ -112,7 +115,9 @@ class SqlEngine:
             .set("datafusion.execution.parquet.schema_force_view_types", "true")
         )
         self.ctx = datafusion.SessionContext(config)
-        self.views = ViewRegistry(self.ctx)
+        self.decoded = DecodedRows(default_budget() if memory_cache_bytes is None
+                                   else memory_cache_bytes)
+        self.views = ViewRegistry(self.ctx, self.decoded if self.decoded.budget else None)
         self._local = threading.local()
         self._open: dict[str, tuple[Table, float]] = {}
         self._count_names: dict[str, str] = {}
@@ -122,6 +127,10 @@ class SqlEngine:
         if _functions is not None and hasattr(_functions, "register_search_functions"):
             self._search = _functions.register_search_functions(self.ctx, self.pin)
         self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
+
+    def close(self) -> None:
+        """Stops decoding rows into memory and lets go of those decoded."""
+        self.decoded.close()
 
     # -- pinning -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ and no statement is planning against them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -34,6 +35,7 @@ import datafusion
 import numpy as np
 import pyarrow as pa
 
+from flight_server.sql.decoded import DecodedRows
 from supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
 from supertable.snapshot import Snapshot
 from supertable.table import Table
@@ -41,6 +43,8 @@ from supertable.table import Table
 log = logging.getLogger(__name__)
 
 FILE_COLUMN = "__quiver_file"
+# A view's in-memory twin, over decoded rows, is named after it with this suffix.
+MEMORY_SUFFIX = "@mem"
 # Versions per table whose views stay registered; older ones go once unused.
 KEEP_VERSIONS = 4
 
@@ -122,8 +126,10 @@ def _digest(parts: Sequence[Any]) -> str:
 class ViewRegistry:
     """The versioned views registered in one SessionContext. Thread-safe."""
 
-    def __init__(self, ctx: datafusion.SessionContext) -> None:
+    def __init__(self, ctx: datafusion.SessionContext, decoded: DecodedRows | None = None
+                 ) -> None:
         self.ctx = ctx
+        self.decoded = decoded
         self._lock = threading.RLock()
         self._versions: dict[tuple[str, str, int], _Version] = {}
         self._access: dict[tuple[str, str], _Access] = {}
@@ -152,6 +158,9 @@ class ViewRegistry:
                     wanted = {f.path for f in files}
                     chosen = [k for k in live if snap.files[k].path in wanted]
                 name = ver.base if chosen == live else f"{ver.base}@{_digest(chosen)}"
+                in_memory = self._decoded_view(table, snap, ver, name, chosen)
+                if in_memory is not None:
+                    return in_memory
                 if name not in ver.views:
                     self._create_view(table, snap, ver, name, chosen)
                 return name
@@ -229,6 +238,39 @@ class ViewRegistry:
             pa.RecordBatch.from_pylist([], schema=data.schema)]])
         ver.dead = name
         return name
+
+    def _decoded_view(self, table: Table, snap: Snapshot, ver: _Version, name: str,
+                      chosen: Sequence[int]) -> str | None:
+        """The in-memory twin of view ``name`` once the decoded rows of all its files are
+        at hand (registering it on first use); None until then, having asked for the
+        missing files to be decoded when the table fits the memory budget."""
+        if self.decoded is None or self._access_for(table, snap).kind == "memory":
+            return None
+        twin = f"{name}{MEMORY_SUFFIX}"
+        if twin in ver.views:
+            return twin
+        if not self.decoded.admits(sum(f.size for f in snap.files if f.live_rows > 0)):
+            return None
+        visible = pa.schema([*snap.schema, snap.manifest.schema.field(ID_COLUMN)])
+        uuid = snap.manifest.table_uuid
+        parts, missing = [], False
+        for k in chosen:
+            entry = snap.files[k]
+            key = (uuid, entry.path, len(entry.tombstones))
+            rows = self.decoded.get(key)
+            if rows is None:
+                missing = True
+                self.decoded.schedule(key, functools.partial(_visible_rows, snap, entry,
+                                                             visible))
+            elif rows.num_rows:
+                parts.append(rows.to_batches())
+        if missing:
+            return None
+        self.ctx.register_record_batches(
+            twin, parts or [[pa.RecordBatch.from_pylist([], schema=visible)]])
+        ver.views.add(twin)
+        log.debug("registered in-memory view %s over %d file(s)", twin, len(chosen))
+        return twin
 
     def _create_view(self, table: Table, snap: Snapshot, ver: _Version, name: str,
                      chosen: Sequence[int]) -> None:
@@ -342,9 +384,7 @@ class ViewRegistry:
                 stem = entry.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
                 key = f"{ver.key[1]}#{stem}#{len(entry.tombstones)}"
                 if key not in self._rows:
-                    # One schema for every partition, nested field names included
-                    # (which ``Schema.equals`` does not compare).
-                    self._rows[key] = _live_rows(snap, entry).select(visible.names).cast(visible)
+                    self._rows[key] = _visible_rows(snap, entry, visible)
                     self._row_refs[key] = 0
                 self._row_refs[key] += 1
                 ver.rows[k] = key
@@ -385,9 +425,15 @@ class ViewRegistry:
 def _scan_schema(schema: pa.Schema) -> pa.Schema:
     """The schema Parquet sources are read with: strings and binaries as view types,
     which DataFusion filters, groups and joins faster (the engine casts results back)."""
-    views = {pa.string(): pa.string_view(), pa.large_string(): pa.string_view(),
-             pa.binary(): pa.binary_view(), pa.large_binary(): pa.binary_view()}
+    # Large strings stay as declared: the engine casts views back to the plain types.
+    views = {pa.string(): pa.string_view(), pa.binary(): pa.binary_view()}
     return pa.schema([f.with_type(views.get(f.type, f.type)) for f in schema], schema.metadata)
+
+
+def _visible_rows(snap: Snapshot, entry: FileEntry, visible: pa.Schema) -> pa.Table:
+    """A file's live rows as a view shows them, in one schema for every file (nested field
+    names included, which ``Schema.equals`` does not compare)."""
+    return _live_rows(snap, entry).select(visible.names).cast(visible).combine_chunks()
 
 
 def _live_rows(snap: Snapshot, entry: FileEntry) -> pa.Table:

@@ -257,7 +257,7 @@ def run_guide(guide: Guide, workdir: Path) -> RunReport:
                                                  source.splitlines(True), filename)
                     exec(compile(source, filename, "exec"), namespace)
             except Exception as exc:
-                detail = "".join(traceback.format_exception(exc))
+                detail = "".join(traceback.format_exception(exc, limit=100))
                 log = server.log()
                 raise GuideError(f"{where} failed: {exc!r}\n{detail}"
                                  + (f"\nserver log:\n{log[-3000:]}" if log else "")) from None
