@@ -31,6 +31,9 @@ What a failed stream leaves behind:
   the staging table and leaves the old table untouched. The swap is
   ``catalog.Connection.replace_table``: one conditional write of the catalog entry.
 
+The ingest option ``quiver.batch_id`` makes an append idempotent: a stream sent again
+with the same key adds none of the chunks that already committed.
+
 Plain Flight ``DoPut`` with a path descriptor ``[table]`` appends to an existing
 table; ``[table, "create"]`` creates it from the stream's schema first when it
 does not exist (and appends when it does).
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 131_072
 CHUNK_BYTES = 64 << 20
+BATCH_ID_OPTION = "quiver.batch_id"
 
 # TableDefinitionOptions enum values (FlightSql.proto).
 NOT_EXIST_UNSPECIFIED, NOT_EXIST_CREATE, NOT_EXIST_FAIL = 0, 1, 2
@@ -73,6 +77,9 @@ class IngestRequest:
     catalog: str | None = None
     db_schema: str | None = None
     transaction_id: bytes | None = None
+    # The ``quiver.batch_id`` ingest option: a key naming this stream's rows, so that a
+    # retried stream (a re-run Spark task, a resumed load) does not append them twice.
+    batch_id: str | None = None
 
 
 def chunks(reader: Iterator[pa.RecordBatch], *, rows: int = CHUNK_ROWS,
@@ -115,16 +122,21 @@ def _never() -> bool:
     return False
 
 
-def append_stream(table: Table, reader: object, cancelled: Cancelled = _never) -> int:
-    """Appends the stream to ``table`` in bounded chunks; the number of rows added.
+def append_stream(table: Table, reader: object, cancelled: Cancelled = _never,
+                  batch_id: str | None = None) -> int:
+    """Appends the stream to ``table`` in bounded chunks; the number of rows the stream
+    holds.
 
     ``cancelled`` is asked before each commit: a client that goes away mid-stream looks
     to the server's reader like the end of the stream, and its rest must not commit.
+    With ``batch_id``, chunk ``i`` is appended as batch ``<batch_id>#<i>``: the same
+    stream sent again (chunked alike, as the same batches are) adds only the chunks
+    that did not commit the first time.
     """
     total = 0
-    for part in chunks(_batches(reader)):
+    for i, part in enumerate(chunks(_batches(reader))):
         _check_cancelled(cancelled)
-        table.append(part)
+        table.append(part, batch_id=f"{batch_id}#{i}" if batch_id else None)
         total += part.num_rows
     _check_cancelled(cancelled)
     return total
@@ -170,7 +182,7 @@ def ingest(conn: SqlConnection, req: IngestRequest, reader: object,
     _check_request(req)
     if _exists(conn, req.table):
         if req.if_exists == EXISTS_APPEND:
-            return append_stream(conn.open_table(req.table), reader, cancelled)
+            return append_stream(conn.open_table(req.table), reader, cancelled, req.batch_id)
         if req.if_exists == EXISTS_REPLACE:
             return _replace(conn, req.table, reader, schema, cancelled)
         raise TableExistsError(f"table {req.table!r} already exists (ingest mode create); "
@@ -179,11 +191,13 @@ def ingest(conn: SqlConnection, req: IngestRequest, reader: object,
         raise TableNotFoundError(f"no table {req.table!r} to append to (ingest mode append); "
                                  "use create, create_append or replace")
     return create_and_append(conn, req.table, reader, schema,
-                             exist_ok=req.if_exists == EXISTS_APPEND, cancelled=cancelled)
+                             exist_ok=req.if_exists == EXISTS_APPEND, cancelled=cancelled,
+                             batch_id=req.batch_id)
 
 
 def create_and_append(conn: SqlConnection, name: str, reader: object, schema: pa.Schema,
-                      *, exist_ok: bool = False, cancelled: Cancelled = _never) -> int:
+                      *, exist_ok: bool = False, cancelled: Cancelled = _never,
+                      batch_id: str | None = None) -> int:
     """Creates ``name`` from ``schema`` and appends the stream; a failure drops the table
     again. With ``exist_ok`` a table that appeared meanwhile is appended to instead."""
     try:
@@ -191,9 +205,9 @@ def create_and_append(conn: SqlConnection, name: str, reader: object, schema: pa
     except TableExistsError:
         if not exist_ok:
             raise
-        return append_stream(conn.open_table(name), reader, cancelled)
+        return append_stream(conn.open_table(name), reader, cancelled, batch_id)
     try:
-        return append_stream(table, reader, cancelled)
+        return append_stream(table, reader, cancelled, batch_id)
     except BaseException:
         _drop_quietly(conn, name)
         raise

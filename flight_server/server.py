@@ -454,7 +454,8 @@ class QuiverFlightServer(flight.FlightServerBase):
                 if_not_exist=msg.table_definition_options.if_not_exist,
                 if_exists=msg.table_definition_options.if_exists,
                 temporary=msg.temporary, catalog=_opt(msg, "catalog"),
-                db_schema=_opt(msg, "schema"), transaction_id=_opt(msg, "transaction_id"))
+                db_schema=_opt(msg, "schema"), transaction_id=_opt(msg, "transaction_id"),
+                batch_id=msg.options.get(ingest.BATCH_ID_OPTION) or None)
             rows = ingest.ingest(self.conn, req, reader, reader.schema, context.is_cancelled)
             self._update_result(writer, rows)
         elif name == "CommandPreparedStatementQuery":

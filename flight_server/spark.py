@@ -10,12 +10,12 @@ Writing (``mode("append")``): each Spark task sends its rows in one Flight SQL
 bulk ingest (``CommandStatementIngest``, append) and checks the row count the
 server reports. The table is created on the driver from the DataFrame's schema
 when it does not exist yet. The server commits an ingest in chunks of about 131k
-rows, so a task that fails midway can leave its earlier chunks behind, and a
-task that Spark retries appends its rows again: writes are at-least-once, like
-Spark's JDBC sink. Each ingest carries a per-task key (job id + partition id,
-the same for every attempt of that task) in the command's ``options`` under
-``quiver.batch_id`` so a server that de-duplicates ingests by key can make
-retries idempotent. ``mode("overwrite")`` is rejected: the rows of a job arrive
+rows. Each ingest carries a per-task key (job id + partition id, the same for
+every attempt of that task) in the command's ``options`` under
+``quiver.batch_id``; the server appends chunk ``i`` of the stream as batch
+``<key>#<i>`` and skips batches already committed, so a retried task that sends
+the same rows in the same order (a deterministic input) adds only what the failed
+attempt did not commit. ``mode("overwrite")`` is rejected: the rows of a job arrive
 through many independent streams and the server has no way to swap a table for
 the union of them in one step.
 

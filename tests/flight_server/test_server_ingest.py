@@ -155,3 +155,28 @@ def test_create_that_fails_mid_stream_leaves_no_table(flight_uri, quiver_server)
     while time.monotonic() < deadline and quiver_server.conn.list_tables():
         time.sleep(0.1)
     assert quiver_server.conn.list_tables() == []
+
+
+def _put(client: flight.FlightClient, desc: flight.FlightDescriptor, data: pa.Table) -> None:
+    writer, result = client.do_put(desc, data.schema)
+    writer.write_table(data, max_chunksize=10_000)
+    writer.done_writing()
+    result.read()
+    writer.close()
+
+
+def test_an_append_sent_again_with_its_batch_id_adds_nothing(flight_uri, quiver_server) -> None:
+    client = flight.connect(flight_uri)
+    data = _rows(0, 300_000)  # several chunks, each its own commit
+    cmd = flight_sql_pb2.CommandStatementIngest(
+        table="once", table_definition_options=Opts(
+            if_not_exist=Opts.TABLE_NOT_EXIST_OPTION_CREATE,
+            if_exists=Opts.TABLE_EXISTS_OPTION_APPEND))
+    cmd.options["quiver.batch_id"] = "load-7"
+    desc = flight.FlightDescriptor.for_command(pack(cmd))
+    _put(client, desc, data)
+    _put(client, desc, data)
+    assert _count(quiver_server, "once") == 300_000
+    del cmd.options["quiver.batch_id"]
+    _put(client, flight.FlightDescriptor.for_command(pack(cmd)), _rows(0, 5))
+    assert _count(quiver_server, "once") == 300_005
