@@ -660,10 +660,26 @@ def plain_scan(sql: str) -> PlainScan | None:
     nothing else (no join, grouping, aggregate, order, limit, distinct, window, function
     call, subquery or CTE), so any split of the table's files into parts returns, part
     by part, exactly the query's rows; None when it is not that or cannot be parsed."""
+    if sql in _NOT_PLAIN:
+        return None
     try:
         st = sqlparse.parse(sql)
     except Exception:  # the normal path reports what is wrong with the statement
         return None
+    scan = _plain_scan_of(st)
+    if scan is None:
+        # Statements are sent again and again; most are not plain scans.
+        if len(_NOT_PLAIN) >= _NOT_PLAIN_MAX:
+            _NOT_PLAIN.clear()
+        _NOT_PLAIN.add(sql)
+    return scan
+
+
+_NOT_PLAIN: set[str] = set()
+_NOT_PLAIN_MAX = 4096
+
+
+def _plain_scan_of(st: sqlparse.Statement) -> PlainScan | None:
     expr = st.expr
     if expr is None or st.explain or not isinstance(expr, exp.Select):
         return None

@@ -16,6 +16,7 @@ live-row count without planning a scan.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import itertools
 import logging
@@ -255,9 +256,7 @@ class SqlEngine:
     def is_query(self, text: str) -> bool:
         """Whether the statement returns rows of a query (SELECT, VALUES, WITH, EXPLAIN,
         or text only DataFusion reads) rather than being DDL or DML."""
-        st = sqlparse.parse(text)
-        return st.expr is None or st.explain or sqlparse.is_query(st.expr) or \
-            isinstance(st.expr, exp.Show | exp.Describe)
+        return _is_query_text(text)
 
     @staticmethod
     def _bound(text: str, params: Sequence[Any] | None) -> str:
@@ -556,6 +555,14 @@ class SqlEngine:
                 yield out if out.schema.equals(schema) else out.cast(schema)
 
         return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_query_text(text: str) -> bool:
+    # Remembered by text: a client asks this of the same statement again and again.
+    st = sqlparse.parse(text)
+    return st.expr is None or st.explain or sqlparse.is_query(st.expr) or \
+        isinstance(st.expr, exp.Show | exp.Describe)
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType:
