@@ -77,8 +77,8 @@ _INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-
 # under the same name by another process shows within this time (in this process at once).
 CATALOG_RECHECK_S = 1.0
 _transient_names = itertools.count()
-# A bare search statement run again on the same table version within this many seconds
-# reuses the earlier rows (kept for at most this many statements).
+# Rows a schema request found for a bare search statement wait this many seconds for the
+# run of the statement that follows (at most this many statements' rows are held).
 SEARCH_REUSE_S = 10.0
 SEARCH_REUSE_MAX = 64
 # Statements whose one column carries DataFusion's name for an unaliased count, by form.
@@ -247,7 +247,7 @@ class SqlEngine:
                 df = self._plan(st.text, {}, st.error)
             else:
                 direct = None if st.explain else (self._count_only(st, pins)
-                                                  or self._bare_search(st, pins))
+                                                  or self._bare_search(st, pins, keep=True))
                 if direct is not None:
                     return direct.schema
                 df = self._plan_query(st, pins)
@@ -372,10 +372,12 @@ class SqlEngine:
         field_ = pa.field(column, pa.int64(), nullable=False)
         return pa.table([pa.array([rows], pa.int64())], schema=pa.schema([field_]))
 
-    def _bare_search(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
+    def _bare_search(self, st: sqlparse.Statement, pins: _Pins, keep: bool = False
+                     ) -> pa.Table | None:
         """The result of ``SELECT * FROM <search function>(<literals>)`` with nothing else
         in the statement, from the function itself: DataFusion would only pass its rows
-        through. None for any other statement."""
+        through. None for any other statement. ``keep`` (asked for the schema) holds the
+        rows for the run of the same statement that follows."""
         expr = st.expr
         if self._search is None or not isinstance(expr, exp.Select) or \
                 {k for k, v in expr.args.items() if v} - {"expressions", "from_", "from"}:
@@ -397,15 +399,17 @@ class SqlEngine:
         if not values or not isinstance(values[0], str):
             return self._search.call(call.name, values)
         # A client that asks for the schema first (Flight SQL's GetFlightInfo) and then
-        # for the rows runs the statement twice; the second run of the same search on
-        # the same table version reuses the first one's rows.
+        # for the rows would run the search twice; the run that follows takes the rows
+        # the schema request found, once, if the table version is the same.
         snap = self.pin(values[0])
         key = (st.text, pins.tables[snap.name].prefix, snap.version)
         now = time.monotonic()
-        with self._searched_lock:
-            hit = self._searched.get(key)
+        if not keep:
+            with self._searched_lock:
+                hit = self._searched.pop(key, None)
             if hit is not None and now - hit[0] < SEARCH_REUSE_S:
                 return hit[1]
+            return self._search.call(call.name, values)
         result = self._search.call(call.name, values)
         with self._searched_lock:
             self._searched[key] = (now, result)
@@ -464,7 +468,8 @@ class SqlEngine:
         index = None
         # The index rewrite reads whole tables; a read of some files scans them instead.
         if _rewrite is not None and self._distances is not None and not pins.files:
-            index = _rewrite.IndexRewrite(self.ctx, st, refs, source, acquire, self._distances)
+            index = _rewrite.IndexRewrite(self.ctx, st, refs, source, acquire, self._distances,
+                                          self.views.resident)
         transient: list[str] = []
         try:
             edits = self._information_edits(st, transient)

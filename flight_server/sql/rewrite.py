@@ -30,7 +30,9 @@ returns text edits (spans of the user's own text replaced, nothing regenerated):
 - ``col = 'v'`` / ``col IN ('a', 'b')`` on a BM25-indexed column reads its rows from
   ``exact_match``: term blooms rule out files, the postings give candidate rows (all of
   the value's tokens), and only the candidates are read and compared with the value.
-  A value without tokens (empty, punctuation only) is left to the scan.
+  A value without tokens (empty, punctuation only) is left to the scan, and so is a
+  table of at most ``RESIDENT_SCAN_MAX_ROWS`` rows already decoded in memory, which
+  compares every value faster than the index finds and fetches the candidates.
 
 Every decision is recorded as a note; ``EXPLAIN`` shows the notes as extra rows.
 """
@@ -72,6 +74,10 @@ log = logging.getLogger(__name__)
 
 SEARCH_FUNCTIONS = ("bm25", "knn", "vector_distance")
 SCORE_COLUMN = "__quiver_score"
+# Up to this many rows, comparing every value of a table held in memory is faster than
+# an index lookup followed by fetching the candidate rows (measured on 778K summaries:
+# about 1.8 ms against 2.4 ms).
+RESIDENT_SCAN_MAX_ROWS = 1_000_000
 # Past this many alternatives a DNF filter costs more to build and check than it saves.
 _MAX_DISJUNCTS = 32
 _STOP = {TokenType.GROUP_BY, TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVING,
@@ -280,13 +286,17 @@ class IndexRewrite:
 
     def __init__(self, ctx: datafusion.SessionContext, st: sqlparse.Statement,
                  refs: list[sqlparse.TableRef], source: Source, acquire: Acquire,
-                 distances: DistanceFunctions) -> None:
+                 distances: DistanceFunctions,
+                 resident: Callable[[Table, Snapshot], bool] | None = None) -> None:
         self.ctx = ctx
         self.st = st
         self.refs = refs
         self.source = source
         self.acquire = acquire
         self.distances = distances
+        # Whether a table version's rows are in memory already (then a scan of a table
+        # that is not too large beats the index for equality).
+        self.resident = resident
         self._text: _Text | None = None
         self._registered: list[str] = []
         self.result = RewriteResult()
@@ -909,9 +919,13 @@ class IndexRewrite:
         cond, column, values = found
         if any(not tokenize(v) for v in values):
             return
+        where = f"{snap.name}.{column} ({self._describe([cond])})"
+        if self.resident is not None and snap.count() <= RESIDENT_SCAN_MAX_ROWS \
+                and self.resident(table, snap):
+            self._note(f"scan: {where} left to the scan of rows already in memory")
+            return
         dnf = sqlparse.pruning_filter(ref, snap.schema)
         files = snap.candidate_files(dnf) if dnf else snap.candidate_files()
-        where = f"{snap.name}.{column} ({self._describe([cond])})"
         ids = np.unique(np.concatenate(
             [search.exact_match(snap, column, v, filter_=dnf) for v in values]
             or [np.zeros(0, np.int64)]))

@@ -175,6 +175,16 @@ class ViewRegistry:
                 ver.in_use -= 1
             self._evict(table.name)
 
+    def resident(self, table: Table, snap: Snapshot) -> bool:
+        """Whether a scan of every live file of ``snap`` reads rows held in memory."""
+        if self._access_for(table, snap).kind == "memory":
+            return True
+        if self.decoded is None:
+            return False
+        uuid = snap.manifest.table_uuid
+        return all(self.decoded.get((uuid, f.path, len(f.tombstones))) is not None
+                   for f in snap.files if f.live_rows > 0)
+
     def registered_views(self) -> list[str]:
         with self._lock:
             return sorted(v for ver in self._versions.values() for v in ver.views)

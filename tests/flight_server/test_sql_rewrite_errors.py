@@ -104,22 +104,34 @@ EQUALITY = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["memory", "local"])
-def test_equality_on_a_resident_root_reads_rows_through_exact_match(kind, tmp_path):
+@pytest.mark.parametrize("kind", ["memory", "local", "local-decoded"])
+def test_equality_reads_rows_through_exact_match_unless_the_rows_are_in_memory(kind, tmp_path):
     uri = f"memory://rweq{uuid.uuid4().hex}" if kind == "memory" else str(tmp_path / "r")
     con = catalog.connect(uri)
     _many_files(con)
-    engine = SqlEngine(con)
+    engine = SqlEngine(con, memory_cache_bytes=(64 << 20) if kind == "local-decoded" else 0)
     try:
         for sql in EQUALITY:
             got = [tuple(r.values()) for r in engine.execute(sql).to_pylist()]
             assert got == _oracle(con, sql)
+        # A scan of the table is what brings its rows into memory.
+        engine.execute("SELECT count(*) FROM docs WHERE year > 0")
+        engine.decoded.wait()
         rare = _notes(engine, EQUALITY[0])
-        assert len(rare) == 1 and rare[0].startswith("index path: exact_match on docs.title")
-        assert "from 1 of" in rare[0]
         common = _notes(engine, EQUALITY[2])
-        assert len(common) == 1 and common[0].startswith("index path: exact_match on docs.title")
+        if kind == "local":
+            assert len(rare) == 1 and rare[0].startswith("index path: exact_match on docs.title")
+            assert "from 1 of" in rare[0]
+            assert len(common) == 1 and common[0].startswith("index path: exact_match")
+        else:
+            for notes in (rare, common):
+                assert notes == [notes[0]] and notes[0].startswith("scan: docs.title")
+                assert "already in memory" in notes[0]
+        for sql in EQUALITY:
+            got = [tuple(r.values()) for r in engine.execute(sql).to_pylist()]
+            assert got == _oracle(con, sql)
     finally:
+        engine.close()
         con.close()
         if kind == "memory":
             drop_memory_store(uri)
