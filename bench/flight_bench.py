@@ -52,7 +52,6 @@ from bench import report
 from bench.data import BM25_QUERIES, SUMMARIES
 from bench.machine import describe_machine
 from bench.report import fmt as _fmt
-from bench.table_bench import wait_for_quiet
 
 log = logging.getLogger("bench.flight")
 
@@ -778,7 +777,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
         "config": {**cfg, "table": TABLE, "summary_rows": ingest_data.num_rows,
                    "stream_result_bytes": result_bytes, "stream_endpoints": endpoints,
                    "bare_batch_rows": BARE_BATCH_ROWS,
-                   "build_s": build_s, "adbc_driver_flightsql": _lib("adbc-driver-flightsql")},
+                   "build_s": build_s,
+                   "adbc_driver_flightsql": report.library_version("adbc-driver-flightsql")},
         "stream": stream,
         "search": search,
         "ingest": ingest,
@@ -972,22 +972,8 @@ def _uncommitted() -> list[str]:
     return [line[3:] for line in out.stdout.splitlines() if line.strip()]
 
 
-def _lib(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "-"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller data, fewer runs")
-    parser.add_argument("--quiet-load", type=float, default=3.0,
-                        help="wait for the 1-minute load average to drop to this first")
-    parser.add_argument("--quiet-wait", type=float, default=180.0,
-                        help="longest wait for a quiet machine, seconds (0: do not wait)")
+    parser = report.benchmark_parser(__doc__, quiet_load=3.0)
     parser.add_argument("--bare-server", type=Path, default=None, metavar="PARQUET",
                         help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -997,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     if args.bare_server is not None:
         return run_bare_server(args.bare_server, args.port, args.endpoints)
-    quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
+    quiet = report.wait_for_quiet(args.quiet_load, args.quiet_wait)
     result = run(args.quick, quiet)
     return report.publish(result, "flight", markdown)
 

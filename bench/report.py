@@ -1,15 +1,24 @@
-"""Writing a benchmark's results: a JSON record and a Markdown page in ``bench/results/``."""
+"""What every benchmark shares: its command-line options, waiting for a quiet machine,
+library versions, and writing its results (a JSON record and a Markdown page in
+``bench/results/``)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
+import logging
+import os
 import sys
+import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_slug
+
+log = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,3 +54,37 @@ def publish(result: dict[str, Any], kind: str, render: Callable[[dict[str, Any]]
     sys.stdout.write(f"results: {jpath.relative_to(repo)} {mpath.relative_to(repo)}\n")
     return 0
 
+
+
+def benchmark_parser(doc: str, quiet_load: float) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--quick`` and the wait for a quiet machine."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller data, fewer runs")
+    parser.add_argument("--quiet-load", type=float, default=quiet_load,
+                        help="wait for the 1-minute load average to drop to this first")
+    parser.add_argument("--quiet-wait", type=float, default=180.0,
+                        help="longest wait for a quiet machine, seconds (0: do not wait)")
+    return parser
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
+    """Waits (bounded) until the 1-minute load average drops to ``max_load``: the machine
+    may be shared, and latencies are only comparable on a quiet one."""
+    t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    while load > max_load and time.perf_counter() - t0 < max_wait_s:
+        time.sleep(5.0)
+        load = os.getloadavg()[0]
+    waited = time.perf_counter() - t0
+    if load > max_load:
+        log.warning("starting on a busy machine: load average %.2f after waiting %.0fs",
+                    load, waited)
+    return {"max_load": max_load, "waited_s": waited, "load_at_start": load}
+
+
+def library_version(name: str) -> str:
+    """The installed version of a distribution, or "-"."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"

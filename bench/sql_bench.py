@@ -18,7 +18,6 @@ taking turns statement by statement. Results go to ``bench/results/``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import importlib.util
 import itertools
@@ -43,7 +42,7 @@ from bench.data import MINILM, SUMMARIES
 from bench.infino_engine import InfinoTables
 from bench.machine import describe_machine
 from bench.report import fmt as _fmt
-from bench.table_bench import bounded_p50, wait_for_quiet
+from bench.table_bench import bounded_p50
 
 log = logging.getLogger("bench.sql")
 
@@ -480,7 +479,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores, "
         f"{(m['ram_bytes'] or 0) / 2**30:.1f} GiB RAM, {m['os']}; Python {m['python']}; "
-        f"{libs}; datafusion {_lib('datafusion')}, sqlglot {_lib('sqlglot')}; commit "
+        f"{libs}; datafusion {report.library_version('datafusion')}, "
+        f"sqlglot {report.library_version('sqlglot')}; commit "
         f"{m['git_commit']}; load average at start {m['load_average_at_start']}, at end "
         f"{result['load_average_at_end']}. Wall time {result['wall_s']:.0f} s.",
         "",
@@ -557,26 +557,12 @@ def _check_text(check: dict[str, Any]) -> str:
     return ""
 
 
-def _lib(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "-"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller data, fewer runs")
-    parser.add_argument("--quiet-load", type=float, default=3.0,
-                        help="wait for the 1-minute load average to drop to this first")
-    parser.add_argument("--quiet-wait", type=float, default=180.0,
-                        help="longest wait for a quiet machine, seconds (0: do not wait)")
+    parser = report.benchmark_parser(__doc__, quiet_load=3.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
-    quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
+    quiet = report.wait_for_quiet(args.quiet_load, args.quiet_wait)
     result = run(args.quick, quiet)
     return report.publish(result, "sql", markdown)
 

@@ -13,7 +13,6 @@ as JSON and Markdown.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import itertools
@@ -613,21 +612,6 @@ def _quiver_cache_note() -> str:
     return "Quiver has no local disk cache at this commit: S3 queries read through ranged GETs."
 
 
-def wait_for_quiet(max_load: float, max_wait_s: float) -> dict[str, Any]:
-    """Waits (bounded) until the 1-minute load average drops to ``max_load``: the machine
-    may be shared, and both engines' latencies are only comparable on a quiet one."""
-    t0 = time.perf_counter()
-    load = os.getloadavg()[0]
-    while load > max_load and time.perf_counter() - t0 < max_wait_s:
-        time.sleep(5.0)
-        load = os.getloadavg()[0]
-    waited = time.perf_counter() - t0
-    if load > max_load:
-        log.warning("starting on a busy machine: load average %.2f after waiting %.0fs",
-                    load, waited)
-    return {"max_load": max_load, "waited_s": waited, "load_at_start": load}
-
-
 def run(quick: bool, quiet: dict[str, Any] | None = None, optimized: bool = True
         ) -> dict[str, Any]:
     cfg = _config(quick)
@@ -672,12 +656,7 @@ def run(quick: bool, quiet: dict[str, Any] | None = None, optimized: bool = True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller data, fewer runs")
-    parser.add_argument("--quiet-load", type=float, default=1.5,
-                        help="wait for the 1-minute load average to drop to this first")
-    parser.add_argument("--quiet-wait", type=float, default=180.0,
-                        help="longest wait for a quiet machine, seconds (0: do not wait)")
+    parser = report.benchmark_parser(__doc__, quiet_load=1.5)
     parser.add_argument("--no-optimize", action="store_true",
                         help="skip the after-optimize measurements on local disk")
     args = parser.parse_args(argv)
@@ -686,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     # moto's request log and werkzeug's access log would drown the benchmark's own.
     for noisy in ("werkzeug", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    quiet = wait_for_quiet(args.quiet_load, args.quiet_wait)
+    quiet = report.wait_for_quiet(args.quiet_load, args.quiet_wait)
     result = run(args.quick, quiet, optimized=not args.no_optimize)
     return report.publish(result, "table", markdown)
 

@@ -27,6 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flight_server.client import Client
+from flight_server.sql.arrow_types import plain_schema, plain_type
 
 log = logging.getLogger(__name__)
 
@@ -104,22 +105,8 @@ def statement_complete(text: str) -> bool:
 
 def plain(batch: pa.RecordBatch) -> pa.RecordBatch:
     """``batch`` with view and large string/binary types cast to their plain forms."""
-    schema = pa.schema([f.with_type(_plain_type(f.type)) for f in batch.schema])
+    schema = plain_schema(batch.schema)
     return batch if schema.equals(batch.schema) else batch.cast(schema)
-
-
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    if pa.types.is_string_view(t) or pa.types.is_large_string(t):
-        return pa.string()
-    if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
-        return pa.binary()
-    if pa.types.is_fixed_size_list(t):
-        return pa.list_(_plain_type(t.value_type), t.list_size)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
-        return pa.list_(_plain_type(t.value_type))
-    if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_plain_type(f.type)) for f in t])
-    return t
 
 
 _CONTROL = [chr(c) for c in range(0x20)]
@@ -351,7 +338,7 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, *, output: Path | None 
                  max_rows: int = DEFAULT_MAX_ROWS, max_width: int = DEFAULT_MAX_WIDTH,
                  append: bool = False) -> int:
     """Streams a statement's result in ``fmt`` to ``output`` (stdout when None); its rows."""
-    schema = pa.schema([f.with_type(_plain_type(f.type)) for f in reader.schema])
+    schema = pa.schema([f.with_type(plain_type(f.type)) for f in reader.schema])
     text_out: IO[str] | None = None
     binary_out: IO[bytes] | None = None
     if fmt == "parquet":

@@ -38,6 +38,7 @@ from catalog.errors import InvalidTableNameError
 from flight_server.sql import information
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
+from flight_server.sql.arrow_types import plain_schema
 from flight_server.sql.decoded import DecodedRows, default_budget
 from flight_server.sql.errors import (
     SqlError,
@@ -251,7 +252,7 @@ class SqlEngine:
                 if direct is not None:
                     return direct.schema
                 df = self._plan_query(st, pins)
-            return plain_schema(df.schema())
+            return plain_schema(df.schema(), fold_large=False)
 
     def is_query(self, text: str) -> bool:
         """Whether the statement returns rows of a query (SELECT, VALUES, WITH, EXPLAIN,
@@ -537,7 +538,7 @@ class SqlEngine:
 
     def _stream(self, df: datafusion.DataFrame) -> pa.RecordBatchReader:
         try:
-            schema = plain_schema(df.schema())
+            schema = plain_schema(df.schema(), fold_large=False)
             stream = df.execute_stream()
         except (TableError, SuperfileError, SqlError):
             raise
@@ -568,27 +569,6 @@ def _is_query_text(text: str) -> bool:
     st = sqlparse.parse(text)
     return st.expr is None or st.explain or sqlparse.is_query(st.expr) or \
         isinstance(st.expr, exp.Show | exp.Describe)
-
-
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    if t == pa.string_view():
-        return pa.string()
-    if t == pa.binary_view():
-        return pa.binary()
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
-        item = t.value_field.with_type(_plain_type(t.value_type))
-        return pa.large_list(item) if pa.types.is_large_list(t) else pa.list_(item)
-    if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)), t.list_size)
-    if pa.types.is_struct(t):
-        return pa.struct([f.with_type(_plain_type(f.type)) for f in t])
-    return t
-
-
-def plain_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with view types (as scans produce them) replaced by the plain string,
-    binary and list types every Arrow client reads."""
-    return pa.schema([f.with_type(_plain_type(f.type)) for f in schema], schema.metadata)
 
 
 def _clean(message: str, renames: dict[str, str] | None = None) -> str:

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from flight_server.sql.arrow_types import plain_type
 from flight_server.sql.errors import SqlParameterError, SqlPlanError, SqlTableNotFoundError
 from superfile import IndexSpec, IndexSpecError, Metric
 from superfile.spec import is_text_type, vector_dim
@@ -263,21 +264,6 @@ def sql_type(t: pa.DataType) -> str:
     return str(t).upper()
 
 
-def _plain_type(t: pa.DataType) -> pa.DataType:
-    """A query result's type as a table stores it: view types become their plain forms."""
-    if pa.types.is_string_view(t) or pa.types.is_large_string(t):
-        return pa.string()
-    if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
-        return pa.binary()
-    if pa.types.is_fixed_size_list(t):
-        return pa.list_(_plain_type(t.value_type), t.list_size)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
-        return pa.list_(_plain_type(t.value_type))
-    if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, _plain_type(f.type)) for f in t])
-    return t
-
-
 def _text_vectors(values: pa.Array, column: str) -> pa.Array:
     """Parses vectors written as text, '[0.1, 0.2, ...]', into lists of float32."""
     parts = pc.split_pattern(pc.utf8_trim(values.cast(pa.string()), characters="[] \t\n"),
@@ -458,7 +444,7 @@ def _create(engine: Any, expr: exp.Create) -> pa.Table:
 def _create_as(engine: Any, name: str, query: exp.Expression,
                options: dict[str, list[str]], if_not_exists: bool) -> pa.Table:
     rows = engine.execute(_text(query))
-    schema = _checked_schema(pa.schema([pa.field(f.name, _plain_type(f.type))
+    schema = _checked_schema(pa.schema([pa.field(f.name, plain_type(f.type))
                                         for f in rows.schema]))
     spec = index_spec(schema, options)
     data = pa.table([coerce(rows.column(i), f, name) for i, f in enumerate(schema)],
