@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from catalog.errors import InvalidTableNameError
 from flight_server.sql import errors as sql_errors
 from superfile.errors import SuperfileError
 from supertable import errors as table_errors
@@ -67,11 +68,6 @@ _FLIGHT_ERRORS = (
 )
 _PASS_THROUGH = (InvalidArgument, NotFound, NotImplementedCommand, *_FLIGHT_ERRORS)
 
-_SQL_NOT_FOUND = tuple(c for c in (getattr(sql_errors, "SqlTableNotFoundError", None),)
-                       if c is not None)
-_SQL_EXISTS = tuple(c for c in (getattr(sql_errors, "SqlTableExistsError", None),)
-                    if c is not None)
-
 _hidden = False
 
 
@@ -99,10 +95,8 @@ def flight_error(exc: BaseException, what: str = "request") -> BaseException:
     if isinstance(exc, _PASS_THROUGH):
         return exc
     msg = str(exc) or type(exc).__name__
-    if isinstance(exc, _SQL_NOT_FOUND):
+    if isinstance(exc, sql_errors.SqlTableNotFoundError):
         return NotFound(msg)
-    if isinstance(exc, _SQL_EXISTS):
-        return InvalidArgument(msg)
     if isinstance(exc, sql_errors.SqlError):
         return InvalidArgument(msg)
     if isinstance(exc, table_errors.TableNotFoundError | table_errors.ObjectNotFoundError):
@@ -117,7 +111,7 @@ def flight_error(exc: BaseException, what: str = "request") -> BaseException:
         return flight.FlightUnauthorizedError(f"storage refused access: {msg}")
     if isinstance(exc, table_errors.TableSchemaError | table_errors.ObjectExistsError):
         return InvalidArgument(msg)
-    if _is_invalid_name(exc):
+    if isinstance(exc, InvalidTableNameError):
         return InvalidArgument(msg)
     if isinstance(exc, SuperfileError):
         # The file layer rejects what a caller gave it (a vector of the wrong length, an
@@ -133,14 +127,6 @@ def flight_error(exc: BaseException, what: str = "request") -> BaseException:
     log_internal(exc, what)
     return flight.FlightInternalError(
         f"{what} failed with an internal error ({type(exc).__name__}); see the server log")
-
-
-def _is_invalid_name(exc: BaseException) -> bool:
-    try:
-        from catalog.errors import InvalidTableNameError
-    except ImportError:  # pragma: no cover - the catalog always ships it
-        return False
-    return isinstance(exc, InvalidTableNameError)
 
 
 @contextmanager
