@@ -136,6 +136,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        "aws_secret_access_key, aws_region, allow_http, …")
     serve.add_argument("--workers", type=int, default=None,
                        help="most calls running statements at once (default: no limit)")
+    serve.add_argument("--memory-cache", type=int, default=None, metavar="BYTES",
+                       help="decoded rows of tables kept in memory for scans, at most this "
+                       "many bytes; 0 reads Parquet every time (default: "
+                       "$QUIVER_MEMORY_CACHE_BYTES or 1 GiB)")
     serve.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                        help="a user allowed to log in with basic authentication, repeatable")
     serve.add_argument("--users-file", type=Path, default=None,
@@ -180,7 +184,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         serve(args.root, host=args.host, port=args.port, storage_options=storage, auth=auth,
               tls_cert=args.tls_cert, tls_key=args.tls_key,
               allow_unauthenticated=args.allow_unauthenticated, workers=args.workers,
-              advertise=args.advertise or None)
+              advertise=args.advertise or None, memory_cache_bytes=args.memory_cache)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2

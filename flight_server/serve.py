@@ -50,8 +50,11 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  allow_unauthenticated: bool = False,
                  workers: int | None = None,
-                 advertise: list[str] | None = None) -> QuiverFlightServer:
-    """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``)."""
+                 advertise: list[str] | None = None,
+                 memory_cache_bytes: int | None = None) -> QuiverFlightServer:
+    """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
+    ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
+    default)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     if auth is not None and not auth.enabled:
@@ -62,6 +65,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                          "pass --allow-unauthenticated")
     if workers is not None and workers < 1:
         raise ServeError("--workers must be at least 1")
+    if memory_cache_bytes is not None and memory_cache_bytes < 0:
+        raise ServeError("--memory-cache must be 0 or more bytes")
     advertised = [_check_location(uri) for uri in (advertise or [])]
     middleware = None
     auth_handler = None
@@ -74,7 +79,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
             tls = auth_module.tls_certificates(tls_cert, tls_key)
         except ValueError as exc:
             raise ServeError(str(exc)) from None
-    conn = connect(root, **(storage_options or {}))
+    conn = connect(root, memory_cache_bytes=memory_cache_bytes, **(storage_options or {}))
     location = _location(host, port, tls is not None)
     try:
         server = QuiverFlightServer(conn, location, auth_handler=auth_handler,

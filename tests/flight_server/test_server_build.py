@@ -62,3 +62,13 @@ def test_auth_config_makes_every_call_authenticate(server_root) -> None:
         conn.close()
     finally:
         server.shutdown()
+
+
+def test_memory_cache_option_bounds_the_decoded_rows(server_root) -> None:
+    with pytest.raises(ServeError, match="--memory-cache"):
+        build_server(str(server_root), port=0, memory_cache_bytes=-1)
+    server = build_server(str(server_root), port=0, memory_cache_bytes=12345)
+    try:
+        assert server.conn.engine.decoded.budget == 12345
+    finally:
+        server.shutdown()

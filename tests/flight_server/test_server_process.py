@@ -61,7 +61,7 @@ def test_serve_help_explains_every_option() -> None:
     assert out.returncode == 0
     for option in ("--root", "--host", "--port", "--storage-option", "--workers", "--user",
                    "--users-file", "--token-file", "--token-env", "--tls-cert", "--tls-key",
-                   "--allow-unauthenticated"):
+                   "--allow-unauthenticated", "--memory-cache", "--advertise"):
         assert option in out.stdout
 
 
