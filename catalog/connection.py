@@ -7,6 +7,13 @@ of ``_catalog/<name>.json``, which points at the table's own folder
 winner, and a dropped name can be created again without meeting old files.
 ``replace_table`` points a name at another table's folder with one conditional
 overwrite of its entry, so readers see the old table or the new one, never a mix.
+
+The files of a dropped or replaced table stay for ``DROP_GRACE_S`` seconds: another
+process may still be reading the version it pinned before the change (processes
+notice a changed catalog entry within a second). A record in ``_trash/`` names the
+folder and when it was retired; this process deletes it once the grace has passed,
+and ``purge_dropped`` (run by ``quiver gc``) deletes what a process that stopped
+early left behind.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,6 +49,9 @@ log = logging.getLogger(__name__)
 
 CATALOG_DIR = "_catalog"
 TABLES_DIR = "tables"
+TRASH_DIR = "_trash"
+# Seconds the files of a dropped or replaced table outlive it, for readers elsewhere.
+DROP_GRACE_S = 15.0
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -60,6 +71,7 @@ class Connection:
         self.options = options or TableOptions()
         self._tables: dict[str, Table] = {}
         self._lock = threading.Lock()
+        self._purges: list[threading.Timer] = []
 
     @property
     def uri(self) -> str:
@@ -132,7 +144,8 @@ class Connection:
         return sorted(names)
 
     def drop_table(self, name: str, *, missing_ok: bool = False) -> None:
-        """Removes a table: it disappears at once; its files are deleted afterwards."""
+        """Removes a table: it disappears at once; its files are deleted once readers
+        elsewhere have had ``DROP_GRACE_S`` seconds to finish."""
         _check_name(name)
         try:
             prefix = self._prefix_of(name)
@@ -145,13 +158,14 @@ class Connection:
             table = self._tables.pop(name, None)
         if table is not None:
             table.close()
-        self._remove_prefix(prefix)
+        self._retire_prefix(prefix)
 
     def replace_table(self, name: str, staged_name: str) -> None:
         """Makes ``name`` the table ``staged_name`` is, in one write: the catalog entry of
         ``name`` is overwritten to point at the staged table's folder (only if nobody
         changed it meanwhile, else ``CommitConflictError``). The staged name then goes
-        away, and the files of the table ``name`` was are deleted. ``TableNotFoundError``
+        away, and the files of the table ``name`` was are deleted after the grace period
+        (``DROP_GRACE_S``). ``TableNotFoundError``
         when either table does not exist. When this raises, nothing was changed."""
         _check_name(name)
         _check_name(staged_name)
@@ -181,13 +195,59 @@ class Connection:
         for table in replaced:
             if table is not None:
                 table.close()
-        self._remove_prefix(old_prefix)
+        self._retire_prefix(old_prefix)
 
     def _read_prefix(self, name: str, data: bytes) -> str:
         try:
             return str(json.loads(data)["prefix"])
         except (ValueError, KeyError, TypeError):
             raise TableCorruptError(f"catalog entry of table {name!r} is unreadable") from None
+
+    def _retire_prefix(self, prefix: str) -> None:
+        """Records ``prefix`` as retired and deletes its files after the grace period."""
+        record = f"{TRASH_DIR}/{prefix.replace('/', '_')}.json"
+        try:
+            self.store.put(record, json.dumps({"prefix": prefix,
+                                               "retired_at": time.time()}).encode())
+        except StorageError as exc:
+            log.warning("could not record retired files under %s (%s); deleting them now",
+                        prefix, exc)
+            self._remove_prefix(prefix)
+            return
+        timer = threading.Timer(DROP_GRACE_S, self._purge, args=(record, prefix))
+        timer.daemon = True
+        with self._lock:
+            self._purges = [t for t in self._purges if t.is_alive()]
+            self._purges.append(timer)
+        timer.start()
+
+    def _purge(self, record: str, prefix: str) -> None:
+        try:
+            self._remove_prefix(prefix)
+            self.store.delete(record)
+        except Exception as exc:  # runs on a timer: a failure leaves work for gc, no more
+            log.info("retired files under %s remain (%s); purge_dropped removes them",
+                     prefix, exc)
+
+    def purge_dropped(self, grace_s: float = DROP_GRACE_S) -> int:
+        """Deletes the files of tables dropped or replaced more than ``grace_s`` seconds
+        ago (this or any other process); the number of folders removed."""
+        now = time.time()
+        removed = 0
+        for meta in self.store.list(f"{TRASH_DIR}/"):
+            try:
+                data, _ = self.store.get(meta.path)
+                entry = json.loads(data)
+                prefix, retired = str(entry["prefix"]), float(entry["retired_at"])
+            except ObjectNotFoundError:
+                continue  # purged meanwhile
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable record %s left alone", meta.path)
+                continue
+            if now - retired >= grace_s:
+                self._purge(meta.path, prefix)
+                removed += 1
+        return removed
 
     def _remove_prefix(self, prefix: str) -> None:
         try:
@@ -198,8 +258,13 @@ class Connection:
             log.warning("files of a dropped table remain under %s: %s", prefix, exc)
 
     def close(self) -> None:
+        """Closes the open tables. Files still in their grace period stay for
+        ``purge_dropped`` (``quiver gc``)."""
         with self._lock:
             tables, self._tables = list(self._tables.values()), {}
+            purges, self._purges = self._purges, []
+        for timer in purges:
+            timer.cancel()
         for t in tables:
             t.close()
 

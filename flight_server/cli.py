@@ -69,8 +69,9 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
         ("gc", cli_admin.add_gc_arguments,
          "delete files no table version needs any more (storage root only)",
          "Delete the files of tables that no recent version references (left by optimize, "
-         "deletes, updates and interrupted writes) and report what was removed. Runs on a "
-         "storage root (--root); it is not available through --server."),
+         "deletes, updates and interrupted writes), and, when no table is named, the files "
+         "of dropped or replaced tables past their grace period; report what was removed. "
+         "Runs on a storage root (--root); it is not available through --server."),
     ]
     for name, add, short, long in commands:
         parser = sub.add_parser(name, help=short, description=long)

@@ -149,4 +149,8 @@ def run_gc(client: Client, args: argparse.Namespace) -> int:
             f"{result.intents_deleted} abandoned write records)\n")
     sys.stdout.write(f"gc: removed {objects} objects ({size / 1e6:,.1f} MB) from "
                      f"{len(names)} table{'s' if len(names) != 1 else ''}\n")
+    if not args.tables:
+        folders = conn.catalog.purge_dropped()
+        sys.stdout.write(f"gc: removed the files of {folders} dropped or replaced "
+                         f"table{'s' if folders != 1 else ''}\n")
     return 0

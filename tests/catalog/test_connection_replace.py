@@ -40,6 +40,8 @@ def test_replace_points_the_name_at_the_staged_rows_and_removes_the_old_files(co
     table = con.open_table("docs")
     assert table.prefix == staged_prefix
     assert sorted(table.to_arrow().column("id").to_pylist()) == [10, 20]
+    assert _files_under(con, old_prefix)  # kept for readers elsewhere, for a grace period
+    assert con.purge_dropped(grace_s=0) == 1
     assert _files_under(con, old_prefix) == []
     # Another connection on the same root sees the same thing.
     other = connect()

@@ -159,7 +159,11 @@ def test_drop_removes_the_table_and_its_files_and_recreate_starts_empty(connect)
     assert con.list_tables() == ["keep"]
     with pytest.raises(TableNotFoundError):
         connect().open_table("docs")
+    # The files outlive the table for readers elsewhere, until the grace has passed.
+    assert [m.path for m in con.store.list("tables/") if "/docs-" in m.path]
+    assert con.purge_dropped(grace_s=0) == 1
     assert [m.path for m in con.store.list("tables/") if "/docs-" in m.path] == []
+    assert list(con.store.list("_trash/")) == []
 
     fresh = connect().create_table("docs", pa.schema([("text", pa.string())]))
     assert fresh.count() == 0
@@ -199,3 +203,27 @@ def test_a_connection_that_opened_a_table_sees_it_replaced_after_drop_and_create
     again = a.open_table("docs")
     assert again.schema == pa.schema([("text", pa.string())])
     assert again.count() == 2
+
+
+def test_a_reader_elsewhere_finishes_on_a_dropped_table_within_the_grace(connect):
+    con = connect()
+    table = con.create_table("docs", docs_schema())
+    table.append(make_docs(20, seed=1))
+    reader = connect().open_table("docs")
+    snap = reader.snapshot()
+    con.drop_table("docs")
+    assert snap.count() == 20
+    assert sum(b.num_rows for b in snap.scan(["title"])) == 20
+    assert con.purge_dropped() == 0  # still within the grace
+    assert con.purge_dropped(grace_s=0) == 1
+
+
+def test_files_left_by_a_process_that_stopped_early_are_purged_later(connect):
+    con = connect()
+    con.create_table("docs", docs_schema()).append(make_docs(5))
+    con.drop_table("docs")
+    con.close()  # its timer is cancelled: the record stays in _trash/
+    later = connect()
+    assert len(list(later.store.list("_trash/"))) == 1
+    assert later.purge_dropped(grace_s=0) == 1
+    assert [m.path for m in later.store.list("tables/")] == []
