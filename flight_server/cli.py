@@ -48,7 +48,8 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
          "a terminal and a summary line at the end. On a storage root a rerun skips the files "
          "already ingested (each file is known by its path relative to the argument that "
          "named it, its size and modification time) and resumes a file it stopped in. "
-         "Through --server there is no such record: a rerun appends the files again."),
+         "Through --server each file carries the same identity to the server, so a rerun "
+         "sends the files again but adds no row twice."),
         ("sql", cli_sql.add_arguments,
          "run SQL: one statement, statements from stdin, or an interactive prompt",
          "Run SQL statements and print their results. With a query argument, run it; "

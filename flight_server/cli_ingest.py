@@ -13,8 +13,9 @@ relative to the argument that named it, its size and its modification time):
 - small files share one commit, so a folder of many small files is not one
   version per file.
 
-Through ``--server`` files go in with Flight SQL bulk ingest, which carries no batch
-ids: a rerun there appends the files again.
+Through ``--server`` each file goes in with one Flight SQL bulk ingest carrying its
+identity as the ``quiver.batch_id`` option: a rerun sends the files again, and the
+server adds none of the chunks it already committed.
 """
 
 from __future__ import annotations
@@ -523,7 +524,7 @@ class _Run:
         else:
             assert isinstance(client, ServerClient)
             client.ingest(args.table, pa.RecordBatchReader.from_batches(self.schema, conformed),
-                          create=False)
+                          create=False, batch_id=src.identity)
         self.summary.files += 1
         self.summary.bytes += src.size
 

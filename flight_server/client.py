@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from flight_server.flight_client import ConnectionOptions, QuiverClientError, ingest
 from flight_server.sql import SqlConnection, connect
 
 __all__ = [
@@ -193,10 +194,12 @@ class LocalClient(Client):
 class ServerClient(Client):
     """A Quiver server reached over Flight SQL through the ADBC driver."""
 
-    def __init__(self, uri: str, db_kwargs: dict[str, str]) -> None:
+    def __init__(self, uri: str, db_kwargs: dict[str, str],
+                 flight: ConnectionOptions | None = None) -> None:
         import adbc_driver_flightsql.dbapi as dbapi
 
         self.where = uri
+        self.flight = flight or ConnectionOptions(uri=uri)
         try:
             self.connection = dbapi.connect(uri, db_kwargs=db_kwargs, autocommit=True)
         except Exception as exc:
@@ -222,11 +225,15 @@ class ServerClient(Client):
         schema = self.connection.adbc_get_table_schema(name)
         return pa.schema([f for f in schema if f.name != "_id"])
 
-    def ingest(self, name: str, data: pa.RecordBatchReader, *, create: bool) -> int:
-        """Streams ``data`` into table ``name`` with Flight SQL bulk ingest; rows written."""
-        with self.connection.cursor() as cursor:
-            rows = cursor.adbc_ingest(name, data, mode="create_append" if create else "append")
-        return int(rows) if rows is not None and rows >= 0 else 0
+    def ingest(self, name: str, data: pa.RecordBatchReader, *, create: bool,
+               batch_id: str | None = None) -> int:
+        """Streams ``data`` into table ``name`` with Flight SQL bulk ingest; the rows the
+        stream holds. With ``batch_id``, the same stream sent again adds no row twice."""
+        try:
+            return ingest(self.flight, name, data.schema, iter(data), create=create,
+                          batch_id=batch_id)
+        except QuiverClientError as exc:
+            raise ClientError(str(exc)) from None
 
     def close(self) -> None:
         self.connection.close()
@@ -279,6 +286,18 @@ def _server_kwargs(args: argparse.Namespace) -> dict[str, str]:
     return kwargs
 
 
+def _flight_options(uri: str, kwargs: dict[str, str]) -> ConnectionOptions:
+    """The same server, credentials and trusted certificates for plain Flight calls."""
+    import adbc_driver_flightsql as flightsql
+
+    header = kwargs.get(flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value, "")
+    pem = kwargs.get(flightsql.DatabaseOptions.TLS_ROOT_CERTS.value)
+    return ConnectionOptions(
+        uri=uri, username=kwargs.get("username"), password=kwargs.get("password"),
+        token=header.removeprefix("Bearer ") or None,
+        tls_root_certs=pem.encode() if pem is not None else None)
+
+
 def open_client(args: argparse.Namespace) -> Client:
     """The client the data options in ``args`` (see ``add_data_arguments``) describe."""
     if args.server:
@@ -287,7 +306,8 @@ def open_client(args: argparse.Namespace) -> Client:
         if not args.server.startswith(("grpc://", "grpc+tcp://", "grpc+tls://")):
             raise ClientError(f"--server wants grpc://host:port or grpc+tls://host:port, "
                               f"got {args.server!r}")
-        return ServerClient(args.server, _server_kwargs(args))
+        kwargs = _server_kwargs(args)
+        return ServerClient(args.server, kwargs, _flight_options(args.server, kwargs))
     for flag, value in (("--token", args.token), ("--token-env", args.token_env),
                         ("--user", args.user), ("--tls-root-certs", args.tls_root_certs)):
         if value:

@@ -64,124 +64,29 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from flight_server.flight_client import (
+    SERVER_ERRORS,
+    ConnectionOptions,
+    QuiverClientError,
+    ingest,
+    option,
+    server_errors,
+    server_message,
+    table_schema,
+)
 from proto import flight_sql_pb2, pack
+
+# The connector's errors are the client's: one class, whichever side raised it.
+QuiverSparkError = QuiverClientError
 
 log = logging.getLogger(__name__)
 
 FORMAT = "quiver"
-BATCH_ID_OPTION = "quiver.batch_id"
 # Flight's way for an endpoint to say "use the connection you already have".
 _REUSE_SCHEME = "arrow-flight-reuse-connection"
 
-_Ingest = flight_sql_pb2.CommandStatementIngest
-_Options = _Ingest.TableDefinitionOptions
-
-
-class QuiverSparkError(Exception):
-    """A connector option is wrong or the Quiver server refused a call (its message kept)."""
-
 
 # -- connections ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConnectionOptions:
-    """How to reach and authenticate to a server; picklable, so tasks carry it."""
-
-    uri: str
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
-    tls_root_certs: bytes | None = None
-    tls_override_hostname: str | None = None
-    tls_skip_verify: bool = False
-
-    @classmethod
-    def from_options(cls, options: Any) -> ConnectionOptions:
-        uri = _opt(options, "uri")
-        if not uri:
-            raise QuiverSparkError('option "uri" is required, e.g. grpc://127.0.0.1:50051')
-        username, password = _opt(options, "username"), _opt(options, "password")
-        token = _opt(options, "token")
-        if (username is None) != (password is None):
-            raise QuiverSparkError('options "username" and "password" go together')
-        if token is not None and username is not None:
-            raise QuiverSparkError('give either "token" or "username"/"password", not both')
-        certs = None
-        path = _opt(options, "tls_root_certs")
-        if path:
-            try:
-                with open(path, "rb") as f:
-                    certs = f.read()
-            except OSError as exc:
-                raise QuiverSparkError(f"cannot read tls_root_certs {path!r}: {exc}") from None
-        skip = (_opt(options, "tls_skip_verify") or "false").strip().lower()
-        if skip not in ("true", "false"):
-            raise QuiverSparkError(f'option "tls_skip_verify" is true or false, not {skip!r}')
-        return cls(uri=uri, username=username, password=password, token=token,
-                   tls_root_certs=certs,
-                   tls_override_hostname=_opt(options, "tls_override_hostname"),
-                   tls_skip_verify=skip == "true")
-
-    def connect(self, location: str | None = None
-                ) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
-        """A client for ``location`` (default: ``uri``) and the call options carrying auth."""
-        kwargs: dict[str, Any] = {}
-        if self.tls_root_certs is not None:
-            kwargs["tls_root_certs"] = self.tls_root_certs
-        if self.tls_override_hostname:
-            kwargs["override_hostname"] = self.tls_override_hostname
-        if self.tls_skip_verify:
-            kwargs["disable_server_verification"] = True
-        target = location or self.uri
-        try:
-            client = flight.FlightClient(target, **kwargs)
-        except (pa.ArrowException, ValueError) as exc:
-            raise QuiverSparkError(f"cannot connect to {target}: {exc}") from None
-        headers: list[tuple[bytes, bytes]] = []
-        if self.token is not None:
-            headers.append((b"authorization", b"Bearer " + self.token.encode()))
-        elif self.username is not None:
-            with _server_errors(target, "authentication"):
-                headers.append(client.authenticate_basic_token(self.username,
-                                                               self.password or ""))
-        return client, flight.FlightCallOptions(headers=headers)
-
-
-def _opt(options: Any, key: str) -> str | None:
-    value = options.get(key)
-    return None if value is None else str(value)
-
-
-# The server's status codes arrive as Flight errors, as the matching Arrow exceptions
-# (INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED) or, for some refusals raised by server
-# middleware such as UNAUTHENTICATED, as a plain IOError.
-_SERVER_ERRORS = (flight.FlightError, pa.ArrowException, OSError)
-
-
-class _server_errors:
-    """Turns Flight errors into ``QuiverSparkError`` naming the server and the call."""
-
-    def __init__(self, target: str, what: str) -> None:
-        self.target, self.what = target, what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, _SERVER_ERRORS):
-            raise QuiverSparkError(f"quiver server {self.target}, {self.what}: "
-                                   f"{_message(exc)}") from None
-        return False
-
-
-def _message(exc: BaseException) -> str:
-    # pyarrow appends gRPC debug context after a ". Detail:" marker; the server's own text
-    # comes first and is what a person acts on.
-    text = str(exc)
-    for marker in (". Detail:", ". gRPC client debug context:"):
-        text = text.split(marker, 1)[0]
-    return text.strip()
 
 
 def _quoted(name: str) -> str:
@@ -189,7 +94,7 @@ def _quoted(name: str) -> str:
 
 
 def _query_of(options: Any) -> str:
-    query, table = _opt(options, "query"), _opt(options, "table")
+    query, table = option(options, "query"), option(options, "table")
     if (query is None) == (table is None):
         raise QuiverSparkError('give exactly one of the options "query" and "table"')
     return query if query is not None else f"SELECT * FROM {_quoted(table or '')}"
@@ -322,14 +227,14 @@ def read_endpoint(conn: ConnectionOptions, partition: EndpointPartition,
             except flight.FlightUnavailableError as exc:
                 if i + 1 < len(targets):
                     log.warning("endpoint location %s unavailable (%s); trying the next",
-                                target, _message(exc))
+                                target, server_message(exc))
                     continue
                 raise QuiverSparkError(f"quiver server {target}, DoGet: "
-                                       f"{_message(exc)}") from None
-            except _SERVER_ERRORS as exc:
+                                       f"{server_message(exc)}") from None
+            except SERVER_ERRORS as exc:
                 raise QuiverSparkError(f"quiver server {target}, DoGet: "
-                                       f"{_message(exc)}") from None
-            with _server_errors(target, "DoGet"):
+                                       f"{server_message(exc)}") from None
+            with server_errors(target, "DoGet"):
                 for batch in stream:
                     yield batch if target_schema is None else _cast_batch(batch,
                                                                           target_schema)
@@ -349,7 +254,7 @@ class QuiverReader(DataSourceReader):
     def partitions(self) -> Sequence[InputPartition]:
         client, call = self.conn.connect()
         try:
-            with _server_errors(self.conn.uri, "GetFlightInfo"):
+            with server_errors(self.conn.uri, "GetFlightInfo"):
                 info = client.get_flight_info(_statement(self.query), call)
         finally:
             client.close()
@@ -374,68 +279,6 @@ class TaskWritten(WriterCommitMessage):
 
     partition: int
     rows: int
-
-
-def _ingest_descriptor(table: str, *, create: bool, batch_id: str | None = None
-                       ) -> flight.FlightDescriptor:
-    if_not_exist = (_Options.TABLE_NOT_EXIST_OPTION_CREATE if create
-                    else _Options.TABLE_NOT_EXIST_OPTION_FAIL)
-    cmd = _Ingest(table=table, table_definition_options=_Options(
-        if_not_exist=if_not_exist, if_exists=_Options.TABLE_EXISTS_OPTION_APPEND))
-    if batch_id is not None:
-        cmd.options[BATCH_ID_OPTION] = batch_id
-    return flight.FlightDescriptor.for_command(pack(cmd))
-
-
-def ingest(conn: ConnectionOptions, table: str, schema: pa.Schema,
-           batches: Iterator[pa.RecordBatch], *, create: bool = False,
-           batch_id: str | None = None) -> int:
-    """Sends ``batches`` to ``table`` in one bulk-ingest DoPut; the rows the server wrote.
-
-    With ``create`` a missing table is made from ``schema`` first. The server's count is
-    checked against the rows sent, so a short write is an error rather than silence.
-    """
-    client, call = conn.connect()
-    sent = 0
-    try:
-        with _server_errors(conn.uri, f"ingest into {table!r}"):
-            writer, results = client.do_put(
-                _ingest_descriptor(table, create=create, batch_id=batch_id), schema, call)
-            try:
-                for batch in batches:
-                    if batch.num_rows:
-                        writer.write_batch(batch)
-                        sent += batch.num_rows
-                writer.done_writing()
-                ack = results.read()
-            finally:
-                writer.close()
-    finally:
-        client.close()
-    written = sent
-    if ack is not None:
-        result = flight_sql_pb2.DoPutUpdateResult()
-        result.ParseFromString(ack.to_pybytes())
-        written = result.record_count
-    if written != sent:
-        raise QuiverSparkError(f"quiver server {conn.uri} acknowledged {written} of the "
-                               f"{sent} rows sent to {table!r}")
-    return written
-
-
-def table_schema(conn: ConnectionOptions, table: str) -> pa.Schema | None:
-    """The schema of ``table`` on the server; None when there is no such table."""
-    client, call = conn.connect()
-    try:
-        try:
-            return client.get_schema(flight.FlightDescriptor.for_path(table), call).schema
-        except pa.ArrowKeyError:
-            return None
-        except _SERVER_ERRORS as exc:
-            raise QuiverSparkError(f"quiver server {conn.uri}, schema of {table!r}: "
-                                   f"{_message(exc)}") from None
-    finally:
-        client.close()
 
 
 def _write_schema(incoming: pa.Schema, table: pa.Schema, name: str) -> pa.Schema:
@@ -509,7 +352,7 @@ class QuiverDataSource(DataSource):
         conn = self._conn()
         client, call = conn.connect()
         try:
-            with _server_errors(conn.uri, "GetSchema"):
+            with server_errors(conn.uri, "GetSchema"):
                 result = client.get_schema(_statement(_query_of(self.options)), call)
         finally:
             client.close()
@@ -523,9 +366,9 @@ class QuiverDataSource(DataSource):
             raise QuiverSparkError('mode("overwrite") is not supported: Quiver cannot swap a '
                                    'table for the rows of many Spark tasks in one step; use '
                                    'mode("append") (after DELETE FROM or DROP TABLE if needed)')
-        if _opt(self.options, "query") is not None:
+        if option(self.options, "query") is not None:
             raise QuiverSparkError('writes name a "table", not a "query"')
-        table = _opt(self.options, "table")
+        table = option(self.options, "table")
         if not table:
             raise QuiverSparkError('writes need the option "table"')
         conn = self._conn()

@@ -143,7 +143,7 @@ def test_server_mode_errors_are_one_line(server_with_data: str, capsys) -> None:
     assert "not through --server" in capsys.readouterr().err
 
 
-def test_server_mode_ingest_creates_with_options_and_a_rerun_appends_again(
+def test_server_mode_ingest_creates_with_options_and_a_rerun_adds_no_row_twice(
         server_with_data: str, tmp_path: Path, capsys) -> None:
     src = tmp_path / "v.jsonl"
     src.write_text("".join(json.dumps({"k": i, "t": f"w{i}", "v": [float(i), 1.0]}) + "\n"
@@ -155,7 +155,12 @@ def test_server_mode_ingest_creates_with_options_and_a_rerun_appends_again(
     capsys.readouterr()
     assert main(["describe", "vecs", "--server", server_with_data]) == 0
     out = capsys.readouterr().out
-    assert "rows: 6" in out and "FLOAT[2]" in out and "vector(l2)" in out
+    assert "rows: 3" in out and "FLOAT[2]" in out and "vector(l2)" in out
+    src.write_text(src.read_text() + json.dumps({"k": 9, "t": "w9", "v": [9.0, 1.0]}) + "\n")
+    assert main(argv) == 0  # a changed file is a new one: all its rows go in
+    capsys.readouterr()
+    assert main(["describe", "vecs", "--server", server_with_data]) == 0
+    assert "rows: 7" in capsys.readouterr().out
 
 
 def test_server_mode_unreachable_server_is_one_line(capsys) -> None:

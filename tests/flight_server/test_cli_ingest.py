@@ -205,4 +205,4 @@ def test_ingest_help_explains_every_option() -> None:
                    "--storage-option", "--server", "--token", "--token-env", "--user",
                    "--tls-root-certs", "--chunk-rows", "--input-format"):
         assert option in result.stdout
-    assert "rerun appends the files again" in " ".join(result.stdout.split())
+    assert "adds no row twice" in " ".join(result.stdout.split())
