@@ -547,16 +547,21 @@ def _timed_server_class() -> type:
 
         def do_get(self, context: Any, ticket: Any) -> Any:
             with self._timed("DoGet"):
-                return super().do_get(context, ticket)
+                schema, batches = super().do_get(context, ticket)
+            return schema, self._timed_batches(batches)
 
-        def _batches(self, *args: Any) -> Iterator[pa.RecordBatch]:
-            it = super()._batches(*args)
-            while True:
-                with self._timed("DoGet batches", record=False):
-                    batch = next(it, None)
-                if batch is None:
-                    return
-                yield batch
+        def _timed_batches(self, it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            try:
+                while True:
+                    with self._timed("DoGet batches", record=False):
+                        batch = next(it, None)
+                    if batch is None:
+                        return
+                    yield batch
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
 
     return TimedServer
 
