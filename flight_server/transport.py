@@ -222,7 +222,7 @@ class PutReader:
                 if not self._has_schema:
                     raise InvalidArgument("DoPut sent a record batch before its schema")
                 batch = pa.ipc.read_record_batch(msg, self.schema)
-            elif kind == "dictionary batch":
+            elif kind in ("dictionary", "dictionary batch"):
                 raise InvalidArgument("dictionary-encoded columns are not accepted; send "
                                       "the column decoded (its value type)")
             else:
