@@ -83,3 +83,12 @@ def test_do_put_without_a_descriptor_is_invalid_argument(flight_uri) -> None:
             list(put(iter([encode_message(_batch(1).schema.serialize())]), timeout=30))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "FlightDescriptor" in err.value.details()
+
+
+def test_dictionary_results_stream_decoded(flight_uri) -> None:
+    client = flight.connect(flight_uri)
+    sql = b"SELECT arrow_cast('a', 'Dictionary(Int32, Utf8)') AS label"
+    table = client.do_get(flight.Ticket(sql)).read_all()
+    client.close()
+    assert table.schema.field("label").type == pa.string()
+    assert table.to_pylist() == [{"label": "a"}]
