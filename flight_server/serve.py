@@ -129,10 +129,10 @@ def serve(root: str, **options: Any) -> None:
         while not stop.wait(0.5):
             pass
     finally:
-        # Running queries stop at their next batch; the other calls in flight get a grace
-        # period, then are cancelled (writes commit atomically, so none is left half
+        # Running queries are cancelled at once; the other calls in flight get a grace
+        # period, then are cancelled too (writes commit atomically, so none is left half
         # written).
-        cancelled = server.streams.cancel_all()
+        cancelled = server.cancel_streams()
         log.info("quiver: shutting down (%d running queries cancelled)", cancelled)
         server.shutdown(SHUTDOWN_GRACE_S)
         server.conn.close()

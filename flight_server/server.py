@@ -151,6 +151,7 @@ class _BatchStream:
         self._cancel = cancel
         self._context = context
         self._closed = False
+        owner._calls.add(context)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self
@@ -173,6 +174,7 @@ class _BatchStream:
         if self._closed:
             return
         self._closed = True
+        self._owner._calls.discard(self._context)
         try:
             self._reader.close()
         finally:
@@ -193,7 +195,17 @@ class FlightHandlers:
         self._deal = itertools.count()
         self.prepared = prepared or handles.PreparedRegistry()
         self.streams = handles.RunningStreams()
+        # The calls of running DoGet streams (set operations are atomic under the GIL).
+        self._calls: set[CallContext] = set()
         self._slots = threading.BoundedSemaphore(workers) if workers else None
+
+    def cancel_streams(self) -> int:
+        """Cancels every running DoGet, also those waiting for their client to read (a
+        flag alone is seen only at the next batch); the number of queries cancelled."""
+        cancelled = self.streams.cancel_all()
+        for call in list(self._calls):
+            call.cancel()
+        return cancelled
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -146,8 +146,9 @@ class CallContext:
         """Whether the client went away or cancelled the call."""
         return not self._grpc.is_active()
 
-    def peer(self) -> str:
-        return str(self._grpc.peer())
+    def cancel(self) -> None:
+        """Ends the call with CANCELLED now, even while it waits for the client to read."""
+        self._grpc.cancel()
 
 
 class PutChunk:
