@@ -547,16 +547,21 @@ def _timed_server_class() -> type:
 
         def do_get(self, context: Any, ticket: Any) -> Any:
             with self._timed("DoGet"):
-                return super().do_get(context, ticket)
+                schema, batches = super().do_get(context, ticket)
+            return schema, self._timed_batches(batches)
 
-        def _batches(self, *args: Any) -> Iterator[pa.RecordBatch]:
-            it = super()._batches(*args)
-            while True:
-                with self._timed("DoGet batches", record=False):
-                    batch = next(it, None)
-                if batch is None:
-                    return
-                yield batch
+        def _timed_batches(self, it: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            try:
+                while True:
+                    with self._timed("DoGet batches", record=False):
+                        batch = next(it, None)
+                    if batch is None:
+                        return
+                    yield batch
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
 
     return TimedServer
 
@@ -591,7 +596,7 @@ def profile_round_trip(conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     """One ADBC statement split into client and server time, against a server in this
     process whose handlers are timed: which calls the driver makes, and how much of a
     round trip is the server's Python handlers (our engine and dispatch) rather than gRPC,
-    pyarrow's Flight C++ layer and the driver."""
+    the transport and the driver."""
     server = _timed_server_class()(conn, "grpc://127.0.0.1:0")
     client = adbc_connect(f"grpc://127.0.0.1:{server.port}")
     out: dict[str, Any] = {}
@@ -807,7 +812,7 @@ NOTES = [
     "Search overhead is ADBC p50 minus in-process p50 of the same statement on the same",
     "root. The round-trip profile runs a QuiverFlightServer in the benchmark process with",
     "its handlers timed (and, in a second pass, under cProfile); 'rest' is the client's time",
-    "minus the handlers': gRPC, pyarrow's Flight C++ server and the Go driver.",
+    "minus the handlers': gRPC, the server's transport and the Go driver.",
     "Ingest: ADBC adbc_ingest mode=create (the server creates the table with BM25 on every",
     "string column and appends in chunks of its CHUNK_ROWS, one commit each) against the",
     "embedded create_table(fts=<every string column>) + one append of the whole table; the",
@@ -917,7 +922,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "Where one ADBC round trip goes (a server in the benchmark process with its "
                   "handlers timed; means per statement, ms):", "",
                   "| statement text | client total | client execute / fetch | server handlers "
-                  "| rest: gRPC, Flight C++, driver |", "| --- | --- | --- | --- | --- |"]
+                  "| rest: gRPC, transport, driver |", "| --- | --- | --- | --- | --- |"]
         for label in ("same text", "a new text each call"):
             r = prof[label]
             handlers = "; ".join(f"{k} {_fmt(v, 2)}" for k, v in r["server_ms"].items())

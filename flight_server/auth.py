@@ -1,17 +1,12 @@
-"""Who may call the Flight SQL server: credentials, the auth middleware, TLS files.
+"""Who may call the Flight SQL server: credentials, the call authenticator, TLS files.
 
 Every call must carry an ``authorization`` header, either ``Basic base64(user:password)``
 or ``Bearer <token>``. A valid Basic header is answered with a fresh bearer token in the
 response headers (``authorization: Bearer ...``), which later calls send instead of the
 password; static bearer tokens come from a file or an environment variable.
 
-The server is built with both pieces below, when ``config.enabled``::
-
-    FlightServerBase(location, middleware=middleware(config),
-                     auth_handler=handshake_handler(config), tls_certificates=...)
-
-The middleware does all the checking, on every RPC including Handshake. The handshake
-handler only makes Handshake answer OK instead of UNIMPLEMENTED: the ADBC driver (given
+The server takes ``middleware=middleware(config)`` when ``config.enabled``; its
+``Authenticator`` checks every RPC including Handshake. The ADBC driver (given
 ``username``/``password``) and ``FlightClient.authenticate_basic_token`` both call
 Handshake with the Basic header and read the bearer token from its response headers.
 """
@@ -36,8 +31,11 @@ from types import MappingProxyType
 
 import pyarrow.flight as flight
 
+from flight_server.errors import Unauthenticated
+
 __all__ = [
     "AuthConfig",
+    "Authenticator",
     "handshake_handler",
     "is_loopback",
     "load_auth",
@@ -217,31 +215,30 @@ class _IssuedTokens:
             return len(self._expiry)
 
 
-class _SendToken(flight.ServerMiddleware):
-    def __init__(self, token: str) -> None:
-        self._token = token
+class Authenticator:
+    """Checks the ``authorization`` header of every call, whatever serves it.
 
-    def sending_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self._token}"}
+    ``check`` answers the headers to send back (a fresh bearer token for a valid Basic
+    header, nothing for a valid bearer token) or raises ``Unauthenticated``.
+    """
 
-
-class _AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
-    def __init__(self, config: AuthConfig, token_ttl: float, max_tokens: int) -> None:
-        super().__init__()
+    def __init__(self, config: AuthConfig, token_ttl: float = DEFAULT_TOKEN_TTL,
+                 max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        if not config.enabled:
+            raise ValueError("authentication has no users and no tokens configured")
+        if token_ttl <= 0 or max_tokens < 1:
+            raise ValueError("token_ttl must be positive and max_tokens at least 1")
         self._passwords = {name: _digest(pw.encode()) for name, pw in config.users.items()}
         self._static = [_digest(token.encode()) for token in config.tokens]
-        self._issued = _IssuedTokens(token_ttl, max_tokens)
+        self._issued = _IssuedTokens(float(token_ttl), int(max_tokens))
         # Compared against when the user is unknown, so both cases take the same time.
         self._dummy = _digest(secrets.token_bytes(32))
 
-    def start_call(
-        self, info: flight.CallInfo, headers: Mapping[str, list[str | bytes]]
-    ) -> flight.ServerMiddleware | None:
-        values = headers.get("authorization") or []
+    def check(self, method: str, values: Sequence[str | bytes]) -> list[tuple[str, str]]:
+        """The response headers for a call to ``method`` whose ``authorization`` header
+        values are ``values``; raises ``Unauthenticated`` when none is valid."""
         if not values:
-            raise flight.FlightUnauthenticatedError(
-                f"authentication required: {HOW_TO_AUTHENTICATE}"
-            )
+            raise Unauthenticated(f"authentication required: {HOW_TO_AUTHENTICATE}")
         failure = None
         for value in values:
             text = value.decode("latin-1") if isinstance(value, bytes) else value
@@ -249,21 +246,19 @@ class _AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
             scheme = scheme.lower()
             if scheme == "basic":
                 if self._check_password(credentials):
-                    return _SendToken(self._issued.issue())
+                    return [("authorization", f"Bearer {self._issued.issue()}")]
                 failure = failure or self._basic_failure()
             elif scheme == "bearer":
                 if self._check_bearer(credentials.strip().encode()):
-                    return None
+                    return []
                 failure = failure or (
                     "invalid or expired bearer token; authenticate again with a "
                     "username and password or use a valid static token"
                 )
             else:
                 failure = failure or f"unsupported authorization scheme {scheme[:20]!r}"
-        logger.info("refused %s call: %s", info.method, failure)
-        raise flight.FlightUnauthenticatedError(
-            f"{failure}. To authenticate, {HOW_TO_AUTHENTICATE}"
-        )
+        logger.info("refused %s call: %s", method, failure)
+        raise Unauthenticated(f"{failure}. To authenticate, {HOW_TO_AUTHENTICATE}")
 
     def _basic_failure(self) -> str:
         if not self._passwords:
@@ -295,34 +290,19 @@ def middleware(
     *,
     token_ttl: float = DEFAULT_TOKEN_TTL,
     max_tokens: int = DEFAULT_MAX_TOKENS,
-) -> dict[str, flight.ServerMiddlewareFactory]:
-    """The server middleware that authenticates every call: ``{"auth": factory}``.
+) -> dict[str, Authenticator]:
+    """What authenticates every call, as the server's ``middleware=``: ``{"auth": ...}``.
 
     Issued bearer tokens expire after ``token_ttl`` seconds without use; at most
-    ``max_tokens`` are kept, the least recently used going first. Pass the result as
-    ``middleware=`` together with ``auth_handler=handshake_handler(config)``.
+    ``max_tokens`` are kept, the least recently used going first.
     """
-    if not config.enabled:
-        raise ValueError("authentication has no users and no tokens configured")
-    if token_ttl <= 0 or max_tokens < 1:
-        raise ValueError("token_ttl must be positive and max_tokens at least 1")
-    return {"auth": _AuthMiddlewareFactory(config, float(token_ttl), int(max_tokens))}
+    return {"auth": Authenticator(config, token_ttl, max_tokens)}
 
 
-class _HandshakeAccepts(flight.ServerAuthHandler):
-    """Lets Handshake succeed; the middleware has already checked its headers."""
-
-    def authenticate(self, outgoing: flight.ServerAuthSender, incoming: object) -> None:
-        return None
-
-    def is_valid(self, token: bytes) -> bytes:
-        # The legacy auth-token-bin header is not used; identity comes from middleware.
-        return b""
-
-
-def handshake_handler(config: AuthConfig) -> flight.ServerAuthHandler | None:
-    """The ``auth_handler=`` for the server: None when authentication is off."""
-    return _HandshakeAccepts() if config.enabled else None
+def handshake_handler(config: AuthConfig) -> bool | None:
+    """The server's ``auth_handler=``: kept for callers that pass it; Handshake is
+    answered (and its headers checked) whenever ``middleware`` is given."""
+    return True if config.enabled else None
 
 
 def _read_pem(path: Path, what: str, marker: bytes) -> bytes:

@@ -1,31 +1,26 @@
-"""The one place where exceptions become Flight (gRPC) errors a client can act on.
+"""The one place where exceptions become gRPC status codes and messages a client can act on.
 
-pyarrow's Python Flight server picks the gRPC status from the exception class:
-``ArrowInvalid`` (and ``ValueError``) -> INVALID_ARGUMENT, ``ArrowKeyError`` ->
-NOT_FOUND, ``ArrowNotImplementedError`` -> UNIMPLEMENTED, and the ``Flight*Error``
-classes -> CANCELLED, UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED, INTERNAL,
-DEADLINE_EXCEEDED. It has no way to send ALREADY_EXISTS, ABORTED or
-FAILED_PRECONDITION, so:
+``status_of`` picks the code for any exception raised while serving a call:
 
-- an existing table (create, ingest ``create`` mode) is INVALID_ARGUMENT whose
-  message says "already exists";
-- a commit that kept losing to other writers is UNAVAILABLE (retry later), the
-  retryable code closest to ABORTED.
+- INVALID_ARGUMENT: bad SQL or parameters, rows or schemas that do not fit, bad names;
+- NOT_FOUND: a missing table or prepared statement;
+- ALREADY_EXISTS: a table that is created but exists;
+- ABORTED: a commit that kept losing to other writers (retry the whole write);
+- UNAVAILABLE: storage that cannot be reached (retry later);
+- PERMISSION_DENIED: storage refused the server's credentials;
+- UNAUTHENTICATED, CANCELLED, UNIMPLEMENTED: as raised by the server itself;
+- INTERNAL for anything else: the traceback goes to the server log, the client gets
+  a one-line message.
 
-For the Arrow-status classes pyarrow appends the Python traceback to the message
-the client sees; ``hide_tracebacks()`` (called when a server is built) limits
-that to the exception's one-line summary, so clients never see server frames.
+Messages never carry server stack frames: they are the exception's own text.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
 
+import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
 
@@ -36,7 +31,7 @@ from supertable import errors as table_errors
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+Code = grpc.StatusCode
 
 
 class InvalidArgument(pa.ArrowInvalid):
@@ -61,84 +56,66 @@ class NotImplementedCommand(pa.ArrowNotImplementedError):
     __module__ = "quiver"
 
 
-_FLIGHT_ERRORS = (
-    flight.FlightCancelledError, flight.FlightUnavailableError,
-    flight.FlightUnauthenticatedError, flight.FlightUnauthorizedError,
-    flight.FlightInternalError, flight.FlightTimedOutError, flight.FlightServerError,
+class Unauthenticated(Exception):
+    """The call carries no valid credentials."""
+
+    __module__ = "quiver"
+
+
+class Cancelled(Exception):
+    """The call was cancelled, by the client or by a cancel request."""
+
+    __module__ = "quiver"
+
+
+# Most specific first: SqlTableNotFoundError is an SqlError, the Arrow classes overlap.
+_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode],
+              ...] = (
+    (InvalidArgument, Code.INVALID_ARGUMENT),
+    (NotFound, Code.NOT_FOUND),
+    (NotImplementedCommand, Code.UNIMPLEMENTED),
+    (Unauthenticated, Code.UNAUTHENTICATED),
+    ((Cancelled, flight.FlightCancelledError), Code.CANCELLED),
+    (flight.FlightUnauthenticatedError, Code.UNAUTHENTICATED),
+    (flight.FlightUnauthorizedError, Code.PERMISSION_DENIED),
+    (flight.FlightUnavailableError, Code.UNAVAILABLE),
+    (flight.FlightTimedOutError, Code.DEADLINE_EXCEEDED),
+    (sql_errors.SqlTableNotFoundError, Code.NOT_FOUND),
+    (sql_errors.SqlError, Code.INVALID_ARGUMENT),
+    ((table_errors.TableNotFoundError, table_errors.ObjectNotFoundError), Code.NOT_FOUND),
+    (table_errors.TableExistsError, Code.ALREADY_EXISTS),
+    (table_errors.CommitConflictError, Code.ABORTED),
+    (table_errors.StorageUnavailableError, Code.UNAVAILABLE),
+    (table_errors.StoragePermissionError, Code.PERMISSION_DENIED),
+    ((table_errors.TableSchemaError, table_errors.ObjectExistsError), Code.INVALID_ARGUMENT),
+    (InvalidTableNameError, Code.INVALID_ARGUMENT),
+    # The file layer rejects what a caller gave it (a vector of the wrong length, an
+    # unknown column); its storage failures arrive as table errors above.
+    (SuperfileError, Code.INVALID_ARGUMENT),
+    (pa.ArrowNotImplementedError, Code.UNIMPLEMENTED),
+    ((pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError), Code.INVALID_ARGUMENT),
 )
-_PASS_THROUGH = (InvalidArgument, NotFound, NotImplementedCommand, *_FLIGHT_ERRORS)
-
-_hidden = False
-
-
-def hide_tracebacks() -> None:
-    """Keeps server stack frames out of error messages sent to clients.
-
-    pyarrow formats a Python exception for the client with the ``traceback`` module,
-    which honours ``sys.tracebacklimit``; 0 leaves the one-line summary. The server logs
-    unexpected errors with their full traceback itself (``log_internal``).
-    """
-    global _hidden
-    if not _hidden:
-        sys.tracebacklimit = 0
-        _hidden = True
 
 
 def log_internal(exc: BaseException, what: str) -> None:
-    """Logs an unexpected failure with its full traceback, whatever the traceback limit."""
+    """Logs an unexpected failure with its full traceback."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=200))
     log.error("%s failed unexpectedly:\n%s", what, text.rstrip())
 
 
-def flight_error(exc: BaseException, what: str = "request") -> BaseException:
-    """The exception to raise to the client for ``exc`` raised while serving ``what``."""
-    if isinstance(exc, _PASS_THROUGH):
-        return exc
+def status_of(exc: BaseException, what: str = "request") -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and client message for ``exc`` raised while serving ``what``."""
     msg = str(exc) or type(exc).__name__
-    if isinstance(exc, sql_errors.SqlTableNotFoundError):
-        return NotFound(msg)
-    if isinstance(exc, sql_errors.SqlError):
-        return InvalidArgument(msg)
-    if isinstance(exc, table_errors.TableNotFoundError | table_errors.ObjectNotFoundError):
-        return NotFound(msg)
-    if isinstance(exc, table_errors.TableExistsError):
-        return InvalidArgument(msg)
-    if isinstance(exc, table_errors.CommitConflictError):
-        return flight.FlightUnavailableError(f"{msg} (conflicting writers; retry)")
-    if isinstance(exc, table_errors.StorageUnavailableError):
-        return flight.FlightUnavailableError(msg)
-    if isinstance(exc, table_errors.StoragePermissionError):
-        return flight.FlightUnauthorizedError(f"storage refused access: {msg}")
-    if isinstance(exc, table_errors.TableSchemaError | table_errors.ObjectExistsError):
-        return InvalidArgument(msg)
-    if isinstance(exc, InvalidTableNameError):
-        return InvalidArgument(msg)
-    if isinstance(exc, SuperfileError):
-        # The file layer rejects what a caller gave it (a vector of the wrong length, an
-        # unknown column); its storage failures arrive as table errors above.
-        return InvalidArgument(msg)
-    if isinstance(exc, pa.ArrowInvalid | pa.ArrowTypeError | pa.ArrowNotImplementedError
-                  | pa.ArrowKeyError):
-        return InvalidArgument(msg) if not isinstance(exc, pa.ArrowNotImplementedError) \
-            else NotImplementedCommand(msg)
-    if isinstance(exc, table_errors.TableError):
-        log_internal(exc, what)
-        return flight.FlightInternalError(f"{what} failed: {msg}")
+    for kinds, code in _CODES:
+        if isinstance(exc, kinds):
+            if code is Code.ABORTED:
+                msg = f"{msg} (conflicting writers; retry)"
+            elif code is Code.PERMISSION_DENIED and isinstance(
+                    exc, table_errors.StoragePermissionError):
+                msg = f"storage refused access: {msg}"
+            return code, msg
     log_internal(exc, what)
-    return flight.FlightInternalError(
-        f"{what} failed with an internal error ({type(exc).__name__}); see the server log")
-
-
-@contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Runs the body, re-raising any failure as the Flight error ``flight_error`` picks."""
-    try:
-        yield
-    except Exception as exc:
-        raise flight_error(exc, what) from None
-
-
-def guarded(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Calls ``fn`` with ``translated(what)`` around it."""
-    with translated(what):
-        return fn(*args, **kwargs)
+    if isinstance(exc, table_errors.TableError):
+        return Code.INTERNAL, f"{what} failed: {msg}"
+    return Code.INTERNAL, (f"{what} failed with an internal error ({type(exc).__name__}); "
+                           "see the server log")

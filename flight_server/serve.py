@@ -14,10 +14,10 @@ round-robin over those locations. Without it, every endpoint is read over the
 connection the client already has (a server cannot know which of its addresses
 a client can reach, e.g. behind port mapping or a TLS name).
 
-pyarrow's Python server exposes no gRPC thread-pool size (gRPC grows its own pool);
-``workers`` instead bounds how many calls plan or execute statements at once
-(GetFlightInfo, GetSchema, DoPut, actions and the start of a DoGet). Streaming the
-rows of a started DoGet is not counted.
+Calls are served by a pool of threads (``flight_server.transport``); ``workers``
+bounds how many calls plan or execute statements at once (GetFlightInfo, GetSchema,
+DoPut, actions and the start of a DoGet). Streaming the rows of a started DoGet is
+not counted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
 
 log = logging.getLogger(__name__)
+
+
+SHUTDOWN_GRACE_S = 20.0
 
 
 class ServeError(Exception):
@@ -69,11 +72,9 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
         raise ServeError("--memory-cache must be 0 or more bytes")
     advertised = [_check_location(uri) for uri in (advertise or [])]
     middleware = None
-    auth_handler = None
     tls = None
     if auth is not None:
         middleware = auth_module.middleware(auth)
-        auth_handler = auth_module.handshake_handler(auth)
     if tls_cert is not None and tls_key is not None:
         try:
             tls = auth_module.tls_certificates(tls_cert, tls_key)
@@ -82,8 +83,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     conn = connect(root, memory_cache_bytes=memory_cache_bytes, **(storage_options or {}))
     location = _location(host, port, tls is not None)
     try:
-        server = QuiverFlightServer(conn, location, auth_handler=auth_handler,
-                                    tls_certificates=tls, middleware=middleware,
+        server = QuiverFlightServer(conn, location, tls_certificates=tls, middleware=middleware,
                                     workers=workers, advertise=advertised)
     except Exception:
         conn.close()
@@ -129,11 +129,12 @@ def serve(root: str, **options: Any) -> None:
         while not stop.wait(0.5):
             pass
     finally:
-        # Running queries stop at their next batch; shutdown() then waits for the calls
-        # still in flight (writes commit atomically, so none is left half written).
-        cancelled = server.streams.cancel_all()
+        # Running queries are cancelled at once; the other calls in flight get a grace
+        # period, then are cancelled too (writes commit atomically, so none is left half
+        # written).
+        cancelled = server.cancel_streams()
         log.info("quiver: shutting down (%d running queries cancelled)", cancelled)
-        server.shutdown()
+        server.shutdown(SHUTDOWN_GRACE_S)
         server.conn.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
