@@ -771,13 +771,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     result = {
-        "benchmark": "flight",
-        "quick": quick,
-        "started_utc": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "wall_s": time.perf_counter() - t0,
-        "machine": machine,
-        "load_average_at_end": list(os.getloadavg()),
-        "wait_for_quiet": quiet,
+        **report.result_head("flight", quick, started, time.perf_counter() - t0, machine,
+                             quiet),
         "uncommitted": _uncommitted(),
         "config": {**cfg, "table": TABLE, "summary_rows": ingest_data.num_rows,
                    "stream_result_bytes": result_bytes, "stream_endpoints": endpoints,

@@ -88,3 +88,14 @@ def library_version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "-"
+
+
+def result_head(benchmark: str, quick: bool, started: dt.datetime, wall_s: float,
+                machine: dict[str, Any], quiet: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields every benchmark's result starts with."""
+    head = {"benchmark": benchmark, "quick": quick,
+            "started_utc": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "wall_s": wall_s,
+            "machine": machine, "load_average_at_end": list(os.getloadavg())}
+    if quiet is not None:
+        head["wait_for_quiet"] = quiet
+    return head

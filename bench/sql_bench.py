@@ -22,7 +22,6 @@ import datetime as dt
 import importlib.util
 import itertools
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -422,13 +421,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     result = {
-        "benchmark": "sql",
-        "quick": quick,
-        "started_utc": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "wall_s": time.perf_counter() - t0,
-        "machine": machine,
-        "load_average_at_end": list(os.getloadavg()),
-        "wait_for_quiet": quiet,
+        **report.result_head("sql", quick, started, time.perf_counter() - t0, machine,
+                             quiet),
         "config": {**cfg, "k": K, "commits": COMMITS, "summary_docs": summaries.num_rows,
                    "vector_docs": vectors.num_rows, "plain_row_group": PLAIN_ROW_GROUP,
                    "rewrite_module": rewrite, "infino_yaml": infino_cfg["yaml"]},

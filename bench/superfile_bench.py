@@ -341,12 +341,8 @@ def run(quick: bool) -> dict[str, Any]:
     bm25 = bench_bm25(cfg)
     vec = bench_vectors(cfg, quick)
     result = {
-        "benchmark": "superfile",
-        "quick": quick,
-        "started_utc": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "wall_s": time.perf_counter() - t0,
-        "machine": machine,
-        "load_average_at_end": list(os.getloadavg()),
+        **report.result_head("superfile", quick, started, time.perf_counter() - t0, machine,
+                             None),
         "config": {**cfg, "k": K, "infino_yaml": infino_cfg["yaml"],
                    "infino_system_config_present": infino_cfg["system_config_present"]},
         "bm25": bm25,

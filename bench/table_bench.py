@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -638,13 +637,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None, optimized: bool = True
             if optimized and root.kind == "local":
                 roots[root.kind]["optimized"] = bench_optimized(root, vectors, cfg)
     result = {
-        "benchmark": "table",
-        "quick": quick,
-        "started_utc": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "wall_s": time.perf_counter() - t0,
-        "machine": machine,
-        "load_average_at_end": list(os.getloadavg()),
-        "wait_for_quiet": quiet,
+        **report.result_head("table", quick, started, time.perf_counter() - t0, machine,
+                             quiet),
         "config": {**cfg, "k": K, "commits": COMMITS, "bm25_docs": n,
                    "vector_docs": len(vectors.corpus), "vector_queries_total":
                    len(vectors.queries), "infino_yaml": infino_cfg["yaml"]},
