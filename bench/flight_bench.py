@@ -839,14 +839,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{cfg['stream_endpoints']} endpoint(s), the driver reads them in parallel. Ingest: "
         f"{ing['rows']:,} summaries.",
         "",
-        "## Targets",
-        "",
-        "| target | value | limit | result |",
-        "| --- | --- | --- | --- |",
     ]
-    for t in result["targets"]:
-        lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['limit']} | "
-                     f"{'PASS' if t['pass'] else 'MISS'} |")
+    lines += report.targets_section(result["targets"], value="value")
     lines += [
         "",
         f"## Streaming `{STREAM_SQL}`",

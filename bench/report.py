@@ -99,3 +99,14 @@ def result_head(benchmark: str, quick: bool, started: dt.datetime, wall_s: float
     if quiet is not None:
         head["wait_for_quiet"] = quiet
     return head
+
+
+def targets_section(targets: list[dict[str, Any]], value: str = "ratio") -> list[str]:
+    """The Markdown "Targets" section: each target's value, limit and PASS / MISS
+    (n/a when it could not be judged)."""
+    lines = ["## Targets", "", f"| target | {value} | limit | result |",
+             "| --- | --- | --- | --- |"]
+    for t in targets:
+        verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "MISS")
+        lines.append(f"| {t['name']} | {fmt(t['value'])} | {t['limit']} | {verdict} |")
+    return lines

@@ -482,14 +482,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"summary); {result['config']['vector_docs']:,} MiniLM rows (row, name, summary, "
         "embedding float32[384]).",
         "",
-        "## Targets",
-        "",
-        "| target | ratio | limit | result |",
-        "| --- | --- | --- | --- |",
     ]
-    for t in result["targets"]:
-        lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['limit']} | "
-                     f"{'PASS' if t['pass'] else 'MISS'} |")
+    lines += report.targets_section(result["targets"])
     lines += [
         "",
         "## p50 latency, ms (median of timed runs after warm-up)",

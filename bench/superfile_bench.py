@@ -241,14 +241,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"load average at start {m['load_average_at_start']}, "
         f"at end {result['load_average_at_end']}.",
         "",
-        "## Targets",
-        "",
-        "| target | ratio | limit | result |",
-        "| --- | --- | --- | --- |",
     ]
-    for t in result["targets"]:
-        verdict = "n/a" if t["pass"] is None else ("PASS" if t["pass"] else "MISS")
-        lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['limit']} | {verdict} |")
+    lines += report.targets_section(result["targets"])
     lines += [
         "",
         f"## Build ({b['docs']:,} summaries for BM25; {v['docs']:,} x {v['dim']} vectors)",

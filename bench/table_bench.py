@@ -473,14 +473,8 @@ def markdown(result: dict[str, Any]) -> str:
         "Storage roots: " + "; ".join(f"**{k}**: {v['describe']}"
                                       for k, v in result["roots"].items()) + ".",
         "",
-        "## Targets",
-        "",
-        "| target | ratio | limit | result |",
-        "| --- | --- | --- | --- |",
     ]
-    for t in result["targets"]:
-        verdict = "PASS" if t["pass"] else "MISS"
-        lines.append(f"| {t['name']} | {_fmt(t['value'])} | {t['limit']} | {verdict} |")
+    lines += report.targets_section(result["targets"])
     lines += [
         "",
         f"## Ingest ({COMMITS} appends of equal slices, one commit each)",
