@@ -143,8 +143,16 @@ class CallContext:
         self.method = method
 
     def is_cancelled(self) -> bool:
-        """Whether the client went away or cancelled the call."""
-        return not self._grpc.is_active()
+        """Whether the client went away, cancelled the call or let its deadline pass.
+
+        The deadline is checked apart: when it passes mid-stream, gRPC may end the
+        request stream as if the client had finished it while the call still reads as
+        active.
+        """
+        if not self._grpc.is_active():
+            return True
+        remaining = self._grpc.time_remaining()
+        return remaining is not None and remaining <= 0
 
     def cancel(self) -> None:
         """Ends the call with CANCELLED now, even while it waits for the client to read."""
@@ -199,6 +207,9 @@ class PutReader:
             data = next(self._messages)
         except StopIteration:
             self._done = True
+            if self._context.is_cancelled():
+                raise Cancelled("the client stopped sending before the end of its "
+                                "stream (cancelled, or its deadline passed)") from None
             return None
         except Exception as exc:
             # The client cancelled or the connection broke mid-stream.

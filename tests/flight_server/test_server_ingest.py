@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import warnings
 
@@ -157,6 +159,35 @@ def test_create_that_fails_mid_stream_leaves_no_table(flight_uri, quiver_server)
     while time.monotonic() < deadline and quiver_server.conn.list_tables():
         time.sleep(0.1)
     assert quiver_server.conn.list_tables() == []
+
+
+_DYING_CLIENT = """
+import os, sys
+import pyarrow as pa, pyarrow.flight as flight
+desc = flight.FlightDescriptor.deserialize(bytes.fromhex(sys.argv[2]))
+rows = pa.table({"id": pa.array(range(140_000), pa.int64()),
+                 "name": pa.array([f"n{i}" for i in range(140_000)])})
+writer, _ = flight.connect(sys.argv[1]).do_put(desc, rows.schema)
+writer.write_table(rows)
+os._exit(0)  # the process dies mid-stream: no end of stream is ever sent
+"""
+
+
+def test_replace_from_a_client_that_dies_mid_stream_leaves_the_old_table(
+        flight_uri, quiver_server) -> None:
+    conn = quiver_server.conn
+    conn.create_table("keep", pa.schema([("id", pa.int64()), ("name", pa.string())])).append(
+        _rows(0, 3))
+    desc = _ingest_descriptor("keep", Opts.TABLE_NOT_EXIST_OPTION_CREATE,
+                              Opts.TABLE_EXISTS_OPTION_REPLACE)
+    subprocess.run([sys.executable, "-c", _DYING_CLIENT, flight_uri,
+                    desc.serialize().hex()], check=True, timeout=60)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and conn.list_tables() != ["keep"]:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a wrongful swap would land after the staging table is written
+    assert conn.list_tables() == ["keep"]
+    assert _count(quiver_server, "keep") == 3
 
 
 def _put(client: flight.FlightClient, desc: flight.FlightDescriptor, data: pa.Table) -> None:
