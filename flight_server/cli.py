@@ -142,6 +142,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        help="decoded rows of tables kept in memory for scans, at most this "
                        "many bytes; 0 reads Parquet every time (default: "
                        "$QUIVER_MEMORY_CACHE_BYTES or 1 GiB)")
+    serve.add_argument("--max-staleness", type=float, default=0.0, metavar="SECONDS",
+                       help="a statement may read a table version checked this many seconds "
+                       "ago instead of asking storage again (one request per table per "
+                       "statement on remote roots); writes through this server are seen "
+                       "at once either way (default 0: always the newest version)")
+    serve.add_argument("--cache-dir", default=None, metavar="DIR",
+                       help="local disk cache of superfiles read from a remote root "
+                       "(default: $QUIVER_CACHE_DIR or a per-user temporary folder)")
+    serve.add_argument("--cache-bytes", type=int, default=None, metavar="BYTES",
+                       help="most bytes the disk cache holds; 0 turns it off (default: "
+                       "up to 4 GiB, at most half the free disk)")
     serve.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                        help="a user allowed to log in with basic authentication, repeatable")
     serve.add_argument("--users-file", type=Path, default=None,
@@ -186,7 +197,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         serve(args.root, host=args.host, port=args.port, storage_options=storage, auth=auth,
               tls_cert=args.tls_cert, tls_key=args.tls_key,
               allow_unauthenticated=args.allow_unauthenticated, workers=args.workers,
-              advertise=args.advertise or None, memory_cache_bytes=args.memory_cache)
+              advertise=args.advertise or None, memory_cache_bytes=args.memory_cache,
+              max_staleness_s=args.max_staleness, cache_dir=args.cache_dir,
+              cache_bytes=args.cache_bytes)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,11 @@ Calls are served by a pool of threads (``flight_server.transport``); ``workers``
 bounds how many calls plan or execute statements at once (GetFlightInfo, GetSchema,
 DoPut, actions and the start of a DoGet). Streaming the rows of a started DoGet is
 not counted.
+
+Reading a remote root: every statement asks storage whether each table it reads has a
+newer version (one request), unless ``max_staleness_s`` lets it use a version checked
+that recently; writes through this server are seen at once either way. Superfiles read
+from a remote root are kept in a local disk cache (``cache_dir``, ``cache_bytes``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from flight_server import auth as auth_module
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
+from supertable.table import TableOptions
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +60,14 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  allow_unauthenticated: bool = False,
                  workers: int | None = None,
                  advertise: list[str] | None = None,
-                 memory_cache_bytes: int | None = None) -> QuiverFlightServer:
+                 memory_cache_bytes: int | None = None,
+                 max_staleness_s: float = 0.0,
+                 cache_dir: str | None = None,
+                 cache_bytes: int | None = None) -> QuiverFlightServer:
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
-    default)."""
+    default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
+    ``TableOptions``)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     if auth is not None and not auth.enabled:
@@ -70,6 +80,10 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
         raise ServeError("--workers must be at least 1")
     if memory_cache_bytes is not None and memory_cache_bytes < 0:
         raise ServeError("--memory-cache must be 0 or more bytes")
+    if not max_staleness_s >= 0:  # also refuses NaN
+        raise ServeError("--max-staleness must be 0 or more seconds")
+    if cache_bytes is not None and cache_bytes < 0:
+        raise ServeError("--cache-bytes must be 0 or more bytes")
     advertised = [_check_location(uri) for uri in (advertise or [])]
     middleware = None
     tls = None
@@ -80,7 +94,10 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
             tls = auth_module.tls_certificates(tls_cert, tls_key)
         except ValueError as exc:
             raise ServeError(str(exc)) from None
-    conn = connect(root, memory_cache_bytes=memory_cache_bytes, **(storage_options or {}))
+    table_options = TableOptions(max_staleness_s=max_staleness_s, cache_dir=cache_dir,
+                                 cache_bytes=cache_bytes)
+    conn = connect(root, memory_cache_bytes=memory_cache_bytes, table_options=table_options,
+                   **(storage_options or {}))
     location = _location(host, port, tls is not None)
     try:
         server = QuiverFlightServer(conn, location, tls_certificates=tls, middleware=middleware,
