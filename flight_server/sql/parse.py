@@ -27,7 +27,7 @@ DIALECT = "duckdb"
 _DIALECTS = (DIALECT, "postgres")
 _EXPLAIN = re.compile(r"^\s*explain\b(?:\s+analyze\b)?(?:\s+verbose\b)?\s*", re.IGNORECASE)
 # Past this many alternatives a pruning filter costs more to check than it saves.
-_MAX_DISJUNCTS = 32
+MAX_DISJUNCTS = 32
 
 Dnf = list[list[tuple[str, str, Any]]]
 
@@ -73,7 +73,7 @@ def is_query(expr: exp.Expression) -> bool:
     return isinstance(expr, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery))
 
 
-def _span(node: exp.Expression) -> tuple[int, int] | None:
+def node_span(node: exp.Expression) -> tuple[int, int] | None:
     """Character range [start, end) of the identifiers and stars inside ``node``."""
     starts, ends = [], []
     for n in node.walk():
@@ -84,7 +84,7 @@ def _span(node: exp.Expression) -> tuple[int, int] | None:
     return (min(starts), max(ends)) if starts else None
 
 
-def _norm(ident: exp.Identifier) -> str:
+def norm(ident: exp.Identifier) -> str:
     """The name as DataFusion resolves it: unquoted identifiers fold to lower case."""
     return ident.name if ident.quoted else ident.name.lower()
 
@@ -113,7 +113,7 @@ class TableRef:
 
 def table_refs(expr: exp.Expression) -> list[TableRef]:
     """Plain table names that are not CTEs and not in another schema than the default."""
-    ctes = {_norm(c.args["alias"].this) for c in expr.find_all(exp.CTE)
+    ctes = {norm(c.args["alias"].this) for c in expr.find_all(exp.CTE)
             if isinstance(c.args.get("alias"), exp.TableAlias)}
     refs = []
     for node in expr.find_all(exp.Table):
@@ -121,11 +121,11 @@ def table_refs(expr: exp.Expression) -> list[TableRef]:
         if not isinstance(ident, exp.Identifier):
             continue
         db = node.args.get("db")
-        if db is not None and _norm(db) != "public":
+        if db is not None and norm(db) != "public":
             continue
-        if node.args.get("catalog") is not None and _norm(node.args["catalog"]) != "datafusion":
+        if node.args.get("catalog") is not None and norm(node.args["catalog"]) != "datafusion":
             continue
-        if _norm(ident) in ctes and db is None:
+        if norm(ident) in ctes and db is None:
             continue
         parent = node.parent
         select = None
@@ -143,12 +143,12 @@ def information_refs(expr: exp.Expression, relations: Iterable[str]) -> list[Tab
         db = node.args.get("db")
         if not isinstance(node.this, exp.Identifier) or not isinstance(db, exp.Identifier):
             continue
-        if _norm(db) != "information_schema" or _norm(node.this) not in wanted:
+        if norm(db) != "information_schema" or norm(node.this) not in wanted:
             continue
         parent = node.parent
         select = parent.parent if isinstance(parent, (exp.From, exp.Join)) and \
             isinstance(parent.parent, exp.Select) else None
-        refs.append(TableRef(node, _norm(node.this), True, select))
+        refs.append(TableRef(node, norm(node.this), True, select))
     return refs
 
 
@@ -173,7 +173,7 @@ def splice(text: str, edits: Iterable[Edit]) -> str:
 
 def table_edit(ref: TableRef, view: str, text: str) -> Edit | None:
     """Replaces the table name by ``view``, keeping the name the query uses for it."""
-    spans = [_span(n) for n in (ref.node.this, ref.node.args.get("db"),
+    spans = [node_span(n) for n in (ref.node.this, ref.node.args.get("db"),
                                 ref.node.args.get("catalog")) if n is not None]
     if not spans or any(s is None for s in spans):
         return None
@@ -182,7 +182,7 @@ def table_edit(ref: TableRef, view: str, text: str) -> Edit | None:
     if ref.has_alias:
         return Edit(start, end, quoted)
     ident = ref.node.this
-    ident_span = _span(ident)
+    ident_span = node_span(ident)
     as_text = text[ident_span[0]:ident_span[1]] if ident_span else ident.sql()
     return Edit(start, end, f"{quoted} AS {as_text}")
 
@@ -198,7 +198,7 @@ def star_edits(expr: exp.Expression, refs: list[TableRef], text: str,
     by_node = {id(r.node): r for r in refs}
     edits = []
     for select in expr.find_all(exp.Select):
-        sources = _sources(select)
+        sources = select_sources(select)
         if not any(id(s) in by_node for s in sources):
             continue
         for proj in select.expressions:
@@ -214,7 +214,7 @@ def star_edits(expr: exp.Expression, refs: list[TableRef], text: str,
                                     _excluded(proj.this))
             else:
                 continue
-            span = _span(proj)
+            span = node_span(proj)
             if items is None or span is None:
                 continue
             edits.append(Edit(span[0], _star_end(text, span[1], proj), ", ".join(items)))
@@ -243,11 +243,11 @@ def _excluded(star: exp.Star) -> set[str]:
     names = set()
     for col in star.args.get("except_") or ():
         if isinstance(col, exp.Column) and isinstance(col.this, exp.Identifier):
-            names.add(_norm(col.this))
+            names.add(norm(col.this))
     return names
 
 
-def _sources(select: exp.Select) -> list[exp.Expression]:
+def select_sources(select: exp.Select) -> list[exp.Expression]:
     out = []
     frm = select.args.get("from_")
     if frm is not None:
@@ -258,7 +258,7 @@ def _sources(select: exp.Select) -> list[exp.Expression]:
 
 
 def _ident_text(ident: exp.Identifier, text: str) -> str:
-    span = _span(ident)
+    span = node_span(ident)
     return text[span[0]:span[1]] if span else ident.sql()
 
 
@@ -272,7 +272,7 @@ def _expand_all(select: exp.Select, sources: list[exp.Expression], by_node: dict
     for j in joins:
         for ident in j.args.get("using") or ():
             if isinstance(ident, exp.Identifier):
-                using.add(_norm(ident))
+                using.add(norm(ident))
     items: list[str] = []
     emitted: set[str] = set()
     for src in sources:
@@ -291,7 +291,7 @@ def _expand_all(select: exp.Select, sources: list[exp.Expression], by_node: dict
         if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
             items.append(f"{_ident_text(alias.this, text)}.*")
         elif isinstance(src, exp.Table) and isinstance(src.this, exp.Identifier):
-            span = _span(src)
+            span = node_span(src)
             if span is None:
                 return None
             items.append(f"{text[span[0]:span[1]]}.*")
@@ -308,21 +308,19 @@ def _expand_one(col: exp.Column, sources: list[exp.Expression], by_node: dict[in
         return None
     for src in sources:
         ref = by_node.get(id(src))
-        if ref is not None and _norm(ref.alias_ident) == _norm(qual):
+        if ref is not None and norm(ref.alias_ident) == norm(qual):
             q = _ident_text(qual, text)
             return [f"{q}.{_quote(c)}" for c in columns_of(ref) if c not in excluded] or None
     return None
 
 
-# -- pruning filters --------------------------------------------------------------------------
+# -- literals and comparisons with them -----------------------------------------------------
 
-_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
-_CMP = {exp.EQ: "=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
 NO_LITERAL = object()
 """What ``literal_number`` / ``literal_value`` return for anything but a plain literal."""
 
 
-def _unwrap(node: exp.Expression) -> exp.Expression:
+def unparen(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
@@ -330,10 +328,10 @@ def _unwrap(node: exp.Expression) -> exp.Expression:
 
 def literal_number(node: exp.Expression) -> Any:
     """The int or float a (possibly negated, parenthesized) numeric literal stands for."""
-    node = _unwrap(node)
+    node = unparen(node)
     negate = isinstance(node, exp.Neg)
     if negate:
-        node = _unwrap(node.this)
+        node = unparen(node.this)
     if not isinstance(node, exp.Literal) or node.is_string:
         return NO_LITERAL
     try:
@@ -348,31 +346,34 @@ def literal_number(node: exp.Expression) -> Any:
 
 def literal_value(node: exp.Expression) -> Any:
     """The string or number a literal stands for, else ``NO_LITERAL``."""
-    inner = _unwrap(node)
+    inner = unparen(node)
     if isinstance(inner, exp.Literal) and inner.is_string:
         return inner.this
     return literal_number(node)
 
 
 
-def _fits(value: Any, dtype: pa.DataType) -> bool:
-    """Only comparisons whose meaning the manifest's min/max captures exactly."""
-    if pa.types.is_integer(dtype):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return isinstance(value, str)
-    return False
+COMPARISONS = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<",
+               exp.LTE: "<="}
+"""sqlglot's comparison nodes and the table layer's operator for each."""
+FLIPPED = {"=": "=", "!=": "!=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
+"""Each operator with its two sides swapped."""
+
+Fits = Callable[[Any, pa.DataType], bool]
+"""Whether comparing a column of a type with a literal value may be handed on."""
 
 
-class _Resolver:
-    def __init__(self, ref: TableRef, schema: pa.Schema, single_source: bool) -> None:
-        self.alias = _norm(ref.alias_ident)
+class RefColumns:
+    """Resolves column expressions to the columns of one table reference: unqualified
+    names only when the reference is its SELECT's one source."""
+
+    def __init__(self, ref: TableRef, schema: pa.Schema) -> None:
+        self.alias = norm(ref.alias_ident)
         self.schema = schema
-        self.single = single_source
+        self.single = ref.select is not None and len(select_sources(ref.select)) == 1
 
     def column(self, node: exp.Expression) -> str | None:
-        while isinstance(node, exp.Paren):
-            node = node.this
+        node = unparen(node)
         if not isinstance(node, exp.Column) or not isinstance(node.this, exp.Identifier):
             return None
         if node.args.get("db") is not None:
@@ -381,61 +382,82 @@ class _Resolver:
         if qual is None:
             if not self.single:
                 return None
-        elif not isinstance(qual, exp.Identifier) or _norm(qual) != self.alias:
+        elif not isinstance(qual, exp.Identifier) or norm(qual) != self.alias:
             return None
-        name = _norm(node.this)
+        name = norm(node.this)
         return name if name in self.schema.names else None
 
-    def leaf(self, node: exp.Expression) -> Dnf | None:
-        for cls, op in _CMP.items():
-            if isinstance(node, cls):
-                for col_side, lit_side, o in ((node.this, node.expression, op),
-                                              (node.expression, node.this, _FLIP[op])):
-                    col = self.column(col_side)
-                    if col is None:
-                        continue
-                    value = literal_value(lit_side)
-                    if value is NO_LITERAL or not _fits(value, self.schema.field(col).type):
-                        return None
-                    return [[(col, o, value)]]
-                return None
-        if isinstance(node, exp.In) and not node.args.get("query"):
-            col = self.column(node.this)
-            values = [literal_value(v) for v in node.expressions]
-            if col is None or not values:
-                return None
-            dtype = self.schema.field(col).type
-            if any(v is NO_LITERAL or not _fits(v, dtype) for v in values):
-                return None
-            return [[(col, "in", values)]]
-        if isinstance(node, exp.Between):
-            col = self.column(node.this)
-            lo, hi = literal_value(node.args["low"]), literal_value(node.args["high"])
-            if col is None:
-                return None
-            dtype = self.schema.field(col).type
-            conj = [(col, op, v) for op, v in ((">=", lo), ("<=", hi))
-                    if v is not NO_LITERAL and _fits(v, dtype)]
-            return [conj] if conj else None
-        return None
 
-    def dnf(self, node: exp.Expression) -> Dnf | None:
-        """A DNF every row passing ``node`` also passes; None when nothing is known."""
-        while isinstance(node, exp.Paren):
-            node = node.this
-        if isinstance(node, exp.And):
-            left, right = self.dnf(node.this), self.dnf(node.expression)
-            if left is None or right is None:
-                return left if right is None else right
-            if len(left) * len(right) > _MAX_DISJUNCTS:
-                return left if len(left) <= len(right) else right
-            return [a + b for a in left for b in right]
+def literal_dnf(node: exp.Expression, columns: RefColumns, fits: Fits, *,
+                exact: bool) -> Dnf | None:
+    """``node`` as table-layer DNF over comparisons of ``columns`` with literals.
+
+    ``exact``: the DNF means exactly what ``node`` means, or None. Otherwise it is implied
+    by ``node`` (every row passing ``node`` passes it): parts that say nothing about the
+    columns are left out, and None means nothing is known.
+    """
+    node = unparen(node)
+    if isinstance(node, (exp.And, exp.Or)):
+        left = literal_dnf(node.this, columns, fits, exact=exact)
+        right = literal_dnf(node.expression, columns, fits, exact=exact)
         if isinstance(node, exp.Or):
-            left, right = self.dnf(node.this), self.dnf(node.expression)
-            if left is None or right is None or len(left) + len(right) > _MAX_DISJUNCTS:
+            if left is None or right is None or len(left) + len(right) > MAX_DISJUNCTS:
                 return None
             return left + right
-        return self.leaf(node)
+        if left is None or right is None:
+            return None if exact else left if right is None else right
+        if len(left) * len(right) > MAX_DISJUNCTS:
+            return None if exact else left if len(left) <= len(right) else right
+        return [a + b for a in left for b in right]
+    return _literal_leaf(node, columns, fits, exact)
+
+
+def _literal_leaf(node: exp.Expression, columns: RefColumns, fits: Fits,
+                  exact: bool) -> Dnf | None:
+    op = COMPARISONS.get(type(node))
+    if op is not None:
+        for col_side, lit_side, o in ((node.this, node.expression, op),
+                                      (node.expression, node.this, FLIPPED[op])):
+            col = columns.column(col_side)
+            if col is None:
+                continue
+            value = literal_value(lit_side)
+            if value is NO_LITERAL or not fits(value, columns.schema.field(col).type):
+                return None
+            return [[(col, o, value)]]
+        return None
+    if isinstance(node, exp.In):
+        if any(node.args.get(k) for k in ("query", "unnest", "field")) or not node.expressions:
+            return None
+        col = columns.column(node.this)
+        if col is None:
+            return None
+        values = [literal_value(v) for v in node.expressions]
+        dtype = columns.schema.field(col).type
+        if any(v is NO_LITERAL or not fits(v, dtype) for v in values):
+            return None
+        return [[(col, "in", values)]]
+    if isinstance(node, exp.Between) and not node.args.get("symmetric"):
+        col = columns.column(node.this)
+        if col is None:
+            return None
+        dtype = columns.schema.field(col).type
+        bounds = [(">=", literal_value(node.args["low"])),
+                  ("<=", literal_value(node.args["high"]))]
+        conj = [(col, o, v) for o, v in bounds if v is not NO_LITERAL and fits(v, dtype)]
+        if not conj or (exact and len(conj) < 2):
+            return None
+        return [conj]
+    return None
+
+
+def _fits_min_max(value: Any, dtype: pa.DataType) -> bool:
+    """Only comparisons whose meaning the manifest's min/max captures exactly."""
+    if pa.types.is_integer(dtype):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return isinstance(value, str)
+    return False
 
 
 def pruning_filter(ref: TableRef, schema: pa.Schema) -> Dnf | None:
@@ -447,5 +469,4 @@ def pruning_filter(ref: TableRef, schema: pa.Schema) -> Dnf | None:
     where = select.args.get("where")
     if where is None:
         return None
-    single = len(_sources(select)) == 1
-    return _Resolver(ref, schema, single).dnf(where.this)
+    return literal_dnf(where.this, RefColumns(ref, schema), _fits_min_max, exact=False)

@@ -59,7 +59,16 @@ from sqlglot.tokens import Token, TokenType
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import SqlPlanError
 from flight_server.sql.functions import _hits_of_ids, parse_vector_literal
-from flight_server.sql.parse import NO_LITERAL, literal_number, literal_value
+from flight_server.sql.parse import (
+    FLIPPED,
+    MAX_DISJUNCTS,
+    NO_LITERAL,
+    RefColumns,
+    literal_dnf,
+    literal_number,
+    norm,
+    unparen,
+)
 from superfile.errors import QueryError
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import Metric, vector_dim
@@ -78,13 +87,9 @@ SCORE_COLUMN = "__quiver_score"
 # an index lookup followed by fetching the candidate rows (measured on 778K summaries:
 # about 1.8 ms against 2.4 ms).
 RESIDENT_SCAN_MAX_ROWS = 1_000_000
-# Past this many alternatives a DNF filter costs more to build and check than it saves.
-_MAX_DISJUNCTS = 32
 _STOP = {TokenType.GROUP_BY, TokenType.ORDER_BY, TokenType.LIMIT, TokenType.HAVING,
          TokenType.WINDOW, TokenType.QUALIFY, TokenType.UNION, TokenType.INTERSECT,
          TokenType.EXCEPT, TokenType.SEMICOLON, TokenType.OFFSET, TokenType.FETCH}
-_CMP = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
-_FLIP = {"=": "=", "!=": "!=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
 _names = itertools.count()
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -112,20 +117,10 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _norm(ident: exp.Identifier) -> str:
-    return ident.name if ident.quoted else ident.name.lower()
-
-
-def _unparen(node: exp.Expression) -> exp.Expression:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    return node
-
-
 def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
     if node is None:
         return []
-    inner = _unparen(node)
+    inner = unparen(node)
     if isinstance(inner, exp.And):
         return _conjuncts(inner.this) + _conjuncts(inner.expression)
     return [node]
@@ -360,23 +355,23 @@ class IndexRewrite:
         if not lo <= len(args) <= hi:
             raise SqlPlanError(f"{fn}() takes {lo if lo == hi else f'{lo} to {hi}'} arguments "
                                f"as {usage}, got {len(args)}")
-        col = _unparen(args[0])
+        col = unparen(args[0])
         if not isinstance(col, exp.Column) or not isinstance(col.this, exp.Identifier):
             raise SqlPlanError(f"{fn}(): the first argument must be a column of a table, "
                                f"got {args[0].sql()}")
         ref = self._owner(fn, col, select)
         _, snap = self.source(ref)
-        column = _norm(col.this)
+        column = norm(col.this)
         self._check_column(fn, snap, column)
         call = _Call(node, fn, ref, column, col, self.text.call_span(node))
         if fn == "bm25":
-            query = _unparen(args[1])
+            query = unparen(args[1])
             if not (isinstance(query, exp.Literal) and query.is_string):
                 raise SqlPlanError(f"bm25(): the query must be a string literal, got "
                                    f"{args[1].sql()}")
             call.query = query.this
             if len(args) == 3:
-                mode = _unparen(args[2])
+                mode = unparen(args[2])
                 if not (isinstance(mode, exp.Literal) and mode.is_string
                         and mode.this.strip().lower() in ("and", "or")):
                     raise SqlPlanError(f"bm25(): the mode must be 'and' or 'or', got "
@@ -406,9 +401,9 @@ class IndexRewrite:
             raise SqlPlanError(f"{fn}(): {col.sql()} must be a column of a table read in the "
                                "same SELECT (FROM or JOIN)")
         qual = col.args.get("table")
-        name = _norm(col.this)
+        name = norm(col.this)
         if isinstance(qual, exp.Identifier):
-            hits = [r for r in local if _norm(r.alias_ident) == _norm(qual)]
+            hits = [r for r in local if norm(r.alias_ident) == norm(qual)]
             if not hits:
                 raise SqlPlanError(f"{fn}(): no table named {qual.name!r} in the SELECT of "
                                    f"{col.sql()}")
@@ -446,7 +441,7 @@ class IndexRewrite:
 
     @staticmethod
     def _vector(fn: str, snap: Snapshot, column: str, node: exp.Expression) -> np.ndarray:
-        node = _unparen(node)
+        node = unparen(node)
         if isinstance(node, exp.Literal) and node.is_string:
             raw: Any = node.this
         elif isinstance(node, exp.Array) or (
@@ -473,76 +468,20 @@ class IndexRewrite:
 
     # -- filters ------------------------------------------------------------------------
 
-    def _resolve(self, ref: sqlparse.TableRef, snap: Snapshot, node: exp.Expression
-                 ) -> str | None:
-        node = _unparen(node)
-        if not isinstance(node, exp.Column) or not isinstance(node.this, exp.Identifier):
-            return None
-        if node.args.get("db") is not None:
-            return None
-        qual = node.args.get("table")
-        if qual is None:
-            if len(sqlparse._sources(ref.select)) != 1:
-                return None
-        elif not isinstance(qual, exp.Identifier) or _norm(qual) != _norm(ref.alias_ident):
-            return None
-        name = _norm(node.this)
-        return name if name in snap.schema.names else None
-
     def _local(self, ref: sqlparse.TableRef, snap: Snapshot, node: exp.Expression) -> bool:
         """Whether ``node`` reads only columns of ``ref`` (and no subquery)."""
         if any(isinstance(n, (exp.Select, exp.Subquery)) for n in node.walk()):
             return False
         cols = list(node.find_all(exp.Column))
-        return all(self._resolve(ref, snap, c) is not None for c in cols)
+        columns = RefColumns(ref, snap.schema)
+        return all(columns.column(c) is not None for c in cols)
 
-    def _dnf(self, ref: sqlparse.TableRef, snap: Snapshot, node: exp.Expression
+    @staticmethod
+    def _dnf(ref: sqlparse.TableRef, snap: Snapshot, node: exp.Expression
              ) -> list[list[tuple[str, str, Any]]] | None:
         """The exact DNF of ``node``, or None when it is not made of comparisons of the
         table's columns with literals."""
-        node = _unparen(node)
-        if isinstance(node, exp.And):
-            a, b = self._dnf(ref, snap, node.this), self._dnf(ref, snap, node.expression)
-            if a is None or b is None or len(a) * len(b) > _MAX_DISJUNCTS:
-                return None
-            return [x + y for x in a for y in b]
-        if isinstance(node, exp.Or):
-            a, b = self._dnf(ref, snap, node.this), self._dnf(ref, snap, node.expression)
-            if a is None or b is None or len(a) + len(b) > _MAX_DISJUNCTS:
-                return None
-            return a + b
-        for cls, op in _CMP.items():
-            if type(node) is cls:
-                for col_side, lit_side, o in ((node.this, node.expression, op),
-                                              (node.expression, node.this, _FLIP[op])):
-                    col = self._resolve(ref, snap, col_side)
-                    if col is None:
-                        continue
-                    value = literal_value(lit_side)
-                    if value is NO_LITERAL or not _fits(value, snap.schema.field(col).type):
-                        return None
-                    return [[(col, o, value)]]
-                return None
-        if isinstance(node, exp.In) and not node.args.get("query") and \
-                not node.args.get("unnest") and not node.args.get("field"):
-            col = self._resolve(ref, snap, node.this)
-            if col is None or not node.expressions:
-                return None
-            values = [literal_value(v) for v in node.expressions]
-            dtype = snap.schema.field(col).type
-            if any(v is NO_LITERAL or not _fits(v, dtype) for v in values):
-                return None
-            return [[(col, "in", values)]]
-        if isinstance(node, exp.Between) and not node.args.get("symmetric"):
-            col = self._resolve(ref, snap, node.this)
-            lo, hi = literal_value(node.args["low"]), literal_value(node.args["high"])
-            if col is None:
-                return None
-            dtype = snap.schema.field(col).type
-            if lo is NO_LITERAL or hi is NO_LITERAL or not _fits(lo, dtype) or not _fits(hi, dtype):
-                return None
-            return [[(col, ">=", lo), (col, "<=", hi)]]
-        return None
+        return literal_dnf(node, RefColumns(ref, snap.schema), _fits, exact=True)
 
     @staticmethod
     def _describe(conjuncts: list[exp.Expression]) -> str:
@@ -562,7 +501,7 @@ class IndexRewrite:
                                    "join the table again for another search")
         where = ref.select.args.get("where") if ref.select is not None else None
         conjuncts = _conjuncts(where.this) if where is not None else []
-        top_level = {id(_unparen(c)) for c in conjuncts}
+        top_level = {id(unparen(c)) for c in conjuncts}
         for c in knn:
             if id(c.node) not in top_level:
                 raise SqlPlanError("knn() is a condition of WHERE, joined to the other "
@@ -614,7 +553,7 @@ class IndexRewrite:
     def _distance_edit(self, call: _Call, snap: Snapshot) -> None:
         dtype = snap.manifest.schema.field(call.column).type
         fn = self.distances.function(snap.manifest.spec.vector[call.column], dtype)
-        col_span = sqlparse._span(call.column_node)
+        col_span = sqlparse.node_span(call.column_node)
         col_text = self.st.body[col_span[0]:col_span[1]] if col_span else call.column_node.sql()
         vec = "[" + ", ".join(repr(float(x)) for x in call.query) + "]"
         self._call_edit(call, f"{fn}({col_text}, '{vec}')")
@@ -628,7 +567,7 @@ class IndexRewrite:
         self.result.edits.append(sqlparse.Edit(call.span[0], call.span[1], text))
 
     def _alias_text(self, ref: sqlparse.TableRef) -> str:
-        span = sqlparse._span(ref.alias_ident)
+        span = sqlparse.node_span(ref.alias_ident)
         return self.st.body[span[0]:span[1]] if span else _quote(ref.alias_ident.name)
 
     def _requires_match(self, calls: list[_Call], conjuncts: list[exp.Expression]) -> bool:
@@ -638,13 +577,13 @@ class IndexRewrite:
     def _lower_bound(calls: list[_Call], node: exp.Expression) -> float | None:
         """c when ``node`` is ``bm25(...) > c`` (c >= 0) or ``>= c`` (c > 0) for one of
         ``calls``: only matching rows pass it."""
-        node = _unparen(node)
+        node = unparen(node)
         for cls, op in ((exp.GT, ">"), (exp.GTE, ">="), (exp.LT, "<"), (exp.LTE, "<=")):
             if type(node) is not cls:
                 continue
             for call_side, lit_side, o in ((node.this, node.expression, op),
-                                           (node.expression, node.this, _FLIP[op])):
-                inner = _unparen(call_side)
+                                           (node.expression, node.this, FLIPPED[op])):
+                inner = unparen(call_side)
                 if not (isinstance(inner, exp.Anonymous) and inner.name.lower() == "bm25"):
                     continue
                 if not any(inner is c.node for c in calls):
@@ -662,16 +601,16 @@ class IndexRewrite:
         snap, ref = plan.snap, plan.ref
         select = ref.select
         if select is not None:
-            alias = _norm(ref.alias_ident)
+            alias = norm(ref.alias_ident)
             for proj in select.expressions:
                 if isinstance(proj, exp.Star):
                     return list(snap.schema.names)
                 if isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star):
                     qual = proj.args.get("table")
-                    if isinstance(qual, exp.Identifier) and _norm(qual) == alias:
+                    if isinstance(qual, exp.Identifier) and norm(qual) == alias:
                         return list(snap.schema.names)
         skip = {id(c.column_node) for c in replaced}
-        names = {_norm(c.this) for c in self.st.expr.find_all(exp.Column)
+        names = {norm(c.this) for c in self.st.expr.find_all(exp.Column)
                  if isinstance(c.this, exp.Identifier) and id(c) not in skip}
         return [c for c in snap.schema.names if c in names]
 
@@ -696,7 +635,7 @@ class IndexRewrite:
         dnf: list[list[tuple[str, str, Any]]] = [[]]
         for c in exact:
             part = self._dnf(plan.ref, plan.snap, c)
-            if part is None or len(dnf) * len(part) > _MAX_DISJUNCTS:
+            if part is None or len(dnf) * len(part) > MAX_DISJUNCTS:
                 return None
             dnf = [a + b for a in dnf for b in part]
         return dnf if dnf != [[]] else None
@@ -707,7 +646,7 @@ class IndexRewrite:
         evaluated on the table alone."""
         ref = plan.ref
         where = ref.select.args.get("where")
-        if len(sqlparse._sources(ref.select)) != 1 or \
+        if len(sqlparse.select_sources(ref.select)) != 1 or \
                 any(isinstance(n, (exp.Select, exp.Subquery)) for n in where.walk()):
             return None
         span = self.text.where_span(where)
@@ -723,7 +662,7 @@ class IndexRewrite:
                 dtype = plan.snap.manifest.schema.field(c.column).type
                 fn = self.distances.function(plan.snap.manifest.spec.vector[c.column], dtype)
                 vec = "[" + ", ".join(repr(float(x)) for x in c.query) + "]"
-                col_span = sqlparse._span(c.column_node)
+                col_span = sqlparse.node_span(c.column_node)
                 text = f"{fn}({self.st.body[col_span[0]:col_span[1]]}, '{vec}')"
             else:
                 # Only lower bounds on the score reach here; every match passes them.
@@ -758,11 +697,11 @@ class IndexRewrite:
         ordered = order.expressions[0]
         if not ordered.args.get("desc"):
             return None
-        key = _unparen(ordered.this)
+        key = unparen(ordered.this)
         if isinstance(key, exp.Column) and key.args.get("table") is None:
             for proj in select.expressions:
                 if isinstance(proj, exp.Alias) and proj.alias == key.name:
-                    key = _unparen(proj.this)
+                    key = unparen(proj.this)
                     break
         if not (isinstance(key, exp.Anonymous) and key.name.lower() == "bm25"
                 and any(c.node is key for c in plan.calls)):
@@ -783,7 +722,7 @@ class IndexRewrite:
         exact, local, rest = self._split(plan, conjuncts)
         others = [c for c in conjuncts if has_search_calls(c)
                   and not (call.fn == "bm25" and self._lower_bound(scored, c) is not None)
-                  and not (call.fn == "knn" and _unparen(c) is call.node)
+                  and not (call.fn == "knn" and unparen(c) is call.node)
                   and not (bm25 is not None and bm25.floor is not None
                            and self._lower_bound(bm25.calls, c) is not None)]
         k = call.k
