@@ -18,20 +18,21 @@ import pyarrow as pa
 from bench.data import VectorData, recall_at_10
 
 
-class QuiverBm25:
-    """A superfile of (row, summary) with a BM25 index on ``summary``."""
+class _QuiverSuperfile:
+    """One superfile of ``arrow`` with the indexes of ``spec``, built and opened in memory."""
 
-    def __init__(self, table: pa.Table) -> None:
-        self.data = table
+    def __init__(self, arrow: pa.Table, spec: Any) -> None:
+        self.arrow = arrow
+        self.spec = spec
         self.file: bytes = b""
         self.reader: Any = None
         self.open_s = 0.0
 
     def build(self) -> float:
-        from superfile import IndexSpec, write_superfile
+        from superfile import write_superfile
 
         t0 = time.perf_counter()
-        written = write_superfile(self.data, IndexSpec.of(fts=["summary"]))
+        written = write_superfile(self.arrow, self.spec)
         elapsed = time.perf_counter() - t0
         self.file = written.data
         return elapsed
@@ -43,37 +44,28 @@ class QuiverBm25:
         self.reader = SuperfileReader.open(self.file)
         self.open_s = time.perf_counter() - t0
         return self.open_s
+
+
+class QuiverBm25(_QuiverSuperfile):
+    """A superfile of (row, summary) with a BM25 index on ``summary``."""
+
+    def __init__(self, table: pa.Table) -> None:
+        from superfile import IndexSpec
+
+        super().__init__(table, IndexSpec.of(fts=["summary"]))
 
     def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         return self.reader.bm25_search("summary", query, k=k)
 
 
-class QuiverVectors:
+class QuiverVectors(_QuiverSuperfile):
     """A superfile of (row, embedding) with a cosine vector index."""
 
     def __init__(self, data: VectorData) -> None:
+        from superfile import IndexSpec
+
+        super().__init__(data.arrow_table(), IndexSpec.of(vector={"embedding": "cosine"}))
         self.data = data
-        self.arrow = data.arrow_table()
-        self.file: bytes = b""
-        self.reader: Any = None
-        self.open_s = 0.0
-
-    def build(self) -> float:
-        from superfile import IndexSpec, write_superfile
-
-        t0 = time.perf_counter()
-        written = write_superfile(self.arrow, IndexSpec.of(vector={"embedding": "cosine"}))
-        elapsed = time.perf_counter() - t0
-        self.file = written.data
-        return elapsed
-
-    def open(self) -> float:
-        from superfile import SuperfileReader
-
-        t0 = time.perf_counter()
-        self.reader = SuperfileReader.open(self.file)
-        self.open_s = time.perf_counter() - t0
-        return self.open_s
 
     def index_shape(self) -> dict[str, Any]:
         vec = self.reader.vector("embedding")

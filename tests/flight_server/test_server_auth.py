@@ -272,12 +272,12 @@ def test_flightsql_dbapi_client_with_user_and_password_runs_queries(server):
 
 
 def test_issued_tokens_expire_when_unused():
-    srv = _start(auth.AuthConfig(users={USER: PASSWORD}), token_ttl=0.6)
+    srv = _start(auth.AuthConfig(users={USER: PASSWORD}), token_ttl=1.5)
     try:
         with flight.connect(f"grpc://127.0.0.1:{srv.port}") as client:
             pair = client.authenticate_basic_token(USER, PASSWORD)
             assert _read(client, [pair]) == EXPECTED
-            time.sleep(1.0)
+            time.sleep(2.5)
             with pytest.raises(flight.FlightUnauthenticatedError, match="expired"):
                 _read(client, [pair])
     finally:

@@ -118,11 +118,11 @@ def test_registry_drops_least_recently_used_beyond_its_size() -> None:
 
 
 def test_registry_expires_idle_statements() -> None:
-    reg = PreparedRegistry(max_size=10, idle_seconds=0.2)
+    reg = PreparedRegistry(max_size=10, idle_seconds=0.5)
     stmt = reg.add("SELECT 1", is_query=True, dataset_schema=None,
                    parameter_schema=pa.schema([]))
     assert reg.get(stmt.handle) is stmt
-    time.sleep(0.4)
+    time.sleep(1.0)
     with pytest.raises(KeyError, match="expired"):
         reg.get(stmt.handle)
     assert len(reg) == 0
