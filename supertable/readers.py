@@ -197,6 +197,19 @@ class ReaderPool:
             if path is not None and path in self._readers and path not in self._lazy:
                 del self._readers[path]
 
+    def local_copy(self, entry: FileEntry) -> memoryview | None:
+        """The bytes of a remote root's ``entry`` as mapped from its disk-cache copy, or
+        None while the file is read remotely (or the root has no disk cache). Asking
+        opens the file, which starts copying it into the cache."""
+        if self.cache is None:
+            return None
+        reader = self.reader(entry)
+        with self._lock:
+            if entry.path in self._lazy:
+                return None
+        source = reader.source
+        return memoryview(source.read(0, source.size()))
+
     def fts(self, entry: FileEntry, column: str) -> FtsIndexReader:
         if entry.indexed:
             return self.reader(entry).fts(column)

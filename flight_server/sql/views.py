@@ -7,7 +7,11 @@ grows with the number of sources a statement scans, so a view has as few as the
 storage allows: on a local root one listing source over a private directory of
 links to the view's files (files with tombstones in a second one, whose
 partition column carries the file number); in memory, one in-memory source with
-a partition per file; on S3 one Parquet source per file. Tombstoned rows are
+a partition per file; on S3 one source per file: the file in the root's local
+disk cache (read from its memory map) once it is there, else the object itself.
+Building a view over S3 files starts copying them into that cache, and a view
+that still reads some of them remotely is built again once they have arrived
+(the statements already planned on the old one finish on it). Tombstoned rows are
 hidden by an anti-join on (file number, ``_id``): per file, because an updated
 row keeps its ``_id`` in a newer file. Files without tombstones skip the join.
 A statement whose filters let the manifest rule out files gets a view over the
@@ -34,6 +38,7 @@ from typing import Any
 import datafusion
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from flight_server.sql.decoded import DecodedRows
 from supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
@@ -47,6 +52,8 @@ FILE_COLUMN = "__quiver_file"
 MEMORY_SUFFIX = "@mem"
 # Versions per table whose views stay registered; older ones go once unused.
 KEEP_VERSIONS = 4
+# Sources reading a remote file's local disk-cache copy are named with this suffix.
+DISK_SUFFIX = "@disk"
 
 
 def quote(name: str) -> str:
@@ -60,7 +67,13 @@ class _Version:
     key: tuple[str, str, int]
     base: str
     views: set[str] = field(default_factory=set)
+    # The view registered for each view name asked for (the newest build of it), and
+    # the files it still reads remotely.
+    current: dict[str, str] = field(default_factory=dict)
+    remote: dict[str, list[int]] = field(default_factory=dict)
     sources: dict[int, str] = field(default_factory=dict)
+    # Sources replaced by their disk-cache twins, still read by older builds of views.
+    retired: list[str] = field(default_factory=list)
     # Relations and link directories registered for single views of this version.
     own: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
@@ -161,9 +174,10 @@ class ViewRegistry:
                 in_memory = self._decoded_view(table, snap, ver, name, chosen)
                 if in_memory is not None:
                     return in_memory
-                if name not in ver.views:
-                    self._create_view(table, snap, ver, name, chosen)
-                return name
+                built = ver.current.get(name)
+                if built is None or self._arrived(snap, ver.remote.get(name, ())):
+                    built = self._create_view(table, snap, ver, name, chosen)
+                return built
             except BaseException:
                 ver.in_use -= 1
                 raise
@@ -212,21 +226,37 @@ class ViewRegistry:
             self._access[akey] = acc
         return acc
 
+    @staticmethod
+    def _arrived(snap: Snapshot, remote: Sequence[int]) -> bool:
+        """Whether any of the files ``remote`` now has a local disk-cache copy."""
+        return any(snap.pool.local_copy(snap.files[k]) is not None for k in remote)
+
     def _source(self, table: Table, snap: Snapshot, ver: _Version, k: int) -> str:
-        """A Parquet source over the one file ``k``, shared by the versions that hold it."""
-        name = ver.sources.get(k)
-        if name is not None:
-            return name
+        """A source over the one file ``k``, shared by the versions that hold it: the
+        file's disk-cache copy when it has one, else the file where it is stored."""
+        current = ver.sources.get(k)
+        if current is not None and current.endswith(DISK_SUFFIX):
+            return current
         entry = snap.files[k]
         acc = self._access_for(table, snap)
+        local = snap.pool.local_copy(entry) if acc.kind == "s3" else None
+        if current is not None and local is None:
+            return current
         stem = entry.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         name = f"{table.name.lower()}@{ver.key[1][:8]}#{stem}"
+        if local is not None:
+            name += DISK_SUFFIX
         if name not in self._source_refs:
-            self.ctx.register_parquet(name, acc.url(entry),
-                                      schema=_scan_schema(snap.manifest.schema),
-                                      file_extension="")
+            if local is not None:
+                self.ctx.register_dataset(name, _mapped_dataset(local, snap.manifest.schema))
+            else:
+                self.ctx.register_parquet(name, acc.url(entry),
+                                          schema=_scan_schema(snap.manifest.schema),
+                                          file_extension="")
             self._source_refs[name] = 0
         self._source_refs[name] += 1
+        if current is not None:
+            ver.retired.append(current)
         ver.sources[k] = name
         return name
 
@@ -287,18 +317,32 @@ class ViewRegistry:
         return twin
 
     def _create_view(self, table: Table, snap: Snapshot, ver: _Version, name: str,
-                     chosen: Sequence[int]) -> None:
+                     chosen: Sequence[int]) -> str:
+        """Registers (a new build of) view ``name``; the name it is registered under."""
+        built = name if name not in ver.current else f"{name}@{len(ver.views)}"
+        ver.current[name] = built
+        ver.remote.pop(name, None)
+        self._register_view(table, snap, ver, built, chosen)
+        ver.views.add(built)
+        acc = self._access_for(table, snap)
+        if acc.kind == "s3":
+            remote = [k for k in chosen if not ver.sources[k].endswith(DISK_SUFFIX)]
+            if remote:
+                ver.remote[name] = remote
+        log.debug("registered view %s over %d file(s)", built, len(chosen))
+        return built
+
+    def _register_view(self, table: Table, snap: Snapshot, ver: _Version, name: str,
+                       chosen: Sequence[int]) -> None:
         schema = snap.manifest.schema
         visible = pa.schema([*snap.schema, schema.field(ID_COLUMN)])
         if not chosen:
             self.ctx.register_record_batches(name, [[pa.RecordBatch.from_pylist(
                 [], schema=visible)]])
-            ver.views.add(name)
             return
         acc = self._access_for(table, snap)
         if acc.kind == "memory":
             self._memory_view(snap, ver, name, chosen, visible)
-            ver.views.add(name)
             return
         cols = ", ".join(quote(c) for c in visible.names)
         clean = [k for k in chosen if not snap.files[k].tombstones]
@@ -322,8 +366,6 @@ class ViewRegistry:
                 parts.append(self._anti_join(snap, ver, cols,
                                              f"({' UNION ALL '.join(dirty_parts)})"))
         self.ctx.register_view(name, self.ctx.sql(" UNION ALL ".join(parts)))
-        ver.views.add(name)
-        log.debug("registered view %s over %d file(s)", name, len(chosen))
 
     def _anti_join(self, snap: Snapshot, ver: _Version, cols: str, rows: str) -> str:
         dead = quote(self._dead(snap, ver))
@@ -423,7 +465,7 @@ class ViewRegistry:
                 shutil.rmtree(folder, ignore_errors=True)
             if ver.dead is not None:
                 self.ctx.deregister_table(ver.dead)
-            for src in ver.sources.values():
+            for src in [*ver.sources.values(), *ver.retired]:
                 self._source_refs[src] -= 1
                 if self._source_refs[src] == 0:
                     del self._source_refs[src]
@@ -434,6 +476,14 @@ class ViewRegistry:
                     del self._row_refs[rows]
                     del self._rows[rows]
             del self._versions[key]
+
+
+def _mapped_dataset(data: memoryview, schema: pa.Schema) -> pads.Dataset:
+    """A dataset over one superfile's bytes in memory (here, a disk-cache copy's memory
+    map, which the dataset keeps alive). Read with the plain types: pyarrow's scanner
+    cannot filter view-typed columns."""
+    fmt = pads.ParquetFileFormat()
+    return pads.FileSystemDataset([fmt.make_fragment(pa.py_buffer(data))], schema, fmt)
 
 
 def _scan_schema(schema: pa.Schema) -> pa.Schema:

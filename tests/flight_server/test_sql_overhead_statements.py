@@ -144,7 +144,8 @@ def test_views_with_tombstones_and_updates_equal_the_live_rows(engine, oracle):
 
 def _scan_sources(engine: SqlEngine, sql: str) -> int:
     plan = engine.execute("EXPLAIN " + sql).column(1)[1].as_py()
-    return plan.count("DataSourceExec")
+    # Parquet and in-memory sources, and datasets over disk-cache copies (remote roots).
+    return plan.count("DataSourceExec") + plan.count("DatasetExec")
 
 
 def test_a_view_over_many_files_is_planned_as_a_few_scans(engine):
