@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bench import infino_engine, report
+from bench import infino_engine, report, sql_remote
 from bench.data import MINILM, SUMMARIES
 from bench.infino_engine import InfinoTables
 from bench.machine import describe_machine
@@ -59,6 +59,8 @@ BM25_TEXT = "fast json parser"
 # so min/max statistics already prune the name scan; the summary value (4 rows) is not.
 EQUALITIES = (("name", "requests"),
               ("summary", "Recursive nesting of inline forms for Django Admin"))
+# Scans also measured on an S3 root, reading the objects and their disk-cache copies.
+REMOTE_SCANS = ("GROUP BY month", "LIKE '%json%' count")
 # Ratio limits of the targets.
 SCAN_LIMIT = 1.5
 SEARCH_LIMIT = 2.0
@@ -420,6 +422,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
             engines.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    remote = sql_remote.measure(summaries, SUMMARIES_TABLE, COMMITS, {
+        c.name: c.sql["quiver"][0] for c in cases if c.name in REMOTE_SCANS}, cfg)
     result = {
         **report.result_head("sql", quick, started, time.perf_counter() - t0, machine,
                              quiet),
@@ -427,6 +431,7 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
                    "vector_docs": vectors.num_rows, "plain_row_group": PLAIN_ROW_GROUP,
                    "rewrite_module": rewrite, "infino_yaml": infino_cfg["yaml"]},
         "build": build,
+        "s3_scans": remote,
         "cases": [{"name": c.name, "kind": c.kind, "note": c.note,
                    "sql": {e: t[0] for e, t in c.sql.items()}, "statements": max(
                        (len(t) for t in c.sql.values()), default=0), **c.results}
@@ -529,6 +534,7 @@ def markdown(result: dict[str, Any]) -> str:
             r = b[eng][name]
             lines.append(f"| {eng} | {name} | {r['rows']:,} | {_fmt(r['seconds'], 2)} | "
                          f"{r['rows_per_s']:,.0f} | {b['superfiles'][eng][name]} |")
+    lines += sql_remote.markdown_section(result["s3_scans"], result["config"]["summary_docs"])
     pp = b["plain_parquet"]
     lines += ["", f"Plain Parquet copy: {pp['rows']:,} rows, {pp['row_groups']} row groups, "
               f"{pp['bytes'] / 2**20:.1f} MiB, written in {pp['seconds']:.2f} s.",

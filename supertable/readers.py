@@ -199,16 +199,26 @@ class ReaderPool:
 
     def local_copy(self, entry: FileEntry) -> memoryview | None:
         """The bytes of a remote root's ``entry`` as mapped from its disk-cache copy, or
-        None while the file is read remotely (or the root has no disk cache). Asking
-        opens the file, which starts copying it into the cache."""
+        None while there is none (or the root has no disk cache), in which case a
+        background copy is started. Makes no remote read itself."""
         if self.cache is None:
             return None
-        reader = self.reader(entry)
+        key = self._cache_key(entry.path)
         with self._lock:
-            if entry.path in self._lazy:
-                return None
-        source = reader.source
-        return memoryview(source.read(0, source.size()))
+            pooled = self._readers.get(entry.path) is not None
+            lazy = entry.path in self._lazy
+        if not lazy and (pooled or key in self.cache):
+            # Pooled from its copy, or opening it maps the copy: local either way.
+            reader = self.reader(entry)
+            with self._lock:
+                lazy = entry.path in self._lazy
+            if not lazy:
+                source = reader.source
+                return memoryview(source.read(0, source.size()))
+        self.cache.prefetch(key, entry.size,
+                            StoreRangeReader(self._store, self.full_path(entry.path), entry.size),
+                            lambda _key, e=entry: self._cache_filled(e))
+        return None
 
     def fts(self, entry: FileEntry, column: str) -> FtsIndexReader:
         if entry.indexed:

@@ -358,3 +358,18 @@ def test_queries_stay_right_while_files_are_cached_swapped_and_evicted(remote):
     assert cache.wait_idle(WAIT_S)
     assert cache.stats.downloads >= 2 and cache.stats.evictions >= 1
     assert sum(p.stat().st_size for p in entries(remote.cache_dir)) <= remote.budget
+
+
+def test_local_copy_reads_nothing_remotely_and_hands_out_the_copy_once_cached(remote):
+    remote.create(5_000)  # written through a connection whose cache the reader does not share
+    reader, store = remote.reopen(cache_dir=str(remote.cache_dir / "fresh"))
+    (entry,) = reader.snapshot().files
+    store.clear()
+    assert reader.pool.local_copy(entry) is None  # not cached yet: a copy is started
+    assert store.data_reads() == [], "asking must not read the file on the caller's thread"
+    assert reader.pool.cache is not None and reader.pool.cache.wait_idle(WAIT_S)
+    store.clear()
+    copy = reader.pool.local_copy(entry)
+    assert copy is not None and len(copy) == entry.size
+    assert store.data_reads(include_cache_threads=True) == []
+    assert bytes(copy) == remote.store().get(f"t/{entry.path}")[0]
