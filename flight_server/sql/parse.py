@@ -10,6 +10,7 @@ turned into the DNF lists the table layer uses to skip files.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,11 +49,21 @@ class Statement:
 
 
 def parse(text: str) -> Statement:
-    """Parses one statement (an optional trailing ``;`` allowed)."""
+    """Parses one statement (an optional trailing ``;`` allowed).
+
+    The syntax tree may be shared with other callers parsing the same text: it is read,
+    never changed (a caller that edits one works on a copy).
+    """
     m = _EXPLAIN.match(text)
     prefix, body = (text[: m.end()], text[m.end():]) if m else ("", text)
     if not body.strip().rstrip(";").strip():
         raise SqlSyntaxError("empty statement" if not prefix else "EXPLAIN of nothing")
+    read = _parse_body_cached if len(body) <= CACHED_BODY_CHARS else _parse_body
+    expr, error = read(body)
+    return Statement(text, prefix, body, expr, error)
+
+
+def _parse_body(body: str) -> tuple[exp.Expression | None, str | None]:
     error = None
     for dialect in _DIALECTS:
         try:
@@ -64,8 +75,15 @@ def parse(text: str) -> Statement:
             raise SqlSyntaxError(
                 f"one statement at a time, got {len(exprs)}; separate statements are run "
                 "by separate calls")
-        return Statement(text, prefix, body, exprs[0])
-    return Statement(text, prefix, body, None, error)
+        return exprs[0], None
+    return None, error
+
+
+# A statement is usually parsed more than once (a schema request, then its run; the same
+# text sent again); short texts keep their trees, long ones (bulk VALUES) would crowd out
+# the rest.
+CACHED_BODY_CHARS = 8192
+_parse_body_cached = functools.lru_cache(maxsize=256)(_parse_body)
 
 
 def is_query(expr: exp.Expression) -> bool:

@@ -28,13 +28,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ServerExited(RuntimeError):
+    """The server process ended before it listened."""
+
+
 def wait_listening(port: int, proc: subprocess.Popen | None = None,
                    timeout: float = START_TIMEOUT_S) -> None:
     """Waits until something accepts connections on ``port`` (bounded by ``timeout``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with status {proc.returncode}")
+            raise ServerExited(f"server exited with status {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -72,8 +76,24 @@ class ServerProcess:
 
 def start_server(root: Path, *extra: str, port: int | None = None,
                  log_path: Path | None = None) -> ServerProcess:
-    """Starts ``python -m flight_server.cli serve`` on ``root`` and waits until it listens."""
-    port = port or free_port()
+    """Starts ``python -m flight_server.cli serve`` on ``root`` and waits until it listens.
+
+    Without ``port`` a free one is picked, and picked again should another process take
+    it before the server binds it (a server that exits at once).
+    """
+    if port is not None:
+        return _start_server(root, extra, port, log_path)
+    for attempt in range(3):
+        try:
+            return _start_server(root, extra, free_port(), log_path)
+        except ServerExited:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_server(root: Path, extra: tuple[str, ...], port: int,
+                  log_path: Path | None) -> ServerProcess:
     log_path = log_path or root.parent / f"server-{port}.log"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with log_path.open("ab") as out:
