@@ -17,73 +17,71 @@ from typing import Any
 
 import pyarrow as pa
 
+from bench.moto_s3 import moto_bucket
 from bench.table_bench import bounded_p50
 
 log = logging.getLogger("bench.sql.remote")
 
 BUCKET = "quiver-sql-bench"
-REGION = "us-east-1"
-# moto accepts any key pair unless told to enforce them.
-KEY = ("bench-access-key", "bench-secret-key")
 
 
 def measure(summaries: pa.Table, table: str, commits: int, statements: dict[str, str],
             cfg: dict[str, Any]) -> dict[str, Any]:
     """p50 ms of each statement reading the S3 objects and reading the disk copies."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    import catalog
-    from flight_server.sql import connect
-    from supertable.table import TableOptions
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     cache_dir = tempfile.mkdtemp(prefix="quiver-sql-bench-cache-")
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
-                     aws_access_key_id=KEY[0], aws_secret_access_key=KEY[1]
-                     ).create_bucket(Bucket=BUCKET)
-        options = {"aws_endpoint": endpoint, "aws_access_key_id": KEY[0],
-                   "aws_secret_access_key": KEY[1], "aws_region": REGION,
-                   "allow_http": "true"}
-        uri = f"s3://{BUCKET}/root"
-        no_disk = TableOptions(cache_bytes=0)
-        writer = catalog.connect(uri, table_options=no_disk, **options)
+        with moto_bucket(BUCKET) as s3:
+            uri = f"s3://{BUCKET}/root"
+            _write(uri, s3.store_options(), summaries, table, commits)
+            return _compare(uri, s3.store_options(), cache_dir, table, statements, cfg)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _write(uri: str, options: dict[str, str], summaries: pa.Table, table: str,
+           commits: int) -> None:
+    import catalog
+    from supertable.table import TableOptions
+
+    writer = catalog.connect(uri, table_options=TableOptions(cache_bytes=0), **options)
+    try:
         written = writer.create_table(table, summaries.schema, fts=["summary", "name"])
         step = -(-summaries.num_rows // commits)
         for start in range(0, summaries.num_rows, step):
             written.append(summaries.slice(start, step))
-        writer.close()
-        objects = connect(uri, table_options=no_disk, memory_cache_bytes=0, **options)
-        copies = connect(uri, table_options=TableOptions(cache_dir=cache_dir),
-                         memory_cache_bytes=0, **options)
-        try:
-            t0 = time.perf_counter()
-            for sql in statements.values():
-                copies.sql(sql)  # the first scan starts copying the files
-            landed = copies.catalog.open_table(table).pool.cache.wait_idle(300)
-            copy_s = time.perf_counter() - t0
-            out: dict[str, Any] = {"copy_s": copy_s, "copies_landed": landed,
-                                   "statements": {}}
-            for name, sql in statements.items():
-                row: dict[str, Any] = {"sql": sql}
-                for path, conn in (("objects", objects), ("disk_copies", copies)):
-                    row[path] = bounded_p50(lambda c=conn, s=sql: c.sql(s), cfg["runs"],
-                                            cfg["warmup"], cfg["budget_s"])["p50_ms"]
-                row["same_rows"] = objects.sql(sql).to_pylist() == copies.sql(sql).to_pylist()
-                out["statements"][name] = row
-                log.info("S3 %-22s objects %7.1f ms  disk copies %7.1f ms", name,
-                         row["objects"], row["disk_copies"])
-            return out
-        finally:
-            objects.close()
-            copies.close()
     finally:
-        server.stop()
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        writer.close()
+
+
+def _compare(uri: str, options: dict[str, str], cache_dir: str, table: str,
+             statements: dict[str, str], cfg: dict[str, Any]) -> dict[str, Any]:
+    from flight_server.sql import connect
+    from supertable.table import TableOptions
+
+    objects = connect(uri, table_options=TableOptions(cache_bytes=0), memory_cache_bytes=0,
+                      **options)
+    copies = connect(uri, table_options=TableOptions(cache_dir=cache_dir),
+                     memory_cache_bytes=0, **options)
+    try:
+        t0 = time.perf_counter()
+        for sql in statements.values():
+            copies.sql(sql)  # the first scan starts copying the files
+        landed = copies.catalog.open_table(table).pool.cache.wait_idle(300)
+        out: dict[str, Any] = {"copy_s": time.perf_counter() - t0, "copies_landed": landed,
+                               "statements": {}}
+        for name, sql in statements.items():
+            row: dict[str, Any] = {"sql": sql}
+            for path, conn in (("objects", objects), ("disk_copies", copies)):
+                row[path] = bounded_p50(lambda c=conn, s=sql: c.sql(s), cfg["runs"],
+                                        cfg["warmup"], cfg["budget_s"])["p50_ms"]
+            row["same_rows"] = objects.sql(sql).to_pylist() == copies.sql(sql).to_pylist()
+            out["statements"][name] = row
+            log.info("S3 %-22s objects %7.1f ms  disk copies %7.1f ms", name,
+                     row["objects"], row["disk_copies"])
+        return out
+    finally:
+        objects.close()
+        copies.close()
 
 
 def markdown_section(remote: dict[str, Any], rows: int) -> list[str]:

@@ -40,6 +40,7 @@ from bench.data import (
 )
 from bench.infino_engine import InfinoTables
 from bench.machine import describe_machine
+from bench.moto_s3 import moto_bucket
 from bench.quiver_engine import QuiverTables
 from bench.report import fmt as _fmt
 
@@ -50,9 +51,6 @@ REPO = Path(__file__).resolve().parent.parent
 K = 10
 COMMITS = 16
 BUCKET = "quiver-table-bench"
-S3_REGION = "us-east-1"
-# moto accepts any key pair unless told to enforce them.
-S3_KEY = ("bench-access-key", "bench-secret-key")
 BM25_TABLE = "summaries"
 VECTOR_TABLE = "vectors"
 
@@ -104,47 +102,30 @@ def local_root() -> Iterator[Root]:
 
 @contextlib.contextmanager
 def s3_root() -> Iterator[Root]:
-    import boto3
-    from moto.server import ThreadedMotoServer
+    with moto_bucket(BUCKET) as s3:
+        cache_base = tempfile.mkdtemp(prefix="table-bench-cache-")
+        try:
+            quiver_opts = s3.store_options()
+            # infino spells the plain-HTTP switch its own way.
+            infino_opts = {**{k: v for k, v in quiver_opts.items() if k != "allow_http"},
+                           "aws_allow_http": "true"}
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    cache_base = tempfile.mkdtemp(prefix="table-bench-cache-")
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_REGION,
-                              aws_access_key_id=S3_KEY[0], aws_secret_access_key=S3_KEY[1])
-        client.create_bucket(Bucket=BUCKET)
-        quiver_opts = {"aws_endpoint": endpoint, "aws_access_key_id": S3_KEY[0],
-                       "aws_secret_access_key": S3_KEY[1], "aws_region": S3_REGION,
-                       "allow_http": "true"}
-        infino_opts = {"aws_endpoint": endpoint, "aws_access_key_id": S3_KEY[0],
-                       "aws_secret_access_key": S3_KEY[1], "aws_region": S3_REGION,
-                       "aws_allow_http": "true"}
+            def list_keys(sub: str) -> list[str]:
+                keys: list[str] = []
+                pages = s3.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=BUCKET, Prefix=f"{sub}/")
+                for page in pages:
+                    keys += [o["Key"][len(sub) + 1:] for o in page.get("Contents", [])]
+                return keys
 
-        def list_keys(sub: str) -> list[str]:
-            keys: list[str] = []
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
-                                                                    Prefix=f"{sub}/")
-            for page in pages:
-                keys += [o["Key"][len(sub) + 1:] for o in page.get("Contents", [])]
-            return keys
-
-        yield Root("s3",
-                   QuiverTables(f"s3://{BUCKET}/quiver", quiver_opts, cache_base=cache_base),
-                   InfinoTables(f"s3://{BUCKET}/infino", infino_opts, cache_base=cache_base),
-                   f"S3 API: moto {_moto_version()} ThreadedMotoServer in this process on "
-                   f"{endpoint} (HTTP, loopback)", list_keys)
-    finally:
-        server.stop()
-        shutil.rmtree(cache_base, ignore_errors=True)
-
-
-def _moto_version() -> str:
-    from importlib import metadata
-
-    return metadata.version("moto")
+            yield Root("s3",
+                       QuiverTables(f"s3://{BUCKET}/quiver", quiver_opts,
+                                    cache_base=cache_base),
+                       InfinoTables(f"s3://{BUCKET}/infino", infino_opts,
+                                    cache_base=cache_base),
+                       s3.description(), list_keys)
+        finally:
+            shutil.rmtree(cache_base, ignore_errors=True)
 
 
 def infino_superfiles(root: Root, table: str) -> int:

@@ -36,6 +36,12 @@ def _serve(root: str, options: dict[str, str], tmp_path: Path, *extra: str) -> S
                         log_path=tmp_path / "server.log")
 
 
+def _cursor(server: ServerProcess):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return adbc.connect(server.uri).cursor()
+
+
 def _sum(cur, table: str) -> int:
     cur.execute(f"SELECT sum(id) AS s, count(*) AS n FROM {table}")
     return cur.fetchall()[0]
@@ -49,10 +55,7 @@ def test_staleness_window_serves_the_checked_version_and_own_writes_at_once(
     server = _serve(root, options, tmp_path, "--max-staleness", "600",
                     "--cache-dir", str(tmp_path / "cache"))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            conn = adbc.connect(server.uri)
-        cur = conn.cursor()
+        cur = _cursor(server)
         assert _sum(cur, "t") == (3, 3)
         other.open_table("t").append(_rows(3, 2))
         # Inside the window the server answers from the version it already checked.
@@ -64,7 +67,7 @@ def test_staleness_window_serves_the_checked_version_and_own_writes_at_once(
         cur.execute("SELECT id FROM token_match('t', 'body', 'word2')")
         assert cur.fetchall() == [(2,)]
         cur.close()
-        conn.close()
+        cur.connection.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _cached(tmp_path / "cache"):
             time.sleep(0.1)
@@ -84,15 +87,12 @@ def test_default_server_reads_another_writers_commit_at_once(remote, tmp_path) -
     other.create_table("t", SCHEMA).append(_rows(0, 3))
     server = _serve(root, options, tmp_path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            conn = adbc.connect(server.uri)
-        cur = conn.cursor()
+        cur = _cursor(server)
         assert _sum(cur, "t") == (3, 3)
         other.open_table("t").append(_rows(3, 2))
         assert _sum(cur, "t") == (10, 5)
         cur.close()
-        conn.close()
+        cur.connection.close()
     finally:
         server.stop()
         other.close()
