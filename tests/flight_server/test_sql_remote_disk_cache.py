@@ -96,3 +96,24 @@ def test_without_a_disk_cache_scans_keep_reading_s3(s3_server) -> None:
         assert _rows(engine.execute(QUERY)) == want
         assert _reads(engine, QUERY) == {"objects"}
     con.close()
+
+
+def test_scans_stay_right_while_a_small_cache_evicts_the_copies_views_read(s3_server,
+                                                                           tmp_path) -> None:
+    uri, writer = _written(s3_server, appends=4)
+    want = _rows(_expected(writer))
+    sizes = [f.size for f in writer.open_table("docs").snapshot().files]
+    # Room for about two of the four files: copying the others evicts earlier copies,
+    # some of them still read by registered views.
+    con = _connect(s3_server, uri, cache_dir=str(tmp_path / "cache"),
+                   cache_bytes=int(max(sizes) * 2.5))
+    cache = con.open_table("docs").pool.cache
+    engine = SqlEngine(con)
+    for _ in range(6):
+        assert _rows(engine.execute(QUERY)) == want
+        assert cache.wait_idle(60)
+    assert cache.stats.evictions >= 1
+    assert "disk copies" in _reads(engine, QUERY)
+    assert _rows(engine.execute(QUERY)) == want
+    con.close()
+    writer.close()
