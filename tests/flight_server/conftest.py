@@ -12,9 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,6 +110,26 @@ def _start_server(root: Path, extra: tuple[str, ...], port: int,
         server.stop(signal.SIGKILL)
         raise
     return server
+
+
+def two_docs(stem: str) -> Any:
+    """A SQL connection over a fresh memory root holding table ``docs`` with two rows
+    (ids 1 and 2); stop a server over it with ``stop_on_memory``."""
+    from flight_server.sql import connect
+
+    conn = connect(f"memory://{stem}-{uuid.uuid4().hex}")
+    conn.sql("CREATE TABLE docs (id BIGINT, title VARCHAR)")
+    conn.sql("INSERT INTO docs VALUES (1, 'alpha'), (2, 'beta')")
+    return conn
+
+
+def stop_on_memory(srv: Any) -> None:
+    """Stops an in-process server over a ``two_docs`` connection and frees its root."""
+    from catalog.storage import drop_memory_store
+
+    srv.shutdown()
+    srv.conn.close()
+    drop_memory_store(srv.conn.uri)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from collections.abc import Iterator
 
 import adbc_driver_flightsql
@@ -15,11 +14,9 @@ import pyarrow.flight as flight
 import pytest
 from flightsql import FlightSQLClient
 
-from catalog.storage import drop_memory_store
 from flight_server import auth
 from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
-from tests.flight_server.conftest import start_server
+from tests.flight_server.conftest import start_server, stop_on_memory, two_docs
 
 USER, PASSWORD = "ann", "pa:ss word"  # a ':' and a space in the password on purpose
 STATIC = "static-token-0123456789abcdef"
@@ -142,31 +139,21 @@ def test_is_loopback(host, loopback):
 
 
 def _start(config: auth.AuthConfig, **options) -> QuiverFlightServer:
-    root = f"memory://auth-{uuid.uuid4().hex}"
-    conn = connect(root)
-    conn.sql("CREATE TABLE docs (id BIGINT, title VARCHAR)")
-    conn.sql("INSERT INTO docs VALUES (1, 'alpha'), (2, 'beta')")
+    conn = two_docs("auth")
     srv = QuiverFlightServer(
         conn,
         "grpc://127.0.0.1:0",
         middleware=auth.middleware(config, **options),
         auth_handler=auth.handshake_handler(config),
     )
-    srv.root_uri = root  # type: ignore[attr-defined]
     return srv
-
-
-def _stop(srv: QuiverFlightServer) -> None:
-    srv.shutdown()
-    srv.conn.close()
-    drop_memory_store(srv.root_uri)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[QuiverFlightServer]:
     srv = _start(auth.AuthConfig(users={USER: PASSWORD}, tokens=frozenset({STATIC})))
     yield srv
-    _stop(srv)
+    stop_on_memory(srv)
 
 
 @pytest.fixture
@@ -281,7 +268,7 @@ def test_issued_tokens_expire_when_unused():
             with pytest.raises(flight.FlightUnauthenticatedError, match="expired"):
                 _read(client, [pair])
     finally:
-        _stop(srv)
+        stop_on_memory(srv)
 
 
 def test_issued_tokens_are_bounded_least_recently_used_first():
@@ -296,7 +283,7 @@ def test_issued_tokens_are_bounded_least_recently_used_first():
             assert _read(client, [first]) == EXPECTED
             assert _read(client, [third]) == EXPECTED
     finally:
-        _stop(srv)
+        stop_on_memory(srv)
 
 
 def test_a_token_only_server_says_passwords_are_not_taken():
@@ -307,7 +294,7 @@ def test_a_token_only_server_says_passwords_are_not_taken():
         assert "only bearer tokens" in message
         assert _adbc_rows(uri, {AUTH_HEADER: f"Bearer {STATIC}"}) == EXPECTED
     finally:
-        _stop(srv)
+        stop_on_memory(srv)
 
 
 def test_quiver_serve_process_with_users_and_env_tokens_authenticates(tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ import ipaddress
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from catalog.storage import drop_memory_store
 from flight_server import auth
 from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
-from tests.flight_server.conftest import REPO, start_server
+from tests.flight_server.conftest import REPO, start_server, stop_on_memory, two_docs
 
 ROOT_CERTS = adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value
 QUERY = "SELECT id, title FROM docs ORDER BY id"
@@ -73,10 +70,7 @@ def pem(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _start(cert: Path, key: Path, config: auth.AuthConfig | None = None) -> QuiverFlightServer:
-    root = f"memory://tls-{uuid.uuid4().hex}"
-    conn = connect(root)
-    conn.sql("CREATE TABLE docs (id BIGINT, title VARCHAR)")
-    conn.sql("INSERT INTO docs VALUES (1, 'alpha'), (2, 'beta')")
+    conn = two_docs("tls")
     secured = config is not None and config.enabled
     srv = QuiverFlightServer(
         conn,
@@ -85,21 +79,14 @@ def _start(cert: Path, key: Path, config: auth.AuthConfig | None = None) -> Quiv
         middleware=auth.middleware(config) if secured else None,
         auth_handler=auth.handshake_handler(config) if secured else None,
     )
-    srv.root_uri = root  # type: ignore[attr-defined]
     return srv
-
-
-def _stop(srv: QuiverFlightServer) -> None:
-    srv.shutdown()
-    srv.conn.close()
-    drop_memory_store(srv.root_uri)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
 def server(pem) -> Iterator[QuiverFlightServer]:
     srv = _start(*pem)
     yield srv
-    _stop(srv)
+    stop_on_memory(srv)
 
 
 # ------------------------------------------------------------------- certificate files
@@ -209,7 +196,7 @@ def test_authentication_works_over_tls(pem):
         with pytest.raises(adbc_driver_manager.Error, match="invalid username or password"):
             adbc.connect(uri, db_kwargs=db_kwargs, autocommit=True)
     finally:
-        _stop(srv)
+        stop_on_memory(srv)
 
 
 def test_quiver_serve_process_with_tls_flags_serves_grpc_tls(tmp_path, pem):
