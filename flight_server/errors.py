@@ -8,7 +8,10 @@
 - ABORTED: a commit that kept losing to other writers (retry the whole write);
 - UNAVAILABLE: storage that cannot be reached (retry later);
 - PERMISSION_DENIED: storage refused the server's credentials;
-- UNAUTHENTICATED, CANCELLED, UNIMPLEMENTED: as raised by the server itself;
+- RESOURCE_EXHAUSTED: a limit of the server (statements at once, memory, result sizes);
+- DEADLINE_EXCEEDED: a statement that ran past its time limit;
+- CANCELLED: a statement stopped by a cancel request, a client gone, or a shutdown;
+- UNAUTHENTICATED, UNIMPLEMENTED: as raised by the server itself;
 - INTERNAL for anything else: the traceback goes to the server log, the client gets
   a one-line message.
 
@@ -68,6 +71,12 @@ class Cancelled(Exception):
     __module__ = "quiver"
 
 
+class ResourceExhausted(Exception):
+    """A limit of the server is reached: statements running at once, memory, sizes."""
+
+    __module__ = "quiver"
+
+
 # Most specific first: SqlTableNotFoundError is an SqlError, the Arrow classes overlap.
 _CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode],
               ...] = (
@@ -75,7 +84,10 @@ _CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.
     (NotFound, Code.NOT_FOUND),
     (NotImplementedCommand, Code.UNIMPLEMENTED),
     (Unauthenticated, Code.UNAUTHENTICATED),
-    ((Cancelled, flight.FlightCancelledError), Code.CANCELLED),
+    ((Cancelled, flight.FlightCancelledError, table_errors.WorkCancelledError),
+     Code.CANCELLED),
+    ((ResourceExhausted, sql_errors.SqlResourceError), Code.RESOURCE_EXHAUSTED),
+    (table_errors.WorkTimeoutError, Code.DEADLINE_EXCEEDED),
     (flight.FlightUnauthenticatedError, Code.UNAUTHENTICATED),
     (flight.FlightUnauthorizedError, Code.PERMISSION_DENIED),
     (flight.FlightUnavailableError, Code.UNAVAILABLE),
