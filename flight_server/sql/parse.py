@@ -71,6 +71,12 @@ def _parse_body(body: str) -> tuple[exp.Expression | None, str | None]:
         except (ParseError, TokenError) as exc:
             error = error or str(exc).split("\n", 1)[0]
             continue
+        except RecursionError:
+            error = error or "the statement is nested too deeply"
+            continue
+        except Exception:  # the parser's own slips on odd input: unreadable all the same
+            error = error or "the statement could not be read"
+            continue
         if len(exprs) != 1:
             raise SqlSyntaxError(
                 f"one statement at a time, got {len(exprs)}; separate statements are run "
