@@ -24,8 +24,13 @@ class AuthTest {
     }
 
     private static void refused(String query) {
-        assertThrows(SQLException.class,
+        SQLException e = assertThrows(SQLException.class,
             () -> countDocs(Servers.connect(Servers.url("quiver.auth", query))), query);
+        StringBuilder text = new StringBuilder();
+        for (Throwable c = e; c != null; c = c.getCause()) {
+            text.append(c).append(" | ");
+        }
+        assertTrue(text.toString().toUpperCase().contains("UNAUTHENTICATED"), text.toString());
     }
 
     @Test

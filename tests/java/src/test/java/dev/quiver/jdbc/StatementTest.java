@@ -30,7 +30,10 @@ class StatementTest {
      * since it binds values as literals and learns their types only then. Driver 18.3.0 makes
      * its parameter vectors from that schema and refuses any non-null value before sending
      * anything ("Can't set non-null value on NullVector"); it has no fallback for untyped
-     * parameters. The server must infer each placeholder's type at prepare time.
+     * parameters. The server must infer each placeholder's type at prepare time. With the
+     * schema typed by hand (the column types, and timestamp[ms]) these tests pass; timestamps
+     * must be declared in milliseconds, since the driver writes epoch milliseconds into a
+     * timestamp parameter whatever its unit.
      */
     static final String UNTYPED_PARAMETERS = "server's prepared-statement parameter_schema is "
         + "all Null-typed; the driver cannot bind non-null values (see UNTYPED_PARAMETERS)";

@@ -34,9 +34,19 @@ class TlsTest {
     }
 
     @Test
+    void aTrustStoreIsReadOnlyWithTheSystemTrustStoreOff() {
+        // useSystemTrustStore defaults to true and then wins over trustStore.
+        assertThrows(SQLException.class, () -> countDocs(
+            "trustStore=" + Servers.prop("quiver.trustStore")
+                + "&trustStorePassword=" + Servers.prop("quiver.trustStorePassword")
+                + "&" + credentials()));
+    }
+
+    @Test
     void thePemCertificateAsRootCertificate() throws SQLException {
-        assertEquals(3L, countDocs("useSystemTrustStore=false&tlsRootCerts="
-            + Servers.prop("quiver.tlsCert") + "&" + credentials()));
+        // tlsRootCerts wins over the system trust store: no other option is needed.
+        assertEquals(3L, countDocs("tlsRootCerts=" + Servers.prop("quiver.tlsCert") + "&"
+            + credentials()));
     }
 
     @Test
