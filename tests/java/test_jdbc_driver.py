@@ -37,10 +37,10 @@ TOKEN = "q-token-jdbc-7f3a9c1e5b2d4a60"
 STORE_PASSWORD = "changeit"
 MAVEN_TIMEOUT_S = 300
 
-_missing = [cmd for cmd in ("java", "mvn", "keytool") if shutil.which(cmd) is None]
+_missing = [cmd for cmd in ("java", "javac", "mvn", "keytool") if shutil.which(cmd) is None]
 if _missing:
     pytest.skip(f"the JDBC driver tests need {', '.join(_missing)} on the PATH "
-                "(a JDK 17+ and Maven; `make system-deps` installs Maven)",
+                "(a JDK 17+ and Maven: `make system-deps` installs them)",
                 allow_module_level=True)
 
 

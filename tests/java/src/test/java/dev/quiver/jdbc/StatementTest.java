@@ -276,6 +276,40 @@ class StatementTest {
     }
 
     @Test
+    void vectorSearchReturnsTheNearestRow() throws SQLException {
+        try (Statement st = conn.createStatement()) {
+            assertEquals(List.of(2L), ids(st.executeQuery(
+                "SELECT id FROM vector_search('docs', 'embedding', '[0.1, 0.9, 0.0]', 1)")));
+        }
+    }
+
+    @Test
+    void theHiddenRowIdIsSelectableByName() throws SQLException {
+        try (Statement st = conn.createStatement();
+             ResultSet rs = st.executeQuery("SELECT _id, title FROM docs ORDER BY _id")) {
+            assertEquals(Types.BIGINT, rs.getMetaData().getColumnType(1));
+            List<Long> rowIds = new ArrayList<>();
+            while (rs.next()) {
+                rowIds.add(rs.getLong(1));
+            }
+            assertEquals(3, rowIds.size());
+            assertEquals(3, rowIds.stream().distinct().count());
+        }
+    }
+
+    @Test
+    void aVectorColumnReadsAsAnArray() throws SQLException {
+        try (Statement st = conn.createStatement();
+             ResultSet rs = st.executeQuery("SELECT embedding FROM docs WHERE id = 3")) {
+            assertEquals(Types.ARRAY, rs.getMetaData().getColumnType(1));
+            assertTrue(rs.next());
+            Object[] values = (Object[]) rs.getArray(1).getArray();
+            assertEquals(3, values.length);
+            assertEquals(1.0f, ((Number) values[2]).floatValue());
+        }
+    }
+
+    @Test
     void customSqlWrappedInASubqueryWorks() throws SQLException {
         // Tableau runs custom SQL as SELECT ... FROM (<custom sql>) t.
         try (Statement st = conn.createStatement()) {
