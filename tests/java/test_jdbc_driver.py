@@ -10,6 +10,7 @@ driver on its first run (network); later runs are offline.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 REPORTS = HERE / "target" / "surefire-reports"
 JAVA_CLASSES = sorted(p.stem for p in (HERE / "src" / "test" / "java").rglob("*Test.java"))
-DRIVER = ("org/apache/arrow/flight-sql-jdbc-driver", "18.3.0")
+# The driver version, as pom.xml pins it.
+DRIVER_VERSION = re.search(r"<flight\.jdbc\.version>([^<]+)<", POM.read_text()).group(1)
 BIG_ROWS = 1_000_000
 USER, PASSWORD = "alice", "jdbc-s3cret"
 TOKEN = "q-token-jdbc-7f3a9c1e5b2d4a60"
@@ -83,8 +85,8 @@ def offline_ready() -> bool:
     """Whether Maven's local repository already holds the driver and Surefire's JUnit
     provider, the last things the first run resolves (then -o is safe)."""
     local = Path.home() / ".m2" / "repository"
-    path, version = DRIVER
-    jar = local / path / version / f"flight-sql-jdbc-driver-{version}.jar"
+    jar = (local / "org/apache/arrow/flight-sql-jdbc-driver" / DRIVER_VERSION
+           / f"flight-sql-jdbc-driver-{DRIVER_VERSION}.jar")
     provider = local / "org/apache/maven/surefire/surefire-junit-platform"
     return jar.exists() and provider.exists()
 
@@ -191,8 +193,8 @@ def test_maven_runs_every_java_test_against_the_servers(maven: MavenRun,
     assert sorted(reports) == JAVA_CLASSES, _failure(maven, servers)
     ran = sum(int(r.get("tests", 0)) - int(r.get("skipped", 0)) for r in reports.values())
     assert ran >= 40, f"only {ran} Java tests ran"
-    sys.stderr.write(f"mvn test ({'offline' if maven.offline else 'online'}): "
-                     f"{ran} Java tests in {maven.seconds:.1f}s\n")
+    sys.stderr.write(f"mvn test ({'offline' if maven.offline else 'online'}, driver "
+                     f"{DRIVER_VERSION}): {ran} Java tests in {maven.seconds:.1f}s\n")
 
 
 @pytest.mark.timeout(MAVEN_TIMEOUT_S * 2 + 120)
