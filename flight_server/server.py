@@ -86,6 +86,9 @@ ACTIONS: dict[str, str] = {
     "CancelFlightInfo": "Cancel the execution a FlightInfo describes.",
     "CancelQuery": "Cancel a query (older Flight SQL form of CancelFlightInfo).",
 }
+# Actions that free what others hold: they must get through a busy server.
+_NEVER_QUEUED = frozenset({"action CancelFlightInfo", "action CancelQuery",
+                           "action ClosePreparedStatement"})
 _TRANSACTION_ACTIONS = ("BeginTransaction", "EndTransaction", "BeginSavepoint",
                         "EndSavepoint")
 _METADATA_COMMANDS = (
@@ -233,7 +236,10 @@ class FlightHandlers:
              *args: Any) -> Any:
         """Runs one unit of work once admitted, under an interrupt carrying the statement
         time limit (shortened by the client's deadline) and the client's presence. A
-        DoGet stream keeps its slot until it ends."""
+        DoGet stream keeps its slot until it ends. Requests that free resources (cancels,
+        closing a prepared statement) never wait for a slot."""
+        if what in _NEVER_QUEUED:
+            return fn(*args)
         interrupt = interrupts.Interrupt(self.limits.statement_timeout_s,
                                          also=context.is_cancelled if context else None)
         deadline = context.deadline() if context is not None else None

@@ -52,7 +52,12 @@ from flight_server.sql.errors import (
 from flight_server.sql.views import ViewRegistry
 from superfile.errors import SuperfileError
 from supertable import interrupt as interrupts
-from supertable.errors import ObjectNotFoundError, TableError, TableNotFoundError
+from supertable.errors import (
+    ObjectNotFoundError,
+    TableError,
+    TableNotFoundError,
+    WorkCancelledError,
+)
 from supertable.manifest import FileEntry
 from supertable.snapshot import Snapshot
 from supertable.table import Table
@@ -586,18 +591,19 @@ class SqlEngine:
         watch = interrupts.current()
         try:
             schema = plain_schema(df.schema(), fold_large=False)
-            stream = df.execute_stream()
+            # Held only here, so that emptying it drops the stream even while an exception
+            # raised out of it (and its frames) is still referenced elsewhere.
+            held = [df.execute_stream()]
         except (TableError, SuperfileError, SqlError):
             raise
         except Exception as exc:
             raise _map_error(exc, None, memory_limit=self.memory_limit) from None
 
         def batches() -> Iterator[pa.RecordBatch]:
-            nonlocal stream
             try:
                 while True:
                     try:
-                        batch = _next_batch(stream, watch)
+                        batch = _next_batch(held, watch)
                     except (TableError, SuperfileError, SqlError):
                         raise
                     except Exception as exc:
@@ -607,7 +613,7 @@ class SqlEngine:
                     out = batch.to_pyarrow()
                     yield out if out.schema.equals(schema) else out.cast(schema)
             finally:
-                stream = None
+                held.clear()
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
@@ -615,20 +621,21 @@ class SqlEngine:
 _loops = threading.local()
 
 
-def _next_batch(stream: Any, watch: interrupts.Interrupt | None) -> Any:
-    """The next batch of a DataFusion stream, or None at its end. Without an interrupt
-    the call blocks; with one, the batch is awaited on this thread's event loop while a
-    timer checks the interrupt every ``POLL_S``, cancelling the wait when it fires."""
+def _next_batch(held: list[Any], watch: interrupts.Interrupt | None) -> Any:
+    """The next batch of the DataFusion stream in ``held``, or None at its end. Without
+    an interrupt the call blocks; with one, the batch is awaited on this thread's event
+    loop while a timer checks the interrupt every ``POLL_S``, cancelling the wait when it
+    fires (the caller then empties ``held``, which stops DataFusion's work)."""
     if watch is None:
         try:
-            return stream.next()
+            return held[0].next()
         except StopIteration:
             return None
     watch.check()
     loop = getattr(_loops, "loop", None)
     if loop is None:
         loop = _loops.loop = asyncio.new_event_loop()
-    task = loop.create_task(_anext(stream))
+    task = loop.create_task(_anext(held))
     timer = [None]
 
     def poll() -> None:
@@ -642,15 +649,20 @@ def _next_batch(stream: Any, watch: interrupts.Interrupt | None) -> Any:
     try:
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
-        watch.check()
-        raise
+        pass
     finally:
         timer[0].cancel()
+        timer[0] = None
+    # Raised outside the handler and with the task let go: the cancelled wait's frames
+    # hold DataFusion's stream, and an exception chained to them would keep it running.
+    task = None
+    watch.check()
+    raise WorkCancelledError("the statement was cancelled")
 
 
-async def _anext(stream: Any) -> Any:
+async def _anext(held: list[Any]) -> Any:
     try:
-        return await stream.__anext__()
+        return await held[0].__anext__()
     except StopAsyncIteration:
         return None
 

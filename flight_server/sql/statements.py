@@ -202,8 +202,10 @@ def _column(schema: pa.Schema, node: exp.Expression, table: str) -> str:
 
 
 def _text(query: exp.Expression) -> str:
-    """SQL text of a query for the engine; function names are kept as written."""
-    return query.sql(dialect=DIALECT, normalize_functions=False)
+    """SQL text of a query for the engine. Function names go out in lower case:
+    sqlglot writes the functions it knows by its own upper-case names, and DataFusion
+    looks table functions up by their exact (lower-case) names."""
+    return query.sql(dialect=DIALECT, normalize_functions="lower")
 
 
 def _quoted(name: str) -> exp.Column:
