@@ -23,6 +23,10 @@ Reading a remote root: every statement asks storage whether each table it reads 
 newer version (one request), unless ``max_staleness_s`` lets it use a version checked
 that recently; writes through this server are seen at once either way. Superfiles read
 from a remote root are kept in a local disk cache (``cache_dir``, ``cache_bytes``).
+
+Operating it: every statement is one line of the ``quiver.statements`` log
+(``flight_server.statement_log``); ``metrics_port`` serves Prometheus metrics at
+``/metrics`` on the server's host (``flight_server.metrics``).
 """
 
 from __future__ import annotations
@@ -128,9 +132,20 @@ def listening_uri(server: QuiverFlightServer) -> str:
     return f"{scheme}://{host}:{server.port}"
 
 
-def serve(root: str, **options: Any) -> None:
-    """Runs a server (``build_server`` options) until SIGTERM or SIGINT."""
+def serve(root: str, *, metrics_port: int | None = None, **options: Any) -> None:
+    """Runs a server (``build_server`` options) until SIGTERM or SIGINT; with
+    ``metrics_port``, Prometheus metrics are served on the server's host at that port."""
     server = build_server(root, **options)
+    metrics_server = None
+    if metrics_port:
+        from flight_server.metrics import serve_metrics
+
+        try:
+            metrics_server = serve_metrics(options.get("host", "127.0.0.1"), metrics_port)
+        except OSError:
+            server.shutdown(0)
+            server.conn.close()
+            raise
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -153,5 +168,7 @@ def serve(root: str, **options: Any) -> None:
         log.info("quiver: shutting down (%d running queries cancelled)", cancelled)
         server.shutdown(SHUTDOWN_GRACE_S)
         server.conn.close()
+        if metrics_server is not None:
+            metrics_server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
