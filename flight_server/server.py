@@ -430,7 +430,8 @@ class FlightHandlers:
                 return _table_stream(h.result)
             if h.scan is not None:
                 part, text = h.scan, h.sql or ""
-                stmtlog.label("query", text)
+                # A split scan's text has any bound parameters written in as literals.
+                stmtlog.label("query", _without_literals(text))
                 return self._stream(raw, lambda: self.conn.sql_files(
                     text, part.table, part.version, part.files, table_uuid=part.table_uuid),
                     context)
@@ -782,6 +783,20 @@ def _plain_scan_of(st: sqlparse.Statement) -> PlainScan | None:
     if len(refs) != 1 or refs[0].node is not node:
         return None
     return PlainScan(refs[0], where is not None)
+
+
+def _without_literals(sql: str) -> str:
+    """``sql`` with every literal shown as ``?``, for the statement log: what a scan
+    ticket carries has the client's parameter values bound into it."""
+    try:
+        expr = sqlparse.parse(sql).expr
+        if expr is None:
+            return "?"
+        shown = expr.transform(
+            lambda n: exp.Placeholder() if isinstance(n, exp.Literal) else n)
+        return shown.sql(dialect=sqlparse.DIALECT)
+    except Exception:  # a text that does not parse is not logged at all
+        return "?"
 
 
 def group_files(rows: Sequence[int], groups: int) -> list[list[int]]:
