@@ -32,6 +32,7 @@ import traceback
 import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
+from google.protobuf.message import DecodeError
 
 from catalog.errors import InvalidTableNameError
 from flight_server.sql import errors as sql_errors
@@ -118,6 +119,8 @@ _CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.
     (SuperfileError, Code.INVALID_ARGUMENT),
     (pa.ArrowNotImplementedError, Code.UNIMPLEMENTED),
     ((pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError), Code.INVALID_ARGUMENT),
+    # A request's protobuf that does not parse: the client sent it.
+    (DecodeError, Code.INVALID_ARGUMENT),
 )
 
 

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
+from google.protobuf.message import DecodeError
 
 from flight_server import statement_log
 from flight_server.auth import Authenticator
@@ -496,7 +497,7 @@ class FlightTransport:
     def _list_flights(self, request: bytes,
                       context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
-            criteria = flight_pb2.Criteria.FromString(request).expression
+            criteria = _parse(flight_pb2.Criteria, request).expression
             for info in self._handlers.list_flights(call, criteria):
                 yield info.serialize()
         return self._stream("ListFlights", context, run)
@@ -517,7 +518,7 @@ class FlightTransport:
 
     def _do_get(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
-            ticket = flight_pb2.Ticket.FromString(request).ticket
+            ticket = _parse(flight_pb2.Ticket, request).ticket
             schema, batches = self._handlers.do_get(call, flight.Ticket(ticket))
             record = call.record
             try:
@@ -549,7 +550,7 @@ class FlightTransport:
 
     def _do_action(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
-            msg = flight_pb2.Action.FromString(request)
+            msg = _parse(flight_pb2.Action, request)
             action = flight.Action(msg.type, msg.body)
             for result in self._handlers.do_action(call, action):
                 body = result.body.to_pybytes() if result.body is not None else b""
@@ -563,6 +564,14 @@ class FlightTransport:
                 yield flight_pb2.ActionType(type=kind,
                                             description=description).SerializeToString()
         return self._stream("ListActions", context, run)
+
+
+def _parse(cls: Any, request: bytes) -> Any:
+    try:
+        return cls.FromString(request)
+    except DecodeError:
+        raise InvalidArgument(f"the request is not a serialized {cls.DESCRIPTOR.name}") \
+            from None
 
 
 def _peer(context: grpc.ServicerContext) -> str:
