@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from catalog.errors import InvalidTableNameError
+from catalog.errors import InvalidTableNameError, quote_short
 from catalog.storage import open_store
 from superfile import IndexSpec, Metric
 from supertable.errors import (
@@ -55,10 +55,16 @@ DROP_GRACE_S = 15.0
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
+def is_valid_table_name(name: object) -> bool:
+    """Whether ``name`` can name a table: 1-128 letters, digits or underscores, not
+    starting with a digit."""
+    return isinstance(name, str) and _NAME.match(name) is not None
+
+
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not is_valid_table_name(name):
         raise InvalidTableNameError(
-            f"invalid table name {name!r}: use 1-128 letters, digits or underscores, "
+            f"invalid table name {quote_short(name)}: use 1-128 letters, digits or underscores, "
             "not starting with a digit")
     return name
 

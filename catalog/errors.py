@@ -1,4 +1,5 @@
-"""The catalog layer's errors: the table layer's, re-exported, plus naming errors."""
+"""The catalog layer's errors: the table layer's, re-exported, plus naming errors, and
+``quote_short``, how a name a client sent is quoted back in a message."""
 
 from __future__ import annotations
 
@@ -10,4 +11,17 @@ class InvalidTableNameError(TableError):
     digits and underscores."""
 
 
-__all__ = ["InvalidTableNameError", "TableError", "TableExistsError", "TableNotFoundError"]
+QUOTE_LIMIT = 64
+
+
+def quote_short(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` quoted for an error message, cut to its first ``limit`` characters and
+    "…" when longer: a client's 10,000-character name must not come back whole."""
+    value = str(text)
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit])[:-1] + "…" + repr(value[:limit])[-1]
+
+
+__all__ = ["QUOTE_LIMIT", "InvalidTableNameError", "TableError", "TableExistsError",
+           "TableNotFoundError", "quote_short"]

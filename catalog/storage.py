@@ -20,6 +20,7 @@ Semantics shared by all backends:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -40,6 +41,7 @@ from supertable.errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
     StorageError,
+    StorageFullError,
     StoragePermissionError,
     StorageUnavailableError,
 )
@@ -157,6 +159,10 @@ _S3_MESSAGE_RE = re.compile(r"<Message>([^<]*)</Message>")
 _CONNECTION_HINTS = ("error sending request", "connection refused", "connect error",
                      "timed out", "timeout", "dns error", "connection reset",
                      "broken pipe", "tcp connect", "unexpected eof")
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# obstore's text for a full disk: "No space left on device (os error 28)", kind StorageFull.
+_FULL_RE = re.compile(rf"\(os error (?:{errno.ENOSPC}|{errno.EDQUOT})\)|\bStorageFull\b"
+                      r"|no space left on device|disk quota exceeded", re.IGNORECASE)
 
 
 def _summary(exc: BaseException) -> str:
@@ -183,6 +189,14 @@ def _reraise_interrupts(exc: BaseException) -> None:
         raise exc
 
 
+def _storage_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or quota is full: an ``OSError`` with ENOSPC or
+    EDQUOT, or the object store client's text for one (it carries the OS error code)."""
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    return _FULL_RE.search(str(exc)) is not None
+
+
 def _map_error(exc: BaseException, what: str) -> StorageError:
     """Turns any client failure into the table layer's error for it; the one mapping."""
     if isinstance(exc, StorageError):
@@ -196,6 +210,8 @@ def _map_error(exc: BaseException, what: str) -> StorageError:
         return PreconditionFailedError(detail)
     if isinstance(exc, obx.PermissionDeniedError | obx.UnauthenticatedError | PermissionError):
         return StoragePermissionError(detail)
+    if _storage_full(exc):
+        return StorageFullError(detail)
     if isinstance(exc, obx.NotSupportedError | NotImplementedError):
         return StorageError(f"{what}: not supported by this backend: {_summary(exc)}")
     if isinstance(exc, obx.UnknownConfigurationKeyError):

@@ -18,8 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="quiver",
         description="Quiver: SQL, BM25 and vector search over Parquet superfiles.",
     )
-    parser.add_argument("--log-level", default="WARNING",
-                        help="logging level: DEBUG, INFO, WARNING or ERROR (default WARNING)")
+    parser.add_argument("--log-level", default=None,
+                        help="logging level: DEBUG, INFO, WARNING or ERROR (default WARNING; "
+                        "INFO for serve)")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
@@ -192,6 +193,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        help="location of a server sharing this root (this one included), "
                        "repeatable, e.g. grpc://host:port; a query's endpoints are spread "
                        "over them (default: this server's own address)")
+    serve.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics, on the "
+                       "same host as the server (default 0: off)")
+    serve.add_argument("--log-level", dest="serve_log_level", default=None,
+                       metavar="LEVEL",
+                       help="logging level: DEBUG, INFO, WARNING or ERROR (default INFO: one "
+                       "line per statement; DEBUG adds metadata calls and query planning)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="log lines as text, or one JSON object per line (default text)")
 
 
 def _storage_options(pairs: list[str]) -> dict[str, str]:
@@ -205,8 +215,17 @@ def _storage_options(pairs: list[str]) -> dict[str, str]:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from flight_server.log_setup import configure
     from flight_server.serve import ServeError, serve
 
+    level = (args.serve_log_level or args.log_level or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        print(f"quiver: error: unknown log level {level!r}", file=sys.stderr)
+        return 2
+    configure(level, args.log_format)
+    if args.metrics_port < 0 or args.metrics_port > 65535:
+        print("quiver: error: --metrics-port must be 0-65535", file=sys.stderr)
+        return 2
     try:
         storage = _storage_options(args.storage_option)
         auth = None
@@ -224,7 +243,7 @@ def _run_serve(args: argparse.Namespace) -> int:
               cache_bytes=args.cache_bytes, statement_timeout_s=args.statement_timeout,
               memory_limit=args.memory_limit, spill_dir=args.spill_dir,
               max_search_k=args.max_search_k, max_message_bytes=args.max_message_bytes,
-              shutdown_grace_s=args.shutdown_grace)
+              shutdown_grace_s=args.shutdown_grace, metrics_port=args.metrics_port or None)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2
@@ -242,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return health_main(argv[argv.index("health") + 1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=(args.log_level or "WARNING").upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
             from flight_server.demo import run_demo

@@ -8,24 +8,32 @@
 - ABORTED: a commit that kept losing to other writers (retry the whole write);
 - UNAVAILABLE: storage that cannot be reached (retry later);
 - PERMISSION_DENIED: storage refused the server's credentials;
-- RESOURCE_EXHAUSTED: a limit of the server (statements at once, memory, result sizes);
+- RESOURCE_EXHAUSTED: a limit of the server (statements at once, memory, result sizes),
+  a full storage (ENOSPC, a quota) or memory that ran out;
 - DEADLINE_EXCEEDED: a statement that ran past its time limit;
 - CANCELLED: a statement stopped by a cancel request, a client gone, or a shutdown;
+- INVALID_ARGUMENT also for a request nested too deeply to parse (RecursionError);
 - UNAUTHENTICATED, UNIMPLEMENTED: as raised by the server itself;
-- INTERNAL for anything else: the traceback goes to the server log, the client gets
-  a one-line message.
+- INTERNAL for anything else (our own bugs): the traceback goes to the server log, the
+  client gets a one-line message.
 
-Messages never carry server stack frames: they are the exception's own text.
+Every client message passes ``client_message`` last: no traceback, no object repr,
+no server filesystem path, one line, at most ``MAX_MESSAGE_BYTES`` bytes of UTF-8
+(gRPC sends it in a header; a longer one breaks the call itself). Sources quote what
+a client sent as a short prefix (``catalog.errors.quote_short``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import traceback
 
 import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
+from google.protobuf.message import DecodeError
 
 from catalog.errors import InvalidTableNameError
 from flight_server.sql import errors as sql_errors
@@ -72,7 +80,13 @@ class Cancelled(Exception):
 
 
 class ResourceExhausted(Exception):
-    """A limit of the server is reached: statements running at once, memory, sizes."""
+    """A limit was reached: statements running at once, memory, sizes, storage space."""
+
+    __module__ = "quiver"
+
+
+class DeadlineExceeded(Exception):
+    """The work ran past a time limit."""
 
     __module__ = "quiver"
 
@@ -82,12 +96,13 @@ _CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.
               ...] = (
     (InvalidArgument, Code.INVALID_ARGUMENT),
     (NotFound, Code.NOT_FOUND),
+    ((ResourceExhausted, sql_errors.SqlResourceError, table_errors.StorageFullError,
+      MemoryError), Code.RESOURCE_EXHAUSTED),
+    ((DeadlineExceeded, table_errors.WorkTimeoutError), Code.DEADLINE_EXCEEDED),
     (NotImplementedCommand, Code.UNIMPLEMENTED),
     (Unauthenticated, Code.UNAUTHENTICATED),
     ((Cancelled, flight.FlightCancelledError, table_errors.WorkCancelledError),
      Code.CANCELLED),
-    ((ResourceExhausted, sql_errors.SqlResourceError), Code.RESOURCE_EXHAUSTED),
-    (table_errors.WorkTimeoutError, Code.DEADLINE_EXCEEDED),
     (flight.FlightUnauthenticatedError, Code.UNAUTHENTICATED),
     (flight.FlightUnauthorizedError, Code.PERMISSION_DENIED),
     (flight.FlightUnavailableError, Code.UNAVAILABLE),
@@ -106,6 +121,8 @@ _CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.
     (SuperfileError, Code.INVALID_ARGUMENT),
     (pa.ArrowNotImplementedError, Code.UNIMPLEMENTED),
     ((pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError), Code.INVALID_ARGUMENT),
+    # A request's protobuf that does not parse: the client sent it.
+    (DecodeError, Code.INVALID_ARGUMENT),
 )
 
 
@@ -117,6 +134,14 @@ def log_internal(exc: BaseException, what: str) -> None:
 
 def status_of(exc: BaseException, what: str = "request") -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and client message for ``exc`` raised while serving ``what``."""
+    code, msg = _status_of(exc, what)
+    return code, client_message(msg)
+
+
+def _status_of(exc: BaseException, what: str) -> tuple[grpc.StatusCode, str]:
+    special = _special(exc)
+    if special is not None:
+        return special
     msg = str(exc) or type(exc).__name__
     for kinds, code in _CODES:
         if isinstance(exc, kinds):
@@ -131,3 +156,55 @@ def status_of(exc: BaseException, what: str = "request") -> tuple[grpc.StatusCod
         return Code.INTERNAL, f"{what} failed: {msg}"
     return Code.INTERNAL, (f"{what} failed with an internal error ({type(exc).__name__}); "
                            "see the server log")
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _special(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    """Codes whose message is ours, not the exception's: what the exception says names
+    server paths or internals."""
+    if isinstance(exc, table_errors.StorageFullError) or (
+            isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS):
+        log.warning("storage full: %s", exc)
+        return Code.RESOURCE_EXHAUSTED, ("the server's storage is full (no space left on "
+                                         "the storage root's device or quota); nothing was "
+                                         "written by the failed step, retry once space is "
+                                         "freed")
+    if isinstance(exc, MemoryError):
+        log.warning("out of memory: %r", exc)
+        return Code.RESOURCE_EXHAUSTED, "the server ran out of memory for this request"
+    if isinstance(exc, RecursionError):
+        # Parsers and planners recurse once per nesting level of the statement.
+        log.info("request nested too deeply: %s", exc)
+        return Code.INVALID_ARGUMENT, ("the request is nested too deeply to process "
+                                       "(parentheses, subqueries or expressions); "
+                                       "flatten it")
+    return None
+
+
+# gRPC sends the message in a header; servers and proxies refuse headers of 8 KiB and more.
+MAX_MESSAGE_BYTES = 1024
+_ELLIPSIS = "…"
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\):.*", re.DOTALL)
+_FRAME = re.compile(r'\s*File "[^"]*", line \d+.*')
+_OBJECT_REPR = re.compile(r"<[\w.]+ (?:object|at) (?:at )?0x[0-9a-fA-F]+>")
+_FILE_URI = re.compile(r"file://[^\s'\"]*[^\s'\":,;.]")
+# An absolute path of two or more segments not inside a URI or a word ("a/b/c").
+_ABS_PATH = re.compile(r"(?<![\w/:.])(?:/[\w.\-~@+]+){2,}/?")
+
+
+def client_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """``message`` as a client may see it: without tracebacks, object reprs or server
+    filesystem paths, on one line, at most ``limit`` bytes once encoded as UTF-8."""
+    text = _TRACEBACK.sub("", message)
+    text = _FRAME.sub("", text)
+    text = _OBJECT_REPR.sub("<object>", text)
+    text = _FILE_URI.sub("<local path>", text)
+    text = _ABS_PATH.sub("<path>", text)
+    text = " ".join(text.split()) or "request failed"
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    cut = raw[:limit - len(_ELLIPSIS.encode())].decode("utf-8", errors="ignore")
+    return cut + _ELLIPSIS

@@ -27,6 +27,10 @@ Reading a remote root: every statement asks storage whether each table it reads 
 newer version (one request), unless ``max_staleness_s`` lets it use a version checked
 that recently; writes through this server are seen at once either way. Superfiles read
 from a remote root are kept in a local disk cache (``cache_dir``, ``cache_bytes``).
+
+Operating it: every statement is one line of the ``quiver.statements`` log
+(``flight_server.statement_log``); ``metrics_port`` serves Prometheus metrics at
+``/metrics`` on the server's host (``flight_server.metrics``).
 """
 
 from __future__ import annotations
@@ -169,11 +173,24 @@ def listening_uri(server: QuiverFlightServer) -> str:
     return f"{scheme}://{host}:{server.port}"
 
 
-def serve(root: str, *, shutdown_grace_s: float | None = None, **options: Any) -> None:
+def serve(root: str, *, shutdown_grace_s: float | None = None,
+          metrics_port: int | None = None, **options: Any) -> None:
     """Runs a server (``build_server`` options) until SIGTERM or SIGINT, then stops
-    within ``shutdown_grace_s`` (default ``SHUTDOWN_GRACE_S``)."""
+    within ``shutdown_grace_s`` (default ``SHUTDOWN_GRACE_S``); with ``metrics_port``,
+    Prometheus metrics are served on the server's host at that port."""
     grace = SHUTDOWN_GRACE_S if shutdown_grace_s is None else max(0.0, shutdown_grace_s)
     server = build_server(root, **options)
+    metrics_server = None
+    if metrics_port:
+        from flight_server.metrics import serve_metrics, set_memory_pool_limit
+
+        try:
+            metrics_server = serve_metrics(options.get("host", "127.0.0.1"), metrics_port)
+            set_memory_pool_limit(server.conn.engine.memory_limit)
+        except OSError:
+            server.shutdown(0)
+            server.conn.close()
+            raise
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -197,5 +214,7 @@ def serve(root: str, *, shutdown_grace_s: float | None = None, **options: Any) -
         log.info("quiver: shutting down (%d running statements cancelled)", cancelled)
         server.shutdown(grace)
         server.conn.close()
+        if metrics_server is not None:
+            metrics_server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

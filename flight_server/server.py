@@ -60,6 +60,7 @@ from sqlglot import exp
 
 from catalog.errors import InvalidTableNameError
 from flight_server import handles, ingest, metadata
+from flight_server import statement_log as stmtlog
 from flight_server.auth import Authenticator
 from flight_server.errors import InvalidArgument, NotFound, NotImplementedCommand
 from flight_server.limits import Admission, Limits, Slot
@@ -278,10 +279,12 @@ class FlightHandlers:
         msg = self._command(descriptor)
         name = _command_name(msg)
         if name == "CommandStatementQuery":
+            stmtlog.label("query", msg.query, deferred=True)
             self._no_transaction(msg)
             return self._statement_info(descriptor, msg.query, None)
         if name == "CommandPreparedStatementQuery":
             stmt = self.prepared.get(msg.prepared_statement_handle)
+            stmtlog.label("query", stmt.sql, deferred=True)
             return self._statement_info(descriptor, stmt.sql, stmt.params, stmt)
         if name in _METADATA_COMMANDS:
             schema = self._metadata_schema(msg)
@@ -302,12 +305,14 @@ class FlightHandlers:
             handle = handles.encode_sql(sql, params)
             records = -1
         else:
+            stmtlog.label("update" if stmt is None else "prepared_update", sql, replace=True)
             result = self._execute(sql, params)
             schema = result.schema
             handle = handles.encode_result(result)
             # DB-API drivers (ADBC) report total_records as the cursor's rowcount: the
             # statement's count for DML, unknown (-1) for DDL.
             records = _count_of(result) if result.column_names == ["count"] else -1
+            stmtlog.set_rows(max(records, 0))
         ticket = flight.Ticket(pack(flight_sql_pb2.TicketStatementQuery(statement_handle=handle)))
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])],
                                  records, -1)
@@ -459,6 +464,7 @@ class FlightHandlers:
             except UnicodeDecodeError:
                 raise InvalidArgument("the ticket is neither a Flight SQL ticket nor UTF-8 "
                                       "SQL text") from None
+            stmtlog.label("query", sql)
             return self._stream(raw, lambda: self.conn.sql_stream(sql), context)
         name = _command_name(msg)
         if name == "TicketStatementQuery":
@@ -467,12 +473,16 @@ class FlightHandlers:
                 return _table_stream(h.result)
             if h.scan is not None:
                 part, text = h.scan, h.sql or ""
+                # A split scan's text has any bound parameters written in as literals.
+                stmtlog.label("query", _without_literals(text))
                 return self._stream(raw, lambda: self.conn.sql_files(
                     text, part.table, part.version, part.files, table_uuid=part.table_uuid),
                     context)
             sql, params = h.sql or "", h.params
+            stmtlog.label("query", sql)
             return self._stream(raw, lambda: self._query_reader(sql, params), context)
         if name in _METADATA_COMMANDS:
+            stmtlog.label("metadata", name, level=logging.DEBUG)
             return _table_stream(self._metadata_table(msg))
         raise NotImplementedCommand(f"{name} is not supported by DoGet")
 
@@ -516,10 +526,12 @@ class FlightHandlers:
         msg = self._command(descriptor)
         name = _command_name(msg)
         if name == "CommandStatementUpdate":
+            stmtlog.label("update", msg.query)
             self._no_transaction(msg)
             _drain(reader)
             self._update_result(writer, _count_of(self.conn.sql(msg.query)))
         elif name == "CommandStatementIngest":
+            stmtlog.label("ingest", msg.table)
             req = ingest.IngestRequest(
                 table=msg.table,
                 if_not_exist=msg.table_definition_options.if_not_exist,
@@ -537,6 +549,7 @@ class FlightHandlers:
             writer.write(pa.py_buffer(out.SerializeToString()))
         elif name == "CommandPreparedStatementUpdate":
             stmt = self.prepared.get(msg.prepared_statement_handle)
+            stmtlog.label("prepared_update", stmt.sql)
             params = _read_params(reader)
             if context.is_cancelled():
                 raise flight.FlightCancelledError("the client went away while sending "
@@ -549,6 +562,7 @@ class FlightHandlers:
 
     @staticmethod
     def _update_result(writer: MetadataWriter, count: int) -> None:
+        stmtlog.set_rows(count)
         out = flight_sql_pb2.DoPutUpdateResult(record_count=count)
         writer.write(pa.py_buffer(out.SerializeToString()))
 
@@ -560,6 +574,7 @@ class FlightHandlers:
             raise InvalidArgument('DoPut path is ["<table>"] (append) or ["<table>", "create"] '
                                   "(create from the stream's schema when missing, then append)")
         name = path[0]
+        stmtlog.label("ingest", name)
         if len(path) == 2:
             ingest.create_and_append(self.conn, name, reader, reader.schema, exist_ok=True,
                                      cancelled=cancelled)
@@ -625,6 +640,7 @@ class FlightHandlers:
         return msg
 
     def _prepare(self, sql: str) -> Message:
+        stmtlog.label("prepare", sql, level=logging.DEBUG)
         is_query = self.conn.is_query(sql)
         count = self.conn.parameter_count(sql)
         param_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
@@ -817,6 +833,20 @@ def _plain_scan_of(st: sqlparse.Statement) -> PlainScan | None:
     if len(refs) != 1 or refs[0].node is not node:
         return None
     return PlainScan(refs[0], where is not None)
+
+
+def _without_literals(sql: str) -> str:
+    """``sql`` with every literal shown as ``?``, for the statement log: what a scan
+    ticket carries has the client's parameter values bound into it."""
+    try:
+        expr = sqlparse.parse(sql).expr
+        if expr is None:
+            return "?"
+        shown = expr.transform(
+            lambda n: exp.Placeholder() if isinstance(n, exp.Literal) else n)
+        return shown.sql(dialect=sqlparse.DIALECT)
+    except Exception:  # a text that does not parse is not logged at all
+        return "?"
 
 
 def group_files(rows: Sequence[int], groups: int) -> list[list[int]]:

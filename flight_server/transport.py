@@ -15,6 +15,10 @@ failure becomes its gRPC status in one place (``errors.status_of``): unlike pyar
 server, any code can be sent, ALREADY_EXISTS and ABORTED included.
 
 Put results are sent when the handler returns (the handlers write them at the end).
+
+Every call has a ``statement_log.StatementRecord`` (``CallContext.record``): the transport
+counts the rows and bytes DoGet sends and DoPut receives, and closes the record with the
+call's status when the call ends (for DoGet, when its stream ends).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from typing import Any, Protocol
 import grpc
 import pyarrow as pa
 import pyarrow.flight as flight
+from google.protobuf.message import DecodeError
 
+from flight_server import statement_log
 from flight_server.auth import Authenticator
 from flight_server.errors import Cancelled, InvalidArgument, NotImplementedCommand, status_of
 from proto import flight_pb2
@@ -132,17 +138,23 @@ def _ipc_message(header: memoryview, body: memoryview | None) -> pa.ipc.Message:
     parts = [_CONTINUATION, struct.pack("<i", len(header) + pad), header, b"\x00" * pad]
     if body is not None:
         parts.append(body)
-    return pa.ipc.read_message(pa.py_buffer(b"".join(parts)))
+    try:
+        return pa.ipc.read_message(pa.py_buffer(b"".join(parts)))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidArgument(f"DoPut sent a malformed IPC message: {exc}") from None
 
 
 class CallContext:
     """What a handler may ask about the call it serves."""
 
-    __slots__ = ("_grpc", "method")
+    __slots__ = ("_grpc", "method", "peer", "record")
 
     def __init__(self, context: grpc.ServicerContext, method: str) -> None:
         self._grpc = context
         self.method = method
+        # "ipv4:127.0.0.1:53211", "ipv6:[::1]:53211" or "unix:..." as gRPC names it.
+        self.peer: str = _peer(context)
+        self.record: statement_log.StatementRecord | None = None
 
     def is_cancelled(self) -> bool:
         """Whether the client went away, cancelled the call or let its deadline pass.
@@ -198,7 +210,7 @@ class PutReader:
         raw = first.get(1)
         if raw is None:
             raise InvalidArgument("the first DoPut message carries no FlightDescriptor")
-        self.descriptor = flight.FlightDescriptor.deserialize(bytes(raw))
+        self.descriptor = _descriptor(bytes(raw))
         self._take(first)
         # The schema may come in its own message after the descriptor.
         while not self._has_schema and not self._pending and not self._done:
@@ -222,6 +234,9 @@ class PutReader:
             # The client cancelled or the connection broke mid-stream.
             self._done = True
             raise Cancelled(f"the client stopped sending: {exc}") from None
+        record = self._context.record
+        if record is not None:
+            record.bytes_in += len(data)
         return decode_flight_data(data)
 
     def _take(self, fields: dict[int, memoryview]) -> None:
@@ -235,12 +250,14 @@ class PutReader:
             if kind == "schema":
                 if self._has_schema:
                     raise InvalidArgument("DoPut sent a second schema")
-                self.schema = pa.ipc.read_schema(msg)
+                self.schema = _read_schema(msg)
                 self._has_schema = True
             elif kind == "record batch":
                 if not self._has_schema:
                     raise InvalidArgument("DoPut sent a record batch before its schema")
-                batch = pa.ipc.read_record_batch(msg, self.schema)
+                batch = _read_batch(msg, self.schema)
+                if self._context.record is not None:
+                    self._context.record.rows += batch.num_rows
             elif kind in ("dictionary", "dictionary batch"):
                 raise InvalidArgument("dictionary-encoded columns are not accepted; send "
                                       "the column decoded (its value type)")
@@ -270,6 +287,23 @@ class PutReader:
     def read_all(self) -> pa.Table:
         """Every remaining batch as one table of the stream's schema."""
         return pa.Table.from_batches(list(self), schema=self.schema)
+
+
+def _read_schema(msg: pa.ipc.Message) -> pa.Schema:
+    try:
+        return pa.ipc.read_schema(msg)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidArgument(f"DoPut sent a malformed schema message: {exc}") from None
+
+
+def _read_batch(msg: pa.ipc.Message, schema: pa.Schema) -> pa.RecordBatch:
+    try:
+        batch = pa.ipc.read_record_batch(msg, schema)
+        # Offsets and lengths in the message are the client's: check them before use.
+        batch.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InvalidArgument(f"DoPut sent a malformed record batch: {exc}") from None
+    return batch
 
 
 class PutWriter:
@@ -396,34 +430,49 @@ class FlightTransport:
             headers = self._auth.check(method, values)
             if headers:
                 context.send_initial_metadata(headers)
-        return CallContext(context, method)
+        call = CallContext(context, method)
+        statement_log.begin(call, method, call.peer)
+        return call
 
     @staticmethod
-    def _abort(context: grpc.ServicerContext, exc: BaseException, what: str) -> None:
+    def _abort(context: grpc.ServicerContext, exc: BaseException, what: str,
+               call: CallContext | None) -> None:
         code, message = status_of(exc, what)
         if code is not grpc.StatusCode.INTERNAL:
             log.debug("%s: %s %s", what, code.name, message)
+        _finish(call, code.name)
         context.abort(code, message)
 
     def _unary(self, method: str, request: bytes, context: grpc.ServicerContext,
                fn: Callable[[CallContext, bytes], bytes]) -> bytes:
+        call = None
         try:
             call = self._start(method, context)
-            return fn(call, request)
+            out = fn(call, request)
         except Exception as exc:
             failure = exc
-        self._abort(context, failure, method)
+        else:
+            _finish(call, "OK")
+            return out
+        self._abort(context, failure, method, call)
         raise AssertionError("unreachable")  # abort raises
 
     def _stream(self, method: str, context: grpc.ServicerContext,
                 produce: Callable[[CallContext], Iterator[bytes]]) -> Iterator[bytes]:
+        call = None
         try:
             call = self._start(method, context)
             yield from produce(call)
-            return
+        except GeneratorExit:
+            # gRPC closes the generator when the client cancels or goes away.
+            _finish(call, "CANCELLED")
+            raise
         except Exception as exc:
             failure = exc
-        self._abort(context, failure, method)
+        else:
+            _finish(call, "CANCELLED" if call.is_cancelled() else "OK")
+            return
+        self._abort(context, failure, method, call)
 
     def _unimplemented(self, method: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -456,7 +505,7 @@ class FlightTransport:
     def _list_flights(self, request: bytes,
                       context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
-            criteria = flight_pb2.Criteria.FromString(request).expression
+            criteria = _parse(flight_pb2.Criteria, request).expression
             for info in self._handlers.list_flights(call, criteria):
                 yield info.serialize()
         return self._stream("ListFlights", context, run)
@@ -477,15 +526,20 @@ class FlightTransport:
 
     def _do_get(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
-            ticket = flight_pb2.Ticket.FromString(request).ticket
+            ticket = _parse(flight_pb2.Ticket, request).ticket
             schema, batches = self._handlers.do_get(call, flight.Ticket(ticket))
+            record = call.record
             try:
                 plain = _plain_schema(schema)
                 yield encode_message((plain or schema).serialize())
                 for batch in batches:
                     if plain is not None:
                         batch = batch.cast(plain)
-                    yield encode_message(batch.serialize())
+                    data = encode_message(batch.serialize())
+                    if record is not None:
+                        record.rows += batch.num_rows
+                        record.bytes_out += len(data)
+                    yield data
             finally:
                 close = getattr(batches, "close", None)
                 if close is not None:
@@ -504,7 +558,7 @@ class FlightTransport:
 
     def _do_action(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
-            msg = flight_pb2.Action.FromString(request)
+            msg = _parse(flight_pb2.Action, request)
             action = flight.Action(msg.type, msg.body)
             for result in self._handlers.do_action(call, action):
                 body = result.body.to_pybytes() if result.body is not None else b""
@@ -518,6 +572,28 @@ class FlightTransport:
                 yield flight_pb2.ActionType(type=kind,
                                             description=description).SerializeToString()
         return self._stream("ListActions", context, run)
+
+
+def _parse(cls: Any, request: bytes) -> Any:
+    try:
+        return cls.FromString(request)
+    except DecodeError:
+        raise InvalidArgument(f"the request is not a serialized {cls.DESCRIPTOR.name}") \
+            from None
+
+
+def _peer(context: grpc.ServicerContext) -> str:
+    try:
+        return str(context.peer() or "")
+    except Exception:  # a call torn down before it is served has no peer left
+        return ""
+
+
+def _finish(call: CallContext | None, status: str) -> None:
+    """Closes the call's statement record with its gRPC status name."""
+    if call is None or call.record is None:
+        return
+    statement_log.finish(call.record, status, getattr(call, "user", None))
 
 
 def _descriptor(request: bytes) -> flight.FlightDescriptor:

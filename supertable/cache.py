@@ -52,6 +52,7 @@ from pathlib import Path
 import crc32c
 
 from superfile.ranges import RangeReader
+from supertable import stats as table_stats
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class SuperfileCache:
             self._forget(key)
             with self._lock:
                 self.stats.misses += 1
+                table_stats.add("disk_cache_misses")
             return None
         except OSError as exc:
             log.warning("cannot open cache entry %s: %s", path, exc)
@@ -187,6 +189,7 @@ class SuperfileCache:
         now = time.time()
         with self._lock:
             self.stats.hits += 1
+            table_stats.add("disk_cache_hits")
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = _Entry(st.st_size, now)

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 
+from supertable import stats as table_stats
 from supertable.errors import (
     CommitConflictError,
     ObjectExistsError,
@@ -142,10 +143,13 @@ def publish(
             raise ValueError("a successor manifest must be exactly one version ahead")
         if try_publish(store, prefix, successor):
             log.debug("%s published version %d (attempt %d)", what, successor.version, attempt)
+            table_stats.add("commits")
             return successor
+        table_stats.add("commit_conflicts")
         delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** min(attempt, 8))
         time.sleep(delay * random.uniform(0.5, 1.5))
         current = read_manifest(store, prefix, latest_version(store, prefix))
+    table_stats.add("commits_aborted")
     raise CommitConflictError(
         f"{what} lost the race for the next table version {attempts} times in a row; "
         "other writers are committing to this table continuously, retry later"

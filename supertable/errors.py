@@ -31,6 +31,10 @@ class StoragePermissionError(StorageError):
     """The credentials are missing, wrong, or not allowed to do this."""
 
 
+class StorageFullError(StorageError):
+    """The storage has no room left for a write (a full disk or an exhausted quota)."""
+
+
 class CommitConflictError(TableError):
     """Other writers kept winning: the commit gave up after its bounded retries."""
 

@@ -316,7 +316,9 @@ class Table:
                 f"unknown columns {extra}")
         try:
             return data.select(schema.names).cast(schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                ValueError) as exc:
+            # pyarrow raises a plain ValueError for nulls cast into a non-nullable field.
             raise TableSchemaError(f"rows do not fit table {self.name!r}: {exc}") from None
 
     def commit(self) -> CommitResult:

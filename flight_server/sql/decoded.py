@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
+from supertable import stats as table_stats
+
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, int]
@@ -65,7 +67,8 @@ class DecodedRows:
             rows = self._rows.get(key)
             if rows is not None:
                 self._rows.move_to_end(key)
-            return rows
+        table_stats.add("decoded_misses" if rows is None else "decoded_hits")
+        return rows
 
     def put(self, key: Key, rows: pa.Table) -> None:
         size = rows.nbytes

@@ -48,6 +48,7 @@ from flight_server.sql.errors import (
     SqlResourceError,
     SqlSyntaxError,
     SqlTableNotFoundError,
+    unknown_table,
 )
 from flight_server.sql.views import ViewRegistry
 from superfile.errors import SuperfileError
@@ -206,9 +207,7 @@ class SqlEngine:
         try:
             return self._open_table(name)
         except (TableNotFoundError, InvalidTableNameError):
-            tables = self.connection.list_tables()
-            listing = ", ".join(tables) if tables else "none"
-            raise SqlTableNotFoundError(f"unknown table {name!r}; tables are: {listing}") from None
+            raise unknown_table(name, self.connection.list_tables()) from None
 
     def _open_table(self, name: str) -> Table:
         now = time.monotonic()

@@ -6,6 +6,11 @@ Errors of the table and file layers (``supertable.errors.TableError``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from catalog.connection import is_valid_table_name
+from catalog.errors import quote_short
+
 
 class SqlError(Exception):
     """Base class of every error the SQL layer raises about a statement."""
@@ -32,3 +37,20 @@ class SqlParameterError(SqlError):
 class SqlResourceError(SqlError):
     """The statement needs more than a configured limit allows: memory, the size of a
     search, the output of a function."""
+
+
+# Tables listed in an "unknown table" message; the rest are counted.
+LISTED_TABLES = 20
+
+
+def unknown_table(name: str, tables: Sequence[str]) -> SqlError:
+    """The error for a statement naming ``name``, which is not one of ``tables``: an
+    invalid name (INVALID_ARGUMENT) or a missing table (NOT_FOUND), the name quoted
+    short and the listing bounded."""
+    if not is_valid_table_name(name):
+        return SqlPlanError(f"invalid table name {quote_short(name)}: use 1-128 letters, "
+                            "digits or underscores, not starting with a digit")
+    shown = ", ".join(tables[:LISTED_TABLES]) if tables else "none"
+    if len(tables) > LISTED_TABLES:
+        shown += f", … ({len(tables)} in all)"
+    return SqlTableNotFoundError(f"unknown table {quote_short(name)}; tables are: {shown}")

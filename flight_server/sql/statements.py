@@ -37,8 +37,14 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from catalog.errors import quote_short
 from flight_server.sql.arrow_types import plain_type
-from flight_server.sql.errors import SqlParameterError, SqlPlanError, SqlTableNotFoundError
+from flight_server.sql.errors import (
+    SqlParameterError,
+    SqlPlanError,
+    SqlTableNotFoundError,
+    unknown_table,
+)
 from superfile import IndexSpec, IndexSpecError, Metric
 from superfile.spec import is_text_type, vector_dim
 from supertable.errors import TableExistsError, TableNotFoundError
@@ -177,12 +183,12 @@ def _resolve_table(engine: Any, table: exp.Table) -> str | None:
 def _open(engine: Any, table: exp.Table) -> Table:
     name = _resolve_table(engine, table)
     if name is None:
-        raise SqlTableNotFoundError(f"unknown table {_table_name(table)!r}; tables are "
-                           f"{engine.connection.list_tables()}")
+        raise unknown_table(_table_name(table), engine.connection.list_tables())
     try:
         return engine.connection.open_table(name)
     except TableNotFoundError as exc:
-        raise SqlTableNotFoundError(f"unknown table {name!r} (dropped meanwhile)") from exc
+        raise SqlTableNotFoundError(
+            f"unknown table {quote_short(name)} (dropped meanwhile)") from exc
 
 
 def _column(schema: pa.Schema, node: exp.Expression, table: str) -> str:
@@ -478,8 +484,7 @@ def _drop(engine: Any, expr: exp.Drop) -> pa.Table:
     for t in targets:
         found = _resolve_table(engine, t)
         if found is None and not if_exists:
-            raise SqlTableNotFoundError(f"unknown table {_table_name(t)!r}; tables are "
-                               f"{engine.connection.list_tables()}")
+            raise unknown_table(_table_name(t), engine.connection.list_tables())
         if found is not None:
             names.append(found)
     for name in names:

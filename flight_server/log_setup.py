@@ -1,0 +1,59 @@
+"""How the server's log is written: plain text or one JSON object per line.
+
+``configure(level, fmt)`` sets up the root logger for ``quiver serve``. In ``json``
+every record (statement lines, warnings, tracebacks alike) is one JSON object on one
+line with ``time`` (UTC, ISO 8601), ``level``, ``logger`` and ``message``; a statement
+line adds its fields (``statement_log``) at the top level, and a failure its traceback
+as ``exc``. In ``text`` a line reads ``<time> <LEVEL> <logger>: <message>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "statement", None)
+        if isinstance(fields, dict):
+            # The fields stand on their own; the message would repeat them.
+            out["message"] = "statement"
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure(level: str | int = "INFO", fmt: str = "text",
+              stream: TextIO | None = None) -> None:
+    """Replaces the root logger's handlers with one writing ``fmt`` lines to ``stream``
+    (stderr by default) at ``level``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
