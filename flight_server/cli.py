@@ -171,6 +171,28 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        help="location of a server sharing this root (this one included), "
                        "repeatable, e.g. grpc://host:port; a query's endpoints are spread "
                        "over them (default: this server's own address)")
+    _security_arguments(serve)
+
+
+def _security_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--secret-file", type=Path, default=None, metavar="PATH",
+                       help="file holding the secret (32 bytes or more) that signs tickets "
+                       "and bearer tokens; give every server of a root the same one "
+                       "(default: $QUIVER_SECRET_FILE, else a secret kept in the root at "
+                       "_system/server.key: whoever can read the root can then forge them)")
+    serve.add_argument("--ticket-ttl", type=float, default=24 * 3600.0, metavar="SECONDS",
+                       help="how long a query's tickets stay valid (default 86400)")
+    serve.add_argument("--token-ttl", type=float, default=8 * 3600.0, metavar="SECONDS",
+                       help="how long a bearer token issued for a password stays valid; "
+                       "calls in its second half get a fresh one (default 28800)")
+    serve.add_argument("--login-free-failures", type=int, default=5, metavar="N",
+                       help="failed logins from one address before each further one blocks "
+                       "it for a doubling delay (default 5)")
+    serve.add_argument("--login-max-delay", type=float, default=60.0, metavar="SECONDS",
+                       help="longest wait after failed logins (default 60)")
+    serve.add_argument("--prepared-per-session", type=int, default=256, metavar="N",
+                       help="most prepared statements one connection keeps; past it, its "
+                       "own least recently used one is dropped (default 256)")
 
 
 def _storage_options(pairs: list[str]) -> dict[str, str]:
@@ -199,7 +221,11 @@ def _run_serve(args: argparse.Namespace) -> int:
               allow_unauthenticated=args.allow_unauthenticated, workers=args.workers,
               advertise=args.advertise or None, memory_cache_bytes=args.memory_cache,
               max_staleness_s=args.max_staleness, cache_dir=args.cache_dir,
-              cache_bytes=args.cache_bytes)
+              cache_bytes=args.cache_bytes, secret_file=args.secret_file,
+              ticket_ttl=args.ticket_ttl, token_ttl=args.token_ttl,
+              login_free_failures=args.login_free_failures,
+              login_max_delay=args.login_max_delay,
+              prepared_per_session=args.prepared_per_session)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2

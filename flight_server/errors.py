@@ -9,6 +9,7 @@
 - UNAVAILABLE: storage that cannot be reached (retry later);
 - PERMISSION_DENIED: storage refused the server's credentials;
 - UNAUTHENTICATED, CANCELLED, UNIMPLEMENTED: as raised by the server itself;
+- RESOURCE_EXHAUSTED: a limit of the caller (too many failed logins; wait and retry);
 - INTERNAL for anything else: the traceback goes to the server log, the client gets
   a one-line message.
 
@@ -62,6 +63,12 @@ class Unauthenticated(Exception):
     __module__ = "quiver"
 
 
+class ResourceExhausted(Exception):
+    """A limit of the caller was reached (too many failed logins); retry after a wait."""
+
+    __module__ = "quiver"
+
+
 class Cancelled(Exception):
     """The call was cancelled, by the client or by a cancel request."""
 
@@ -75,6 +82,7 @@ _CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.
     (NotFound, Code.NOT_FOUND),
     (NotImplementedCommand, Code.UNIMPLEMENTED),
     (Unauthenticated, Code.UNAUTHENTICATED),
+    (ResourceExhausted, Code.RESOURCE_EXHAUSTED),
     ((Cancelled, flight.FlightCancelledError), Code.CANCELLED),
     (flight.FlightUnauthenticatedError, Code.UNAUTHENTICATED),
     (flight.FlightUnauthorizedError, Code.PERMISSION_DENIED),
