@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ class TooManyFailures(Exception):
 
 
 def peer_address(peer: str) -> str:
-    """The address part of a gRPC peer (``ipv4:1.2.3.4:5678`` -> ``1.2.3.4``; IPv6 as
-    its /64 network); anything else as it is."""
-    kind, _, rest = peer.partition(":")
+    """The address part of a gRPC peer (``ipv4:1.2.3.4:5678`` -> ``1.2.3.4``; IPv6, which
+    gRPC sends as ``ipv6:%5B::1%5D:5678``, as its /64 network); anything else as it is."""
+    kind, _, rest = unquote(peer).partition(":")
     if kind not in ("ipv4", "ipv6"):
         return peer
     host = rest.rpartition(":")[0].strip("[]") or rest
@@ -55,7 +56,7 @@ def peer_address(peer: str) -> str:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return host
-    if isinstance(address, ipaddress.IPv6Address):
+    if isinstance(address, ipaddress.IPv6Address) and not address.is_loopback:
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
