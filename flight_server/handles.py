@@ -27,8 +27,9 @@ prepared them. Their handles are signed too, and each belongs to the session tha
 made it (the authenticated user and the connection's peer address): another session
 gets NOT_FOUND. A session holds at most ``per_session`` statements, past which its own
 least recently used one is dropped; the whole registry holds at most ``max_size``,
-past which the least recently used statement of the session holding the most goes;
-any statement is dropped after ``idle_seconds`` without use.
+past which the least recently used statement of the session holding the most goes
+(of several as large, the most recently active one's); any statement is dropped after
+``idle_seconds`` without use.
 """
 
 from __future__ import annotations
@@ -225,8 +226,9 @@ class PreparedRegistry:
         self._key = key if key is not None else os.urandom(32)
         # Every statement, least recently used first (what idle expiry walks).
         self._items: OrderedDict[bytes, PreparedStatement] = OrderedDict()
-        # The handles of each session, least recently used first.
-        self._sessions: dict[Session, OrderedDict[bytes, None]] = {}
+        # The handles of each session, least recently used first; the sessions least
+        # recently active first.
+        self._sessions: OrderedDict[Session, OrderedDict[bytes, None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -250,10 +252,13 @@ class PreparedRegistry:
             if own is not None and len(own) >= self.per_session:
                 self._drop(next(iter(own)))
             while len(self._items) >= self.max_size:
-                largest = max(self._sessions.values(), key=len)
+                # The most recently active of the largest sessions gives one up: a busy
+                # flood of sessions pushes out its own before a quiet session's.
+                largest = max(reversed(self._sessions.values()), key=len)
                 self._drop(next(iter(largest)))
             self._items[stmt.handle] = stmt
             self._sessions.setdefault(session, OrderedDict())[stmt.handle] = None
+            self._sessions.move_to_end(session)
         return stmt
 
     def get(self, handle: bytes, session: Session = None) -> PreparedStatement:
@@ -273,6 +278,7 @@ class PreparedRegistry:
             stmt.last_used = now
             self._items.move_to_end(handle)
             self._sessions[session].move_to_end(handle)
+            self._sessions.move_to_end(session)
             return stmt
 
     def close(self, handle: bytes, session: Session = None) -> bool:
