@@ -130,3 +130,28 @@ def test_the_registry_keeps_each_session_within_its_quota_and_the_whole_within_i
         assert reg.get(handle, "victim").sql.startswith("SELECT")
     with pytest.raises(KeyError):
         reg.get(flood[0], "flood0")
+
+
+def test_each_call_knows_its_user_and_peer() -> None:
+    seen: list[tuple[str | None, str]] = []
+
+    class Recording(QuiverFlightServer):
+        def list_actions(self, context):
+            seen.append((context.user, context.peer))
+            return super().list_actions(context)
+
+    static = "static-token-0123456789abcdef"
+    config = auth.AuthConfig(users={"ann": "ann's"}, tokens=frozenset({static}))
+    srv = Recording(two_docs("identity"), "grpc://127.0.0.1:0",
+                    middleware=auth.middleware(config))
+    try:
+        with flight.connect(f"grpc://127.0.0.1:{srv.port}") as client:
+            login = client.authenticate_basic_token("ann", "ann's")
+            list(client.list_actions(flight.FlightCallOptions(headers=[login])))
+            bearer = (b"authorization", f"Bearer {static}".encode())
+            list(client.list_actions(flight.FlightCallOptions(headers=[bearer])))
+    finally:
+        stop_on_memory(srv)
+    (ann, ann_peer), (token, token_peer) = seen
+    assert ann == "ann" and token.startswith("token:") and static not in token
+    assert ann_peer == token_peer and ann_peer.startswith("ipv4:127.0.0.1:")

@@ -267,3 +267,26 @@ def test_a_short_or_missing_secret_file_stops_the_server_from_starting(tmp_path,
         build_server(str(root), port=0, secret_file=short)
     with pytest.raises(ServeError, match="cannot read the secret file"):
         build_server(str(root), port=0, secret_file=tmp_path / "absent.key")
+
+
+def test_quiver_serve_takes_the_security_options(tmp_path, root, conn) -> None:
+    from tests.flight_server.conftest import start_server
+
+    conn.close()
+    secret = tmp_path / "serve.key"
+    secret.write_text(os.urandom(32).hex())
+    secret.chmod(0o600)
+    served = start_server(root, "--secret-file", str(secret), "--ticket-ttl", "60",
+                          "--token-ttl", "120", "--login-free-failures", "3",
+                          "--login-max-delay", "10", "--prepared-per-session", "8",
+                          "--user", "ann:ann's")
+    try:
+        with flight.connect(served.uri) as c:
+            options = flight.FlightCallOptions(
+                headers=[c.authenticate_basic_token("ann", "ann's")])
+            cmd = pack(flight_sql_pb2.CommandStatementQuery(query="SELECT count(*) FROM docs"))
+            info = c.get_flight_info(flight.FlightDescriptor.for_command(cmd), options)
+            assert c.do_get(info.endpoints[0].ticket, options).read_all().num_rows == 1
+    finally:
+        assert served.stop() == 0, served.log()
+    assert not (root / keys.SECRET_PATH).exists()
