@@ -18,7 +18,8 @@ Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
   WHERE. Several servers can share one root: the endpoints of a split result are
   dealt round-robin over the ``advertise`` locations (one each; without advertised
   locations, and for single-endpoint results, the location list is empty and the
-  client reads over the connection it has). DDL or DML sent
+  client reads over the connection it has). Tickets are signed with the root's key
+  (``handles.TicketSigner``), so a client can neither edit nor make one. DDL or DML sent
   as a query runs once, when its FlightInfo is made, and the ticket carries its
   one-row result. ``total_records`` is -1 for queries (not known before running);
   for DML it is the statement's row count (what ADBC reports as ``rowcount``), -1
@@ -26,6 +27,8 @@ Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
 - Updates: DoPut of ``CommandStatementUpdate`` / ``CommandPreparedStatementUpdate``
   answers ``DoPutUpdateResult`` in the put result's metadata. A prepared update
   runs once per parameter row and reports the summed count.
+- Prepared statements belong to the session (user and connection) that made them
+  (``handles.PreparedRegistry``); another session gets NOT_FOUND.
 - Prepared queries: DoPut binds the parameter rows (the last bound set is kept)
   and answers ``DoPutPreparedStatementResult`` with the same handle. Several
   parameter rows run the query once per row and the results are concatenated in

@@ -9,6 +9,7 @@ user pushed other users' tokens out of that memory.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,39 @@ def test_a_token_from_another_root_or_for_a_changed_password_is_refused(
         for s in servers:
             s.shutdown()
         other_conn.close()
+
+
+class _Headers(flight.ClientMiddlewareFactory):
+    """Keeps the ``authorization`` headers the server sends back."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def start_call(self, info):
+        factory = self
+
+        class Middleware(flight.ClientMiddleware):
+            def received_headers(self, headers):
+                factory.seen.extend(headers.get("authorization", []))
+
+        return Middleware()
+
+
+def test_a_token_used_in_the_second_half_of_its_life_is_renewed(docs) -> None:
+    srv = _start(docs, auth.AuthConfig(users={USER: PASSWORD}), token_ttl=4.0)
+    headers = _Headers()
+    try:
+        with flight.connect(f"grpc://127.0.0.1:{srv.port}", middleware=[headers]) as client:
+            header = client.authenticate_basic_token(USER, PASSWORD)
+            headers.seen.clear()
+            assert _count(client, header) == 2
+            assert headers.seen == []
+            time.sleep(2.5)
+            assert _count(client, header) == 2
+            [renewed] = headers.seen
+            time.sleep(2.0)  # the first token is past its lifetime now
+            with pytest.raises(flight.FlightUnauthenticatedError, match="expired"):
+                _count(client, header)
+            assert _count(client, (b"authorization", renewed.encode())) == 2
+    finally:
+        srv.shutdown()
