@@ -290,3 +290,19 @@ def test_quiver_serve_takes_the_security_options(tmp_path, root, conn) -> None:
     finally:
         assert served.stop() == 0, served.log()
     assert not (root / keys.SECRET_PATH).exists()
+
+
+def test_the_secret_file_can_come_from_the_environment(tmp_path, root, conn,
+                                                       monkeypatch) -> None:
+    conn.close()
+    secret = tmp_path / "env.key"
+    secret.write_text(os.urandom(32).hex())
+    secret.chmod(0o600)
+    monkeypatch.setenv(keys.SECRET_FILE_ENV, str(secret))
+    srv = build_server(str(root), port=0)
+    try:
+        assert srv.key.secret == secret.read_bytes().strip()
+    finally:
+        srv.shutdown()
+        srv.conn.close()
+    assert not (root / keys.SECRET_PATH).exists()
