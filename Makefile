@@ -10,12 +10,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[test,bench,dev]'
 	touch $@
 
-# docker-compose validates compose/ in the tests; Debian's package, when we may install it.
+# docker-compose validates compose/ in the tests; Maven and a JDK run the JDBC driver tests
+# (tests/java). Debian's packages, when we may install them.
 system-deps:
 	@command -v docker-compose >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; \
 		else echo "docker-compose is not installed: its tests will be skipped"; fi; }
+	@{ command -v mvn >/dev/null && command -v javac >/dev/null; } || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && \
+			apt-get install -y -qq maven default-jdk-headless >/dev/null; \
+		else echo "Maven or a JDK is missing: the JDBC driver tests will be skipped"; fi; }
 
 install: $(VENV)/.installed system-deps
 

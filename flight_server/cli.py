@@ -136,8 +136,29 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                        help="object store setting, repeatable: aws_endpoint, aws_access_key_id, "
                        "aws_secret_access_key, aws_region, allow_http, …")
-    serve.add_argument("--workers", type=int, default=None,
-                       help="most calls running statements at once (default: no limit)")
+    serve.add_argument("--max-concurrent-statements", "--workers", type=int, default=None,
+                       dest="max_concurrent_statements", metavar="N",
+                       help="most statements planning or running at once; others wait in "
+                       "line up to 10 s, then get RESOURCE_EXHAUSTED (default 16)")
+    serve.add_argument("--statement-timeout", type=float, default=None, metavar="SECONDS",
+                       help="time limit of a statement, DoGet streaming included; a client's "
+                       "shorter deadline wins; 0 for none (default 300)")
+    serve.add_argument("--memory-limit", type=int, default=None, metavar="BYTES",
+                       help="memory that the statements' sorts, joins and aggregates share; "
+                       "past it they spill to disk or fail with RESOURCE_EXHAUSTED (default: "
+                       "$QUIVER_MEMORY_LIMIT or a quarter of the machine's memory)")
+    serve.add_argument("--spill-dir", default=None, metavar="DIR",
+                       help="where statements spill (default: the system's temporary folder)")
+    serve.add_argument("--max-search-k", type=int, default=None, metavar="K",
+                       help="most results one search function call may return (default "
+                       "100000; a search never returns more than its table's rows)")
+    serve.add_argument("--max-message-bytes", type=int, default=None, metavar="BYTES",
+                       help="largest message a client may send, e.g. one DoPut batch "
+                       "(default 256 MiB); bigger ones get RESOURCE_EXHAUSTED")
+    serve.add_argument("--shutdown-grace", type=float, default=None, metavar="SECONDS",
+                       help="on SIGTERM or Ctrl-C: running statements are cancelled at once, "
+                       "other calls get this long to finish, then the process exits "
+                       "(default 10)")
     serve.add_argument("--memory-cache", type=int, default=None, metavar="BYTES",
                        help="decoded rows of tables kept in memory for scans, at most this "
                        "many bytes; 0 reads Parquet every time (default: "
@@ -218,10 +239,14 @@ def _run_serve(args: argparse.Namespace) -> int:
                              token_file=args.token_file, token_env=args.token_env)
         serve(args.root, host=args.host, port=args.port, storage_options=storage, auth=auth,
               tls_cert=args.tls_cert, tls_key=args.tls_key,
-              allow_unauthenticated=args.allow_unauthenticated, workers=args.workers,
+              allow_unauthenticated=args.allow_unauthenticated,
+              workers=args.max_concurrent_statements,
               advertise=args.advertise or None, memory_cache_bytes=args.memory_cache,
               max_staleness_s=args.max_staleness, cache_dir=args.cache_dir,
-              cache_bytes=args.cache_bytes, secret_file=args.secret_file,
+              cache_bytes=args.cache_bytes, statement_timeout_s=args.statement_timeout,
+              memory_limit=args.memory_limit, spill_dir=args.spill_dir,
+              max_search_k=args.max_search_k, max_message_bytes=args.max_message_bytes,
+              shutdown_grace_s=args.shutdown_grace, secret_file=args.secret_file,
               ticket_ttl=args.ticket_ttl, token_ttl=args.token_ttl,
               login_free_failures=args.login_free_failures,
               login_max_delay=args.login_max_delay,

@@ -8,8 +8,11 @@
 - ABORTED: a commit that kept losing to other writers (retry the whole write);
 - UNAVAILABLE: storage that cannot be reached (retry later);
 - PERMISSION_DENIED: storage refused the server's credentials;
-- UNAUTHENTICATED, CANCELLED, UNIMPLEMENTED: as raised by the server itself;
-- RESOURCE_EXHAUSTED: a limit of the caller (too many failed logins; wait and retry);
+- RESOURCE_EXHAUSTED: a limit of the server (statements at once, memory, result sizes)
+  or of the caller (too many failed logins: wait and retry);
+- DEADLINE_EXCEEDED: a statement that ran past its time limit;
+- CANCELLED: a statement stopped by a cancel request, a client gone, or a shutdown;
+- UNAUTHENTICATED, UNIMPLEMENTED: as raised by the server itself;
 - INTERNAL for anything else: the traceback goes to the server log, the client gets
   a one-line message.
 
@@ -63,14 +66,15 @@ class Unauthenticated(Exception):
     __module__ = "quiver"
 
 
-class ResourceExhausted(Exception):
-    """A limit of the caller was reached (too many failed logins); retry after a wait."""
+class Cancelled(Exception):
+    """The call was cancelled, by the client or by a cancel request."""
 
     __module__ = "quiver"
 
 
-class Cancelled(Exception):
-    """The call was cancelled, by the client or by a cancel request."""
+class ResourceExhausted(Exception):
+    """A limit of the server is reached: statements running at once, memory, sizes; or
+    of the caller: too many failed logins (retry after the wait the message gives)."""
 
     __module__ = "quiver"
 
@@ -82,8 +86,10 @@ _CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.
     (NotFound, Code.NOT_FOUND),
     (NotImplementedCommand, Code.UNIMPLEMENTED),
     (Unauthenticated, Code.UNAUTHENTICATED),
-    (ResourceExhausted, Code.RESOURCE_EXHAUSTED),
-    ((Cancelled, flight.FlightCancelledError), Code.CANCELLED),
+    ((Cancelled, flight.FlightCancelledError, table_errors.WorkCancelledError),
+     Code.CANCELLED),
+    ((ResourceExhausted, sql_errors.SqlResourceError), Code.RESOURCE_EXHAUSTED),
+    (table_errors.WorkTimeoutError, Code.DEADLINE_EXCEEDED),
     (flight.FlightUnauthenticatedError, Code.UNAUTHENTICATED),
     (flight.FlightUnauthorizedError, Code.PERMISSION_DENIED),
     (flight.FlightUnavailableError, Code.UNAVAILABLE),

@@ -15,9 +15,13 @@ connection the client already has (a server cannot know which of its addresses
 a client can reach, e.g. behind port mapping or a TLS name).
 
 Calls are served by a pool of threads (``flight_server.transport``); ``workers``
-bounds how many calls plan or execute statements at once (GetFlightInfo, GetSchema,
-DoPut, actions and the start of a DoGet). Streaming the rows of a started DoGet is
-not counted.
+(``--max-concurrent-statements``) bounds how many units of work run at once
+(GetFlightInfo, GetSchema, DoPut, actions, and a DoGet until its stream ends), each
+under the statement time limit (``flight_server.limits``).
+
+Shutdown (SIGTERM, SIGINT) stops taking calls, cancels every running statement at
+once, gives the other calls in flight ``shutdown_grace_s`` to finish, and then ends
+the process even if some native work has not returned yet.
 
 Tickets, prepared-statement handles and bearer tokens are signed with a secret all
 servers of the root share (``flight_server.keys``): ``secret_file`` (``--secret-file``
@@ -35,6 +39,7 @@ from a remote root are kept in a local disk cache (``cache_dir``, ``cache_bytes`
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -43,6 +48,7 @@ from typing import Any
 
 from flight_server import auth as auth_module
 from flight_server import handles, keys, login_limit
+from flight_server.limits import DEFAULT_MAX_CONCURRENT, DEFAULT_STATEMENT_TIMEOUT_S, Limits
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
 from supertable.table import TableOptions
@@ -50,7 +56,21 @@ from supertable.table import TableOptions
 log = logging.getLogger(__name__)
 
 
-SHUTDOWN_GRACE_S = 20.0
+SHUTDOWN_GRACE_S = 10.0
+# After the grace, this long for the process to wind down before it is ended outright
+# (a thread inside a native call cannot be stopped otherwise).
+EXIT_MARGIN_S = 3.0
+
+
+def _exit_after(seconds: float) -> None:
+    def end() -> None:
+        log.warning("quiver: work still running %.0f s after shutdown began; exiting", seconds)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
 
 
 class ServeError(Exception):
@@ -72,6 +92,11 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  max_staleness_s: float = 0.0,
                  cache_dir: str | None = None,
                  cache_bytes: int | None = None,
+                 statement_timeout_s: float | None = None,
+                 memory_limit: int | None = None,
+                 spill_dir: str | None = None,
+                 max_search_k: int | None = None,
+                 max_message_bytes: int | None = None,
                  secret_file: Path | None = None,
                  ticket_ttl: float = handles.DEFAULT_TICKET_TTL,
                  token_ttl: float = auth_module.DEFAULT_TOKEN_TTL,
@@ -81,7 +106,9 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
     default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
-    ``TableOptions``)."""
+    ``TableOptions``; ``workers`` statements at once and ``statement_timeout_s`` as in
+    ``limits.Limits``; ``memory_limit``, ``spill_dir`` and ``max_search_k`` as in
+    ``SqlEngine``; ``max_message_bytes`` the largest message a client may send)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     if auth is not None and not auth.enabled:
@@ -91,7 +118,15 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                          "or tokens (--user, --users-file, --token-file, --token-env), or "
                          "pass --allow-unauthenticated")
     if workers is not None and workers < 1:
-        raise ServeError("--workers must be at least 1")
+        raise ServeError("--max-concurrent-statements must be at least 1")
+    if statement_timeout_s is not None and not statement_timeout_s >= 0:
+        raise ServeError("--statement-timeout must be 0 (none) or more seconds")
+    if memory_limit is not None and memory_limit < (16 << 20):
+        raise ServeError("--memory-limit must be at least 16 MiB")
+    if max_search_k is not None and max_search_k < 1:
+        raise ServeError("--max-search-k must be at least 1")
+    if max_message_bytes is not None and not (1 << 20) <= max_message_bytes < 2**31:
+        raise ServeError("--max-message-bytes must be between 1 MiB and 2 GiB")
     if memory_cache_bytes is not None and memory_cache_bytes < 0:
         raise ServeError("--memory-cache must be 0 or more bytes")
     if not max_staleness_s >= 0:  # also refuses NaN
@@ -120,14 +155,20 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     table_options = TableOptions(max_staleness_s=max_staleness_s, cache_dir=cache_dir,
                                  cache_bytes=cache_bytes)
     conn = connect(root, memory_cache_bytes=memory_cache_bytes, table_options=table_options,
+                   memory_limit=memory_limit, spill_dir=spill_dir, max_search_k=max_search_k,
                    **(storage_options or {}))
     location = _location(host, port, tls is not None)
+    limits = Limits(statement_timeout_s=(DEFAULT_STATEMENT_TIMEOUT_S
+                                         if statement_timeout_s is None
+                                         else statement_timeout_s or None),
+                    max_concurrent=workers or DEFAULT_MAX_CONCURRENT)
     try:
         key = keys.server_key(conn.catalog.store, secret_file)
         prepared = handles.PreparedRegistry(per_session=prepared_per_session,
                                             key=key.derive("prepared statements"))
         server = QuiverFlightServer(conn, location, tls_certificates=tls, middleware=middleware,
-                                    workers=workers, advertise=advertised, key=key,
+                                    advertise=advertised, limits=limits,
+                                    max_message_bytes=max_message_bytes, key=key,
                                     ticket_ttl=ticket_ttl, prepared=prepared)
     except keys.SecretError as exc:
         conn.close()
@@ -158,8 +199,10 @@ def listening_uri(server: QuiverFlightServer) -> str:
     return f"{scheme}://{host}:{server.port}"
 
 
-def serve(root: str, **options: Any) -> None:
-    """Runs a server (``build_server`` options) until SIGTERM or SIGINT."""
+def serve(root: str, *, shutdown_grace_s: float | None = None, **options: Any) -> None:
+    """Runs a server (``build_server`` options) until SIGTERM or SIGINT, then stops
+    within ``shutdown_grace_s`` (default ``SHUTDOWN_GRACE_S``)."""
+    grace = SHUTDOWN_GRACE_S if shutdown_grace_s is None else max(0.0, shutdown_grace_s)
     server = build_server(root, **options)
     stop = threading.Event()
 
@@ -179,9 +222,10 @@ def serve(root: str, **options: Any) -> None:
         # Running queries are cancelled at once; the other calls in flight get a grace
         # period, then are cancelled too (writes commit atomically, so none is left half
         # written).
+        _exit_after(grace + EXIT_MARGIN_S)
         cancelled = server.cancel_streams()
-        log.info("quiver: shutting down (%d running queries cancelled)", cancelled)
-        server.shutdown(SHUTDOWN_GRACE_S)
+        log.info("quiver: shutting down (%d running statements cancelled)", cancelled)
+        server.shutdown(grace)
         server.conn.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -46,6 +46,7 @@ Results stream in batches of at most ``MAX_BATCH_ROWS`` rows / ``MAX_BATCH_BYTES
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -64,12 +65,14 @@ from catalog.errors import InvalidTableNameError
 from flight_server import handles, ingest, keys, metadata
 from flight_server.auth import Authenticator
 from flight_server.errors import InvalidArgument, NotFound, NotImplementedCommand
+from flight_server.limits import Admission, Limits, Slot
 from flight_server.sql import SqlConnection
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.transport import DEFAULT_THREADS, CallContext, FlightTransport, PutReader
 from flight_server.transport import PutWriter as MetadataWriter
 from proto import PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
+from supertable import interrupt as interrupts
 from supertable.errors import TableNotFoundError
 
 log = logging.getLogger(__name__)
@@ -154,7 +157,14 @@ class _BatchStream:
         self._cancel = cancel
         self._context = context
         self._closed = False
+        self._slot: Slot | None = None
         owner._calls.add(context)
+
+    def hold(self, slot: Slot) -> None:
+        """Keeps the statement's admission slot until the stream ends."""
+        self._slot = slot
+        if self._closed:
+            slot.release()
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self
@@ -182,6 +192,8 @@ class _BatchStream:
             self._reader.close()
         finally:
             self._owner.streams.finish(self._key, self._cancel)
+            if self._slot is not None:
+                self._slot.release()
 
 
 class FlightHandlers:
@@ -192,8 +204,12 @@ class FlightHandlers:
                  prepared: handles.PreparedRegistry | None = None,
                  advertise: Sequence[str] | None = None,
                  min_endpoint_rows: int = MIN_ENDPOINT_ROWS,
+                 limits: Limits | None = None,
                  key: keys.ServerKey | None = None,
                  ticket_ttl: float = handles.DEFAULT_TICKET_TTL) -> None:
+        """``limits`` bounds each statement's time and how many run at once
+        (``workers``, when given, is the number at once); ``key`` signs tickets and
+        prepared handles (the root's stored secret when not given)."""
         self.conn = conn
         # Tickets and prepared handles are signed with the key of the root (the secret
         # stored in it unless one is given), so any server on the root takes them.
@@ -207,24 +223,46 @@ class FlightHandlers:
         self.streams = handles.RunningStreams()
         # The calls of running DoGet streams (set operations are atomic under the GIL).
         self._calls: set[CallContext] = set()
-        self._slots = threading.BoundedSemaphore(workers) if workers else None
+        limits = limits or Limits()
+        if workers:
+            limits = dataclasses.replace(limits, max_concurrent=workers)
+        self.limits = limits
+        self.admission = Admission(limits)
 
     def cancel_streams(self) -> int:
-        """Cancels every running DoGet, also those waiting for their client to read (a
-        flag alone is seen only at the next batch); the number of queries cancelled."""
-        cancelled = self.streams.cancel_all()
+        """Cancels every running statement and DoGet, also those waiting for their client
+        to read (a flag alone is seen only at the next batch); how many were cancelled."""
+        cancelled = self.admission.cancel_all("stopped: the server is shutting down")
+        cancelled = max(cancelled, self.streams.cancel_all())
         for call in list(self._calls):
             call.cancel()
         return cancelled
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _run(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Runs one unit of work, at most ``workers`` at once."""
-        if self._slots is None:
-            return fn(*args)
-        with self._slots:
-            return fn(*args)
+    def _run(self, what: str, context: CallContext | None, fn: Callable[..., Any],
+             *args: Any) -> Any:
+        """Runs one unit of work once admitted, under an interrupt carrying the statement
+        time limit (shortened by the client's deadline) and the client's presence. A
+        DoGet stream keeps its slot until it ends."""
+        interrupt = interrupts.Interrupt(self.limits.statement_timeout_s,
+                                         also=context.is_cancelled if context else None)
+        deadline = context.deadline() if context is not None else None
+        if deadline is not None:
+            interrupt.shorten(deadline)
+        slot = self.admission.enter(interrupt)
+        handed = False
+        try:
+            with interrupts.scope(interrupt):
+                result = fn(*args)
+            if isinstance(result, tuple) and len(result) == 2 and \
+                    isinstance(result[1], _BatchStream):
+                result[1].hold(slot)
+                handed = True
+            return result
+        finally:
+            if not handed:
+                slot.release()
 
     def _command(self, descriptor: flight.FlightDescriptor) -> Message:
         msg = _parse_command(descriptor.command)
@@ -237,7 +275,8 @@ class FlightHandlers:
 
     def get_flight_info(self, context: CallContext,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        return self._run("GetFlightInfo", self._flight_info, descriptor, context.session)
+        return self._run("GetFlightInfo", context, self._flight_info, descriptor,
+                         context.session)
 
     def _flight_info(self, descriptor: flight.FlightDescriptor,
                      session: handles.Session = None) -> flight.FlightInfo:
@@ -357,7 +396,7 @@ class FlightHandlers:
 
     def get_schema(self, context: CallContext,
                    descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
-        return self._run("GetSchema", self._schema_of, descriptor, context.session)
+        return self._run("GetSchema", context, self._schema_of, descriptor, context.session)
 
     def _schema_of(self, descriptor: flight.FlightDescriptor,
                    session: handles.Session = None) -> flight.SchemaResult:
@@ -404,10 +443,10 @@ class FlightHandlers:
 
     def list_flights(self, context: CallContext,
                      criteria: bytes) -> Iterator[flight.FlightInfo]:
-        names = self._run("ListFlights", self.conn.list_tables)
+        names = self._run("ListFlights", context, self.conn.list_tables)
         for name in names:
             try:
-                info = self._run("ListFlights", self._table_info, name)
+                info = self._run("ListFlights", context, self._table_info, name)
             except (TableNotFoundError, NotFound):
                 continue  # dropped while listing
             yield info
@@ -417,7 +456,7 @@ class FlightHandlers:
     def do_get(self, context: CallContext,
                ticket: flight.Ticket) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """The schema and batches of the ticket's rows."""
-        return self._run("DoGet", self._do_get, context, ticket.ticket)
+        return self._run("DoGet", context, self._do_get, context, ticket.ticket)
 
     def _do_get(self, context: CallContext,
                 raw: bytes) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
@@ -457,6 +496,9 @@ class FlightHandlers:
                 context: CallContext) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         key = bytes(ticket)
         cancel = self.streams.start(key)
+        running = interrupts.current()
+        if running is not None:
+            running.watch(cancel.is_set)
         try:
             if cancel.is_set():
                 raise flight.FlightCancelledError("the query was cancelled")
@@ -471,7 +513,7 @@ class FlightHandlers:
     def do_put(self, context: CallContext, descriptor: flight.FlightDescriptor,
                reader: PutReader,
                writer: MetadataWriter) -> None:
-        self._run("DoPut", self._do_put, context, descriptor, reader, writer)
+        self._run("DoPut", context, self._do_put, context, descriptor, reader, writer)
 
     def _do_put(self, context: CallContext, descriptor: flight.FlightDescriptor,
                 reader: PutReader,
@@ -539,7 +581,7 @@ class FlightHandlers:
 
     def do_action(self, context: CallContext,
                   action: flight.Action) -> Iterator[flight.Result]:
-        results = self._run(f"action {action.type}", self._action, action.type,
+        results = self._run(f"action {action.type}", context, self._action, action.type,
                             action.body.to_pybytes() if action.body is not None else b"",
                             context.session)
         return iter(results)
@@ -667,7 +709,8 @@ class QuiverFlightServer(FlightHandlers):
     ``middleware`` is ``auth.middleware(config)`` (an ``Authenticator`` under any key)
     when calls must authenticate; ``auth_handler`` is accepted and unused (Handshake is
     answered whenever calls authenticate). ``threads`` bounds the calls served at once;
-    ``workers`` bounds how many of them plan or run statements at once.
+    ``limits`` (or ``workers``) how many of them plan or run statements at once and for
+    how long; ``max_message_bytes`` the size of one message a client may send.
     """
 
     def __init__(self, conn: SqlConnection, location: str = "grpc://127.0.0.1:0", *,
@@ -679,10 +722,13 @@ class QuiverFlightServer(FlightHandlers):
                  advertise: Sequence[str] | None = None,
                  min_endpoint_rows: int = MIN_ENDPOINT_ROWS,
                  threads: int | None = None,
+                 limits: Limits | None = None,
+                 max_message_bytes: int | None = None,
                  key: keys.ServerKey | None = None,
                  ticket_ttl: float = handles.DEFAULT_TICKET_TTL) -> None:
         super().__init__(conn, workers=workers, prepared=prepared, advertise=advertise,
-                         min_endpoint_rows=min_endpoint_rows, key=key, ticket_ttl=ticket_ttl)
+                         min_endpoint_rows=min_endpoint_rows, limits=limits, key=key,
+                         ticket_ttl=ticket_ttl)
         self.location = location
         authenticators = [m for m in (middleware or {}).values()
                           if isinstance(m, Authenticator)]
@@ -690,10 +736,11 @@ class QuiverFlightServer(FlightHandlers):
             authenticator.use_key(self.key)
         if threads is None:
             # Streams hold a thread while they send; leave room beyond the statement limit.
-            threads = max(DEFAULT_THREADS, 2 * (workers or 0) + 4)
+            threads = max(DEFAULT_THREADS, 2 * self.limits.max_concurrent + 4)
         self._transport = FlightTransport(
             self, location, tls_certificates=tls_certificates,
-            authenticator=authenticators[0] if authenticators else None, threads=threads)
+            authenticator=authenticators[0] if authenticators else None, threads=threads,
+            max_message_bytes=max_message_bytes)
         self.port = self._transport.port
 
     def shutdown(self, grace: float | None = 5.0) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, Protocol
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = "arrow.flight.protocol.FlightService"
 DEFAULT_THREADS = 32
-# Clients send ingest batches of any size; gRPC's default receive limit is 4 MiB.
-MAX_MESSAGE_BYTES = 2**31 - 1
+# The largest message a client may send (one DoPut batch, one ticket): gRPC's default is
+# 4 MiB, too small for ingest batches; a bigger one is refused with RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 256 << 20
 SCHEMES = ("grpc", "grpc+tcp", "grpc+tls")
 
 _CONTINUATION = b"\xff\xff\xff\xff"
@@ -163,6 +165,11 @@ class CallContext:
             return True
         remaining = self._grpc.time_remaining()
         return remaining is not None and remaining <= 0
+
+    def deadline(self) -> float | None:
+        """The client's deadline as ``time.monotonic`` seconds, or None without one."""
+        remaining = self._grpc.time_remaining()
+        return None if remaining is None else time.monotonic() + remaining
 
     def cancel(self) -> None:
         """Ends the call with CANCELLED now, even while it waits for the client to read."""
@@ -334,7 +341,8 @@ class FlightTransport:
     def __init__(self, handlers: FlightHandlers, location: str, *,
                  tls_certificates: Sequence[Any] | None = None,
                  authenticator: Authenticator | None = None,
-                 threads: int = DEFAULT_THREADS) -> None:
+                 threads: int = DEFAULT_THREADS,
+                 max_message_bytes: int | None = None) -> None:
         host, port, tls = parse_location(location)
         if tls and not tls_certificates:
             raise ValueError(f"{location} needs TLS certificates")
@@ -343,8 +351,8 @@ class FlightTransport:
         self._pool = futures.ThreadPoolExecutor(max_workers=threads,
                                                 thread_name_prefix="flight")
         self._server = grpc.server(self._pool, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_message_bytes or MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", 2**31 - 1),
             # Two servers must not share a port silently.
             ("grpc.so_reuseport", 0),
         ])

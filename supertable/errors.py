@@ -49,3 +49,11 @@ class TableNotFoundError(TableError):
 
 class TableExistsError(TableError):
     """A table of that name already exists under the root."""
+
+
+class WorkCancelledError(TableError):
+    """The caller cancelled the work (a cancel request, a client that went away)."""
+
+
+class WorkTimeoutError(TableError):
+    """The work ran past the deadline its caller set."""

@@ -29,6 +29,7 @@ from superfile.errors import CorruptFileError
 from superfile.fts.engine import K1, B, table_topk
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import vector_dim
+from supertable import interrupt
 from supertable.bloom import TermBloom
 from supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
 from supertable.readers import ReaderPool
@@ -53,10 +54,12 @@ class Hits:
                    np.zeros(0, np.float32))
 
 
-def _check_k(k: int) -> int:
-    if not isinstance(k, (int, np.integer)) or k < 0:
-        raise QueryError(f"k must be a non-negative integer, got {k!r}")
-    return int(k)
+def _check_k(k: int, snap: Snapshot) -> int:
+    """``k`` as a count of hits: never more than the rows the snapshot holds, so what a
+    search allocates is bounded by the table, whatever ``k`` asks for."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise QueryError(f"k must be a non-negative integer, got {str(k)[:40]}")
+    return int(min(int(k), snap.manifest.num_rows))
 
 
 def _fts_files(snap: Snapshot, column: str) -> list[FileEntry]:
@@ -216,7 +219,7 @@ class _TopK:
 
 def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
          filter_: Filter = None, pool: ThreadPoolExecutor | None = None) -> Hits:
-    k = _check_k(k)
+    k = _check_k(k, snap)
     q = parse_query(query)
     and_mode = mode.lower() == "and"
     if mode.lower() not in ("and", "or"):
@@ -338,6 +341,7 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
     terms = list(q.terms)
 
     def gather(entry: FileEntry) -> tuple[list, np.ndarray | None, float]:
+        interrupt.check()
         fts = snap.fts(entry, column)
         refs = fts.postings_refs(terms)
         if and_mode and len(refs) < len(terms):
@@ -346,7 +350,7 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
         return refs, mask, fts.avg_doc_len if fts.avg_doc_len > 0 else 1.0
 
     if pool is not None and len(candidates) > 1:
-        gathered = list(pool.map(gather, candidates))
+        gathered = list(pool.map(interrupt.carry(gather), candidates))
     else:
         gathered = [gather(f) for f in candidates]
     keep = [i for i, (refs, _, _) in enumerate(gathered) if refs]
@@ -419,12 +423,15 @@ def _search_plan(plan: _Plan, q: ParsedQuery, k: int, and_mode: bool,
 def _fan_out(candidates, run, top: _TopK, pool, snap: Snapshot) -> None:
     if pool is None or len(candidates) == 1:
         for i, entry in enumerate(candidates):
+            interrupt.check()
             _, _, local, scores = run(i, entry, top.search_floor())
             top.add(i, local, snap.ids_of(entry, local), scores)
         return
     width = getattr(pool, "_max_workers", 2)
     pending = list(enumerate(candidates))
+    run = interrupt.carry(run)
     while pending:
+        interrupt.check()
         wave, pending = pending[:width], pending[width:]
         floor = top.search_floor()
         for i, entry, local, scores in pool.map(lambda p, f=floor: run(p[0], p[1], f), wave):
@@ -464,7 +471,7 @@ def _lower_bound(metric: Metric, q: np.ndarray, centroid: np.ndarray, radius: fl
 def vector(snap: Snapshot, column: str, query: Sequence[float] | np.ndarray, k: int, *,
            nprobe: int | None = None, filter_: Filter = None,
            pool: ThreadPoolExecutor | None = None) -> Hits:
-    k = _check_k(k)
+    k = _check_k(k, snap)
     q = _query_vector(snap, column, query)
     metric = snap.manifest.spec.vector[column]
     files = snap.candidate_files(filter_)
@@ -485,6 +492,7 @@ def vector(snap: Snapshot, column: str, query: Sequence[float] | np.ndarray, k: 
         # A small tolerance keeps float rounding in the bound from skipping a true neighbour.
         if kth is not None and lb > kth + 1e-6:
             break
+        interrupt.check()
         allow = snap.allowed(entry, filter_)
         if allow is not None and len(allow) == 0:
             continue
@@ -497,7 +505,7 @@ def hybrid(snap: Snapshot, text_column: str, text: str, vector_column: str,
            query: Sequence[float] | np.ndarray, k: int, *, filter_: Filter = None,
            pool: ThreadPoolExecutor | None = None) -> Hits:
     """Reciprocal-rank fusion of BM25 and vector rankings: sum of 1 / (60 + rank)."""
-    k = _check_k(k)
+    k = _check_k(k, snap)
     depth = max(k * 4, 50)
     lists = [bm25(snap, text_column, text, depth, filter_=filter_, pool=pool),
              vector(snap, vector_column, query, depth, filter_=filter_, pool=pool)]

@@ -16,6 +16,7 @@ live-row count without planning a scan.
 from __future__ import annotations
 
 import ast
+import asyncio
 import functools
 import importlib
 import itertools
@@ -35,7 +36,7 @@ from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
-from flight_server.sql import information
+from flight_server.sql import bounded, gate, information
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.arrow_types import plain_schema
@@ -44,11 +45,13 @@ from flight_server.sql.errors import (
     SqlError,
     SqlParameterError,
     SqlPlanError,
+    SqlResourceError,
     SqlSyntaxError,
     SqlTableNotFoundError,
 )
 from flight_server.sql.views import ViewRegistry
 from superfile.errors import SuperfileError
+from supertable import interrupt as interrupts
 from supertable.errors import ObjectNotFoundError, TableError, TableNotFoundError
 from supertable.manifest import FileEntry
 from supertable.snapshot import Snapshot
@@ -85,6 +88,20 @@ SEARCH_REUSE_MAX = 64
 # Statements whose one column carries DataFusion's name for an unaliased count, by form.
 _COUNT_FORMS = {"star": "SELECT count(*) FROM (VALUES (1)) AS t(x)",
                 "one": "SELECT count(1) FROM (VALUES (1)) AS t(x)"}
+# How often a statement waiting for DataFusion's next batch checks its interrupt.
+POLL_S = 0.05
+
+
+def default_memory_limit() -> int:
+    """The memory pool of DataFusion's operators by default: a quarter of the machine's
+    memory (``QUIVER_MEMORY_LIMIT`` bytes when set)."""
+    env = os.environ.get("QUIVER_MEMORY_LIMIT")
+    if env:
+        return int(env)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError):
+        return 4 << 30
 
 
 @dataclass
@@ -102,10 +119,20 @@ class _Pins:
 class SqlEngine:
     """Runs SQL over the tables of ``connection``. Safe to share between threads."""
 
-    def __init__(self, connection: Connection, memory_cache_bytes: int | None = None) -> None:
+    def __init__(self, connection: Connection, memory_cache_bytes: int | None = None, *,
+                 memory_limit: int | None = None, spill_dir: str | None = None,
+                 max_search_k: int | None = None,
+                 statement_timeout_s: float | None = None) -> None:
         """``memory_cache_bytes`` bounds the decoded table rows kept in memory for scans
-        (default ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 reads Parquet every time)."""
+        (default ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 reads Parquet every time).
+        ``memory_limit`` is the pool DataFusion's operators share (sorts, joins and
+        aggregates spill to ``spill_dir`` or the system's temporary folder, else fail
+        with ``SqlResourceError``); ``max_search_k`` the most results a search function
+        returns; ``statement_timeout_s`` the time limit of a statement run outside any
+        ``supertable.interrupt`` scope (None: no limit)."""
         self.connection = connection
+        self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
+        self.statement_timeout_s = statement_timeout_s
         config = (
             datafusion.SessionConfig()
             .with_information_schema(True)
@@ -116,7 +143,11 @@ class SqlEngine:
             .set("datafusion.execution.parquet.pushdown_filters", "false")
             .set("datafusion.execution.parquet.schema_force_view_types", "true")
         )
-        self.ctx = datafusion.SessionContext(config)
+        runtime = datafusion.RuntimeEnvBuilder().with_fair_spill_pool(self.memory_limit)
+        runtime = (runtime.with_disk_manager_specified(spill_dir) if spill_dir
+                   else runtime.with_disk_manager_os())
+        self.ctx = datafusion.SessionContext(config, runtime)
+        bounded.register(self.ctx)
         self.decoded = DecodedRows(default_budget() if memory_cache_bytes is None
                                    else memory_cache_bytes)
         self.views = ViewRegistry(self.ctx, self.decoded if self.decoded.budget else None)
@@ -127,7 +158,8 @@ class SqlEngine:
         self._searched_lock = threading.Lock()
         self._search = None
         if _functions is not None and hasattr(_functions, "register_search_functions"):
-            self._search = _functions.register_search_functions(self.ctx, self.pin)
+            self._search = _functions.register_search_functions(
+                self.ctx, self.pin, max_search_k or _functions.DEFAULT_MAX_K)
         self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
 
     def close(self) -> None:
@@ -144,10 +176,25 @@ class SqlEngine:
             return
         pins = _Pins()
         self._local.pins = pins
+        own = None
+        if interrupts.current() is None and self.statement_timeout_s:
+            own = interrupts.Interrupt(self.statement_timeout_s)
         try:
-            yield pins
+            if own is None:
+                interrupts.check()
+                yield pins
+            else:
+                with interrupts.scope(own):
+                    yield pins
         finally:
             self._local.pins = None
+
+    def read(self, text: str, params: Sequence[Any] | None = None) -> sqlparse.Statement:
+        """The statement ``text`` (with ``params`` bound), read and let through the gate
+        (``flight_server.sql.gate``): refused with an ``SqlError`` unless it may run."""
+        st = sqlparse.parse(self._bound(text, params))
+        gate.check(st, _functions.NAMES if _functions is not None else ())
+        return st
 
     def open_table(self, name: str) -> Table:
         """The table ``name``; ``SqlPlanError`` naming the tables there are when unknown."""
@@ -223,7 +270,7 @@ class SqlEngine:
         if params.num_rows == 0:
             raise SqlParameterError("no parameter rows to bind")
         if params.num_rows > 1 and _statements is not None:
-            st = sqlparse.parse(text)
+            st = self.read(text)
             appended = _statements.insert_parameter_rows(self, st.expr, params) \
                 if st.expr is not None and not st.explain else None
             if appended is not None:
@@ -237,26 +284,24 @@ class SqlEngine:
     def schema(self, text: str, params: Sequence[Any] | None = None) -> pa.Schema:
         """The schema of the statement's result, planned without running it (a search
         function in the statement still runs its search while planning)."""
-        st = sqlparse.parse(self._bound(text, params))
-        if st.expr is not None and not st.explain and not sqlparse.is_query(st.expr):
+        st = self.read(text, params)
+        if not st.explain and not sqlparse.is_query(st.expr):
             if _statements is None or not _statements.is_statement(st.expr):
                 raise SqlError(f"{type(st.expr).__name__.upper()} statements are not "
                                "supported")
             return _statements.result_schema(self, st.expr)
         with self._statement() as pins:
-            if st.expr is None:
-                df = self._plan(st.text, {}, st.error)
-            else:
-                direct = None if st.explain else (self._count_only(st, pins)
-                                                  or self._bare_search(st, pins, keep=True))
-                if direct is not None:
-                    return direct.schema
-                df = self._plan_query(st, pins)
+            direct = None if st.explain else (self._count_only(st, pins)
+                                              or self._bare_search(st, pins, keep=True))
+            if direct is not None:
+                return direct.schema
+            df = self._plan_query(st, pins)
             return plain_schema(df.schema(), fold_large=False)
 
     def is_query(self, text: str) -> bool:
         """Whether the statement returns rows of a query (SELECT, VALUES, WITH, EXPLAIN,
-        or text only DataFusion reads) rather than being DDL or DML."""
+        SHOW, DESCRIBE) rather than being DDL or DML; text that cannot be read counts as
+        a query, to be refused when it is planned."""
         return _is_query_text(text)
 
     @staticmethod
@@ -268,23 +313,20 @@ class SqlEngine:
     def sql(self, text: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
         """Runs one statement (with ``params`` bound to its placeholders); the result
         streams as record batches."""
-        st = sqlparse.parse(self._bound(text, params))
+        st = self.read(text, params)
         with self._statement() as pins:
-            if st.expr is not None and not st.explain and not sqlparse.is_query(st.expr):
+            if not st.explain and not sqlparse.is_query(st.expr):
                 return self._run_statement(st)
-            if st.expr is None:
-                df = self._plan(st.text, {}, st.error)
-            else:
-                # Under EXPLAIN the count still runs, for the note saying how it would be
-                # answered.
-                counted = self._count_only(st, pins)
-                direct = None if st.explain else (counted or self._bare_search(st, pins))
-                if direct is not None:
-                    return pa.RecordBatchReader.from_batches(direct.schema, direct.to_batches())
-                df = self._plan_query(st, pins)
+            # Under EXPLAIN the count still runs, for the note saying how it would be
+            # answered.
+            counted = self._count_only(st, pins)
+            direct = None if st.explain else (counted or self._bare_search(st, pins))
+            if direct is not None:
+                return pa.RecordBatchReader.from_batches(direct.schema, direct.to_batches())
+            df = self._plan_query(st, pins)
             if st.explain and pins.notes:
                 return self._explain_with_notes(df, pins.notes)
-        return self._stream(df)
+            return self._stream(df)
 
     def sql_files(self, text: str, table: str, version: int, files: Sequence[str],
                   params: Sequence[Any] | None = None, *, table_uuid: str | None = None
@@ -294,8 +336,8 @@ class SqlEngine:
         table can be read in parts. ``table_uuid``, when given, must be the table's:
         a table dropped and created again under the name is another table.
         ``ObjectNotFoundError`` when that version or one of the files is gone."""
-        st = sqlparse.parse(self._bound(text, params))
-        if st.expr is None or st.explain or not sqlparse.is_query(st.expr):
+        st = self.read(text, params)
+        if st.explain or not sqlparse.is_query(st.expr):
             raise SqlError("only a query can read part of a table's files")
         with self._statement() as pins:
             source = self.open_table(table)
@@ -315,7 +357,7 @@ class SqlEngine:
             pins.snaps[table] = snap
             pins.files[table] = wanted
             df = self._plan_query(st, pins)
-        return self._stream(df)
+            return self._stream(df)
 
     @staticmethod
     def _snapshot_at(table: Table, version: int) -> Snapshot:
@@ -530,37 +572,87 @@ class SqlEngine:
     def _plan(self, text: str, renames: dict[str, str], parse_error: str | None
               ) -> datafusion.DataFrame:
         try:
-            return self.ctx.sql(text)
+            return self.ctx.sql_with_options(text, gate.SQL_OPTIONS)
         except (TableError, SuperfileError, SqlError):
             raise
         except Exception as exc:  # DataFusion raises plain exceptions with a kind prefix
             raise _map_error(exc, parse_error, renames) from None
 
     def _stream(self, df: datafusion.DataFrame) -> pa.RecordBatchReader:
+        """The rows of ``df`` batch by batch. Under an interrupt (the statement's time
+        limit and cancel flag, taken from the scope it was planned in) each batch is
+        awaited while the interrupt is polled; when it fires, DataFusion's stream is
+        dropped, which stops its tasks and frees their memory."""
+        watch = interrupts.current()
         try:
             schema = plain_schema(df.schema(), fold_large=False)
             stream = df.execute_stream()
         except (TableError, SuperfileError, SqlError):
             raise
         except Exception as exc:
-            raise _map_error(exc, None) from None
+            raise _map_error(exc, None, memory_limit=self.memory_limit) from None
 
         def batches() -> Iterator[pa.RecordBatch]:
-            while True:
-                try:
-                    batch = stream.next()
-                except StopIteration:
-                    return
-                except (TableError, SuperfileError, SqlError):
-                    raise
-                except Exception as exc:
-                    raise _map_error(exc, None) from None
-                if batch is None:
-                    return
-                out = batch.to_pyarrow()
-                yield out if out.schema.equals(schema) else out.cast(schema)
+            nonlocal stream
+            try:
+                while True:
+                    try:
+                        batch = _next_batch(stream, watch)
+                    except (TableError, SuperfileError, SqlError):
+                        raise
+                    except Exception as exc:
+                        raise _map_error(exc, None, memory_limit=self.memory_limit) from None
+                    if batch is None:
+                        return
+                    out = batch.to_pyarrow()
+                    yield out if out.schema.equals(schema) else out.cast(schema)
+            finally:
+                stream = None
 
         return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+_loops = threading.local()
+
+
+def _next_batch(stream: Any, watch: interrupts.Interrupt | None) -> Any:
+    """The next batch of a DataFusion stream, or None at its end. Without an interrupt
+    the call blocks; with one, the batch is awaited on this thread's event loop while a
+    timer checks the interrupt every ``POLL_S``, cancelling the wait when it fires."""
+    if watch is None:
+        try:
+            return stream.next()
+        except StopIteration:
+            return None
+    watch.check()
+    loop = getattr(_loops, "loop", None)
+    if loop is None:
+        loop = _loops.loop = asyncio.new_event_loop()
+    task = loop.create_task(_anext(stream))
+    timer = [None]
+
+    def poll() -> None:
+        if watch.cancelled or (watch.deadline is not None
+                               and time.monotonic() >= watch.deadline):
+            task.cancel()
+        else:
+            timer[0] = loop.call_later(POLL_S, poll)
+
+    timer[0] = loop.call_later(POLL_S, poll)
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        watch.check()
+        raise
+    finally:
+        timer[0].cancel()
+
+
+async def _anext(stream: Any) -> Any:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -603,11 +695,17 @@ def _python_error(message: str) -> BaseException | None:
 
 
 def _map_error(exc: BaseException, parse_error: str | None,
-               renames: dict[str, str] | None = None) -> BaseException:
+               renames: dict[str, str] | None = None, *,
+               memory_limit: int | None = None) -> BaseException:
     inner = _python_error(str(exc))
     if inner is not None:
         return inner
     message = _clean(str(exc), renames)
+    if "Resources exhausted" in message:
+        pool = f" of {memory_limit} bytes" if memory_limit else ""
+        detail = message.split("Resources exhausted:", 1)[-1].strip()
+        return SqlResourceError(f"the statement needs more memory than the server's "
+                                f"statement memory pool{pool} allows ({detail[:200]})")
     if "ParserError" in message or message.startswith("SQL error"):
         if parse_error:
             message = f"{message} ({parse_error})"

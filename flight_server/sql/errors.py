@@ -27,3 +27,8 @@ class SqlTableNotFoundError(SqlPlanError):
 class SqlParameterError(SqlError):
     """Bound parameters that do not fit the statement: the wrong count, or a value of a
     type that cannot be written as a literal."""
+
+
+class SqlResourceError(SqlError):
+    """The statement needs more than a configured limit allows: memory, the size of a
+    search, the output of a function."""

@@ -44,7 +44,7 @@ from datafusion import udtf
 from datafusion.catalog import Table as DfTable
 
 from catalog.errors import InvalidTableNameError
-from flight_server.sql.errors import SqlPlanError
+from flight_server.sql.errors import SqlPlanError, SqlResourceError
 from superfile.errors import QueryError
 from superfile.spec import vector_dim
 from supertable import search
@@ -303,6 +303,9 @@ def _pool_for(snap: Snapshot, holder: dict[str, ThreadPoolExecutor]) -> ThreadPo
             holder["pool"] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sql-search")
         return holder["pool"]
 
+# Most results one search function call may return, unless the engine says otherwise.
+DEFAULT_MAX_K = 100_000
+
 _TABLE = _Param("table", "text")
 _K = _Param("k", "int")
 
@@ -317,6 +320,8 @@ _SIGNATURES: dict[str, tuple[_Param, ...]] = {
                     _Param("mode", "mode", required=False)),
     "exact_match": (_TABLE, _Param("column", "text"), _Param("value", "text")),
 }
+# The search table functions' names.
+NAMES = frozenset(_SIGNATURES)
 
 
 def _run(fn: str, snap: Snapshot, args: list[Any], pool: ThreadPoolExecutor | None) -> pa.Table:
@@ -382,8 +387,12 @@ def _validate(fn: str, snap: Snapshot, args: list[Any]) -> None:
         _check_column(fn, snap, args[1], "text")
 
 
-def _search(fn: str, args: list[Any], pin: Pin, holder: dict[str, ThreadPoolExecutor]
-            ) -> pa.Table:
+def _search(fn: str, args: list[Any], pin: Pin, holder: dict[str, ThreadPoolExecutor],
+            max_k: int) -> pa.Table:
+    params = _SIGNATURES[fn]
+    if _K in params and args[params.index(_K)] > max_k:
+        raise SqlResourceError(f"{fn}: k={args[params.index(_K)]} is more than the "
+                               f"{max_k} results a search may return on this server")
     try:
         snap = pin(args[0])
     except (TableNotFoundError, InvalidTableNameError) as exc:
@@ -396,12 +405,13 @@ def _search(fn: str, args: list[Any], pin: Pin, holder: dict[str, ThreadPoolExec
         raise SqlPlanError(f"{fn}: {exc}") from exc
 
 
-def _make(fn: str, pin: Pin, holder: dict[str, ThreadPoolExecutor]) -> Callable[..., DfTable]:
+def _make(fn: str, pin: Pin, holder: dict[str, ThreadPoolExecutor], max_k: int
+          ) -> Callable[..., DfTable]:
     params = _SIGNATURES[fn]
 
     def call(*exprs: Any) -> DfTable:
         try:
-            return _relation(_search(fn, _bind(fn, params, exprs), pin, holder))
+            return _relation(_search(fn, _bind(fn, params, exprs), pin, holder, max_k))
         except Exception as exc:
             _pending.error = exc
             raise
@@ -414,11 +424,13 @@ class SearchFunctions:
     """The search table functions of one session: registered on its DataFusion context,
     and callable directly for a statement that is nothing but one call."""
 
-    def __init__(self, ctx: datafusion.SessionContext, pin: Pin) -> None:
+    def __init__(self, ctx: datafusion.SessionContext, pin: Pin,
+                 max_k: int = DEFAULT_MAX_K) -> None:
         self._pin = pin
         self._holder: dict[str, ThreadPoolExecutor] = {}
+        self.max_k = max_k
         for fn in _SIGNATURES:
-            ctx.register_udtf(udtf(_make(fn, pin, self._holder), fn))
+            ctx.register_udtf(udtf(_make(fn, pin, self._holder, max_k), fn))
 
     @staticmethod
     def knows(name: str) -> bool:
@@ -431,10 +443,12 @@ class SearchFunctions:
         params = _SIGNATURES[fn]
         _check_arity(fn, params, len(values))
         args = [_argument(fn, p, v) for p, v in zip(params, values, strict=False)]
-        return _search(fn, args, self._pin, self._holder)
+        return _search(fn, args, self._pin, self._holder, self.max_k)
 
 
-def register_search_functions(ctx: datafusion.SessionContext, pin: Pin) -> SearchFunctions:
+def register_search_functions(ctx: datafusion.SessionContext, pin: Pin,
+                              max_k: int = DEFAULT_MAX_K) -> SearchFunctions:
     """Registers the search table functions on ``ctx``; ``pin(name)`` gives the snapshot
-    of a table that a statement reads (the engine pins one per table per statement)."""
-    return SearchFunctions(ctx, pin)
+    of a table that a statement reads (the engine pins one per table per statement).
+    A search asking for more than ``max_k`` results is refused."""
+    return SearchFunctions(ctx, pin, max_k)

@@ -71,6 +71,12 @@ def _parse_body(body: str) -> tuple[exp.Expression | None, str | None]:
         except (ParseError, TokenError) as exc:
             error = error or str(exc).split("\n", 1)[0]
             continue
+        except RecursionError:
+            error = error or "the statement is nested too deeply"
+            continue
+        except Exception:  # the parser's own slips on odd input: unreadable all the same
+            error = error or "the statement could not be read"
+            continue
         if len(exprs) != 1:
             raise SqlSyntaxError(
                 f"one statement at a time, got {len(exprs)}; separate statements are run "
@@ -129,10 +135,41 @@ class TableRef:
         return isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier)
 
 
+def cte_in_scope(node: exp.Table) -> bool:
+    """Whether ``node`` names a CTE visible where it stands: one of an enclosing WITH,
+    defined before the CTE it is used in (or that CTE itself under WITH RECURSIVE)."""
+    ident = node.this
+    if not isinstance(ident, exp.Identifier) or node.args.get("db") is not None \
+            or node.args.get("catalog") is not None:
+        return False
+    name = norm(ident)
+    child, parent = node, node.parent
+    while parent is not None:
+        if isinstance(parent, exp.With) and isinstance(child, exp.CTE):
+            position = parent.expressions.index(child)
+            recursive = bool(parent.args.get("recursive"))
+            for i, cte in enumerate(parent.expressions):
+                if (i < position or (i == position and recursive)) and _cte_name(cte) == name:
+                    return True
+        elif not isinstance(child, exp.With):
+            with_ = parent.args.get("with_") or parent.args.get("with")
+            if isinstance(with_, exp.With) and any(_cte_name(c) == name
+                                                   for c in with_.expressions):
+                return True
+        child, parent = parent, parent.parent
+    return False
+
+
+def _cte_name(cte: exp.Expression) -> str | None:
+    alias = cte.args.get("alias")
+    if isinstance(alias, exp.TableAlias) and isinstance(alias.this, exp.Identifier):
+        return norm(alias.this)
+    return None
+
+
 def table_refs(expr: exp.Expression) -> list[TableRef]:
-    """Plain table names that are not CTEs and not in another schema than the default."""
-    ctes = {norm(c.args["alias"].this) for c in expr.find_all(exp.CTE)
-            if isinstance(c.args.get("alias"), exp.TableAlias)}
+    """Plain table names that are not CTEs in scope and not in another schema than the
+    default."""
     refs = []
     for node in expr.find_all(exp.Table):
         ident = node.this
@@ -143,7 +180,7 @@ def table_refs(expr: exp.Expression) -> list[TableRef]:
             continue
         if node.args.get("catalog") is not None and norm(node.args["catalog"]) != "datafusion":
             continue
-        if norm(ident) in ctes and db is None:
+        if cte_in_scope(node):
             continue
         parent = node.parent
         select = None

@@ -56,6 +56,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
+from flight_server.sql import gate
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import SqlPlanError
 from flight_server.sql.functions import _hits_of_ids, parse_vector_literal
@@ -672,7 +673,7 @@ class IndexRewrite:
         view = self.acquire(ref, None)
         sql = (f"SELECT {_quote(ID_COLUMN)} FROM {_quote(view)} AS {self._alias_text(ref)} "
                f"WHERE {condition}")
-        ids = self.ctx.sql(sql).to_arrow_table().column(0)
+        ids = self.ctx.sql_with_options(sql, gate.SQL_OPTIONS).to_arrow_table().column(0)
         return np.unique(ids.to_numpy(zero_copy_only=False).astype(np.int64))
 
     def _register(self, data: pa.Table) -> str:
