@@ -5,6 +5,11 @@ or ``Bearer <token>``. A valid Basic header is answered with a fresh bearer toke
 response headers (``authorization: Bearer ...``), which later calls send instead of the
 password; static bearer tokens come from a file or an environment variable.
 
+Issued tokens are signed, not stored: any server of the root (sharing its secret,
+``flight_server.keys``, and its users) accepts a token another one issued, until it
+expires. Failed logins are slowed down per address and per user
+(``flight_server.login_limit``); a login refused for that answers RESOURCE_EXHAUSTED.
+
 The server takes ``middleware=middleware(config)`` when ``config.enabled``; its
 ``Authenticator`` checks every RPC including Handshake. The ADBC driver (given
 ``username``/``password``) and ``FlightClient.authenticate_basic_token`` both call
@@ -21,9 +26,8 @@ import ipaddress
 import logging
 import os
 import secrets
-import threading
+import struct
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +35,14 @@ from types import MappingProxyType
 
 import pyarrow.flight as flight
 
-from flight_server.errors import Unauthenticated
+from flight_server.errors import ResourceExhausted, Unauthenticated
+from flight_server.keys import ServerKey, mac
+from flight_server.login_limit import LoginLimiter, TooManyFailures
 
 __all__ = [
     "AuthConfig",
     "Authenticator",
+    "Identity",
     "handshake_handler",
     "is_loopback",
     "load_auth",
@@ -43,7 +50,7 @@ __all__ = [
     "tls_certificates",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 HOW_TO_AUTHENTICATE = (
     "send the header 'authorization: Basic <base64 of user:password>' (ADBC: the "
@@ -52,7 +59,6 @@ HOW_TO_AUTHENTICATE = (
 )
 
 DEFAULT_TOKEN_TTL = 8 * 3600.0
-DEFAULT_MAX_TOKENS = 10_000
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def _check_token(token: str, where: str) -> str:
     if any(c.isspace() or not c.isprintable() for c in token):
         raise ValueError(f"{where}: a token must not contain white space or control characters")
     if len(token) < 16:
-        logger.warning("%s: a bearer token shorter than 16 characters is easy to guess", where)
+        log.warning("%s: a bearer token shorter than 16 characters is easy to guess", where)
     return token
 
 
@@ -167,76 +173,112 @@ def _decode_basic(credentials: str) -> tuple[str, str] | None:
     return (name, password) if sep else None
 
 
-class _IssuedTokens:
-    """Bearer tokens handed out for a password: idle expiry, bounded count, thread-safe."""
+@dataclass(frozen=True)
+class Identity:
+    """Who a call authenticated as, and the headers to send back (a bearer token)."""
 
-    def __init__(self, ttl: float, limit: int) -> None:
-        self._ttl = ttl
-        self._limit = limit
-        self._lock = threading.Lock()
-        # Keyed by the token's SHA-256: a dict lookup then says nothing about the token's
-        # characters, and memory never holds the tokens themselves.
-        self._expiry: OrderedDict[bytes, float] = OrderedDict()
+    user: str | None
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
-    def issue(self) -> str:
-        token = secrets.token_urlsafe(32)
-        now = time.monotonic()
-        with self._lock:
-            self._drop_expired(now)
-            while len(self._expiry) >= self._limit:
-                self._expiry.popitem(last=False)
-            self._expiry[_digest(token.encode())] = now + self._ttl
-        return token
 
-    def check(self, token: bytes) -> bool:
-        key = _digest(token)
-        now = time.monotonic()
-        with self._lock:
-            expiry = self._expiry.get(key)
-            if expiry is None:
-                return False
-            if expiry <= now:
-                del self._expiry[key]
-                return False
-            # Sliding expiry: a connection in use keeps its token.
-            self._expiry[key] = now + self._ttl
-            self._expiry.move_to_end(key)
-            return True
+class _Tokens:
+    """Bearer tokens any server on the root can check without asking another.
 
-    def _drop_expired(self, now: float) -> None:
-        while self._expiry:
-            key, expiry = next(iter(self._expiry.items()))
-            if expiry > now:
-                break
-            del self._expiry[key]
+    A token is ``base64url(body) + "." + base64url(HMAC)``, the body holding a format
+    byte, the expiry (Unix seconds), a random id and the user name. The HMAC key is
+    derived from the root's shared secret, and the user's password digest is signed
+    along, so a password change (or the user's removal) ends the user's tokens.
+    """
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._expiry)
+    _HEAD = struct.Struct("<BQ16s")
+
+    def __init__(self, key: bytes, ttl: float) -> None:
+        self._key = key
+        self.ttl = ttl
+
+    def issue(self, user: str, password_digest: bytes) -> str:
+        body = self._HEAD.pack(1, int(time.time() + self.ttl), secrets.token_bytes(16))
+        body += user.encode()
+        tag = mac(self._key, body, password_digest)
+        return f"{_b64(body)}.{_b64(tag)}"
+
+    @classmethod
+    def user_of(cls, token: bytes) -> tuple[str, bytes, bytes, int] | None:
+        """(user, body, tag, expiry) of a token's parts, not yet checked; None if it is
+        not one."""
+        body_text, dot, tag_text = token.partition(b".")
+        if not dot:
+            return None
+        body, tag = _unb64(body_text), _unb64(tag_text)
+        if body is None or tag is None or len(body) < cls._HEAD.size:
+            return None
+        version, expiry, _ = cls._HEAD.unpack_from(body)
+        try:
+            user = body[cls._HEAD.size:].decode()
+        except UnicodeDecodeError:
+            return None
+        return (user, body, tag, expiry) if version == 1 else None
+
+    def valid(self, body: bytes, tag: bytes, password_digest: bytes) -> bool:
+        return hmac.compare_digest(mac(self._key, body, password_digest), tag)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: bytes) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
 
 
 class Authenticator:
     """Checks the ``authorization`` header of every call, whatever serves it.
 
-    ``check`` answers the headers to send back (a fresh bearer token for a valid Basic
-    header, nothing for a valid bearer token) or raises ``Unauthenticated``.
+    ``authenticate`` answers who the call is (and the headers to send back: a fresh
+    bearer token for a valid Basic header) or raises ``Unauthenticated`` (bad
+    credentials) or ``ResourceExhausted`` (too many failed logins, see
+    ``flight_server.login_limit``). Issued tokens are signed with a key derived from
+    ``key`` (the root's shared secret, ``flight_server.keys``), so every server given
+    the same key and users accepts them; until ``use_key`` is called, a key of this
+    process alone is used.
     """
 
     def __init__(self, config: AuthConfig, token_ttl: float = DEFAULT_TOKEN_TTL,
-                 max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+                 max_tokens: int | None = None, *, key: ServerKey | None = None,
+                 limiter: LoginLimiter | None = None) -> None:
+        # max_tokens is accepted for old callers: tokens are no longer kept.
         if not config.enabled:
             raise ValueError("authentication has no users and no tokens configured")
-        if token_ttl <= 0 or max_tokens < 1:
-            raise ValueError("token_ttl must be positive and max_tokens at least 1")
+        if token_ttl <= 0:
+            raise ValueError("token_ttl must be positive")
         self._passwords = {name: _digest(pw.encode()) for name, pw in config.users.items()}
         self._static = [_digest(token.encode()) for token in config.tokens]
-        self._issued = _IssuedTokens(float(token_ttl), int(max_tokens))
+        self.token_ttl = float(token_ttl)
+        self.limiter = limiter or LoginLimiter()
+        self._key_given = key is not None
+        self._tokens = _Tokens((key or ServerKey.random()).derive("bearer tokens"),
+                               self.token_ttl)
         # Compared against when the user is unknown, so both cases take the same time.
         self._dummy = _digest(secrets.token_bytes(32))
 
-    def check(self, method: str, values: Sequence[str | bytes]) -> list[tuple[str, str]]:
-        """The response headers for a call to ``method`` whose ``authorization`` header
-        values are ``values``; raises ``Unauthenticated`` when none is valid."""
+    def use_key(self, key: ServerKey) -> None:
+        """Signs and checks tokens with ``key`` unless a key was given when made."""
+        if not self._key_given:
+            self._tokens = _Tokens(key.derive("bearer tokens"), self.token_ttl)
+            self._key_given = True
+
+    def check(self, method: str, values: Sequence[str | bytes],
+              peer: str = "") -> list[tuple[str, str]]:
+        """The response headers of an authenticated call (see ``authenticate``)."""
+        return self.authenticate(method, values, peer).headers
+
+    def authenticate(self, method: str, values: Sequence[str | bytes],
+                     peer: str = "") -> Identity:
+        """Who a call to ``method`` from ``peer`` is, given its ``authorization`` header
+        values; raises ``Unauthenticated`` when none is valid."""
         if not values:
             raise Unauthenticated(f"authentication required: {HOW_TO_AUTHENTICATE}")
         failure = None
@@ -245,19 +287,22 @@ class Authenticator:
             scheme, _, credentials = text.strip().partition(" ")
             scheme = scheme.lower()
             if scheme == "basic":
-                if self._check_password(credentials):
-                    return [("authorization", f"Bearer {self._issued.issue()}")]
+                user = self._check_password(credentials, peer)
+                if user is not None:
+                    token = self._tokens.issue(user, self._passwords[user])
+                    return Identity(user, [("authorization", f"Bearer {token}")])
                 failure = failure or self._basic_failure()
             elif scheme == "bearer":
-                if self._check_bearer(credentials.strip().encode()):
-                    return []
+                identity = self._check_bearer(credentials.strip().encode())
+                if identity is not None:
+                    return identity
                 failure = failure or (
                     "invalid or expired bearer token; authenticate again with a "
                     "username and password or use a valid static token"
                 )
             else:
                 failure = failure or f"unsupported authorization scheme {scheme[:20]!r}"
-        logger.info("refused %s call: %s", method, failure)
+        log.info("refused %s call from %s: %s", method, peer or "?", failure)
         raise Unauthenticated(f"{failure}. To authenticate, {HOW_TO_AUTHENTICATE}")
 
     def _basic_failure(self) -> str:
@@ -265,38 +310,64 @@ class Authenticator:
             return "this server takes no username/password, only bearer tokens"
         return "invalid username or password"
 
-    def _check_password(self, credentials: str) -> bool:
+    def _check_password(self, credentials: str, peer: str) -> str | None:
         decoded = _decode_basic(credentials)
-        if decoded is None:
-            return False
+        if decoded is None or not self._passwords:
+            return None
         name, password = decoded
+        try:
+            self.limiter.check(name, peer)
+        except TooManyFailures as exc:
+            log.debug("login of %r from %s refused unchecked: %s", name[:64], peer, exc)
+            raise ResourceExhausted(str(exc)) from None
         expected = self._passwords.get(name, self._dummy)
         matches = hmac.compare_digest(_digest(password.encode()), expected)
-        return matches and name in self._passwords
+        if matches and name in self._passwords:
+            return name
+        self.limiter.failed(name, peer)
+        return None
 
-    def _check_bearer(self, token: bytes) -> bool:
+    def _check_bearer(self, token: bytes) -> Identity | None:
         if not token:
-            return False
+            return None
         offered = _digest(token)
         # Every static token is compared, so the time does not depend on which matched.
         static = False
         for known in self._static:
             static |= hmac.compare_digest(offered, known)
-        return static or self._issued.check(token)
+        if static:
+            return Identity(f"token:{offered.hex()[:8]}")
+        parts = _Tokens.user_of(token)
+        if parts is None:
+            return None
+        user, body, tag, expiry = parts
+        if not self._tokens.valid(body, tag, self._passwords.get(user, self._dummy)):
+            return None
+        if user not in self._passwords or expiry <= time.time():
+            return None
+        headers = []
+        if expiry - time.time() < self.token_ttl / 2:
+            # Clients that take tokens from any response keep a busy connection going.
+            headers.append(("authorization",
+                            f"Bearer {self._tokens.issue(user, self._passwords[user])}"))
+        return Identity(user, headers)
 
 
 def middleware(
     config: AuthConfig,
     *,
     token_ttl: float = DEFAULT_TOKEN_TTL,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None = None,
+    key: ServerKey | None = None,
+    limiter: LoginLimiter | None = None,
 ) -> dict[str, Authenticator]:
     """What authenticates every call, as the server's ``middleware=``: ``{"auth": ...}``.
 
-    Issued bearer tokens expire after ``token_ttl`` seconds without use; at most
-    ``max_tokens`` are kept, the least recently used going first.
+    Issued bearer tokens are valid for ``token_ttl`` seconds after they are issued (a
+    fresh one is sent back on calls made in the second half of that time). The server
+    gives the authenticator its root's key unless ``key`` is given here.
     """
-    return {"auth": Authenticator(config, token_ttl, max_tokens)}
+    return {"auth": Authenticator(config, token_ttl, max_tokens, key=key, limiter=limiter)}
 
 
 def handshake_handler(config: AuthConfig) -> bool | None:

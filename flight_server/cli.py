@@ -202,6 +202,28 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        "line per statement; DEBUG adds metadata calls and query planning)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="log lines as text, or one JSON object per line (default text)")
+    _security_arguments(serve)
+
+
+def _security_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--secret-file", type=Path, default=None, metavar="PATH",
+                       help="file holding the secret (32 bytes or more) that signs tickets "
+                       "and bearer tokens; give every server of a root the same one "
+                       "(default: $QUIVER_SECRET_FILE, else a secret kept in the root at "
+                       "_system/server.key: whoever can read the root can then forge them)")
+    serve.add_argument("--ticket-ttl", type=float, default=24 * 3600.0, metavar="SECONDS",
+                       help="how long a query's tickets stay valid (default 86400)")
+    serve.add_argument("--token-ttl", type=float, default=8 * 3600.0, metavar="SECONDS",
+                       help="how long a bearer token issued for a password stays valid; "
+                       "calls in its second half get a fresh one (default 28800)")
+    serve.add_argument("--login-free-failures", type=int, default=5, metavar="N",
+                       help="failed logins from one address before each further one blocks "
+                       "it for a doubling delay (default 5)")
+    serve.add_argument("--login-max-delay", type=float, default=60.0, metavar="SECONDS",
+                       help="longest wait after failed logins (default 60)")
+    serve.add_argument("--prepared-per-session", type=int, default=256, metavar="N",
+                       help="most prepared statements one connection keeps; past it, its "
+                       "own least recently used one is dropped (default 256)")
 
 
 def _storage_options(pairs: list[str]) -> dict[str, str]:
@@ -243,7 +265,12 @@ def _run_serve(args: argparse.Namespace) -> int:
               cache_bytes=args.cache_bytes, statement_timeout_s=args.statement_timeout,
               memory_limit=args.memory_limit, spill_dir=args.spill_dir,
               max_search_k=args.max_search_k, max_message_bytes=args.max_message_bytes,
-              shutdown_grace_s=args.shutdown_grace, metrics_port=args.metrics_port or None)
+              shutdown_grace_s=args.shutdown_grace, metrics_port=args.metrics_port or None,
+              secret_file=args.secret_file,
+              ticket_ttl=args.ticket_ttl, token_ttl=args.token_ttl,
+              login_free_failures=args.login_free_failures,
+              login_max_delay=args.login_max_delay,
+              prepared_per_session=args.prepared_per_session)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@
 - UNAVAILABLE: storage that cannot be reached (retry later);
 - PERMISSION_DENIED: storage refused the server's credentials;
 - RESOURCE_EXHAUSTED: a limit of the server (statements at once, memory, result sizes),
-  a full storage (ENOSPC, a quota) or memory that ran out;
+  a full storage (ENOSPC, a quota), memory that ran out, or a limit of the caller (too
+  many failed logins: wait and retry);
 - DEADLINE_EXCEEDED: a statement that ran past its time limit;
 - CANCELLED: a statement stopped by a cancel request, a client gone, or a shutdown;
 - INVALID_ARGUMENT also for a request nested too deeply to parse (RecursionError);
@@ -80,7 +81,8 @@ class Cancelled(Exception):
 
 
 class ResourceExhausted(Exception):
-    """A limit was reached: statements running at once, memory, sizes, storage space."""
+    """A limit was reached: statements running at once, memory, sizes, storage space;
+    or of the caller: too many failed logins (retry after the wait the message gives)."""
 
     __module__ = "quiver"
 

@@ -1,7 +1,7 @@
 """Statement handles carried in tickets, prepared statements, and running-stream tokens.
 
 A statement handle is self-contained, so any server on the same root can answer
-the ticket and nothing is kept between GetFlightInfo and DoGet:
+the ticket and nothing is kept between GetFlightInfo and DoGet. Its body is
 
     b"qv1" + kind + 16-byte nonce + payload
 
@@ -13,26 +13,50 @@ object naming the table, its uuid, the pinned version and the part's superfiles,
 then the UTF-8 SQL). The nonce makes each FlightInfo's ticket unique, so a
 cancel names one execution.
 
-Prepared statements live in ``PreparedRegistry``: bounded in size (the least
-recently used is dropped first) and expired after an idle time.
+Clients only ever see bodies sealed by ``TicketSigner``:
+
+    b"qv2" + 8-byte issue time (seconds) + body + HMAC-SHA256(key, everything before)
+
+with the ticket key every server on the root derives from the shared secret
+(``flight_server.keys``). A ticket that was altered, cut short, made up, or issued
+more than ``ttl`` seconds ago is refused (INVALID_ARGUMENT) before anything in it is
+read, so a client cannot point a scan at another table version or other files.
+
+Prepared statements live in ``PreparedRegistry``, in the memory of the server that
+prepared them. Their handles are signed too, and each belongs to the session that
+made it (the authenticated user and the connection's peer address): another session
+gets NOT_FOUND. A session holds at most ``per_session`` statements, past which its own
+least recently used one is dropped; the whole registry holds at most ``max_size``,
+past which the least recently used statement of the session holding the most goes
+(of several as large, the most recently active one's); any statement is dropped after
+``idle_seconds`` without use.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import struct
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from flight_server import keys
 from flight_server.errors import InvalidArgument, NotFound
 
 MAGIC = b"qv1"
+SEALED = b"qv2"
+PREPARED = b"qvp"
 NONCE = 16
+DEFAULT_TICKET_TTL = 24 * 3600.0
+# A server whose clock runs behind another's still takes that server's fresh tickets.
+CLOCK_SKEW_S = 300
+_STAMP = struct.Struct("<Q")
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,55 @@ def decode(handle: bytes) -> StatementHandle:
     raise InvalidArgument("statement handle is not one this server issued")
 
 
+_REFUSED = ("statement handle is damaged or was not issued by a server of this root "
+            "(its signature does not match); get a new one from GetFlightInfo")
+
+
+class TicketSigner:
+    """Seals statement handles (see the module docstring) and opens sealed ones."""
+
+    def __init__(self, key: bytes, ttl: float = DEFAULT_TICKET_TTL) -> None:
+        if not ttl > 0:
+            raise ValueError("the ticket lifetime must be positive")
+        self._key = key
+        self.ttl = float(ttl)
+
+    def seal(self, body: bytes) -> bytes:
+        head = SEALED + _STAMP.pack(int(time.time())) + body
+        return head + keys.mac(self._key, head)
+
+    def open(self, handle: bytes) -> bytes:
+        """The body of a sealed handle; ``InvalidArgument`` unless it is intact and fresh."""
+        handle = bytes(handle)
+        if len(handle) < len(SEALED) + _STAMP.size + keys.MAC_BYTES:
+            raise InvalidArgument(_REFUSED)
+        head, tag = handle[:-keys.MAC_BYTES], handle[-keys.MAC_BYTES:]
+        if not hmac.compare_digest(keys.mac(self._key, head), tag) or \
+                not head.startswith(SEALED):
+            raise InvalidArgument(_REFUSED)
+        (issued,) = _STAMP.unpack_from(head, len(SEALED))
+        now = time.time()
+        if now - issued > self.ttl or issued - now > CLOCK_SKEW_S:
+            raise InvalidArgument(f"the ticket expired (tickets are valid for {self.ttl:.0f}s "
+                                  "after GetFlightInfo); run the statement again")
+        return head[len(SEALED) + _STAMP.size:]
+
+    def decode(self, handle: bytes) -> StatementHandle:
+        """The statement a sealed handle names, once its signature and age are checked."""
+        return decode(self.open(handle))
+
+
+def inspect(handle: bytes) -> StatementHandle:
+    """What a sealed handle names WITHOUT checking its signature: for diagnostics and
+    tests only, never to serve a request."""
+    handle = bytes(handle)
+    return decode(handle[len(SEALED) + _STAMP.size:-keys.MAC_BYTES])
+
+
+# Who a prepared statement belongs to: (user or None, peer address).
+Session = Hashable
+
+
 @dataclass
 class PreparedStatement:
     """One prepared statement: its text, what it returns, and its bound parameters."""
@@ -136,49 +209,103 @@ class PreparedStatement:
     parameter_schema: pa.Schema
     params: pa.Table | None = None
     last_used: float = field(default_factory=time.monotonic)
+    session: Session = None
 
 
 class PreparedRegistry:
-    """Prepared statements by handle, at most ``max_size``, each dropped after
-    ``idle_seconds`` without use. Safe to share between threads."""
+    """Prepared statements by handle, per session (see the module docstring). Safe to
+    share between threads."""
 
-    def __init__(self, max_size: int = 1024, idle_seconds: float = 1800.0) -> None:
+    def __init__(self, max_size: int = 16_384, idle_seconds: float = 1800.0,
+                 per_session: int = 256, key: bytes | None = None) -> None:
+        if max_size < 1 or per_session < 1:
+            raise ValueError("max_size and per_session must be at least 1")
         self.max_size = max_size
         self.idle_seconds = idle_seconds
+        self.per_session = per_session
+        self._key = key if key is not None else os.urandom(32)
+        # Every statement, least recently used first (what idle expiry walks).
         self._items: OrderedDict[bytes, PreparedStatement] = OrderedDict()
+        # The handles of each session, least recently used first; the sessions least
+        # recently active first.
+        self._sessions: OrderedDict[Session, OrderedDict[bytes, None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
 
+    def count(self, session: Session) -> int:
+        """How many statements ``session`` holds."""
+        with self._lock:
+            return len(self._sessions.get(session, ()))
+
     def add(self, sql: str, *, is_query: bool, dataset_schema: pa.Schema | None,
-            parameter_schema: pa.Schema) -> PreparedStatement:
-        stmt = PreparedStatement(handle=b"qvp" + os.urandom(NONCE), sql=sql,
+            parameter_schema: pa.Schema, session: Session = None) -> PreparedStatement:
+        nonce = PREPARED + os.urandom(NONCE)
+        stmt = PreparedStatement(handle=nonce + keys.mac(self._key, nonce), sql=sql,
                                  is_query=is_query, dataset_schema=dataset_schema,
-                                 parameter_schema=parameter_schema)
+                                 parameter_schema=parameter_schema, session=session)
         with self._lock:
             self._expire(time.monotonic())
+            own = self._sessions.get(session)
+            if own is not None and len(own) >= self.per_session:
+                self._drop(next(iter(own)))
             while len(self._items) >= self.max_size:
-                self._items.popitem(last=False)
+                # The most recently active of the largest sessions gives one up: a busy
+                # flood of sessions pushes out its own before a quiet session's.
+                largest = max(reversed(self._sessions.values()), key=len)
+                self._drop(next(iter(largest)))
             self._items[stmt.handle] = stmt
+            self._sessions.setdefault(session, OrderedDict())[stmt.handle] = None
+            self._sessions.move_to_end(session)
         return stmt
 
-    def get(self, handle: bytes) -> PreparedStatement:
+    def get(self, handle: bytes, session: Session = None) -> PreparedStatement:
+        """The statement ``session`` prepared under ``handle``: INVALID_ARGUMENT for a
+        handle no server of this root made, NOT_FOUND for one that is gone or is another
+        session's."""
+        handle = self._checked(handle)
         now = time.monotonic()
         with self._lock:
             self._expire(now)
-            stmt = self._items.get(bytes(handle))
-            if stmt is None:
+            stmt = self._items.get(handle)
+            if stmt is None or stmt.session != session:
                 raise NotFound("prepared statement not found: it was closed, expired after "
-                               f"{self.idle_seconds:.0f}s idle, or made by another server")
+                               f"{self.idle_seconds:.0f}s idle, dropped to stay within "
+                               f"{self.per_session} per connection, or made on another "
+                               "connection or server")
             stmt.last_used = now
-            self._items.move_to_end(stmt.handle)
+            self._items.move_to_end(handle)
+            self._sessions[session].move_to_end(handle)
+            self._sessions.move_to_end(session)
             return stmt
 
-    def close(self, handle: bytes) -> bool:
+    def close(self, handle: bytes, session: Session = None) -> bool:
+        """Drops ``session``'s statement ``handle``; False when it holds no such one."""
+        handle = self._checked(handle)
         with self._lock:
-            return self._items.pop(bytes(handle), None) is not None
+            stmt = self._items.get(handle)
+            if stmt is None or stmt.session != session:
+                return False
+            self._drop(handle)
+            return True
+
+    def _checked(self, handle: bytes) -> bytes:
+        handle = bytes(handle)
+        head, tag = handle[:-keys.MAC_BYTES], handle[-keys.MAC_BYTES:]
+        if (len(handle) != len(PREPARED) + NONCE + keys.MAC_BYTES
+                or not hmac.compare_digest(keys.mac(self._key, head), tag)):
+            raise InvalidArgument("prepared statement handle is damaged or was not issued "
+                                  "by a server of this root")
+        return handle
+
+    def _drop(self, handle: bytes) -> None:
+        stmt = self._items.pop(handle)
+        own = self._sessions[stmt.session]
+        del own[handle]
+        if not own:
+            del self._sessions[stmt.session]
 
     def _expire(self, now: float) -> None:
         limit = now - self.idle_seconds
@@ -186,7 +313,7 @@ class PreparedRegistry:
             handle, first = next(iter(self._items.items()))
             if first.last_used >= limit:
                 break
-            del self._items[handle]
+            self._drop(handle)
 
 
 class RunningStreams:

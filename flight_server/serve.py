@@ -23,6 +23,13 @@ Shutdown (SIGTERM, SIGINT) stops taking calls, cancels every running statement a
 once, gives the other calls in flight ``shutdown_grace_s`` to finish, and then ends
 the process even if some native work has not returned yet.
 
+Tickets, prepared-statement handles and bearer tokens are signed with a secret all
+servers of the root share (``flight_server.keys``): ``secret_file`` (``--secret-file``
+or ``$QUIVER_SECRET_FILE``), else one kept in the root. Tickets are valid for
+``ticket_ttl`` seconds, bearer tokens for ``token_ttl``; failed logins back off per
+address and per user (``flight_server.login_limit``); each connection holds at most
+``prepared_per_session`` prepared statements.
+
 Reading a remote root: every statement asks storage whether each table it reads has a
 newer version (one request), unless ``max_staleness_s`` lets it use a version checked
 that recently; writes through this server are seen at once either way. Superfiles read
@@ -44,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from flight_server import auth as auth_module
+from flight_server import handles, keys, login_limit
 from flight_server.limits import DEFAULT_MAX_CONCURRENT, DEFAULT_STATEMENT_TIMEOUT_S, Limits
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
@@ -92,7 +100,13 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  memory_limit: int | None = None,
                  spill_dir: str | None = None,
                  max_search_k: int | None = None,
-                 max_message_bytes: int | None = None) -> QuiverFlightServer:
+                 max_message_bytes: int | None = None,
+                 secret_file: Path | None = None,
+                 ticket_ttl: float = handles.DEFAULT_TICKET_TTL,
+                 token_ttl: float = auth_module.DEFAULT_TOKEN_TTL,
+                 login_free_failures: int = login_limit.DEFAULT_FREE_FAILURES,
+                 login_max_delay: float = login_limit.DEFAULT_MAX_DELAY,
+                 prepared_per_session: int = 256) -> QuiverFlightServer:
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
     default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
@@ -123,11 +137,20 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
         raise ServeError("--max-staleness must be 0 or more seconds")
     if cache_bytes is not None and cache_bytes < 0:
         raise ServeError("--cache-bytes must be 0 or more bytes")
+    if not ticket_ttl > 0 or not token_ttl > 0:
+        raise ServeError("--ticket-ttl and --token-ttl must be more than 0 seconds")
+    if login_free_failures < 0 or not login_max_delay >= login_limit.DEFAULT_BASE_DELAY:
+        raise ServeError("--login-free-failures must be 0 or more and --login-max-delay "
+                         f"at least {login_limit.DEFAULT_BASE_DELAY:g} seconds")
+    if prepared_per_session < 1:
+        raise ServeError("--prepared-per-session must be at least 1")
     advertised = [_check_location(uri) for uri in (advertise or [])]
     middleware = None
     tls = None
     if auth is not None:
-        middleware = auth_module.middleware(auth)
+        limiter = login_limit.LoginLimiter(free_failures=login_free_failures,
+                                           max_delay=login_max_delay)
+        middleware = auth_module.middleware(auth, token_ttl=token_ttl, limiter=limiter)
     if tls_cert is not None and tls_key is not None:
         try:
             tls = auth_module.tls_certificates(tls_cert, tls_key)
@@ -144,9 +167,16 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                                          else statement_timeout_s or None),
                     max_concurrent=workers or DEFAULT_MAX_CONCURRENT)
     try:
+        key = keys.server_key(conn.catalog.store, secret_file)
+        prepared = handles.PreparedRegistry(per_session=prepared_per_session,
+                                            key=key.derive("prepared statements"))
         server = QuiverFlightServer(conn, location, tls_certificates=tls, middleware=middleware,
                                     advertise=advertised, limits=limits,
-                                    max_message_bytes=max_message_bytes)
+                                    max_message_bytes=max_message_bytes, key=key,
+                                    ticket_ttl=ticket_ttl, prepared=prepared)
+    except keys.SecretError as exc:
+        conn.close()
+        raise ServeError(str(exc)) from None
     except Exception:
         conn.close()
         raise

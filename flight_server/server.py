@@ -18,7 +18,8 @@ Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
   WHERE. Several servers can share one root: the endpoints of a split result are
   dealt round-robin over the ``advertise`` locations (one each; without advertised
   locations, and for single-endpoint results, the location list is empty and the
-  client reads over the connection it has). DDL or DML sent
+  client reads over the connection it has). Tickets are signed with the root's key
+  (``handles.TicketSigner``), so a client can neither edit nor make one. DDL or DML sent
   as a query runs once, when its FlightInfo is made, and the ticket carries its
   one-row result. ``total_records`` is -1 for queries (not known before running);
   for DML it is the statement's row count (what ADBC reports as ``rowcount``), -1
@@ -26,6 +27,8 @@ Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
 - Updates: DoPut of ``CommandStatementUpdate`` / ``CommandPreparedStatementUpdate``
   answers ``DoPutUpdateResult`` in the put result's metadata. A prepared update
   runs once per parameter row and reports the summed count.
+- Prepared statements belong to the session (user and connection) that made them
+  (``handles.PreparedRegistry``); another session gets NOT_FOUND.
 - Prepared queries: DoPut binds the parameter rows (the last bound set is kept)
   and answers ``DoPutPreparedStatementResult`` with the same handle. Several
   parameter rows run the query once per row and the results are concatenated in
@@ -59,7 +62,7 @@ from google.protobuf.message import DecodeError, Message
 from sqlglot import exp
 
 from catalog.errors import InvalidTableNameError
-from flight_server import handles, ingest, metadata
+from flight_server import handles, ingest, keys, metadata
 from flight_server import statement_log as stmtlog
 from flight_server.auth import Authenticator
 from flight_server.errors import InvalidArgument, NotFound, NotImplementedCommand
@@ -205,14 +208,22 @@ class FlightHandlers:
                  prepared: handles.PreparedRegistry | None = None,
                  advertise: Sequence[str] | None = None,
                  min_endpoint_rows: int = MIN_ENDPOINT_ROWS,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None,
+                 key: keys.ServerKey | None = None,
+                 ticket_ttl: float = handles.DEFAULT_TICKET_TTL) -> None:
         """``limits`` bounds each statement's time and how many run at once
-        (``workers``, when given, is the number at once)."""
+        (``workers``, when given, is the number at once); ``key`` signs tickets and
+        prepared handles (the root's stored secret when not given)."""
         self.conn = conn
+        # Tickets and prepared handles are signed with the key of the root (the secret
+        # stored in it unless one is given), so any server on the root takes them.
+        self.key = key or keys.root_secret(conn.catalog.store)
+        self.tickets = handles.TicketSigner(self.key.derive("tickets"), ticket_ttl)
         self.advertise = [flight.Location(uri) for uri in (advertise or [])]
         self.min_endpoint_rows = max(1, min_endpoint_rows)
         self._deal = itertools.count()
-        self.prepared = prepared or handles.PreparedRegistry()
+        self.prepared = prepared or handles.PreparedRegistry(
+            key=self.key.derive("prepared statements"))
         self.streams = handles.RunningStreams()
         # The calls of running DoGet streams (set operations are atomic under the GIL).
         self._calls: set[CallContext] = set()
@@ -271,9 +282,11 @@ class FlightHandlers:
 
     def get_flight_info(self, context: CallContext,
                         descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
-        return self._run("GetFlightInfo", context, self._flight_info, descriptor)
+        return self._run("GetFlightInfo", context, self._flight_info, descriptor,
+                         context.session)
 
-    def _flight_info(self, descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+    def _flight_info(self, descriptor: flight.FlightDescriptor,
+                     session: handles.Session = None) -> flight.FlightInfo:
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
             return self._table_info(self._path_table(descriptor))
         msg = self._command(descriptor)
@@ -283,7 +296,7 @@ class FlightHandlers:
             self._no_transaction(msg)
             return self._statement_info(descriptor, msg.query, None)
         if name == "CommandPreparedStatementQuery":
-            stmt = self.prepared.get(msg.prepared_statement_handle)
+            stmt = self.prepared.get(msg.prepared_statement_handle, session)
             stmtlog.label("query", stmt.sql, deferred=True)
             return self._statement_info(descriptor, stmt.sql, stmt.params, stmt)
         if name in _METADATA_COMMANDS:
@@ -302,13 +315,13 @@ class FlightHandlers:
             split = self._scan_info(descriptor, schema, sql, params)
             if split is not None:
                 return split
-            handle = handles.encode_sql(sql, params)
+            handle = self.tickets.seal(handles.encode_sql(sql, params))
             records = -1
         else:
             stmtlog.label("update" if stmt is None else "prepared_update", sql, replace=True)
             result = self._execute(sql, params)
             schema = result.schema
-            handle = handles.encode_result(result)
+            handle = self.tickets.seal(handles.encode_result(result))
             # DB-API drivers (ADBC) report total_records as the cursor's rowcount: the
             # statement's count for DML, unknown (-1) for DDL.
             records = _count_of(result) if result.column_names == ["count"] else -1
@@ -364,7 +377,7 @@ class FlightHandlers:
                                     version=snap.version,
                                     files=tuple(files[k].path for k in members))
             ticket = flight.Ticket(pack(flight_sql_pb2.TicketStatementQuery(
-                statement_handle=handles.encode_scan(sql, part, nonce))))
+                statement_handle=self.tickets.seal(handles.encode_scan(sql, part, nonce)))))
             where = [locations[(start + i) % len(locations)]] if locations else []
             endpoints.append(flight.FlightEndpoint(ticket, where))
         return flight.FlightInfo(schema, descriptor, endpoints, records, -1)
@@ -394,9 +407,10 @@ class FlightHandlers:
 
     def get_schema(self, context: CallContext,
                    descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
-        return self._run("GetSchema", context, self._schema_of, descriptor)
+        return self._run("GetSchema", context, self._schema_of, descriptor, context.session)
 
-    def _schema_of(self, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+    def _schema_of(self, descriptor: flight.FlightDescriptor,
+                   session: handles.Session = None) -> flight.SchemaResult:
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
             return flight.SchemaResult(
                 self.conn.open_table(self._path_table(descriptor)).schema)
@@ -406,7 +420,7 @@ class FlightHandlers:
             self._no_transaction(msg)
             return flight.SchemaResult(self.conn.schema(msg.query))
         if name in ("CommandPreparedStatementQuery", "CommandPreparedStatementUpdate"):
-            stmt = self.prepared.get(msg.prepared_statement_handle)
+            stmt = self.prepared.get(msg.prepared_statement_handle, session)
             if stmt.params is not None and stmt.params.num_rows:
                 return flight.SchemaResult(self.conn.schema(stmt.sql, _first_row(stmt.params)))
             if stmt.dataset_schema is not None:
@@ -468,7 +482,7 @@ class FlightHandlers:
             return self._stream(raw, lambda: self.conn.sql_stream(sql), context)
         name = _command_name(msg)
         if name == "TicketStatementQuery":
-            h = handles.decode(msg.statement_handle)
+            h = self.tickets.decode(msg.statement_handle)
             if h.result is not None:
                 return _table_stream(h.result)
             if h.scan is not None:
@@ -542,13 +556,13 @@ class FlightHandlers:
             rows = ingest.ingest(self.conn, req, reader, reader.schema, context.is_cancelled)
             self._update_result(writer, rows)
         elif name == "CommandPreparedStatementQuery":
-            stmt = self.prepared.get(msg.prepared_statement_handle)
+            stmt = self.prepared.get(msg.prepared_statement_handle, context.session)
             stmt.params = _read_params(reader)
             out = flight_sql_pb2.DoPutPreparedStatementResult(
                 prepared_statement_handle=stmt.handle)
             writer.write(pa.py_buffer(out.SerializeToString()))
         elif name == "CommandPreparedStatementUpdate":
-            stmt = self.prepared.get(msg.prepared_statement_handle)
+            stmt = self.prepared.get(msg.prepared_statement_handle, context.session)
             stmtlog.label("prepared_update", stmt.sql)
             params = _read_params(reader)
             if context.is_cancelled():
@@ -589,18 +603,20 @@ class FlightHandlers:
     def do_action(self, context: CallContext,
                   action: flight.Action) -> Iterator[flight.Result]:
         results = self._run(f"action {action.type}", context, self._action, action.type,
-                            action.body.to_pybytes() if action.body is not None else b"")
+                            action.body.to_pybytes() if action.body is not None else b"",
+                            context.session)
         return iter(results)
 
-    def _action(self, kind: str, body: bytes) -> list[flight.Result]:
+    def _action(self, kind: str, body: bytes,
+                session: handles.Session = None) -> list[flight.Result]:
         if kind == "CreatePreparedStatement":
             req = self._body(body, "ActionCreatePreparedStatementRequest")
             if req.HasField("transaction_id") and req.transaction_id:
                 raise InvalidArgument("transactions are not supported")
-            return [flight.Result(pack(self._prepare(req.query)))]
+            return [flight.Result(pack(self._prepare(req.query, session)))]
         if kind == "ClosePreparedStatement":
             req = self._body(body, "ActionClosePreparedStatementRequest")
-            self.prepared.close(req.prepared_statement_handle)
+            self.prepared.close(req.prepared_statement_handle, session)
             return []
         if kind == "CancelFlightInfo":
             req = flight_pb2.CancelFlightInfoRequest()
@@ -639,7 +655,7 @@ class FlightHandlers:
             raise InvalidArgument(f"expected a packed {expected}, got {got}")
         return msg
 
-    def _prepare(self, sql: str) -> Message:
+    def _prepare(self, sql: str, session: handles.Session = None) -> Message:
         stmtlog.label("prepare", sql, level=logging.DEBUG)
         is_query = self.conn.is_query(sql)
         count = self.conn.parameter_count(sql)
@@ -654,7 +670,7 @@ class FlightHandlers:
                 except Exception as exc:  # types known once parameters are bound
                     log.debug("no dataset schema before binding for %r: %s", sql, exc)
         stmt = self.prepared.add(sql, is_query=is_query, dataset_schema=dataset_schema,
-                                 parameter_schema=param_schema)
+                                 parameter_schema=param_schema, session=session)
         return flight_sql_pb2.ActionCreatePreparedStatementResult(
             prepared_statement_handle=stmt.handle,
             dataset_schema=(dataset_schema.serialize().to_pybytes()
@@ -729,12 +745,17 @@ class QuiverFlightServer(FlightHandlers):
                  min_endpoint_rows: int = MIN_ENDPOINT_ROWS,
                  threads: int | None = None,
                  limits: Limits | None = None,
-                 max_message_bytes: int | None = None) -> None:
+                 max_message_bytes: int | None = None,
+                 key: keys.ServerKey | None = None,
+                 ticket_ttl: float = handles.DEFAULT_TICKET_TTL) -> None:
         super().__init__(conn, workers=workers, prepared=prepared, advertise=advertise,
-                         min_endpoint_rows=min_endpoint_rows, limits=limits)
+                         min_endpoint_rows=min_endpoint_rows, limits=limits, key=key,
+                         ticket_ttl=ticket_ttl)
         self.location = location
         authenticators = [m for m in (middleware or {}).values()
                           if isinstance(m, Authenticator)]
+        for authenticator in authenticators:
+            authenticator.use_key(self.key)
         if threads is None:
             # Streams hold a thread while they send; leave room beyond the statement limit.
             threads = max(DEFAULT_THREADS, 2 * self.limits.max_concurrent + 4)

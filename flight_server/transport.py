@@ -145,16 +145,25 @@ def _ipc_message(header: memoryview, body: memoryview | None) -> pa.ipc.Message:
 
 
 class CallContext:
-    """What a handler may ask about the call it serves."""
+    """What a handler may ask about the call it serves: the method, who called (``user``:
+    the authenticated user name, ``token:<hash prefix>`` for a static token, None
+    without authentication) and from where (``peer``, as gRPC names it)."""
 
-    __slots__ = ("_grpc", "method", "peer", "record")
+    __slots__ = ("_grpc", "method", "peer", "record", "user")
 
-    def __init__(self, context: grpc.ServicerContext, method: str) -> None:
+    def __init__(self, context: grpc.ServicerContext, method: str,
+                 user: str | None = None) -> None:
         self._grpc = context
         self.method = method
+        self.user = user
         # "ipv4:127.0.0.1:53211", "ipv6:[::1]:53211" or "unix:..." as gRPC names it.
         self.peer: str = _peer(context)
         self.record: statement_log.StatementRecord | None = None
+
+    @property
+    def session(self) -> tuple[str | None, str]:
+        """Who owns what this call prepares: the user on one connection."""
+        return (self.user, self.peer)
 
     def is_cancelled(self) -> bool:
         """Whether the client went away, cancelled the call or let its deadline pass.
@@ -425,12 +434,14 @@ class FlightTransport:
 
     def _start(self, method: str, context: grpc.ServicerContext) -> CallContext:
         """Authenticates the call (sending any issued token back first)."""
+        user = None
         if self._auth is not None:
             values = [v for k, v in context.invocation_metadata() if k == "authorization"]
-            headers = self._auth.check(method, values)
-            if headers:
-                context.send_initial_metadata(headers)
-        call = CallContext(context, method)
+            identity = self._auth.authenticate(method, values, context.peer() or "")
+            if identity.headers:
+                context.send_initial_metadata(identity.headers)
+            user = identity.user
+        call = CallContext(context, method, user)
         statement_log.begin(call, method, call.peer)
         return call
 

@@ -258,7 +258,7 @@ def test_flightsql_dbapi_client_with_user_and_password_runs_queries(server):
         client.close()
 
 
-def test_issued_tokens_expire_when_unused():
+def test_issued_tokens_expire_their_lifetime_after_being_issued():
     srv = _start(auth.AuthConfig(users={USER: PASSWORD}), token_ttl=1.5)
     try:
         with flight.connect(f"grpc://127.0.0.1:{srv.port}") as client:
@@ -271,17 +271,15 @@ def test_issued_tokens_expire_when_unused():
         stop_on_memory(srv)
 
 
-def test_issued_tokens_are_bounded_least_recently_used_first():
-    srv = _start(auth.AuthConfig(users={USER: PASSWORD}), max_tokens=2)
+def test_later_logins_never_end_an_issued_token():
+    # Tokens are signed, not stored: issuing many cannot push an earlier one out.
+    srv = _start(auth.AuthConfig(users={USER: PASSWORD}))
     try:
         with flight.connect(f"grpc://127.0.0.1:{srv.port}") as client:
-            first, second = (client.authenticate_basic_token(USER, PASSWORD) for _ in range(2))
-            assert _read(client, [first]) == EXPECTED  # now the most recently used
-            third = client.authenticate_basic_token(USER, PASSWORD)
-            with pytest.raises(flight.FlightUnauthenticatedError):
-                _read(client, [second])
+            first = client.authenticate_basic_token(USER, PASSWORD)
+            for _ in range(50):
+                client.authenticate_basic_token(USER, PASSWORD)
             assert _read(client, [first]) == EXPECTED
-            assert _read(client, [third]) == EXPECTED
     finally:
         stop_on_memory(srv)
 

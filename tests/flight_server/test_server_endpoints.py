@@ -74,7 +74,7 @@ def _sorted(table: pa.Table, key: str = "id") -> list[dict]:
 
 def _scan_part(endpoint: flight.FlightEndpoint) -> handles.ScanPart:
     ticket = unpack(endpoint.ticket.ticket)
-    part = handles.decode(ticket.statement_handle).scan
+    part = handles.inspect(ticket.statement_handle).scan
     assert part is not None
     return part
 
