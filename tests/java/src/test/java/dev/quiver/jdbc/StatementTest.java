@@ -19,25 +19,10 @@ import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 /** Plain and prepared statements as a dashboard runs them. */
 class StatementTest {
-    /**
-     * Why prepared statements with parameters are disabled. On CreatePreparedStatement the
-     * server answers a parameter_schema whose fields are all of Arrow type Null ($1: null, …),
-     * since it binds values as literals and learns their types only then. Driver 18.3.0 makes
-     * its parameter vectors from that schema and refuses any non-null value before sending
-     * anything ("Can't set non-null value on NullVector"); it has no fallback for untyped
-     * parameters. The server must infer each placeholder's type at prepare time. With the
-     * schema typed by hand (the column types, and timestamp[ms]) these tests pass; timestamps
-     * must be declared in milliseconds, since the driver writes epoch milliseconds into a
-     * timestamp parameter whatever its unit.
-     */
-    static final String UNTYPED_PARAMETERS = "server's prepared-statement parameter_schema is "
-        + "all Null-typed; the driver cannot bind non-null values (see UNTYPED_PARAMETERS)";
-
     private static Connection conn;
 
     @BeforeAll
@@ -94,7 +79,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void preparedQueryBindsALongAndAString() throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT id FROM docs WHERE id >= ? AND title <> ? ORDER BY id")) {
@@ -109,7 +93,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void preparedQueryBindsEveryCommonType() throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT i FROM typed WHERE i = ? AND l = ? AND d = ? AND s = ? AND b = ? "
@@ -126,7 +109,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void preparedInsertOfEveryCommonTypeAndNullReadsBack() throws SQLException {
         try (Statement st = conn.createStatement()) {
             st.execute("CREATE TABLE jdbc_params (i INT, l BIGINT, d DOUBLE, s VARCHAR, "
@@ -210,7 +192,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void bm25SearchTakesABoundQueryText() throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT id, title, score FROM bm25_search('docs', 'body', ?, 10) ORDER BY id")) {
@@ -258,7 +239,7 @@ class StatementTest {
 
     @Test
     void aNullOnlyParameterBinds() throws SQLException {
-        // The one value a Null-typed parameter takes (see UNTYPED_PARAMETERS).
+        // A parameter nothing gives a type to is declared VARCHAR; NULL binds too.
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT id FROM docs WHERE ? IS NULL ORDER BY id")) {
             ps.setNull(1, Types.VARCHAR);
