@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from sqlglot import exp
 
-from flight_server.sql import functions
+from flight_server.sql import functions, gate
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import SqlPlanError, SqlSyntaxError
@@ -138,6 +138,11 @@ def infer(text: str, table_schema: TableSchema) -> list[Slot]:
     marked = sqlbind.substitute(text, [f"'{mark}{i}'" for i in range(count)])
     st = sqlparse.parse(marked)
     if st.expr is None:
+        # Refused as the statement is when run; zeros as long as the placeholders keep
+        # the positions the parser's message gives.
+        plain = sqlbind.substitute(text, ["0" * len(_spelling(found, i))
+                                          for i in range(count)])
+        gate.check(sqlparse.parse(plain), ())
         raise SqlSyntaxError(f"cannot read the statement ({st.error or 'syntax error'})")
     reader = _Reader(table_schema, mark)
     guesses = [_UNKNOWN] * count
@@ -147,6 +152,14 @@ def infer(text: str, table_schema: TableSchema) -> list[Slot]:
             guesses[index] = guesses[index].merged(reader.guess(node))
     return [Slot(g.type, None if g.blind else g.probe or probe_of(g.type),
                  fixed=g.probe is not None) for g in guesses]
+
+
+def _spelling(found: list[sqlbind.Placeholder], index: int) -> str:
+    """How parameter ``index`` is written ("?" when it is not written at all)."""
+    for p in found:
+        if p.index == index:
+            return "?" * (p.end - p.start)
+    return "?"
 
 
 def stand_ins(slots: list[Slot], *, distinct: bool = False) -> list[str] | None:
