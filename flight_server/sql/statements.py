@@ -203,6 +203,11 @@ def _column(schema: pa.Schema, node: exp.Expression, table: str) -> str:
 
 def _text(query: exp.Expression) -> str:
     """SQL text of a query for the engine; function names are kept as written."""
+    if any(True for _ in query.find_all(exp.HexString)):
+        # sqlglot writes X'..' as UNHEX(..), which DataFusion lacks; decode(.., 'hex') it has.
+        query = query.transform(lambda n: exp.Anonymous(
+            this="decode", expressions=[exp.Literal.string(n.this), exp.Literal.string("hex")])
+            if isinstance(n, exp.HexString) else n)
     return query.sql(dialect=DIALECT, normalize_functions=False)
 
 
