@@ -281,6 +281,11 @@ def _search_call(node: exp.Expression) -> tuple[str, list[exp.Expression]] | Non
     return None
 
 
+def _position(items: list[exp.Expression], node: exp.Expression) -> int | None:
+    """Where ``node`` itself (not an equal expression) is in ``items``."""
+    return next((i for i, item in enumerate(items) if item is node), None)
+
+
 def _string(node: exp.Expression) -> str | None:
     node = unparen(node)
     return node.this if isinstance(node, exp.Literal) and node.is_string else None
@@ -328,8 +333,9 @@ class _Reader:
         if isinstance(parent, exp.Limit | exp.Offset | exp.Fetch):
             return _Guess(pa.int64())
         call = _search_call(parent)
-        if call is not None and child in call[1]:
-            return self._search_argument(call, call[1].index(child))
+        position = _position(call[1], child) if call is not None else None
+        if position is not None:
+            return self._search_argument(call, position)
         if isinstance(parent, exp.Pad):
             if child is parent.args.get("expression"):
                 return _Guess(pa.int64(), "0")
@@ -366,11 +372,11 @@ class _Reader:
             known = self._first_type([a for a in others if a is not child], depth)
             return _Guess(known if known is not None else self.guess(parent, depth + 1).type)
         if isinstance(parent, exp.Tuple) and isinstance(parent.parent, exp.Values):
-            return self._stored(parent.parent.parent, parent.expressions.index(child))
+            return self._stored(parent.parent.parent, _position(parent.expressions, child))
         if isinstance(parent, exp.Alias) and isinstance(parent.parent, exp.Select):
             child, parent = parent, parent.parent
-        if isinstance(parent, exp.Select) and child in parent.expressions:
-            return self._stored(parent.parent, parent.expressions.index(child))
+        if isinstance(parent, exp.Select):
+            return self._stored(parent.parent, _position(parent.expressions, child))
         return _UNKNOWN
 
     def _cast_type(self, cast: exp.Cast) -> pa.DataType | None:
@@ -386,9 +392,9 @@ class _Reader:
                 return t
         return None
 
-    def _stored(self, insert: exp.Expression | None, position: int) -> _Guess:
+    def _stored(self, insert: exp.Expression | None, position: int | None) -> _Guess:
         """The type of the column the ``position``-th value of an INSERT row fills."""
-        if not isinstance(insert, exp.Insert):
+        if not isinstance(insert, exp.Insert) or position is None:
             return _UNKNOWN
         target = insert.this
         table = target.this if isinstance(target, exp.Schema) else target
@@ -507,7 +513,9 @@ class _Reader:
         if isinstance(scope, exp.Select):
             sources = sqlparse.select_sources(scope)
         else:
-            sources = [scope.this, *(scope.args.get("using") or ())]
+            from_ = scope.args.get("from_")
+            sources = [scope.this, *(scope.args.get("using") or ()),
+                       *([from_.this] if isinstance(from_, exp.From) else [])]
         hits = []
         for source in sources:
             alias = self._alias(source)
