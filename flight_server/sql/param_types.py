@@ -196,7 +196,7 @@ def declared_type(t: pa.DataType | None) -> pa.DataType:
     if pa.types.is_decimal128(t):
         return t
     if pa.types.is_decimal(t):
-        return pa.decimal128(38, min(t.scale, 38)) if t.precision <= 38 else pa.float64()
+        return pa.decimal128(t.precision, t.scale) if t.precision <= 38 else pa.float64()
     if pa.types.is_date64(t):
         return pa.date32()
     if pa.types.is_timestamp(t):
