@@ -657,25 +657,17 @@ class FlightHandlers:
 
     def _prepare(self, sql: str, session: handles.Session = None) -> Message:
         stmtlog.label("prepare", sql, level=logging.DEBUG)
-        is_query = self.conn.is_query(sql)
-        count = self.conn.parameter_count(sql)
-        param_schema = pa.schema([pa.field(f"${i + 1}", pa.null()) for i in range(count)])
-        dataset_schema: pa.Schema | None = None
-        if is_query:
-            if count == 0:
-                dataset_schema = self.conn.schema(sql)
-            else:
-                try:
-                    dataset_schema = self.conn.schema(sql, [None] * count)
-                except Exception as exc:  # types known once parameters are bound
-                    log.debug("no dataset schema before binding for %r: %s", sql, exc)
-        stmt = self.prepared.add(sql, is_query=is_query, dataset_schema=dataset_schema,
-                                 parameter_schema=param_schema, session=session)
+        # Parameter types are inferred and a query's schema planned with stand-ins for its
+        # parameters; a statement that cannot run (bad SQL, unknown table) fails here.
+        shape = self.conn.prepare(sql)
+        dataset_schema = shape.dataset_schema
+        stmt = self.prepared.add(sql, is_query=shape.is_query, dataset_schema=dataset_schema,
+                                 parameter_schema=shape.parameter_schema, session=session)
         return flight_sql_pb2.ActionCreatePreparedStatementResult(
             prepared_statement_handle=stmt.handle,
             dataset_schema=(dataset_schema.serialize().to_pybytes()
                             if dataset_schema is not None else b""),
-            parameter_schema=param_schema.serialize().to_pybytes())
+            parameter_schema=shape.parameter_schema.serialize().to_pybytes())
 
     def _cancel(self, info: Message) -> int:
         """Flags the tickets of ``info``. A stream not started yet counts as cancelled: it

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 import catalog
-from flight_server.sql.engine import SqlEngine
+from flight_server.sql.engine import Prepared, SqlEngine
 from flight_server.sql.params import parameter_count
 from supertable.table import Table, TableOptions
 
@@ -66,6 +66,16 @@ class SqlConnection:
     def parameter_count(self, text: str) -> int:
         """How many parameters the statement's placeholders take."""
         return parameter_count(text)
+
+    def parameter_types(self, text: str) -> list[pa.DataType | None]:
+        """The type each parameter takes, read from where its placeholders stand (None
+        where nothing says)."""
+        return self.engine.parameter_types(text)
+
+    def prepare(self, text: str) -> Prepared:
+        """What a client preparing the statement is told: whether it is a query, its
+        parameters' declared types and, for a query, its result schema."""
+        return self.engine.prepare(text)
 
     def create_table(self, name: str, schema: pa.Schema, **kwargs: Any) -> Table:
         return self.catalog.create_table(name, schema, **kwargs)

@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
-from flight_server.sql import bounded, gate, information
+from flight_server.sql import bounded, gate, information, param_types
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.arrow_types import plain_schema
@@ -94,6 +94,8 @@ SEARCH_REUSE_MAX = 64
 # Statements whose one column carries DataFusion's name for an unaliased count, by form.
 _COUNT_FORMS = {"star": "SELECT count(*) FROM (VALUES (1)) AS t(x)",
                 "one": "SELECT count(1) FROM (VALUES (1)) AS t(x)"}
+# DataFusion's refusal of two result columns of one name (as stand-ins may make them).
+_NAME_CLASH = "unique expression names"
 # How often a statement waiting for DataFusion's next batch checks its interrupt.
 POLL_S = 0.05
 
@@ -108,6 +110,17 @@ def default_memory_limit() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     except (ValueError, OSError):
         return 4 << 30
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preparing a statement tells a client: whether it is a query, its parameters'
+    declared types, and its result schema (None for DDL / DML, and for a query whose
+    result depends on which values are bound, see ``flight_server.sql.param_types``)."""
+
+    is_query: bool
+    parameter_schema: pa.Schema
+    dataset_schema: pa.Schema | None
 
 
 @dataclass
@@ -301,6 +314,45 @@ class SqlEngine:
                 return direct.schema
             df = self._plan_query(st, pins)
             return plain_schema(df.schema(), fold_large=False)
+
+    def parameter_types(self, text: str) -> list[pa.DataType | None]:
+        """The type each parameter of the statement takes, read from where its
+        placeholders stand (None where nothing says; ``flight_server.sql.param_types``)."""
+        return [s.type for s in param_types.infer(text, self.table_schema)]
+
+    def prepare(self, text: str) -> Prepared:
+        """Reads the statement as a client prepares it: its parameters' declared types,
+        and for a query its result schema, planned with stand-ins for the parameters. A
+        statement that cannot be read, or names an unknown table or column, is refused
+        here as it would be when run."""
+        is_query = self.is_query(text)
+        slots = param_types.infer(text, self.table_schema)
+        dataset = None
+        if is_query:
+            if not slots:
+                dataset = self.schema(text)
+            elif (probes := param_types.stand_ins(slots)) is None:
+                log.debug("result schema of %r known once parameters are bound", text)
+            else:
+                try:
+                    dataset = self.schema(sqlbind.substitute(text, probes))
+                except SqlPlanError as exc:
+                    if _NAME_CLASH not in str(exc):
+                        raise
+                    probes = param_types.stand_ins(slots, distinct=True)
+                    dataset = self.schema(sqlbind.substitute(text, probes))
+        return Prepared(is_query, param_types.parameter_schema(slots), dataset)
+
+    def table_schema(self, name: str, quoted: bool = True) -> pa.Schema:
+        """The user columns of the table ``name`` refers to (unquoted, it folds to lower
+        case unless only the exact spelling exists); ``SqlTableNotFoundError`` when
+        there is none."""
+        if not quoted and name != name.lower():
+            try:
+                return self._open_table(name.lower()).schema
+            except (TableNotFoundError, InvalidTableNameError):
+                pass
+        return self.open_table(name).schema
 
     def is_query(self, text: str) -> bool:
         """Whether the statement returns rows of a query (SELECT, VALUES, WITH, EXPLAIN,

@@ -51,7 +51,8 @@ from supertable import search
 from supertable.errors import TableNotFoundError
 from supertable.snapshot import Snapshot
 
-__all__ = ["parse_vector_literal", "register_search_functions", "search_errors"]
+__all__ = ["argument_kinds", "parse_vector_literal", "register_search_functions",
+           "search_errors"]
 
 Pin = Callable[[str], Snapshot]
 
@@ -322,6 +323,13 @@ _SIGNATURES: dict[str, tuple[_Param, ...]] = {
 }
 # The search table functions' names.
 NAMES = frozenset(_SIGNATURES)
+
+
+def argument_kinds(name: str) -> list[tuple[str, str]]:
+    """The ``(name, kind)`` of each argument the search table function ``name`` takes, in
+    order; kind is "text", "int", "mode" ('and' / 'or') or "vector". Empty for any other
+    name."""
+    return [(p.name, p.kind) for p in _SIGNATURES.get(name.lower(), ())]
 
 
 def _run(fn: str, snap: Snapshot, args: list[Any], pool: ThreadPoolExecutor | None) -> pa.Table:

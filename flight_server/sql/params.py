@@ -54,6 +54,12 @@ def placeholders(text: str) -> list[Placeholder]:
             positional = True
             found.append(Placeholder(tok.start, tok.end + 1, len(found)))
             continue
+        if tok.token_type == TokenType.QDCOLON:
+            # "?::T" reads as one token (another dialect's try-cast operator, which
+            # DataFusion lacks): here it is a placeholder cast with "::".
+            positional = True
+            found.append(Placeholder(tok.start, tok.start + 1, len(found)))
+            continue
         span = None
         if tok.token_type == TokenType.PARAMETER and tok.text == "$" and i + 1 < len(tokens):
             # "$1" reads as a parameter sign then a number, with nothing between them.
@@ -87,11 +93,29 @@ def bind(text: str, values: Sequence[Any]) -> str:
                                 f"{len(values)} given")
     if not found:
         return text
+    sql = [""] * needed
+    for index in sorted({p.index for p in found}):
+        sql[index] = literal(values[index], index)
+    return _replace(text, found, sql)
+
+
+def substitute(text: str, sql: Sequence[str]) -> str:
+    """``text`` with every placeholder replaced by the SQL text given for its parameter
+    (``sql[i]`` for parameter ``i``), written as it is: the caller vouches for it."""
+    found = placeholders(text)
+    needed = max((p.index for p in found), default=-1) + 1
+    if len(sql) != needed:
+        raise SqlParameterError(f"the statement takes {needed} parameter(s), "
+                                f"{len(sql)} given")
+    return _replace(text, found, sql) if found else text
+
+
+def _replace(text: str, found: list[Placeholder], sql: Sequence[str]) -> str:
     out: list[str] = []
     pos = 0
     for p in found:
         out.append(text[pos:p.start])
-        out.append(literal(values[p.index], p.index))
+        out.append(sql[p.index])
         pos = p.end
     out.append(text[pos:])
     return "".join(out)

@@ -211,6 +211,11 @@ def _text(query: exp.Expression) -> str:
     """SQL text of a query for the engine. Function names go out in lower case:
     sqlglot writes the functions it knows by its own upper-case names, and DataFusion
     looks table functions up by their exact (lower-case) names."""
+    if any(True for _ in query.find_all(exp.HexString)):
+        # sqlglot writes X'..' as UNHEX(..), which DataFusion lacks; decode(.., 'hex') it has.
+        query = query.transform(lambda n: exp.Anonymous(
+            this="decode", expressions=[exp.Literal.string(n.this), exp.Literal.string("hex")])
+            if isinstance(n, exp.HexString) else n)
     return query.sql(dialect=DIALECT, normalize_functions="lower")
 
 

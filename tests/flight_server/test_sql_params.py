@@ -141,3 +141,25 @@ def test_is_query_tells_queries_from_ddl_and_dml(conn):
     assert conn.is_query("SHOW TABLES")
     assert not conn.is_query("DELETE FROM docs WHERE id = 1")
     assert not conn.is_query("CREATE TABLE z (a INT)")
+
+
+def test_a_placeholder_cast_with_double_colon_is_a_parameter(conn):
+    # "?::" reads as one token in sqlglot's tokenizer; it is still a placeholder.
+    assert parameter_count("SELECT ?::INT, ?::DATE") == 2
+    assert bind("SELECT ?::INT AS a", [5]) == "SELECT 5::INT AS a"
+    assert conn.sql("SELECT ?::BIGINT + 1 AS a", ["41"]).column("a").to_pylist() == [42]
+
+
+def test_binary_parameters_insert_update_and_read_back(conn):
+    conn.sql("CREATE TABLE blobs (n BIGINT, bl BLOB)")
+    try:
+        conn.sql("INSERT INTO blobs VALUES (?, ?)", [1, b"\x00\xff'"])
+        conn.sql_many("INSERT INTO blobs VALUES (?, ?)",
+                      pa.table({"a": [2, 3], "b": pa.array([b"x", None], pa.binary())}))
+        conn.sql("UPDATE blobs SET bl = ? WHERE n = ?", [b"\x01", 3])
+        got = conn.sql("SELECT bl FROM blobs ORDER BY n").column("bl").to_pylist()
+        assert got == [b"\x00\xff'", b"x", b"\x01"]
+        assert conn.sql("SELECT n FROM blobs WHERE bl = ?", [b"x"]).column("n").to_pylist() \
+            == [2]
+    finally:
+        conn.sql("DROP TABLE blobs")

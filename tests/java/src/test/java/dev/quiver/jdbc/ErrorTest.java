@@ -9,6 +9,7 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.util.List;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -60,6 +61,23 @@ class ErrorTest {
         SQLException e = assertThrows(SQLException.class,
             () -> conn.prepareStatement("SELECT * FROM no_such_table").close());
         assertTrue(fullMessage(e).contains("unknown table 'no_such_table'"), fullMessage(e));
+    }
+
+    @Test
+    void preparingAParameterizedStatementOnAnUnknownTableFailsAtPrepare() {
+        for (String sql : List.of("SELECT * FROM no_such_table WHERE id = ?",
+                "DELETE FROM no_such_table WHERE id = ?")) {
+            SQLException e = assertThrows(SQLException.class,
+                () -> conn.prepareStatement(sql).close());
+            assertTrue(fullMessage(e).contains("unknown table 'no_such_table'"), fullMessage(e));
+        }
+    }
+
+    @Test
+    void preparingUnreadableSqlWithAParameterFailsAtPrepare() {
+        SQLException e = assertThrows(SQLException.class,
+            () -> conn.prepareStatement("SELECT id FROM docs WHERE id = ? AND").close());
+        assertTrue(fullMessage(e).contains("cannot read the statement"), fullMessage(e));
     }
 
     @Test

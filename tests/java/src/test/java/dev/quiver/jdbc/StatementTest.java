@@ -7,8 +7,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.sql.Connection;
 import java.sql.Date;
+import java.sql.ParameterMetaData;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
+import java.sql.ResultSetMetaData;
 import java.sql.SQLException;
 import java.sql.Statement;
 import java.sql.Timestamp;
@@ -19,25 +21,10 @@ import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 /** Plain and prepared statements as a dashboard runs them. */
 class StatementTest {
-    /**
-     * Why prepared statements with parameters are disabled. On CreatePreparedStatement the
-     * server answers a parameter_schema whose fields are all of Arrow type Null ($1: null, …),
-     * since it binds values as literals and learns their types only then. Driver 18.3.0 makes
-     * its parameter vectors from that schema and refuses any non-null value before sending
-     * anything ("Can't set non-null value on NullVector"); it has no fallback for untyped
-     * parameters. The server must infer each placeholder's type at prepare time. With the
-     * schema typed by hand (the column types, and timestamp[ms]) these tests pass; timestamps
-     * must be declared in milliseconds, since the driver writes epoch milliseconds into a
-     * timestamp parameter whatever its unit.
-     */
-    static final String UNTYPED_PARAMETERS = "server's prepared-statement parameter_schema is "
-        + "all Null-typed; the driver cannot bind non-null values (see UNTYPED_PARAMETERS)";
-
     private static Connection conn;
 
     @BeforeAll
@@ -94,7 +81,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void preparedQueryBindsALongAndAString() throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT id FROM docs WHERE id >= ? AND title <> ? ORDER BY id")) {
@@ -109,7 +95,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void preparedQueryBindsEveryCommonType() throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT i FROM typed WHERE i = ? AND l = ? AND d = ? AND s = ? AND b = ? "
@@ -126,7 +111,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void preparedInsertOfEveryCommonTypeAndNullReadsBack() throws SQLException {
         try (Statement st = conn.createStatement()) {
             st.execute("CREATE TABLE jdbc_params (i INT, l BIGINT, d DOUBLE, s VARCHAR, "
@@ -210,7 +194,6 @@ class StatementTest {
     }
 
     @Test
-    @Disabled(UNTYPED_PARAMETERS)
     void bm25SearchTakesABoundQueryText() throws SQLException {
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT id, title, score FROM bm25_search('docs', 'body', ?, 10) ORDER BY id")) {
@@ -222,6 +205,97 @@ class StatementTest {
                     assertTrue(rs.getDouble("score") > 0, "score of " + rs.getString("title"));
                 }
                 assertEquals(List.of(1L, 2L), found);
+            }
+        }
+    }
+
+    @Test
+    void parameterMetadataGivesTheTypesOfTheColumnsCompared() throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement(
+                "SELECT i FROM typed WHERE i = ? AND l = ? AND d = ? AND s = ? AND b = ? "
+                    + "AND dt = ? AND ts = ? AND ? IS NULL LIMIT ?")) {
+            ParameterMetaData md = ps.getParameterMetaData();
+            int[] expected = {Types.INTEGER, Types.BIGINT, Types.DOUBLE, Types.VARCHAR,
+                Types.BOOLEAN, Types.DATE, Types.TIMESTAMP, Types.VARCHAR, Types.BIGINT};
+            assertEquals(expected.length, md.getParameterCount());
+            for (int p = 1; p <= expected.length; p++) {
+                assertEquals(expected[p - 1], md.getParameterType(p), "parameter " + p);
+            }
+        }
+    }
+
+    @Test
+    void aParameterizedSearchDescribesItsColumnsBeforeRunning() throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement(
+                "SELECT id, title, score FROM bm25_search('docs', 'body', ?, ?)")) {
+            ResultSetMetaData md = ps.getMetaData();
+            assertEquals(3, md.getColumnCount());
+            assertEquals(Types.BIGINT, md.getColumnType(1));
+            assertEquals(Types.VARCHAR, md.getColumnType(2));
+            assertEquals(Types.FLOAT, md.getColumnType(3));
+            ps.setString(1, "goroutines");
+            ps.setInt(2, 5);
+            assertEquals(List.of(3L), ids(ps.executeQuery()));
+        }
+    }
+
+    @Test
+    void vectorSearchTakesABoundVectorTextAndK() throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement(
+                "SELECT id FROM vector_search('docs', 'embedding', ?, ?)")) {
+            ps.setString(1, "[0.1, 0.9, 0.0]");
+            ps.setLong(2, 1L);
+            assertEquals(List.of(2L), ids(ps.executeQuery()));
+            ps.setString(1, "[0.0, 0.1, 0.9]");
+            assertEquals(List.of(3L), ids(ps.executeQuery()));
+        }
+    }
+
+    @Test
+    void inListAndLimitTakeParameters() throws SQLException {
+        try (PreparedStatement ps = conn.prepareStatement(
+                "SELECT id FROM docs WHERE title IN (?, ?) ORDER BY id LIMIT ?")) {
+            ps.setString(1, "Go");
+            ps.setString(2, "Python");
+            ps.setInt(3, 1);
+            assertEquals(List.of(2L), ids(ps.executeQuery()));
+            ps.setInt(3, 5);
+            assertEquals(List.of(2L, 3L), ids(ps.executeQuery()));
+        }
+    }
+
+    @Test
+    void preparedUpdateAndDeleteTakeParameters() throws SQLException {
+        try (Statement st = conn.createStatement()) {
+            st.executeUpdate("CREATE TABLE jdbc_param_dml (id BIGINT, name VARCHAR, at DATE)");
+            st.executeUpdate("INSERT INTO jdbc_param_dml VALUES (1, 'a', DATE '2024-01-01'), "
+                + "(2, 'b', DATE '2024-02-01'), (3, 'c', DATE '2024-03-01')");
+        }
+        try {
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "UPDATE jdbc_param_dml SET name = ? WHERE at BETWEEN ? AND ?")) {
+                ps.setString(1, "early");
+                ps.setDate(2, Date.valueOf(LocalDate.of(2024, 1, 1)));
+                ps.setDate(3, Date.valueOf(LocalDate.of(2024, 2, 1)));
+                assertEquals(2, ps.executeUpdate());
+            }
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "DELETE FROM jdbc_param_dml WHERE id = ?")) {
+                ps.setLong(1, 3L);
+                assertEquals(1, ps.executeUpdate());
+            }
+            try (Statement st = conn.createStatement();
+                 ResultSet rs = st.executeQuery(
+                     "SELECT id, name FROM jdbc_param_dml ORDER BY id")) {
+                assertTrue(rs.next());
+                assertEquals("early", rs.getString(2));
+                assertTrue(rs.next());
+                assertEquals("early", rs.getString(2));
+                assertFalse(rs.next());
+            }
+        } finally {
+            try (Statement st = conn.createStatement()) {
+                st.executeUpdate("DROP TABLE jdbc_param_dml");
             }
         }
     }
@@ -258,7 +332,7 @@ class StatementTest {
 
     @Test
     void aNullOnlyParameterBinds() throws SQLException {
-        // The one value a Null-typed parameter takes (see UNTYPED_PARAMETERS).
+        // A parameter nothing gives a type to is declared VARCHAR; NULL binds too.
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT id FROM docs WHERE ? IS NULL ORDER BY id")) {
             ps.setNull(1, Types.VARCHAR);
