@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -112,7 +113,12 @@ def _run_data_command(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         print("quiver: interrupted", file=sys.stderr)
-        return 130
+        # The cancelled statement's native threads may still be winding down; leaving
+        # without the interpreter's teardown keeps them from touching it (every write is
+        # one atomic commit, so nothing is left half done).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     except known as exc:
         print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 1

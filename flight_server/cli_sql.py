@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -416,14 +417,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"{_VECTOR_HEAD} items")
 
 
+# Seconds a cancelled statement gets to wind down before the prompt comes back anyway.
+CANCEL_WAIT_S = 5.0
+
+
 def run_statement(client: Client, text: str, args: argparse.Namespace, *,
                   append: bool = False) -> int:
-    """Runs one statement and writes its result as ``args`` say; returns its row count."""
+    """Runs one statement and writes its result as ``args`` say; returns its row count.
+    Ctrl-C cancels the statement (on the server too) and raises KeyboardInterrupt."""
     if args.format == "parquet" and args.output is None:
         raise SqlCliError("--format parquet needs --output FILE")
-    reader = client.stream(text)
-    return write_result(reader, args.format, output=args.output, max_rows=args.max_rows,
-                        max_width=args.max_width, append=append)
+
+    def work() -> int:
+        return write_result(client.stream(text), args.format, output=args.output,
+                            max_rows=args.max_rows, max_width=args.max_width, append=append)
+
+    return cancellable(client, work)
+
+
+def cancellable(client: Client, work: Any) -> Any:
+    """``work()`` run in a worker thread while this one waits for it, so that Ctrl-C
+    here cancels the client's running statement instead of waiting for it to end."""
+    outcome: dict[str, Any] = {}
+    # An event, not Thread.join: a KeyboardInterrupt inside join can leave the thread
+    # looking finished while it still runs.
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="quiver-sql-statement", daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        client.cancel()
+        if not done.wait(CANCEL_WAIT_S):
+            client.abandon()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def run(client: Client, args: argparse.Namespace) -> int:

@@ -13,16 +13,21 @@ commands ask (tables, a table's schema and description, bulk appends).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from flight_server.flight_client import ConnectionOptions, QuiverClientError, ingest
 from flight_server.sql import SqlConnection, connect
+from supertable import interrupt as interrupts
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Client",
@@ -132,6 +137,13 @@ class Client:
         """Runs one statement; its result (rows, or a DDL/DML result row) batch by batch."""
         raise NotImplementedError
 
+    def cancel(self) -> None:
+        """Cancels the statement running now (from another thread), if any."""
+
+    def abandon(self) -> None:
+        """Gives up on a statement that did not stop when cancelled: what it holds is
+        left alone (never closed under it), and later statements use fresh resources."""
+
     def tables(self) -> list[str]:
         raise NotImplementedError
 
@@ -162,9 +174,18 @@ class LocalClient(Client):
     def __init__(self, connection: SqlConnection) -> None:
         self.connection = connection
         self.where = connection.uri
+        self._running: interrupts.Interrupt | None = None
 
     def stream(self, text: str) -> pa.RecordBatchReader:
-        return self.connection.sql_stream(text)
+        # The statement plans and streams under an interrupt that ``cancel`` fires.
+        running = self._running = interrupts.Interrupt()
+        with interrupts.scope(running):
+            return self.connection.sql_stream(text)
+
+    def cancel(self) -> None:
+        running = self._running
+        if running is not None:
+            running.cancel()
 
     def tables(self) -> list[str]:
         return self.connection.list_tables()
@@ -204,9 +225,29 @@ class ServerClient(Client):
             self.connection = dbapi.connect(uri, db_kwargs=db_kwargs, autocommit=True)
         except Exception as exc:
             raise ClientError(f"cannot connect to {uri}: {one_line(exc)}") from None
+        self._cursor: Any = None
+        self._db_kwargs = db_kwargs
+        # Connections still in use by abandoned statements: kept referenced, never closed.
+        self._abandoned: list[Any] = []
+
+    def abandon(self) -> None:
+        import adbc_driver_flightsql.dbapi as dbapi
+
+        self._abandoned.append(self.connection)
+        self._cursor = None
+        self.connection = dbapi.connect(self.where, db_kwargs=self._db_kwargs,
+                                        autocommit=True)
+
+    def cancel(self) -> None:
+        cursor = self._cursor
+        if cursor is not None:
+            try:
+                cursor.adbc_cancel()
+            except Exception as exc:  # the statement may have ended meanwhile
+                log.debug("cancel: %s", exc)
 
     def stream(self, text: str) -> pa.RecordBatchReader:
-        cursor = self.connection.cursor()
+        cursor = self._cursor = self.connection.cursor()
         try:
             cursor.execute(text)
             reader = cursor.fetch_record_batch()
