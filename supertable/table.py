@@ -32,12 +32,15 @@ from superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
 from superfile.writer import replace_column
 from supertable import commit, search
 from supertable.cache import cache_for_store
+from supertable.conflicts import ReadSet, find_conflict
 from supertable.errors import (
     CommitConflictError,
     ObjectExistsError,
+    ObjectNotFoundError,
     StorageError,
     TableExistsError,
     TableSchemaError,
+    WriteConflictError,
 )
 from supertable.indexer import BackgroundIndexer, pending_files, token_count
 from supertable.manifest import (
@@ -129,6 +132,10 @@ class Table:
         self._buffer_lock = threading.Lock()
         self._wal = IntentLog(store, self.prefix)
         self._indexer = BackgroundIndexer(self)
+        # Recent manifests by version, for validating writes against the commits after
+        # their snapshot (manifests never change once published).
+        self._history: dict[int, Manifest] = {}
+        self._history_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -414,8 +421,14 @@ class Table:
 
     # -- deletes and updates -----------------------------------------------------------------
 
-    def delete(self, filter_: Filter) -> int:
-        """Deletes the live rows matching ``filter_``; returns how many."""
+    def delete(self, filter_: Filter, *, read: ReadSet | None = None) -> int:
+        """Deletes the live rows matching ``filter_``; returns how many.
+
+        Without ``read`` the filter is evaluated on the version the delete commits on.
+        With it (a caller that chose the rows on an older snapshot), the delete fails with
+        ``WriteConflictError`` when a newer commit changed what it read (see
+        ``supertable.conflicts``).
+        """
         if filter_ is None:
             raise TableSchemaError("delete needs a filter; use a filter that is always true "
                                    "to delete every row")
@@ -425,13 +438,14 @@ class Table:
 
             def derive(latest: Manifest) -> Manifest | None:
                 nonlocal deleted
+                self._validate(read, latest)
                 snap = Snapshot(latest, self._pool, self.name)
                 files, deleted = self._tombstone(snap, filter_)
                 if deleted == 0:
                     return None
                 return latest.successor(files=files, created_ms=_now_ms(), operation="delete")
 
-            self._publish(self._manifest, derive, intent, "delete")
+            self._publish(self._base(read), derive, intent, "delete")
             return deleted
 
     def _tombstone(self, snap: Snapshot, filter_: Filter,
@@ -505,12 +519,18 @@ class Table:
             self._publish(self._manifest, derive, intent, "update")
             return changed
 
-    def replace_rows(self, rows: pa.Table) -> int:
+    def replace_rows(self, rows: pa.Table, *, read_version: int | None = None,
+                     read: ReadSet | None = None) -> int:
         """Writes new versions of existing rows, each keeping its ``_id``, in one commit.
 
         ``rows`` carries ``_id`` and every column. The live row of each ``_id`` is
-        tombstoned and the new version added; a row whose ``_id`` is no longer live when
-        the commit lands (deleted meanwhile) is left out. Returns how many rows changed.
+        tombstoned and the new version added. Returns how many rows changed.
+
+        ``read_version`` is the version the new values were computed from: when a commit
+        after it deleted or rewrote any of these rows, nothing is written and
+        ``WriteConflictError`` is raised (compute them again from the new version).
+        ``read`` gives the whole read set instead (rows chosen by a predicate). Without
+        either, the last writer wins and a row deleted meanwhile is left out.
         """
         if ID_COLUMN not in rows.column_names:
             raise TableSchemaError(f"replacement rows need the {ID_COLUMN!r} column")
@@ -525,12 +545,15 @@ class Table:
             return 0
         lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
         wanted = pc.field(ID_COLUMN).isin(ids.combine_chunks())
+        if read is None and read_version is not None:
+            read = ReadSet(read_version, ids.to_numpy())
         with self._write_lock:
             intent = Intent("update")
             changed = 0
 
             def derive(latest: Manifest) -> Manifest | None:
                 nonlocal changed
+                self._validate(read, latest)
                 snap = Snapshot(latest, self._pool, self.name)
                 files: list[FileEntry] = []
                 live: list[np.ndarray] = []
@@ -553,8 +576,44 @@ class Table:
                 return latest.successor(files=(*files, *entries), created_ms=_now_ms(),
                                         operation="update")
 
-            self._publish(self._manifest, derive, intent, "update")
+            self._publish(self._base(read), derive, intent, "update")
             return changed
+
+    def _base(self, read: ReadSet | None) -> Manifest:
+        # A validated write is checked against the newest version, not the one this
+        # object last saw: a change with nothing to write must still see its conflicts.
+        return self._manifest if read is None else self.refresh(max_staleness_s=0)
+
+    def _validate(self, read: ReadSet | None, latest: Manifest) -> None:
+        """Raises ``WriteConflictError`` when a commit after ``read`` changed what it read."""
+        if read is None:
+            return
+        try:
+            reason = find_conflict(read, latest, self._manifest_at, self._ids_of)
+        except ObjectNotFoundError:
+            # A version in between was expired: what it changed cannot be told apart.
+            reason = "an expired version since the one this write read"
+        if reason is not None:
+            log.debug("write on table %r read version %d: %s", self.name, read.version, reason)
+            raise WriteConflictError(f"a concurrent write to table {self.name!r} at {reason}; "
+                                     "run the statement again")
+
+    def _manifest_at(self, version: int) -> Manifest:
+        if version == self._manifest.version:
+            return self._manifest
+        with self._history_lock:
+            hit = self._history.get(version)
+        if hit is not None:
+            return hit
+        manifest = commit.read_manifest(self.store, self.prefix, version)
+        with self._history_lock:
+            if len(self._history) >= 64:
+                self._history.pop(min(self._history))
+            self._history[version] = manifest
+        return manifest
+
+    def _ids_of(self, manifest: Manifest, entry: FileEntry, local: np.ndarray) -> np.ndarray:
+        return Snapshot(manifest, self._pool, self.name).ids_of(entry, local)
 
     @staticmethod
     def _constant(name: str, value: Any, schema: pa.Schema) -> pc.Expression:

@@ -149,6 +149,17 @@ class SqlEngine:
         finally:
             self._local.pins = None
 
+    @contextmanager
+    def fresh_pins(self) -> Iterator[None]:
+        """Reads inside pin the tables anew, apart from the enclosing statement's pins: one
+        attempt of a write statement that is run again after a write conflict."""
+        outer = getattr(self._local, "pins", None)
+        self._local.pins = _Pins()
+        try:
+            yield
+        finally:
+            self._local.pins = outer
+
     def open_table(self, name: str) -> Table:
         """The table ``name``; ``SqlPlanError`` naming the tables there are when unknown."""
         try:

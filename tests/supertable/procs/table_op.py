@@ -21,6 +21,7 @@ import pyarrow as pa
 
 import catalog
 from catalog.storage import open_store
+from supertable.errors import WriteConflictError
 from supertable.table import Table, TableOptions
 from tests.supertable.conftest import make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
@@ -31,6 +32,35 @@ def rows(n: int, seed: int, tag: str) -> pa.Table:
     docs = make_docs(n, seed)
     titles = pa.array([f"{tag}-{i}" for i in range(n)])
     return docs.set_column(docs.schema.get_field_index("title"), "title", titles)
+
+
+def increment(table: Table, args: dict) -> dict[str, object]:
+    """Adds 1 to column ``year`` of the row with ``_id`` ``args["id"]`` by reading it and
+    writing it back with ``replace_rows(read_version=…)``, over and over, for at most
+    ``seconds`` or ``count`` acknowledged writes. A conflict re-reads and tries again."""
+    row_id = int(args["id"])
+    deadline = time.monotonic() + float(args.get("seconds", 5.0))
+    acked = conflicts = missing = 0
+    while time.monotonic() < deadline and acked < int(args.get("count", 100)):
+        snap = table.snapshot()
+        rows = snap.to_table(filter_=[("_id", "=", row_id)], with_id=True)
+        if rows.num_rows == 0:
+            missing += 1
+            if missing >= 3:
+                break
+            continue
+        year = rows.column("year")[0].as_py()
+        new = rows.set_column(rows.schema.get_field_index("year"), "year",
+                              pa.array([year + 1], rows.schema.field("year").type))
+        try:
+            changed = table.replace_rows(new, read_version=snap.version)
+        except WriteConflictError:
+            conflicts += 1
+            continue
+        if changed == 1:
+            acked += 1
+            print(f"ACK {year + 1}", flush=True)
+    return {"acked": acked, "conflicts": conflicts}
 
 
 def main() -> None:
@@ -69,6 +99,8 @@ def main() -> None:
         result = {"deleted": table.delete([tuple(c) for c in args["filter"]])}
     elif op == "update":
         result = {"updated": table.update([tuple(c) for c in args["filter"]], args["values"])}
+    elif op == "counter":
+        result = increment(table, args)
     elif op == "optimize":
         res = table.optimize()  # type: ignore[attr-defined]
         result = {"result": repr(res)}
