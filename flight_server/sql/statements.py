@@ -458,18 +458,16 @@ def _create_as(engine: Any, name: str, query: exp.Expression,
     spec = index_spec(schema, options)
     data = pa.table([coerce(rows.column(i), f, name) for i, f in enumerate(schema)],
                     schema=schema)
-    try:
-        table = engine.connection.create_table(name, schema, spec=spec)
-    except TableExistsError:
-        if if_not_exists:
-            return _result("exists")
-        raise
+    # The table is filled before it is named, so no one ever sees it without its rows.
+    table = engine.connection.create_staged(name, schema, spec=spec)
     try:
         if data.num_rows:
             table.append(data)
-    except BaseException:
-        # The table was created for these rows only: without them it must not remain.
-        engine.connection.drop_table(name, missing_ok=True)
+        engine.connection.publish_staged(table)
+    except BaseException as exc:
+        engine.connection.discard_staged(table)
+        if isinstance(exc, TableExistsError) and if_not_exists:
+            return _result("exists")
         raise
     log.info("created table %r from a query with %d rows", name, data.num_rows)
     return _count(data.num_rows)

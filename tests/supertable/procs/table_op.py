@@ -22,8 +22,9 @@ import pyarrow as pa
 import catalog
 from catalog.storage import open_store
 from supertable.errors import WriteConflictError
+from supertable.staged import StagedAppend
 from supertable.table import Table, TableOptions
-from tests.supertable.conftest import make_docs
+from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 
 
@@ -71,6 +72,17 @@ def main() -> None:
         store.add(Rule(op=delay["op"], path=delay.get("path", "*"), action="delay",
                        delay_s=float(delay["seconds"])))
     options = TableOptions(**args.get("table_options", {}))
+    if args.get("op") == "create_staged":
+        # A table filled while staged and named at the end: all of it or no table.
+        conn = catalog.Connection(store, options)
+        table = conn.create_staged(args["name"], docs_schema())
+        staged = StagedAppend(table, exclusive=True)
+        for i in range(args["parts"]):
+            staged.add(rows(args["rows"], args["seed"] + i, f"{args['tag']}-{i}"))
+        staged.commit()
+        conn.publish_staged(table)
+        print(json.dumps({"writes": store.write_log()}), flush=True)
+        return
     if args.get("catalog"):
         conn = catalog.Connection(store, options)
         table = conn.open_table(args["name"])
@@ -99,6 +111,12 @@ def main() -> None:
         result = {"deleted": table.delete([tuple(c) for c in args["filter"]])}
     elif op == "update":
         result = {"updated": table.update([tuple(c) for c in args["filter"]], args["values"])}
+    elif op == "staged":
+        staged = StagedAppend(table, batch_id=args.get("batch_id"))
+        for i in range(args["parts"]):
+            staged.add(rows(args["rows"], args["seed"] + i, f"{args['tag']}-{i}"))
+        res = staged.commit()
+        result = {"version": res.version, "rows": res.rows}
     elif op == "counter":
         result = increment(table, args)
     elif op == "optimize":
