@@ -83,6 +83,12 @@ class TableOptions:
     cache_bytes: int | None = None
     # Build the indexes of deferred appends on a background thread after they commit.
     background_indexing: bool = True
+    # Rows buffered by ``append(commit=False)`` are published once they reach either bound.
+    buffer_max_rows: int = 1_000_000
+    buffer_max_bytes: int = 256 << 20
+    # Appends arriving together in this process share one commit; the one that commits
+    # first waits this long for others to join (0: only those queued meanwhile join).
+    group_commit_window_s: float = 0.0
     # Reads may use a version checked this recently instead of asking storage again;
     # 0 checks on every read. This table's own commits are always seen at once.
     max_staleness_s: float = 0.0
@@ -96,6 +102,16 @@ class CommitResult:
     rows: int
     files_added: int = 0
     files_removed: int = 0
+
+
+@dataclass
+class _Waiter:
+    """One caller's rows queued for the next group commit, and how it went."""
+
+    own: list[tuple[pa.Table, str | None, bool]]
+    done: bool = False
+    result: CommitResult | None = None
+    error: BaseException | None = None
 
 
 class _PartlyApplied(Exception):
@@ -130,6 +146,8 @@ class Table:
         self._write_lock = threading.Lock()
         self._buffer: list[tuple[pa.Table, str | None, bool]] = []
         self._buffer_lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._queue_lock = threading.Lock()
         self._wal = IntentLog(store, self.prefix)
         self._indexer = BackgroundIndexer(self)
         # Recent manifests by version, for validating writes against the commits after
@@ -304,6 +322,9 @@ class Table:
             return self._commit_buffer([entry])
         with self._buffer_lock:
             self._buffer.append(entry)
+        if self._buffer_full():
+            # A buffer past its bounds is published now, as a writer flushes a full buffer.
+            return self._commit_buffer([])
         return CommitResult(version=None, rows=0)
 
     def _conform(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch]) -> pa.Table:
@@ -330,24 +351,64 @@ class Table:
         """Publishes every buffered append in one new version."""
         return self._commit_buffer([])
 
+    def _buffer_full(self) -> bool:
+        opts = self.options
+        with self._buffer_lock:
+            rows = sum(t.num_rows for t, _, _ in self._buffer)
+            size = sum(t.nbytes for t, _, _ in self._buffer)
+        return rows >= opts.buffer_max_rows or size >= opts.buffer_max_bytes
+
     def _commit_buffer(self, own: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
+        """Group commit: every caller queues its rows; whoever holds the write lock next
+        publishes all that are queued (and the buffer) in one version, so concurrent
+        appends in this process share commits instead of waiting for one each."""
+        waiter = _Waiter(own)
+        with self._queue_lock:
+            self._queue.append(waiter)
+        window = self.options.group_commit_window_s
+        with self._write_lock:
+            if not waiter.done:
+                if window > 0:
+                    time.sleep(window)  # lets appends arriving together join this commit
+                self._lead()
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    def _lead(self) -> None:
         # The buffer is taken under the write lock: taken before it, another thread's
         # commit could publish (or fail to publish) rows whose own commit already returned.
-        with self._write_lock:
+        with self._queue_lock:
+            group, self._queue = self._queue, []
+        with self._buffer_lock:
+            buffered, self._buffer = self._buffer, []
+        entries = buffered + [e for w in group for e in w.own]
+        skipped: set[str] = set()
+        try:
+            result = (self._commit_appends(entries, skipped) if entries
+                      else CommitResult(version=None, rows=0))
+        except BaseException as exc:
+            # Queued rows are never put back: a caller told of a failure retries its own
+            # append, which must not add twice. Buffered rows stay buffered.
             with self._buffer_lock:
-                buffered, self._buffer = self._buffer, []
-            if not buffered and not own:
-                return CommitResult(version=None, rows=0)
-            try:
-                result = self._commit_appends(buffered + own)
-            except BaseException:
-                with self._buffer_lock:
-                    self._buffer = buffered + self._buffer
-                raise
+                self._buffer = buffered + self._buffer
+            for w in group:
+                w.error, w.done = exc, True
+            return
+        for w in group:
+            if not w.own:
+                w.result = result
+            else:
+                rows = sum(t.num_rows for t, b, _ in w.own if b is None or b not in skipped)
+                applied = any(b is None or b not in skipped for _, b, _ in w.own)
+                w.result = (CommitResult(result.version, rows, result.files_added)
+                            if applied and result.version is not None
+                            else CommitResult(version=None, rows=0))
+            w.done = True
         if (result.version is not None and self.options.background_indexing
-                and any(deferred for _, _, deferred in buffered + own)):
+                and any(deferred for _, _, deferred in entries)):
             self._indexer.kick()
-        return result
 
     def wait_for_indexes(self, timeout: float | None = None) -> bool:
         """Waits until every file of the latest version has its indexes, building them on
@@ -361,17 +422,24 @@ class Table:
             self._indexer.wait_progress(0.05 if left is None else min(0.05, left))
         return True
 
-    def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
+    def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]],
+                        skipped: set[str] | None = None) -> CommitResult:
+        """Publishes ``buffered`` in one version; batch ids found applied already (their
+        rows left out) are added to ``skipped``."""
+        skipped = set() if skipped is None else skipped
         base = self.refresh()
         seen = set(base.batches)
         fresh = []
         for t, b, d in buffered:
             if b is not None:
                 if b in seen:
+                    skipped.add(b)
                     continue
                 seen.add(b)
             fresh.append((t, b, d))
         batch_ids = [b for _, b, _ in fresh if b is not None]
+        # Rows without a batch id are committed whatever became of the batches.
+        rows_without_id = sum(t.num_rows for t, b, _ in fresh if b is None)
         groups = {False: [t for t, _, d in fresh if not d], True: [t for t, _, d in fresh if d]}
         tables = {deferred: pa.concat_tables(ts) for deferred, ts in groups.items() if ts}
         rows = sum(t.num_rows for t in tables.values())
@@ -397,7 +465,8 @@ class Table:
         def derive(latest: Manifest) -> Manifest | None:
             nonlocal built, assumed_next
             applied = [b for b in batch_ids if b in latest.batches]
-            if batch_ids and len(applied) == len(batch_ids):
+            if batch_ids and len(applied) == len(batch_ids) and rows_without_id == 0:
+                skipped.update(applied)
                 return None
             if applied:
                 # Another writer committed some of these batches: their rows are built
@@ -414,7 +483,7 @@ class Table:
         try:
             published = self._publish(base, derive, intent, "append")
         except _PartlyApplied:
-            return self._commit_appends(buffered)
+            return self._commit_appends(buffered, skipped)
         if published is None:
             return CommitResult(version=None, rows=0)
         return CommitResult(published.version, rows, files_added=len(built))
