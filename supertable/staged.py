@@ -116,6 +116,10 @@ class StagedAppend:
         self._entries = []
         if last is None and not staged and batch is None:
             return CommitResult(version=None, rows=0)
+        if not staged and check is None and not exclusive:
+            # One part: an ordinary append, which shares commits with concurrent ones.
+            return table.append(last if last is not None else table.schema.empty_table(),
+                                batch_id=batch)
         # The last part takes the ids after the newest version's; moved up at publish
         # time if another writer took them meanwhile (its bytes are still in memory).
         assumed = self._next_id if exclusive else table.refresh().next_id

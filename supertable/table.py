@@ -396,12 +396,15 @@ class Table:
             for w in group:
                 w.error, w.done = exc, True
             return
-        for w in group:
+        for i, w in enumerate(group):
             if not w.own:
                 w.result = result
             else:
-                rows = sum(t.num_rows for t, b, _ in w.own if b is None or b not in skipped)
-                applied = any(b is None or b not in skipped for _, b, _ in w.own)
+                # Buffered rows count for the first caller, as they did when commits were
+                # not shared: with one thread, its append reports all it published.
+                mine = w.own + (buffered if i == 0 else [])
+                rows = sum(t.num_rows for t, b, _ in mine if b is None or b not in skipped)
+                applied = any(b is None or b not in skipped for _, b, _ in mine)
                 w.result = (CommitResult(result.version, rows, result.files_added)
                             if applied and result.version is not None
                             else CommitResult(version=None, rows=0))

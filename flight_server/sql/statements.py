@@ -52,6 +52,7 @@ from supertable.errors import (
     WriteConflictError,
 )
 from supertable.manifest import ID_COLUMN
+from supertable.staged import StagedAppend
 from supertable.table import Table
 
 log = logging.getLogger(__name__)
@@ -532,20 +533,42 @@ def _insert_target(engine: Any, expr: exp.Insert) -> tuple[Table, list[str]]:
     return table, names
 
 
-def _append(table: Table, names: list[str], rows: pa.Table) -> pa.Table:
+def _append(table: Table, names: list[str],
+            rows: pa.Table | pa.RecordBatchReader) -> pa.Table:
     """Appends ``rows`` (one column per name, in order), coerced to the table's types;
-    columns not named are null."""
-    if rows.num_columns != len(names):
+    columns not named are null. A stream is built and uploaded in parts of about
+    ``INSERT_PART_ROWS`` rows as it is read and published in one commit."""
+    if len(rows.schema.names) != len(names):
         raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but the "
-                           f"query gives {rows.num_columns}")
+                           f"query gives {len(rows.schema.names)}")
+    batches = rows.to_batches() if isinstance(rows, pa.Table) else rows
+    staged = StagedAppend(table)
+    with staged:
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        for batch in batches:
+            offset = 0
+            while offset < batch.num_rows:
+                piece = batch.slice(offset, INSERT_PART_ROWS - count)
+                offset += piece.num_rows
+                pending.append(piece)
+                count += piece.num_rows
+                if count >= INSERT_PART_ROWS:
+                    staged.add(_fitted(table, names,
+                                       pa.Table.from_batches(pending, rows.schema)))
+                    pending, count = [], 0
+        if count:
+            staged.add(_fitted(table, names, pa.Table.from_batches(pending, rows.schema)))
+        staged.commit()
+    return _count(staged.rows)
+
+
+def _fitted(table: Table, names: list[str], rows: pa.Table) -> pa.Table:
     schema = table.schema
     given = dict(zip(names, range(len(names)), strict=True))
     columns = [coerce(rows.column(given[f.name]), f, table.name) if f.name in given
                else coerce(pa.nulls(rows.num_rows), f, table.name) for f in schema]
-    data = pa.table(columns, schema=schema)
-    if data.num_rows:
-        table.append(data)
-    return _count(data.num_rows)
+    return pa.table(columns, schema=schema)
 
 
 def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
@@ -563,7 +586,7 @@ def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
         sql = _text(query)
     else:
         raise SqlPlanError("INSERT needs VALUES or a SELECT")
-    return _append(table, names, engine.execute(sql))
+    return _append(table, names, engine.sql(sql))
 
 
 def insert_parameter_rows(engine: Any, expr: exp.Expression,
@@ -701,6 +724,8 @@ def _update(engine: Any, expr: exp.Update) -> pa.Table:
 
 # -- serializable writes ---------------------------------------------------------------------
 
+# Rows of an INSERT ... SELECT built into superfiles at a time.
+INSERT_PART_ROWS = 131_072
 # How often a DELETE or UPDATE is run again after a concurrent commit changed rows it read.
 WRITE_ATTEMPTS = 24
 _RETRY_BASE_S = 0.004

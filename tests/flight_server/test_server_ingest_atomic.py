@@ -146,3 +146,24 @@ def test_a_server_killed_mid_create_leaves_no_table_and_gc_removes_the_staged_fi
                    for p in root.glob("tables/**/*") if p.is_file()}
         assert len(holding) == 1
         assert conn.open_table("big").count() == 2 * CHUNK_ROWS
+
+
+def test_an_insert_select_failing_in_a_later_part_adds_nothing(tmp_path, monkeypatch):
+    from flight_server.sql import SqlEngine, statements
+    from flight_server.sql.errors import SqlError
+
+    engine = SqlEngine(catalog.connect(str(tmp_path / "root")))
+    engine.execute("CREATE TABLE src (v BIGINT)")
+    engine.execute("INSERT INTO src VALUES " + ", ".join(f"({i})" for i in range(40)))
+    engine.execute(f"INSERT INTO src VALUES ({2**40})")  # does not fit an INT: sorts last
+    engine.execute("CREATE TABLE dst (v INT)")
+    monkeypatch.setattr(statements, "INSERT_PART_ROWS", 10)
+    with pytest.raises(SqlError):
+        engine.execute("INSERT INTO dst SELECT v FROM src ORDER BY v")
+    assert engine.execute("SELECT count(*) FROM dst").column(0)[0].as_py() == 0
+    table = engine.connection.open_table("dst")
+    # Earlier parts were uploaded under reserved ids before the failure, then removed.
+    assert table.refresh().operation == "reserve"
+    assert not list(table.store.list(f"{table.prefix}/data/"))
+    assert engine.execute("INSERT INTO dst SELECT v FROM src WHERE v < 40").column(0)[0] \
+        .as_py() == 40
