@@ -127,13 +127,22 @@ def test_a_delete_conflicts_with_a_newer_row_its_where_clause_matches(tmp_path):
     assert sorted(a.execute("SELECT id FROM c").column(0).to_pylist()) == [1, 2, 3]
 
 
-def test_two_servers_on_one_root_count_every_acknowledged_update(tmp_path: Path):
-    root = tmp_path / "root"
-    root.mkdir()
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_two_servers_on_one_root_count_every_acknowledged_update(kind, tmp_path: Path,
+                                                                 request):
+    extra: list[str] = []
+    if kind == "local":
+        root: Path | str = tmp_path / "root"
+        root.mkdir()  # type: ignore[union-attr]
+    else:
+        s3 = request.getfixturevalue("s3_server")
+        root = f"s3://{s3.new_bucket('counter')}/root"
+        extra = [a for k, v in s3.options().items() for a in ("--storage-option", f"{k}={v}")]
     servers = []
     try:
         for i in range(2):
-            servers.append(start_server(root, log_path=tmp_path / f"server-{i}.log"))
+            servers.append(start_server(root, *extra,  # type: ignore[arg-type]
+                                        log_path=tmp_path / f"server-{i}.log"))
         conns = [adbc.connect(s.uri, autocommit=True) for s in servers]
         cursors = [c.cursor() for c in conns]
         cursors[0].execute("CREATE TABLE c (id BIGINT, v BIGINT)")
