@@ -4,8 +4,12 @@ Every change is published as a new immutable manifest (see ``commit``):
 appended rows become new superfiles, deleted rows become tombstones, an
 updated row becomes a tombstone plus its new version (keeping its ``_id``) in
 the same manifest. Readers pin one manifest and never see a change half
-applied. Writers in this process are serialized per table by a lock; writers
-in other processes by the conditional manifest write.
+applied. Writers in this process are serialized per table by a lock, and concurrent
+appends queued behind it share one commit (group commit); writers in other processes
+are serialized by the conditional manifest write. A write computed from an older
+snapshot carries what it read and is validated against the commits since
+(``supertable.conflicts``); a bulk append can be staged part by part and published in
+one commit (``supertable.staged``).
 """
 
 from __future__ import annotations
