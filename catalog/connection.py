@@ -8,6 +8,12 @@ winner, and a dropped name can be created again without meeting old files.
 ``replace_table`` points a name at another table's folder with one conditional
 overwrite of its entry, so readers see the old table or the new one, never a mix.
 
+A table can also be filled before anyone sees it: ``create_staged`` makes it in its own
+folder without a catalog entry (a record in ``_staging/`` names the folder), and
+``publish_staged`` names it with the one catalog write, so a bulk load that fails or
+is killed leaves no table behind. ``discard_staged`` removes it; ``purge_dropped``
+removes a staged folder nothing was written to for ``STAGING_GRACE_S`` seconds.
+
 The files of a dropped or replaced table stay for ``DROP_GRACE_S`` seconds: another
 process may still be reading the version it pinned before the change (processes
 notice a changed catalog entry within a second). A record in ``_trash/`` names the
@@ -50,6 +56,9 @@ log = logging.getLogger(__name__)
 CATALOG_DIR = "_catalog"
 TABLES_DIR = "tables"
 TRASH_DIR = "_trash"
+STAGING_DIR = "_staging"
+# A staged table with no write for this long belongs to a load that died.
+STAGING_GRACE_S = 3600.0
 # Seconds the files of a dropped or replaced table outlive it, for readers elsewhere.
 DROP_GRACE_S = 15.0
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -122,6 +131,88 @@ class Connection:
         with self._lock:
             self._tables[name] = table
         return table
+
+    def create_staged(self, name: str, schema: pa.Schema, *,
+                      spec: IndexSpec | None = None) -> Table:
+        """A new, empty table named ``name`` that is not in the catalog yet: nobody sees
+        it until ``publish_staged``. Its folder is recorded under ``_staging/`` so that a
+        process dying before either ``publish_staged`` or ``discard_staged`` leaves work
+        for ``purge_dropped``, not garbage."""
+        _check_name(name)
+        prefix = f"{TABLES_DIR}/{name}-{uuid.uuid4().hex[:12]}"
+        record = self._staging_record(prefix)
+        self.store.put(record, json.dumps({"prefix": prefix, "name": name,
+                                           "started_at": time.time()}).encode())
+        try:
+            return Table.create(self.store, prefix, name, schema, spec, self.options)
+        except BaseException:
+            self._remove_prefix(prefix)
+            self._delete_quietly(record)
+            raise
+
+    def publish_staged(self, table: Table, *, replace: bool = False) -> None:
+        """Names the staged ``table`` in the catalog with one write: create-if-absent
+        (``TableExistsError`` when the name is taken; the staged table is left to the
+        caller), or with ``replace`` an overwrite of an existing entry (whose old files
+        are retired as by ``drop_table``). After this returns the table is visible."""
+        name = table.name
+        entry = json.dumps({"name": name, "prefix": table.prefix}).encode()
+        old_prefix = None
+        if replace:
+            try:
+                data, meta = self.store.get(self._entry_path(name))
+            except ObjectNotFoundError:
+                replace = False
+            else:
+                old_prefix = self._read_prefix(name, data)
+                try:
+                    self.store.put(self._entry_path(name), entry, mode=meta.version)
+                except (PreconditionFailedError, ObjectNotFoundError):
+                    raise CommitConflictError(
+                        f"table {name!r} was replaced or dropped by another writer "
+                        "meanwhile; nothing was changed") from None
+        if not replace:
+            try:
+                self.store.put(self._entry_path(name), entry, mode="create")
+            except ObjectExistsError:
+                if not self._names(name, table.prefix):
+                    raise TableExistsError(
+                        f"table {name!r} already exists under {self.uri}") from None
+            except StorageError:
+                # The write may have landed although its answer was lost.
+                if not self._names(name, table.prefix):
+                    raise
+        self._delete_quietly(self._staging_record(table.prefix))
+        with self._lock:
+            previous = self._tables.pop(name, None)
+            self._tables[name] = table
+        if previous is not None and previous is not table:
+            previous.close()
+        if old_prefix is not None:
+            self._retire_prefix(old_prefix)
+
+    def _names(self, name: str, prefix: str) -> bool:
+        """Whether the catalog entry ``name`` points at ``prefix`` now."""
+        try:
+            data, _ = self.store.get(self._entry_path(name))
+        except ObjectNotFoundError:
+            return False
+        return self._read_prefix(name, data) == prefix
+
+    def discard_staged(self, table: Table) -> None:
+        """Removes a staged table that was not published, with its files."""
+        table.close()
+        self._remove_prefix(table.prefix)
+        self._delete_quietly(self._staging_record(table.prefix))
+
+    def _staging_record(self, prefix: str) -> str:
+        return f"{STAGING_DIR}/{prefix.replace('/', '_')}.json"
+
+    def _delete_quietly(self, path: str) -> None:
+        try:
+            self.store.delete(path)
+        except StorageError as exc:
+            log.warning("could not remove %s (purge_dropped will): %s", path, exc)
 
     def open_table(self, name: str) -> Table:
         _check_name(name)
@@ -235,9 +326,11 @@ class Connection:
             log.info("retired files under %s remain (%s); purge_dropped removes them",
                      prefix, exc)
 
-    def purge_dropped(self, grace_s: float = DROP_GRACE_S) -> int:
+    def purge_dropped(self, grace_s: float = DROP_GRACE_S,
+                      staging_grace_s: float | None = None) -> int:
         """Deletes the files of tables dropped or replaced more than ``grace_s`` seconds
-        ago (this or any other process); the number of folders removed."""
+        ago (this or any other process), and of staged tables nothing was written to for
+        ``staging_grace_s`` (default ``STAGING_GRACE_S``); the number of folders removed."""
         now = time.time()
         removed = 0
         for meta in self.store.list(f"{TRASH_DIR}/"):
@@ -253,6 +346,42 @@ class Connection:
             if now - retired >= grace_s:
                 self._purge(meta.path, prefix)
                 removed += 1
+        return removed + self._purge_staged(STAGING_GRACE_S if staging_grace_s is None
+                                            else staging_grace_s)
+
+    def _purge_staged(self, grace_s: float) -> int:
+        """Removes staged tables of loads that died: nothing under the folder was written
+        for ``grace_s`` seconds and no catalog entry names it."""
+        now = time.time()
+        removed = 0
+        records = list(self.store.list(f"{STAGING_DIR}/"))
+        if not records:
+            return 0
+        named = set()
+        for meta in self.store.list(f"{CATALOG_DIR}/"):
+            try:
+                data, _ = self.store.get(meta.path)
+                named.add(self._read_prefix(meta.path, data))
+            except (ObjectNotFoundError, TableCorruptError):
+                continue
+        for meta in records:
+            try:
+                data, _ = self.store.get(meta.path)
+                prefix = str(json.loads(data)["prefix"])
+            except ObjectNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError):
+                log.warning("unreadable record %s left alone", meta.path)
+                continue
+            if prefix not in named:
+                stamps = [m.last_modified for m in self.store.list(f"{prefix}/")]
+                stamps.append(meta.last_modified)
+                newest = max((t.timestamp() for t in stamps if t is not None), default=0.0)
+                if now - newest < grace_s:
+                    continue
+                self._remove_prefix(prefix)
+                removed += 1
+            self._delete_quietly(meta.path)
         return removed
 
     def _remove_prefix(self, prefix: str) -> None:

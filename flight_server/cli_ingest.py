@@ -6,16 +6,17 @@ held whole. Batches are gathered into chunks of about ``--chunk-rows`` rows and 
 chunk is committed with a batch id derived from the file's identity (its path
 relative to the argument that named it, its size and its modification time):
 
-- a file committed whole carries the id ``<identity>``; a rerun skips it unread;
-- a large file commits its chunks as ``<identity>#<n>`` and then ``<identity>``, so a
-  run that stopped in the middle resumes where it stopped (committed chunks are
-  read again but their rows are not added twice: the table ignores an id it has);
+- every file is all-or-nothing: it is committed whole, carrying the id
+  ``<identity>``, and a rerun skips a committed file unread;
+- a large file's chunks are built and uploaded as they are read and published in
+  one commit at its end (``supertable.staged``), so memory stays bounded; a run
+  that stopped in the middle of a file adds none of it, and the rerun reads it again;
 - small files share one commit, so a folder of many small files is not one
   version per file.
 
-Through ``--server`` each file goes in with one Flight SQL bulk ingest carrying its
-identity as the ``quiver.batch_id`` option: a rerun sends the files again, and the
-server adds none of the chunks it already committed.
+Through ``--server`` each file goes in with one Flight SQL bulk ingest (one commit)
+carrying its identity as the ``quiver.batch_id`` option: a rerun sends the files
+again, and the server adds none of those it already committed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 
 from flight_server.client import Client, LocalClient, ServerClient, quote_ident
 from superfile.spec import vector_dim
+from supertable.staged import StagedAppend
 
 log = logging.getLogger(__name__)
 
@@ -578,22 +580,30 @@ def _sliced(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.R
 
 def _ingest_local(sink: _LocalSink, src: SourceFile, batches: Iterator[pa.RecordBatch],
                   chunk_rows: int) -> None:
+    """One file into the sink: a file of one chunk joins the sink's shared commit; a
+    larger one is staged chunk by chunk and published in one commit of its own."""
     chunk: list[pa.RecordBatch] = []
     rows = nbytes = 0
-    number = 0
-    for batch in _sliced(batches, chunk_rows):
-        chunk.append(batch)
-        rows += batch.num_rows
-        nbytes += batch.nbytes
-        if rows >= chunk_rows or nbytes >= CHUNK_BYTES:
-            sink.add(chunk, f"{src.identity}#{number}")
-            sink.flush()
-            number += 1
-            chunk, rows, nbytes = [], 0, 0
-    if number == 0:
-        sink.add(chunk, src.identity)
-        return
-    if chunk:
-        sink.add(chunk, f"{src.identity}#{number}")
-    # The whole-file id marks the file done, so a rerun skips it without reading it.
-    sink.add([], src.identity)
+    staged: StagedAppend | None = None
+    try:
+        for batch in _sliced(batches, chunk_rows):
+            chunk.append(batch)
+            rows += batch.num_rows
+            nbytes += batch.nbytes
+            if rows >= chunk_rows or nbytes >= CHUNK_BYTES:
+                if staged is None:
+                    staged = StagedAppend(sink.table, batch_id=src.identity)
+                staged.add(pa.Table.from_batches(chunk, schema=sink.table.schema))
+                chunk, rows, nbytes = [], 0, 0
+        if staged is None:
+            sink.add(chunk, src.identity)
+            return
+        if chunk:
+            staged.add(pa.Table.from_batches(chunk, schema=sink.table.schema))
+        result = staged.commit()
+    except BaseException:
+        if staged is not None:
+            staged.abort()
+        raise
+    sink.rows += result.rows
+    sink.known.add(src.identity)

@@ -1,8 +1,10 @@
 """Streams of record batches written into tables: Flight SQL bulk ingest and plain DoPut.
 
-Rows are gathered into chunks of up to ``CHUNK_ROWS`` rows (or ``CHUNK_BYTES``)
-and each chunk is one table append (one commit), so a stream of tiny batches
-does not make a commit per batch; everything is durable when the call returns.
+Rows are gathered into chunks of up to ``CHUNK_ROWS`` rows (or ``CHUNK_BYTES``);
+each chunk is built into superfiles and uploaded as the stream goes on (memory
+stays bounded by a chunk or two), and the whole stream is published in one commit
+at its end (``supertable.staged``): readers see all of it or none of it, and
+everything is durable when the call returns.
 
 Bulk ingest (``CommandStatementIngest``) follows ``table_definition_options``:
 
@@ -21,18 +23,20 @@ list column). ``temporary``, a transaction, and a ``catalog`` or ``schema`` othe
 than the one the metadata commands report (``quiver`` / ``main``) are rejected:
 one root holds one flat namespace and has no transactions.
 
-What a failed stream leaves behind:
+What a failed, cancelled or killed stream leaves behind: nothing.
 
-- a table the stream created is dropped again;
-- an append keeps the chunks committed before the failure (each chunk is its
-  own commit; the table layer has no multi-commit transaction);
-- a replace writes into a hidden staging table and, only once the whole stream
-  is in, points the table's catalog entry at it in one write; a failure drops
-  the staging table and leaves the old table untouched. The swap is
-  ``catalog.Connection.replace_table``: one conditional write of the catalog entry.
+- a create fills a staged table that is not in the catalog yet and names it with
+  one create-if-absent write once the whole stream is in
+  (``catalog.Connection.create_staged`` / ``publish_staged``): before that there is
+  no table, so a retried create succeeds;
+- an append publishes its chunks in one commit at the end; before that they are
+  uploaded objects no manifest names, removed on failure (or, after a kill, by
+  recovery and ``gc`` through the write-ahead intent);
+- a replace fills a staged table the same way and then points the table's
+  catalog entry at it in one conditional write; the old table stays until then.
 
-The ingest option ``quiver.batch_id`` makes an append idempotent: a stream sent again
-with the same key adds none of the chunks that already committed.
+The ingest option ``quiver.batch_id`` makes an ingest idempotent: a stream sent again
+with the same key, once the first one committed, adds nothing.
 
 Plain Flight ``DoPut`` with a path descriptor ``[table]`` appends to an existing
 table; ``[table, "create"]`` creates it from the stream's schema first when it
@@ -42,7 +46,6 @@ does not exist (and appends when it does).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -53,6 +56,7 @@ from flight_server import metadata
 from flight_server.errors import InvalidArgument
 from flight_server.sql import SqlConnection
 from supertable.errors import TableExistsError, TableNotFoundError
+from supertable.staged import StagedAppend
 from supertable.table import Table
 
 log = logging.getLogger(__name__)
@@ -123,30 +127,30 @@ def _never() -> bool:
 
 
 def append_stream(table: Table, reader: object, cancelled: Cancelled = _never,
-                  batch_id: str | None = None) -> int:
-    """Appends the stream to ``table`` in bounded chunks; the number of rows the stream
-    holds.
+                  batch_id: str | None = None, *, exclusive: bool = False) -> int:
+    """Appends the stream to ``table`` in one commit; the number of rows the stream holds.
 
-    ``cancelled`` is asked before each commit: a client that goes away mid-stream looks
-    to the server's reader like the end of the stream, and its rest must not commit.
-    With ``batch_id``, chunk ``i`` is appended as batch ``<batch_id>#<i>``: the same
-    stream sent again (chunked alike, as the same batches are) adds only the chunks
-    that did not commit the first time.
+    ``cancelled`` is asked after each chunk and before the commit: a client that goes
+    away mid-stream looks to the server's reader like the end of the stream, and then
+    nothing must commit. With ``batch_id``, a stream already committed under that key
+    adds nothing. ``exclusive``: nobody else can see ``table`` (a staged create).
     """
-    total = 0
-    for i, part in enumerate(chunks(_batches(reader))):
+    staged = StagedAppend(table, batch_id=batch_id, exclusive=exclusive)
+    with staged:
+        for part in chunks(_batches(reader)):
+            _check_cancelled(cancelled)
+            staged.add(part)
         _check_cancelled(cancelled)
-        table.append(part, batch_id=f"{batch_id}#{i}" if batch_id else None)
-        total += part.num_rows
-    _check_cancelled(cancelled)
-    return total
+        # Asked again just before the publish: building the last chunk takes a while, and
+        # a client that went away may only be known to have gone by then.
+        staged.commit(check=lambda: _check_cancelled(cancelled))
+    return staged.rows
 
 
 def _check_cancelled(cancelled: Cancelled) -> None:
     if cancelled():
         raise flight.FlightCancelledError("the client cancelled the write or went away; "
-                                          "rows after the last committed chunk were not "
-                                          "written")
+                                          "none of its rows were written")
 
 
 def _check_request(req: IngestRequest) -> None:
@@ -198,35 +202,44 @@ def ingest(conn: SqlConnection, req: IngestRequest, reader: object,
 def create_and_append(conn: SqlConnection, name: str, reader: object, schema: pa.Schema,
                       *, exist_ok: bool = False, cancelled: Cancelled = _never,
                       batch_id: str | None = None) -> int:
-    """Creates ``name`` from ``schema`` and appends the stream; a failure drops the table
-    again. With ``exist_ok`` a table that appeared meanwhile is appended to instead."""
-    try:
-        table = conn.create_table(name, schema)
-    except TableExistsError:
-        if not exist_ok:
-            raise
+    """Creates ``name`` from ``schema`` holding the stream's rows, or nothing at all: the
+    table is filled while staged and named only at the end. With ``exist_ok`` an
+    existing table (or one created meanwhile) is appended to instead."""
+    if exist_ok and _exists(conn, name):
         return append_stream(conn.open_table(name), reader, cancelled, batch_id)
+    table = conn.catalog.create_staged(name, schema)
     try:
-        return append_stream(table, reader, cancelled, batch_id)
+        rows = append_stream(table, reader, cancelled, batch_id, exclusive=True)
+        try:
+            conn.catalog.publish_staged(table)
+        except TableExistsError:
+            if not exist_ok:
+                raise
+            # Another writer created it meanwhile: its rows move over in one append.
+            log.info("table %r appeared meanwhile; appending the staged rows to it", name)
+            rows = append_stream(conn.open_table(name), table.snapshot().scan(), cancelled,
+                                 batch_id)
+            _discard_quietly(conn, table)
     except BaseException:
-        _drop_quietly(conn, name)
+        _discard_quietly(conn, table)
         raise
+    return rows
 
 
-def _drop_quietly(conn: SqlConnection, name: str) -> None:
+def _discard_quietly(conn: SqlConnection, table: Table) -> None:
     try:
-        conn.drop_table(name, missing_ok=True)
+        conn.catalog.discard_staged(table)
     except Exception as exc:  # the original failure matters more than this one
-        log.warning("could not drop table %r after a failed write: %s", name, exc)
+        log.warning("could not remove staged table %r (gc will): %s", table.name, exc)
 
 
 def _replace(conn: SqlConnection, name: str, reader: object, schema: pa.Schema,
              cancelled: Cancelled) -> int:
-    staging = f"_stage_{name[:100]}_{uuid.uuid4().hex[:12]}"
-    rows = create_and_append(conn, staging, reader, schema, cancelled=cancelled)
+    table = conn.catalog.create_staged(name, schema)
     try:
-        conn.catalog.replace_table(name, staging)
+        rows = append_stream(table, reader, cancelled, exclusive=True)
+        conn.catalog.publish_staged(table, replace=True)
     except BaseException:
-        _drop_quietly(conn, staging)
+        _discard_quietly(conn, table)
         raise
     return rows

@@ -39,6 +39,11 @@ class CommitConflictError(TableError):
     """Other writers kept winning: the commit gave up after its bounded retries."""
 
 
+class WriteConflictError(CommitConflictError):
+    """A commit published after the write's snapshot changed rows the write read; the
+    write must be computed again on the newer version."""
+
+
 class TableCorruptError(TableError):
     """Table metadata on storage is unreadable or inconsistent."""
 

@@ -4,8 +4,12 @@ Every change is published as a new immutable manifest (see ``commit``):
 appended rows become new superfiles, deleted rows become tombstones, an
 updated row becomes a tombstone plus its new version (keeping its ``_id``) in
 the same manifest. Readers pin one manifest and never see a change half
-applied. Writers in this process are serialized per table by a lock; writers
-in other processes by the conditional manifest write.
+applied. Writers in this process are serialized per table by a lock, and concurrent
+appends queued behind it share one commit (group commit); writers in other processes
+are serialized by the conditional manifest write. A write computed from an older
+snapshot carries what it read and is validated against the commits since
+(``supertable.conflicts``); a bulk append can be staged part by part and published in
+one commit (``supertable.staged``).
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ from superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
 from superfile.writer import replace_column
 from supertable import commit, search
 from supertable.cache import cache_for_store
+from supertable.conflicts import ReadSet, find_conflict
 from supertable.errors import (
     CommitConflictError,
     ObjectExistsError,
+    ObjectNotFoundError,
     StorageError,
     TableExistsError,
     TableSchemaError,
+    WriteConflictError,
 )
 from supertable.indexer import BackgroundIndexer, pending_files, token_count
 from supertable.manifest import (
@@ -80,6 +87,12 @@ class TableOptions:
     cache_bytes: int | None = None
     # Build the indexes of deferred appends on a background thread after they commit.
     background_indexing: bool = True
+    # Rows buffered by ``append(commit=False)`` are published once they reach either bound.
+    buffer_max_rows: int = 1_000_000
+    buffer_max_bytes: int = 256 << 20
+    # Appends arriving together in this process share one commit; the one that commits
+    # first waits this long for others to join (0: only those queued meanwhile join).
+    group_commit_window_s: float = 0.0
     # Reads may use a version checked this recently instead of asking storage again;
     # 0 checks on every read. This table's own commits are always seen at once.
     max_staleness_s: float = 0.0
@@ -93,6 +106,16 @@ class CommitResult:
     rows: int
     files_added: int = 0
     files_removed: int = 0
+
+
+@dataclass
+class _Waiter:
+    """One caller's rows queued for the next group commit, and how it went."""
+
+    own: list[tuple[pa.Table, str | None, bool]]
+    done: bool = False
+    result: CommitResult | None = None
+    error: BaseException | None = None
 
 
 class _PartlyApplied(Exception):
@@ -127,8 +150,14 @@ class Table:
         self._write_lock = threading.Lock()
         self._buffer: list[tuple[pa.Table, str | None, bool]] = []
         self._buffer_lock = threading.Lock()
+        self._queue: list[_Waiter] = []
+        self._queue_lock = threading.Lock()
         self._wal = IntentLog(store, self.prefix)
         self._indexer = BackgroundIndexer(self)
+        # Recent manifests by version, for validating writes against the commits after
+        # their snapshot (manifests never change once published).
+        self._history: dict[int, Manifest] = {}
+        self._history_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -297,6 +326,9 @@ class Table:
             return self._commit_buffer([entry])
         with self._buffer_lock:
             self._buffer.append(entry)
+        if self._buffer_full():
+            # A buffer past its bounds is published now, as a writer flushes a full buffer.
+            return self._commit_buffer([])
         return CommitResult(version=None, rows=0)
 
     def _conform(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch]) -> pa.Table:
@@ -325,24 +357,67 @@ class Table:
         """Publishes every buffered append in one new version."""
         return self._commit_buffer([])
 
+    def _buffer_full(self) -> bool:
+        opts = self.options
+        with self._buffer_lock:
+            rows = sum(t.num_rows for t, _, _ in self._buffer)
+            size = sum(t.nbytes for t, _, _ in self._buffer)
+        return rows >= opts.buffer_max_rows or size >= opts.buffer_max_bytes
+
     def _commit_buffer(self, own: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
+        """Group commit: every caller queues its rows; whoever holds the write lock next
+        publishes all that are queued (and the buffer) in one version, so concurrent
+        appends in this process share commits instead of waiting for one each."""
+        waiter = _Waiter(own)
+        with self._queue_lock:
+            self._queue.append(waiter)
+        window = self.options.group_commit_window_s
+        with self._write_lock:
+            if not waiter.done:
+                if window > 0:
+                    time.sleep(window)  # lets appends arriving together join this commit
+                self._lead()
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.result is not None
+        return waiter.result
+
+    def _lead(self) -> None:
         # The buffer is taken under the write lock: taken before it, another thread's
         # commit could publish (or fail to publish) rows whose own commit already returned.
-        with self._write_lock:
+        with self._queue_lock:
+            group, self._queue = self._queue, []
+        with self._buffer_lock:
+            buffered, self._buffer = self._buffer, []
+        entries = buffered + [e for w in group for e in w.own]
+        skipped: set[str] = set()
+        try:
+            result = (self._commit_appends(entries, skipped) if entries
+                      else CommitResult(version=None, rows=0))
+        except BaseException as exc:
+            # Queued rows are never put back: a caller told of a failure retries its own
+            # append, which must not add twice. Buffered rows stay buffered.
             with self._buffer_lock:
-                buffered, self._buffer = self._buffer, []
-            if not buffered and not own:
-                return CommitResult(version=None, rows=0)
-            try:
-                result = self._commit_appends(buffered + own)
-            except BaseException:
-                with self._buffer_lock:
-                    self._buffer = buffered + self._buffer
-                raise
+                self._buffer = buffered + self._buffer
+            for w in group:
+                w.error, w.done = exc, True
+            return
+        for i, w in enumerate(group):
+            if not w.own:
+                w.result = result
+            else:
+                # Buffered rows count for the first caller, as they did when commits were
+                # not shared: with one thread, its append reports all it published.
+                mine = w.own + (buffered if i == 0 else [])
+                rows = sum(t.num_rows for t, b, _ in mine if b is None or b not in skipped)
+                applied = any(b is None or b not in skipped for _, b, _ in mine)
+                w.result = (CommitResult(result.version, rows, result.files_added)
+                            if applied and result.version is not None
+                            else CommitResult(version=None, rows=0))
+            w.done = True
         if (result.version is not None and self.options.background_indexing
-                and any(deferred for _, _, deferred in buffered + own)):
+                and any(deferred for _, _, deferred in entries)):
             self._indexer.kick()
-        return result
 
     def wait_for_indexes(self, timeout: float | None = None) -> bool:
         """Waits until every file of the latest version has its indexes, building them on
@@ -356,17 +431,24 @@ class Table:
             self._indexer.wait_progress(0.05 if left is None else min(0.05, left))
         return True
 
-    def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]]) -> CommitResult:
+    def _commit_appends(self, buffered: list[tuple[pa.Table, str | None, bool]],
+                        skipped: set[str] | None = None) -> CommitResult:
+        """Publishes ``buffered`` in one version; batch ids found applied already (their
+        rows left out) are added to ``skipped``."""
+        skipped = set() if skipped is None else skipped
         base = self.refresh()
         seen = set(base.batches)
         fresh = []
         for t, b, d in buffered:
             if b is not None:
                 if b in seen:
+                    skipped.add(b)
                     continue
                 seen.add(b)
             fresh.append((t, b, d))
         batch_ids = [b for _, b, _ in fresh if b is not None]
+        # Rows without a batch id are committed whatever became of the batches.
+        rows_without_id = sum(t.num_rows for t, b, _ in fresh if b is None)
         groups = {False: [t for t, _, d in fresh if not d], True: [t for t, _, d in fresh if d]}
         tables = {deferred: pa.concat_tables(ts) for deferred, ts in groups.items() if ts}
         rows = sum(t.num_rows for t in tables.values())
@@ -392,7 +474,8 @@ class Table:
         def derive(latest: Manifest) -> Manifest | None:
             nonlocal built, assumed_next
             applied = [b for b in batch_ids if b in latest.batches]
-            if batch_ids and len(applied) == len(batch_ids):
+            if batch_ids and len(applied) == len(batch_ids) and rows_without_id == 0:
+                skipped.update(applied)
                 return None
             if applied:
                 # Another writer committed some of these batches: their rows are built
@@ -409,15 +492,21 @@ class Table:
         try:
             published = self._publish(base, derive, intent, "append")
         except _PartlyApplied:
-            return self._commit_appends(buffered)
+            return self._commit_appends(buffered, skipped)
         if published is None:
             return CommitResult(version=None, rows=0)
         return CommitResult(published.version, rows, files_added=len(built))
 
     # -- deletes and updates -----------------------------------------------------------------
 
-    def delete(self, filter_: Filter) -> int:
-        """Deletes the live rows matching ``filter_``; returns how many."""
+    def delete(self, filter_: Filter, *, read: ReadSet | None = None) -> int:
+        """Deletes the live rows matching ``filter_``; returns how many.
+
+        Without ``read`` the filter is evaluated on the version the delete commits on.
+        With it (a caller that chose the rows on an older snapshot), the delete fails with
+        ``WriteConflictError`` when a newer commit changed what it read (see
+        ``supertable.conflicts``).
+        """
         if filter_ is None:
             raise TableSchemaError("delete needs a filter; use a filter that is always true "
                                    "to delete every row")
@@ -427,13 +516,14 @@ class Table:
 
             def derive(latest: Manifest) -> Manifest | None:
                 nonlocal deleted
+                self._validate(read, latest)
                 snap = Snapshot(latest, self._pool, self.name)
                 files, deleted = self._tombstone(snap, filter_)
                 if deleted == 0:
                     return None
                 return latest.successor(files=files, created_ms=_now_ms(), operation="delete")
 
-            self._publish(self._manifest, derive, intent, "delete")
+            self._publish(self._base(read), derive, intent, "delete")
             return deleted
 
     def _tombstone(self, snap: Snapshot, filter_: Filter,
@@ -507,12 +597,18 @@ class Table:
             self._publish(self._manifest, derive, intent, "update")
             return changed
 
-    def replace_rows(self, rows: pa.Table) -> int:
+    def replace_rows(self, rows: pa.Table, *, read_version: int | None = None,
+                     read: ReadSet | None = None) -> int:
         """Writes new versions of existing rows, each keeping its ``_id``, in one commit.
 
         ``rows`` carries ``_id`` and every column. The live row of each ``_id`` is
-        tombstoned and the new version added; a row whose ``_id`` is no longer live when
-        the commit lands (deleted meanwhile) is left out. Returns how many rows changed.
+        tombstoned and the new version added. Returns how many rows changed.
+
+        ``read_version`` is the version the new values were computed from: when a commit
+        after it deleted or rewrote any of these rows, nothing is written and
+        ``WriteConflictError`` is raised (compute them again from the new version).
+        ``read`` gives the whole read set instead (rows chosen by a predicate). Without
+        either, the last writer wins and a row deleted meanwhile is left out.
         """
         if ID_COLUMN not in rows.column_names:
             raise TableSchemaError(f"replacement rows need the {ID_COLUMN!r} column")
@@ -527,12 +623,15 @@ class Table:
             return 0
         lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
         wanted = pc.field(ID_COLUMN).isin(ids.combine_chunks())
+        if read is None and read_version is not None:
+            read = ReadSet(read_version, ids.to_numpy())
         with self._write_lock:
             intent = Intent("update")
             changed = 0
 
             def derive(latest: Manifest) -> Manifest | None:
                 nonlocal changed
+                self._validate(read, latest)
                 snap = Snapshot(latest, self._pool, self.name)
                 files: list[FileEntry] = []
                 live: list[np.ndarray] = []
@@ -555,8 +654,44 @@ class Table:
                 return latest.successor(files=(*files, *entries), created_ms=_now_ms(),
                                         operation="update")
 
-            self._publish(self._manifest, derive, intent, "update")
+            self._publish(self._base(read), derive, intent, "update")
             return changed
+
+    def _base(self, read: ReadSet | None) -> Manifest:
+        # A validated write is checked against the newest version, not the one this
+        # object last saw: a change with nothing to write must still see its conflicts.
+        return self._manifest if read is None else self.refresh(max_staleness_s=0)
+
+    def _validate(self, read: ReadSet | None, latest: Manifest) -> None:
+        """Raises ``WriteConflictError`` when a commit after ``read`` changed what it read."""
+        if read is None:
+            return
+        try:
+            reason = find_conflict(read, latest, self._manifest_at, self._ids_of)
+        except ObjectNotFoundError:
+            # A version in between was expired: what it changed cannot be told apart.
+            reason = "an expired version since the one this write read"
+        if reason is not None:
+            log.debug("write on table %r read version %d: %s", self.name, read.version, reason)
+            raise WriteConflictError(f"a concurrent write to table {self.name!r} at {reason}; "
+                                     "run the statement again")
+
+    def _manifest_at(self, version: int) -> Manifest:
+        if version == self._manifest.version:
+            return self._manifest
+        with self._history_lock:
+            hit = self._history.get(version)
+        if hit is not None:
+            return hit
+        manifest = commit.read_manifest(self.store, self.prefix, version)
+        with self._history_lock:
+            if len(self._history) >= 64:
+                self._history.pop(min(self._history))
+            self._history[version] = manifest
+        return manifest
+
+    def _ids_of(self, manifest: Manifest, entry: FileEntry, local: np.ndarray) -> np.ndarray:
+        return Snapshot(manifest, self._pool, self.name).ids_of(entry, local)
 
     @staticmethod
     def _constant(name: str, value: Any, schema: pa.Schema) -> pc.Expression:

@@ -215,6 +215,17 @@ class SqlEngine:
         gate.check(st, _functions.NAMES if _functions is not None else ())
         return st
 
+    @contextmanager
+    def fresh_pins(self) -> Iterator[None]:
+        """Reads inside pin the tables anew, apart from the enclosing statement's pins: one
+        attempt of a write statement that is run again after a write conflict."""
+        outer = getattr(self._local, "pins", None)
+        self._local.pins = _Pins()
+        try:
+            yield
+        finally:
+            self._local.pins = outer
+
     def open_table(self, name: str) -> Table:
         """The table ``name``; ``SqlPlanError`` naming the tables there are when unknown."""
         try:

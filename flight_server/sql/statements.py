@@ -16,20 +16,23 @@ Every check that can fail (names, columns, types, vector lengths) runs before
 anything is written, so a failed statement changes nothing. Unquoted identifiers
 are folded to lower case, as DataFusion does when it reads them.
 
-Concurrency: DELETE and UPDATE find their rows with a SELECT over the snapshot the
-engine pinned for the statement (nested SELECTs share the statement's pins, so a
-subquery over the same table reads the same version), then commit by ``_id``
-against the latest version. A row another writer updated in between is still
-deleted, or overwritten with values computed from its older version (the later
-commit wins); a row deleted in between stays deleted and is not counted; rows
-appended in between are not touched. INSERT ... SELECT and CREATE TABLE ... AS
-SELECT collect the query's rows in memory before the one commit that writes them.
+Concurrency: DELETE and UPDATE are serializable per table. They find their rows with
+a SELECT over the snapshot the engine pinned for the attempt (nested SELECTs share
+the pins, so a subquery over the same table reads the same version), then commit by
+``_id`` with that read set. When a commit published after the snapshot changed or
+deleted a matched row, or added a row the WHERE clause matches (see
+``supertable.conflicts`` for the exact rule), nothing is written and the statement
+runs again on the new version, a bounded number of times with jittered backoff;
+then ``CommitConflictError``. INSERT ... SELECT and CREATE TABLE ... AS SELECT
+collect the query's rows in memory before the one commit that writes them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import random
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -47,8 +50,15 @@ from flight_server.sql.errors import (
 )
 from superfile import IndexSpec, IndexSpecError, Metric
 from superfile.spec import is_text_type, vector_dim
-from supertable.errors import TableExistsError, TableNotFoundError
+from supertable.conflicts import ReadSet
+from supertable.errors import (
+    CommitConflictError,
+    TableExistsError,
+    TableNotFoundError,
+    WriteConflictError,
+)
 from supertable.manifest import ID_COLUMN
+from supertable.staged import StagedAppend
 from supertable.table import Table
 
 log = logging.getLogger(__name__)
@@ -462,18 +472,16 @@ def _create_as(engine: Any, name: str, query: exp.Expression,
     spec = index_spec(schema, options)
     data = pa.table([coerce(rows.column(i), f, name) for i, f in enumerate(schema)],
                     schema=schema)
-    try:
-        table = engine.connection.create_table(name, schema, spec=spec)
-    except TableExistsError:
-        if if_not_exists:
-            return _result("exists")
-        raise
+    # The table is filled before it is named, so no one ever sees it without its rows.
+    table = engine.connection.create_staged(name, schema, spec=spec)
     try:
         if data.num_rows:
             table.append(data)
-    except BaseException:
-        # The table was created for these rows only: without them it must not remain.
-        engine.connection.drop_table(name, missing_ok=True)
+        engine.connection.publish_staged(table)
+    except BaseException as exc:
+        engine.connection.discard_staged(table)
+        if isinstance(exc, TableExistsError) and if_not_exists:
+            return _result("exists")
         raise
     log.info("created table %r from a query with %d rows", name, data.num_rows)
     return _count(data.num_rows)
@@ -537,20 +545,42 @@ def _insert_target(engine: Any, expr: exp.Insert) -> tuple[Table, list[str]]:
     return table, names
 
 
-def _append(table: Table, names: list[str], rows: pa.Table) -> pa.Table:
+def _append(table: Table, names: list[str],
+            rows: pa.Table | pa.RecordBatchReader) -> pa.Table:
     """Appends ``rows`` (one column per name, in order), coerced to the table's types;
-    columns not named are null."""
-    if rows.num_columns != len(names):
+    columns not named are null. A stream is built and uploaded in parts of about
+    ``INSERT_PART_ROWS`` rows as it is read and published in one commit."""
+    if len(rows.schema.names) != len(names):
         raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but the "
-                           f"query gives {rows.num_columns}")
+                           f"query gives {len(rows.schema.names)}")
+    batches = rows.to_batches() if isinstance(rows, pa.Table) else rows
+    staged = StagedAppend(table)
+    with staged:
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        for batch in batches:
+            offset = 0
+            while offset < batch.num_rows:
+                piece = batch.slice(offset, INSERT_PART_ROWS - count)
+                offset += piece.num_rows
+                pending.append(piece)
+                count += piece.num_rows
+                if count >= INSERT_PART_ROWS:
+                    staged.add(_fitted(table, names,
+                                       pa.Table.from_batches(pending, rows.schema)))
+                    pending, count = [], 0
+        if count:
+            staged.add(_fitted(table, names, pa.Table.from_batches(pending, rows.schema)))
+        staged.commit()
+    return _count(staged.rows)
+
+
+def _fitted(table: Table, names: list[str], rows: pa.Table) -> pa.Table:
     schema = table.schema
     given = dict(zip(names, range(len(names)), strict=True))
     columns = [coerce(rows.column(given[f.name]), f, table.name) if f.name in given
                else coerce(pa.nulls(rows.num_rows), f, table.name) for f in schema]
-    data = pa.table(columns, schema=schema)
-    if data.num_rows:
-        table.append(data)
-    return _count(data.num_rows)
+    return pa.table(columns, schema=schema)
 
 
 def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
@@ -568,7 +598,7 @@ def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
         sql = _text(query)
     else:
         raise SqlPlanError("INSERT needs VALUES or a SELECT")
-    return _append(table, names, engine.execute(sql))
+    return _append(table, names, engine.sql(sql))
 
 
 def insert_parameter_rows(engine: Any, expr: exp.Expression,
@@ -651,11 +681,17 @@ def _delete(engine: Any, expr: exp.Delete) -> pa.Table:
     if using:
         # A row joined to several rows of the USING tables is still one row to delete.
         select = select.distinct()
-    ids = engine.execute(_text(select)).column(0).combine_chunks()
-    if len(ids) == 0:
-        return _count(0)
-    deleted = table.delete(pc.field(ID_COLUMN).isin(ids.cast(pa.int64())))
-    return _count(deleted)
+
+    def attempt() -> int:
+        version = engine.pin(table.name).version
+        ids = engine.execute(_text(select)).column(0).combine_chunks()
+        if len(ids) == 0:
+            return 0
+        ids = ids.cast(pa.int64())
+        read = _read_set(engine, table, expr, select, version, ids)
+        return table.delete(pc.field(ID_COLUMN).isin(ids), read=read)
+
+    return _count(_serializable(engine, table, attempt))
 
 
 def _update(engine: Any, expr: exp.Update) -> pa.Table:
@@ -679,15 +715,74 @@ def _update(engine: Any, expr: exp.Update) -> pa.Table:
                                          exp.to_identifier(name, quoted=True)))
         else:
             projection.append(_quoted(name))
-    select = _matching(table_expr, expr.args.get("where"), None, projection)
-    rows = engine.execute(_text(select))
-    if rows.num_rows == 0:
-        return _count(0)
-    ids = coerce(rows.column(0), pa.field(ID_COLUMN, pa.int64(), False), table.name)
-    columns = [coerce(rows.column(i + 1), f, table.name) for i, f in enumerate(schema)]
-    new = pa.table([ids, *columns], schema=pa.schema([pa.field(ID_COLUMN, pa.int64(), False),
-                                                      *schema]))
-    return _count(table.replace_rows(new))
+    where = expr.args.get("where")
+    select = _matching(table_expr, where, None, projection)
+    ids_only = _matching(table_expr, where, None, [_quoted(ID_COLUMN)])
+
+    def attempt() -> int:
+        version = engine.pin(table.name).version
+        rows = engine.execute(_text(select))
+        if rows.num_rows == 0:
+            return 0
+        ids = coerce(rows.column(0), pa.field(ID_COLUMN, pa.int64(), False), table.name)
+        columns = [coerce(rows.column(i + 1), f, table.name) for i, f in enumerate(schema)]
+        new = pa.table([ids, *columns],
+                       schema=pa.schema([pa.field(ID_COLUMN, pa.int64(), False), *schema]))
+        read = _read_set(engine, table, expr, ids_only, version, ids)
+        return table.replace_rows(new, read=read)
+
+    return _count(_serializable(engine, table, attempt))
+
+
+# -- serializable writes ---------------------------------------------------------------------
+
+# Rows of an INSERT ... SELECT built into superfiles at a time.
+INSERT_PART_ROWS = 131_072
+# How often a DELETE or UPDATE is run again after a concurrent commit changed rows it read.
+WRITE_ATTEMPTS = 24
+_RETRY_BASE_S = 0.004
+_RETRY_CAP_S = 0.25
+
+
+def _serializable(engine: Any, table: Table, attempt: Callable[[], int]) -> int:
+    """Runs one DELETE or UPDATE attempt after another until one commits without a write
+    conflict; each attempt reads the tables anew, so its WHERE clause is evaluated again on
+    the newer version. ``CommitConflictError`` after ``WRITE_ATTEMPTS``."""
+    for n in range(1, WRITE_ATTEMPTS + 1):
+        with engine.fresh_pins():
+            try:
+                return attempt()
+            except WriteConflictError as exc:
+                log.debug("write to %r conflicted (attempt %d): %s", table.name, n, exc)
+        delay = min(_RETRY_CAP_S, _RETRY_BASE_S * 2 ** min(n, 8))
+        time.sleep(delay * random.uniform(0.5, 1.5))
+    raise CommitConflictError(
+        f"a write to table {table.name!r} conflicted with concurrent writes to the same rows "
+        f"{WRITE_ATTEMPTS} times in a row; retry it later")
+
+
+def _read_set(engine: Any, table: Table, expr: exp.Expression, ids_select: exp.Select,
+              version: int, ids: pa.Array) -> ReadSet:
+    """What the statement read, for the commit to validate: the matched rows, and its
+    WHERE clause for rows that newer commits add."""
+    matched = ids.to_numpy(zero_copy_only=False)
+    refs = [t for t in expr.find_all(exp.Table)
+            if isinstance(t.this, exp.Identifier) and _ident(t.this).lower() == table.name.lower()]
+    if len(refs) > 1:
+        # A subquery reads the target table too: what it read is not a set of rows.
+        return ReadSet(version, matched, any_change=True)
+    if ids_select.args.get("where") is None and not ids_select.args.get("joins"):
+        return ReadSet(version, matched, matches_added=lambda _m, _f: True)
+    text = _text(ids_select)
+
+    def matches_added(manifest: Any, files: Sequence[Any]) -> bool:
+        with engine.fresh_pins():
+            found = engine.sql_files(text, table.name, manifest.version,
+                                     [f.path for f in files],
+                                     table_uuid=manifest.table_uuid).read_all()
+        return found.num_rows > 0
+
+    return ReadSet(version, matched, matches_added=matches_added)
 
 
 def parse(sql: str) -> exp.Expression:

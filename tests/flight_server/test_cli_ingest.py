@@ -97,8 +97,8 @@ def test_a_changed_file_is_ingested_again_but_an_untouched_one_is_not(
     assert _count(root) == 12
 
 
-def test_large_file_is_committed_in_chunks_and_a_rerun_adds_nothing(tmp_path: Path,
-                                                                     capsys) -> None:
+def test_large_file_is_one_commit_of_several_chunk_files_and_a_rerun_adds_nothing(
+        tmp_path: Path, capsys) -> None:
     src = tmp_path / "big.parquet"
     pq.write_table(_docs(0, 2500), src, row_group_size=500)
     root = tmp_path / "root"
@@ -106,11 +106,12 @@ def test_large_file_is_committed_in_chunks_and_a_rerun_adds_nothing(tmp_path: Pa
                  "--chunk-rows", "1000"]) == 0
     with connect(str(root)) as conn:
         table = conn.open_table("docs")
-        batches = set(table.refresh().batches)
-        files = len(table.snapshot().files)
-    # Three chunks of at most 1000 rows each, plus the whole-file id marking it done.
-    assert len([b for b in batches if "#" in b]) == 3 and len(batches) == 4
-    assert files == 3
+        manifest = table.refresh()
+        files = table.snapshot().files
+    # Three chunk files of at most 1000 rows, published by one commit under the file's id.
+    assert len(manifest.batches) == 1 and "#" not in manifest.batches[0]
+    assert len(files) == 3 and {f.added_in for f in files} == {manifest.version}
+    assert manifest.operation == "append"
     capsys.readouterr()
     assert main(["ingest", "docs", str(src), "--root", str(root), "--chunk-rows", "1000"]) == 0
     assert "skipped 1 file already ingested" in capsys.readouterr().out

@@ -21,8 +21,10 @@ import pyarrow as pa
 
 import catalog
 from catalog.storage import open_store
+from supertable.errors import WriteConflictError
+from supertable.staged import StagedAppend
 from supertable.table import Table, TableOptions
-from tests.supertable.conftest import make_docs
+from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 
 
@@ -33,6 +35,35 @@ def rows(n: int, seed: int, tag: str) -> pa.Table:
     return docs.set_column(docs.schema.get_field_index("title"), "title", titles)
 
 
+def increment(table: Table, args: dict) -> dict[str, object]:
+    """Adds 1 to column ``year`` of the row with ``_id`` ``args["id"]`` by reading it and
+    writing it back with ``replace_rows(read_version=…)``, over and over, for at most
+    ``seconds`` or ``count`` acknowledged writes. A conflict re-reads and tries again."""
+    row_id = int(args["id"])
+    deadline = time.monotonic() + float(args.get("seconds", 5.0))
+    acked = conflicts = missing = 0
+    while time.monotonic() < deadline and acked < int(args.get("count", 100)):
+        snap = table.snapshot()
+        rows = snap.to_table(filter_=[("_id", "=", row_id)], with_id=True)
+        if rows.num_rows == 0:
+            missing += 1
+            if missing >= 3:
+                break
+            continue
+        year = rows.column("year")[0].as_py()
+        new = rows.set_column(rows.schema.get_field_index("year"), "year",
+                              pa.array([year + 1], rows.schema.field("year").type))
+        try:
+            changed = table.replace_rows(new, read_version=snap.version)
+        except WriteConflictError:
+            conflicts += 1
+            continue
+        if changed == 1:
+            acked += 1
+            print(f"ACK {year + 1}", flush=True)
+    return {"acked": acked, "conflicts": conflicts}
+
+
 def main() -> None:
     args = json.loads(sys.argv[1])
     store = FaultyStore(open_store(args["root"], **args.get("options", {})),
@@ -41,6 +72,17 @@ def main() -> None:
         store.add(Rule(op=delay["op"], path=delay.get("path", "*"), action="delay",
                        delay_s=float(delay["seconds"])))
     options = TableOptions(**args.get("table_options", {}))
+    if args.get("op") == "create_staged":
+        # A table filled while staged and named at the end: all of it or no table.
+        conn = catalog.Connection(store, options)
+        table = conn.create_staged(args["name"], docs_schema())
+        staged = StagedAppend(table, exclusive=True)
+        for i in range(args["parts"]):
+            staged.add(rows(args["rows"], args["seed"] + i, f"{args['tag']}-{i}"))
+        staged.commit()
+        conn.publish_staged(table)
+        print(json.dumps({"writes": store.write_log()}), flush=True)
+        return
     if args.get("catalog"):
         conn = catalog.Connection(store, options)
         table = conn.open_table(args["name"])
@@ -69,6 +111,14 @@ def main() -> None:
         result = {"deleted": table.delete([tuple(c) for c in args["filter"]])}
     elif op == "update":
         result = {"updated": table.update([tuple(c) for c in args["filter"]], args["values"])}
+    elif op == "staged":
+        staged = StagedAppend(table, batch_id=args.get("batch_id"))
+        for i in range(args["parts"]):
+            staged.add(rows(args["rows"], args["seed"] + i, f"{args['tag']}-{i}"))
+        res = staged.commit()
+        result = {"version": res.version, "rows": res.rows}
+    elif op == "counter":
+        result = increment(table, args)
     elif op == "optimize":
         res = table.optimize()  # type: ignore[attr-defined]
         result = {"result": repr(res)}
