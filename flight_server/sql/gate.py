@@ -35,6 +35,7 @@ from collections.abc import Collection
 import datafusion
 from sqlglot import exp
 
+from catalog.errors import quote_short
 from flight_server.sql import information
 from flight_server.sql.errors import SqlPlanError, SqlSyntaxError
 from flight_server.sql.parse import Statement, is_query, literal_value, norm
@@ -57,12 +58,6 @@ _INTERNAL_MARKS = ("@", "#")
 _INTERNAL_PREFIX = "__quiver"
 
 
-def short(text: str, n: int = 60) -> str:
-    """``text`` cut to ``n`` characters, for quoting user input in a message."""
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def check(st: Statement, table_functions: Collection[str]) -> None:
     """Refuses ``st`` unless it is a statement that may run (``SqlSyntaxError`` when it
     cannot be read, ``SqlPlanError`` naming what is not allowed)."""
@@ -76,8 +71,8 @@ def check(st: Statement, table_functions: Collection[str]) -> None:
     elif not is_query(expr) and not _own_statement(expr):
         raise SqlPlanError(f"{_kind(expr)} statements are not allowed; statements allowed "
                            f"are {ALLOWED}")
-    if is_query(expr):
-        check_query(expr, table_functions)
+    # Also the queries inside INSERT … SELECT, CREATE TABLE … AS and WHERE subqueries.
+    check_query(expr, table_functions)
 
 
 def check_query(expr: exp.Expression, table_functions: Collection[str]) -> None:
@@ -97,7 +92,7 @@ def check_query(expr: exp.Expression, table_functions: Collection[str]) -> None:
             _check_size(node, node.args.get("expression"), MAX_PAD_LENGTH, "length")
         elif isinstance(node, exp.Identifier) and _internal(node.name) and \
                 isinstance(node.parent, exp.TableAlias):
-            raise SqlPlanError(f"the name {short(node.name)!r} is reserved")
+            raise SqlPlanError(f"the name {quote_short(node.name)} is reserved")
 
 
 def _own_statement(expr: exp.Expression) -> bool:
@@ -132,23 +127,23 @@ def _check_relation(node: exp.Table, table_functions: Collection[str]) -> None:
                  else {n.lower() for n in type(target).sql_names()})
         if names & {*table_functions, *GENERATORS}:
             return
-        raise SqlPlanError(f"unknown table function {short(target.sql())!r}; table functions "
+        raise SqlPlanError(f"unknown table function {quote_short(target.sql())}; table functions "
                            f"are {', '.join(sorted({*table_functions, *GENERATORS}))}")
     if not isinstance(target, exp.Identifier):
-        raise SqlPlanError(f"cannot read from {short(node.sql())!r}: name a table")
+        raise SqlPlanError(f"cannot read from {quote_short(node.sql())}: name a table")
     name = target.name
     if _internal(name):
-        raise SqlPlanError(f"unknown table {short(name)!r}")
+        raise SqlPlanError(f"unknown table {quote_short(name)}")
     db = node.args.get("db")
     catalog = node.args.get("catalog")
     if isinstance(db, exp.Identifier) and norm(db) == "information_schema" and catalog is None:
         if norm(target) not in information.RELATIONS:
-            raise SqlPlanError(f"information_schema.{short(norm(target))} is not available; "
+            raise SqlPlanError(f"information_schema.{quote_short(norm(target))} is not available; "
                                "information_schema.tables and .columns are")
         return
     if catalog is not None or (db is not None and norm(db) != "public"):
-        raise SqlPlanError(f"unknown table {short(node.sql())!r}: tables are named without a "
-                           "catalog or schema")
+        raise SqlPlanError(f"unknown table {quote_short(node.sql())}: qualified table names "
+                           "are not supported; tables are named without a catalog or schema")
 
 
 def _check_generated(node: exp.Expression, bounds: list[exp.Expression | None],
@@ -157,12 +152,12 @@ def _check_generated(node: exp.Expression, bounds: list[exp.Expression | None],
     values = [literal_value(b) if b is not None else 0 for b in bounds]
     step_value = literal_value(step) if step is not None else 1
     if not all(isinstance(v, int) for v in [*values, step_value]) or step_value == 0:
-        raise SqlPlanError(f"{short(node.sql())}: a list-valued range takes constant integer "
+        raise SqlPlanError(f"{quote_short(node.sql())}: a list-valued range takes constant integer "
                            "bounds and a non-zero step; as a table function "
                            "(FROM generate_series(…)) it takes any")
     count = abs(values[-1] - values[0]) // abs(step_value) + 1
     if count > MAX_LIST_VALUES:
-        raise SqlPlanError(f"{short(node.sql())}: a list-valued range may hold at most "
+        raise SqlPlanError(f"{quote_short(node.sql())}: a list-valued range may hold at most "
                            f"{MAX_LIST_VALUES} values; use FROM generate_series(…) for rows")
 
 
@@ -170,5 +165,5 @@ def _check_size(node: exp.Expression, size: exp.Expression | None, limit: int,
                 what: str) -> None:
     value = literal_value(size) if size is not None else None
     if not isinstance(value, int) or value > limit:
-        raise SqlPlanError(f"{short(node.sql())}: the {what} must be a constant integer of "
+        raise SqlPlanError(f"{quote_short(node.sql())}: the {what} must be a constant integer of "
                            f"at most {limit}")
