@@ -393,7 +393,7 @@ class SqlEngine:
             df = self._plan_query(st, pins)
             if st.explain and pins.notes:
                 return self._explain_with_notes(df, pins.notes)
-            return self._stream(df)
+            return self._stream(df, small=_small(st, pins))
 
     def sql_files(self, text: str, table: str, version: int, files: Sequence[str],
                   params: Sequence[Any] | None = None, *, table_uuid: str | None = None
@@ -645,11 +645,13 @@ class SqlEngine:
         except Exception as exc:  # DataFusion raises plain exceptions with a kind prefix
             raise _map_error(exc, parse_error, renames) from None
 
-    def _stream(self, df: datafusion.DataFrame) -> pa.RecordBatchReader:
+    def _stream(self, df: datafusion.DataFrame, small: bool = False) -> pa.RecordBatchReader:
         """The rows of ``df`` batch by batch. Under an interrupt (the statement's time
         limit and cancel flag, taken from the scope it was planned in) each batch is
         awaited while the interrupt is polled; when it fires, DataFusion's stream is
-        dropped, which stops its tasks and frees their memory."""
+        dropped, which stops its tasks and frees their memory. A ``small`` statement
+        (see ``_small``) is pulled directly, the interrupt checked between batches: it
+        saves the wait's cost where no batch can take long."""
         watch = interrupts.current()
         try:
             schema = plain_schema(df.schema(), fold_large=False)
@@ -665,7 +667,7 @@ class SqlEngine:
             try:
                 while True:
                     try:
-                        batch = _next_batch(held, watch)
+                        batch = _next_batch(held, watch, small)
                     except (TableError, SuperfileError, SqlError):
                         raise
                     except Exception as exc:
@@ -681,14 +683,34 @@ class SqlEngine:
 
 
 _loops = threading.local()
+# A statement reading at most this many live rows, without joins, row generators or
+# recursion, cannot keep one batch busy for long: it is pulled without the wait.
+SMALL_ROWS = 100_000
 
 
-def _next_batch(held: list[Any], watch: interrupts.Interrupt | None) -> Any:
+def _small(st: sqlparse.Statement, pins: _Pins) -> bool:
+    """Whether every batch of ``st`` is quick to make: it reads at most ``SMALL_ROWS``
+    live rows of its tables, and joins nothing, generates no rows and does not recurse
+    (so its work is bounded by those rows times its expressions, which are bounded)."""
+    expr = st.expr
+    if st.explain or expr is None:
+        return False
+    for node in expr.walk():
+        if isinstance(node, exp.Join | exp.GenerateSeries | exp.Unnest | exp.Subquery) or \
+                (isinstance(node, exp.With) and node.args.get("recursive")):
+            return False
+    return sum(snap.count() for snap in pins.snaps.values()) <= SMALL_ROWS
+
+
+def _next_batch(held: list[Any], watch: interrupts.Interrupt | None, small: bool) -> Any:
     """The next batch of the DataFusion stream in ``held``, or None at its end. Without
-    an interrupt the call blocks; with one, the batch is awaited on this thread's event
-    loop while a timer checks the interrupt every ``POLL_S``, cancelling the wait when it
-    fires (the caller then empties ``held``, which stops DataFusion's work)."""
-    if watch is None:
+    an interrupt (or for a small statement) the call blocks; with one, the batch is
+    awaited on this thread's event loop while a timer checks the interrupt every
+    ``POLL_S``, cancelling the wait when it fires (the caller then empties ``held``,
+    which stops DataFusion's work)."""
+    if watch is None or small:
+        if watch is not None:
+            watch.check()
         try:
             return held[0].next()
         except StopIteration:
