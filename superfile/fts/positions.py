@@ -34,11 +34,12 @@ from superfile.fts.codec import (
     get_bits,
     get_u32,
 )
+from superfile.fts.engine import _better, _sift_down, _sift_up, _tscore, block_bound
 from superfile.fts.match import term_docs
 
 POS_META = 12
 
-__all__ = ["POS_META", "encode_positions", "phrase_docs"]
+__all__ = ["POS_META", "encode_positions", "phrase_docs", "phrase_topk"]
 
 
 @njit(cache=True)
@@ -177,28 +178,37 @@ def _locate(buf, base, nb, cands, n, out):
 
 
 @njit(cache=True, nogil=True)
+def _load(pbuf, pbase, pnb, qbuf, qbase, qend, blk, cache_blk, TF, DL, PRE, D):
+    """Decodes postings block ``blk`` of a term into D / TF / DL, its tf prefix sums into
+    PRE, and checks its positions record; returns its count or ``CORRUPT``."""
+    c = decode_block(pbuf, pbase, pnb, blk, D, TF, DL)
+    if c < 0:
+        return CORRUPT
+    PRE[0] = 0
+    for i in range(c):
+        PRE[i + 1] = PRE[i] + TF[i]
+    cache_blk[0] = blk
+    m = qbase + blk * POS_META
+    if m + POS_META > qend or qbase + pnb * POS_META > qend:
+        return CORRUPT
+    if get_u32(qbuf, m + 4) != PRE[c]:
+        return CORRUPT
+    w = np.int64(qbuf[m + 8])
+    if w > 32 or qbase + pnb * POS_META + get_u32(qbuf, m) + (PRE[c] * w + 7) // 8 > qend:
+        return CORRUPT
+    return c
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _term_positions(pbuf, pbase, pnb, qbuf, qbase, qend, idx, cache_blk, TF, DL, PRE, D, out):
     """Positions of posting ``idx`` of one term into ``out``; returns (count, dl),
     (-2, tf) when ``out`` is shorter than tf, or (``CORRUPT``, 0). ``cache_blk[0]`` / TF /
     DL / PRE hold the last decoded block."""
     blk = idx // 128
     r = idx - blk * 128
-    if cache_blk[0] != blk:
-        c = decode_block(pbuf, pbase, pnb, blk, D, TF, DL)
-        if c < 0:
-            return CORRUPT, 0
-        PRE[0] = 0
-        for i in range(c):
-            PRE[i + 1] = PRE[i] + TF[i]
-        cache_blk[0] = blk
-        m = qbase + blk * POS_META
-        if m + POS_META > qend:
-            return CORRUPT, 0
-        if get_u32(qbuf, m + 4) != PRE[c]:
-            return CORRUPT, 0
-        w = np.int64(qbuf[m + 8])
-        if w > 32 or qbase + pnb * POS_META + get_u32(qbuf, m) + (PRE[c] * w + 7) // 8 > qend:
-            return CORRUPT, 0
+    if cache_blk[0] != blk and _load(pbuf, pbase, pnb, qbuf, qbase, qend, blk, cache_blk,
+                                     TF, DL, PRE, D) < 0:
+        return CORRUPT, 0
     m = qbase + blk * POS_META
     start = qbase + pnb * POS_META + get_u32(qbuf, m)
     w = np.int64(qbuf[m + 8])
@@ -217,30 +227,24 @@ def _term_positions(pbuf, pbase, pnb, qbuf, qbase, qend, idx, cache_blk, TF, DL,
 
 
 @njit(cache=True, nogil=True)
-def phrase_docs(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max_dl):
-    """Documents matching a phrase, with the phrase's frequency and the document length.
-
-    Term ``j`` of the phrase (in order) has its postings at ``pbuf[p_base[j]]`` (validated,
-    ``p_nb[j]`` blocks, ``p_df[j]`` documents) and its positions in ``qbuf[q_base[j]:
-    q_end[j]]``; ``driver`` is the index of the rarest term; ``max_dl`` bounds any
-    document's length. Returns (docs, freqs, lengths, ok).
-    """
+def _intersect(pbuf, p_base, p_nb, p_df, driver):
+    """Docs holding every term (ascending) and each term's posting index for them:
+    (docs, idx[n, m], ok)."""
     n = len(p_base)
     cands, ok = term_docs(pbuf, p_base[driver], p_nb[driver], p_df[driver])
-    empty = np.zeros(0, np.int64)
-    if not ok:
-        return empty, empty, empty, False
     m = len(cands)
     idx = np.empty((n, m), np.int64)
-    alive = m
+    if not ok:
+        return cands[:0], idx[:, :0], False
     for i in range(m):
         idx[driver, i] = i
     tmp = np.empty(m, np.int64)
+    alive = m
     for j in range(n):
         if j == driver or alive == 0:
             continue
         if _locate(pbuf, p_base[j], p_nb[j], cands, alive, tmp) < 0:
-            return empty, empty, empty, False
+            return cands[:0], idx[:, :0], False
         w = 0
         for i in range(alive):
             if tmp[i] >= 0:
@@ -250,6 +254,66 @@ def phrase_docs(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
                 idx[j, w] = tmp[i]
                 w += 1
         alive = w
+    return cands[:alive], idx[:, :alive], True
+
+
+@njit(cache=True, nogil=True)
+def _freq(pbuf, p_base, p_nb, qbuf, q_base, q_end, slop, max_dl, idx, i, cache_blk, TF, DL,
+          PRE, D, P, cnt, ptr):
+    """Phrase frequency in candidate ``i`` and its length: (freq, dl, P); freq < 0 is
+    damage. ``P`` (scratch positions, one row per term) may come back grown."""
+    n = len(p_base)
+    dl = np.int64(0)
+    for j in range(n):
+        c, dl = _term_positions(pbuf, p_base[j], p_nb[j], qbuf, q_base[j], q_end[j],
+                                idx[j, i], cache_blk[j], TF[j], DL[j], PRE[j], D[j], P[j])
+        if c == -2:
+            # A tf beyond the scratch rows: grow them (tf <= document length <= max_dl).
+            if dl > max_dl:
+                return -1, 0, P
+            Q = np.empty((n, dl), np.int64)
+            for jj in range(j):
+                Q[jj, :cnt[jj]] = P[jj, :cnt[jj]]
+            P = Q
+            c, dl = _term_positions(pbuf, p_base[j], p_nb[j], qbuf, q_base[j], q_end[j],
+                                    idx[j, i], cache_blk[j], TF[j], DL[j], PRE[j], D[j], P[j])
+        if c < 0:
+            return -1, 0, P
+        cnt[j] = c
+        ptr[j] = 0
+    f = 0
+    for a in range(cnt[0]):
+        cur = P[0, a]
+        done = False
+        for j in range(1, n):
+            while ptr[j] < cnt[j] and P[j, ptr[j]] <= cur:
+                ptr[j] += 1
+            if ptr[j] >= cnt[j]:
+                done = True
+                break
+            cur = P[j, ptr[j]]
+        if done:
+            break
+        if cur - P[0, a] - (n - 1) <= slop:
+            f += 1
+    return f, dl, P
+
+
+@njit(cache=True, nogil=True)
+def phrase_docs(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max_dl):
+    """Documents matching a phrase, with the phrase's frequency and the document length.
+
+    Term ``j`` of the phrase (in order) has its postings at ``pbuf[p_base[j]]`` (validated,
+    ``p_nb[j]`` blocks, ``p_df[j]`` documents) and its positions in ``qbuf[q_base[j]:
+    q_end[j]]``; ``driver`` is the index of the rarest term; ``max_dl`` bounds any
+    document's length. Returns (docs, freqs, lengths, ok).
+    """
+    n = len(p_base)
+    empty = np.zeros(0, np.int64)
+    cands, idx, ok = _intersect(pbuf, p_base, p_nb, p_df, driver)
+    if not ok:
+        return empty, empty, empty, False
+    alive = len(cands)
     out_d = np.empty(alive, np.int64)
     out_f = np.empty(alive, np.int64)
     out_l = np.empty(alive, np.int64)
@@ -258,51 +322,120 @@ def phrase_docs(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
     DL = np.empty((n, 128), np.int64)
     PRE = np.empty((n, 129), np.int64)
     D = np.empty((n, 128), np.int64)
-    cap = 64
-    P = np.empty((n, cap), np.int64)
+    P = np.empty((n, 64), np.int64)
     cnt = np.empty(n, np.int64)
     ptr = np.empty(n, np.int64)
     got = 0
     for i in range(alive):
-        dl = np.int64(0)
-        for j in range(n):
-            c, dl = _term_positions(pbuf, p_base[j], p_nb[j], qbuf, q_base[j], q_end[j],
-                                    idx[j, i], cache_blk[j], TF[j], DL[j], PRE[j], D[j],
-                                    P[j])
-            if c == -2:
-                # A tf beyond the scratch rows: grow them (tf <= document length <= max_dl).
-                if dl > max_dl:
-                    return empty, empty, empty, False
-                cap = dl
-                Q = np.empty((n, cap), np.int64)
-                for jj in range(j):
-                    Q[jj, :cnt[jj]] = P[jj, :cnt[jj]]
-                P = Q
-                c, dl = _term_positions(pbuf, p_base[j], p_nb[j], qbuf, q_base[j], q_end[j],
-                                        idx[j, i], cache_blk[j], TF[j], DL[j], PRE[j], D[j],
-                                        P[j])
-            if c < 0:
-                return empty, empty, empty, False
-            cnt[j] = c
-            ptr[j] = 0
-        f = 0
-        for a in range(cnt[0]):
-            cur = P[0, a]
-            done = False
-            for j in range(1, n):
-                while ptr[j] < cnt[j] and P[j, ptr[j]] <= cur:
-                    ptr[j] += 1
-                if ptr[j] >= cnt[j]:
-                    done = True
-                    break
-                cur = P[j, ptr[j]]
-            if done:
-                break
-            if cur - P[0, a] - (n - 1) <= slop:
-                f += 1
+        f, dl, P = _freq(pbuf, p_base, p_nb, qbuf, q_base, q_end, slop, max_dl, idx, i,
+                         cache_blk, TF, DL, PRE, D, P, cnt, ptr)
+        if f < 0:
+            return empty, empty, empty, False
         if f > 0:
             out_d[got] = cands[i]
             out_f[got] = f
             out_l[got] = dl
             got += 1
     return out_d[:got], out_f[:got], out_l[:got], True
+
+
+@njit(cache=True, nogil=True)
+def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max_dl, k,
+                floor, mask, use_mask, idf, k1, b, avgdl, file_avgdl):
+    """Top-``k`` of a query that is one phrase: (count, scores, docs, ok), unordered.
+
+    The phrase frequency never exceeds any of its terms' frequencies, so the rarest term's
+    block bounds (``engine.block_bound``) and each candidate's smallest term frequency
+    bound its score: a block of the rarest term that cannot reach the k-th score so far
+    is skipped undecoded, and a candidate's positions are read only when its own bound
+    can. Candidates come in doc order, so a later one tying the k-th loses on its id.
+    """
+    n = len(p_base)
+    hs = np.empty(k, np.float64)
+    hd = np.empty(k, np.int64)
+    hf = np.zeros(k, np.int64)
+    hl = np.zeros(k, np.int64)
+    cache_blk = np.full((n, 1), -1, np.int64)
+    TF = np.empty((n, 128), np.int64)
+    DL = np.empty((n, 128), np.int64)
+    D = np.empty((n, 128), np.int64)
+    PRE = np.empty((n, 129), np.int64)
+    P = np.empty((n, 64), np.int64)
+    cnt = np.empty(n, np.int64)
+    ptr = np.empty(n, np.int64)
+    blk = np.zeros(n, np.int64)
+    pos = np.zeros(n, np.int64)
+    idx = np.empty((n, 1), np.int64)
+    hn = 0
+    theta = floor
+    dbase = p_base[driver]
+    for bd in range(p_nb[driver]):
+        if block_bound(pbuf, dbase + bd * META_SIZE, idf, k1, b, avgdl, file_avgdl) <= theta:
+            continue
+        c0 = _load(pbuf, dbase, p_nb[driver], qbuf, q_base[driver], q_end[driver], bd,
+                   cache_blk[driver], TF[driver], DL[driver], PRE[driver], D[driver])
+        if c0 < 0:
+            return 0, hs, hd, False
+        for r0 in range(c0):
+            d = D[driver, r0]
+            if use_mask and mask[d] == 0:
+                continue
+            dl = DL[driver, r0]
+            mtf = TF[driver, r0]
+            if _tscore(idf, np.float64(mtf), np.float64(dl), k1, b, avgdl) * (1.0 + 1e-12) \
+                    <= theta:
+                continue
+            idx[driver, 0] = bd * 128 + r0
+            found = True
+            for j in range(n):
+                if j == driver:
+                    continue
+                base = p_base[j]
+                while blk[j] < p_nb[j] and get_u32(pbuf, base + blk[j] * META_SIZE + 4) < d:
+                    blk[j] += 1
+                if blk[j] >= p_nb[j] or get_u32(pbuf, base + blk[j] * META_SIZE) > d:
+                    found = False
+                    break
+                if cache_blk[j, 0] != blk[j]:
+                    cj = _load(pbuf, base, p_nb[j], qbuf, q_base[j], q_end[j], blk[j],
+                               cache_blk[j], TF[j], DL[j], PRE[j], D[j])
+                    if cj < 0:
+                        return 0, hs, hd, False
+                    cnt[j] = cj
+                    pos[j] = 0
+                while pos[j] < cnt[j] and D[j, pos[j]] < d:
+                    pos[j] += 1
+                if pos[j] >= cnt[j] or D[j, pos[j]] != d:
+                    found = False
+                    break
+                idx[j, 0] = blk[j] * 128 + pos[j]
+                if TF[j, pos[j]] < mtf:
+                    mtf = TF[j, pos[j]]
+            if not found:
+                continue
+            if _tscore(idf, np.float64(mtf), np.float64(dl), k1, b, avgdl) * (1.0 + 1e-12) \
+                    <= theta:
+                continue
+            f, _dl2, P = _freq(pbuf, p_base, p_nb, qbuf, q_base, q_end, slop, max_dl, idx, 0,
+                              cache_blk, TF, DL, PRE, D, P, cnt, ptr)
+            if f < 0:
+                return 0, hs, hd, False
+            if f == 0:
+                continue
+            sc = _tscore(idf, np.float64(f), np.float64(dl), k1, b, avgdl)
+            if sc <= floor:
+                continue
+            if hn < k:
+                hs[hn] = sc
+                hd[hn] = d
+                _sift_up(hs, hd, hf, hl, hn)
+                hn += 1
+            elif _better(sc, d, hs[0], hd[0]):
+                hs[0] = sc
+                hd[0] = d
+                _sift_down(hs, hd, hf, hl, hn, 0)
+            else:
+                continue
+            if hn == k and hs[0] > theta:
+                theta = hs[0]
+    return hn, hs, hd, True

@@ -25,7 +25,6 @@ import pyarrow as pa
 from superfile.errors import CorruptFileError, QueryError, SuperfileError, UnsupportedVersionError
 from superfile.fts import format as fmt
 from superfile.fts.codec import validate_term
-from superfile.fts.engine import K1, B, topk_kernel
 from superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from superfile.fts.positions import phrase_docs
 from superfile.fts.query import ParsedQuery, Phrase, parse_query
@@ -386,7 +385,7 @@ class FtsIndexReader:
                    for e in [self._lookup(t)] if e is not None]
         if not missing:
             return found
-        sec_off, sec_len, sec_crc = self._sections["positions"]
+        sec_off, sec_len, _sec_crc = self._sections["positions"]
         nt = self.num_terms
         if "positions" in self._resident:
             section = self._resident["positions"]
@@ -430,17 +429,17 @@ class FtsIndexReader:
         ``phrase``, ascending by doc id (int64 each). See ``positions`` for what matches."""
         return self._wrap(self._phrase_matches, phrase)
 
-    def _phrase_matches(self, phrase: Phrase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _phrase_args(self, phrase: Phrase) -> tuple | None:
+        """The phrase kernels' first ten arguments, or None when a term is absent."""
         if not self.has_positions:
             raise QueryError(
                 "phrase and proximity queries need word positions, which this file's "
                 f"full-text index (format {self.version}) does not hold; rewrite the file "
                 "(optimize the table) to search phrases")
-        empty = np.zeros(0, np.int64)
         uniq = list(dict.fromkeys(phrase.tokens))
         refs = dict(self._postings(uniq))
         if len(refs) < len(uniq):
-            return empty, empty, empty
+            return None
         pos = self._positions(uniq)
         toks = phrase.tokens
         rs = [refs[t] for t in toks]
@@ -457,12 +456,19 @@ class FtsIndexReader:
             qbuf, q_base = _pack([(b, a, e - a) for b, a, e in ps])
             q_end = q_base + np.array([e - a for _, a, e in ps], np.int64)
         driver = int(np.argmin([r.df for r in rs]))
-        docs, freqs, lens, ok = phrase_docs(
-            pbuf, p_base, np.array([r.nb for r in rs], np.int64),
-            np.array([r.df for r in rs], np.int64), qbuf, q_base, q_end, phrase.slop, driver,
-            max(self._max_doc_len(), 1))
+        return (pbuf, p_base, np.array([r.nb for r in rs], np.int64),
+                np.array([r.df for r in rs], np.int64), qbuf, q_base, q_end, phrase.slop,
+                driver, max(self._max_doc_len(), 1))
+
+    def _phrase_matches(self, phrase: Phrase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        empty = np.zeros(0, np.int64)
+        args = self._phrase_args(phrase)
+        if args is None:
+            return empty, empty, empty
+        docs, freqs, lens, ok = phrase_docs(*args)
         if not ok:
-            raise CorruptFileError(f"positions of the phrase {' '.join(toks)!r} are malformed")
+            raise CorruptFileError(
+                f"positions of the phrase {' '.join(phrase.tokens)!r} are malformed")
         return docs, freqs, lens
 
     def _max_doc_len(self) -> int:

@@ -24,13 +24,14 @@ import numpy as np
 from superfile.errors import CorruptFileError, QueryError
 from superfile.fts.codec import encode_postings
 from superfile.fts.engine import K1, B, topk_kernel
+from superfile.fts.positions import phrase_topk
 from superfile.fts.query import ParsedQuery
 from superfile.fts.stats import CollectionStats
 
 if TYPE_CHECKING:
     from superfile.fts.reader import FtsIndexReader
 
-__all__ = ["FieldSearch", "MAX_GROUPS", "search_fields"]
+__all__ = ["MAX_GROUPS", "FieldSearch", "search_fields"]
 
 MAX_GROUPS = 62
 _NO_MASK = np.zeros(1, np.uint8)
@@ -152,6 +153,49 @@ def field_mask(fs: FieldSearch, mask: np.ndarray | None) -> np.ndarray | None:
     return mask
 
 
+def _one_phrase(q: ParsedQuery) -> bool:
+    return len(q.phrases) == 1 and not q.terms and not q.prefixes
+
+
+def _allow_mask(num_docs: int, allow: Any) -> np.ndarray | None:
+    if allow is None:
+        return None
+    mask = np.zeros(num_docs, np.uint8)
+    ids = np.asarray(allow.to_array() if hasattr(allow, "to_array") else list(allow),
+                     dtype=np.int64)
+    mask[ids[(ids >= 0) & (ids < num_docs)]] = 1
+    return mask
+
+
+def _phrase_only(fs: FieldSearch, k: int, floor: float | None, allow: Any
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """A query of one phrase: verified best bound first (``positions.phrase_topk``)."""
+    r, q = fs.reader, fs.query
+    phrase = q.phrases[0]
+    empty = (np.zeros(0, np.uint32), np.zeros(0, np.float32), 0)
+    args = r._phrase_args(phrase)
+    if args is None:
+        return empty
+    n_docs, avgdl = ((float(fs.stats.num_docs), float(fs.stats.avg_doc_len)) if fs.stats
+                     else (float(r.num_docs), r.avg_doc_len))
+    toks = list(dict.fromkeys(phrase.tokens))
+    dfs = _dfs(r, fs.stats, toks)
+    idf = dict(zip(toks, _idf(n_docs, np.array([dfs[t] for t in toks], np.float64)).tolist(),
+                   strict=True))
+    w = fs.weight * q.boost("q", phrase) * sum(idf[t] for t in phrase.tokens)
+    mask = field_mask(fs, _allow_mask(r.num_docs, allow))
+    n, hs, hd, ok = phrase_topk(
+        *args, k, -np.inf if floor is None else float(floor),
+        mask if mask is not None else _NO_MASK, mask is not None, w, K1, B,
+        avgdl if avgdl > 0 else 1.0, r.avg_doc_len if r.avg_doc_len > 0 else 1.0)
+    if not ok:
+        raise CorruptFileError(f"positions of the phrase {' '.join(phrase.tokens)!r} are "
+                               "malformed")
+    scores, docs = hs[:n], hd[:n]
+    order = np.lexsort((docs, -scores))
+    return docs[order].astype(np.uint32), scores[order].astype(np.float32), 0
+
+
 def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
                   floor: float | None = None, allow: Any = None, num_groups: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -172,6 +216,8 @@ def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
     k = min(int(k), num_docs)
     if k == 0:
         return empty
+    if len(fields) == 1 and _one_phrase(fields[0].query):
+        return _phrase_only(fields[0], k, floor, allow)
     kern = _Kernel([], [], [], [], [], [], {})
     for fs in fields:
         if fs.reader.num_docs != num_docs:
@@ -180,12 +226,7 @@ def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
     required = (1 << num_groups) - 1
     if not kern.parts or (and_mode and kern.covered != required):
         return empty
-    mask = None
-    if allow is not None:
-        mask = np.zeros(num_docs, np.uint8)
-        ids = np.asarray(allow.to_array() if hasattr(allow, "to_array") else list(allow),
-                         dtype=np.int64)
-        mask[ids[(ids >= 0) & (ids < num_docs)]] = 1
+    mask = _allow_mask(num_docs, allow)
     for fs in fields:
         mask = field_mask(fs, mask)
     bufs = {id(b) for b, _, _ in kern.parts}
