@@ -344,11 +344,12 @@ def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
                 floor, mask, use_mask, idf, k1, b, avgdl, file_avgdl):
     """Top-``k`` of a query that is one phrase: (count, scores, docs, ok), unordered.
 
-    The phrase frequency never exceeds any of its terms' frequencies, so the rarest term's
-    block bounds (``engine.block_bound``) and each candidate's smallest term frequency
-    bound its score: a block of the rarest term that cannot reach the k-th score so far
-    is skipped undecoded, and a candidate's positions are read only when its own bound
-    can. Candidates come in doc order, so a later one tying the k-th loses on its id.
+    The phrase frequency never exceeds the first term's frequency, nor (slop 0, where
+    matches share no position) any term's, so those terms' block bounds
+    (``engine.block_bound``) and frequencies in a candidate bound its score: a block of
+    the rarest term that cannot reach the k-th score so far is skipped undecoded, and a
+    candidate's positions are read only when its own bound can. Candidates come in doc
+    order, so a later one tying the k-th loses on its id.
     """
     n = len(p_base)
     hs = np.empty(k, np.float64)
@@ -365,12 +366,15 @@ def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
     ptr = np.empty(n, np.int64)
     blk = np.zeros(n, np.int64)
     pos = np.zeros(n, np.int64)
+    bcnt = np.zeros(n, np.int64)
     idx = np.empty((n, 1), np.int64)
     hn = 0
     theta = floor
     dbase = p_base[driver]
+    skip_blocks = slop == 0 or driver == 0
     for bd in range(p_nb[driver]):
-        if block_bound(pbuf, dbase + bd * META_SIZE, idf, k1, b, avgdl, file_avgdl) <= theta:
+        if skip_blocks and block_bound(pbuf, dbase + bd * META_SIZE, idf, k1, b, avgdl,
+                                       file_avgdl) <= theta:
             continue
         c0 = _load(pbuf, dbase, p_nb[driver], qbuf, q_base[driver], q_end[driver], bd,
                    cache_blk[driver], TF[driver], DL[driver], PRE[driver], D[driver])
@@ -381,7 +385,7 @@ def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
             if use_mask and mask[d] == 0:
                 continue
             dl = DL[driver, r0]
-            mtf = TF[driver, r0]
+            mtf = TF[driver, r0] if skip_blocks else dl
             if _tscore(idf, np.float64(mtf), np.float64(dl), k1, b, avgdl) * (1.0 + 1e-12) \
                     <= theta:
                 continue
@@ -401,15 +405,15 @@ def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
                                cache_blk[j], TF[j], DL[j], PRE[j], D[j])
                     if cj < 0:
                         return 0, hs, hd, False
-                    cnt[j] = cj
+                    bcnt[j] = cj
                     pos[j] = 0
-                while pos[j] < cnt[j] and D[j, pos[j]] < d:
+                while pos[j] < bcnt[j] and D[j, pos[j]] < d:
                     pos[j] += 1
-                if pos[j] >= cnt[j] or D[j, pos[j]] != d:
+                if pos[j] >= bcnt[j] or D[j, pos[j]] != d:
                     found = False
                     break
                 idx[j, 0] = blk[j] * 128 + pos[j]
-                if TF[j, pos[j]] < mtf:
+                if (slop == 0 or j == 0) and TF[j, pos[j]] < mtf:
                     mtf = TF[j, pos[j]]
             if not found:
                 continue
