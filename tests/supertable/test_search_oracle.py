@@ -399,7 +399,7 @@ def test_phrase_boost_and_multi_column_bm25_across_files_scores_like_one_file(bu
 
 
 def test_weighted_hybrid_fuses_ranks_by_weight(built):
-    table, oracle = built
+    table, _oracle = built
     q = np.ones(DIM, np.float32)
     text_only = table.hybrid_search("body", "rust python", "emb", q, 10, columns=[])
     weighted = table.snapshot()
