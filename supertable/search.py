@@ -27,6 +27,8 @@ from pyroaring import BitMap
 from superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
 from superfile.errors import CorruptFileError
 from superfile.fts.engine import K1, B, table_topk
+from superfile.fts.query import parse_fields
+from superfile.fts.scoring import FieldSearch, search_fields
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import vector_dim
 from supertable import interrupt
@@ -217,13 +219,44 @@ class _TopK:
                     (-self.sign * self.key).astype(np.float32))
 
 
-def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
-         filter_: Filter = None, pool: ThreadPoolExecutor | None = None) -> Hits:
+def parse_columns(spec: str | Sequence[str]) -> list[tuple[str, float]]:
+    """``'title^2,body'`` (or a list of such names) as ``[(column, weight), ...]``."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    out: list[tuple[str, float]] = []
+    for part in parts:
+        for item in str(part).split(","):
+            name, _, w = item.strip().partition("^")
+            try:
+                weight = float(w) if w else 1.0
+            except ValueError:
+                raise QueryError(f"the column weight in {item.strip()!r} is not a number"
+                                 ) from None
+            if not name or not (weight > 0 and np.isfinite(weight)):
+                raise QueryError(f"{item.strip()!r} is not a column with a positive weight")
+            if any(name == c for c, _ in out):
+                raise QueryError(f"column {name!r} is listed twice")
+            out.append((name, weight))
+    if not out:
+        raise QueryError("a search needs at least one column")
+    return out
+
+
+def bm25(snap: Snapshot, column: str | Sequence[str], query: str, k: int, *,
+         mode: str = "or", filter_: Filter = None, pool: ThreadPoolExecutor | None = None
+         ) -> Hits:
+    """BM25 top-k over one column, or several (``'title^2,body'``: a weighted sum of each
+    column's BM25, see ``superfile.fts.scoring``)."""
     k = _check_k(k, snap)
-    q = parse_query(query)
     and_mode = mode.lower() == "and"
     if mode.lower() not in ("and", "or"):
         raise QueryError(f"mode must be 'and' or 'or', not {mode!r}")
+    columns = parse_columns(column)
+    if len(columns) > 1 or columns[0][1] != 1.0:
+        return _bm25_fields(snap, columns, query, k, and_mode, filter_, pool)
+    column = columns[0][0]
+    q = parse_query(query)
+    if not q.is_plain:
+        return _bm25_fields(snap, columns, query, k, and_mode, filter_, pool)
     files = _fts_files(snap, column)
     if filter_ is None and not q.prefixes and q.terms:
         # Without a filter or prefixes, what a query reads of each file is fixed by the
@@ -249,6 +282,49 @@ def bm25(snap: Snapshot, column: str, query: str, k: int, *, mode: str = "or",
         allow = snap.allowed(entry, filter_)
         local, scores = snap.fts(entry, column).search(
             q, k, mode=mode, floor=floor, stats=stats, allow=allow)
+        return i, entry, local, scores
+
+    _fan_out(candidates, run, top, pool, snap)
+    return top.hits(candidates)
+
+
+def _bm25_fields(snap: Snapshot, columns: list[tuple[str, float]], query: str, k: int,
+                 and_mode: bool, filter_: Filter, pool: ThreadPoolExecutor | None) -> Hits:
+    """Phrases, weights or several columns: every candidate file searched with table-wide
+    statistics per column, the k-th score so far handed on as a floor."""
+    names = [c for c, _ in columns]
+    fq = parse_fields(query, names)
+    files = _fts_files(snap, names[0])
+    for c in names[1:]:
+        _fts_files(snap, c)
+    live = {id(f) for f in files}
+    parts = []
+    for c, w in columns:
+        q = fq.per_field[c]
+        # Statistics cover phrase words too: a phrase's idf sums its words' idfs.
+        words = ParsedQuery(q.all_terms(), q.prefixes)
+        stats, _ = table_stats(snap, c, files, words)
+        parts.append((c, w, q, stats, words, TermBloom.hash_terms(list(words.terms))))
+
+    def keeps(f: FileEntry) -> bool:
+        # Any column that may hold any scored word keeps the file ('and' included: a
+        # clause may be met in another column).
+        return any(_bloom_keeps(snap, f, c, words, False, h)
+                   for c, _w, q, _s, words, h in parts if q.scored)
+
+    candidates = [f for f in snap.candidate_files(filter_) if id(f) in live and keeps(f)]
+    if k == 0 or not candidates:
+        return Hits.empty()
+    top = _TopK(k, larger_is_better=True)
+    candidates.sort(key=lambda f: -f.live_rows)
+
+    def run(i: int, entry: FileEntry, floor: float | None) -> tuple[int, FileEntry, np.ndarray,
+                                                                     np.ndarray]:
+        allow = snap.allowed(entry, filter_)
+        fields = [FieldSearch(snap.fts(entry, c), q, w, stats, fq.groups[c])
+                  for c, w, q, stats, _words, _h in parts]
+        local, scores, _ = search_fields(fields, k, and_mode=and_mode, floor=floor,
+                                         allow=allow, num_groups=fq.num_groups)
         return i, entry, local, scores
 
     _fan_out(candidates, run, top, pool, snap)
@@ -503,18 +579,23 @@ def vector(snap: Snapshot, column: str, query: Sequence[float] | np.ndarray, k: 
 
 def hybrid(snap: Snapshot, text_column: str, text: str, vector_column: str,
            query: Sequence[float] | np.ndarray, k: int, *, filter_: Filter = None,
-           pool: ThreadPoolExecutor | None = None) -> Hits:
-    """Reciprocal-rank fusion of BM25 and vector rankings: sum of 1 / (60 + rank)."""
+           pool: ThreadPoolExecutor | None = None, text_weight: float = 1.0,
+           vector_weight: float = 1.0) -> Hits:
+    """Weighted reciprocal-rank fusion of BM25 and vector rankings: the sum over the two
+    lists of ``weight / (60 + rank)``."""
+    weights = (float(text_weight), float(vector_weight))
+    if not all(w >= 0 and np.isfinite(w) for w in weights) or not any(weights):
+        raise QueryError(f"hybrid weights must be non-negative and not both 0, got {weights}")
     k = _check_k(k, snap)
     depth = max(k * 4, 50)
     lists = [bm25(snap, text_column, text, depth, filter_=filter_, pool=pool),
              vector(snap, vector_column, query, depth, filter_=filter_, pool=pool)]
     fused: dict[int, float] = {}
     where: dict[int, tuple[FileEntry, int]] = {}
-    for hits in lists:
+    for hits, weight in zip(lists, weights, strict=True):
         for rank, (fi, lo, i) in enumerate(zip(hits.file_index.tolist(), hits.local.tolist(),
                                                hits.ids.tolist(), strict=True)):
-            fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + rank + 1)
+            fused[i] = fused.get(i, 0.0) + weight / (RRF_K + rank + 1)
             where.setdefault(i, (hits.files[fi], lo))
     best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
     files: list[FileEntry] = []

@@ -6,11 +6,14 @@ named table, at planning time, and returns a relation of ``_id BIGINT``,
 ``score FLOAT`` and every user column of the table except vector columns (a vector
 column would only repeat bulky data the caller can join back on ``_id``).
 
-- ``bm25_search(table, column, query, k [, 'and'|'or'])``: BM25 score, higher is better,
-  rows in descending score order (ties by ascending ``_id``).
+- ``bm25_search(table, columns, query, k [, 'and'|'or'])``: BM25 score, higher is better,
+  rows in descending score order (ties by ascending ``_id``). ``columns`` is one column or
+  several with optional weights (``'title^2,body'``: a weighted sum of each column's
+  BM25); the query syntax (phrases, proximity, fields, boosts) is docs/search-syntax.md.
 - ``vector_search(table, column, vector, k [, nprobe])``: the distance, smaller is nearer.
-- ``hybrid_search(table, text_column, text, vector_column, vector, k)``: reciprocal-rank
-  fusion of the two rankings, higher is better.
+- ``hybrid_search(table, text_column, text, vector_column, vector, k [, text_weight,
+  vector_weight])``: reciprocal-rank fusion of the two rankings, each rank's share
+  multiplied by its list's weight (default 1 each), higher is better.
 - ``token_match(table, column, query [, 'and'|'or'])`` and
   ``exact_match(table, column, value)``: unranked; every live matching row in ascending
   ``_id`` order, with a NULL score.
@@ -145,7 +148,7 @@ def _clip(text: str, n: int = 60) -> str:
 @dataclass(frozen=True)
 class _Param:
     name: str
-    kind: str  # "text", "int", "mode", "vector"
+    kind: str  # "text", "int", "number", "mode", "vector"
     required: bool = True
 
 
@@ -167,6 +170,14 @@ def _argument(fn: str, param: _Param, scalar: Any) -> Any:
         except SqlPlanError as exc:
             raise SqlPlanError(f"{fn}: argument {param.name!r}: {exc}") from None
     value = scalar.as_py() if isinstance(scalar, pa.Scalar) else scalar
+    if param.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)):
+            raise SqlPlanError(f"{fn}: argument {param.name!r} must be a number, got {value!r}")
+        if not (np.isfinite(value) and value >= 0):
+            raise SqlPlanError(
+                f"{fn}: argument {param.name!r} must be a non-negative number, got {value}")
+        return float(value)
     if param.kind == "int":
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise SqlPlanError(
@@ -316,7 +327,9 @@ _SIGNATURES: dict[str, tuple[_Param, ...]] = {
     "vector_search": (_TABLE, _Param("column", "text"), _Param("vector", "vector"), _K,
                       _Param("nprobe", "int", required=False)),
     "hybrid_search": (_TABLE, _Param("text_column", "text"), _Param("text", "text"),
-                      _Param("vector_column", "text"), _Param("vector", "vector"), _K),
+                      _Param("vector_column", "text"), _Param("vector", "vector"), _K,
+                      _Param("text_weight", "number", required=False),
+                      _Param("vector_weight", "number", required=False)),
     "token_match": (_TABLE, _Param("column", "text"), _Param("query", "text"),
                     _Param("mode", "mode", required=False)),
     "exact_match": (_TABLE, _Param("column", "text"), _Param("value", "text")),
@@ -327,7 +340,7 @@ NAMES = frozenset(_SIGNATURES)
 
 def argument_kinds(name: str) -> list[tuple[str, str]]:
     """The ``(name, kind)`` of each argument the search table function ``name`` takes, in
-    order; kind is "text", "int", "mode" ('and' / 'or') or "vector". Empty for any other
+    order; kind is "text", "int", "number", "mode" ('and' / 'or') or "vector". Empty for any other
     name."""
     return [(p.name, p.kind) for p in _SIGNATURES.get(name.lower(), ())]
 
@@ -343,8 +356,11 @@ def _run(fn: str, snap: Snapshot, args: list[Any], pool: ThreadPoolExecutor | No
         hits = search.vector(snap, column, vec, k, nprobe=rest[0] if rest else None, pool=pool)
         return search.materialize(snap, hits, columns)
     if fn == "hybrid_search":
-        _, text_column, text, vector_column, vec, k = args
-        hits = search.hybrid(snap, text_column, text, vector_column, vec, k, pool=pool)
+        _, text_column, text, vector_column, vec, k, *weights = args
+        tw = weights[0] if weights else 1.0
+        vw = weights[1] if len(weights) > 1 else 1.0
+        hits = search.hybrid(snap, text_column, text, vector_column, vec, k, pool=pool,
+                             text_weight=tw, vector_weight=vw)
         return search.materialize(snap, hits, columns)
     if fn == "token_match":
         _, column, query, *rest = args
@@ -382,7 +398,14 @@ def _validate(fn: str, snap: Snapshot, args: list[Any]) -> None:
     if "score" in snap.schema.names:
         raise SqlPlanError(f"{fn}: table {snap.name!r} has a column named 'score', which the "
                            "result's own score column would clash with")
-    if fn in ("bm25_search", "token_match"):
+    if fn == "bm25_search":
+        try:
+            columns = search.parse_columns(args[1])
+        except QueryError as exc:
+            raise SqlPlanError(f"{fn}: {exc}") from None
+        for column, _w in columns:
+            _check_column(fn, snap, column, "fts")
+    elif fn == "token_match":
         _check_column(fn, snap, args[1], "fts")
     elif fn == "vector_search":
         _check_column(fn, snap, args[1], "vector")

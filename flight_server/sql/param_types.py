@@ -424,6 +424,8 @@ class _Reader:
             return _Guess(pa.int64(), "1")
         if kind == "int":
             return _Guess(pa.int64(), "0")
+        if kind == "number":
+            return _Guess(pa.float64(), "1.0")
         if kind == "mode":
             return _Guess(pa.string(), "'or'")
         if kind == "vector":

@@ -3,7 +3,9 @@
 Tokens come from the shared tokenizer; term ids from ``dictionary_encode`` ranked by a
 byte-order sort of the unique terms; postings from a compiled counting sort by term id
 (tokens are already in row order, so each term's postings come out doc-sorted), with
-duplicate (term, doc) pairs collapsed into term frequencies.
+duplicate (term, doc) pairs collapsed into term frequencies. The same stable sort carries
+each token's position in its document, so every posting's positions come out ascending
+and in posting order for the positions section.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from numba import njit
 
 from superfile.fts import format as fmt
 from superfile.fts.codec import _CRC_TABLE, _crc32c_tab, _put_u32, encode_postings
+from superfile.fts.positions import encode_positions
 from superfile.fts.tokenizer import split_column
 
 __all__ = ["FtsColumnStats", "build_fts_index"]
@@ -34,7 +37,7 @@ class FtsColumnStats:
 
 
 @njit(cache=True)
-def _group_postings(term_ids, doc_ids, n_terms):
+def _group_postings(term_ids, doc_ids, positions, n_terms):
     counts = np.zeros(n_terms + 1, np.int64)
     for i in range(len(term_ids)):
         t = term_ids[i]
@@ -45,10 +48,12 @@ def _group_postings(term_ids, doc_ids, n_terms):
     total = counts[n_terms]
     cursor = counts[:-1].copy()
     sorted_docs = np.empty(total, np.uint32)
+    sorted_pos = np.empty(total, np.int64)
     for i in range(len(term_ids)):
         t = term_ids[i]
         if t >= 0:
             sorted_docs[cursor[t]] = doc_ids[i]
+            sorted_pos[cursor[t]] = positions[i]
             cursor[t] += 1
     p_doc = np.empty(total, np.uint32)
     p_tf = np.empty(total, np.uint32)
@@ -66,7 +71,7 @@ def _group_postings(term_ids, doc_ids, n_terms):
                 n += 1
                 prev = d
         term_start[t + 1] = n
-    return term_start, p_doc[:n], p_tf[:n]
+    return term_start, p_doc[:n], p_tf[:n], sorted_pos
 
 
 @njit(cache=True)
@@ -150,11 +155,19 @@ def build_fts_index(texts: pa.Array | pa.ChunkedArray) -> tuple[bytes, FtsColumn
     nonempty = term_ids >= 0
     doc_len = np.bincount(parents[nonempty], minlength=num_docs).astype(np.int64)
     total_tokens = int(doc_len.sum())
-    term_start, p_doc, p_tf = _group_postings(term_ids, parents, n_terms)
+    # A token's position is its rank among its document's non-empty tokens.
+    doc_start = np.zeros(num_docs + 1, np.int64)
+    np.cumsum(doc_len, out=doc_start[1:])
+    before = np.cumsum(nonempty) - nonempty  # non-empty tokens ahead of each piece
+    positions = before - doc_start[parents] if len(parents) else np.zeros(0, np.int64)
+    term_start, p_doc, p_tf, sorted_pos = _group_postings(term_ids, parents, positions, n_terms)
     dfs = np.diff(term_start)
     p_dl = doc_len[p_doc].astype(np.uint32)
     avgdl = total_tokens / num_docs if num_docs else 0.0
     postings, post_off, post_crc = encode_postings(term_start, p_doc, p_tf, p_dl, avgdl)
+    pos_data, pos_off, pos_crc = encode_positions(term_start, p_tf, sorted_pos, _CRC_TABLE)
+    positions_section = np.concatenate([
+        pos_off.astype("<u8").view(np.uint8), pos_crc.astype("<u4").view(np.uint8), pos_data])
 
     term_data, term_offs = _string_buffers(terms)
     dict_bytes, block_off, block_crc = _encode_dict(
@@ -185,7 +198,7 @@ def build_fts_index(texts: pa.Array | pa.ChunkedArray) -> tuple[bytes, FtsColumn
     header_len = fmt.FIXED_END + len(dict_index)
     sections = []
     pos = header_len
-    for data in (dict_bytes, postings, doclens):
+    for data in (dict_bytes, postings, doclens, positions_section):
         sections.append(fmt.SECTION.pack(pos, len(data), _crc(data)))
         pos += len(data)
     header_body = b"".join([
@@ -199,7 +212,7 @@ def build_fts_index(texts: pa.Array | pa.ChunkedArray) -> tuple[bytes, FtsColumn
         fmt.MAGIC, fmt.VERSION, 0, header_len, crc32c.crc32c(header_body)
     )
     blob = b"".join([preamble, header_body, dict_bytes.tobytes(), postings.tobytes(),
-                     doclens.tobytes()])
+                     doclens.tobytes(), positions_section.tobytes()])
     stats = FtsColumnStats(
         num_docs=num_docs, total_tokens=total_tokens, terms=terms,
         doc_freqs=dfs.astype(np.int64),

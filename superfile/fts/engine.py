@@ -121,6 +121,9 @@ def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, 
                hs, hd, hf, hl, hn, id_base, ids, i_off, file_i, tied, D, TF, DL):
     """Adds one file's matches to the heap ``(hs, hd, hf, hl)`` holding ``hn`` entries.
 
+    ``avgdl[t]`` and ``file_avgdl[t]`` are term ``t``'s scoring and in-file average
+    lengths (terms of different columns differ).
+
     Heap ids are ``ids[i_off + doc]``, or ``id_base + doc`` when ``i_off`` is negative;
     with ``tied`` scores enter rounded to float32.
     Returns (entries, blocks decoded, corrupt flag).
@@ -176,7 +179,8 @@ def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, 
         total = 0.0
         for i in range(na):
             t = act[i]
-            u = block_bound(buf, t_base[t] + blk[t] * 36, idf[t], k1, b, avgdl, file_avgdl)
+            u = block_bound(buf, t_base[t] + blk[t] * 36, idf[t], k1, b, avgdl[t],
+                            file_avgdl[t])
             ubs[i] = u
             total += u
         if total <= theta:
@@ -241,7 +245,7 @@ def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, 
                     if not skip:
                         p = pos[t]
                         partial += _tscore(idf[t], np.float64(TF[t, p]), np.float64(DL[t, p]),
-                                           k1, b, avgdl)
+                                           k1, b, avgdl[t])
                         got |= gmask[t]
                     pos[t] += 1
             if skip:
@@ -269,7 +273,7 @@ def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, 
                         tf, dl = TF[t, p], DL[t, p]
                     else:
                         tf, dl = posting_tf_dl(buf, t_base[t], t_nb[t], blk[t], p)
-                    partial += _tscore(idf[t], np.float64(tf), np.float64(dl), k1, b, avgdl)
+                    partial += _tscore(idf[t], np.float64(tf), np.float64(dl), k1, b, avgdl[t])
                     got |= gmask[t]
                 elif and_mode and solo[t]:
                     ok = False
@@ -363,6 +367,8 @@ def table_topk(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, solo_q, required, a
     TF = np.empty((max_t, 128), np.int64)
     DL = np.empty((max_t, 128), np.int64)
     idf = np.empty(max_t, np.float64)
+    t_avg = np.full(max_t, avgdl, np.float64)
+    t_favg = np.empty(max_t, np.float64)
     gm = np.empty(max_t, np.int64)
     so = np.empty(max_t, np.bool_)
     hn = 0
@@ -381,9 +387,11 @@ def table_topk(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, solo_q, required, a
             covered |= gm[i]
         if and_mode and covered != required:
             continue
+        t_favg[:n] = f_avgdl[f]
         hn, dec, bad = _file_topk(buf, t_base[s:s + n], t_nb[s:s + n], idf[:n], gm[:n], so[:n],
                                   required, and_mode, f_driver[f], k, floor, masks, f_moff[f],
-                                  f_moff[f] >= 0, k1, b, avgdl, f_avgdl[f], hs, hd, hf, hl, hn,
+                                  f_moff[f] >= 0, k1, b, t_avg[:n], t_favg[:n], hs, hd, hf, hl,
+                                  hn,
                                   f_idbase[f], ids, f_ioff[f], f, True, D, TF, DL)
         decoded += dec
         if bad:

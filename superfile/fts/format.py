@@ -1,4 +1,8 @@
-"""Byte layout of one column's full-text blob (version 1), shared by builder and reader.
+"""Byte layout of one column's full-text blob, shared by builder and reader.
+
+Version 2 (written now) adds a fourth section, ``positions`` (see ``positions``), after
+the three of version 1, which readers still open: a version 1 blob has no word
+positions, so phrase and proximity clauses over it are refused with a ``QueryError``.
 
 All integers are little endian. The blob is::
 
@@ -7,6 +11,7 @@ All integers are little endian. The blob is::
     dict      dictionary blocks of up to DICT_BLOCK_TERMS sorted terms each
     postings  every term's postings (see ``codec``), in term order
     doclens   one unsigned integer of ``doclen_width`` bytes per document
+    positions (version 2) term offsets, term CRCs and each term's word positions
 
 ``header_crc`` covers bytes ``[16, header_len)``. Each section entry carries the section's
 offset (from the blob start), length and CRC-32C; the dictionary index carries each
@@ -25,11 +30,25 @@ import struct
 import numpy as np
 
 MAGIC = b"QFTS"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 PREAMBLE = struct.Struct("<4sHHII")
 HEADER_FIXED = struct.Struct("<IIQIHHB7x")
 SECTION = struct.Struct("<QQI4x")
-SECTION_NAMES = ("dict", "postings", "doclens")
+SECTION_NAMES_V1 = ("dict", "postings", "doclens")
+SECTION_NAMES = ("dict", "postings", "doclens", "positions")
 DICT_BLOCK_TERMS = 128
 DIR_ENTRY = np.dtype([("df", "<u4"), ("off", "<u8"), ("len", "<u4"), ("crc", "<u4")])
-FIXED_END = PREAMBLE.size + HEADER_FIXED.size + SECTION.size * len(SECTION_NAMES)
+
+
+def section_names(version: int) -> tuple[str, ...]:
+    return SECTION_NAMES_V1 if version == 1 else SECTION_NAMES
+
+
+def fixed_end(version: int) -> int:
+    """Where the dictionary index starts in a header of ``version``."""
+    return PREAMBLE.size + HEADER_FIXED.size + SECTION.size * len(section_names(version))
+
+
+FIXED_END = fixed_end(VERSION)
+FIXED_END_MIN = fixed_end(1)

@@ -25,9 +25,9 @@ import pyarrow as pa
 from superfile.errors import CorruptFileError, QueryError, SuperfileError, UnsupportedVersionError
 from superfile.fts import format as fmt
 from superfile.fts.codec import validate_term
-from superfile.fts.engine import K1, B, topk_kernel
 from superfile.fts.match import kway_union, mark_term, probe_term, term_docs
-from superfile.fts.query import ParsedQuery, parse_query
+from superfile.fts.positions import phrase_docs
+from superfile.fts.query import ParsedQuery, Phrase, parse_query
 from superfile.fts.stats import CollectionStats
 from superfile.ranges import RangeReader, read_many
 
@@ -50,6 +50,7 @@ class _Term:
     off: int  # offset of the postings inside the postings section
     length: int
     crc: int
+    ordinal: int = -1  # rank in the dictionary (positions are found by it)
 
 
 @dataclass
@@ -74,8 +75,11 @@ def _u8(data: Any) -> np.ndarray:
 class FtsIndexReader:
     """A BM25 index over one column of one file; doc ids are the file's row indexes."""
 
-    def __init__(self, source: RangeReader, header: memoryview) -> None:
+    def __init__(self, source: RangeReader, header: memoryview, version: int = fmt.VERSION
+                 ) -> None:
         self._source = source
+        self.version = version
+        self.has_positions = version >= 2
         self._lock = threading.Lock()
         fixed = fmt.HEADER_FIXED.unpack_from(header, fmt.PREAMBLE.size)
         (self.num_docs, self.num_terms, self.total_tokens, nblocks, self._per_block,
@@ -87,7 +91,7 @@ class FtsIndexReader:
         self._sections: dict[str, tuple[int, int, int]] = {}
         pos = fmt.PREAMBLE.size + fmt.HEADER_FIXED.size
         expect = len(header)
-        for name in fmt.SECTION_NAMES:
+        for name in fmt.section_names(version):
             off, length, crc = fmt.SECTION.unpack_from(header, pos)
             pos += fmt.SECTION.size
             if off != expect or off + length > size:
@@ -98,7 +102,12 @@ class FtsIndexReader:
             raise CorruptFileError("full-text doc-length section has the wrong size")
         if nblocks != (self.num_terms + self._per_block - 1) // self._per_block:
             raise CorruptFileError("full-text dictionary block count disagrees with term count")
-        index = _u8(header)[fmt.FIXED_END:]
+        if self.has_positions:
+            plen = self._sections["positions"][1]
+            self._pos_data = 8 * (self.num_terms + 1) + 4 * self.num_terms
+            if plen < self._pos_data:
+                raise CorruptFileError("full-text positions section is truncated")
+        index = _u8(header)[fmt.fixed_end(version):]
         need = 8 * (nblocks + 1) + 4 * nblocks + 4 * (nblocks + 1)
         if len(index) < need:
             raise CorruptFileError("full-text dictionary index is truncated")
@@ -124,6 +133,7 @@ class FtsIndexReader:
         self._blocks: dict[int, _DictBlock] = {}
         self._term_cache: dict[str, _Term | None] = {}
         self._postings_cache: dict[str, _Postings] = {}
+        self._positions_cache: dict[str, tuple[np.ndarray, int, int]] = {}
         self._resident: dict[str, np.ndarray] = {}
         self._doc_lens: np.ndarray | None = None
         self.last_search_blocks_decoded = 0
@@ -136,25 +146,25 @@ class FtsIndexReader:
         """Opens a blob lazily (two small reads); ``verify`` checks and keeps every section."""
         try:
             size = source.size()
-            if size < fmt.FIXED_END:
+            if size < fmt.FIXED_END_MIN:
                 raise CorruptFileError(f"full-text blob of {size} bytes is truncated")
             head = memoryview(source.read(0, min(size, _FIRST_READ))).cast("B")
             magic, version, flags, header_len, header_crc = fmt.PREAMBLE.unpack_from(head, 0)
             if magic != fmt.MAGIC:
                 raise CorruptFileError("not a full-text index blob (bad magic)")
-            if version != fmt.VERSION:
+            if version not in fmt.VERSIONS:
                 raise UnsupportedVersionError(f"full-text index version {version} is unsupported")
             if flags != 0:
                 # No flags are defined; anything else is damage or a newer writer.
                 raise CorruptFileError(f"full-text index has unknown flags {flags:#x}")
-            if header_len < fmt.FIXED_END or header_len > size:
+            if header_len < fmt.fixed_end(version) or header_len > size:
                 raise CorruptFileError("full-text header length is out of range")
             if header_len > len(head):
                 head = memoryview(source.read(0, header_len)).cast("B")
             header = head[:header_len]
             if crc32c.crc32c(header[fmt.PREAMBLE.size :]) != header_crc:
                 raise CorruptFileError("full-text header checksum mismatch")
-            reader = cls(source, header)
+            reader = cls(source, header, version)
             if verify:
                 reader._load_all()
             return reader
@@ -223,7 +233,8 @@ class FtsIndexReader:
             i = bisect.bisect_left(block.terms, term)
             if i < len(block.terms) and block.terms[i] == term:
                 e = block.entries[i]
-                found = _Term(int(e["df"]), int(e["off"]), int(e["len"]), int(e["crc"]))
+                found = _Term(int(e["df"]), int(e["off"]), int(e["len"]), int(e["crc"]),
+                              j * self._per_block + i)
         with self._lock:
             if len(self._term_cache) >= _TERM_CACHE_LIMIT:
                 self._term_cache.clear()
@@ -364,6 +375,106 @@ class FtsIndexReader:
             self._doc_lens = data.view(f"<u{self._dl_width}").astype(np.int64)
         return self._doc_lens
 
+    # ---------------------------------------------------------------- positions
+
+    def _positions(self, terms: list[str]) -> dict[str, tuple[np.ndarray, int, int]]:
+        """(buffer, start, end) of each present term's positions, read in one batch."""
+        cache = self._positions_cache
+        found = {t: cache[t] for t in terms if t in cache}
+        missing = [(t, e) for t in terms if t not in found
+                   for e in [self._lookup(t)] if e is not None]
+        if not missing:
+            return found
+        sec_off, sec_len, _sec_crc = self._sections["positions"]
+        nt = self.num_terms
+        if "positions" in self._resident:
+            section = self._resident["positions"]
+            table = [(section[8 * e.ordinal: 8 * e.ordinal + 16],
+                      section[8 * (nt + 1) + 4 * e.ordinal: 8 * (nt + 1) + 4 * e.ordinal + 4])
+                     for _, e in missing]
+        else:
+            reads = []
+            for _, e in missing:
+                reads.append((sec_off + 8 * e.ordinal, 16))
+                reads.append((sec_off + 8 * (nt + 1) + 4 * e.ordinal, 4))
+            datas = read_many(self._source, reads)
+            table = [(_u8(datas[2 * i]), _u8(datas[2 * i + 1])) for i in range(len(missing))]
+        spans = []
+        for (t, _e), (offs, crc) in zip(missing, table, strict=True):
+            a, b = (int(x) for x in np.frombuffer(offs, "<u8"))
+            if a > b or self._pos_data + b > sec_len:
+                raise CorruptFileError(f"positions of term {t!r} lie outside their section")
+            spans.append((t, a, b, int(np.frombuffer(crc, "<u4")[0])))
+        if "positions" in self._resident:
+            bufs = [(self._resident["positions"], self._pos_data + a, self._pos_data + b)
+                    for _, a, b, _ in spans]
+        else:
+            datas = read_many(self._source, [(sec_off + self._pos_data + a, b - a)
+                                             for _, a, b, _ in spans])
+            bufs = []
+            for (t, _a, _b, crc), d in zip(spans, datas, strict=True):
+                if crc32c.crc32c(d) != crc:
+                    raise CorruptFileError(f"positions of term {t!r} checksum mismatch")
+                bufs.append((_u8(d), 0, len(d)))
+        for (t, *_), ref in zip(spans, bufs, strict=True):
+            with self._lock:
+                if len(cache) >= _TERM_CACHE_LIMIT:
+                    cache.clear()
+                cache[t] = ref
+            found[t] = ref
+        return found
+
+    def phrase_matches(self, phrase: Phrase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(doc ids, phrase frequency, document length) of every document matching
+        ``phrase``, ascending by doc id (int64 each). See ``positions`` for what matches."""
+        return self._wrap(self._phrase_matches, phrase)
+
+    def _phrase_args(self, phrase: Phrase) -> tuple | None:
+        """The phrase kernels' first ten arguments, or None when a term is absent."""
+        if not self.has_positions:
+            raise QueryError(
+                "phrase and proximity queries need word positions, which this file's "
+                f"full-text index (format {self.version}) does not hold; rewrite the file "
+                "(optimize the table) to search phrases")
+        uniq = list(dict.fromkeys(phrase.tokens))
+        refs = dict(self._postings(uniq))
+        if len(refs) < len(uniq):
+            return None
+        pos = self._positions(uniq)
+        toks = phrase.tokens
+        rs = [refs[t] for t in toks]
+        if len({id(r.buf) for r in rs}) == 1:
+            pbuf, p_base = rs[0].buf, np.array([r.base for r in rs], np.int64)
+        else:
+            pbuf, p_base = _pack([(r.buf, r.base, r.length) for r in rs])
+        ps = [pos[t] for t in toks]
+        if len({id(p[0]) for p in ps}) == 1:
+            qbuf = ps[0][0]
+            q_base = np.array([p[1] for p in ps], np.int64)
+            q_end = np.array([p[2] for p in ps], np.int64)
+        else:
+            qbuf, q_base = _pack([(b, a, e - a) for b, a, e in ps])
+            q_end = q_base + np.array([e - a for _, a, e in ps], np.int64)
+        driver = int(np.argmin([r.df for r in rs]))
+        return (pbuf, p_base, np.array([r.nb for r in rs], np.int64),
+                np.array([r.df for r in rs], np.int64), qbuf, q_base, q_end, phrase.slop,
+                driver, max(self._max_doc_len(), 1))
+
+    def _phrase_matches(self, phrase: Phrase) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        empty = np.zeros(0, np.int64)
+        args = self._phrase_args(phrase)
+        if args is None:
+            return empty, empty, empty
+        docs, freqs, lens, ok = phrase_docs(*args)
+        if not ok:
+            raise CorruptFileError(
+                f"positions of the phrase {' '.join(phrase.tokens)!r} are malformed")
+        return docs, freqs, lens
+
+    def _max_doc_len(self) -> int:
+        # No document is longer than the file's token count (from the checked header).
+        return int(self.total_tokens)
+
     # ------------------------------------------------------------------ queries
 
     @staticmethod
@@ -409,7 +520,8 @@ class FtsIndexReader:
 
         ``mode`` 'or' matches any term, 'and' all (a prefix is satisfied by any of its
         expansions, capped at ``MAX_PREFIX_EXPANSION`` most frequent terms). Excluded terms
-        remove documents. Only scores strictly above ``floor`` are returned. ``stats``
+        remove documents. Phrases score by their frequency (see ``scoring``); a file
+        without positions refuses them. Only scores strictly above ``floor`` are returned. ``stats``
         replaces this file's N, avgdl and dfs; ``allow`` (a ``pyroaring.BitMap`` of doc
         ids) restricts ranking to those documents.
         """
@@ -417,7 +529,7 @@ class FtsIndexReader:
         and_mode = _check_mode(mode)
         if not isinstance(k, (int, np.integer)) or k < 0:
             raise QueryError(f"k must be a non-negative integer, got {k!r}")
-        if not q.terms and not q.prefixes:
+        if not q.scored:
             raise QueryError("a full-text query needs at least one term that is not excluded")
         empty = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
         k = min(int(k), self.num_docs)
@@ -426,77 +538,12 @@ class FtsIndexReader:
         return self._wrap(self._search, q, k, and_mode, floor, stats, allow)
 
     def _search(self, q, k, and_mode, floor, stats, allow):
-        empty = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
-        groups = self._groups(q)
-        if len(groups) > _MAX_GROUPS:
-            raise QueryError(f"a full-text query takes at most {_MAX_GROUPS} terms and prefixes")
-        if len(groups) == 1:
-            and_mode = False  # one group: any member satisfies it, exactly as OR ranks
-        term_bits: dict[str, int] = {}
-        for g, members in enumerate(groups):
-            for t in members:
-                term_bits[t] = term_bits.get(t, 0) | (1 << g)
-        terms = list(term_bits)
-        pairs = self._postings(terms)
-        present = [t for t, _ in pairs]
-        refs = [r for _, r in pairs]
-        if and_mode:
-            covered = 0
-            for t in present:
-                covered |= term_bits[t]
-            if covered != (1 << len(groups)) - 1:
-                return empty
-        if not present:
-            return empty
-        if stats is not None:
-            n_docs, avgdl = float(stats.num_docs), float(stats.avg_doc_len)
-            try:
-                dfs = np.array([stats.doc_freqs[t] for t in present], np.float64)
-            except KeyError as exc:
-                raise QueryError(
-                    f"collection statistics have no document frequency for term {exc.args[0]!r}"
-                ) from None
-        else:
-            n_docs, avgdl = float(self.num_docs), self.avg_doc_len
-            dfs = np.array([r.df for r in refs], np.float64)
-        if not avgdl > 0:
-            avgdl = 1.0
-        if np.any(dfs > n_docs) or np.any(dfs < 0):
-            raise QueryError("collection statistics have a document frequency outside [0, N]")
-        idf = np.log1p((n_docs - dfs + 0.5) / (dfs + 0.5))
-        mask = self._exclusion_mask(q, allow)
-        if len(refs) == 1 or "postings" in self._resident:
-            buf = refs[0].buf
-            bases = np.array([r.base for r in refs], np.int64)
-        else:
-            buf = np.concatenate([r.buf for r in refs])
-            bases = np.zeros(len(refs), np.int64)
-            np.cumsum([len(r.buf) for r in refs[:-1]], out=bases[1:])
-        nbs = np.array([r.nb for r in refs], np.int64)
-        gmask = np.array([term_bits[t] for t in present], np.int64)
-        required = (1 << len(groups)) - 1
-        driver = 0
-        if and_mode:
-            # Candidates come from the group with the fewest postings.
-            sizes = [sum(r.df for t, r in pairs if term_bits[t] >> g & 1)
-                     for g in range(len(groups))]
-            driver = 1 << int(np.argmin(sizes))
-        solo = np.zeros(len(present), np.bool_)
-        for members in groups:
-            if len(members) == 1 and members[0] in present:
-                solo[present.index(members[0])] = True
-        theta = -np.inf if floor is None else float(floor)
-        n, hs, hd, decoded, corrupt = topk_kernel(
-            buf, bases, nbs, idf, gmask, solo, required, and_mode, driver, k, theta,
-            mask if mask is not None else _NO_MASK, mask is not None, K1, B, avgdl,
-            self.avg_doc_len if self.avg_doc_len > 0 else 1.0,
-        )
-        self.last_search_blocks_decoded = int(decoded)
-        if corrupt:
-            raise CorruptFileError("full-text postings failed to decode")
-        scores, docs = hs[:n], hd[:n]
-        order = np.lexsort((docs, -scores))
-        return docs[order].astype(np.uint32), scores[order].astype(np.float32)
+        from superfile.fts.scoring import FieldSearch, search_fields
+
+        docs, scores, decoded = search_fields([FieldSearch(self, q, 1.0, stats)], k,
+                                              and_mode=and_mode, floor=floor, allow=allow)
+        self.last_search_blocks_decoded = decoded
+        return docs, scores
 
     def token_match(self, query: str | ParsedQuery, mode: str = "or") -> np.ndarray:
         """Sorted uint32 ids of documents matching any ('or') or all ('and') query groups."""
@@ -545,6 +592,17 @@ def _check_mode(mode: str) -> bool:
     if m not in ("or", "and"):
         raise QueryError(f"mode must be 'or' or 'and', got {mode!r}")
     return m == "and"
+
+
+def _pack(parts: list[tuple[np.ndarray, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Copies ``buf[start:start + length]`` of each part into one buffer; their bases."""
+    lengths = np.array([n for _, _, n in parts], np.int64)
+    bases = np.zeros(len(parts), np.int64)
+    np.cumsum(lengths[:-1], out=bases[1:])
+    out = np.empty(int(lengths.sum()), np.uint8)
+    for (buf, start, n), at in zip(parts, bases.tolist(), strict=True):
+        out[at:at + n] = buf[start:start + n]
+    return out, bases
 
 
 def _strings(data: np.ndarray, offs: np.ndarray) -> list[str]:

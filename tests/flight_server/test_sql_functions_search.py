@@ -77,6 +77,9 @@ def _same_hits(got: pa.Table, want: pa.Table) -> None:
 @pytest.mark.parametrize(("column", "query", "mode"), [
     ("body", "rust", None), ("body", "rust async -python", "or"),
     ("body", "rust python", "and"), ("title", "zanzibar", "or"), ("body", "pars*", "OR"),
+    ("body", '"rust python"', "or"), ("body", '"rust python"~2 -json', "or"),
+    ("title^2,body", "rust python", "or"), ("title,body^0.5", 'title:rust "json http"', "or"),
+    ("title,body", "rust python", "and"),
 ])
 def test_bm25_search_equals_table_api(docs, column, query, mode) -> None:
     table, ctx = docs
@@ -116,6 +119,24 @@ def test_hybrid_search_equals_table_api(docs) -> None:
     _same_hits(got, want)
     scores = got.column("score").to_numpy()
     assert np.all(np.diff(scores) <= 0), "fused scores come best first"
+
+
+def test_weighted_hybrid_search_equals_the_weighted_fusion(docs) -> None:
+    from supertable import search
+
+    table, ctx = docs
+    q = np.random.default_rng(3).standard_normal(DIM).astype(np.float32)
+    snap = table.snapshot()
+    for tw, vw in ((1.0, 0.0), (2.0, 0.5)):
+        got = _sql(ctx, f"SELECT * FROM hybrid_search('docs', 'body', 'json parser', 'emb', "
+                        f"'{_vec_text(q)}', 10, {tw}, {vw})")
+        hits = search.hybrid(snap, "body", "json parser", "emb", q, 10, text_weight=tw,
+                             vector_weight=vw)
+        assert got.column("_id").to_pylist() == hits.ids.tolist()
+    text_only = _sql(ctx, f"SELECT _id FROM hybrid_search('docs', 'body', 'json parser', "
+                          f"'emb', '{_vec_text(q)}', 10, 1, 0)")
+    bm = table.bm25_search("body", "json parser", 10)
+    assert text_only.column("_id").to_pylist() == bm.column("_id").to_pylist()
 
 
 @pytest.mark.parametrize(("query", "mode"), [("rust async", "and"), ("json http", "or"),

@@ -358,3 +358,56 @@ def test_dnf_filtered_token_match_is_the_same_whichever_way_the_filter_is_checke
         want = oracle.ids[oracle.reader.token_match("body", query, mode)]
         got = table.token_match("body", query, mode, filter_=filter_)
         np.testing.assert_array_equal(got, np.sort(want[np.isin(want, passing)]))
+
+
+RICH_QUERIES = [
+    ("body", '"rust python"', "or"),
+    ("body", '"rust python"~2 json', "or"),
+    ("body", '"fast parser" -"http client"', "or"),
+    ("body", 'rust^3 "data tool"^2', "and"),
+    ("title^2,body", "rust python", "or"),
+    ("title,body^0.5", 'title:rust^2 body:"fast json"', "or"),
+    ("title^1.5,body", "rust python", "and"),
+    ("body,title", '"search engine" -body:zebra', "or"),
+]
+
+
+def _oracle_fields(oracle: Oracle, columns: str, query: str, mode: str) -> dict[int, float]:
+    from superfile.fts.query import parse_fields
+    from superfile.fts.scoring import FieldSearch, search_fields
+    from supertable.search import parse_columns
+
+    cols = parse_columns(columns)
+    fq = parse_fields(query, [c for c, _ in cols])
+    fields = [FieldSearch(oracle.reader.fts(c), fq.per_field[c], w, None, fq.groups[c])
+              for c, w in cols]
+    local, scores, _ = search_fields(fields, len(oracle.ids), and_mode=mode == "and",
+                                     num_groups=fq.num_groups)
+    return dict(zip(oracle.ids[local].tolist(), scores.tolist(), strict=True))
+
+
+def test_phrase_boost_and_multi_column_bm25_across_files_scores_like_one_file(built):
+    """The one-file scorer is checked against brute force in tests/superfile; here the
+    table's statistics and fan-out must reproduce it over the live rows."""
+    table, oracle = built
+    for columns, query, mode in RICH_QUERIES:
+        expected = _oracle_fields(oracle, columns, query, mode)
+        assert expected, f"{query!r} should match something"
+        for k in (1, 5, 1000):
+            got = table.bm25_search(columns, query, k, mode=mode, columns=[])
+            _assert_topk_equal(got, expected, k, f"{columns}:{query!r}/{mode} k={k}")
+
+
+def test_weighted_hybrid_fuses_ranks_by_weight(built):
+    table, _oracle = built
+    q = np.ones(DIM, np.float32)
+    text_only = table.hybrid_search("body", "rust python", "emb", q, 10, columns=[])
+    weighted = table.snapshot()
+    from supertable import search as s
+
+    hits = s.hybrid(weighted, "body", "rust python", "emb", q, 10, vector_weight=0.0)
+    bm = s.bm25(weighted, "body", "rust python", 10)
+    assert hits.ids.tolist() == bm.ids.tolist()
+    assert len(text_only) == 10
+    with pytest.raises(Exception, match="weights"):
+        s.hybrid(weighted, "body", "rust", "emb", q, 10, text_weight=0, vector_weight=0)
