@@ -101,7 +101,8 @@ def _manifest_files(folder: Folder, doc: dict[str, Any], snapshot_id: int) -> li
 
 def _previous(folder: Folder, state: tuple[int, dict[str, Any]] | None) -> Previous | None:
     current = _current(state)
-    if state is None or current == 0:
+    if state is None or current == 0 or state[1].get("location") != folder.location:
+        # No snapshot, or the folder was copied or moved: every path in it is elsewhere.
         return None
     try:
         quiver = commit.read_manifest(folder.store, folder.prefix, current)

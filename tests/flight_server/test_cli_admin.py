@@ -64,6 +64,14 @@ def test_describe_shows_columns_indexes_rows_files_and_version(root: Path, capsy
         assert expected in out
 
 
+def test_describe_shows_the_current_iceberg_metadata_file(root: Path, capsys) -> None:
+    assert main(["describe", "docs", "--root", str(root)]) == 0
+    out = "".join(capsys.readouterr().out.split())
+    hint = next(root.glob("tables/docs-*/metadata/version-hint.text"))
+    newest = hint.parent / f"v{hint.read_text().strip()}.metadata.json"
+    assert f"icebergmetadata:{newest.as_uri()}" in out
+
+
 def test_describe_of_an_unknown_table_is_one_line(root: Path, capsys) -> None:
     assert main(["describe", "nope", "--root", str(root)]) == 1
     err = capsys.readouterr().err
