@@ -1,10 +1,11 @@
 """One table version as an Iceberg snapshot: its delete files, manifests and manifest list.
 
-Data files are grouped by the version that added them (``FileEntry.added_in``),
-one data manifest and at most one delete manifest per group. A group whose files
-(and their tombstone counts) are the same as in the previous snapshot keeps its
-manifests: an append writes one new data manifest, a delete rewrites only the
-delete manifests of the groups it touched, and unchanged groups cost nothing.
+Each manifest covers the files added in a range of versions (``FileEntry.added_in``;
+the range is in its name), data files and delete files in separate manifests. A
+manifest whose range holds the same files (and tombstone counts) as in the previous
+snapshot is listed again as it is: an append writes one new data manifest, a delete
+rewrites only the delete manifests of the ranges it touched. Past ``MAX_MANIFESTS``
+manifests of a kind they are merged into one, so readers open few manifests.
 
 Tombstones become position delete files (Parquet), one per data file and
 tombstone set, named after the data file and the number of rows it has
@@ -57,7 +58,9 @@ DELETES_DIR = f"{METADATA_DIR}/deletes"
 # Field ids the Iceberg spec reserves for the columns of position delete files.
 FILE_PATH_ID = 2147483546
 POS_ID = 2147483545
-_MANIFEST_NAME = re.compile(r"m(\d+)-[0-9a-f]+-(data|deletes)-g(\d+)\.avro$")
+_MANIFEST_NAME = re.compile(r"m(\d+)-[0-9a-f]+-(data|deletes)-g(\d+)-(\d+)\.avro$")
+# Manifests of one kind a snapshot lists at most before they are merged into one.
+MAX_MANIFESTS = 8
 _DELETE_SCHEMA = pa.schema([
     pa.field("file_path", pa.string(), nullable=False,
              metadata={b"PARQUET:field_id": str(FILE_PATH_ID).encode()}),
@@ -113,18 +116,11 @@ class _DeleteManifestWriter(ManifestWriterV2):
         return {**super()._meta, "content": "deletes"}
 
 
-def group_of(manifest_path: str) -> tuple[str, int] | None:
-    """``(kind, group)`` of a manifest this module wrote, from its name."""
+def group_of(manifest_path: str) -> tuple[str, tuple[int, int]] | None:
+    """``(kind, (first, last))``: the kind and ``added_in`` range of a manifest this module
+    wrote, from its name."""
     m = _MANIFEST_NAME.search(manifest_path)
-    return None if m is None else (m.group(2), int(m.group(3)))
-
-
-def live_groups(manifest: Manifest) -> dict[int, list[FileEntry]]:
-    groups: dict[int, list[FileEntry]] = {}
-    for f in manifest.files:
-        if f.live_rows > 0:
-            groups.setdefault(f.added_in, []).append(f)
-    return groups
+    return None if m is None else (m.group(2), (int(m.group(3)), int(m.group(4))))
 
 
 def delete_file_name(entry: FileEntry) -> str:
@@ -177,9 +173,10 @@ def _store_delete_file(folder: Folder, f: FileEntry, known: bool) -> int:
     return len(data)
 
 
-def _write_manifest(folder: Folder, schema: Schema, version: int, kind: str, group: int,
-                    entries: Iterable[ManifestEntry]) -> ManifestFile:
-    name = f"{METADATA_DIR}/m{version}-{uuid.uuid4().hex[:12]}-{kind}-g{group}.avro"
+def _write_manifest(folder: Folder, schema: Schema, version: int, kind: str,
+                    span: tuple[int, int], entries: Iterable[ManifestEntry]) -> ManifestFile:
+    name = (f"{METADATA_DIR}/m{version}-{uuid.uuid4().hex[:12]}-{kind}"
+            f"-g{span[0]}-{span[1]}.avro")
     out = MemoryOutputFile(folder.uri(name))
     cls = ManifestWriterV2 if kind == "data" else _DeleteManifestWriter
     with cls(UNPARTITIONED_PARTITION_SPEC, schema, out, version, "deflate") as writer:
@@ -196,62 +193,96 @@ def _entry(status: ManifestEntryStatus, version: int, seq: int, data_file: DataF
                                    file_sequence_number=seq, data_file=data_file)
 
 
+def _ranges(manifests: list[ManifestFile], kind: str) -> dict[tuple[int, int], ManifestFile]:
+    out = {}
+    for mf in manifests:
+        key = group_of(mf.manifest_path)
+        if key is not None and key[0] == kind:
+            out[key[1]] = mf
+    return out
+
+
+def _plan(files: list[FileEntry], before: list[FileEntry],
+          previous: dict[tuple[int, int], ManifestFile], key
+          ) -> tuple[list[ManifestFile], list[tuple[tuple[int, int], list[FileEntry]]]]:
+    """Which previous manifests of one kind stay, and which ranges of files to write anew.
+
+    A previous manifest stays when the files of its ``added_in`` range are as they were.
+    Files outside every kept range are written in one manifest per range; past
+    ``MAX_MANIFESTS`` manifests, all of them are merged into one.
+    """
+    kept: list[ManifestFile] = []
+    kept_ranges: list[tuple[int, int]] = []
+    for (lo, hi), mf in sorted(previous.items()):
+        now = sorted(key(f) for f in files if lo <= f.added_in <= hi)
+        then = sorted(key(f) for f in before if lo <= f.added_in <= hi)
+        if now and now == then:
+            kept.append(mf)
+            kept_ranges.append((lo, hi))
+    rest = [f for f in files if not any(lo <= f.added_in <= hi for lo, hi in kept_ranges)]
+    fresh: list[tuple[tuple[int, int], list[FileEntry]]] = []
+    if rest:
+        # Files of previous ranges that changed are rewritten with their whole old range.
+        spans = [(lo, hi) for lo, hi in previous
+                 if (lo, hi) not in kept_ranges and any(lo <= f.added_in <= hi for f in rest)]
+        for f in rest:
+            if not any(lo <= f.added_in <= hi for lo, hi in spans):
+                spans.append((f.added_in, f.added_in))
+        for lo, hi in sorted(set(spans)):
+            fresh.append(((lo, hi), [f for f in rest if lo <= f.added_in <= hi]))
+    if len(kept) + len(fresh) > MAX_MANIFESTS:
+        lo = min(f.added_in for f in files)
+        hi = max(f.added_in for f in files)
+        return [], [((lo, hi), list(files))]
+    return kept, fresh
+
+
 def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
                    previous: Previous | None) -> Written:
     """Writes the files of ``manifest``'s snapshot and returns its metadata entry."""
     version = manifest.version
-    groups = live_groups(manifest)
-    before: dict[int, list[FileEntry]] = live_groups(previous.manifest) if previous else {}
-    reusable: dict[tuple[str, int], ManifestFile] = {}
-    if previous is not None:
-        for mf in previous.manifests:
-            key = group_of(mf.manifest_path)
-            if key is not None:
-                reusable[key] = mf
-    old_files = {f.path: f for fs in before.values() for f in fs}
+    live = [f for f in manifest.files if f.live_rows > 0]
+    before = ([f for f in previous.manifest.files if f.live_rows > 0]
+              if previous is not None else [])
+    old_files = {f.path: f for f in before}
+    prior = previous.manifests if previous is not None else []
     written = Written(entry={})
     manifests: list[ManifestFile] = []
+
+    kept, fresh = _plan(live, before, _ranges(prior, "data"), lambda f: f.path)
+    manifests += kept
+    for span, files in fresh:
+        entries = [_entry(ManifestEntryStatus.EXISTING if f.path in old_files
+                          else ManifestEntryStatus.ADDED,
+                          f.added_in if f.path in old_files else version,
+                          f.added_in, _data_file(folder, f)) for f in files]
+        mf = _write_manifest(folder, schema, version, "data", span, entries)
+        manifests.append(mf)
+        written.objects.append(folder.rel(mf.manifest_path))
+
     added_delete_files = added_position_deletes = 0
-    for group in sorted(groups):
-        files = groups[group]
-        old = before.get(group, [])
-        same_files = sorted(f.path for f in files) == sorted(f.path for f in old)
-        if same_files and ("data", group) in reusable:
-            manifests.append(reusable[("data", group)])
-        else:
-            entries = [_entry(ManifestEntryStatus.EXISTING if f.path in old_files
-                              else ManifestEntryStatus.ADDED,
-                              f.added_in if f.path in old_files else version,
-                              f.added_in, _data_file(folder, f)) for f in files]
-            mf = _write_manifest(folder, schema, version, "data", group, entries)
-            manifests.append(mf)
-            written.objects.append(folder.rel(mf.manifest_path))
-        deleted = [f for f in files if f.tombstones]
-        if not deleted:
-            continue
-        counts = sorted((f.path, len(f.tombstones)) for f in deleted)
-        old_counts = sorted((f.path, len(f.tombstones)) for f in old if f.tombstones)
-        if counts == old_counts and ("deletes", group) in reusable:
-            manifests.append(reusable[("deletes", group)])
-            continue
+    dead = [f for f in live if f.tombstones]
+    kept, fresh = _plan(dead, [f for f in before if f.tombstones], _ranges(prior, "deletes"),
+                        lambda f: (f.path, len(f.tombstones)))
+    manifests += kept
+    for span, files in fresh:
         entries = []
-        for f in deleted:
-            prior = old_files.get(f.path)
-            known = prior is not None and len(prior.tombstones) == len(f.tombstones)
+        for f in files:
+            was = old_files.get(f.path)
+            known = was is not None and len(was.tombstones) == len(f.tombstones)
             size = _store_delete_file(folder, f, known)
             if not known:
                 added_delete_files += 1
                 added_position_deletes += len(f.tombstones) - (
-                    len(prior.tombstones) if prior is not None else 0)
+                    len(was.tombstones) if was is not None else 0)
                 written.objects.append(delete_file_name(f))
             entries.append(_entry(ManifestEntryStatus.EXISTING if known
                                   else ManifestEntryStatus.ADDED,
                                   f.added_in if known else version, f.added_in,
                                   _delete_file(folder, f, size)))
-        mf = _write_manifest(folder, schema, version, "deletes", group, entries)
+        mf = _write_manifest(folder, schema, version, "deletes", span, entries)
         manifests.append(mf)
         written.objects.append(folder.rel(mf.manifest_path))
-
     list_name = f"{METADATA_DIR}/snap-{version}-{uuid.uuid4().hex[:12]}.avro"
     out = MemoryOutputFile(folder.uri(list_name))
     parent = previous.version if previous is not None else None
@@ -261,7 +292,7 @@ def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
     written.objects.append(list_name)
     written.manifests = [writer.prepare_manifest(mf) for mf in manifests]
 
-    summary = _summary(manifest, groups, old_files, added_delete_files, added_position_deletes,
+    summary = _summary(manifest, live, old_files, added_delete_files, added_position_deletes,
                        previous)
     written.entry = {
         "snapshot-id": version,
@@ -275,10 +306,9 @@ def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
     return written
 
 
-def _summary(manifest: Manifest, groups: dict[int, list[FileEntry]],
+def _summary(manifest: Manifest, live: list[FileEntry],
              old_files: dict[str, FileEntry], added_delete_files: int,
              added_position_deletes: int, previous: Previous | None) -> dict[str, str]:
-    live = [f for fs in groups.values() for f in fs]
     paths = {f.path for f in live}
     added = [f for f in live if f.path not in old_files]
     removed = [f for p, f in old_files.items() if p not in paths]

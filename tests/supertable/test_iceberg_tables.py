@@ -183,3 +183,18 @@ def test_rows_deleted_everywhere_leave_an_empty_iceberg_table(tmp_path):
     assert t.count() == 0
     got = pyiceberg_scan(str(tmp_path / t.prefix), t.version)
     assert got.num_rows == 0 and isinstance(got, pa.Table)
+
+
+def test_many_appends_are_merged_into_few_manifests_and_read_the_same(tmp_path):
+    from supertable.iceberg.snapshot import MAX_MANIFESTS
+    from supertable.iceberg.sync import _manifest_files
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    for i in range(MAX_MANIFESTS + 3):
+        t.append(make_docs(10, seed=i))
+        t.delete([("year", "=", 2000 + i)])
+    folder = folder_for(t.store, t.prefix)
+    for v in range(2, t.version + 1):
+        listed = _manifest_files(folder, ice_metadata.load(folder)[1], v)
+        assert len(listed) <= 2 * MAX_MANIFESTS
+    _assert_every_version_reads_the_same(t, None, list(range(1, t.version + 1)))
