@@ -141,12 +141,14 @@ def run_gc(client: Client, args: argparse.Namespace) -> int:
             result = table.gc(grace_seconds=args.grace_seconds,
                               expire_manifests=args.expire_manifests,
                               keep_versions=args.keep_versions)
-        objects += result.objects_deleted
+        removed = result.objects_deleted + result.iceberg_deleted
+        objects += removed
         size += result.bytes_deleted
         sys.stdout.write(
-            f"gc {name}: removed {result.objects_deleted} objects "
-            f"({result.bytes_deleted / 1e6:,.1f} MB; {result.manifests_deleted} old versions, "
-            f"{result.intents_deleted} abandoned write records)\n")
+            f"gc {name}: removed {removed} objects "
+            f"({result.bytes_deleted / 1e6:,.1f} MB of data; {result.manifests_deleted} old "
+            f"versions, {result.intents_deleted} abandoned write records, "
+            f"{result.iceberg_deleted} Iceberg metadata files)\n")
     sys.stdout.write(f"gc: removed {objects} objects ({size / 1e6:,.1f} MB) from "
                      f"{len(names)} table{'s' if len(names) != 1 else ''}\n")
     if not args.tables:

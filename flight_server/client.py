@@ -205,6 +205,11 @@ class LocalClient(Client):
         columns = self.connection.sql(f"DESCRIBE {quote_ident(name)}")
         pending = sum(1 for f in snap.files if not f.indexed and f.live_rows > 0)
         extra = {"files without indexes yet": str(pending)} if pending else {}
+        from supertable.iceberg import metadata_location
+
+        iceberg = metadata_location(table.store, table.prefix)
+        if iceberg is not None:
+            extra["iceberg metadata"] = iceberg
         return TableDescription(name, columns, snap.count(), files=len(snap.files),
                                 version=snap.version, extra=extra)
 

@@ -26,6 +26,12 @@ storage timestamps (``last_modified``) and this machine's clock, so the grace
 period should comfortably exceed any clock skew between the two; a grace of
 0 is only safe when nobody else reads or writes the table.
 
+Iceberg metadata (``supertable.iceberg``) follows the same rules: before any
+data file is deleted, a new Iceberg metadata file drops the snapshots of versions
+that are not protected, and afterwards Iceberg files (manifest lists, manifests,
+position delete files, older metadata files) that the newest metadata does not
+use are deleted once older than the grace period.
+
 Old manifests are kept unless ``expire_manifests`` is set. Then versions that
 are neither protected nor among the newest ``keep_versions`` are deleted,
 which ends time travel to them. The newest versions stay because a manifest
@@ -45,6 +51,7 @@ from typing import TYPE_CHECKING
 
 from supertable import commit
 from supertable.errors import ObjectNotFoundError, StorageError
+from supertable.iceberg import sync as iceberg_sync
 from supertable.manifest import MANIFEST_DIR
 from supertable.store import ObjectMeta
 from supertable.wal import WAL_DIR
@@ -66,6 +73,8 @@ class GcResult:
     bytes_deleted: int
     manifests_deleted: int = 0
     intents_deleted: int = 0
+    # Iceberg files under ``metadata/`` no retained Iceberg snapshot uses (not in the above).
+    iceberg_deleted: int = 0
 
 
 def _join(prefix: str, path: str) -> str:
@@ -137,11 +146,16 @@ def collect_garbage(table: Table, *, grace_seconds: float = 3600.0,
             if f.sidecar is not None:
                 protected.add(f.sidecar.path)
 
+    # Iceberg snapshots of versions about to lose their files are expired first, so the
+    # Iceberg metadata never names a deleted file.
+    iceberg_sync.retain_for_gc(store, prefix, table.name, keep_manifests, latest)
+
     doomed = [m for m in data
               if m.path[len(full_prefix):] not in protected and _older_than(m, cutoff)]
     deleted = _delete(store, doomed)
     table.pool.forget([m.path[len(full_prefix):] for m in deleted])
     gone_intents = _delete(store, stale_intents)
+    gone_iceberg = _delete(store, iceberg_sync.clean_for_gc(store, prefix, cutoff))
 
     gone_manifests: list[ObjectMeta] = []
     if expire_manifests:
@@ -154,7 +168,8 @@ def collect_garbage(table: Table, *, grace_seconds: float = 3600.0,
     result = GcResult(objects_deleted=len(everything),
                       bytes_deleted=sum(m.size for m in everything),
                       manifests_deleted=len(gone_manifests),
-                      intents_deleted=len(gone_intents))
+                      intents_deleted=len(gone_intents),
+                      iceberg_deleted=len(gone_iceberg))
     log.info("gc of %r: removed %d objects (%d bytes), %d manifests, %d intents",
              table.name, result.objects_deleted, result.bytes_deleted,
              result.manifests_deleted, result.intents_deleted)

@@ -34,7 +34,7 @@ from pyroaring import BitMap
 
 from superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
 from superfile.writer import replace_column
-from supertable import commit, search
+from supertable import commit, iceberg, search
 from supertable.cache import cache_for_store
 from supertable.conflicts import ReadSet, find_conflict
 from supertable.errors import (
@@ -182,6 +182,7 @@ class Table:
         except ObjectExistsError:
             raise TableExistsError(f"table {name!r} already exists") from None
         commit.write_hint(store, prefix.strip("/"), 1)
+        iceberg.after_commit(store, prefix.strip("/"), name, manifest)
         return cls(store, prefix, name, manifest, options)
 
     @classmethod
@@ -191,6 +192,7 @@ class Table:
         manifest = commit.load_latest(store, prefix.strip("/"), name)
         table = cls(store, prefix, name, manifest, options)
         table.recover(table.options.recovery_age_s)
+        iceberg.after_commit(store, table.prefix, name, table._manifest)
         return table
 
     def close(self) -> None:
@@ -826,6 +828,7 @@ class Table:
             raise
         if published is not None:
             self._advance(published)
+            iceberg.after_commit(self.store, self.prefix, self.name, published)
         keep = set() if published is None else (
             {f.path for f in published.files}
             | {f.sidecar.path for f in published.files if f.sidecar is not None})

@@ -100,7 +100,8 @@ def test_gc_never_removes_files_the_latest_version_references(root, connect):
     assert _ids(fresh.to_arrow(with_id=True)) == expected
     assert fresh.bm25_search("body", "rust", k=5).num_rows == 5
     # A second collection finds nothing and still removes nothing referenced.
-    assert t.gc(grace_seconds=0) == GcResult(0, 0, 0, 0)
+    # (Iceberg metadata files of older versions may go; they are counted apart.)
+    assert replace(t.gc(grace_seconds=0), iceberg_deleted=0) == GcResult(0, 0, 0, 0)
     assert t.gc(grace_seconds=0, expire_manifests=True, keep_versions=1).objects_deleted > 0
     assert set(_data_objects(t)) == referenced
     assert _ids(_reopen(root, t).to_arrow(with_id=True)) == expected
@@ -118,11 +119,12 @@ def test_young_unreferenced_files_and_files_of_pending_intents_are_kept(connect)
     t.store.put(intent, json.dumps({"operation": "append", "txid": "pending",
                                     "created_ms": int(time.time() * 1000),
                                     "objects": [orphan]}).encode())
-    assert t.gc(grace_seconds=0) == GcResult(0, 0, 0, 0)
+    # (Iceberg metadata files of older versions may go; they are counted apart.)
+    assert replace(t.gc(grace_seconds=0), iceberg_deleted=0) == GcResult(0, 0, 0, 0)
     assert orphan in _data_objects(t)
     # Once the intent is gone the file is garbage.
     t.store.delete(intent)
-    assert t.gc(grace_seconds=0) == GcResult(1, 100, 0, 0)
+    assert replace(t.gc(grace_seconds=0), iceberg_deleted=0) == GcResult(1, 100, 0, 0)
     assert orphan not in _data_objects(t)
 
 
@@ -136,7 +138,8 @@ def test_stale_intent_records_are_removed_and_their_orphans_with_them(root, conn
     # Both are younger than an hour: nothing goes.
     assert t.gc(grace_seconds=3600) == GcResult(0, 0, 0, 0)
     # The intent is live until it outlives the table's recovery age as well.
-    assert t.gc(grace_seconds=0) == GcResult(0, 0, 0, 0)
+    # (Iceberg metadata files of older versions may go; they are counted apart.)
+    assert replace(t.gc(grace_seconds=0), iceberg_deleted=0) == GcResult(0, 0, 0, 0)
     uri, options = root
     impatient = replace(OPTS, recovery_age_s=0.3)
     t = Table.open(catalog.connect(uri, **options).store, t.prefix, t.name, impatient)

@@ -1,0 +1,200 @@
+"""Every table is an Iceberg table: pyiceberg and DuckDB read exactly its live rows, at
+every version, after appends, deletes, updates, optimize and gc, on local disk and S3."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from pyiceberg.table import StaticTable
+
+import catalog
+from supertable import iceberg
+from supertable.iceberg import metadata as ice_metadata
+from supertable.iceberg.sync import folder_for, referenced
+from supertable.table import Table, TableOptions
+from tests.supertable.conftest import docs_schema, make_docs
+from tests.supertable.faulty_store import FaultyStore, Rule
+from tests.supertable.iceberg_readers import (
+    duck,
+    duckdb_scan,
+    pyiceberg_properties,
+    pyiceberg_scan,
+    rows,
+)
+
+OPTS = TableOptions(max_rows_per_file=300, build_threads=2, background_indexing=False)
+
+
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path, s3_server) -> Iterator[tuple[str, dict[str, str], object]]:
+    """A fresh root URI, its storage options, and the S3 server when it is on S3."""
+    if request.param == "local":
+        yield str(tmp_path / "root"), {}, None
+    else:
+        yield f"s3://{s3_server.new_bucket()}/quiver", s3_server.options(), s3_server
+
+
+def _quiver(t: Table, version: int) -> list[tuple]:
+    return rows(t.at_version(version).to_table())
+
+
+def _assert_every_version_reads_the_same(t: Table, s3, versions: list[int]) -> None:
+    location = iceberg.metadata_location(t.store, t.prefix)
+    assert location is not None
+    folder = location.rsplit("/metadata/", 1)[0]
+    con = duck(s3)
+    for v in versions:
+        want = _quiver(t, v)
+        assert rows(pyiceberg_scan(folder, v, s3)) == want, f"pyiceberg at version {v}"
+        assert rows(duckdb_scan(con, location, v)) == want, f"duckdb at version {v}"
+
+
+def _snapshot_ids(t: Table) -> list[int]:
+    state = ice_metadata.load(folder_for(t.store, t.prefix))
+    assert state is not None
+    return [s["snapshot-id"] for s in state[1]["snapshots"]]
+
+
+def test_pyiceberg_and_duckdb_read_the_live_rows_of_every_version(where):
+    uri, options, s3 = where
+    t = catalog.connect(uri, table_options=OPTS, **options).create_table("docs", docs_schema())
+    t.append(make_docs(500, seed=1))                  # two files
+    t.append(make_docs(120, seed=2))
+    t.delete([("year", "<", 2006)])                    # tombstones in three files
+    t.update([("year", "=", 2010)], {"title": "rewritten"})
+    t.delete([("year", ">", 2020)])                    # more tombstones: new delete files
+    t.append(make_docs(40, seed=3))
+    assert _snapshot_ids(t) == list(range(1, t.version + 1))
+    _assert_every_version_reads_the_same(t, s3, list(range(1, t.version + 1)))
+
+
+def test_optimize_then_gc_keeps_iceberg_metadata_valid_and_exact(where):
+    uri, options, s3 = where
+    t = catalog.connect(uri, table_options=OPTS, **options).create_table("docs", docs_schema())
+    for i in range(4):
+        t.append(make_docs(90, seed=10 + i))
+    t.delete([("year", "<", 2010)])
+    before = t.version
+    assert t.optimize(target_rows=300).version == before + 1
+    t.update([("year", "=", 2015)], {"body": "after optimize"})
+    _assert_every_version_reads_the_same(t, s3, list(range(1, t.version + 1)))
+
+    t.gc(grace_seconds=0)
+    # Only the snapshots whose files gc kept are left, and every file they name exists.
+    assert _snapshot_ids(t) == [t.version]
+    folder = folder_for(t.store, t.prefix)
+    state = ice_metadata.load(folder)
+    tasks = StaticTable.from_metadata(folder.location, pyiceberg_properties(s3)).scan().plan_files()
+    used = referenced(folder, state[1]) | {
+        folder.rel(f.file_path) for task in tasks for f in (task.file, *task.delete_files)}
+    present = {m.path[len(t.prefix) + 1:] for m in t.store.list(f"{t.prefix}/")}
+    assert used <= present
+    _assert_every_version_reads_the_same(t, s3, [t.version])
+
+
+def test_schema_has_field_ids_and_name_mapping_and_hides_id(tmp_path):
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema(4))
+    t.append(make_docs(5, dim=4))
+    state = ice_metadata.load(folder_for(t.store, t.prefix))
+    doc = state[1]
+    fields = doc["schemas"][0]["fields"]
+    assert [(f["id"], f["name"]) for f in fields] == [
+        (1, "title"), (2, "body"), (3, "year"), (4, "emb")]
+    assert fields[3]["type"] == {"type": "list", "element-id": 5, "element": "float",
+                                 "element-required": False}
+    mapping = json.loads(doc["properties"]["schema.name-mapping.default"])
+    assert mapping[-1] == {"field-id": 6, "names": ["_id"]}
+    assert doc["last-column-id"] == 6
+    assert pyiceberg_scan(t.prefix and str(tmp_path / t.prefix), t.version).column_names == [
+        "title", "body", "year", "emb"]
+
+
+def test_snapshot_summaries_count_added_and_deleted_rows_and_files(tmp_path):
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    t.append(make_docs(100))
+    t.delete([("year", "<", 2010)])
+    dead = 100 - t.count()
+    snaps = {s["snapshot-id"]: s for s in
+             ice_metadata.load(folder_for(t.store, t.prefix))[1]["snapshots"]}
+    append, delete = snaps[2]["summary"], snaps[3]["summary"]
+    assert (append["operation"], append["added-records"], append["added-data-files"]) == (
+        "append", "100", "1")
+    assert (delete["operation"], delete["added-position-deletes"],
+            delete["added-delete-files"]) == ("delete", str(dead), "1")
+    assert delete["quiver.version"] == "3" and snaps[3]["parent-snapshot-id"] == 2
+
+
+def test_a_delete_file_is_written_once_and_reused_by_later_snapshots(tmp_path):
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    t.append(make_docs(100, seed=1))
+    t.append(make_docs(100, seed=2))
+    t.delete([("year", "<", 2010)])
+    deletes = f"{t.prefix}/metadata/deletes/"
+    first = {m.path: m.last_modified for m in t.store.list(deletes)}
+    t.append(make_docs(10, seed=3))
+    t.append(make_docs(10, seed=4))
+    assert {m.path: m.last_modified for m in t.store.list(deletes)} == first
+
+
+def test_a_failed_iceberg_write_keeps_the_commit_and_the_next_commit_repairs_it(tmp_path):
+    conn = catalog.connect(str(tmp_path), table_options=OPTS)
+    t = conn.create_table("docs", docs_schema())
+    faulty = FaultyStore(t.store)
+    broken = Table.open(faulty, t.prefix, "docs", OPTS)
+    faulty.add(Rule("put", path="*/metadata/*"))
+    broken.append(make_docs(50, seed=1))              # Quiver commits, Iceberg write fails
+    assert broken.count() == 50
+    assert _snapshot_ids(t) == [1]
+    faulty.rules.clear()
+    broken.delete([("year", "<", 2010)])
+    assert _snapshot_ids(t) == [1, 2, 3]
+    _assert_every_version_reads_the_same(t, None, [1, 2, 3])
+
+
+def test_opening_a_table_writes_the_iceberg_metadata_it_lacks(tmp_path):
+    conn = catalog.connect(str(tmp_path), table_options=OPTS)
+    t = conn.create_table("docs", docs_schema())
+    faulty = FaultyStore(t.store)
+    faulty.add(Rule("put", path="*/metadata/*"))
+    broken = Table.open(faulty, t.prefix, "docs", OPTS)
+    broken.append(make_docs(30, seed=1))
+    assert _snapshot_ids(t) == [1]
+    reopened = Table.open(t.store, t.prefix, "docs", OPTS)
+    assert _snapshot_ids(reopened) == [1, 2]
+    _assert_every_version_reads_the_same(reopened, None, [2])
+
+
+def test_memory_roots_get_no_iceberg_metadata():
+    conn = catalog.connect("memory://iceberg-none", table_options=OPTS)
+    t = conn.create_table("docs", docs_schema())
+    t.append(make_docs(5))
+    assert iceberg.metadata_location(t.store, t.prefix) is None
+    assert not list(t.store.list(f"{t.prefix}/metadata/"))
+
+
+def test_rows_deleted_everywhere_leave_an_empty_iceberg_table(tmp_path):
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    t.append(make_docs(20))
+    t.delete(pc.field("year") >= 0)
+    assert t.count() == 0
+    got = pyiceberg_scan(str(tmp_path / t.prefix), t.version)
+    assert got.num_rows == 0 and isinstance(got, pa.Table)
+
+
+def test_many_appends_are_merged_into_few_manifests_and_read_the_same(tmp_path):
+    from supertable.iceberg.snapshot import MAX_MANIFESTS
+    from supertable.iceberg.sync import _manifest_files
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    for i in range(MAX_MANIFESTS + 3):
+        t.append(make_docs(10, seed=i))
+        t.delete([("year", "=", 2000 + i)])
+    folder = folder_for(t.store, t.prefix)
+    for v in range(2, t.version + 1):
+        listed = _manifest_files(folder, ice_metadata.load(folder)[1], v)
+        assert len(listed) <= 2 * MAX_MANIFESTS
+    _assert_every_version_reads_the_same(t, None, list(range(1, t.version + 1)))
