@@ -39,6 +39,9 @@ bench: install
 	$(PYTHON) -m bench.table_bench
 	$(PYTHON) -m bench.sql_bench
 	$(PYTHON) -m bench.flight_bench
+	$(PYTHON) -m bench.security_bench
+	$(PYTHON) -m bench.iceberg_bench
+	$(PYTHON) -m bench.phrase_bench
 
 lint: install
 	$(VENV)/bin/ruff check .
