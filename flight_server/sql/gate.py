@@ -39,6 +39,7 @@ from catalog.errors import quote_short
 from flight_server.sql import information
 from flight_server.sql.errors import SqlPlanError, SqlSyntaxError
 from flight_server.sql.parse import Statement, is_query, literal_value, norm
+from flight_server.sql.statements import is_statement
 
 # What the refusal of a statement says may run.
 ALLOWED = ("SELECT / WITH / VALUES queries, CREATE TABLE, DROP TABLE, INSERT, UPDATE, "
@@ -68,7 +69,7 @@ def check(st: Statement, table_functions: Collection[str]) -> None:
     if st.explain:
         if not is_query(expr):
             raise SqlPlanError(f"EXPLAIN explains a query, not {_kind(expr)}")
-    elif not is_query(expr) and not _own_statement(expr):
+    elif not is_query(expr) and not is_statement(expr):
         raise SqlPlanError(f"{_kind(expr)} statements are not allowed; statements allowed "
                            f"are {ALLOWED}")
     # Also the queries inside INSERT … SELECT, CREATE TABLE … AS and WHERE subqueries.
@@ -93,17 +94,6 @@ def check_query(expr: exp.Expression, table_functions: Collection[str]) -> None:
         elif isinstance(node, exp.Identifier) and _internal(node.name) and \
                 isinstance(node.parent, exp.TableAlias):
             raise SqlPlanError(f"the name {quote_short(node.name)} is reserved")
-
-
-def _own_statement(expr: exp.Expression) -> bool:
-    # The table layer carries these out (or refuses them with a reason of its own).
-    if isinstance(expr, exp.Create | exp.Drop | exp.Insert | exp.Delete | exp.Update):
-        return True
-    if isinstance(expr, exp.Show):
-        return expr.name.upper() == "TABLES"
-    if isinstance(expr, exp.Describe):
-        return isinstance(expr.this, exp.Table)
-    return False
 
 
 def _kind(expr: exp.Expression) -> str:

@@ -72,6 +72,22 @@ def _drain(reader: flight.FlightStreamReader) -> None:
             return
 
 
+def _read_in_background(client: flight.FlightClient, info: flight.FlightInfo
+                        ) -> tuple[threading.Thread, list[BaseException]]:
+    """Reads the first endpoint of ``info`` in a thread; what it raised lands in the list."""
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            _drain(client.do_get(info.endpoints[0].ticket))
+        except BaseException as exc:
+            failure.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, failure
+
+
 def _cancel(client: flight.FlightClient, info: flight.FlightInfo) -> int:
     """Sends CancelFlightInfo for ``info``; the status it answers."""
     msg = flight_pb2.FlightInfo()
@@ -127,16 +143,7 @@ def test_a_statement_past_the_time_limit_is_deadline_exceeded_and_stops(tmp_path
 def test_cancel_flight_info_stops_the_running_statement(limited: ServerProcess) -> None:
     client = flight.connect(limited.uri)
     info = _ticket_info(client, HEAVY)
-    failure: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            _drain(client.do_get(info.endpoints[0].ticket))
-        except BaseException as exc:
-            failure.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    reader, failure = _read_in_background(client, info)
     time.sleep(1.5)
     assert _cancel(client, info) == flight_pb2.CANCEL_STATUS_CANCELLED
     reader.join(timeout=10)
@@ -233,16 +240,7 @@ def test_statements_beyond_the_concurrency_limit_queue_then_are_refused(tmp_path
     client = flight.connect(f"grpc://127.0.0.1:{server.port}")
     try:
         info = _ticket_info(client, HEAVY)
-        failure: list[BaseException] = []
-
-        def read() -> None:
-            try:
-                _drain(client.do_get(info.endpoints[0].ticket))
-            except BaseException as exc:
-                failure.append(exc)
-
-        reader = threading.Thread(target=read)
-        reader.start()
+        reader, failure = _read_in_background(client, info)
         time.sleep(0.5)
         started = time.monotonic()
         with pytest.raises(pa.ArrowException, match="busy") as err:
@@ -267,16 +265,7 @@ def test_sigterm_during_a_running_statement_exits_within_the_grace(tmp_path) -> 
     server = start_server(root, "--shutdown-grace", "2")
     client = flight.connect(server.uri)
     info = _ticket_info(client, HEAVY)
-    failure: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            _drain(client.do_get(info.endpoints[0].ticket))
-        except BaseException as exc:
-            failure.append(exc)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    reader, failure = _read_in_background(client, info)
     time.sleep(1.0)
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
