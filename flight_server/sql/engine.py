@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
-from flight_server.sql import bounded, gate, information, param_types
+from flight_server.sql import bounded, gate, information, param_types, snippet
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.arrow_types import plain_schema
@@ -180,6 +180,7 @@ class SqlEngine:
             self._search = _functions.register_search_functions(
                 self.ctx, self.pin, max_search_k or _functions.DEFAULT_MAX_K)
         self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
+        snippet.register(self.ctx)
 
     def close(self) -> None:
         """Stops decoding rows into memory and lets go of those decoded."""

@@ -56,7 +56,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
-from flight_server.sql import gate
+from flight_server.sql import gate, snippet
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import SqlPlanError
 from flight_server.sql.functions import _hits_of_ids, parse_vector_literal
@@ -67,6 +67,7 @@ from flight_server.sql.parse import (
     RefColumns,
     literal_dnf,
     literal_number,
+    literal_value,
     norm,
     unparen,
 )
@@ -295,6 +296,8 @@ class IndexRewrite:
         self.resident = resident
         self._text: _Text | None = None
         self._registered: list[str] = []
+        # bm25_snippet(...) spelled out, also inside conditions evaluated on their own.
+        self._snippet_edits: list[sqlparse.Edit] = []
         self.result = RewriteResult()
 
     @property
@@ -314,6 +317,7 @@ class IndexRewrite:
         expr = self.st.expr
         if expr is None:
             return self.result
+        self._snippets(expr)
         plans: dict[int, _Plan] = {}
         for call in self._calls(expr):
             plan = plans.get(id(call.ref.node))
@@ -332,6 +336,40 @@ class IndexRewrite:
     def _note(self, text: str) -> None:
         log.debug("%s", text)
         self.result.notes.append(text)
+
+    # -- snippets -----------------------------------------------------------------------
+
+    def _snippets(self, expr: exp.Expression) -> None:
+        """``bm25_snippet(c, 'q' [, n])`` becomes the scalar function with every argument
+        spelled out: the window (default ``snippet.DEFAULT_WORDS``) and the column's name,
+        which a ``name:`` prefix in the query may aim at."""
+        for node in expr.find_all(exp.Anonymous):
+            if node.name.lower() != snippet.NAME:
+                continue
+            args = list(node.expressions)
+            if not 2 <= len(args) <= 3:
+                raise SqlPlanError(f"{snippet.NAME}() takes 2 or 3 arguments as "
+                                   f"{snippet.NAME}(column, 'query' [, words]), got {len(args)}")
+            query = literal_value(args[1])
+            if not isinstance(query, str):
+                raise SqlPlanError(f"{snippet.NAME}(): the query must be constant text, got "
+                                   f"{args[1].sql()}")
+            words = literal_value(args[2]) if len(args) == 3 else snippet.DEFAULT_WORDS
+            snippet.check_query(query, words)
+            col = unparen(args[0])
+            field_ = norm(col.this) if isinstance(col, exp.Column) and \
+                isinstance(col.this, exp.Identifier) else ""
+            start, end = self.text.call_span(node)
+            name_end = self.text.tokens[self.text._by_start[start]].end + 1
+            more = (f", {snippet.DEFAULT_WORDS}" if len(args) == 2 else "") + \
+                ", '" + field_.replace("'", "''") + "'"
+            edits = [sqlparse.Edit(start, name_end, snippet.FUNCTION),
+                     sqlparse.Edit(end - 1, end - 1, more)]
+            parent = node.parent
+            if isinstance(parent, exp.Select) and node in parent.expressions:
+                edits.append(sqlparse.Edit(end, end, f" AS {_quote(self.st.body[start:end])}"))
+            self._snippet_edits.extend(edits)
+            self.result.edits.extend(edits)
 
     # -- finding calls ------------------------------------------------------------------
 
@@ -669,6 +707,8 @@ class IndexRewrite:
                 # Only lower bounds on the score reach here; every match passes them.
                 text = "1e308"
             edits.append(sqlparse.Edit(c.span[0] - span[0], c.span[1] - span[0], text))
+        edits += [sqlparse.Edit(e.start - span[0], e.end - span[0], e.text)
+                  for e in self._snippet_edits if span[0] <= e.start and e.end <= span[1]]
         condition = sqlparse.splice(self.st.body[span[0]:span[1]], edits)
         view = self.acquire(ref, None)
         sql = (f"SELECT {_quote(ID_COLUMN)} FROM {_quote(view)} AS {self._alias_text(ref)} "
