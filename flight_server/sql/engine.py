@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
-from flight_server.sql import bounded, gate, information, param_types, snippet
+from flight_server.sql import bounded, constants, gate, information, param_types, snippet
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.arrow_types import plain_schema
@@ -96,6 +96,10 @@ _COUNT_FORMS = {"star": "SELECT count(*) FROM (VALUES (1)) AS t(x)",
                 "one": "SELECT count(1) FROM (VALUES (1)) AS t(x)"}
 # DataFusion's refusal of two result columns of one name (as stand-ins may make them).
 _NAME_CLASH = "unique expression names"
+# A statement that may call a search function (the names followed by a parenthesis).
+_SEARCH_CALL = re.compile(r"\b(?:bm25|knn|vector_distance|bm25_snippet|bm25_search|"
+                          r"vector_search|hybrid_search|token_match|exact_match)\s*\(",
+                          re.IGNORECASE)
 # How often a statement waiting for DataFusion's next batch checks its interrupt.
 POLL_S = 0.05
 
@@ -320,6 +324,7 @@ class SqlEngine:
                                "supported")
             return _statements.result_schema(self, st.expr)
         with self._statement() as pins:
+            st = self._fold_constants(st, pins, dry=True)
             direct = None if st.explain else (self._count_only(st, pins)
                                               or self._bare_search(st, pins, keep=True))
             if direct is not None:
@@ -385,6 +390,7 @@ class SqlEngine:
         with self._statement() as pins:
             if not st.explain and not sqlparse.is_query(st.expr):
                 return self._run_statement(st)
+            st = self._fold_constants(st, pins)
             # Under EXPLAIN the count still runs, for the note saying how it would be
             # answered.
             counted = self._count_only(st, pins)
@@ -438,6 +444,29 @@ class SqlEngine:
             raise ObjectNotFoundError(
                 f"version {version} of table {table.name!r} is no longer stored (old "
                 "versions are removed after a while); run the query again") from None
+
+    def _fold_constants(self, st: sqlparse.Statement, pins: _Pins, dry: bool = False
+                        ) -> sqlparse.Statement:
+        """The statement with its search functions' constant arguments evaluated and
+        written in as literals (``flight_server.sql.constants``), each once, under the
+        statement's pins."""
+        if _functions is None or not _SEARCH_CALL.search(st.body):
+            return st
+
+        def evaluate(text: str) -> pa.Scalar:
+            sub = self.read(f"SELECT {text}")
+            if not isinstance(sub.expr, exp.Select) or len(sub.expr.expressions) != 1:
+                raise SqlPlanError(f"cannot evaluate the search argument {text[:80]!r}")
+            try:
+                result = self._stream(self._plan_query(sub, pins)).read_all()
+            except SqlError as exc:
+                raise SqlPlanError(f"the search argument {text[:80]!r}: {exc}") from None
+            if result.num_rows != 1 or result.num_columns != 1:
+                raise SqlPlanError(f"the search argument {text[:80]!r} is not one value")
+            return result.column(0)[0]
+
+        text = constants.fold(st, evaluate, dry)
+        return st if text is None else self.read(text)
 
     def _count_only(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
         """The result of ``SELECT count(*) FROM t`` (or ``count(1)``, aliased or not, with

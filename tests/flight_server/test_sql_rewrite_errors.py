@@ -42,7 +42,7 @@ def engine():
     ("SELECT title FROM docs WHERE knn(body, '[0.1]', 3)", "is string, not a vector column"),
     (f"SELECT title FROM docs WHERE knn(emb, '{V}', -1)", "k must be an integer"),
     ("SELECT title FROM docs WHERE knn(emb, '[0.1, x]', 3)", "malformed vector literal"),
-    ("SELECT title FROM docs WHERE knn(emb, [0.1, title], 3)", "number literals only"),
+    ("SELECT title FROM docs WHERE knn(emb, [0.1, title], 3)", "not a column of the query"),
     (f"SELECT title, knn(emb, '{V}', 3) FROM docs", "knn() is a condition of WHERE"),
     (f"SELECT title FROM docs WHERE knn(emb, '{V}', 3) OR year > 2000",
      "knn() is a condition of WHERE"),
