@@ -72,6 +72,7 @@ from flight_server.sql.parse import (
     unparen,
 )
 from superfile.errors import QueryError
+from superfile.fts.query import parse_query
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import Metric, vector_dim
 from supertable import search
@@ -284,8 +285,11 @@ class IndexRewrite:
     def __init__(self, ctx: datafusion.SessionContext, st: sqlparse.Statement,
                  refs: list[sqlparse.TableRef], source: Source, acquire: Acquire,
                  distances: DistanceFunctions,
-                 resident: Callable[[Table, Snapshot], bool] | None = None) -> None:
+                 resident: Callable[[Table, Snapshot], bool] | None = None,
+                 dry: bool = False) -> None:
         self.ctx = ctx
+        # Only the schema is wanted: every check runs, no search does (results are empty).
+        self.dry = dry
         self.st = st
         self.refs = refs
         self.source = source
@@ -336,6 +340,26 @@ class IndexRewrite:
     def _note(self, text: str) -> None:
         log.debug("%s", text)
         self.result.notes.append(text)
+
+    # -- searches -----------------------------------------------------------------------
+
+    def _bm25(self, snap: Snapshot, column: str, query: str, k: int, **kw: Any
+              ) -> search.Hits:
+        if self.dry:
+            parse_query(query)
+            return search.Hits.empty()
+        return search.bm25(snap, column, query, k, **kw)
+
+    def _knn(self, snap: Snapshot, column: str, query: np.ndarray, k: int, **kw: Any
+             ) -> search.Hits:
+        if self.dry:
+            return search.Hits.empty()
+        return search.vector(snap, column, query, k, **kw)
+
+    def _exact(self, snap: Snapshot, column: str, value: str, **kw: Any) -> np.ndarray:
+        if self.dry:
+            return np.zeros(0, np.int64)
+        return search.exact_match(snap, column, value, **kw)
 
     # -- snippets -----------------------------------------------------------------------
 
@@ -577,7 +601,7 @@ class IndexRewrite:
         exact, _, _ = self._split(plan, conjuncts)
         call = calls[0]
         try:
-            hits = search.bm25(plan.snap, call.column, call.query,
+            hits = self._bm25(plan.snap, call.column, call.query,
                                max(1, plan.snap.manifest.num_rows), mode=call.mode,
                                filter_=self._filter(plan, exact), pool=_fan_out_pool(plan.snap))
         except QueryError as exc:
@@ -685,6 +709,8 @@ class IndexRewrite:
         evaluated on the table alone."""
         ref = plan.ref
         where = ref.select.args.get("where")
+        if self.dry:
+            return np.zeros(0, np.int64)
         if len(sqlparse.select_sources(ref.select)) != 1 or \
                 any(isinstance(n, (exp.Select, exp.Subquery)) for n in where.walk()):
             return None
@@ -797,11 +823,11 @@ class IndexRewrite:
         pool = _fan_out_pool(snap)
         try:
             if call.fn == "bm25":
-                hits = search.bm25(snap, call.column, call.query,
+                hits = self._bm25(snap, call.column, call.query,
                                    k if k is not None else max(1, snap.manifest.num_rows),
                                    mode=call.mode, filter_=filter_, pool=pool)
             else:
-                hits = search.vector(snap, call.column, call.query, call.k,
+                hits = self._knn(snap, call.column, call.query, call.k,
                                      nprobe=call.nprobe, filter_=filter_, pool=pool)
         except QueryError as exc:
             raise SqlPlanError(f"{call.fn}(): {exc}") from None
@@ -851,7 +877,7 @@ class IndexRewrite:
         exact, _, _ = self._split(plan, conjuncts)
         filter_ = self._filter(plan, exact)
         try:
-            hits = search.bm25(snap, call.column, call.query, max(1, snap.manifest.num_rows),
+            hits = self._bm25(snap, call.column, call.query, max(1, snap.manifest.num_rows),
                                mode=call.mode, filter_=filter_, pool=_fan_out_pool(snap))
         except QueryError as exc:
             raise SqlPlanError(f"bm25(): {exc}") from None
@@ -907,7 +933,7 @@ class IndexRewrite:
         dnf = sqlparse.pruning_filter(ref, snap.schema)
         files = snap.candidate_files(dnf) if dnf else snap.candidate_files()
         ids = np.unique(np.concatenate(
-            [search.exact_match(snap, column, v, filter_=dnf) for v in values]
+            [self._exact(snap, column, v, filter_=dnf) for v in values]
             or [np.zeros(0, np.int64)]))
         hits = _hits_of_ids(snap, ids)
         rows = search.materialize(snap, hits, self._needed(_Plan(ref, table, snap), []),

@@ -201,7 +201,7 @@ def test_snippets_beside_bm25_in_an_ordinary_query(engine, live):
 
 
 @pytest.mark.parametrize(("sql", "message"), [
-    ("SELECT bm25_snippet(body, title) FROM docs", "the query must be constant text"),
+    ("SELECT bm25_snippet(body, title) FROM docs", "must be a constant"),
     ("SELECT bm25_snippet(body, 'rust', 0) FROM docs", "from 1 to 1000"),
     ("SELECT bm25_snippet(body, 'rust', 1001) FROM docs", "from 1 to 1000"),
     ("SELECT bm25_snippet(body) FROM docs", "takes 2 or 3 arguments"),
