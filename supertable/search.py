@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +38,17 @@ from supertable.readers import ReaderPool
 from supertable.snapshot import Filter, Snapshot
 
 RRF_K = 60
+
+
+# How many searches of each kind ("bm25", "vector", "hybrid", "token_match",
+# "exact_match") this process has started: what a caller can check to know a search ran.
+RUNS: Counter[str] = Counter()
+_runs_lock = threading.Lock()
+
+
+def _ran(kind: str) -> None:
+    with _runs_lock:
+        RUNS[kind] += 1
 
 
 @dataclass
@@ -246,6 +257,7 @@ def bm25(snap: Snapshot, column: str | Sequence[str], query: str, k: int, *,
          ) -> Hits:
     """BM25 top-k over one column, or several (``'title^2,body'``: a weighted sum of each
     column's BM25, see ``superfile.fts.scoring``)."""
+    _ran("bm25")
     k = _check_k(k, snap)
     and_mode = mode.lower() == "and"
     if mode.lower() not in ("and", "or"):
@@ -547,6 +559,7 @@ def _lower_bound(metric: Metric, q: np.ndarray, centroid: np.ndarray, radius: fl
 def vector(snap: Snapshot, column: str, query: Sequence[float] | np.ndarray, k: int, *,
            nprobe: int | None = None, filter_: Filter = None,
            pool: ThreadPoolExecutor | None = None) -> Hits:
+    _ran("vector")
     k = _check_k(k, snap)
     q = _query_vector(snap, column, query)
     metric = snap.manifest.spec.vector[column]
@@ -583,6 +596,7 @@ def hybrid(snap: Snapshot, text_column: str, text: str, vector_column: str,
            vector_weight: float = 1.0) -> Hits:
     """Weighted reciprocal-rank fusion of BM25 and vector rankings: the sum over the two
     lists of ``weight / (60 + rank)``."""
+    _ran("hybrid")
     weights = (float(text_weight), float(vector_weight))
     if not all(w >= 0 and np.isfinite(w) for w in weights) or not any(weights):
         raise QueryError(f"hybrid weights must be non-negative and not both 0, got {weights}")
@@ -616,6 +630,7 @@ def hybrid(snap: Snapshot, text_column: str, text: str, vector_column: str,
 def token_match(snap: Snapshot, column: str, query: str, mode: str = "or",
                 filter_: Filter = None) -> np.ndarray:
     """Table ``_id`` of every live row whose column holds any / all query tokens."""
+    _ran("token_match")
     q = parse_query(query)
     and_mode = mode.lower() == "and"
     files = _fts_files(snap, column)
@@ -631,6 +646,7 @@ def token_match(snap: Snapshot, column: str, query: str, mode: str = "or",
 
 def exact_match(snap: Snapshot, column: str, value: str, filter_: Filter = None) -> np.ndarray:
     """Table ``_id`` of every live row whose column equals ``value`` exactly."""
+    _ran("exact_match")
     snap.check_columns([column])
     if not isinstance(value, str):
         raise QueryError(f"exact match needs a string value, not {type(value).__name__}")

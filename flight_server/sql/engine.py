@@ -36,7 +36,7 @@ from sqlglot import exp
 
 from catalog import Connection
 from catalog.errors import InvalidTableNameError
-from flight_server.sql import bounded, gate, information, param_types
+from flight_server.sql import bounded, constants, gate, information, param_types, snippet
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.arrow_types import plain_schema
@@ -87,15 +87,15 @@ _INTERNAL = re.compile(r'"?(?:datafusion\.public\.)?([A-Za-z_][A-Za-z0-9_]*)@[0-
 # under the same name by another process shows within this time (in this process at once).
 CATALOG_RECHECK_S = 1.0
 _transient_names = itertools.count()
-# Rows a schema request found for a bare search statement wait this many seconds for the
-# run of the statement that follows (at most this many statements' rows are held).
-SEARCH_REUSE_S = 10.0
-SEARCH_REUSE_MAX = 64
 # Statements whose one column carries DataFusion's name for an unaliased count, by form.
 _COUNT_FORMS = {"star": "SELECT count(*) FROM (VALUES (1)) AS t(x)",
                 "one": "SELECT count(1) FROM (VALUES (1)) AS t(x)"}
 # DataFusion's refusal of two result columns of one name (as stand-ins may make them).
 _NAME_CLASH = "unique expression names"
+# A statement that may call a search function (the names followed by a parenthesis).
+_SEARCH_CALL = re.compile(r"\b(?:bm25|knn|vector_distance|bm25_snippet|bm25_search|"
+                          r"vector_search|hybrid_search|token_match|exact_match)\s*\(",
+                          re.IGNORECASE)
 # How often a statement waiting for DataFusion's next batch checks its interrupt.
 POLL_S = 0.05
 
@@ -133,6 +133,8 @@ class _Pins:
     notes: list[str] = field(default_factory=list)
     # Tables read through some of their files only (``sql_files``): paths by table name.
     files: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Only the result's schema is wanted: searches check their arguments but do not run.
+    dry: bool = False
 
 
 class SqlEngine:
@@ -173,13 +175,12 @@ class SqlEngine:
         self._local = threading.local()
         self._open: dict[str, tuple[Table, float]] = {}
         self._count_names: dict[str, str] = {}
-        self._searched: dict[tuple[str, str, int], tuple[float, pa.Table]] = {}
-        self._searched_lock = threading.Lock()
         self._search = None
         if _functions is not None and hasattr(_functions, "register_search_functions"):
             self._search = _functions.register_search_functions(
-                self.ctx, self.pin, max_search_k or _functions.DEFAULT_MAX_K)
+                self.ctx, self.pin, max_search_k or _functions.DEFAULT_MAX_K, self._dry)
         self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
+        snippet.register(self.ctx)
 
     def close(self) -> None:
         """Stops decoding rows into memory and lets go of those decoded."""
@@ -276,6 +277,10 @@ class SqlEngine:
             pins.snaps[name] = snap
         return snap
 
+    def _dry(self) -> bool:
+        pins = getattr(self._local, "pins", None)
+        return pins is not None and pins.dry
+
     def pin(self, table: str) -> Snapshot:
         """The snapshot the current statement reads ``table`` at: the first call in a
         statement pins it, later calls (self-joins, search functions) get the same one.
@@ -310,8 +315,8 @@ class SqlEngine:
         return pa.concat_tables(results)
 
     def schema(self, text: str, params: Sequence[Any] | None = None) -> pa.Schema:
-        """The schema of the statement's result, planned without running it (a search
-        function in the statement still runs its search while planning)."""
+        """The schema of the statement's result, planned without running it: search
+        functions check their arguments (constant ones evaluated) but search nothing."""
         st = self.read(text, params)
         if not st.explain and not sqlparse.is_query(st.expr):
             if _statements is None or not _statements.is_statement(st.expr):
@@ -319,12 +324,17 @@ class SqlEngine:
                                "supported")
             return _statements.result_schema(self, st.expr)
         with self._statement() as pins:
-            direct = None if st.explain else (self._count_only(st, pins)
-                                              or self._bare_search(st, pins, keep=True))
-            if direct is not None:
-                return direct.schema
-            df = self._plan_query(st, pins)
-            return plain_schema(df.schema(), fold_large=False)
+            outer, pins.dry = pins.dry, True
+            try:
+                st = self._fold_constants(st, pins, dry=True)
+                direct = None if st.explain else (self._count_only(st, pins)
+                                                  or self._bare_search(st, pins))
+                if direct is not None:
+                    return direct.schema
+                df = self._plan_query(st, pins)
+                return plain_schema(df.schema(), fold_large=False)
+            finally:
+                pins.dry = outer
 
     def parameter_types(self, text: str) -> list[pa.DataType | None]:
         """The type each parameter of the statement takes, read from where its
@@ -384,6 +394,7 @@ class SqlEngine:
         with self._statement() as pins:
             if not st.explain and not sqlparse.is_query(st.expr):
                 return self._run_statement(st)
+            st = self._fold_constants(st, pins)
             # Under EXPLAIN the count still runs, for the note saying how it would be
             # answered.
             counted = self._count_only(st, pins)
@@ -438,6 +449,29 @@ class SqlEngine:
                 f"version {version} of table {table.name!r} is no longer stored (old "
                 "versions are removed after a while); run the query again") from None
 
+    def _fold_constants(self, st: sqlparse.Statement, pins: _Pins, dry: bool = False
+                        ) -> sqlparse.Statement:
+        """The statement with its search functions' constant arguments evaluated and
+        written in as literals (``flight_server.sql.constants``), each once, under the
+        statement's pins."""
+        if _functions is None or not _SEARCH_CALL.search(st.body):
+            return st
+
+        def evaluate(text: str) -> pa.Scalar:
+            sub = self.read(f"SELECT {text}")
+            if not isinstance(sub.expr, exp.Select) or len(sub.expr.expressions) != 1:
+                raise SqlPlanError(f"cannot evaluate the search argument {text[:80]!r}")
+            try:
+                result = self._stream(self._plan_query(sub, pins)).read_all()
+            except SqlError as exc:
+                raise SqlPlanError(f"the search argument {text[:80]!r}: {exc}") from None
+            if result.num_rows != 1 or result.num_columns != 1:
+                raise SqlPlanError(f"the search argument {text[:80]!r} is not one value")
+            return result.column(0)[0]
+
+        text = constants.fold(st, evaluate, dry)
+        return st if text is None else self.read(text)
+
     def _count_only(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
         """The result of ``SELECT count(*) FROM t`` (or ``count(1)``, aliased or not, with
         nothing else in the statement) from the pinned manifest: its live-row count is
@@ -482,12 +516,10 @@ class SqlEngine:
         field_ = pa.field(column, pa.int64(), nullable=False)
         return pa.table([pa.array([rows], pa.int64())], schema=pa.schema([field_]))
 
-    def _bare_search(self, st: sqlparse.Statement, pins: _Pins, keep: bool = False
-                     ) -> pa.Table | None:
+    def _bare_search(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
         """The result of ``SELECT * FROM <search function>(<literals>)`` with nothing else
         in the statement, from the function itself: DataFusion would only pass its rows
-        through. None for any other statement. ``keep`` (asked for the schema) holds the
-        rows for the run of the same statement that follows."""
+        through. None for any other statement."""
         expr = st.expr
         if self._search is None or not isinstance(expr, exp.Select) or \
                 {k for k, v in expr.args.items() if v} - {"expressions", "from_", "from"}:
@@ -506,26 +538,7 @@ class SqlEngine:
         values = [sqlparse.literal_value(a) for a in call.expressions]
         if any(v is sqlparse.NO_LITERAL for v in values):
             return None
-        if not values or not isinstance(values[0], str):
-            return self._search.call(call.name, values)
-        # A client that asks for the schema first (Flight SQL's GetFlightInfo) and then
-        # for the rows would run the search twice; the run that follows takes the rows
-        # the schema request found, once, if the table version is the same.
-        snap = self.pin(values[0])
-        key = (st.text, pins.tables[snap.name].prefix, snap.version)
-        now = time.monotonic()
-        if not keep:
-            with self._searched_lock:
-                hit = self._searched.pop(key, None)
-            if hit is not None and now - hit[0] < SEARCH_REUSE_S:
-                return hit[1]
-            return self._search.call(call.name, values)
-        result = self._search.call(call.name, values)
-        with self._searched_lock:
-            self._searched[key] = (now, result)
-            while len(self._searched) > SEARCH_REUSE_MAX:
-                self._searched.pop(next(iter(self._searched)))
-        return result
+        return self._search.call(call.name, values)
 
     def _count_name(self, form: str) -> str:
         """The column name DataFusion gives an unaliased count of this form."""
@@ -579,7 +592,7 @@ class SqlEngine:
         # The index rewrite reads whole tables; a read of some files scans them instead.
         if _rewrite is not None and self._distances is not None and not pins.files:
             index = _rewrite.IndexRewrite(self.ctx, st, refs, source, acquire, self._distances,
-                                          self.views.resident)
+                                          self.views.resident, dry=pins.dry)
         transient: list[str] = []
         try:
             edits = self._information_edits(st, transient)

@@ -2,7 +2,7 @@
 ``hybrid_search``, ``token_match`` and ``exact_match``.
 
 Each runs the table layer's search over the snapshot that ``pin`` hands out for the
-named table, at planning time, and returns a relation of ``_id BIGINT``,
+named table, when the statement runs, and returns a relation of ``_id BIGINT``,
 ``score FLOAT`` and every user column of the table except vector columns (a vector
 column would only repeat bulky data the caller can join back on ``_id``).
 
@@ -18,14 +18,18 @@ column would only repeat bulky data the caller can join back on ``_id``).
   ``exact_match(table, column, value)``: unranked; every live matching row in ascending
   ``_id`` order, with a NULL score.
 
-Arguments must be literals. A vector is a string (``'[0.1, 0.2]'`` or ``'0.1,0.2'``) or
-an array literal (``[0.1, 0.2]``, ``make_array(0.1, 0.2)``). A bad argument, an unknown
-table or column, a column without the needed index or a vector of the wrong length
-raises ``SqlPlanError`` naming the function and what is wrong; storage and corruption
-errors of the layers below pass through as raised. DataFusion reports an exception
-raised inside a table function as a ``ValueError`` carrying only its text;
-``search_errors()`` around the call that plans a statement re-raises the original
-exception instead.
+Arguments reach the functions as literals (the engine evaluates constant expressions
+and scalar subqueries first, ``flight_server.sql.constants``). When only the schema of
+a statement is planned (``dry()`` is true: a Flight client's GetFlightInfo, a prepare)
+the arguments, table, columns and query are checked as for a run, but no search runs:
+the relation is empty with the schema a run would give. A vector is a string
+(``'[0.1, 0.2]'`` or ``'0.1,0.2'``) or an array literal (``[0.1, 0.2]``,
+``make_array(0.1, 0.2)``). A bad argument, an unknown table or column, a column without
+the needed index or a vector of the wrong length raises ``SqlPlanError`` naming the
+function and what is wrong; storage and corruption errors of the layers below pass
+through as raised. DataFusion reports an exception raised inside a table function as a
+``ValueError`` carrying only its text; ``search_errors()`` around the call that plans a
+statement re-raises the original exception instead.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from datafusion.catalog import Table as DfTable
 from catalog.errors import InvalidTableNameError
 from flight_server.sql.errors import SqlPlanError, SqlResourceError
 from superfile.errors import QueryError
+from superfile.fts.query import parse_fields, parse_query
 from superfile.spec import vector_dim
 from supertable import search
 from supertable.errors import TableNotFoundError
@@ -58,6 +63,7 @@ __all__ = ["argument_kinds", "parse_vector_literal", "register_search_functions"
            "search_errors"]
 
 Pin = Callable[[str], Snapshot]
+Dry = Callable[[], bool]
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _VECTOR_TEXT = re.compile(rf"\s*({_NUMBER})(?:\s*,\s*{_NUMBER})*\s*")
@@ -418,8 +424,20 @@ def _validate(fn: str, snap: Snapshot, args: list[Any]) -> None:
         _check_column(fn, snap, args[1], "text")
 
 
+def _empty(fn: str, snap: Snapshot, args: list[Any]) -> pa.Table:
+    """The relation a run would give, without its rows: the query is read (and refused
+    when unreadable) as the search would read it."""
+    if fn == "bm25_search":
+        parse_fields(args[2], [c for c, _w in search.parse_columns(args[1])])
+    elif fn in ("token_match", "hybrid_search"):
+        parse_query(args[2])
+    if fn in ("token_match", "exact_match"):
+        return _unranked(snap, np.zeros(0, np.int64))
+    return search.materialize(snap, search.Hits.empty(), _output_columns(snap))
+
+
 def _search(fn: str, args: list[Any], pin: Pin, holder: dict[str, ThreadPoolExecutor],
-            max_k: int) -> pa.Table:
+            max_k: int, dry: Dry | None = None) -> pa.Table:
     params = _SIGNATURES[fn]
     if _K in params and args[params.index(_K)] > max_k:
         raise SqlResourceError(f"{fn}: k={args[params.index(_K)]} is more than the "
@@ -430,19 +448,21 @@ def _search(fn: str, args: list[Any], pin: Pin, holder: dict[str, ThreadPoolExec
         raise SqlPlanError(f"{fn}: {exc}") from exc
     _validate(fn, snap, args)
     try:
+        if dry is not None and dry():
+            return _empty(fn, snap, args)
         return _run(fn, snap, args, _pool_for(snap, holder))
     except QueryError as exc:
         # What the checks above cannot see, e.g. a query without a searchable word.
         raise SqlPlanError(f"{fn}: {exc}") from exc
 
 
-def _make(fn: str, pin: Pin, holder: dict[str, ThreadPoolExecutor], max_k: int
-          ) -> Callable[..., DfTable]:
+def _make(fn: str, pin: Pin, holder: dict[str, ThreadPoolExecutor], max_k: int,
+          dry: Dry | None) -> Callable[..., DfTable]:
     params = _SIGNATURES[fn]
 
     def call(*exprs: Any) -> DfTable:
         try:
-            return _relation(_search(fn, _bind(fn, params, exprs), pin, holder, max_k))
+            return _relation(_search(fn, _bind(fn, params, exprs), pin, holder, max_k, dry))
         except Exception as exc:
             _pending.error = exc
             raise
@@ -456,12 +476,13 @@ class SearchFunctions:
     and callable directly for a statement that is nothing but one call."""
 
     def __init__(self, ctx: datafusion.SessionContext, pin: Pin,
-                 max_k: int = DEFAULT_MAX_K) -> None:
+                 max_k: int = DEFAULT_MAX_K, dry: Dry | None = None) -> None:
         self._pin = pin
+        self._dry = dry
         self._holder: dict[str, ThreadPoolExecutor] = {}
         self.max_k = max_k
         for fn in _SIGNATURES:
-            ctx.register_udtf(udtf(_make(fn, pin, self._holder, max_k), fn))
+            ctx.register_udtf(udtf(_make(fn, pin, self._holder, max_k, dry), fn))
 
     @staticmethod
     def knows(name: str) -> bool:
@@ -474,12 +495,14 @@ class SearchFunctions:
         params = _SIGNATURES[fn]
         _check_arity(fn, params, len(values))
         args = [_argument(fn, p, v) for p, v in zip(params, values, strict=False)]
-        return _search(fn, args, self._pin, self._holder, self.max_k)
+        return _search(fn, args, self._pin, self._holder, self.max_k, self._dry)
 
 
 def register_search_functions(ctx: datafusion.SessionContext, pin: Pin,
-                              max_k: int = DEFAULT_MAX_K) -> SearchFunctions:
+                              max_k: int = DEFAULT_MAX_K, dry: Dry | None = None
+                              ) -> SearchFunctions:
     """Registers the search table functions on ``ctx``; ``pin(name)`` gives the snapshot
     of a table that a statement reads (the engine pins one per table per statement).
-    A search asking for more than ``max_k`` results is refused."""
-    return SearchFunctions(ctx, pin, max_k)
+    A search asking for more than ``max_k`` results is refused. While ``dry()`` is true
+    a call checks its arguments and gives an empty relation without searching."""
+    return SearchFunctions(ctx, pin, max_k, dry)

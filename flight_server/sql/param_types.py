@@ -20,8 +20,9 @@ in the statement, with sqlglot, over the catalog's table schemas:
 - arithmetic (``c + ?``, ``? * 2``): the wider of the other operand's numeric type and
   the numeric type expected where the expression stands; ``coalesce``/``nullif``/
   ``greatest``/``least``: the other arguments' type, else what is expected there.
-- search functions: query text, column and table names and the mode are text, ``k`` and
-  ``nprobe`` BIGINT, a query vector text (``'[0.1, 0.2, …]'``).
+- search functions: query text, column and table names and the mode are text, ``k``,
+  ``nprobe`` and ``bm25_snippet``'s window BIGINT, a query vector text
+  (``'[0.1, 0.2, …]'``).
 
 How a type is declared, so the JDBC driver can bind it and ``params`` can write it back as
 a literal: integers, floats, booleans, dates and DECIMAL(p ≤ 38) as they are; text as
@@ -78,6 +79,7 @@ _SCALAR_SEARCH = {
     "bm25": ("column", "text", "mode"),
     "knn": ("column", "vector", "int", "nprobe"),
     "vector_distance": ("column", "vector"),
+    "bm25_snippet": ("column", "text", "words"),
 }
 # The type of a search function's score (scalar and table forms).
 _SCORE = pa.float32()
@@ -420,7 +422,7 @@ class _Reader:
         if position >= len(kinds):
             return _UNKNOWN
         arg, kind = kinds[position]
-        if arg == "nprobe":
+        if arg in ("nprobe", "words"):
             return _Guess(pa.int64(), "1")
         if kind == "int":
             return _Guess(pa.int64(), "0")
@@ -490,6 +492,8 @@ class _Reader:
         if isinstance(node, exp.Length):
             return pa.int64()
         call = _search_call(node)
+        if call is not None and call[0] == "bm25_snippet":
+            return pa.string()
         if call is not None and call[0] in _SCALAR_SEARCH and call[0] != "knn":
             return _SCORE
         return None

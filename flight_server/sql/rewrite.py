@@ -20,9 +20,17 @@ returns text edits (spans of the user's own text replaced, nothing regenerated):
   the kNN result carries those scores (0 for rows that do not match), and a lower
   bound on the score in WHERE limits the kNN to the rows above it, so the k nearest
   rows are found among the matches.
+- Several different ``bm25()`` searches on one reference: the first whose match WHERE
+  requires gives the rows (as above); each other is scored over every match and
+  carried beside (0 where a row does not match), its lower bounds narrowing the rows.
 - ``bm25()`` without a WHERE that requires a match needs 0 for rows that do not match:
-  the reference becomes the table LEFT JOIN the search result on ``_id`` with
+  the reference becomes the table LEFT JOIN each search result on ``_id`` with
   ``COALESCE(score, 0)``.
+- ``knn()`` anywhere but as an AND condition of WHERE (under OR or NOT, in the SELECT
+  list) is true for the k nearest rows and false for the others: the reference
+  becomes the table LEFT JOIN the kNN result; the WHERE's top-level comparisons of the
+  table's columns with literals narrow the kNN, other conditions apply to its result.
+- Conditions on ``_id`` are conditions on the table like any other.
 - ``vector_distance(c, v)`` is the search's distance when the same SELECT has
   ``knn(c, v, k)`` on the same column and vector; elsewhere it is computed by a scalar
   function over the vector column (the column's index metric: cosine ``1 - cos``,
@@ -56,7 +64,7 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
-from flight_server.sql import gate
+from flight_server.sql import gate, snippet
 from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import SqlPlanError
 from flight_server.sql.functions import _hits_of_ids, parse_vector_literal
@@ -67,10 +75,12 @@ from flight_server.sql.parse import (
     RefColumns,
     literal_dnf,
     literal_number,
+    literal_value,
     norm,
     unparen,
 )
 from superfile.errors import QueryError
+from superfile.fts.query import parse_query
 from superfile.fts.tokenizer import tokenize
 from superfile.spec import Metric, vector_dim
 from supertable import search
@@ -240,14 +250,15 @@ class _Plan:
 
 @dataclass
 class _Scores:
-    """The BM25 side of a reference that also has ``knn``: every match's ``_id`` and
-    score, the calls they answer, and the least score the WHERE lets through (None when
-    non-matching rows pass too)."""
+    """A BM25 search beside the one whose rows a reference becomes: every match's
+    ``_id`` and score, the calls they answer, the least score the WHERE lets through
+    (None when non-matching rows pass too) and the column that carries the score."""
 
     calls: list[_Call]
     ids: np.ndarray
     scores: np.ndarray
     floor: float | None
+    column: str = "__quiver_bm25"
 
     def allowed(self) -> np.ndarray:
         keep = self.scores >= self.floor if self.floor is not None else slice(None)
@@ -264,6 +275,7 @@ class _Scores:
 
 
 BM25_COLUMN = "__quiver_bm25"
+KNN_COLUMN = "__quiver_knn"
 
 
 @dataclass
@@ -283,8 +295,11 @@ class IndexRewrite:
     def __init__(self, ctx: datafusion.SessionContext, st: sqlparse.Statement,
                  refs: list[sqlparse.TableRef], source: Source, acquire: Acquire,
                  distances: DistanceFunctions,
-                 resident: Callable[[Table, Snapshot], bool] | None = None) -> None:
+                 resident: Callable[[Table, Snapshot], bool] | None = None,
+                 dry: bool = False) -> None:
         self.ctx = ctx
+        # Only the schema is wanted: every check runs, no search does (results are empty).
+        self.dry = dry
         self.st = st
         self.refs = refs
         self.source = source
@@ -295,6 +310,8 @@ class IndexRewrite:
         self.resident = resident
         self._text: _Text | None = None
         self._registered: list[str] = []
+        # bm25_snippet(...) spelled out, also inside conditions evaluated on their own.
+        self._snippet_edits: list[sqlparse.Edit] = []
         self.result = RewriteResult()
 
     @property
@@ -314,6 +331,7 @@ class IndexRewrite:
         expr = self.st.expr
         if expr is None:
             return self.result
+        self._snippets(expr)
         plans: dict[int, _Plan] = {}
         for call in self._calls(expr):
             plan = plans.get(id(call.ref.node))
@@ -332,6 +350,60 @@ class IndexRewrite:
     def _note(self, text: str) -> None:
         log.debug("%s", text)
         self.result.notes.append(text)
+
+    # -- searches -----------------------------------------------------------------------
+
+    def _bm25(self, snap: Snapshot, column: str, query: str, k: int, **kw: Any
+              ) -> search.Hits:
+        if self.dry:
+            parse_query(query)
+            return search.Hits.empty()
+        return search.bm25(snap, column, query, k, **kw)
+
+    def _knn(self, snap: Snapshot, column: str, query: np.ndarray, k: int, **kw: Any
+             ) -> search.Hits:
+        if self.dry:
+            return search.Hits.empty()
+        return search.vector(snap, column, query, k, **kw)
+
+    def _exact(self, snap: Snapshot, column: str, value: str, **kw: Any) -> np.ndarray:
+        if self.dry:
+            return np.zeros(0, np.int64)
+        return search.exact_match(snap, column, value, **kw)
+
+    # -- snippets -----------------------------------------------------------------------
+
+    def _snippets(self, expr: exp.Expression) -> None:
+        """``bm25_snippet(c, 'q' [, n])`` becomes the scalar function with every argument
+        spelled out: the window (default ``snippet.DEFAULT_WORDS``) and the column's name,
+        which a ``name:`` prefix in the query may aim at."""
+        for node in expr.find_all(exp.Anonymous):
+            if node.name.lower() != snippet.NAME:
+                continue
+            args = list(node.expressions)
+            if not 2 <= len(args) <= 3:
+                raise SqlPlanError(f"{snippet.NAME}() takes 2 or 3 arguments as "
+                                   f"{snippet.NAME}(column, 'query' [, words]), got {len(args)}")
+            query = literal_value(args[1])
+            if not isinstance(query, str):
+                raise SqlPlanError(f"{snippet.NAME}(): the query must be constant text, got "
+                                   f"{args[1].sql()}")
+            words = literal_value(args[2]) if len(args) == 3 else snippet.DEFAULT_WORDS
+            snippet.check_query(query, words)
+            col = unparen(args[0])
+            field_ = norm(col.this) if isinstance(col, exp.Column) and \
+                isinstance(col.this, exp.Identifier) else ""
+            start, end = self.text.call_span(node)
+            name_end = self.text.tokens[self.text._by_start[start]].end + 1
+            more = (f", {snippet.DEFAULT_WORDS}" if len(args) == 2 else "") + \
+                ", '" + field_.replace("'", "''") + "'"
+            edits = [sqlparse.Edit(start, name_end, snippet.FUNCTION),
+                     sqlparse.Edit(end - 1, end - 1, more)]
+            parent = node.parent
+            if isinstance(parent, exp.Select) and node in parent.expressions:
+                edits.append(sqlparse.Edit(end, end, f" AS {_quote(self.st.body[start:end])}"))
+            self._snippet_edits.extend(edits)
+            self.result.edits.extend(edits)
 
     # -- finding calls ------------------------------------------------------------------
 
@@ -474,7 +546,8 @@ class IndexRewrite:
         if any(isinstance(n, (exp.Select, exp.Subquery)) for n in node.walk()):
             return False
         cols = list(node.find_all(exp.Column))
-        columns = RefColumns(ref, snap.schema)
+        # ``_id`` is the table's too (conditions on it are evaluated with the others).
+        columns = RefColumns(ref, snap.schema.append(pa.field(ID_COLUMN, pa.int64())))
         return all(columns.column(c) is not None for c in cols)
 
     @staticmethod
@@ -492,60 +565,76 @@ class IndexRewrite:
 
     def _search_ref(self, plan: _Plan) -> None:
         ref, snap = plan.ref, plan.snap
-        bm25 = [c for c in plan.calls if c.fn == "bm25"]
         knn = [c for c in plan.calls if c.fn == "knn"]
         dist = [c for c in plan.calls if c.fn == "vector_distance"]
-        name = snap.name
-        for group, what in ((bm25, "bm25()"), (knn, "knn()")):
-            if any(not c.same_search(group[0]) for c in group[1:]):
-                raise SqlPlanError(f"{what}: one search per reference to table {name!r}; "
-                                   "join the table again for another search")
+        # Distinct BM25 searches, each with the calls that ask for it.
+        groups: list[list[_Call]] = []
+        for c in (c for c in plan.calls if c.fn == "bm25"):
+            same = next((g for g in groups if g[0].same_search(c)), None)
+            if same is None:
+                groups.append([c])
+            else:
+                same.append(c)
+        if any(not c.same_search(knn[0]) for c in knn[1:]):
+            raise SqlPlanError(f"knn(): one nearest-neighbour search per reference to table "
+                               f"{snap.name!r}; join the table again for another")
         where = ref.select.args.get("where") if ref.select is not None else None
         conjuncts = _conjuncts(where.this) if where is not None else []
         top_level = {id(unparen(c)) for c in conjuncts}
-        for c in knn:
-            if id(c.node) not in top_level:
-                raise SqlPlanError("knn() is a condition of WHERE, joined to the other "
-                                   "conditions by AND")
         knn_call = knn[0] if knn else None
         by_score = [c for c in dist if knn_call is not None and c.same_search(knn_call)]
+        if knn_call is not None and any(id(c.node) not in top_level for c in knn):
+            # Under OR / NOT or outside WHERE: true for the k nearest rows, false for others.
+            for c in dist:
+                self._distance_edit(c, snap)
+            self._join(plan, groups, conjuncts, knn)
+            return
         for c in dist:
             if c not in by_score:
                 self._distance_edit(c, snap)
         if knn_call is not None:
-            scores = self._bm25_beside_knn(plan, bm25, conjuncts) if bm25 else None
-            self._replace(plan, knn_call, where, conjuncts, knn + by_score, scores)
-        elif bm25:
-            if self._requires_match(bm25, conjuncts):
-                self._replace(plan, bm25[0], where, conjuncts, bm25)
-            else:
-                self._join(plan, bm25[0], conjuncts, bm25)
+            sides = [self._side_scores(plan, g, conjuncts, i, strict=True)
+                     for i, g in enumerate(groups)]
+            self._replace(plan, knn_call, where, conjuncts, knn + by_score, sides)
+            return
+        required = [g for g in groups if self._requires_match(g, conjuncts)]
+        if required:
+            primary = required[0]
+            sides = [self._side_scores(plan, g, conjuncts, i, strict=False)
+                     for i, g in enumerate(g for g in groups if g is not primary)]
+            self._replace(plan, primary[0], where, conjuncts, primary, sides)
+        elif groups:
+            self._join(plan, groups, conjuncts, [])
 
-    def _bm25_beside_knn(self, plan: _Plan, calls: list[_Call],
-                         conjuncts: list[exp.Expression]) -> _Scores:
-        """BM25 scores of every match, for a reference whose rows come from ``knn``. A
-        lower bound on the score in WHERE narrows the rows the kNN may return; any other
-        use of the score in WHERE would need scores of rows not yet found."""
+    def _side_scores(self, plan: _Plan, calls: list[_Call], conjuncts: list[exp.Expression],
+                     i: int, strict: bool) -> _Scores:
+        """BM25 scores of every match of one search, for a reference whose rows come from
+        another search. A lower bound on the score in WHERE narrows the rows that search
+        may return. Beside ``knn`` (``strict``) any other use of the score in WHERE would
+        need scores of rows not yet found; beside a BM25 search that returns every match
+        it is evaluated on those."""
         floors = []
         for c in conjuncts:
             if not any(self._contains(c, call) for call in calls):
                 continue
             floor = self._lower_bound(calls, c)
-            if floor is None:
+            if floor is None and strict:
                 raise SqlPlanError("with knn() on the same table reference, bm25() may appear "
                                    "in WHERE only as a lower bound (bm25(col, 'q') > c); "
                                    "join the table again for other uses")
-            floors.append(floor)
+            if floor is not None:
+                floors.append(floor)
         exact, _, _ = self._split(plan, conjuncts)
         call = calls[0]
         try:
-            hits = search.bm25(plan.snap, call.column, call.query,
-                               max(1, plan.snap.manifest.num_rows), mode=call.mode,
-                               filter_=self._filter(plan, exact), pool=_fan_out_pool(plan.snap))
+            hits = self._bm25(plan.snap, call.column, call.query,
+                              max(1, plan.snap.manifest.num_rows), mode=call.mode,
+                              filter_=self._filter(plan, exact), pool=_fan_out_pool(plan.snap))
         except QueryError as exc:
             raise SqlPlanError(f"bm25(): {exc}") from None
         return _Scores(calls, np.asarray(hits.ids, np.int64),
-                       np.asarray(hits.scores, np.float32), max(floors) if floors else None)
+                       np.asarray(hits.scores, np.float32), max(floors) if floors else None,
+                       f"{BM25_COLUMN}_{i}")
 
     @staticmethod
     def _contains(node: exp.Expression, call: _Call) -> bool:
@@ -647,6 +736,8 @@ class IndexRewrite:
         evaluated on the table alone."""
         ref = plan.ref
         where = ref.select.args.get("where")
+        if self.dry:
+            return np.zeros(0, np.int64)
         if len(sqlparse.select_sources(ref.select)) != 1 or \
                 any(isinstance(n, (exp.Select, exp.Subquery)) for n in where.walk()):
             return None
@@ -669,6 +760,8 @@ class IndexRewrite:
                 # Only lower bounds on the score reach here; every match passes them.
                 text = "1e308"
             edits.append(sqlparse.Edit(c.span[0] - span[0], c.span[1] - span[0], text))
+        edits += [sqlparse.Edit(e.start - span[0], e.end - span[0], e.text)
+                  for e in self._snippet_edits if span[0] <= e.start and e.end <= span[1]]
         condition = sqlparse.splice(self.st.body[span[0]:span[1]], edits)
         view = self.acquire(ref, None)
         sql = (f"SELECT {_quote(ID_COLUMN)} FROM {_quote(view)} AS {self._alias_text(ref)} "
@@ -716,16 +809,16 @@ class IndexRewrite:
 
     def _replace(self, plan: _Plan, call: _Call, where: exp.Where | None,
                  conjuncts: list[exp.Expression], scored: list[_Call],
-                 bm25: _Scores | None = None) -> None:
-        """The reference becomes the search result (with ``bm25``, the kNN result carries
-        those BM25 scores too, and a floor on them narrows the kNN)."""
+                 sides: Sequence[_Scores] = ()) -> None:
+        """The reference becomes the search result; it carries the scores of the other
+        BM25 searches (``sides``) too, and a floor on one of them narrows the search."""
         ref, snap = plan.ref, plan.snap
         exact, local, rest = self._split(plan, conjuncts)
         others = [c for c in conjuncts if has_search_calls(c)
                   and not (call.fn == "bm25" and self._lower_bound(scored, c) is not None)
                   and not (call.fn == "knn" and unparen(c) is call.node)
-                  and not (bm25 is not None and bm25.floor is not None
-                           and self._lower_bound(bm25.calls, c) is not None)]
+                  and not any(b.floor is not None and self._lower_bound(b.calls, c) is not None
+                              for b in sides)]
         k = call.k
         if call.fn == "bm25":
             k = self._k_from_limit(plan, call) if not rest and not others else None
@@ -742,34 +835,38 @@ class IndexRewrite:
                 filter_ = pc.field(ID_COLUMN).isin(pa.array(ids, pa.int64()))
                 pushed += local
                 prefiltered = True
-        if bm25 is not None and bm25.floor is not None:
-            allowed = bm25.allowed()
+        floored = [b for b in sides if b.floor is not None]
+        if floored:
+            allowed = floored[0].allowed()
+            for b in floored[1:]:
+                allowed = np.intersect1d(allowed, b.allowed())
             if prefiltered:
                 filter_ = pc.field(ID_COLUMN).isin(pa.array(np.intersect1d(ids, allowed)))
             else:
                 only = pc.field(ID_COLUMN).isin(pa.array(allowed, pa.int64()))
                 expr = to_expression(filter_)
                 filter_ = only if expr is None else expr & only
-            pushed += [c for c in conjuncts if self._lower_bound(bm25.calls, c) is not None]
+            pushed += [c for c in conjuncts
+                       if any(self._lower_bound(b.calls, c) is not None for b in floored)]
         if call.fn == "bm25" and local and not prefiltered:
             k = None
         left = [c for c in local + rest if not any(c is p for p in pushed)]
         pool = _fan_out_pool(snap)
         try:
             if call.fn == "bm25":
-                hits = search.bm25(snap, call.column, call.query,
-                                   k if k is not None else max(1, snap.manifest.num_rows),
-                                   mode=call.mode, filter_=filter_, pool=pool)
+                hits = self._bm25(snap, call.column, call.query,
+                                  k if k is not None else max(1, snap.manifest.num_rows),
+                                  mode=call.mode, filter_=filter_, pool=pool)
             else:
-                hits = search.vector(snap, call.column, call.query, call.k,
-                                     nprobe=call.nprobe, filter_=filter_, pool=pool)
+                hits = self._knn(snap, call.column, call.query, call.k,
+                                 nprobe=call.nprobe, filter_=filter_, pool=pool)
         except QueryError as exc:
             raise SqlPlanError(f"{call.fn}(): {exc}") from None
-        columns = self._needed(plan, scored + (bm25.calls if bm25 is not None else []))
+        columns = self._needed(plan, scored + [c for b in sides for c in b.calls])
         data = search.materialize(snap, hits, columns, score_name=SCORE_COLUMN)
-        if bm25 is not None:
-            data = data.append_column(BM25_COLUMN, pa.array(
-                bm25.of(np.asarray(hits.ids, np.int64)), pa.float32()))
+        for b in sides:
+            data = data.append_column(b.column, pa.array(
+                b.of(np.asarray(hits.ids, np.int64)), pa.float32()))
         name = self._register(data)
         placeholder = "\x00view\x00"
         edit = sqlparse.table_edit(ref, placeholder, self.st.body)
@@ -783,8 +880,9 @@ class IndexRewrite:
                 self.result.edits.append(sqlparse.Edit(c.span[0], c.span[1], "TRUE"))
             else:
                 self._call_edit(c, f"{alias}.{_quote(SCORE_COLUMN)}")
-        for c in bm25.calls if bm25 is not None else []:
-            self._call_edit(c, f"{alias}.{_quote(BM25_COLUMN)}")
+        for b in sides:
+            for c in b.calls:
+                self._call_edit(c, f"{alias}.{_quote(b.column)}")
         what = "bm25" if call.fn == "bm25" else "knn"
         desc = [f"index path: {what} on {snap.name}.{call.column}",
                 f"k={k if k is not None else 'all'}"]
@@ -793,10 +891,11 @@ class IndexRewrite:
             desc.append(f"filter=[{self._describe(pushed)}]{how}")
         if left:
             desc.append(f"after the search=[{self._describe(left)}]")
-        if bm25 is not None:
-            desc.append(f"bm25 on {snap.name}.{bm25.calls[0].column} scores "
-                        f"{len(bm25.ids)} matches"
-                        + (" and limits the kNN to them" if bm25.floor is not None else ""))
+        for b in sides:
+            desc.append(f"bm25 on {snap.name}.{b.calls[0].column} "
+                        f"({b.calls[0].query!r}) scores {len(b.ids)} matches"
+                        + (" and limits the " + ("kNN" if what == "knn" else "search")
+                           + " to them" if b.floor is not None else ""))
         desc.append(f"columns={columns}")
         desc.append(f"rows={data.num_rows}")
         self._note(" ".join(desc))
@@ -804,39 +903,66 @@ class IndexRewrite:
             self._note(f"knn on {snap.name}.{call.column}: conditions that read other tables "
                        "apply after the search; fewer than k rows may remain")
 
-    def _join(self, plan: _Plan, call: _Call, conjuncts: list[exp.Expression],
-              scored: list[_Call]) -> None:
-        """Every row keeps its place; the score is 0 where the row does not match."""
+    def _join(self, plan: _Plan, groups: list[list[_Call]], conjuncts: list[exp.Expression],
+              knn: list[_Call]) -> None:
+        """Every row keeps its place: the table LEFT JOIN each search's result on ``_id``.
+        A BM25 score is 0 where the row does not match; ``knn()`` is true for the k
+        nearest rows (among those passing the WHERE's top-level comparisons with
+        literals) and false for the others."""
         ref, snap = plan.ref, plan.snap
         exact, _, _ = self._split(plan, conjuncts)
         filter_ = self._filter(plan, exact)
-        try:
-            hits = search.bm25(snap, call.column, call.query, max(1, snap.manifest.num_rows),
-                               mode=call.mode, filter_=filter_, pool=_fan_out_pool(snap))
-        except QueryError as exc:
-            raise SqlPlanError(f"bm25(): {exc}") from None
-        data = pa.table({ID_COLUMN: pa.array(hits.ids, pa.int64()),
-                         SCORE_COLUMN: pa.array(hits.scores, pa.float32())})
-        hits_name = self._register(data)
+        pool = _fan_out_pool(snap)
+        alias = self._alias_text(ref)
+        i = _quote(ID_COLUMN)
+        select, joins, notes = ["__quiver_v.*"], [], []
+        for n, group in enumerate(groups):
+            call = group[0]
+            try:
+                hits = self._bm25(snap, call.column, call.query,
+                                  max(1, snap.manifest.num_rows), mode=call.mode,
+                                  filter_=filter_, pool=pool)
+            except QueryError as exc:
+                raise SqlPlanError(f"bm25(): {exc}") from None
+            column = _quote(SCORE_COLUMN if n == 0 else f"{BM25_COLUMN}_{n}")
+            name = self._register(pa.table({ID_COLUMN: pa.array(hits.ids, pa.int64()),
+                                            "s": pa.array(hits.scores, pa.float32())}))
+            h = f"__quiver_h{n}"
+            select.append(f'COALESCE({h}."s", CAST(0 AS REAL)) AS {column}')
+            joins.append(f"LEFT JOIN {_quote(name)} AS {h} ON __quiver_v.{i} = {h}.{i}")
+            for c in group:
+                self._call_edit(c, f"{alias}.{column}")
+            notes.append(f"index path: bm25 on {snap.name}.{call.column} ({call.query!r}) "
+                         f"k=all scores joined to every row matches={len(hits.ids)}")
+        if knn:
+            call = knn[0]
+            try:
+                hits = self._knn(snap, call.column, call.query, call.k, nprobe=call.nprobe,
+                                 filter_=filter_, pool=pool)
+            except QueryError as exc:
+                raise SqlPlanError(f"knn(): {exc}") from None
+            name = self._register(pa.table({ID_COLUMN: pa.array(hits.ids, pa.int64())}))
+            select.append(f"(__quiver_k.{i} IS NOT NULL) AS {_quote(KNN_COLUMN)}")
+            joins.append(f"LEFT JOIN {_quote(name)} AS __quiver_k ON __quiver_v.{i} = "
+                         f"__quiver_k.{i}")
+            for c in knn:
+                self._call_edit(c, f"{alias}.{_quote(KNN_COLUMN)}")
+            notes.append(f"index path: knn on {snap.name}.{call.column} k={call.k} marks its "
+                         f"{len(hits.ids)} rows among every row (knn() outside the AND "
+                         "conditions of WHERE)")
         dnf = sqlparse.pruning_filter(ref, snap.schema)
         view = self.acquire(ref, snap.candidate_files(dnf) if dnf else None)
-        s, i = _quote(SCORE_COLUMN), _quote(ID_COLUMN)
-        relation = (f"(SELECT __quiver_v.*, COALESCE(__quiver_h.{s}, CAST(0 AS REAL)) AS {s} "
-                    f"FROM {_quote(view)} AS __quiver_v LEFT JOIN {_quote(hits_name)} AS "
-                    f"__quiver_h ON __quiver_v.{i} = __quiver_h.{i})")
+        relation = (f"(SELECT {', '.join(select)} FROM {_quote(view)} AS __quiver_v "
+                    f"{' '.join(joins)})")
         placeholder = "\x00view\x00"
         edit = sqlparse.table_edit(ref, placeholder, self.st.body)
         if edit is None:
             raise SqlPlanError(f"cannot locate table {snap.name!r} in the statement text")
         self.result.ref_edits[id(ref.node)] = sqlparse.Edit(
             edit.start, edit.end, edit.text.replace(_quote(placeholder), relation, 1))
-        alias = self._alias_text(ref)
-        for c in scored:
-            self._call_edit(c, f"{alias}.{_quote(SCORE_COLUMN)}")
-        desc = f"index path: bm25 on {snap.name}.{call.column} k=all scores joined to every row"
-        if exact:
-            desc += f" filter=[{self._describe(exact)}]"
-        self._note(f"{desc} matches={data.num_rows}")
+        filtered = f" filter=[{self._describe(exact)}]" if exact else ""
+        for note in notes:
+            self._note(note + filtered)
 
     # -- equality -----------------------------------------------------------------------
 
@@ -867,7 +993,7 @@ class IndexRewrite:
         dnf = sqlparse.pruning_filter(ref, snap.schema)
         files = snap.candidate_files(dnf) if dnf else snap.candidate_files()
         ids = np.unique(np.concatenate(
-            [search.exact_match(snap, column, v, filter_=dnf) for v in values]
+            [self._exact(snap, column, v, filter_=dnf) for v in values]
             or [np.zeros(0, np.int64)]))
         hits = _hits_of_ids(snap, ids)
         rows = search.materialize(snap, hits, self._needed(_Plan(ref, table, snap), []),
