@@ -37,7 +37,7 @@ from flight_server.sql import parse as sqlparse
 from flight_server.sql.errors import SqlPlanError
 from flight_server.sql.parse import NO_LITERAL, literal_number, literal_value, unparen
 
-__all__ = ["PROBE_WORD", "fold"]
+__all__ = ["fold"]
 
 # Kinds of the scalar search functions' arguments ("column" is never evaluated).
 SCALAR_KINDS = {
@@ -46,8 +46,6 @@ SCALAR_KINDS = {
     "vector_distance": ("column", "vector"),
     "bm25_snippet": ("column", "text", "int"),
 }
-# A query word no index holds, for a query that is NULL while only the schema is planned.
-PROBE_WORD = "quiverschemaprobe"
 
 Evaluate = Callable[[str], pa.Scalar]
 
@@ -159,7 +157,7 @@ def literal(scalar: pa.Scalar, fn: str, kind: str, dry: bool) -> str:
         if not dry or kind in ("name",):
             return "NULL"
         if kind == "text":
-            return _string(PROBE_WORD)
+            return _string(functions.PROBE_WORD)
         if kind == "mode":
             return "'or'"
         if kind == "int":

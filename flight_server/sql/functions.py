@@ -321,6 +321,9 @@ def _pool_for(snap: Snapshot, holder: dict[str, ThreadPoolExecutor]) -> ThreadPo
             holder["pool"] = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sql-search")
         return holder["pool"]
 
+# A word for a search's query text while planning: tokenized like any query, held by no
+# index, so a search for it finds nothing and costs a dictionary lookup.
+PROBE_WORD = "quiverschemaprobe"
 # Most results one search function call may return, unless the engine says otherwise.
 DEFAULT_MAX_K = 100_000
 

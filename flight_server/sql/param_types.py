@@ -71,9 +71,6 @@ TableSchema = Callable[[str, bool], pa.Schema]
 """The user columns of the catalog table a name refers to (the name as written, and
 whether it was quoted); raises ``SqlTableNotFoundError`` for an unknown name."""
 
-# A word for a search's query text while planning: tokenized like any query, held by no
-# index, so the search finds nothing and costs a dictionary lookup.
-PROBE_WORD = "quiverschemaprobe"
 # Arguments of the scalar search functions, in order (see flight_server.sql.rewrite).
 _SCALAR_SEARCH = {
     "bm25": ("column", "text", "mode"),
@@ -436,7 +433,7 @@ class _Reader:
         if arg in ("table", "column", "text_column", "vector_column"):
             # The relation itself depends on it: nothing can stand in.
             return _Guess(pa.string(), blind=True)
-        return _Guess(pa.string(), f"'{PROBE_WORD}'")
+        return _Guess(pa.string(), f"'{functions.PROBE_WORD}'")
 
     def _vector_dim(self, name: str, args: list[exp.Expression],
                     kinds: list[tuple[str, str]]) -> int | None:
