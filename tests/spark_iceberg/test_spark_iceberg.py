@@ -131,10 +131,12 @@ def _build_compacted(conn: SqlConnection) -> Table:
 
 
 def _build_guide_table(conn: SqlConnection) -> None:
-    """``spark_docs`` as the guide's write step leaves it."""
+    """``spark_docs`` as the guide's write step leaves it: created, then one commit per
+    Spark task of the write (two on ``local[2]``)."""
     conn.sql("CREATE TABLE spark_docs (id BIGINT, title VARCHAR) WITH (fts = 'title')")
-    conn.sql("INSERT INTO spark_docs VALUES (1, 'rust async runtime'), "
-             "(2, 'python web framework'), (3, 'rust web server')")
+    conn.sql("INSERT INTO spark_docs VALUES (1, 'rust async runtime')")
+    conn.sql("INSERT INTO spark_docs VALUES (2, 'python web framework'), "
+             "(3, 'rust web server')")
 
 
 # -- the guide's Iceberg block --------------------------------------------------------------
