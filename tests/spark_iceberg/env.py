@@ -1,15 +1,16 @@
 """The Spark that reads Quiver tables through Iceberg in the tests: which pyspark, which
 Iceberg runtime jar, where both are kept, and fetching them once.
 
-Iceberg's Spark runtime is compiled against one Spark minor version and fails on others
-(on Spark 4.3 with ``IncompatibleClassChangeError``). Iceberg 1.11.0, the newest release,
-ships runtimes for Spark 4.0 and 4.1 only. When the environment's pyspark is one of those,
-it is used as is; otherwise a pyspark 4.1 is installed once into a cache folder and the
-reader runs in a child interpreter with that folder first on its path.
+Iceberg's Spark runtime is compiled against one Spark minor version and fails on others (on
+Spark 4.3 with ``IncompatibleClassChangeError``). Iceberg 1.11.0, the newest release, ships
+runtimes for Spark 4.0 and 4.1 only. When the environment's pyspark is one of those, it is
+used as is; otherwise a pyspark 4.1 is installed once into a cache folder and the reader
+runs in a child interpreter with that folder first on its path.
 
-``python -m tests.spark_iceberg.env fetch`` (run by ``make install``) resolves the jar
-into Maven's local repository and the side pyspark into the cache, each with a time limit.
-Tests never download: they skip, saying what is missing.
+``python -m tests.spark_iceberg.env fetch`` (run by ``make install``) resolves the jars
+(the runtime; Iceberg's AWS bundle and H2 for tables on S3) into Maven's local repository and
+the side pyspark into the cache, each with a time limit. Tests never download: they skip,
+saying what is missing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ICEBERG_VERSION = "1.11.0"
 SCALA = "2.13"
+H2_VERSION = "2.3.232"
 # The Spark minor versions ICEBERG_VERSION ships a runtime for.
 RUNTIME_SPARK_MINORS = ("4.0", "4.1")
 # The pyspark installed beside the environment when its own has no Iceberg runtime.
@@ -37,6 +39,11 @@ CACHE = Path(os.environ.get("QUIVER_SPARK_ICEBERG_DIR")
 MAVEN_REPO = Path.home() / ".m2" / "repository"
 PIP_TIMEOUT_S = 600
 MAVEN_TIMEOUT_S = 300
+
+
+def _maven_jar(artifact: str) -> Path:
+    return (MAVEN_REPO / "org/apache/iceberg" / artifact / ICEBERG_VERSION
+            / f"{artifact}-{ICEBERG_VERSION}.jar")
 
 
 def _minor(version: str) -> str:
@@ -75,9 +82,23 @@ class SparkIceberg:
 
     @property
     def jar(self) -> Path:
-        name = f"iceberg-spark-runtime-{self.spark_minor}_{SCALA}"
-        return MAVEN_REPO / "org/apache/iceberg" / name / ICEBERG_VERSION / \
-            f"{name}-{ICEBERG_VERSION}.jar"
+        return _maven_jar(f"iceberg-spark-runtime-{self.spark_minor}_{SCALA}")
+
+    @property
+    def s3_jars(self) -> dict[str, Path]:
+        """What reading tables on S3 adds, by Maven coordinates: Iceberg's ``S3FileIO``
+        with the AWS SDK it needs, and H2 to hold a JDBC catalog in memory."""
+        return {f"org.apache.iceberg:iceberg-aws-bundle:{ICEBERG_VERSION}":
+                _maven_jar("iceberg-aws-bundle"),
+                f"com.h2database:h2:{H2_VERSION}":
+                MAVEN_REPO / "com/h2database/h2" / H2_VERSION / f"h2-{H2_VERSION}.jar"}
+
+    def s3_missing(self) -> str | None:
+        absent = [artifact for artifact, jar in self.s3_jars.items() if not jar.exists()]
+        if absent:
+            return (f"{', '.join(absent)} not in {MAVEN_REPO}: `make install` (or "
+                    "`python -m tests.spark_iceberg.env fetch`) fetches them")
+        return None
 
     def python_path(self, *more: str) -> str:
         parts = [str(self.pyspark_path)] if self.pyspark_path else []
@@ -124,10 +145,10 @@ def _fetch_pyspark(setup: SparkIceberg) -> None:
         raise
 
 
-def _fetch_jar(setup: SparkIceberg) -> None:
+def _fetch_jar(artifact: str) -> None:
     if shutil.which("mvn") is None:
         raise RuntimeError("Maven (mvn) is not installed: `make system-deps` installs it")
-    subprocess.run(["mvn", "-B", "-q", "dependency:get", f"-Dartifact={setup.artifact}",
+    subprocess.run(["mvn", "-B", "-q", "dependency:get", f"-Dartifact={artifact}",
                     "-Dtransitive=false"], check=True, timeout=MAVEN_TIMEOUT_S)
 
 
@@ -137,9 +158,10 @@ def fetch() -> SparkIceberg:
     if setup.pyspark_path is not None and not (setup.pyspark_path / "pyspark").is_dir():
         log.info("installing pyspark %s into %s", setup.pyspark_version, setup.pyspark_path)
         _fetch_pyspark(setup)
-    if not setup.jar.exists():
-        log.info("resolving %s", setup.artifact)
-        _fetch_jar(setup)
+    for artifact, jar in {setup.artifact: setup.jar, **setup.s3_jars}.items():
+        if not jar.exists():
+            log.info("resolving %s", artifact)
+            _fetch_jar(artifact)
     return setup
 
 

@@ -43,6 +43,7 @@ OPTS = TableOptions(max_rows_per_file=300, build_threads=2, background_indexing=
 DIM = 4
 # Reads are named <table>@<how>; the catalog the reader adds, over the root's tables/.
 CATALOG = "qtest"
+S3_CATALOG = "qs3"
 
 
 # -- the tables -----------------------------------------------------------------------------
@@ -191,6 +192,10 @@ class SparkRun:
 class Built:
     conn: SqlConnection
     tables: dict[str, Table]
+    # ``docs`` again on a root in S3 (None when Iceberg's AWS bundle is not here).
+    s3_docs: Table | None
+    s3_conn: SqlConnection | None
+    s3: Any
 
     def location(self, name: str) -> str:
         t = self.tables[name]
@@ -207,13 +212,53 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Built:
+def built(tmp_path_factory, s3_server) -> Built:
     work = tmp_path_factory.mktemp("spark-iceberg")
     conn = connect(str(work / "data"), table_options=OPTS)
     tables = {"docs": _build_docs(conn), "typed": _build_typed(conn),
               "compacted": _build_compacted(conn)}
     _build_guide_table(conn)
-    return Built(conn, tables)
+    s3_docs = s3_conn = None
+    if SETUP.s3_missing() is None:
+        s3_conn = connect(f"s3://{s3_server.new_bucket('spark-iceberg')}/quiver",
+                          table_options=OPTS, **s3_server.options())
+        s3_docs = _build_docs(s3_conn)
+    return Built(conn, tables, s3_docs, s3_conn, s3_server)
+
+
+def _s3_catalog(s3: Any) -> dict[str, str]:
+    """An Iceberg JDBC catalog (an in-memory H2 database) reading S3 through Iceberg's own
+    ``S3FileIO``: tables are registered into it by metadata file, with no Hadoop S3 file
+    system involved."""
+    prefix = f"spark.sql.catalog.{S3_CATALOG}"
+    return {prefix: "org.apache.iceberg.spark.SparkCatalog",
+            f"{prefix}.type": "jdbc",
+            f"{prefix}.uri": "jdbc:h2:mem:quiver;DB_CLOSE_DELAY=-1",
+            f"{prefix}.jdbc.user": "sa",
+            f"{prefix}.jdbc.password": "",
+            f"{prefix}.warehouse": "s3://unused/warehouse",
+            f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+            f"{prefix}.s3.endpoint": s3.endpoint,
+            f"{prefix}.s3.path-style-access": "true",
+            f"{prefix}.s3.access-key-id": s3.access_key_id,
+            f"{prefix}.s3.secret-access-key": s3.secret_access_key,
+            f"{prefix}.client.region": s3.region}
+
+
+def _s3_reads(b: Built) -> list[dict[str, Any]]:
+    if b.s3_docs is None:
+        return []
+    location = iceberg.metadata_location(b.s3_docs.store, b.s3_docs.prefix)
+    assert location is not None and location.startswith("s3://"), location
+    return [
+        {"name": "s3-namespace", "statement": True,
+         "sql": f"CREATE NAMESPACE IF NOT EXISTS {S3_CATALOG}.lake"},
+        {"name": "s3-register", "statement": True,
+         "sql": f"CALL {S3_CATALOG}.system.register_table(table => 'lake.docs', "
+                f"metadata_file => '{location}')"},
+        {"name": "s3-docs", "sql": f"SELECT * FROM {S3_CATALOG}.lake.docs"},
+        {"name": "s3-docs@v3", "sql": f"SELECT * FROM {S3_CATALOG}.lake.docs VERSION AS OF 3"},
+    ]
 
 
 def _reads(b: Built) -> list[dict[str, Any]]:
@@ -229,7 +274,7 @@ def _reads(b: Built) -> list[dict[str, Any]]:
     ]
     reads += [{"name": f"docs@snapshot-{v}", "path": b.folder("docs"),
                "options": {"versionAsOf": str(v)}} for v in range(1, docs.version + 1)]
-    return reads
+    return reads + _s3_reads(b)
 
 
 @pytest.fixture(scope="module")
@@ -237,13 +282,17 @@ def spark_run(built: Built, tmp_path_factory) -> SparkRun:
     base = tmp_path_factory.mktemp("spark-run")
     out = base / "out"
     root = Path(built.conn.uri.removeprefix("file://"))
+    jars = [SETUP.jar, *(SETUP.s3_jars.values() if built.s3_docs is not None else [])]
     job = {
-        "jar": str(SETUP.jar),
+        "jars": [str(j) for j in jars],
         "cwd": str(root.parent),
         "blocks": [offline(b) for b in guide_iceberg_blocks()],
-        "conf": {f"spark.sql.catalog.{CATALOG}": "org.apache.iceberg.spark.SparkCatalog",
+        "conf": {"spark.sql.extensions":
+                 "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+                 f"spark.sql.catalog.{CATALOG}": "org.apache.iceberg.spark.SparkCatalog",
                  f"spark.sql.catalog.{CATALOG}.type": "hadoop",
                  f"spark.sql.catalog.{CATALOG}.warehouse": str(root / "tables"),
+                 **(_s3_catalog(built.s3) if built.s3_docs is not None else {}),
                  "spark.sql.session.timeZone": "UTC"},
         "reads": _reads(built),
         "out": str(out),
@@ -355,3 +404,16 @@ def test_the_spark_guides_iceberg_blocks_run_against_a_root(spark_run):
     assert any(SETUP.artifact in b for b in blocks)
     ran = spark_run.results["blocks"]
     assert ran["error"] is None, f"the guide's Iceberg blocks failed:\n{ran['error']}"
+
+
+def test_a_table_on_s3_registered_by_metadata_file_reads_exactly(spark_run, built):
+    if built.s3_docs is None:
+        pytest.skip(f"Spark through Iceberg on S3: {SETUP.s3_missing()}")
+    for step in ("s3-namespace", "s3-register"):
+        entry = spark_run.results["reads"][step]
+        assert entry["error"] is None, f"{step} failed:\n{entry['error']}"
+    t = built.s3_docs
+    want = built.s3_conn.sql("SELECT * FROM docs")
+    assert 0 < want.num_rows < 820
+    _same(spark_run.read("s3-docs"), want, "id", "docs on S3")
+    _same(spark_run.read("s3-docs@v3"), t.at_version(3).to_table(), "id", "docs on S3 at v3")
