@@ -250,14 +250,24 @@ def _s3_reads(b: Built) -> list[dict[str, Any]]:
         return []
     location = iceberg.metadata_location(b.s3_docs.store, b.s3_docs.prefix)
     assert location is not None and location.startswith("s3://"), location
+    older = f"{location.rsplit('/', 1)[0]}/v3.metadata.json"
+    table = f"{S3_CATALOG}.db.docs"
+
+    def register(name: str, metadata_file: str) -> dict[str, Any]:
+        return {"name": name, "statement": True,
+                "sql": f"CALL {S3_CATALOG}.system.register_table(table => 'db.docs', "
+                       f"metadata_file => '{metadata_file}')"}
+
+    # As the guide says: register a version, drop the entry, register a newer one.
     return [
         {"name": "s3-namespace", "statement": True,
-         "sql": f"CREATE NAMESPACE IF NOT EXISTS {S3_CATALOG}.lake"},
-        {"name": "s3-register", "statement": True,
-         "sql": f"CALL {S3_CATALOG}.system.register_table(table => 'lake.docs', "
-                f"metadata_file => '{location}')"},
-        {"name": "s3-docs", "sql": f"SELECT * FROM {S3_CATALOG}.lake.docs"},
-        {"name": "s3-docs@v3", "sql": f"SELECT * FROM {S3_CATALOG}.lake.docs VERSION AS OF 3"},
+         "sql": f"CREATE NAMESPACE IF NOT EXISTS {S3_CATALOG}.db"},
+        register("s3-register-v3", older),
+        {"name": "s3-docs@v3-file", "sql": f"SELECT * FROM {table}"},
+        {"name": "s3-drop", "statement": True, "sql": f"DROP TABLE {table}"},
+        register("s3-register", location),
+        {"name": "s3-docs", "sql": f"SELECT * FROM {table}"},
+        {"name": "s3-docs@v3", "sql": f"SELECT * FROM {table} VERSION AS OF 3"},
     ]
 
 
@@ -409,11 +419,14 @@ def test_the_spark_guides_iceberg_blocks_run_against_a_root(spark_run):
 def test_a_table_on_s3_registered_by_metadata_file_reads_exactly(spark_run, built):
     if built.s3_docs is None:
         pytest.skip(f"Spark through Iceberg on S3: {SETUP.s3_missing()}")
-    for step in ("s3-namespace", "s3-register"):
+    for step in ("s3-namespace", "s3-register-v3", "s3-drop", "s3-register"):
         entry = spark_run.results["reads"][step]
         assert entry["error"] is None, f"{step} failed:\n{entry['error']}"
     t = built.s3_docs
+    v3 = t.at_version(3).to_table()
+    _same(spark_run.read("s3-docs@v3-file"), v3, "id", "docs on S3 registered at v3")
+    _same(spark_run.read("s3-docs@v3"), v3, "id", "docs on S3, VERSION AS OF 3")
+    # Read after the DROP TABLE: dropping the catalog entry left the table's files.
     want = built.s3_conn.sql("SELECT * FROM docs")
-    assert 0 < want.num_rows < 820
-    _same(spark_run.read("s3-docs"), want, "id", "docs on S3")
-    _same(spark_run.read("s3-docs@v3"), t.at_version(3).to_table(), "id", "docs on S3 at v3")
+    assert 0 < want.num_rows < v3.num_rows
+    _same(spark_run.read("s3-docs"), want, "id", "docs on S3 registered at the newest version")
