@@ -1,6 +1,7 @@
 """Spark reads Quiver tables through Iceberg: by metadata file, by folder and through a
-Hadoop catalog over the root's ``tables/`` folder, every version by snapshot id, and the
-rows equal Quiver's own ``SELECT *`` (after deletes, updates, optimize and gc).
+Hadoop catalog over the root's ``tables/`` folder, every version by snapshot id, and on S3
+(loopback) registered into a JDBC catalog; the rows equal Quiver's own ``SELECT *``
+(after deletes, updates, optimize and gc).
 
 Spark runs once for the module, in a child interpreter with a pyspark that Iceberg ships a
 runtime for (``env.py``); the reads' rows come back as Parquet files. The Spark guide's
@@ -17,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,7 +194,7 @@ class SparkRun:
 class Built:
     conn: SqlConnection
     tables: dict[str, Table]
-    # ``docs`` again on a root in S3 (None when Iceberg's AWS bundle is not here).
+    # ``docs`` again on a root in S3 (None when the S3 jars or moto are missing).
     s3_docs: Table | None
     s3_conn: SqlConnection | None
     s3: Any
@@ -211,19 +213,31 @@ class Built:
         return self.folder(name).rsplit("/", 1)[-1]
 
 
+def _s3_server(request) -> Any:
+    """The loopback S3 server, or None where moto is missing (only the S3 test skips)."""
+    try:
+        return request.getfixturevalue("s3_server")
+    except pytest.skip.Exception:
+        return None
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, s3_server) -> Built:
+def built(tmp_path_factory, request) -> Iterator[Built]:
     work = tmp_path_factory.mktemp("spark-iceberg")
     conn = connect(str(work / "data"), table_options=OPTS)
     tables = {"docs": _build_docs(conn), "typed": _build_typed(conn),
               "compacted": _build_compacted(conn)}
     _build_guide_table(conn)
     s3_docs = s3_conn = None
-    if SETUP.s3_missing() is None:
+    s3_server = _s3_server(request) if SETUP.s3_missing() is None else None
+    if s3_server is not None:
         s3_conn = connect(f"s3://{s3_server.new_bucket('spark-iceberg')}/quiver",
                           table_options=OPTS, **s3_server.options())
         s3_docs = _build_docs(s3_conn)
-    return Built(conn, tables, s3_docs, s3_conn, s3_server)
+    yield Built(conn, tables, s3_docs, s3_conn, s3_server)
+    for c in (conn, s3_conn):
+        if c is not None:
+            c.close()
 
 
 def _s3_catalog(s3: Any) -> dict[str, str]:
@@ -418,7 +432,8 @@ def test_the_spark_guides_iceberg_blocks_run_against_a_root(spark_run):
 
 def test_a_table_on_s3_registered_by_metadata_file_reads_exactly(spark_run, built):
     if built.s3_docs is None:
-        pytest.skip(f"Spark through Iceberg on S3: {SETUP.s3_missing()}")
+        pytest.skip(f"Spark through Iceberg on S3: "
+                    f"{SETUP.s3_missing() or 'moto (the loopback S3 server) is not installed'}")
     for step in ("s3-namespace", "s3-register-v3", "s3-drop", "s3-register"):
         entry = spark_run.results["reads"][step]
         assert entry["error"] is None, f"{step} failed:\n{entry['error']}"
