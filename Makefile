@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install system-deps run demo test bench lint clean
+.PHONY: install system-deps spark-iceberg run demo test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +23,13 @@ system-deps:
 			apt-get install -y -qq maven default-jdk-headless >/dev/null; \
 		else echo "Maven or a JDK is missing: the JDBC driver tests will be skipped"; fi; }
 
-install: $(VENV)/.installed system-deps
+# Spark reading tables through Iceberg (tests/spark_iceberg): Iceberg's Spark runtime jar,
+# and a pyspark it is built for when the installed one has none. Fetched once, each step
+# time-limited; without them those tests are skipped.
+spark-iceberg: $(VENV)/.installed system-deps
+	@$(PYTHON) -m tests.spark_iceberg.env fetch || true
+
+install: $(VENV)/.installed system-deps spark-iceberg
 
 run: install
 	$(VENV)/bin/quiver serve

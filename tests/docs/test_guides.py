@@ -12,6 +12,9 @@ port it picked. Two markers steer a run and stay invisible when the page is rend
 - ``<!-- docs-test: run -->`` right before a ```bash block runs that block's lines in the
   working folder; a ``quiver serve …`` line (re)starts the guide's server with exactly those
   options instead of blocking. Without it shell blocks are only read.
+- ``<!-- docs-test: skip -->`` right before a block leaves it out: a block that needs what
+  the guide's process cannot have (another Spark version) and that a test of its own runs
+  (the Spark guide's Iceberg blocks: tests/spark_iceberg).
 
 The guide's working folder has ``../shared`` linked to the repository's sample data, as a
 checkout with ``shared/`` beside it has.
@@ -95,15 +98,15 @@ def parse_guide(path: Path, text: str | None = None) -> Guide:
     """The runnable steps of a markdown file: its python blocks and marked shell blocks."""
     lines = (path.read_text() if text is None else text).splitlines()
     guide = Guide(path)
-    pending_run = False
+    pending: str | None = None
     i = 0
     while i < len(lines):
         directive = _DIRECTIVE.search(lines[i])
         if directive:
-            if directive.group("what") != "run":
+            if directive.group("what") not in ("run", "skip"):
                 raise ValueError(f"{path.name}:{i + 1}: unknown docs-test marker "
                                  f"{directive.group('what')!r}")
-            pending_run = True
+            pending = directive.group("what")
         m = _FENCE.match(lines[i])
         if not m:
             i += 1
@@ -117,12 +120,14 @@ def parse_guide(path: Path, text: str | None = None) -> Guide:
             i += 1
         i += 1
         code = "\n".join(body) + "\n"
-        if lang in ("python", "py"):
+        if pending == "skip":
+            pass
+        elif lang in ("python", "py"):
             guide.steps.append(Block(len(guide.steps) + 1, start + 1, "python", code))
-        elif pending_run and lang in ("bash", "sh", "shell", "console"):
+        elif pending == "run" and lang in ("bash", "sh", "shell", "console"):
             guide.steps.append(Block(len(guide.steps) + 1, start + 1, lang, code,
                                      run_shell=True))
-        pending_run = False
+        pending = None
     return guide
 
 
@@ -337,6 +342,14 @@ def test_python_blocks_and_marked_shell_blocks_are_steps_in_order(tmp_path: Path
         (1, "python", 2, False), (2, "bash", 12, True), (3, "python", 15, False)]
     assert guide.steps[2].code == "b = a + 1\n"
     assert not guide.needs_server
+
+
+def test_a_block_marked_skip_is_not_a_step(tmp_path: Path) -> None:
+    text = ("```python\na = 1\n```\n<!-- docs-test: skip -->\n```python\n"
+            "raise SystemExit('must not run')\n```\n```python\nassert a == 1\n```\n")
+    guide = parse_guide(tmp_path / "g.md", text)
+    assert [(s.number, s.line) for s in guide.steps] == [(1, 1), (2, 8)]
+    assert run_guide(guide, tmp_path).ran == [1, 2]
 
 
 def test_a_failing_block_is_reported_with_the_guide_and_block_number(tmp_path: Path) -> None:
