@@ -29,15 +29,16 @@ system-deps:
 spark-iceberg: $(VENV)/.installed system-deps
 	@$(PYTHON) -m tests.spark_iceberg.env fetch || true
 
-install: $(VENV)/.installed system-deps spark-iceberg
+install: $(VENV)/.installed system-deps
 
-run: install
+# The server needs the Python packages only.
+run: $(VENV)/.installed
 	$(VENV)/bin/quiver serve
 
-demo: install
+demo: $(VENV)/.installed
 	$(VENV)/bin/quiver demo
 
-test: install
+test: install spark-iceberg
 	$(PYTHON) -m pytest -q
 
 bench: install
