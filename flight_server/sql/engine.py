@@ -183,8 +183,10 @@ class SqlEngine:
         snippet.register(self.ctx)
 
     def close(self) -> None:
-        """Stops decoding rows into memory and lets go of those decoded."""
+        """Stops decoding rows into memory, lets go of those decoded and removes the
+        views' file links."""
         self.decoded.close()
+        self.views.close()
 
     # -- pinning -------------------------------------------------------------------------
 

@@ -381,8 +381,15 @@ class ViewRegistry:
                 log.info("no directory for file links (%s); one source per file", exc)
                 self._links_ok = False
                 return None
-            weakref.finalize(self, shutil.rmtree, self._links, True)
+            self._remove_links = weakref.finalize(self, shutil.rmtree, self._links, True)
         return self._links
+
+    def close(self) -> None:
+        """Removes the folder of file links now (it is also removed when the registry is
+        collected or the process ends normally)."""
+        remove = getattr(self, "_remove_links", None)
+        if remove is not None:
+            remove()
 
     def _linked_parts(self, table: Table, snap: Snapshot, ver: _Version, name: str,
                       clean: Sequence[int], dirty: Sequence[int], cols: str
