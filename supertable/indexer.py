@@ -31,6 +31,7 @@ import pyarrow as pa
 from superfile import write_superfile
 from superfile.fts.tokenizer import tokenize_column
 from supertable.errors import TableCorruptError
+from supertable.maintain import is_log_file
 from supertable.manifest import FileEntry, Manifest
 from supertable.snapshot import Snapshot
 from supertable.summaries import summarize
@@ -68,7 +69,7 @@ def _index_round(table: Table, *, limit: int | None,
                  should_stop: Callable[[], bool]) -> tuple[int, int]:
     """One pass over the pending files in batches; returns (swapped, still pending)."""
     manifest = table.refresh()
-    todo = pending_files(manifest)
+    todo = _swappable(manifest)
     if limit is not None:
         todo = todo[: max(0, limit)]
     width = max(1, table.options.build_threads)
@@ -77,7 +78,12 @@ def _index_round(table: Table, *, limit: int | None,
         if should_stop():
             break
         swapped += _swap_batch(table, manifest, todo[start:start + width], should_stop)
-    return swapped, len(pending_files(table.refresh()))
+    return swapped, len(_swappable(table.refresh()))
+
+
+def _swappable(manifest: Manifest) -> list[FileEntry]:
+    # Write-log files are folded together by the table's upkeep, not indexed one by one.
+    return [f for f in pending_files(manifest) if not is_log_file(f)]
 
 
 def _rebuild(table: Table, manifest: Manifest, entry: FileEntry) -> _Built:
