@@ -35,6 +35,10 @@ newer version (one request), unless ``max_staleness_s`` lets it use a version ch
 that recently; writes through this server are seen at once either way. Superfiles read
 from a remote root are kept in a local disk cache (``cache_dir``, ``cache_bytes``).
 
+Writes: a small commit goes to the table's write log and is folded into an indexed
+superfile within ``fold_age_s``; small superfiles are compacted in the background
+(``supertable.maintain``); both are on by default here, unlike in an embedded table.
+
 Operating it: every statement is one line of the ``quiver.statements`` log
 (``flight_server.statement_log``); ``metrics_port`` serves Prometheus metrics at
 ``/metrics`` on the server's host (``flight_server.metrics``).
@@ -61,6 +65,9 @@ log = logging.getLogger(__name__)
 
 
 SHUTDOWN_GRACE_S = 10.0
+# A server keeps its tables' write logs and compacts them (the embedded default is off).
+SERVER_WRITE_OPTIONS: dict[str, Any] = {"write_log_rows": 1000, "fold_age_s": 1.0,
+                                        "compaction": True, "group_commit_window_s": 0.0}
 # After the grace, this long for the process to wind down before it is ended outright
 # (a thread inside a native call cannot be stopped otherwise).
 EXIT_MARGIN_S = 3.0
@@ -106,13 +113,16 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  token_ttl: float = auth_module.DEFAULT_TOKEN_TTL,
                  login_free_failures: int = login_limit.DEFAULT_FREE_FAILURES,
                  login_max_delay: float = login_limit.DEFAULT_MAX_DELAY,
-                 prepared_per_session: int = 256) -> QuiverFlightServer:
+                 prepared_per_session: int = 256,
+                 write_options: dict[str, Any] | None = None) -> QuiverFlightServer:
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
     default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
     ``TableOptions``; ``workers`` statements at once and ``statement_timeout_s`` as in
     ``limits.Limits``; ``memory_limit``, ``spill_dir`` and ``max_search_k`` as in
-    ``SqlEngine``; ``max_message_bytes`` the largest message a client may send)."""
+    ``SqlEngine``; ``max_message_bytes`` the largest message a client may send;
+    ``write_options`` the write log, compaction and group commit fields of
+    ``TableOptions``, defaults ``SERVER_WRITE_OPTIONS``)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     if auth is not None and not auth.enabled:
@@ -156,8 +166,13 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
             tls = auth_module.tls_certificates(tls_cert, tls_key)
         except ValueError as exc:
             raise ServeError(str(exc)) from None
+    writes = {**SERVER_WRITE_OPTIONS, **(write_options or {})}
+    if writes["write_log_rows"] < 0 or not writes["fold_age_s"] >= 0 or not (
+            writes["group_commit_window_s"] >= 0):
+        raise ServeError("--write-log-rows, --fold-age and --group-commit-window must be 0 "
+                         "or more")
     table_options = TableOptions(max_staleness_s=max_staleness_s, cache_dir=cache_dir,
-                                 cache_bytes=cache_bytes)
+                                 cache_bytes=cache_bytes, **writes)
     conn = connect(root, memory_cache_bytes=memory_cache_bytes, table_options=table_options,
                    memory_limit=memory_limit, spill_dir=spill_dir, max_search_k=max_search_k,
                    **(storage_options or {}))
