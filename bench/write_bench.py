@@ -2,7 +2,8 @@
 
 A real ``quiver serve`` on a local root; ``clients`` ADBC connections (one thread each)
 send single-row ``INSERT INTO events VALUES (...)`` statements (literal SQL, a PyPI
-summary per row) until ``inserts`` were acknowledged or ``seconds`` ran out. Every
+summary per row, run as ADBC updates: one Flight SQL ``CommandStatementUpdate``
+each) until ``inserts`` were acknowledged or ``seconds`` ran out. Every
 acknowledged statement's latency is recorded.
 
 Then the server stays idle for ``idle_s`` seconds while its background work (folding the
@@ -89,6 +90,7 @@ def _insert_load(uri: str, texts: list[str], cfg: dict[str, Any]) -> dict[str, A
             start.wait()
             return
         with conn, conn.cursor() as cur:
+            stmt = cur.adbc_statement
             start.wait()
             while time.monotonic() < deadline[0]:
                 with take:
@@ -99,8 +101,11 @@ def _insert_load(uri: str, texts: list[str], cfg: dict[str, Any]) -> dict[str, A
                        f"{_quote(texts[i % len(texts)])})")
                 t0 = time.perf_counter()
                 try:
-                    cur.execute(sql)
-                    cur.fetchall()
+                    # ADBC's update call (Flight SQL CommandStatementUpdate, one round
+                    # trip), as JDBC's executeUpdate; DB-API execute would add a DoGet.
+                    stmt.set_sql_query(sql)
+                    if stmt.execute_update() != 1:
+                        raise RuntimeError("the INSERT reported no row")
                 except Exception as exc:
                     errors.append(repr(exc)[:300])
                     continue
@@ -223,7 +228,8 @@ def render(r: dict[str, Any]) -> str:
     load, cfg, idle = r["load"], r["config"], r["after_idle"]
     lines = [f"# Write benchmark ({r['started_utc']})", "", f"Machine: {r['machine']}", "",
              f"A real `quiver serve` on a local root (flags: `{' '.join(r['server_flags'])}`); "
-             f"{cfg['clients']} ADBC clients send single-row INSERTs (literal SQL) until "
+             f"{cfg['clients']} ADBC clients send single-row INSERTs (literal SQL, ADBC "
+             "`execute_update`) until "
              f"{cfg['inserts']} are acknowledged or {cfg['seconds']:g} s pass.", "",
              "| acknowledged | wall s | per second | p50 ms | p99 ms | max ms | errors |",
              "| --- | --- | --- | --- | --- | --- | --- |",

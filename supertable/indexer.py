@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from superfile import write_superfile
-from superfile.fts.tokenizer import tokenize_column
+from superfile.fts.tokenizer import tokenize, tokenize_column
 from supertable.errors import TableCorruptError
 from supertable.maintain import is_log_file
 from supertable.manifest import FileEntry, Manifest
@@ -47,8 +47,15 @@ MAX_FAILURES = 5
 FAILURE_BACKOFF_S = 0.2
 
 
+# Up to this many rows, tokens are counted by the pure-Python tokenizer (the same rules):
+# the column kernels cost a fixed ~0.3 ms per call, more than a few rows take.
+SMALL_COUNT_ROWS = 64
+
+
 def token_count(texts: pa.Array | pa.ChunkedArray) -> int:
     """How many tokens the BM25 index of ``texts`` would hold (its ``total_tokens``)."""
+    if len(texts) <= SMALL_COUNT_ROWS:
+        return sum(len(tokenize(t)) for t in texts.to_pylist() if t is not None)
     tokens, _ = tokenize_column(texts)
     return len(tokens)
 

@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = "data"
 _ADVANCE_LOCK = threading.Lock()
+# Uploads of the objects of one commit run side by side on these threads.
+_UPLOADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="quiver-upload")
 
 
 @dataclass(frozen=True)
@@ -803,16 +805,21 @@ class Table:
     def _upload(self, built: list[_Built], intent: Intent) -> None:
         self._wal.record(intent)
 
-        def put(b: _Built) -> None:
-            self.store.put(self._full(b.entry.path), b.data)
-            self.store.put(self._full(b.entry.sidecar.path), b.sidecar)  # type: ignore[union-attr]
-
-        if len(built) <= 1:
-            for b in built:
-                put(b)
-        else:
-            with ThreadPoolExecutor(max_workers=min(8, len(built))) as pool:
-                list(pool.map(put, built))
+        objects = [(self._full(p), d) for b in built
+                   for p, d in ((b.entry.path, b.data),
+                                (b.entry.sidecar.path, b.sidecar))]  # type: ignore[union-attr]
+        if not objects:
+            return
+        # Each put waits on storage (an fsync, a request), so they overlap; the first runs
+        # on this thread.
+        rest = [_UPLOADS.submit(self.store.put, p, d) for p, d in objects[1:]]
+        try:
+            self.store.put(*objects[0])
+        finally:
+            for f in rest:
+                f.exception()
+        for f in rest:
+            f.result()
 
     def _renumber(self, built: list[_Built], shift: int, intent: Intent) -> list[_Built]:
         """Moves already-built files' ``_id`` values up by ``shift`` (another writer won)."""

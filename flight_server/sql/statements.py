@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from catalog.connection import is_valid_table_name
 from catalog.errors import quote_short
 from flight_server.sql.arrow_types import plain_type
 from flight_server.sql.errors import (
@@ -191,6 +192,14 @@ def _resolve_table(engine: Any, table: exp.Table) -> str | None:
 
 
 def _open(engine: Any, table: exp.Table) -> Table:
+    exact = _table_name(table)
+    if is_valid_table_name(exact):
+        # The name as written is the one ``_resolve_table`` prefers: one catalog read
+        # instead of listing the catalog (every INSERT comes here).
+        try:
+            return engine.connection.open_table(exact)
+        except TableNotFoundError:
+            pass
     name = _resolve_table(engine, table)
     if name is None:
         raise unknown_table(_table_name(table), engine.connection.list_tables())
