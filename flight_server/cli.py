@@ -224,6 +224,10 @@ def _write_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--compaction", action=argparse.BooleanOptionalAction, default=True,
                        help="merge small superfiles in the background, size-tiered while "
                        "writes go on and into one once a table is idle (default on)")
+    serve.add_argument("--max-concurrent-appends", type=int, default=None, metavar="N",
+                       help="INSERT ... VALUES statements running at once, apart from "
+                       "--max-concurrent-statements: they mostly wait for a shared commit "
+                       "(default 64)")
     serve.add_argument("--group-commit-window", type=float, default=0.0, metavar="SECONDS",
                        help="an append waits this long for others to share its commit "
                        "(default 0: those queued meanwhile join)")
@@ -297,7 +301,8 @@ def _run_serve(args: argparse.Namespace) -> int:
               prepared_per_session=args.prepared_per_session,
               write_options={"write_log_rows": args.write_log_rows,
                              "fold_age_s": args.fold_age, "compaction": args.compaction,
-                             "group_commit_window_s": args.group_commit_window})
+                             "group_commit_window_s": args.group_commit_window},
+              max_concurrent_appends=args.max_concurrent_appends)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,8 @@ a client can reach, e.g. behind port mapping or a TLS name).
 Calls are served by a pool of threads (``flight_server.transport``); ``workers``
 (``--max-concurrent-statements``) bounds how many units of work run at once
 (GetFlightInfo, GetSchema, DoPut, actions, and a DoGet until its stream ends), each
-under the statement time limit (``flight_server.limits``).
+under the statement time limit (``flight_server.limits``); ``INSERT … VALUES``
+statements have their own ``max_concurrent_appends`` slots (``--max-concurrent-appends``).
 
 Shutdown (SIGTERM, SIGINT) stops taking calls, cancels every running statement at
 once, gives the other calls in flight ``shutdown_grace_s`` to finish, and then ends
@@ -56,7 +57,12 @@ from typing import Any
 
 from flight_server import auth as auth_module
 from flight_server import handles, keys, login_limit
-from flight_server.limits import DEFAULT_MAX_CONCURRENT, DEFAULT_STATEMENT_TIMEOUT_S, Limits
+from flight_server.limits import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_CONCURRENT_APPENDS,
+    DEFAULT_STATEMENT_TIMEOUT_S,
+    Limits,
+)
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
 from supertable.table import TableOptions
@@ -114,7 +120,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  login_free_failures: int = login_limit.DEFAULT_FREE_FAILURES,
                  login_max_delay: float = login_limit.DEFAULT_MAX_DELAY,
                  prepared_per_session: int = 256,
-                 write_options: dict[str, Any] | None = None) -> QuiverFlightServer:
+                 write_options: dict[str, Any] | None = None,
+                 max_concurrent_appends: int | None = None) -> QuiverFlightServer:
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
     default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
@@ -122,7 +129,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     ``limits.Limits``; ``memory_limit``, ``spill_dir`` and ``max_search_k`` as in
     ``SqlEngine``; ``max_message_bytes`` the largest message a client may send;
     ``write_options`` the write log, compaction and group commit fields of
-    ``TableOptions``, defaults ``SERVER_WRITE_OPTIONS``)."""
+    ``TableOptions``, defaults ``SERVER_WRITE_OPTIONS``; ``max_concurrent_appends`` the
+    slots of ``INSERT … VALUES`` statements, as in ``limits.Limits``)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     if auth is not None and not auth.enabled:
@@ -133,6 +141,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                          "pass --allow-unauthenticated")
     if workers is not None and workers < 1:
         raise ServeError("--max-concurrent-statements must be at least 1")
+    if max_concurrent_appends is not None and max_concurrent_appends < 1:
+        raise ServeError("--max-concurrent-appends must be at least 1")
     if statement_timeout_s is not None and not statement_timeout_s >= 0:
         raise ServeError("--statement-timeout must be 0 (none) or more seconds")
     if memory_limit is not None and memory_limit < (16 << 20):
@@ -180,7 +190,9 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     limits = Limits(statement_timeout_s=(DEFAULT_STATEMENT_TIMEOUT_S
                                          if statement_timeout_s is None
                                          else statement_timeout_s or None),
-                    max_concurrent=workers or DEFAULT_MAX_CONCURRENT)
+                    max_concurrent=workers or DEFAULT_MAX_CONCURRENT,
+                    max_concurrent_appends=(max_concurrent_appends
+                                            or DEFAULT_MAX_CONCURRENT_APPENDS))
     try:
         key = keys.server_key(conn.catalog.store, secret_file)
         prepared = handles.PreparedRegistry(per_session=prepared_per_session,

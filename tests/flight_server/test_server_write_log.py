@@ -146,3 +146,45 @@ def test_a_row_acknowledged_before_sigkill_survives_and_is_folded_after_restart(
         assert manifest.num_rows == 1
     finally:
         server.stop()
+
+
+HEAVY = "SELECT count(DISTINCT value % 1000003) AS n FROM generate_series(1, 20000000000)"
+
+
+def test_inserts_are_admitted_while_queries_hold_every_statement_slot(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    server = start_server(root, "--max-concurrent-statements", "1", "--statement-timeout",
+                          "8", log_path=tmp_path / "server.log")
+    try:
+        # Connected first: the driver's metadata calls at connect time are queries.
+        with adbc.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE ev (id BIGINT)")
+            stmt = cur.adbc_statement
+            busy = threading.Event()
+            ended: list[str] = []
+
+            def heavy() -> None:
+                with adbc.connect(server.uri, autocommit=True) as other, \
+                        other.cursor() as hcur:
+                    busy.set()
+                    try:
+                        hcur.execute(HEAVY)
+                        hcur.fetchall()
+                    except Exception as exc:  # ended by its time limit
+                        ended.append(repr(exc))
+
+            worker = threading.Thread(target=heavy)
+            worker.start()
+            busy.wait(10)
+            time.sleep(1.0)  # the query holds the only statement slot now
+            started = time.monotonic()
+            for i in range(5):
+                stmt.set_sql_query(f"INSERT INTO ev VALUES ({i})")
+                assert stmt.execute_update() == 1
+            took = time.monotonic() - started
+            assert worker.is_alive(), f"the query ended before the inserts ran: {ended}"
+            assert took < 4.0, f"5 INSERTs took {took:.1f} s behind a running query"
+            worker.join(30)
+    finally:
+        server.stop()
