@@ -39,6 +39,7 @@ bench: install
 	$(PYTHON) -m bench.table_bench
 	$(PYTHON) -m bench.sql_bench
 	$(PYTHON) -m bench.flight_bench
+	$(PYTHON) -m bench.write_bench
 
 lint: install
 	$(VENV)/bin/ruff check .
