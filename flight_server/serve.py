@@ -47,6 +47,7 @@ Operating it: every statement is one line of the ``quiver.statements`` log
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -230,6 +231,34 @@ def listening_uri(server: QuiverFlightServer) -> str:
     return f"{scheme}://{host}:{server.port}"
 
 
+# Young-generation size and how rarely older generations are collected (see ``_settle_gc``).
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def _warm_up() -> None:
+    """Builds one tiny indexed superfile and loads the tokenizer's tables: the first index
+    build in a process compiles its kernels, which holds every thread up for a few hundred
+    milliseconds; done here, no statement (nor the first fold of a write log) waits."""
+    import pyarrow as pa
+
+    from superfile import IndexSpec, write_superfile
+    from superfile.fts.tokenizer import tokenize
+    from supertable.summaries import summarize
+
+    summarize(write_superfile(pa.table({"t": ["warm up"]}), IndexSpec.of(fts=["t"])))
+    tokenize("warm up")
+
+
+def _settle_gc() -> None:
+    """A full collection stops every thread for as long as it takes to scan every object:
+    the startup objects (modules, parsers, the engine) are set aside for good, and
+    collections are made rarer, so that small statements do not wait tens of milliseconds
+    for them."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve(root: str, *, shutdown_grace_s: float | None = None,
           metrics_port: int | None = None, **options: Any) -> None:
     """Runs a server (``build_server`` options) until SIGTERM or SIGINT, then stops
@@ -237,6 +266,8 @@ def serve(root: str, *, shutdown_grace_s: float | None = None,
     Prometheus metrics are served on the server's host at that port."""
     grace = SHUTDOWN_GRACE_S if shutdown_grace_s is None else max(0.0, shutdown_grace_s)
     server = build_server(root, **options)
+    _warm_up()
+    _settle_gc()
     metrics_server = None
     if metrics_port:
         from flight_server.metrics import serve_metrics, set_memory_pool_limit
