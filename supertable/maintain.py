@@ -15,11 +15,13 @@ The compactor (``TableOptions.compaction``). While writes go on, indexed files s
 than half of ``max_rows_per_file`` are grouped into size tiers (tier *k* holds files of
 ``fan_in**k`` to ``fan_in**(k+1)`` live rows); once a tier has ``fan_in`` files they are
 merged into one, so the number of files stays logarithmic in the table's rows. Once the
-table had no commit for ``compact_idle_s``, all its small files are merged into one, as
-``optimize`` would. Files that lost at least half their rows to tombstones are rewritten
-too. Every merge commits optimistically like any writer and is published as an
-``optimize`` version, which never conflicts with an UPDATE or DELETE
-(``supertable.conflicts``); a merge that loses its sources to another merge plans again.
+table had no commit for ``compact_idle_s``, its small files are merged too, smallest
+first, as long as each next file is at most ``fan_in`` times the rows gathered so far (a
+few new rows are not rewritten into a much larger file). Files that lost at least half
+their rows to tombstones are rewritten too. Every merge commits optimistically like any
+writer and is published as an ``optimize`` version, which never conflicts with an UPDATE
+or DELETE (``supertable.conflicts``); a merge that loses its sources to another merge
+plans again.
 Replaced files are deleted by ``gc`` ``retire_grace_s`` after the merge, so readers of
 older snapshots finish first.
 
@@ -120,12 +122,24 @@ def tiered_choice(manifest: Manifest, fan_in: int, target_rows: int) -> list[Fil
     return sparse
 
 
-def idle_choice(manifest: Manifest, target_rows: int) -> list[FileEntry]:
-    """All small indexed files, when merging them leaves fewer files."""
-    files = _compactable(manifest, target_rows)
-    if len(files) == 1 and not files[0].tombstones:
-        return []
-    return files[:MAX_MERGE_FILES]
+def idle_choice(manifest: Manifest, target_rows: int, fan_in: int) -> list[FileEntry]:
+    """The small indexed files worth merging once the table is idle: smallest first, each
+    next file taken while it holds at most ``fan_in`` times the rows taken so far, so a
+    few new rows are not merged into a file many times their size (they wait until
+    enough of them gather)."""
+    files = sorted(_compactable(manifest, target_rows), key=lambda f: f.live_rows)
+    sparse = [f for f in files if f.rows and f.live_rows < f.rows * SPARSE_FRACTION]
+    chosen: list[FileEntry] = []
+    rows = 0
+    for f in files:
+        if chosen and f.live_rows > max(2, fan_in) * rows:
+            break
+        chosen.append(f)
+        rows += f.live_rows
+    if len(chosen) < 2:
+        chosen = []
+    chosen += [f for f in sparse if f not in chosen]
+    return chosen[:MAX_MERGE_FILES]
 
 
 class Maintainer:
@@ -236,9 +250,9 @@ class Maintainer:
                 self._merged(done.version)
                 return done.version is not None, None
             idle = now_s - manifest.created_ms / 1000.0
-            if idle_choice(manifest, target):
+            if idle_choice(manifest, target, fan_in):
                 if idle >= opts.compact_idle_s:
-                    done = merge_files(table, lambda m: idle_choice(m, target),
+                    done = merge_files(table, lambda m: idle_choice(m, target, fan_in),
                                        what="idle compaction")
                     self._merged(done.version)
                     return done.version is not None, None

@@ -17,7 +17,7 @@ import pytest
 import catalog
 from supertable.conflicts import ReadSet
 from supertable.errors import WriteConflictError
-from supertable.maintain import is_log_file, log_files, tiered_choice
+from supertable.maintain import idle_choice, is_log_file, log_files, tiered_choice
 from supertable.manifest import ID_COLUMN
 from supertable.optimize import merge_files
 from supertable.table import TableOptions
@@ -132,7 +132,7 @@ def test_an_update_that_read_before_a_compaction_commits_after_it(tmp_path):
             row.column(ID_COLUMN).to_pylist()
 
 
-def test_tiers_merge_while_appends_go_on_and_the_idle_table_ends_in_one_file(tmp_path):
+def test_tiers_merge_while_appends_go_on_and_the_idle_table_ends_in_few_files(tmp_path):
     options = TableOptions(write_log_rows=1000, fold_rows=4, fold_age_s=0.2,
                            compaction=True, compact_fan_in=3, compact_idle_s=1.0)
     with catalog.connect(str(tmp_path / "root"), table_options=options) as conn:
@@ -142,13 +142,20 @@ def test_tiers_merge_while_appends_go_on_and_the_idle_table_ends_in_one_file(tmp
         for i in range(docs.num_rows):
             table.append(docs.slice(i, 1))
             most = max(most, len(table.refresh().files))
-        # Log files (at most a fold's worth, plus those written during a fold) and at
-        # most fan_in - 1 files per size tier.
-        assert most <= 16
-        assert _wait(lambda: len(table.refresh().files) == 1, timeout=30)
-        assert table.refresh().files[0].indexed
+        # Log files (a fold's worth, plus those written while the upkeep thread merges)
+        # and at most fan_in - 1 files per size tier: far fewer than the 120 commits.
+        assert most <= 30
+        def settled() -> bool:
+            m = table.refresh()
+            return not (log_files(m) or idle_choice(m, 1000, 3) or tiered_choice(m, 3, 1000))
+
+        assert _wait(settled, timeout=30)
+        # Nothing left to merge: a few files of distinct size tiers.
+        files = table.refresh().files
+        assert len(files) <= 6 and all(f.indexed for f in files), [f.live_rows for f in files]
         assert table.count() == 120
-        assert table.to_arrow(with_id=True).column(ID_COLUMN).to_pylist() == list(range(120))
+        ids = table.to_arrow(with_id=True).column(ID_COLUMN).to_pylist()
+        assert sorted(ids) == list(range(120))
 
 
 def test_tiered_choice_takes_a_full_tier_only():
@@ -160,6 +167,18 @@ def test_tiered_choice_takes_a_full_tier_only():
         table.append(make_docs(4))
         chosen = tiered_choice(table.refresh(), 3, 1000)
         assert sorted(f.rows for f in chosen) == [3, 3, 4]
+
+
+def test_an_idle_merge_leaves_a_much_larger_file_alone():
+    with catalog.connect("memory://wl-idle", table_options=TableOptions()) as conn:
+        table = conn.create_table("docs", docs_schema())
+        table.append(make_docs(1000))
+        table.append(make_docs(3))
+        assert idle_choice(table.refresh(), 10**6, 4) == []
+        for n in (5, 5, 20):
+            table.append(make_docs(n))
+        chosen = idle_choice(table.refresh(), 10**6, 4)
+        assert sorted(f.rows for f in chosen) == [3, 5, 5, 20]
 
 
 def test_counter_updates_racing_the_compactor_lose_nothing(tmp_path):
