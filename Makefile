@@ -49,6 +49,7 @@ bench: install
 	$(PYTHON) -m bench.security_bench
 	$(PYTHON) -m bench.iceberg_bench
 	$(PYTHON) -m bench.phrase_bench
+	$(PYTHON) -m bench.write_bench
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -86,6 +86,7 @@ class Connection:
         self.options = options or TableOptions()
         self._tables: dict[str, Table] = {}
         self._lock = threading.Lock()
+        self._opening: dict[str, threading.Lock] = {}
         self._purges: list[threading.Timer] = []
 
     @property
@@ -221,9 +222,17 @@ class Connection:
             cached = self._tables.get(name)
             if cached is not None and cached.prefix == prefix:
                 return cached
-        table = Table.open(self.store, prefix, name, self.options)
-        with self._lock:
-            self._tables[name] = table
+            opening = self._opening.setdefault(name, threading.Lock())
+        # One open per name at a time: callers racing to open a table share one object
+        # (its group commits, its background upkeep).
+        with opening:
+            with self._lock:
+                cached = self._tables.get(name)
+                if cached is not None and cached.prefix == prefix:
+                    return cached
+            table = Table.open(self.store, prefix, name, self.options)
+            with self._lock:
+                self._tables[name] = table
         return table
 
     def cached_table(self, name: str) -> Table | None:

@@ -277,6 +277,9 @@ class _LocalRoot:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # Directories (path, inode) whose own entry in their parent is known to be durable:
+        # a directory removed and made again has another inode, and so do all below it.
+        self._linked: set[tuple[Path, int]] = set()
 
     def file(self, key: str) -> Path:
         return self.root / key
@@ -292,16 +295,26 @@ class _LocalRoot:
         finally:
             os.close(fd)
         # New directory entries (the file, and directories made for it) are durable only
-        # once each containing directory is synced, up to the root.
+        # once each containing directory is synced, up to the root, or up to a directory
+        # whose own entry is already known to be durable.
         directory = target.parent
+        child: tuple[Path, int] | None = None
         while True:
             dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dfd)
+                here = (directory, os.fstat(dfd).st_ino)
             finally:
                 os.close(dfd)
-            if directory == self.root or self.root not in directory.parents:
+            if child is not None:
+                # The child's entry in this directory is durable now.
+                if len(self._linked) > 65536:
+                    self._linked.clear()
+                self._linked.add(child)
+            if (directory == self.root or self.root not in directory.parents
+                    or here in self._linked):
                 break
+            child = here
             directory = directory.parent
 
     @contextlib.contextmanager

@@ -209,6 +209,28 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="log lines as text, or one JSON object per line (default text)")
     _security_arguments(serve)
+    _write_arguments(serve)
+
+
+def _write_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--write-log-rows", type=int, default=1000, metavar="N",
+                       help="a commit of at most N rows is acknowledged once written to the "
+                       "table's write log (a small file without indexes, searchable at once) "
+                       "and folded into an indexed superfile later; 0 indexes every commit "
+                       "at once (default 1000)")
+    serve.add_argument("--fold-age", type=float, default=1.0, metavar="SECONDS",
+                       help="the write log is folded at the latest when its oldest file is "
+                       "this old (also at 50000 rows, 64 MiB or 64 files; default 1)")
+    serve.add_argument("--compaction", action=argparse.BooleanOptionalAction, default=True,
+                       help="merge small superfiles in the background, size-tiered while "
+                       "writes go on and into one once a table is idle (default on)")
+    serve.add_argument("--max-concurrent-appends", type=int, default=None, metavar="N",
+                       help="INSERT ... VALUES statements running at once, apart from "
+                       "--max-concurrent-statements: they mostly wait for a shared commit "
+                       "(default 64)")
+    serve.add_argument("--group-commit-window", type=float, default=0.0, metavar="SECONDS",
+                       help="an append waits this long for others to share its commit "
+                       "(default 0: those queued meanwhile join)")
 
 
 def _security_arguments(serve: argparse.ArgumentParser) -> None:
@@ -276,7 +298,11 @@ def _run_serve(args: argparse.Namespace) -> int:
               ticket_ttl=args.ticket_ttl, token_ttl=args.token_ttl,
               login_free_failures=args.login_free_failures,
               login_max_delay=args.login_max_delay,
-              prepared_per_session=args.prepared_per_session)
+              prepared_per_session=args.prepared_per_session,
+              write_options={"write_log_rows": args.write_log_rows,
+                             "fold_age_s": args.fold_age, "compaction": args.compaction,
+                             "group_commit_window_s": args.group_commit_window},
+              max_concurrent_appends=args.max_concurrent_appends)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,8 @@ a client can reach, e.g. behind port mapping or a TLS name).
 Calls are served by a pool of threads (``flight_server.transport``); ``workers``
 (``--max-concurrent-statements``) bounds how many units of work run at once
 (GetFlightInfo, GetSchema, DoPut, actions, and a DoGet until its stream ends), each
-under the statement time limit (``flight_server.limits``).
+under the statement time limit (``flight_server.limits``); ``INSERT … VALUES``
+statements have their own ``max_concurrent_appends`` slots (``--max-concurrent-appends``).
 
 Shutdown (SIGTERM, SIGINT) stops taking calls, cancels every running statement at
 once, gives the other calls in flight ``shutdown_grace_s`` to finish, and then ends
@@ -35,6 +36,10 @@ newer version (one request), unless ``max_staleness_s`` lets it use a version ch
 that recently; writes through this server are seen at once either way. Superfiles read
 from a remote root are kept in a local disk cache (``cache_dir``, ``cache_bytes``).
 
+Writes: a small commit goes to the table's write log and is folded into an indexed
+superfile within ``fold_age_s``; small superfiles are compacted in the background
+(``supertable.maintain``); both are on by default here, unlike in an embedded table.
+
 Operating it: every statement is one line of the ``quiver.statements`` log
 (``flight_server.statement_log``); ``metrics_port`` serves Prometheus metrics at
 ``/metrics`` on the server's host (``flight_server.metrics``).
@@ -42,6 +47,7 @@ Operating it: every statement is one line of the ``quiver.statements`` log
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -52,7 +58,12 @@ from typing import Any
 
 from flight_server import auth as auth_module
 from flight_server import handles, keys, login_limit
-from flight_server.limits import DEFAULT_MAX_CONCURRENT, DEFAULT_STATEMENT_TIMEOUT_S, Limits
+from flight_server.limits import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_CONCURRENT_APPENDS,
+    DEFAULT_STATEMENT_TIMEOUT_S,
+    Limits,
+)
 from flight_server.server import QuiverFlightServer
 from flight_server.sql import connect
 from supertable.table import TableOptions
@@ -61,6 +72,9 @@ log = logging.getLogger(__name__)
 
 
 SHUTDOWN_GRACE_S = 10.0
+# A server keeps its tables' write logs and compacts them (the embedded default is off).
+SERVER_WRITE_OPTIONS: dict[str, Any] = {"write_log_rows": 1000, "fold_age_s": 1.0,
+                                        "compaction": True, "group_commit_window_s": 0.0}
 # After the grace, this long for the process to wind down before it is ended outright
 # (a thread inside a native call cannot be stopped otherwise).
 EXIT_MARGIN_S = 3.0
@@ -106,13 +120,18 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  token_ttl: float = auth_module.DEFAULT_TOKEN_TTL,
                  login_free_failures: int = login_limit.DEFAULT_FREE_FAILURES,
                  login_max_delay: float = login_limit.DEFAULT_MAX_DELAY,
-                 prepared_per_session: int = 256) -> QuiverFlightServer:
+                 prepared_per_session: int = 256,
+                 write_options: dict[str, Any] | None = None,
+                 max_concurrent_appends: int | None = None) -> QuiverFlightServer:
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
     default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
     ``TableOptions``; ``workers`` statements at once and ``statement_timeout_s`` as in
     ``limits.Limits``; ``memory_limit``, ``spill_dir`` and ``max_search_k`` as in
-    ``SqlEngine``; ``max_message_bytes`` the largest message a client may send)."""
+    ``SqlEngine``; ``max_message_bytes`` the largest message a client may send;
+    ``write_options`` the write log, compaction and group commit fields of
+    ``TableOptions``, defaults ``SERVER_WRITE_OPTIONS``; ``max_concurrent_appends`` the
+    slots of ``INSERT … VALUES`` statements, as in ``limits.Limits``)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     if auth is not None and not auth.enabled:
@@ -123,6 +142,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                          "pass --allow-unauthenticated")
     if workers is not None and workers < 1:
         raise ServeError("--max-concurrent-statements must be at least 1")
+    if max_concurrent_appends is not None and max_concurrent_appends < 1:
+        raise ServeError("--max-concurrent-appends must be at least 1")
     if statement_timeout_s is not None and not statement_timeout_s >= 0:
         raise ServeError("--statement-timeout must be 0 (none) or more seconds")
     if memory_limit is not None and memory_limit < (16 << 20):
@@ -156,8 +177,13 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
             tls = auth_module.tls_certificates(tls_cert, tls_key)
         except ValueError as exc:
             raise ServeError(str(exc)) from None
+    writes = {**SERVER_WRITE_OPTIONS, **(write_options or {})}
+    if writes["write_log_rows"] < 0 or not writes["fold_age_s"] >= 0 or not (
+            writes["group_commit_window_s"] >= 0):
+        raise ServeError("--write-log-rows, --fold-age and --group-commit-window must be 0 "
+                         "or more")
     table_options = TableOptions(max_staleness_s=max_staleness_s, cache_dir=cache_dir,
-                                 cache_bytes=cache_bytes)
+                                 cache_bytes=cache_bytes, **writes)
     conn = connect(root, memory_cache_bytes=memory_cache_bytes, table_options=table_options,
                    memory_limit=memory_limit, spill_dir=spill_dir, max_search_k=max_search_k,
                    **(storage_options or {}))
@@ -165,7 +191,9 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     limits = Limits(statement_timeout_s=(DEFAULT_STATEMENT_TIMEOUT_S
                                          if statement_timeout_s is None
                                          else statement_timeout_s or None),
-                    max_concurrent=workers or DEFAULT_MAX_CONCURRENT)
+                    max_concurrent=workers or DEFAULT_MAX_CONCURRENT,
+                    max_concurrent_appends=(max_concurrent_appends
+                                            or DEFAULT_MAX_CONCURRENT_APPENDS))
     try:
         key = keys.server_key(conn.catalog.store, secret_file)
         prepared = handles.PreparedRegistry(per_session=prepared_per_session,
@@ -203,6 +231,34 @@ def listening_uri(server: QuiverFlightServer) -> str:
     return f"{scheme}://{host}:{server.port}"
 
 
+# Young-generation size and how rarely older generations are collected (see ``_settle_gc``).
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def _warm_up() -> None:
+    """Builds one tiny indexed superfile and loads the tokenizer's tables: the first index
+    build in a process compiles its kernels, which holds every thread up for a few hundred
+    milliseconds; done here, no statement (nor the first fold of a write log) waits."""
+    import pyarrow as pa
+
+    from superfile import IndexSpec, write_superfile
+    from superfile.fts.tokenizer import tokenize
+    from supertable.summaries import summarize
+
+    summarize(write_superfile(pa.table({"t": ["warm up"]}), IndexSpec.of(fts=["t"])))
+    tokenize("warm up")
+
+
+def _settle_gc() -> None:
+    """A full collection stops every thread for as long as it takes to scan every object:
+    the startup objects (modules, parsers, the engine) are set aside for good, and
+    collections are made rarer, so that small statements do not wait tens of milliseconds
+    for them."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve(root: str, *, shutdown_grace_s: float | None = None,
           metrics_port: int | None = None, **options: Any) -> None:
     """Runs a server (``build_server`` options) until SIGTERM or SIGINT, then stops
@@ -210,6 +266,8 @@ def serve(root: str, *, shutdown_grace_s: float | None = None,
     Prometheus metrics are served on the server's host at that port."""
     grace = SHUTDOWN_GRACE_S if shutdown_grace_s is None else max(0.0, shutdown_grace_s)
     server = build_server(root, **options)
+    _warm_up()
+    _settle_gc()
     metrics_server = None
     if metrics_port:
         from flight_server.metrics import serve_metrics, set_memory_pool_limit

@@ -66,7 +66,7 @@ from flight_server import handles, ingest, keys, metadata
 from flight_server import statement_log as stmtlog
 from flight_server.auth import Authenticator
 from flight_server.errors import InvalidArgument, NotFound, NotImplementedCommand
-from flight_server.limits import Admission, Limits, Slot
+from flight_server.limits import Admission, Limits, Slot, is_append_statement
 from flight_server.sql import SqlConnection
 from flight_server.sql import params as sqlbind
 from flight_server.sql import parse as sqlparse
@@ -232,11 +232,13 @@ class FlightHandlers:
             limits = dataclasses.replace(limits, max_concurrent=workers)
         self.limits = limits
         self.admission = Admission(limits)
+        self.append_admission = Admission(limits, capacity=limits.max_concurrent_appends)
 
     def cancel_streams(self) -> int:
         """Cancels every running statement and DoGet, also those waiting for their client
         to read (a flag alone is seen only at the next batch); how many were cancelled."""
-        cancelled = self.admission.cancel_all("stopped: the server is shutting down")
+        cancelled = sum(a.cancel_all("stopped: the server is shutting down")
+                        for a in (self.admission, self.append_admission))
         cancelled = max(cancelled, self.streams.cancel_all())
         for call in list(self._calls):
             call.cancel()
@@ -257,7 +259,7 @@ class FlightHandlers:
         deadline = context.deadline() if context is not None else None
         if deadline is not None:
             interrupt.shorten(deadline)
-        slot = self.admission.enter(interrupt)
+        slot = self._admission_of(what, args).enter(interrupt)
         handed = False
         try:
             with interrupts.scope(interrupt):
@@ -270,6 +272,20 @@ class FlightHandlers:
         finally:
             if not handed:
                 slot.release()
+
+    def _admission_of(self, what: str, args: tuple[Any, ...]) -> Admission:
+        """The appends class for an ``INSERT … VALUES`` statement, else the common one."""
+        descriptor = args[0] if what == "GetFlightInfo" else (
+            args[1] if what == "DoPut" else None)
+        if (not isinstance(descriptor, flight.FlightDescriptor)
+                or descriptor.descriptor_type != flight.DescriptorType.CMD):
+            return self.admission
+        msg = _parse_command(descriptor.command)
+        if (msg is not None
+                and _command_name(msg) in ("CommandStatementUpdate", "CommandStatementQuery")
+                and is_append_statement(msg.query)):
+            return self.append_admission
+        return self.admission
 
     def _command(self, descriptor: flight.FlightDescriptor) -> Message:
         msg = _parse_command(descriptor.command)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from superfile import write_superfile
-from superfile.fts.tokenizer import tokenize_column
+from superfile.fts.tokenizer import tokenize, tokenize_column
 from supertable.errors import TableCorruptError
+from supertable.maintain import is_log_file
 from supertable.manifest import FileEntry, Manifest
 from supertable.snapshot import Snapshot
 from supertable.summaries import summarize
@@ -46,8 +47,15 @@ MAX_FAILURES = 5
 FAILURE_BACKOFF_S = 0.2
 
 
+# Up to this many rows, tokens are counted by the pure-Python tokenizer (the same rules):
+# the column kernels cost a fixed ~0.3 ms per call, more than a few rows take.
+SMALL_COUNT_ROWS = 64
+
+
 def token_count(texts: pa.Array | pa.ChunkedArray) -> int:
     """How many tokens the BM25 index of ``texts`` would hold (its ``total_tokens``)."""
+    if len(texts) <= SMALL_COUNT_ROWS:
+        return sum(len(tokenize(t)) for t in texts.to_pylist() if t is not None)
     tokens, _ = tokenize_column(texts)
     return len(tokens)
 
@@ -68,7 +76,7 @@ def _index_round(table: Table, *, limit: int | None,
                  should_stop: Callable[[], bool]) -> tuple[int, int]:
     """One pass over the pending files in batches; returns (swapped, still pending)."""
     manifest = table.refresh()
-    todo = pending_files(manifest)
+    todo = _swappable(manifest)
     if limit is not None:
         todo = todo[: max(0, limit)]
     width = max(1, table.options.build_threads)
@@ -77,7 +85,12 @@ def _index_round(table: Table, *, limit: int | None,
         if should_stop():
             break
         swapped += _swap_batch(table, manifest, todo[start:start + width], should_stop)
-    return swapped, len(pending_files(table.refresh()))
+    return swapped, len(_swappable(table.refresh()))
+
+
+def _swappable(manifest: Manifest) -> list[FileEntry]:
+    # Write-log files are folded together by the table's upkeep, not indexed one by one.
+    return [f for f in pending_files(manifest) if not is_log_file(f)]
 
 
 def _rebuild(table: Table, manifest: Manifest, entry: FileEntry) -> _Built:

@@ -51,6 +51,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -163,18 +164,30 @@ def optimize(table: Table, *, target_rows: int | None = None,
     target = max(1, opts.max_rows_per_file // 2 if target_rows is None else int(target_rows))
     if not 0.0 <= min_live_fraction <= 1.0:
         raise ValueError(f"min_live_fraction must lie in [0, 1], got {min_live_fraction!r}")
+    return merge_files(table, lambda m: choose_files(m, target, min_live_fraction),
+                       target_rows=target)
+
+
+def merge_files(table: Table, choose: Callable[[Manifest], list[FileEntry]], *,
+                target_rows: int | None = None, what: str = "optimize") -> OptimizeResult:
+    """Rewrites the files ``choose`` picks from the latest version (as ``optimize`` does
+    its own choice), planning again when another compaction replaced one of them first.
+    ``what`` names the work in logs (the write log's fold, the background compactor)."""
+    opts = table.options
+    target = max(1, opts.max_rows_per_file // 2 if target_rows is None else int(target_rows))
     for round_ in range(1, MAX_PLAN_ROUNDS + 1):
         try:
-            return _optimize_once(table, target, min_live_fraction)
+            return _merge_once(table, target, choose, what)
         except _SourcesChanged as exc:
-            log.info("optimize of %r: source %s changed under it (round %d); planning again",
-                     table.name, exc, round_)
+            log.info("%s of %r: source %s changed under it (round %d); planning again",
+                     what, table.name, exc, round_)
     return OptimizeResult(None, 0, 0, 0, 0)
 
 
-def _optimize_once(table: Table, target: int, min_live_fraction: float) -> OptimizeResult:
+def _merge_once(table: Table, target: int, choose: Callable[[Manifest], list[FileEntry]],
+                what: str) -> OptimizeResult:
     base = table.refresh()
-    chosen = choose_files(base, target, min_live_fraction)
+    chosen = sorted(choose(base), key=lambda f: (f.id_min, f.path))
     if not chosen:
         return OptimizeResult(None, 0, 0, 0, 0)
     snap = Snapshot(base, table.pool, table.name)
@@ -227,8 +240,8 @@ def _optimize_once(table: Table, target: int, min_live_fraction: float) -> Optim
         return OptimizeResult(None, 0, 0, 0, 0)
     table.pool.forget(sorted(source_paths))
     rewritten = sum(e.rows for e in built_entries)
-    log.info("optimize of %r: %d files -> %d, %d rows rewritten in %.2fs (version %d)",
-             table.name, len(sources), len(built_entries), rewritten,
+    log.info("%s of %r: %d files -> %d, %d rows rewritten in %.2fs (version %d)",
+             what, table.name, len(sources), len(built_entries), rewritten,
              time.monotonic() - started, published.version)
     return OptimizeResult(published.version, len(sources), len(built_entries), rewritten,
                           max(0, outcome.get("dropped", 0)))

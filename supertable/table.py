@@ -47,6 +47,7 @@ from supertable.errors import (
     WriteConflictError,
 )
 from supertable.indexer import BackgroundIndexer, pending_files, token_count
+from supertable.maintain import Maintainer, log_file_name
 from supertable.manifest import (
     ID_COLUMN,
     FileEntry,
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = "data"
 _ADVANCE_LOCK = threading.Lock()
+# Uploads of the objects of one commit run side by side on these threads.
+_UPLOADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="quiver-upload")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,23 @@ class TableOptions:
     # Reads may use a version checked this recently instead of asking storage again;
     # 0 checks on every read. This table's own commits are always seen at once.
     max_staleness_s: float = 0.0
+    # The write log (see ``supertable.maintain``): a commit of at most this many rows is
+    # written as a log file without indexes (searchable at once by exact scan) and later
+    # folded into an indexed superfile; 0 turns the write log off.
+    write_log_rows: int = 0
+    # Log files are folded once any of these is reached: their live rows, their bytes,
+    # their number, or the age of the oldest (seconds).
+    fold_rows: int = 50_000
+    fold_bytes: int = 64 << 20
+    fold_files: int = 64
+    fold_age_s: float = 1.0
+    # The background compactor: size-tiered merges of small superfiles while writes go
+    # on, and one merge of all small files once the table had no commit for
+    # ``compact_idle_s``; replaced files are deleted ``retire_grace_s`` after.
+    compaction: bool = False
+    compact_fan_in: int = 4
+    compact_idle_s: float = 5.0
+    retire_grace_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,7 @@ class Table:
         self._queue_lock = threading.Lock()
         self._wal = IntentLog(store, self.prefix)
         self._indexer = BackgroundIndexer(self)
+        self._maintainer = Maintainer(self)
         # Recent manifests by version, for validating writes against the commits after
         # their snapshot (manifests never change once published).
         self._history: dict[int, Manifest] = {}
@@ -193,9 +214,12 @@ class Table:
         table = cls(store, prefix, name, manifest, options)
         table.recover(table.options.recovery_age_s)
         iceberg.after_commit(store, table.prefix, name, table._manifest)
+        # Log files a process left unfolded (or files left uncompacted) are taken up here.
+        table._maintainer.kick()
         return table
 
     def close(self) -> None:
+        self._maintainer.stop(timeout=120.0)
         self._indexer.stop(timeout=120.0)
         self._search_pool.shutdown(wait=False)
 
@@ -420,6 +444,8 @@ class Table:
         if (result.version is not None and self.options.background_indexing
                 and any(deferred for _, _, deferred in entries)):
             self._indexer.kick()
+        if result.version is not None:
+            self._maintainer.kick()
 
     def wait_for_indexes(self, timeout: float | None = None) -> bool:
         """Waits until every file of the latest version has its indexes, building them on
@@ -430,6 +456,7 @@ class Table:
             if left is not None and left <= 0:
                 return False
             self._indexer.kick()
+            self._maintainer.kick(fold_now=True)
             self._indexer.wait_progress(0.05 if left is None else min(0.05, left))
         return True
 
@@ -459,12 +486,15 @@ class Table:
         intent = Intent("append")
         built: list[_Built] = []
         next_id = base.next_id
+        # A small commit goes to the write log: no indexes now, folded later.
+        logged = 0 < rows <= self.options.write_log_rows
         for deferred, table in tables.items():
             if table.num_rows == 0:
                 continue
             ids = pa.array(np.arange(next_id, next_id + table.num_rows, dtype=np.int64))
-            spec = IndexSpec() if deferred else base.spec
-            built += self._build(table.add_column(0, ID_COLUMN, ids), spec, base, intent)
+            spec = IndexSpec() if deferred or logged else base.spec
+            built += self._build(table.add_column(0, ID_COLUMN, ids), spec, base, intent,
+                                 log=logged and not deferred)
             next_id += table.num_rows
         try:
             self._upload(built, intent)
@@ -730,8 +760,9 @@ class Table:
                 if b > a]
 
     def _build(self, table: pa.Table, spec: IndexSpec, base: Manifest,
-               intent: Intent) -> list[_Built]:
-        """Builds one superfile per balanced shard of ``table`` (which carries ``_id``)."""
+               intent: Intent, *, log: bool = False) -> list[_Built]:
+        """Builds one superfile per balanced shard of ``table`` (which carries ``_id``);
+        ``log`` names them as write-log files."""
         shards = [table.slice(off, n) for off, n in self._shards(table.num_rows)]
 
         def build(shard: pa.Table) -> _Built:
@@ -741,7 +772,7 @@ class Table:
                                        base.spec.fts or base.spec.vector),
                                    fts_stats={c: (s.num_docs, s.total_tokens)
                                               for c, s in written.fts_stats.items()},
-                                   spec=base.spec)
+                                   spec=base.spec, log=log)
 
         if len(shards) == 1:
             built = [build(shards[0])]
@@ -753,8 +784,9 @@ class Table:
         return built
 
     def _entry_for(self, shard: pa.Table, data: bytes, sidecar: bytes, *, indexed: bool,
-                   fts_stats: dict[str, tuple[int, int]], spec: IndexSpec) -> _Built:
-        name = uuid.uuid4().hex
+                   fts_stats: dict[str, tuple[int, int]], spec: IndexSpec,
+                   log: bool = False) -> _Built:
+        name = log_file_name() if log else uuid.uuid4().hex
         ids = shard.column(ID_COLUMN)
         if not fts_stats:
             # Files without an index still count toward table-wide BM25 statistics.
@@ -775,16 +807,21 @@ class Table:
     def _upload(self, built: list[_Built], intent: Intent) -> None:
         self._wal.record(intent)
 
-        def put(b: _Built) -> None:
-            self.store.put(self._full(b.entry.path), b.data)
-            self.store.put(self._full(b.entry.sidecar.path), b.sidecar)  # type: ignore[union-attr]
-
-        if len(built) <= 1:
-            for b in built:
-                put(b)
-        else:
-            with ThreadPoolExecutor(max_workers=min(8, len(built))) as pool:
-                list(pool.map(put, built))
+        objects = [(self._full(p), d) for b in built
+                   for p, d in ((b.entry.path, b.data),
+                                (b.entry.sidecar.path, b.sidecar))]  # type: ignore[union-attr]
+        if not objects:
+            return
+        # Each put waits on storage (an fsync, a request), so they overlap; the first runs
+        # on this thread.
+        rest = [_UPLOADS.submit(self.store.put, p, d) for p, d in objects[1:]]
+        try:
+            self.store.put(*objects[0])
+        finally:
+            for f in rest:
+                f.exception()
+        for f in rest:
+            f.result()
 
     def _renumber(self, built: list[_Built], shift: int, intent: Intent) -> list[_Built]:
         """Moves already-built files' ``_id`` values up by ``shift`` (another writer won)."""

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from catalog.connection import is_valid_table_name
 from catalog.errors import quote_short
 from flight_server.sql.arrow_types import plain_type
 from flight_server.sql.errors import (
@@ -191,6 +192,14 @@ def _resolve_table(engine: Any, table: exp.Table) -> str | None:
 
 
 def _open(engine: Any, table: exp.Table) -> Table:
+    exact = _table_name(table)
+    if is_valid_table_name(exact):
+        # The name as written is the one ``_resolve_table`` prefers: one catalog read
+        # instead of listing the catalog (every INSERT comes here).
+        try:
+            return engine.connection.open_table(exact)
+        except TableNotFoundError:
+            pass
     name = _resolve_table(engine, table)
     if name is None:
         raise unknown_table(_table_name(table), engine.connection.list_tables())
@@ -553,6 +562,10 @@ def _append(table: Table, names: list[str],
     if len(rows.schema.names) != len(names):
         raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but the "
                            f"query gives {len(rows.schema.names)}")
+    if isinstance(rows, pa.Table) and rows.num_rows <= INSERT_PART_ROWS:
+        # One part: an ordinary append, which shares its commit with concurrent ones.
+        table.append(_fitted(table, names, rows))
+        return _count(rows.num_rows)
     batches = rows.to_batches() if isinstance(rows, pa.Table) else rows
     staged = StagedAppend(table)
     with staged:
@@ -593,12 +606,57 @@ def _insert(engine: Any, expr: exp.Insert) -> pa.Table:
                                f"a VALUES row has {sorted(width - {len(names)})[0]}")
         vectors = [i for i, n in enumerate(names)
                    if pa.types.is_fixed_size_list(table.schema.field(n).type)]
+        literal = None if vectors else _literal_rows(query, names)
+        if literal is not None:
+            return _append(table, names, literal)
         sql = f"SELECT * FROM ({_text(_vector_literals_as_text(query, vectors))}) AS __values"
     elif query is not None:
         sql = _text(query)
     else:
         raise SqlPlanError("INSERT needs VALUES or a SELECT")
     return _append(table, names, engine.sql(sql))
+
+
+def _literal_value(node: exp.Expression) -> tuple[bool, Any]:
+    """(True, value) for a string, integer, boolean or NULL literal; (False, None) else."""
+    if isinstance(node, exp.Null):
+        return True, None
+    if isinstance(node, exp.Boolean):
+        return True, bool(node.this)
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return True, node.this
+        text = _number(node)
+        return (True, int(text)) if text is not None and text.isdigit() else (False, None)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
+        text = _number(node)
+        return (True, int(text)) if text is not None and text[1:].isdigit() else (False, None)
+    return False, None
+
+
+def _literal_rows(values: exp.Values, names: list[str]) -> pa.Table | None:
+    """The rows of a VALUES list of plain literals, typed as the SQL engine types them
+    (integers BIGINT, strings VARCHAR), without planning a query; None for anything
+    else (expressions, decimals, columns mixing kinds), which the engine evaluates."""
+    columns: list[list[Any]] = [[] for _ in names]
+    for row in values.expressions:
+        if not isinstance(row, exp.Tuple):
+            return None
+        for column, node in zip(columns, row.expressions, strict=True):
+            ok, value = _literal_value(node)
+            if not ok:
+                return None
+            column.append(value)
+    arrays = []
+    for column in columns:
+        kinds = {type(v) for v in column if v is not None}
+        if len(kinds) > 1:
+            return None
+        try:
+            arrays.append(pa.array(column, pa.int64() if kinds == {int} else None))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def insert_parameter_rows(engine: Any, expr: exp.Expression,
