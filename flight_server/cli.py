@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,11 +15,22 @@ from superfile import SuperfileError
 from supertable.errors import TableError
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject's ``version``), as ``quiver.__version__``
+    reports it."""
+    try:
+        return metadata.version("quiver")
+    except metadata.PackageNotFoundError:  # a checkout that was never installed
+        return "0+unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quiver",
         description="Quiver: SQL, BM25 and vector search over Parquet superfiles.",
     )
+    parser.add_argument("--version", action="version", version=f"quiver {_version()}",
+                        help="print the installed Quiver version and exit")
     parser.add_argument("--log-level", default=None,
                         help="logging level: DEBUG, INFO, WARNING or ERROR (default WARNING; "
                         "INFO for serve)")
