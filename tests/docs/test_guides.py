@@ -51,7 +51,8 @@ GUIDE_PORT = 50051
 # its own tests in tests/flight_server/test_spark_connector.py.
 OPT_IN = {"docs/spark.md": "QUIVER_DOCS_SPARK"}
 # The guides this test was written with; each must keep at least one runnable block.
-KNOWN_GUIDES = ("pandas.md", "adbc.md", "jdbc-bi.md", "duckdb.md", "hybrid-search.md")
+KNOWN_GUIDES = ("pandas.md", "adbc.md", "jdbc-bi.md", "duckdb.md", "hybrid-search.md",
+                "python-api.md")
 SHELL_STEP_TIMEOUT_S = 60.0
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 _DIRECTIVE = re.compile(r"<!--\s*docs-test:\s*(?P<what>[a-z-]+)\s*-->")
@@ -284,7 +285,7 @@ def _close_clients(namespace: dict[str, object]) -> None:
         close = getattr(value, "close", None)
         if callable(close) and type(value).__module__.split(".")[0] in (
                 "adbc_driver_manager", "adbc_driver_flightsql", "pyarrow", "duckdb",
-                "flight_server"):
+                "flight_server", "quiver"):
             # Best effort: some were closed by the guide itself.
             with contextlib.suppress(Exception):
                 close()
