@@ -316,3 +316,24 @@ def test_translate_maps_conflicts_and_storage_failures() -> None:
     assert type(translate(StorageError("down"))) is quiver.StorageError
     assert type(translate(TableExistsError("t"))) is quiver.AlreadyExists
     assert translate(KeyError("x")) is None
+
+
+def test_s3_root_with_storage_options(s3_server) -> None:
+    bucket = s3_server.new_bucket("quiver-api")
+    with quiver.connect(f"s3://{bucket}/root", **s3_server.options()) as db:
+        t = db.create_table("s3docs", pd.DataFrame({"title": TITLES[:2]}))
+        assert t.search("json").to_list()[0]["title"] == "fast json parser"
+    with quiver.connect(f"s3://{bucket}/root", **s3_server.options()) as again:
+        assert again.table_names() == ["s3docs"]
+
+
+def test_refused_storage_credentials_are_a_storage_error(s3_server) -> None:
+    bucket = s3_server.new_bucket("quiver-api")
+    options = s3_server.options(aws_secret_access_key="wrong")
+    with pytest.raises(quiver.StorageError) as info:
+        db = quiver.connect(f"s3://{bucket}/root", **options)
+        try:
+            db.create_table("t", [{"a": 1}])
+        finally:
+            db.close()
+    assert isinstance(info.value.__cause__, StorageError)
