@@ -94,7 +94,8 @@ class Search:
         return self
 
     def select(self, columns: Sequence[str]) -> Search:
-        """The table columns to return besides ``_id`` and ``score``."""
+        """The table columns to return besides ``_id`` and ``score`` (vector columns
+        included when named; by default they are left out)."""
         if isinstance(columns, str):
             columns = [columns]
         self._select = list(columns)
@@ -158,13 +159,18 @@ class Search:
         cols = self._output_columns()
         name = self._table.name
         k = self._limit
-        if self._where is None:
+        schema = self._table.schema
+        # The table functions leave vector columns out; a search selecting one reads the
+        # table itself, as a filtered search does.
+        wants_vectors = any(c in schema.names and vector_dim(schema.field(c).type) is not None
+                            for c in cols)
+        if self._where is None and not wants_vectors:
             return self._table_function(name, text_col, vec_col, cols, k)
         q = quote_identifier
         t = q(name)
         out = ", ".join(q(c) for c in cols)
         out = f", {out}" if out else ""
-        cond = f"({self._where})"
+        cond = f"({self._where or 'true'})"
         if vec_col is None:
             return (f"SELECT _id, CAST(bm25({q(text_col)}, ?) AS FLOAT) AS score{out} FROM {t} "
                     f"WHERE bm25({q(text_col)}, ?) > 0 AND {cond} "

@@ -278,6 +278,13 @@ def test_column_picks_among_several_indexes(db) -> None:
         t.search("red").column("c").to_list()
 
 
+def test_selecting_a_vector_column_returns_it_with_the_same_ranking(db, docs) -> None:
+    plain = docs.search([0.9, 0.1]).limit(3).to_list()
+    with_vectors = docs.search([0.9, 0.1]).select(["id", "emb"]).limit(3).to_list()
+    assert [r["_id"] for r in with_vectors] == [r["_id"] for r in plain]
+    assert with_vectors[0]["emb"] == pytest.approx(VECTORS[plain[0]["id"]])
+
+
 def test_search_results_as_pandas(db, docs) -> None:
     frame = docs.search("http").select(["id"]).to_pandas()
     assert list(frame.columns) == ["_id", "score", "id"]
