@@ -21,18 +21,13 @@ import pyarrow as pa
 from quiver.errors import InvalidInput
 from quiver.result import Result
 from superfile.spec import is_text_type, vector_dim
+from supertable.search import RRF_K, hybrid_depth
 
 if TYPE_CHECKING:
     from quiver.table import Table
 
 __all__ = ["Search", "quote_identifier"]
 
-# As supertable.search.hybrid: each ranking's depth and the fusion constant.
-_RRF_K = 60
-
-
-def _hybrid_depth(k: int) -> int:
-    return max(k * 4, 50)
 
 
 def quote_identifier(name: str) -> str:
@@ -179,7 +174,7 @@ class Search:
             return (f"SELECT _id, CAST(vector_distance({q(vec_col)}, ?) AS FLOAT) AS score{out} "
                     f"FROM {t} WHERE knn({q(vec_col)}, ?, ?) AND {cond} "
                     f"ORDER BY score, _id LIMIT ?", [self._vector, self._vector, k, k])
-        depth = _hybrid_depth(k)
+        depth = hybrid_depth(k)
         joined = ", ".join(f"d.{q(c)}" for c in cols)
         joined = f", {joined}" if joined else ""
         sql = (
@@ -190,7 +185,7 @@ class Search:
             f"WHERE knn({q(vec_col)}, ?, ?) AND {cond} ORDER BY s, _id LIMIT ?), "
             f"vr AS (SELECT _id, row_number() OVER (ORDER BY s, _id) AS r FROM v), "
             f"f AS (SELECT coalesce(tr._id, vr._id) AS _id, "
-            f"coalesce(1.0 / ({_RRF_K} + tr.r), 0.0) + coalesce(1.0 / ({_RRF_K} + vr.r), 0.0)"
+            f"coalesce(1.0 / ({RRF_K} + tr.r), 0.0) + coalesce(1.0 / ({RRF_K} + vr.r), 0.0)"
             f" AS s FROM tr FULL OUTER JOIN vr ON tr._id = vr._id) "
             f"SELECT f._id AS _id, CAST(f.s AS FLOAT) AS score{joined} "
             f"FROM f JOIN {t} d ON d._id = f._id ORDER BY score DESC, _id LIMIT ?")

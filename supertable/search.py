@@ -40,6 +40,11 @@ from supertable.snapshot import Filter, Snapshot
 RRF_K = 60
 
 
+def hybrid_depth(k: int) -> int:
+    """How deep each ranking a hybrid search fuses goes for ``k`` results."""
+    return max(k * 4, 50)
+
+
 # How many searches of each kind ("bm25", "vector", "hybrid", "token_match",
 # "exact_match") this process has started: what a caller can check to know a search ran.
 RUNS: Counter[str] = Counter()
@@ -601,7 +606,7 @@ def hybrid(snap: Snapshot, text_column: str, text: str, vector_column: str,
     if not all(w >= 0 and np.isfinite(w) for w in weights) or not any(weights):
         raise QueryError(f"hybrid weights must be non-negative and not both 0, got {weights}")
     k = _check_k(k, snap)
-    depth = max(k * 4, 50)
+    depth = hybrid_depth(k)
     lists = [bm25(snap, text_column, text, depth, filter_=filter_, pool=pool),
              vector(snap, vector_column, query, depth, filter_=filter_, pool=pool)]
     fused: dict[int, float] = {}
