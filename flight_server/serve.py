@@ -259,15 +259,40 @@ def _settle_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def _restore(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def _warm_up_then_settle() -> None:
+    try:
+        _warm_up()
+    except Exception as exc:  # only a head start: statements compile what they need
+        log.warning("quiver: warming up the index builder failed: %s", exc)
+    _settle_gc()
+
+
 def serve(root: str, *, shutdown_grace_s: float | None = None,
           metrics_port: int | None = None, **options: Any) -> None:
     """Runs a server (``build_server`` options) until SIGTERM or SIGINT, then stops
     within ``shutdown_grace_s`` (default ``SHUTDOWN_GRACE_S``); with ``metrics_port``,
     Prometheus metrics are served on the server's host at that port."""
     grace = SHUTDOWN_GRACE_S if shutdown_grace_s is None else max(0.0, shutdown_grace_s)
-    server = build_server(root, **options)
-    _warm_up()
-    _settle_gc()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    # Taken before anything slow, so a signal during start-up still shuts down cleanly.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = build_server(root, **options)
+    except BaseException:
+        _restore(previous)
+        raise
+    # In the background: compiling the kernels can take a while on a fresh install, and
+    # the server must answer signals (and calls) meanwhile.
+    threading.Thread(target=_warm_up_then_settle, name="quiver-warm-up", daemon=True).start()
     metrics_server = None
     if metrics_port:
         from flight_server.metrics import serve_metrics, set_memory_pool_limit
@@ -278,13 +303,8 @@ def serve(root: str, *, shutdown_grace_s: float | None = None,
         except OSError:
             server.shutdown(0)
             server.conn.close()
+            _restore(previous)
             raise
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     message = f"quiver: listening on {listening_uri(server)} (root {root})"
     log.info(message)
     if not log.isEnabledFor(logging.INFO):
@@ -304,5 +324,4 @@ def serve(root: str, *, shutdown_grace_s: float | None = None,
         server.conn.close()
         if metrics_server is not None:
             metrics_server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore(previous)
