@@ -23,6 +23,7 @@ COPY supertable ./supertable
 COPY catalog ./catalog
 COPY flight_server ./flight_server
 COPY proto ./proto
+COPY quiver ./quiver
 # The import check fails the build here, not at first start, when a native wheel is missing.
 RUN /opt/quiver/bin/pip install . \
     && /opt/quiver/bin/python -c "import flight_server.serve, flight_server.health" \
