@@ -92,20 +92,35 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
         parser = sub.add_parser(name, help=short, description=long)
         add(parser)
         add_data_arguments(parser)
+    from flight_server import cli_iceberg
+
+    iceberg = sub.add_parser(
+        "iceberg", help="list the tables in an Iceberg catalog (storage root only)",
+        description="Work with Iceberg catalogs. Every table already carries Iceberg metadata "
+        "in its folder; these commands name it in a catalog.")
+    actions = iceberg.add_subparsers(dest="iceberg_command", required=True)
+    register = actions.add_parser(
+        "register", help="register tables in a SQLite Iceberg SQL catalog, or update them",
+        description="Register each table (every table under the root by default) in an "
+        "Iceberg SQL catalog kept in SQLite, at its newest Iceberg metadata file; a table "
+        "the catalog already lists is moved to that file in one update. Rerunning it is "
+        "harmless. Runs on a storage root (--root).")
+    cli_iceberg.add_register_arguments(register)
+    add_data_arguments(register)
     sub.add_parser("health", add_help=False,
                    help="check that a server answers Flight SQL (quiver health --help)")
 
 
-_DATA_COMMANDS = ("ingest", "sql", "tables", "describe", "optimize", "gc")
+_DATA_COMMANDS = ("ingest", "sql", "tables", "describe", "optimize", "gc", "iceberg")
 
 
 def _run_data_command(args: argparse.Namespace) -> int:
-    from flight_server import cli_admin, cli_ingest, cli_sql
+    from flight_server import cli_admin, cli_iceberg, cli_ingest, cli_sql
     from flight_server.client import ClientError, one_line, open_client
 
     runners = {"ingest": cli_ingest.run, "sql": cli_sql.run, "tables": cli_admin.run_tables,
                "describe": cli_admin.run_describe, "optimize": cli_admin.run_optimize,
-               "gc": cli_admin.run_gc}
+               "gc": cli_admin.run_gc, "iceberg": cli_iceberg.run_register}
     try:
         import adbc_driver_manager
 
@@ -220,6 +235,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        "line per statement; DEBUG adds metadata calls and query planning)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="log lines as text, or one JSON object per line (default text)")
+    serve.add_argument("--iceberg-catalog", default=None, metavar="URI",
+                       help="SQLite Iceberg SQL catalog (sqlite:////path.db) in which every "
+                       "table this server commits to is registered at its newest metadata "
+                       "(a failure is logged; the write still succeeds)")
+    serve.add_argument("--iceberg-namespace", default="quiver", metavar="NS",
+                       help="namespace of the tables in --iceberg-catalog (default quiver)")
+    serve.add_argument("--iceberg-catalog-name", default="default", metavar="NAME",
+                       help="name of --iceberg-catalog as its readers open it (default default)")
     _security_arguments(serve)
     _write_arguments(serve)
 
@@ -276,6 +299,17 @@ def _storage_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
+def _follow_catalog(args: argparse.Namespace) -> None:
+    from supertable import iceberg
+    from supertable.iceberg.catalog import CatalogError, SqliteCatalog, follower
+
+    try:
+        catalog = SqliteCatalog(args.iceberg_catalog, args.iceberg_catalog_name)
+    except CatalogError as exc:
+        raise ValueError(str(exc)) from None
+    iceberg.add_listener(follower(catalog, args.iceberg_namespace))
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from flight_server.log_setup import configure
     from flight_server.serve import ServeError, serve
@@ -290,6 +324,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         storage = _storage_options(args.storage_option)
+        if args.iceberg_catalog:
+            _follow_catalog(args)
         auth = None
         if args.user or args.users_file or args.token_file or args.token_env:
             from flight_server.auth import load_auth

@@ -12,11 +12,29 @@ The table layer calls the functions here; pyiceberg is imported only when they r
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from supertable.manifest import Manifest
     from supertable.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+# Called as listener(table name, metadata location) once a commit's metadata is written.
+_listeners: list[Callable[[str, str], None]] = []
+
+
+def add_listener(listener: Callable[[str, str], None]) -> None:
+    """Calls ``listener(name, metadata_location)`` after each commit's Iceberg metadata is
+    written in this process (a server keeping a catalog current uses this)."""
+    _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[str, str], None]) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
 
 
 def after_commit(store: ObjectStore, prefix: str, name: str, manifest: Manifest) -> None:
@@ -25,6 +43,23 @@ def after_commit(store: ObjectStore, prefix: str, name: str, manifest: Manifest)
 
     if sync.enabled(store):
         sync.after_commit(store, prefix, name, manifest)
+        if _listeners:
+            _notify(store, prefix, name)
+
+
+def _notify(store: ObjectStore, prefix: str, name: str) -> None:
+    try:
+        location = metadata_location(store, prefix)
+    except Exception as exc:
+        log.warning("Iceberg metadata location of table %r not read: %s", name, exc)
+        return
+    if location is None:
+        return
+    for listener in list(_listeners):
+        try:
+            listener(name, location)
+        except Exception as exc:
+            log.warning("Iceberg listener failed for table %r: %s", name, exc)
 
 
 def metadata_location(store: ObjectStore, prefix: str) -> str | None:
