@@ -17,16 +17,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/quiver
 WORKDIR /src
 # Metadata first: a change to the code alone does not invalidate the layers above.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY superfile ./superfile
 COPY supertable ./supertable
 COPY catalog ./catalog
 COPY flight_server ./flight_server
 COPY proto ./proto
 COPY quiver ./quiver
-# The import check fails the build here, not at first start, when a native wheel is missing.
-RUN /opt/quiver/bin/pip install . \
-    && /opt/quiver/bin/python -c "import flight_server.serve, flight_server.health" \
+# The image installs the same wheel users install. The import check fails the build here,
+# not at first start, when a native wheel is missing.
+RUN /opt/quiver/bin/pip wheel --no-deps --wheel-dir /tmp/dist . \
+    && /opt/quiver/bin/pip install /tmp/dist/quiver-*.whl \
+    && /opt/quiver/bin/python -c "import quiver.flight_server.service.serve, quiver.flight_server.cli.health" \
     && /opt/quiver/bin/quiver serve --help > /dev/null
 
 FROM ${PYTHON_IMAGE}

@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install system-deps spark-iceberg run demo test bench lint clean
+.PHONY: install system-deps spark-iceberg run demo test bench lint wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -54,8 +54,12 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The wheel and sdist users install (the image installs the same wheel).
+wheel: $(VENV)/.installed
+	$(PYTHON) -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .hypothesis
+	rm -rf $(VENV) data dist build .pytest_cache .hypothesis
 
 # The Flight SQL messages are compiled into a private descriptor pool: other libraries
 # (flightsql-dbapi) register the same message names in the default pool, and both
@@ -70,8 +74,8 @@ proto:
 			{ echo '# ruff: noqa'; cat $$src.$$ext; } > $$dst.$$ext && rm $$src.$$ext; \
 		done; \
 	done
-	sed -i "s/'FlightSql_pb2'/'proto.flight_sql_pb2'/" proto/flight_sql_pb2.py
-	sed -i "s/'Flight_pb2'/'proto.flight_pb2'/" proto/flight_pb2.py
+	sed -i "s/'FlightSql_pb2'/'quiver.proto.flight_sql_pb2'/" proto/flight_sql_pb2.py
+	sed -i "s/'Flight_pb2'/'quiver.proto.flight_pb2'/" proto/flight_pb2.py
 	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = _POOL.AddSerializedFile(/' \
 		proto/flight_sql_pb2.py
 	grep -q '^DESCRIPTOR = _POOL.AddSerializedFile(' proto/flight_sql_pb2.py

@@ -12,7 +12,7 @@ One run starts a real ``quiver serve`` subprocess on a local temporary root
    ``pyarrow.flight`` DoGet on both servers and the engine alone in this process
    split the time between client decoding, transport and the server.
 2. Search: BM25 table-function statements round trip through ADBC against the
-   same statements run in this process with ``flight_server.sql.connect(root)``.
+   same statements run in this process with ``quiver.flight_server.sql.connect(root)``.
 3. Bulk ingest: ``adbc_ingest(..., mode="create")`` of the summaries against the
    embedded ``create_table`` + ``append`` with the indexes the server's ingest
    creates (BM25 on every string column); a bare-server ingest is the transport
@@ -66,8 +66,8 @@ SINGLE_STREAM = "single_stream"
 SINGLE_SQL = f"SELECT * FROM {SINGLE_STREAM}"
 SEARCH_FIRST = "python web framework"
 K = 10
-# The server's batch grain (flight_server.server.MAX_BATCH_ROWS); the bare server slices
-# its table the same way, so both send batches well under gRPC's 16 MiB message cap.
+# The server's batch grain (quiver.flight_server.service.server.MAX_BATCH_ROWS); the bare
+# server slices its table the same way, so both send batches well under gRPC's 16 MiB message cap.
 BARE_BATCH_ROWS = 65_536
 START_TIMEOUT_S = 60.0
 
@@ -155,7 +155,7 @@ def _process(args: list[str], port: int, log_path: Path) -> Iterator[str]:
 
 def quiver_server(root: Path, log_path: Path) -> Any:
     port = _free_port()
-    return _process(["-m", "flight_server.cli", "serve", "--root", str(root), "--port",
+    return _process(["-m", "quiver", "serve", "--root", str(root), "--port",
                      str(port)], port, log_path)
 
 
@@ -284,7 +284,7 @@ def adbc_batches(cur: Any, sql: str) -> dict[str, Any]:
 
 def endpoint_count(uri: str, sql: str) -> int:
     """How many endpoints the server's FlightInfo for ``sql`` has."""
-    from proto import flight_sql_pb2, pack
+    from quiver.proto import flight_sql_pb2, pack
 
     client = flight.connect(uri)
     try:
@@ -332,7 +332,7 @@ def _rates(m: dict[str, Any]) -> dict[str, Any]:
 def engine_stream(conn: Any, sql: str) -> dict[str, Any]:
     """Drains the engine's stream in this process, with and without the server's rechunking:
     what the server does for one DoGet before any byte reaches gRPC."""
-    from flight_server.server import rechunk
+    from quiver.flight_server.service.server import rechunk
 
     t0 = time.perf_counter()
     reader = conn.sql_stream(sql)
@@ -441,7 +441,7 @@ def round_trip_floors(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]
                       ) -> dict[str, Any]:
     """The fixed cost of one statement, by layer, for a one-row result: ADBC (GetFlightInfo
     then DoGet) against both servers, each RPC alone through pyarrow.flight, in process."""
-    from proto import flight_sql_pb2, pack
+    from quiver.proto import flight_sql_pb2, pack
 
     qa, ba = adbc_connect(quiver), adbc_connect(bare)
     qc, bc = flight.connect(quiver), flight.connect(bare)
@@ -511,7 +511,7 @@ def _timed_server_class() -> type:
     handlers take (GetFlightInfo, actions, opening a DoGet, producing its batches); with
     ``profiling`` set, each handler also runs under its own ``cProfile`` profiler (handlers
     run on gRPC's threads, and a profiler sees only the thread that enabled it)."""
-    from flight_server.server import QuiverFlightServer
+    from quiver.flight_server.service.server import QuiverFlightServer
 
     class TimedServer(QuiverFlightServer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -655,7 +655,7 @@ def profile_round_trip(conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def bench_ingest(quiver: str, bare: str, conn: Any, data: pa.Table, cfg: dict[str, Any]
                  ) -> dict[str, Any]:
-    from flight_server.ingest import CHUNK_ROWS
+    from quiver.flight_server.service.ingest import CHUNK_ROWS
 
     # The ADBC driver refuses to send a message over 16 MiB: a batch has to be smaller.
     data = pa.Table.from_batches(data.combine_chunks().to_batches(max_chunksize=BARE_BATCH_ROWS))
@@ -732,7 +732,7 @@ def evaluate_targets(stream: dict[str, Any], search: dict[str, Any], ingest: dic
 
 
 def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
-    from flight_server.sql import connect
+    from quiver.flight_server.sql import connect
 
     cfg = _config(quick)
     started = dt.datetime.now(dt.UTC)
@@ -959,7 +959,7 @@ def _uncommitted() -> list[str]:
     is measured, and it may hold changes not yet committed."""
     try:
         out = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "superfile",
-                              "supertable", "catalog", "flight_server", "proto"],
+                              "supertable", "catalog", "flight_server", "proto", "quiver"],
                              capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return ["(git status failed)"]

@@ -69,7 +69,7 @@ def ingest(root: str, data: pa.Table, iceberg: bool, spent: list[float]
            ) -> tuple[float, Any]:
     """Seconds from the first of ``COMMITS`` appends to the return of the last; ``spent``
     gets the seconds of each commit's Iceberg metadata write."""
-    import catalog
+    from quiver import catalog
 
     with _iceberg(iceberg):
         conn = catalog.connect(root)
@@ -103,7 +103,7 @@ def _timed(con: duckdb.DuckDBPyConnection, sql: str, runs: int) -> tuple[float, 
 @contextlib.contextmanager
 def _metadata_clock(spent: list[float]):
     """Adds the seconds each commit spends writing Iceberg metadata to ``spent``."""
-    from supertable.iceberg import sync
+    from quiver.supertable.iceberg import sync
 
     inner = sync.after_commit
 

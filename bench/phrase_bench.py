@@ -23,7 +23,7 @@ from bench import report
 from bench.data import geomean, load_summaries, p50_ms
 from bench.machine import describe_machine
 from bench.quiver_engine import QuiverBm25
-from superfile.fts.query import parse_query
+from quiver.superfile.fts.query import parse_query
 
 log = logging.getLogger("bench.phrase")
 REPO = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ class _QuiverSuperfile:
         self.open_s = 0.0
 
     def build(self) -> float:
-        from superfile import write_superfile
+        from quiver.superfile import write_superfile
 
         t0 = time.perf_counter()
         written = write_superfile(self.arrow, self.spec)
@@ -38,7 +38,7 @@ class _QuiverSuperfile:
         return elapsed
 
     def open(self) -> float:
-        from superfile import SuperfileReader
+        from quiver.superfile import SuperfileReader
 
         t0 = time.perf_counter()
         self.reader = SuperfileReader.open(self.file)
@@ -50,7 +50,7 @@ class QuiverBm25(_QuiverSuperfile):
     """A superfile of (row, summary) with a BM25 index on ``summary``."""
 
     def __init__(self, table: pa.Table) -> None:
-        from superfile import IndexSpec
+        from quiver.superfile import IndexSpec
 
         super().__init__(table, IndexSpec.of(fts=["summary"]))
 
@@ -62,7 +62,7 @@ class QuiverVectors(_QuiverSuperfile):
     """A superfile of (row, embedding) with a cosine vector index."""
 
     def __init__(self, data: VectorData) -> None:
-        from superfile import IndexSpec
+        from quiver.superfile import IndexSpec
 
         super().__init__(data.arrow_table(), IndexSpec.of(vector={"embedding": "cosine"}))
         self.data = data
@@ -134,7 +134,7 @@ class QuiverTables:
         """Whether this Quiver's tables take a local disk cache for remote roots."""
         import dataclasses
 
-        from supertable.table import TableOptions
+        from quiver.supertable.table import TableOptions
 
         return "cache_dir" in {f.name for f in dataclasses.fields(TableOptions)}
 
@@ -143,8 +143,8 @@ class QuiverTables:
 
         With a disk cache (remote roots only) a ``fresh_cache`` connection gets a new,
         empty cache directory; the others share one."""
-        import catalog
-        from supertable.table import TableOptions
+        from quiver import catalog
+        from quiver.supertable.table import TableOptions
 
         if self.cache_base is None or not self.has_disk_cache():
             return catalog.connect(self.uri, **self.options)
@@ -220,14 +220,14 @@ class QuiverTables:
     # per-query check for a newer manifest that ``Table.*_search`` makes on storage.
 
     def bm25_pinned(self, table: Any, query: str, k: int) -> Any:
-        from supertable import search
+        from quiver.supertable import search
 
         snap = table.snapshot(refresh=False)
         hits = search.bm25(snap, "summary", query, k, pool=getattr(table, "_search_pool", None))
         return search.materialize(snap, hits, [])
 
     def vector_pinned(self, table: Any, query: Any, k: int) -> Any:
-        from supertable import search
+        from quiver.supertable import search
 
         snap = table.snapshot(refresh=False)
         hits = search.vector(snap, "embedding", query, k,

@@ -97,11 +97,11 @@ def _round_trips(uri: str, statements: dict[str, list[str]], runs: int) -> dict[
 
 def _costs(statements: dict[str, list[str]], n: int) -> dict[str, dict[str, float]]:
     """Microseconds per statement of the gate, the ticket and the token checks."""
-    from flight_server import handles
-    from flight_server.auth import AuthConfig, Authenticator
-    from flight_server.keys import ServerKey
-    from flight_server.sql import functions, gate
-    from flight_server.sql import parse as sqlparse
+    from quiver.flight_server.service import handles
+    from quiver.flight_server.service.auth import AuthConfig, Authenticator
+    from quiver.flight_server.service.keys import ServerKey
+    from quiver.flight_server.sql import functions, gate
+    from quiver.flight_server.sql import parse as sqlparse
 
     key = ServerKey.random()
     signer = handles.TicketSigner(key.derive("tickets"))
@@ -137,8 +137,8 @@ def _costs(statements: dict[str, list[str]], n: int) -> dict[str, dict[str, floa
 
 def _limits_cost(root: Path, n: int) -> dict[str, float]:
     """In-process engine: ``SELECT 1`` with and without an interrupt (µs each)."""
-    from flight_server.sql import connect
-    from supertable import interrupt
+    from quiver.flight_server.sql import connect
+    from quiver.supertable import interrupt
 
     conn = connect(str(root))
     try:
@@ -167,13 +167,13 @@ def run(quick: bool, quiet: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="quiver-security-bench-") as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
-        from flight_server.sql import connect
+        from quiver.flight_server.sql import connect
 
         rows = pq.read_table(SUMMARIES).slice(0, cfg["rows"])
         with connect(str(root)) as conn:
             conn.create_table(TABLE, rows.schema).append(rows)
         port = _free_port()
-        args = ["-m", "flight_server.cli", "serve", "--root", str(root), "--port", str(port),
+        args = ["-m", "quiver", "serve", "--root", str(root), "--port", str(port),
                 "--user", f"{USER}:{PASSWORD}", "--log-level", "WARNING"]
         with _process(args, port, Path(tmp) / "server.log") as uri:
             trips = _round_trips(uri, statements, cfg["round_trips"])

@@ -174,8 +174,8 @@ class Engines:
         import datafusion
         import duckdb
 
-        import catalog
-        from flight_server.sql import SqlEngine
+        from quiver import catalog
+        from quiver.flight_server.sql import SqlEngine
 
         self.base = base
         self.build: dict[str, Any] = {}
@@ -403,7 +403,7 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
     machine = describe_machine(REPO)
     infino_cfg = infino_engine.configure(infino_engine.DEFAULT_TARGET_RECALL, split_mb=None)
-    rewrite = importlib.util.find_spec("flight_server.sql.rewrite") is not None
+    rewrite = importlib.util.find_spec("quiver.flight_server.sql.rewrite") is not None
     summaries, vectors, qvecs, qtexts = load_data(cfg)
     log.info("data: %d summaries, %d vectors, %d queries", summaries.num_rows,
              vectors.num_rows, len(qvecs))

@@ -40,8 +40,8 @@ def measure(summaries: pa.Table, table: str, commits: int, statements: dict[str,
 
 def _write(uri: str, options: dict[str, str], summaries: pa.Table, table: str,
            commits: int) -> None:
-    import catalog
-    from supertable.table import TableOptions
+    from quiver import catalog
+    from quiver.supertable.table import TableOptions
 
     writer = catalog.connect(uri, table_options=TableOptions(cache_bytes=0), **options)
     try:
@@ -55,8 +55,8 @@ def _write(uri: str, options: dict[str, str], summaries: pa.Table, table: str,
 
 def _compare(uri: str, options: dict[str, str], cache_dir: str, table: str,
              statements: dict[str, str], cfg: dict[str, Any]) -> dict[str, Any]:
-    from flight_server.sql import connect
-    from supertable.table import TableOptions
+    from quiver.flight_server.sql import connect
+    from quiver.supertable.table import TableOptions
 
     objects = connect(uri, table_options=TableOptions(cache_bytes=0), memory_cache_bytes=0,
                       **options)

@@ -156,7 +156,7 @@ def _insert_load(uri: str, texts: list[str], cfg: dict[str, Any]) -> dict[str, A
 
 
 def _files(root: Path, name: str) -> dict[str, int]:
-    from flight_server.sql import connect
+    from quiver.flight_server.sql import connect
 
     with connect(str(root)) as conn:
         table = conn.catalog.open_table(name)
@@ -201,13 +201,13 @@ def run(quick: bool, quiet: dict[str, Any], server_flags: tuple[str, ...] = ()
     with tempfile.TemporaryDirectory(prefix="quiver-write-bench-") as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
-        from flight_server.sql import connect
+        from quiver.flight_server.sql import connect
 
         with connect(str(root)) as conn:
             conn.catalog.create_table(TABLE, SCHEMA, fts=["summary"])
             conn.catalog.create_table(ONE_APPEND, SCHEMA, fts=["summary"])
         port = _free_port()
-        args = ["-m", "flight_server.cli", "serve", "--root", str(root), "--port", str(port),
+        args = ["-m", "quiver", "serve", "--root", str(root), "--port", str(port),
                 *SERVER_FLAGS, *server_flags]
         with _process(args, port, Path(tmp) / "server.log") as uri:
             load = _insert_load(uri, texts, cfg)

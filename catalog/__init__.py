@@ -4,7 +4,7 @@
 ``create_table``, ``open_table``, ``list_tables`` and ``drop_table``.
 """
 
-from catalog.connection import Connection, connect
-from catalog.errors import InvalidTableNameError
+from quiver.catalog.connection import Connection, connect
+from quiver.catalog.errors import InvalidTableNameError
 
 __all__ = ["Connection", "InvalidTableNameError", "connect"]

@@ -35,10 +35,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from catalog.errors import InvalidTableNameError, quote_short
-from catalog.storage import open_store
-from superfile import IndexSpec, Metric
-from supertable.errors import (
+from quiver.catalog.errors import InvalidTableNameError, quote_short
+from quiver.catalog.storage import open_store
+from quiver.superfile import IndexSpec, Metric
+from quiver.supertable.errors import (
     CommitConflictError,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -48,8 +48,8 @@ from supertable.errors import (
     TableExistsError,
     TableNotFoundError,
 )
-from supertable.store import ObjectStore
-from supertable.table import Table, TableOptions
+from quiver.supertable.store import ObjectStore
+from quiver.supertable.table import Table, TableOptions
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from supertable.errors import TableError, TableExistsError, TableNotFoundError
+from quiver.supertable.errors import TableError, TableExistsError, TableNotFoundError
 
 
 class InvalidTableNameError(TableError):

@@ -2,7 +2,7 @@
 
 Owns opening a storage root (``memory://``, a local path or ``file://``, ``s3://``,
 ``gs://``, ``az://``), the one place where client errors become the table layer's
-``supertable.errors``, conditional writes on every backend, and a ``RangeReader``
+``quiver.supertable.errors``, conditional writes on every backend, and a ``RangeReader``
 over one stored object for the superfile reader.
 
 Semantics shared by all backends:
@@ -36,7 +36,7 @@ import obstore as obs
 from obstore import exceptions as obx
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
-from supertable.errors import (
+from quiver.supertable.errors import (
     ObjectExistsError,
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -45,8 +45,8 @@ from supertable.errors import (
     StoragePermissionError,
     StorageUnavailableError,
 )
-from supertable.store import ObjectMeta, ObjectStore, ObjectVersion, PutMode
-from supertable.store import StoreRangeReader as ObjectStoreRangeReader
+from quiver.supertable.store import ObjectMeta, ObjectStore, ObjectVersion, PutMode
+from quiver.supertable.store import StoreRangeReader as ObjectStoreRangeReader
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ class _LocalRoot:
 
 
 class ObstoreObjectStore:
-    """``supertable.store.ObjectStore`` over one obstore client and a root prefix."""
+    """``quiver.supertable.store.ObjectStore`` over one obstore client and a root prefix."""
 
     def __init__(self, client: Any, uri: str, *, kind: str, key_prefix: str = "",
                  local_root: Path | None = None, endpoint: str | None = None) -> None:

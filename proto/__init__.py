@@ -1,8 +1,8 @@
 """The Flight SQL protocol messages, their compiled modules, and Any packing.
 
 ``FlightSql.proto`` and ``Flight.proto`` are compiled by ``make proto`` into
-``proto.flight_sql_pb2`` and ``proto.flight_pb2`` (generated code, committed). Flight SQL
-carries every command, ticket and action body as a ``google.protobuf.Any``; ``pack`` and
+``quiver.proto.flight_sql_pb2`` and ``quiver.proto.flight_pb2`` (generated code, committed).
+Flight SQL carries every command, ticket and action body as a ``google.protobuf.Any``; ``pack`` and
 ``unpack`` are the only two ways the server turns those bytes into messages and back.
 
 The Flight SQL messages live in a descriptor pool of their own, not the process-wide
@@ -18,7 +18,7 @@ from types import MappingProxyType
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
-from proto import flight_sql_pb2
+from quiver.proto import flight_sql_pb2
 
 __all__ = [
     "MESSAGES",

@@ -30,7 +30,7 @@ DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x0f\x46lightSql.proto\x12\x19\x61rrow.
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.flight_sql_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quiver.proto.flight_sql_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n org.apache.arrow.flight.sql.implZ2github.com/apache/arrow-go/arrow/flight/gen/flight'

@@ -15,20 +15,53 @@ Every error the API raises is a ``QuiverError``: ``InvalidInput``, ``NotFound``,
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from quiver.db import Database, connect
-from quiver.errors import (
-    AlreadyExists,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    QuiverError,
-    StorageError,
-)
-from quiver.query import Search
-from quiver.result import Result
-from quiver.table import Table
+if TYPE_CHECKING:
+    from quiver.db import Database, connect
+    from quiver.errors import (
+        AlreadyExists,
+        Conflict,
+        InvalidInput,
+        NotFound,
+        QuiverError,
+        StorageError,
+    )
+    from quiver.query import Search
+    from quiver.result import Result
+    from quiver.table import Table
+
+# The layers live under this package too (``quiver.superfile`` ... ``quiver.flight_server``)
+# and import it first: the API is loaded on first use so that ``import quiver.superfile``
+# does not pull in the SQL engine and the server above it.
+_PUBLIC = {
+    "Database": "quiver.db",
+    "connect": "quiver.db",
+    "AlreadyExists": "quiver.errors",
+    "Conflict": "quiver.errors",
+    "InvalidInput": "quiver.errors",
+    "NotFound": "quiver.errors",
+    "QuiverError": "quiver.errors",
+    "StorageError": "quiver.errors",
+    "Search": "quiver.query",
+    "Result": "quiver.result",
+    "Table": "quiver.table",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quiver' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
 
 
 def _version() -> str:

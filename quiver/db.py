@@ -1,6 +1,6 @@
 """``quiver.connect``: a storage root opened for SQL and tables, the API's entry point.
 
-It wraps the embedded SQL connection (``flight_server.sql.connect``): the same roots
+It wraps the embedded SQL connection (``quiver.flight_server.sql.connect``): the same roots
 (a path, ``memory://``, ``s3://``, ``gs://``, ``az://``), the same durability and
 isolation as the server's.
 """
@@ -13,15 +13,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from flight_server import ingest
-from flight_server.sql import SqlConnection
-from flight_server.sql import connect as _sql_connect
 from quiver.data import Data, normalize_schema, to_reader
 from quiver.errors import AlreadyExists, InvalidInput, translated
+from quiver.flight_server.service import ingest
+from quiver.flight_server.sql import SqlConnection
+from quiver.flight_server.sql import connect as _sql_connect
 from quiver.result import Result
+from quiver.superfile.spec import IndexSpec, Metric, is_text_type, vector_dim
+from quiver.supertable.errors import TableExistsError, TableNotFoundError
 from quiver.table import Table
-from superfile.spec import IndexSpec, Metric, is_text_type, vector_dim
-from supertable.errors import TableExistsError, TableNotFoundError
 
 __all__ = ["Database", "connect"]
 
@@ -193,6 +193,6 @@ def connect(uri: str, **storage_options: Any) -> Database:
     """Opens the storage root at ``uri``: a local path (``"./data"``), ``memory://name``
     (in this process only), ``s3://bucket/prefix``, ``gs://…`` or ``az://…``.
     ``storage_options`` are passed to the storage (e.g. ``aws_endpoint``, ``aws_region``)
-    and to ``flight_server.sql.connect`` (``memory_limit``, ``statement_timeout_s`` …)."""
+    and to ``quiver.flight_server.sql.connect`` (``memory_limit``, ``statement_timeout_s`` …)."""
     with translated():
         return Database(_sql_connect(uri, **storage_options))

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from catalog.errors import InvalidTableNameError
-from flight_server.sql import errors as sql_errors
-from superfile.errors import SuperfileError
-from supertable import errors as table_errors
+from quiver.catalog.errors import InvalidTableNameError
+from quiver.flight_server.sql import errors as sql_errors
+from quiver.superfile.errors import SuperfileError
+from quiver.supertable import errors as table_errors
 
 __all__ = ["AlreadyExists", "Conflict", "InvalidInput", "NotFound", "QuiverError",
            "StorageError", "translated"]

@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from quiver.errors import InvalidInput
 from quiver.result import Result
-from superfile.spec import is_text_type, vector_dim
-from supertable.search import RRF_K, hybrid_depth
+from quiver.superfile.spec import is_text_type, vector_dim
+from quiver.supertable.search import RRF_K, hybrid_depth
 
 if TYPE_CHECKING:
     from quiver.table import Table

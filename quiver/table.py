@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from flight_server import ingest
 from quiver.data import Data, to_reader
 from quiver.errors import InvalidInput, translated
+from quiver.flight_server.service import ingest
 from quiver.query import Search, quote_identifier
-from superfile.spec import IndexSpec
-from supertable.table import Table as _Table
+from quiver.superfile.spec import IndexSpec
+from quiver.supertable.table import Table as _Table
 
 if TYPE_CHECKING:
     from quiver.db import Database

@@ -5,7 +5,7 @@ memory) or ``SuperfileReader.open_lazy`` (any ``RangeReader``). Every error is
 a ``SuperfileError``.
 """
 
-from superfile.errors import (
+from quiver.superfile.errors import (
     CorruptFileError,
     IndexSpecError,
     NotASuperfileError,
@@ -14,19 +14,19 @@ from superfile.errors import (
     SuperfileError,
     UnsupportedVersionError,
 )
-from superfile.fts.query import ParsedQuery, parse_query
-from superfile.fts.stats import CollectionStats
-from superfile.ranges import (
+from quiver.superfile.fts.query import ParsedQuery, parse_query
+from quiver.superfile.fts.stats import CollectionStats
+from quiver.superfile.ranges import (
     BytesRangeReader,
     CountingRangeReader,
     FileRangeReader,
     RangeReader,
     SubRangeReader,
 )
-from superfile.reader import SuperfileReader
-from superfile.spec import IndexSpec, Metric
-from superfile.vector.summary import VectorSummary
-from superfile.writer import WriterOptions, WrittenSuperfile, write_superfile
+from quiver.superfile.reader import SuperfileReader
+from quiver.superfile.spec import IndexSpec, Metric
+from quiver.superfile.vector.summary import VectorSummary
+from quiver.superfile.writer import WriterOptions, WrittenSuperfile, write_superfile
 
 __all__ = [
     "BytesRangeReader",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import crc32c
 
-from superfile.errors import CorruptFileError, NotASuperfileError, UnsupportedVersionError
+from quiver.superfile.errors import CorruptFileError, NotASuperfileError, UnsupportedVersionError
 
 FORMAT_KEY = "quiver.format"
 FORMAT_NAME = "quiver-superfile"

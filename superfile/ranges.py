@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from superfile.errors import CorruptFileError, RangeReadError
+from quiver.superfile.errors import CorruptFileError, RangeReadError
 
 Buffer = bytes | memoryview
 

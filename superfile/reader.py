@@ -18,17 +18,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyroaring import BitMap
 
-from superfile import layout
-from superfile.errors import CorruptFileError, QueryError, SuperfileError
-from superfile.fts.query import ParsedQuery
-from superfile.fts.reader import FtsIndexReader
-from superfile.fts.stats import CollectionStats
-from superfile.fts.tokenizer import tokenize
-from superfile.parquet_pages.row_fetch import RangeFile, RowFetcher
-from superfile.ranges import Buffer, BytesRangeReader, RangeReader, SubRangeReader
-from superfile.spec import IndexSpec, Metric
-from superfile.vector.reader import VectorIndexReader
-from superfile.vector.summary import VectorSummary
+from quiver.superfile import layout
+from quiver.superfile.errors import CorruptFileError, QueryError, SuperfileError
+from quiver.superfile.fts.query import ParsedQuery
+from quiver.superfile.fts.reader import FtsIndexReader
+from quiver.superfile.fts.stats import CollectionStats
+from quiver.superfile.fts.tokenizer import tokenize
+from quiver.superfile.parquet_pages.row_fetch import RangeFile, RowFetcher
+from quiver.superfile.ranges import Buffer, BytesRangeReader, RangeReader, SubRangeReader
+from quiver.superfile.spec import IndexSpec, Metric
+from quiver.superfile.vector.reader import VectorIndexReader
+from quiver.superfile.vector.summary import VectorSummary
 
 TAIL_READ = 64 * 1024
 

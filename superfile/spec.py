@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from superfile.errors import IndexSpecError
+from quiver.superfile.errors import IndexSpecError
 
 
 class Metric(enum.StrEnum):

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from superfile import layout
-from superfile.errors import IndexSpecError
-from superfile.fts.build import FtsColumnStats, build_fts_index
-from superfile.spec import IndexSpec, vector_dim
-from superfile.vector.build import VectorIndexParams, build_vector_index
-from superfile.vector.summary import VectorSummary
+from quiver.superfile import layout
+from quiver.superfile.errors import IndexSpecError
+from quiver.superfile.fts.build import FtsColumnStats, build_fts_index
+from quiver.superfile.spec import IndexSpec, vector_dim
+from quiver.superfile.vector.build import VectorIndexParams, build_vector_index
+from quiver.superfile.vector.summary import VectorSummary
 
 log = logging.getLogger(__name__)
 

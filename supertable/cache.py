@@ -51,8 +51,8 @@ from pathlib import Path
 
 import crc32c
 
-from superfile.ranges import RangeReader
-from supertable import stats as table_stats
+from quiver.superfile.ranges import RangeReader
+from quiver.supertable import stats as table_stats
 
 log = logging.getLogger(__name__)
 

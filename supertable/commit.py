@@ -14,8 +14,8 @@ import random
 import time
 from collections.abc import Callable
 
-from supertable import stats as table_stats
-from supertable.errors import (
+from quiver.supertable import stats as table_stats
+from quiver.supertable.errors import (
     CommitConflictError,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -23,8 +23,8 @@ from supertable.errors import (
     TableCorruptError,
     TableNotFoundError,
 )
-from supertable.manifest import LATEST_HINT, MANIFEST_DIR, Manifest, manifest_path
-from supertable.store import ObjectStore
+from quiver.supertable.manifest import LATEST_HINT, MANIFEST_DIR, Manifest, manifest_path
+from quiver.supertable.store import ObjectStore
 
 log = logging.getLogger(__name__)
 

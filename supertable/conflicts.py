@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from supertable.manifest import FileEntry, Manifest, bitmap_rows
+from quiver.supertable.manifest import FileEntry, Manifest, bitmap_rows
 
 # Operations that rewrite rows without changing any row's values.
 CONTENT_PRESERVING = frozenset({"optimize", "index"})

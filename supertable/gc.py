@@ -26,7 +26,7 @@ storage timestamps (``last_modified``) and this machine's clock, so the grace
 period should comfortably exceed any clock skew between the two; a grace of
 0 is only safe when nobody else reads or writes the table.
 
-Iceberg metadata (``supertable.iceberg``) follows the same rules: before any
+Iceberg metadata (``quiver.supertable.iceberg``) follows the same rules: before any
 data file is deleted, a new Iceberg metadata file drops the snapshots of versions
 that are not protected, and afterwards Iceberg files (manifest lists, manifests,
 position delete files, older metadata files) that the newest metadata does not
@@ -49,15 +49,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from supertable import commit
-from supertable.errors import ObjectNotFoundError, StorageError
-from supertable.iceberg import sync as iceberg_sync
-from supertable.manifest import MANIFEST_DIR
-from supertable.store import ObjectMeta
-from supertable.wal import WAL_DIR
+from quiver.supertable import commit
+from quiver.supertable.errors import ObjectNotFoundError, StorageError
+from quiver.supertable.iceberg import sync as iceberg_sync
+from quiver.supertable.manifest import MANIFEST_DIR
+from quiver.supertable.store import ObjectMeta
+from quiver.supertable.wal import WAL_DIR
 
 if TYPE_CHECKING:
-    from supertable.table import Table
+    from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 

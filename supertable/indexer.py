@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from superfile import write_superfile
-from superfile.fts.tokenizer import tokenize, tokenize_column
-from supertable.errors import TableCorruptError
-from supertable.maintain import is_log_file
-from supertable.manifest import FileEntry, Manifest
-from supertable.snapshot import Snapshot
-from supertable.summaries import summarize
-from supertable.wal import Intent
+from quiver.superfile import write_superfile
+from quiver.superfile.fts.tokenizer import tokenize, tokenize_column
+from quiver.supertable.errors import TableCorruptError
+from quiver.supertable.maintain import is_log_file
+from quiver.supertable.manifest import FileEntry, Manifest
+from quiver.supertable.snapshot import Snapshot
+from quiver.supertable.summaries import summarize
+from quiver.supertable.wal import Intent
 
 if TYPE_CHECKING:
-    from supertable.table import Table, _Built
+    from quiver.supertable.table import Table, _Built
 
 log = logging.getLogger(__name__)
 

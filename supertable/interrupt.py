@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from supertable.errors import WorkCancelledError, WorkTimeoutError
+from quiver.supertable.errors import WorkCancelledError, WorkTimeoutError
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ first, as long as each next file is at most ``fan_in`` times the rows gathered s
 few new rows are not rewritten into a much larger file). Files that lost at least half
 their rows to tombstones are rewritten too. Every merge commits optimistically like any
 writer and is published as an ``optimize`` version, which never conflicts with an UPDATE
-or DELETE (``supertable.conflicts``); a merge that loses its sources to another merge
+or DELETE (``quiver.supertable.conflicts``); a merge that loses its sources to another merge
 plans again.
 Replaced files are deleted by ``gc`` ``retire_grace_s`` after the merge, so readers of
 older snapshots finish first.
@@ -39,10 +39,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from supertable.manifest import FileEntry, Manifest
+from quiver.supertable.manifest import FileEntry, Manifest
 
 if TYPE_CHECKING:
-    from supertable.table import Table
+    from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +226,8 @@ class Maintainer:
     def step(self) -> tuple[bool, float | None]:
         """Does the most urgent piece of work: (whether it did any, seconds until work is
         due, None for none)."""
-        from supertable.gc import collect_garbage
-        from supertable.optimize import merge_files
+        from quiver.supertable.gc import collect_garbage
+        from quiver.supertable.optimize import merge_files
 
         table, opts = self._table, self._table.options
         manifest = table.refresh()

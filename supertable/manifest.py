@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
-from superfile import IndexSpec, Metric
-from supertable.errors import TableCorruptError
+from quiver.superfile import IndexSpec, Metric
+from quiver.supertable.errors import TableCorruptError
 
 MANIFEST_FORMAT = "quiver-manifest"
 MANIFEST_FORMAT_VERSION = 1

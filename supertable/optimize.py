@@ -59,12 +59,12 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
-from supertable.manifest import ID_COLUMN, FileEntry, Manifest
-from supertable.snapshot import Snapshot
-from supertable.wal import Intent
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest
+from quiver.supertable.snapshot import Snapshot
+from quiver.supertable.wal import Intent
 
 if TYPE_CHECKING:
-    from supertable.table import Table
+    from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 

@@ -20,18 +20,18 @@ from collections import OrderedDict
 
 import crc32c
 
-from superfile import Metric, SuperfileReader
-from superfile.errors import SuperfileError
-from superfile.fts.build import build_fts_index
-from superfile.fts.reader import FtsIndexReader
-from superfile.ranges import BytesRangeReader
-from superfile.vector.build import VectorIndexParams, build_vector_index
-from superfile.vector.reader import VectorIndexReader
-from supertable.cache import SuperfileCache, cache_key
-from supertable.errors import TableCorruptError
-from supertable.manifest import FileEntry
-from supertable.store import ObjectStore, StoreRangeReader
-from supertable.summaries import FileSummary
+from quiver.superfile import Metric, SuperfileReader
+from quiver.superfile.errors import SuperfileError
+from quiver.superfile.fts.build import build_fts_index
+from quiver.superfile.fts.reader import FtsIndexReader
+from quiver.superfile.ranges import BytesRangeReader
+from quiver.superfile.vector.build import VectorIndexParams, build_vector_index
+from quiver.superfile.vector.reader import VectorIndexReader
+from quiver.supertable.cache import SuperfileCache, cache_key
+from quiver.supertable.errors import TableCorruptError
+from quiver.supertable.manifest import FileEntry
+from quiver.supertable.store import ObjectStore, StoreRangeReader
+from quiver.supertable.summaries import FileSummary
 
 log = logging.getLogger(__name__)
 

@@ -24,18 +24,18 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
-from superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
-from superfile.errors import CorruptFileError
-from superfile.fts.engine import K1, B, table_topk
-from superfile.fts.query import parse_fields
-from superfile.fts.scoring import FieldSearch, search_fields
-from superfile.fts.tokenizer import tokenize
-from superfile.spec import vector_dim
-from supertable import interrupt
-from supertable.bloom import TermBloom
-from supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
-from supertable.readers import ReaderPool
-from supertable.snapshot import Filter, Snapshot
+from quiver.superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
+from quiver.superfile.errors import CorruptFileError
+from quiver.superfile.fts.engine import K1, B, table_topk
+from quiver.superfile.fts.query import parse_fields
+from quiver.superfile.fts.scoring import FieldSearch, search_fields
+from quiver.superfile.fts.tokenizer import tokenize
+from quiver.superfile.spec import vector_dim
+from quiver.supertable import interrupt
+from quiver.supertable.bloom import TermBloom
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
+from quiver.supertable.readers import ReaderPool
+from quiver.supertable.snapshot import Filter, Snapshot
 
 RRF_K = 60
 
@@ -261,7 +261,7 @@ def bm25(snap: Snapshot, column: str | Sequence[str], query: str, k: int, *,
          mode: str = "or", filter_: Filter = None, pool: ThreadPoolExecutor | None = None
          ) -> Hits:
     """BM25 top-k over one column, or several (``'title^2,body'``: a weighted sum of each
-    column's BM25, see ``superfile.fts.scoring``)."""
+    column's BM25, see ``quiver.superfile.fts.scoring``)."""
     _ran("bm25")
     k = _check_k(k, snap)
     and_mode = mode.lower() == "and"

@@ -17,13 +17,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyroaring import BitMap
 
-from superfile import SuperfileReader
-from superfile.fts.reader import FtsIndexReader
-from superfile.parquet_pages.row_fetch import RangeFile
-from superfile.vector.reader import VectorIndexReader
-from supertable.errors import TableSchemaError
-from supertable.manifest import ID_COLUMN, FileEntry, Manifest, bitmap_rows
-from supertable.readers import ReaderPool
+from quiver.superfile import SuperfileReader
+from quiver.superfile.fts.reader import FtsIndexReader
+from quiver.superfile.parquet_pages.row_fetch import RangeFile
+from quiver.superfile.vector.reader import VectorIndexReader
+from quiver.supertable.errors import TableSchemaError
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest, bitmap_rows
+from quiver.supertable.readers import ReaderPool
 
 Filter = pc.Expression | Sequence[Any] | None
 

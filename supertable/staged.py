@@ -26,9 +26,9 @@ from dataclasses import replace
 import numpy as np
 import pyarrow as pa
 
-from supertable.manifest import ID_COLUMN, FileEntry, Manifest
-from supertable.table import CommitResult, Table, _Built
-from supertable.wal import Intent
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest
+from quiver.supertable.table import CommitResult, Table, _Built
+from quiver.supertable.wal import Intent
 
 log = logging.getLogger(__name__)
 

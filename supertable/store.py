@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from superfile.errors import CorruptFileError, RangeReadError
+from quiver.superfile.errors import CorruptFileError, RangeReadError
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,11 @@ class ObjectStore(Protocol):
 
 
 class StoreRangeReader:
-    """``superfile.ranges.RangeReader`` over one stored object.
+    """``quiver.superfile.ranges.RangeReader`` over one stored object.
 
     The size comes from a ``head`` unless given. Out-of-bounds reads raise
     ``CorruptFileError`` before any request, like the other readers; storage failures
-    surface as ``supertable.errors`` exceptions.
+    surface as ``quiver.supertable.errors`` exceptions.
     """
 
     def __init__(self, store: ObjectStore, path: str, size: int | None = None) -> None:

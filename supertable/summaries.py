@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from superfile import Metric, WrittenSuperfile
-from superfile.vector.summary import VectorSummary
-from supertable.bloom import TermBloom
-from supertable.errors import TableCorruptError
+from quiver.superfile import Metric, WrittenSuperfile
+from quiver.superfile.vector.summary import VectorSummary
+from quiver.supertable.bloom import TermBloom
+from quiver.supertable.errors import TableCorruptError
 
 MAX_STRING_BOUND = 64
 

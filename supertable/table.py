@@ -8,8 +8,8 @@ applied. Writers in this process are serialized per table by a lock, and concurr
 appends queued behind it share one commit (group commit); writers in other processes
 are serialized by the conditional manifest write. A write computed from an older
 snapshot carries what it read and is validated against the commits since
-(``supertable.conflicts``); a bulk append can be staged part by part and published in
-one commit (``supertable.staged``).
+(``quiver.supertable.conflicts``); a bulk append can be staged part by part and published in
+one commit (``quiver.supertable.staged``).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from pyroaring import BitMap
 
-from superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
-from superfile.writer import replace_column
-from supertable import commit, iceberg, search
-from supertable.cache import cache_for_store
-from supertable.conflicts import ReadSet, find_conflict
-from supertable.errors import (
+from quiver.superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
+from quiver.superfile.writer import replace_column
+from quiver.supertable import commit, iceberg, search
+from quiver.supertable.cache import cache_for_store
+from quiver.supertable.conflicts import ReadSet, find_conflict
+from quiver.supertable.errors import (
     CommitConflictError,
     ObjectExistsError,
     ObjectNotFoundError,
@@ -46,9 +46,9 @@ from supertable.errors import (
     TableSchemaError,
     WriteConflictError,
 )
-from supertable.indexer import BackgroundIndexer, pending_files, token_count
-from supertable.maintain import Maintainer, log_file_name
-from supertable.manifest import (
+from quiver.supertable.indexer import BackgroundIndexer, pending_files, token_count
+from quiver.supertable.maintain import Maintainer, log_file_name
+from quiver.supertable.manifest import (
     ID_COLUMN,
     FileEntry,
     Manifest,
@@ -56,11 +56,11 @@ from supertable.manifest import (
     bitmap_rows,
     manifest_path,
 )
-from supertable.readers import ReaderPool
-from supertable.snapshot import Filter, Snapshot
-from supertable.store import ObjectStore
-from supertable.summaries import column_ranges, summarize
-from supertable.wal import Intent, IntentLog
+from quiver.supertable.readers import ReaderPool
+from quiver.supertable.snapshot import Filter, Snapshot
+from quiver.supertable.store import ObjectStore
+from quiver.supertable.summaries import column_ranges, summarize
+from quiver.supertable.wal import Intent, IntentLog
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class TableOptions:
     # Intents older than this are treated as abandoned by a crashed writer on open.
     recovery_age_s: float = 3600.0
     writer: WriterOptions = field(default_factory=WriterOptions)
-    # Local disk cache of superfiles on remote roots (see ``supertable.cache``): None picks
+    # Local disk cache of superfiles on remote roots (see ``quiver.supertable.cache``): None picks
     # ``$QUIVER_CACHE_DIR`` or a per-user temp dir; ``cache_bytes`` None means up to 4 GiB
     # (at most half the free disk), 0 turns the cache off.
     cache_dir: str | None = None
@@ -99,7 +99,7 @@ class TableOptions:
     # Reads may use a version checked this recently instead of asking storage again;
     # 0 checks on every read. This table's own commits are always seen at once.
     max_staleness_s: float = 0.0
-    # The write log (see ``supertable.maintain``): a commit of at most this many rows is
+    # The write log (see ``quiver.supertable.maintain``): a commit of at most this many rows is
     # written as a log file without indexes (searchable at once by exact scan) and later
     # folded into an indexed superfile; 0 turns the write log off.
     write_log_rows: int = 0
@@ -537,7 +537,7 @@ class Table:
         Without ``read`` the filter is evaluated on the version the delete commits on.
         With it (a caller that chose the rows on an older snapshot), the delete fails with
         ``WriteConflictError`` when a newer commit changed what it read (see
-        ``supertable.conflicts``).
+        ``quiver.supertable.conflicts``).
         """
         if filter_ is None:
             raise TableSchemaError("delete needs a filter; use a filter that is always true "
@@ -909,16 +909,16 @@ class Table:
     def optimize(self, *, target_rows: int | None = None,
                  min_live_fraction: float = 0.8,
                  ) -> OptimizeResult:  # noqa: F821 - its module is imported on use
-        """Merges small files and rewrites tombstone-heavy ones (see ``supertable.optimize``)."""
-        from supertable.optimize import optimize
+        """Merges small files and rewrites tombstone-heavy ones (``quiver.supertable.optimize``)."""
+        from quiver.supertable.optimize import optimize
 
         return optimize(self, target_rows=target_rows, min_live_fraction=min_live_fraction)
 
     def gc(self, *, grace_seconds: float = 3600.0, expire_manifests: bool = False,
            keep_versions: int = 10,
            ) -> GcResult:  # noqa: F821 - its module is imported on use
-        """Deletes files no recent snapshot references (see ``supertable.gc``)."""
-        from supertable.gc import collect_garbage
+        """Deletes files no recent snapshot references (see ``quiver.supertable.gc``)."""
+        from quiver.supertable.gc import collect_garbage
 
         return collect_garbage(self, grace_seconds=grace_seconds,
                                expire_manifests=expire_manifests, keep_versions=keep_versions)

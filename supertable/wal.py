@@ -17,9 +17,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from supertable.errors import ObjectNotFoundError, StorageError
-from supertable.manifest import Manifest, manifest_path
-from supertable.store import ObjectStore
+from quiver.supertable.errors import ObjectNotFoundError, StorageError
+from quiver.supertable.manifest import Manifest, manifest_path
+from quiver.supertable.store import ObjectStore
 
 log = logging.getLogger(__name__)
 

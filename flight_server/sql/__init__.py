@@ -3,9 +3,9 @@
 ``connect(uri)`` is the embedded entry point: tables plus ``sql("...")`` returning Arrow.
 """
 
-from flight_server.sql.connection import SqlConnection, connect
-from flight_server.sql.engine import SqlEngine
-from flight_server.sql.errors import (
+from quiver.flight_server.sql.connection import SqlConnection, connect
+from quiver.flight_server.sql.engine import SqlEngine
+from quiver.flight_server.sql.errors import (
     SqlError,
     SqlParameterError,
     SqlPlanError,

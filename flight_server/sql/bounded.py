@@ -13,7 +13,7 @@ import datafusion
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flight_server.sql.errors import SqlResourceError
+from quiver.flight_server.sql.errors import SqlResourceError
 
 # Most bytes one call of a bounded function may produce (one batch of rows).
 MAX_STRING_BYTES = 64 << 20

@@ -12,10 +12,10 @@ from typing import Any
 
 import pyarrow as pa
 
-import catalog
-from flight_server.sql.engine import Prepared, SqlEngine
-from flight_server.sql.params import parameter_count
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.flight_server.sql.engine import Prepared, SqlEngine
+from quiver.flight_server.sql.params import parameter_count
+from quiver.supertable.table import Table, TableOptions
 
 
 class SqlConnection:

@@ -32,10 +32,10 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import TokenError
 from sqlglot.tokens import TokenType
 
-from flight_server.sql import functions
-from flight_server.sql import parse as sqlparse
-from flight_server.sql.errors import SqlPlanError
-from flight_server.sql.parse import NO_LITERAL, literal_number, literal_value, unparen
+from quiver.flight_server.sql import functions
+from quiver.flight_server.sql import parse as sqlparse
+from quiver.flight_server.sql.errors import SqlPlanError
+from quiver.flight_server.sql.parse import NO_LITERAL, literal_number, literal_value, unparen
 
 __all__ = ["fold"]
 

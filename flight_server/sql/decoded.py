@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from supertable import stats as table_stats
+from quiver.supertable import stats as table_stats
 
 log = logging.getLogger(__name__)
 

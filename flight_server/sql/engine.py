@@ -5,7 +5,7 @@ sqlglot to find the Quiver tables it names; each is pinned to one snapshot for
 the whole statement (self-joins and search functions included), its versioned
 view is registered (or reused), and the names in the text are pointed at the
 views before DataFusion plans it. Results stream batch by batch. DDL and DML
-go to the table layer through ``flight_server.sql.statements``.
+go to the table layer through ``quiver.flight_server.sql.statements``.
 
 The fixed cost of a statement is kept small: tables already open are reused
 without rereading their catalog entry (pinning still checks for a newer version),
@@ -34,14 +34,14 @@ import datafusion
 import pyarrow as pa
 from sqlglot import exp
 
-from catalog import Connection
-from catalog.errors import InvalidTableNameError
-from flight_server.sql import bounded, constants, gate, information, param_types, snippet
-from flight_server.sql import params as sqlbind
-from flight_server.sql import parse as sqlparse
-from flight_server.sql.arrow_types import plain_schema
-from flight_server.sql.decoded import DecodedRows, default_budget
-from flight_server.sql.errors import (
+from quiver.catalog import Connection
+from quiver.catalog.errors import InvalidTableNameError
+from quiver.flight_server.sql import bounded, constants, gate, information, param_types, snippet
+from quiver.flight_server.sql import params as sqlbind
+from quiver.flight_server.sql import parse as sqlparse
+from quiver.flight_server.sql.arrow_types import plain_schema
+from quiver.flight_server.sql.decoded import DecodedRows, default_budget
+from quiver.flight_server.sql.errors import (
     SqlError,
     SqlParameterError,
     SqlPlanError,
@@ -50,31 +50,31 @@ from flight_server.sql.errors import (
     SqlTableNotFoundError,
     unknown_table,
 )
-from flight_server.sql.views import ViewRegistry
-from superfile.errors import SuperfileError
-from supertable import interrupt as interrupts
-from supertable.errors import (
+from quiver.flight_server.sql.views import ViewRegistry
+from quiver.superfile.errors import SuperfileError
+from quiver.supertable import interrupt as interrupts
+from quiver.supertable.errors import (
     ObjectNotFoundError,
     TableError,
     TableNotFoundError,
     WorkCancelledError,
 )
-from supertable.manifest import FileEntry
-from supertable.snapshot import Snapshot
-from supertable.table import Table
+from quiver.supertable.manifest import FileEntry
+from quiver.supertable.snapshot import Snapshot
+from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 
 try:
-    from flight_server.sql import functions as _functions
+    from quiver.flight_server.sql import functions as _functions
 except ImportError:
     _functions = None  # type: ignore[assignment]
 try:
-    from flight_server.sql import rewrite as _rewrite
+    from quiver.flight_server.sql import rewrite as _rewrite
 except ImportError:
     _rewrite = None  # type: ignore[assignment]
 try:
-    from flight_server.sql import statements as _statements
+    from quiver.flight_server.sql import statements as _statements
 except ImportError:
     _statements = None  # type: ignore[assignment]
 
@@ -116,7 +116,7 @@ def default_memory_limit() -> int:
 class Prepared:
     """What preparing a statement tells a client: whether it is a query, its parameters'
     declared types, and its result schema (None for DDL / DML, and for a query whose
-    result depends on which values are bound, see ``flight_server.sql.param_types``)."""
+    result depends on which values are bound, see ``quiver.flight_server.sql.param_types``)."""
 
     is_query: bool
     parameter_schema: pa.Schema
@@ -150,7 +150,7 @@ class SqlEngine:
         aggregates spill to ``spill_dir`` or the system's temporary folder, else fail
         with ``SqlResourceError``); ``max_search_k`` the most results a search function
         returns; ``statement_timeout_s`` the time limit of a statement run outside any
-        ``supertable.interrupt`` scope (None: no limit)."""
+        ``quiver.supertable.interrupt`` scope (None: no limit)."""
         self.connection = connection
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.statement_timeout_s = statement_timeout_s
@@ -213,7 +213,7 @@ class SqlEngine:
 
     def read(self, text: str, params: Sequence[Any] | None = None) -> sqlparse.Statement:
         """The statement ``text`` (with ``params`` bound), read and let through the gate
-        (``flight_server.sql.gate``): refused with an ``SqlError`` unless it may run."""
+        (``quiver.flight_server.sql.gate``): refused with an ``SqlError`` unless it may run."""
         st = sqlparse.parse(self._bound(text, params))
         gate.check(st, _functions.NAMES if _functions is not None else ())
         return st
@@ -340,7 +340,7 @@ class SqlEngine:
 
     def parameter_types(self, text: str) -> list[pa.DataType | None]:
         """The type each parameter of the statement takes, read from where its
-        placeholders stand (None where nothing says; ``flight_server.sql.param_types``)."""
+        placeholders stand (None where nothing says; ``quiver.flight_server.sql.param_types``)."""
         return [s.type for s in param_types.infer(text, self.table_schema)]
 
     def prepare(self, text: str) -> Prepared:
@@ -454,7 +454,7 @@ class SqlEngine:
     def _fold_constants(self, st: sqlparse.Statement, pins: _Pins, dry: bool = False
                         ) -> sqlparse.Statement:
         """The statement with its search functions' constant arguments evaluated and
-        written in as literals (``flight_server.sql.constants``), each once, under the
+        written in as literals (``quiver.flight_server.sql.constants``), each once, under the
         statement's pins."""
         if _functions is None or not _SEARCH_CALL.search(st.body):
             return st
@@ -782,7 +782,7 @@ def _clean(message: str, renames: dict[str, str] | None = None) -> str:
 
 _PYERR = re.compile(r"PyErr \{ type: <class '([A-Za-z_][\w.]*)'>, value: [A-Za-z_]\w*\((.*?)\), "
                     r"traceback: ", re.DOTALL)
-_OWN_MODULES = ("flight_server.", "supertable.", "superfile.", "catalog.")
+_OWN_MODULES = ("quiver.",)
 
 
 def _python_error(message: str) -> BaseException | None:

@@ -1,15 +1,15 @@
 """Errors of the SQL layer: what a statement did wrong, in words a person can act on.
 
-Errors of the table and file layers (``supertable.errors.TableError``,
-``superfile.errors.SuperfileError``) are not wrapped: they pass through as raised.
+Errors of the table and file layers (``quiver.supertable.errors.TableError``,
+``quiver.superfile.errors.SuperfileError``) are not wrapped: they pass through as raised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from catalog.connection import is_valid_table_name
-from catalog.errors import quote_short
+from quiver.catalog.connection import is_valid_table_name
+from quiver.catalog.errors import quote_short
 
 
 class SqlError(Exception):

@@ -19,7 +19,7 @@ column would only repeat bulky data the caller can join back on ``_id``).
   ``_id`` order, with a NULL score.
 
 Arguments reach the functions as literals (the engine evaluates constant expressions
-and scalar subqueries first, ``flight_server.sql.constants``). When only the schema of
+and scalar subqueries first, ``quiver.flight_server.sql.constants``). When only the schema of
 a statement is planned (``dry()`` is true: a Flight client's GetFlightInfo, a prepare)
 the arguments, table, columns and query are checked as for a run, but no search runs:
 the relation is empty with the schema a run would give. A vector is a string
@@ -50,14 +50,14 @@ import pyarrow.dataset as ds
 from datafusion import udtf
 from datafusion.catalog import Table as DfTable
 
-from catalog.errors import InvalidTableNameError
-from flight_server.sql.errors import SqlPlanError, SqlResourceError
-from superfile.errors import QueryError
-from superfile.fts.query import parse_fields, parse_query
-from superfile.spec import vector_dim
-from supertable import search
-from supertable.errors import TableNotFoundError
-from supertable.snapshot import Snapshot
+from quiver.catalog.errors import InvalidTableNameError
+from quiver.flight_server.sql.errors import SqlPlanError, SqlResourceError
+from quiver.superfile.errors import QueryError
+from quiver.superfile.fts.query import parse_fields, parse_query
+from quiver.superfile.spec import vector_dim
+from quiver.supertable import search
+from quiver.supertable.errors import TableNotFoundError
+from quiver.supertable.snapshot import Snapshot
 
 __all__ = ["argument_kinds", "parse_vector_literal", "register_search_functions",
            "search_errors"]

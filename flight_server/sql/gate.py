@@ -25,7 +25,7 @@ pool does not see what an expression allocates: the list forms of ``range`` /
 ``generate_series`` and ``array_repeat`` take constant sizes of at most
 ``MAX_LIST_VALUES``, ``lpad`` / ``rpad`` a constant length of at most
 ``MAX_PAD_LENGTH``; ``repeat`` is replaced by a version that refuses to build more
-than ``bounded.MAX_STRING_BYTES`` in one call (``flight_server.sql.bounded``).
+than ``bounded.MAX_STRING_BYTES`` in one call (``quiver.flight_server.sql.bounded``).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from collections.abc import Collection
 import datafusion
 from sqlglot import exp
 
-from catalog.errors import quote_short
-from flight_server.sql import information
-from flight_server.sql.errors import SqlPlanError, SqlSyntaxError
-from flight_server.sql.parse import Statement, is_query, literal_value, norm
-from flight_server.sql.statements import is_statement
+from quiver.catalog.errors import quote_short
+from quiver.flight_server.sql import information
+from quiver.flight_server.sql.errors import SqlPlanError, SqlSyntaxError
+from quiver.flight_server.sql.parse import Statement, is_query, literal_value, norm
+from quiver.flight_server.sql.statements import is_statement
 
 # What the refusal of a statement says may run.
 ALLOWED = ("SELECT / WITH / VALUES queries, CREATE TABLE, DROP TABLE, INSERT, UPDATE, "

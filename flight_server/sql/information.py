@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from catalog import Connection
-from flight_server.sql.statements import sql_type
-from supertable.errors import TableNotFoundError
+from quiver.catalog import Connection
+from quiver.flight_server.sql.statements import sql_type
+from quiver.supertable.errors import TableNotFoundError
 
 CATALOG = "quiver"
 DB_SCHEMA = "main"

@@ -1,7 +1,7 @@
 """Parameter types at prepare time: the Arrow type each placeholder is declared with, and
 the stand-in each takes while the result schema is planned before any value is bound.
 
-Values are bound as literals (``flight_server.sql.params``), so the server itself needs
+Values are bound as literals (``quiver.flight_server.sql.params``), so the server itself needs
 no types; a client does: the Flight SQL JDBC driver makes one Arrow vector per declared
 parameter type and only writes Java values of the matching kind into it (a Null-typed
 parameter takes nothing but NULL). Each placeholder's type is read from where it stands
@@ -58,20 +58,20 @@ from dataclasses import dataclass
 import pyarrow as pa
 from sqlglot import exp
 
-from flight_server.sql import functions, gate
-from flight_server.sql import params as sqlbind
-from flight_server.sql import parse as sqlparse
-from flight_server.sql.errors import SqlPlanError, SqlSyntaxError
-from flight_server.sql.parse import norm, unparen
-from flight_server.sql.statements import arrow_type
-from superfile.spec import vector_dim
-from supertable.manifest import ID_COLUMN
+from quiver.flight_server.sql import functions, gate
+from quiver.flight_server.sql import params as sqlbind
+from quiver.flight_server.sql import parse as sqlparse
+from quiver.flight_server.sql.errors import SqlPlanError, SqlSyntaxError
+from quiver.flight_server.sql.parse import norm, unparen
+from quiver.flight_server.sql.statements import arrow_type
+from quiver.superfile.spec import vector_dim
+from quiver.supertable.manifest import ID_COLUMN
 
 TableSchema = Callable[[str, bool], pa.Schema]
 """The user columns of the catalog table a name refers to (the name as written, and
 whether it was quoted); raises ``SqlTableNotFoundError`` for an unknown name."""
 
-# Arguments of the scalar search functions, in order (see flight_server.sql.rewrite).
+# Arguments of the scalar search functions, in order (see quiver.flight_server.sql.rewrite).
 _SCALAR_SEARCH = {
     "bm25": ("column", "text", "mode"),
     "knn": ("column", "vector", "int", "nprobe"),

@@ -25,7 +25,7 @@ import sqlglot
 from sqlglot.errors import TokenError
 from sqlglot.tokens import TokenType
 
-from flight_server.sql.errors import SqlParameterError, SqlSyntaxError
+from quiver.flight_server.sql.errors import SqlParameterError, SqlSyntaxError
 
 _NUMBERED = re.compile(r"^\$([1-9][0-9]*)$")
 _DIALECT = "duckdb"

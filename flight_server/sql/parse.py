@@ -21,7 +21,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from flight_server.sql.errors import SqlSyntaxError
+from quiver.flight_server.sql.errors import SqlSyntaxError
 
 # duckdb reads the types Quiver's DDL uses (``FLOAT[384]``); postgres is the fallback.
 DIALECT = "duckdb"

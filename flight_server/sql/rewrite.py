@@ -64,11 +64,11 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
-from flight_server.sql import gate, snippet
-from flight_server.sql import parse as sqlparse
-from flight_server.sql.errors import SqlPlanError
-from flight_server.sql.functions import _hits_of_ids, parse_vector_literal
-from flight_server.sql.parse import (
+from quiver.flight_server.sql import gate, snippet
+from quiver.flight_server.sql import parse as sqlparse
+from quiver.flight_server.sql.errors import SqlPlanError
+from quiver.flight_server.sql.functions import _hits_of_ids, parse_vector_literal
+from quiver.flight_server.sql.parse import (
     FLIPPED,
     MAX_DISJUNCTS,
     NO_LITERAL,
@@ -79,14 +79,14 @@ from flight_server.sql.parse import (
     norm,
     unparen,
 )
-from superfile.errors import QueryError
-from superfile.fts.query import parse_query
-from superfile.fts.tokenizer import tokenize
-from superfile.spec import Metric, vector_dim
-from supertable import search
-from supertable.manifest import ID_COLUMN, FileEntry
-from supertable.snapshot import Snapshot, to_expression
-from supertable.table import Table
+from quiver.superfile.errors import QueryError
+from quiver.superfile.fts.query import parse_query
+from quiver.superfile.fts.tokenizer import tokenize
+from quiver.superfile.spec import Metric, vector_dim
+from quiver.supertable import search
+from quiver.supertable.manifest import ID_COLUMN, FileEntry
+from quiver.supertable.snapshot import Snapshot, to_expression
+from quiver.supertable.table import Table
 
 __all__ = ["SCORE_COLUMN", "IndexRewrite", "RewriteResult", "has_search_calls"]
 

@@ -2,8 +2,8 @@
 it matched a full-text query, with the matching words marked.
 
 The text is split into words by the full-text index's own tokenizer rules (Unicode
-lowercase, then runs of letters and digits; ``superfile.fts.tokenizer``), and the query
-is read by the index's query parser (``superfile.fts.query``, one column: a ``field:``
+lowercase, then runs of letters and digits; ``quiver.superfile.fts.tokenizer``), and the query
+is read by the index's query parser (``quiver.superfile.fts.query``, one column: a ``field:``
 naming the snippet's column aims at it, any other ``name:`` is plain text, as in
 ``bm25(column, query)``). A word matches when its lowercased form is one of the query's
 terms, the words of one of its phrases (each word counts on its own, wherever it
@@ -33,10 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flight_server.sql.errors import SqlPlanError
-from superfile.errors import QueryError
-from superfile.fts.query import parse_fields
-from superfile.fts.tokenizer import SPLIT_PATTERN
+from quiver.flight_server.sql.errors import SqlPlanError
+from quiver.superfile.errors import QueryError
+from quiver.superfile.fts.query import parse_fields
+from quiver.superfile.fts.tokenizer import SPLIT_PATTERN
 
 __all__ = ["DEFAULT_WORDS", "FUNCTION", "MAX_WORDS", "NAME", "check_query", "register",
            "snippets"]

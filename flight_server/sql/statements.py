@@ -21,7 +21,7 @@ a SELECT over the snapshot the engine pinned for the attempt (nested SELECTs sha
 the pins, so a subquery over the same table reads the same version), then commit by
 ``_id`` with that read set. When a commit published after the snapshot changed or
 deleted a matched row, or added a row the WHERE clause matches (see
-``supertable.conflicts`` for the exact rule), nothing is written and the statement
+``quiver.supertable.conflicts`` for the exact rule), nothing is written and the statement
 runs again on the new version, a bounded number of times with jittered backoff;
 then ``CommitConflictError``. INSERT ... SELECT and CREATE TABLE ... AS SELECT
 collect the query's rows in memory before the one commit that writes them.
@@ -40,27 +40,27 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from catalog.connection import is_valid_table_name
-from catalog.errors import quote_short
-from flight_server.sql.arrow_types import plain_type
-from flight_server.sql.errors import (
+from quiver.catalog.connection import is_valid_table_name
+from quiver.catalog.errors import quote_short
+from quiver.flight_server.sql.arrow_types import plain_type
+from quiver.flight_server.sql.errors import (
     SqlParameterError,
     SqlPlanError,
     SqlTableNotFoundError,
     unknown_table,
 )
-from superfile import IndexSpec, IndexSpecError, Metric
-from superfile.spec import is_text_type, vector_dim
-from supertable.conflicts import ReadSet
-from supertable.errors import (
+from quiver.superfile import IndexSpec, IndexSpecError, Metric
+from quiver.superfile.spec import is_text_type, vector_dim
+from quiver.supertable.conflicts import ReadSet
+from quiver.supertable.errors import (
     CommitConflictError,
     TableExistsError,
     TableNotFoundError,
     WriteConflictError,
 )
-from supertable.manifest import ID_COLUMN
-from supertable.staged import StagedAppend
-from supertable.table import Table
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.staged import StagedAppend
+from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 

@@ -40,10 +40,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from flight_server.sql.decoded import DecodedRows
-from supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
-from supertable.snapshot import Snapshot
-from supertable.table import Table
+from quiver.flight_server.sql.decoded import DecodedRows
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
+from quiver.supertable.snapshot import Snapshot
+from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from superfile.fts import format as fmt
-from superfile.fts.codec import _CRC_TABLE, _crc32c_tab, _put_u32, encode_postings
-from superfile.fts.positions import encode_positions
-from superfile.fts.tokenizer import split_column
+from quiver.superfile.fts import format as fmt
+from quiver.superfile.fts.codec import _CRC_TABLE, _crc32c_tab, _put_u32, encode_postings
+from quiver.superfile.fts.positions import encode_positions
+from quiver.superfile.fts.tokenizer import split_column
 
 __all__ = ["FtsColumnStats", "build_fts_index"]
 

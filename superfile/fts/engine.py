@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from superfile.fts.codec import decode_block, decode_docs, get_u32, posting_tf_dl
+from quiver.superfile.fts.codec import decode_block, decode_docs, get_u32, posting_tf_dl
 
 K1 = 1.2
 B = 0.75

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from superfile.fts.codec import CORRUPT, META_SIZE, decode_docs, get_u32
+from quiver.superfile.fts.codec import CORRUPT, META_SIZE, decode_docs, get_u32
 
 __all__ = ["kway_union", "mark_term", "probe_term", "term_docs"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from superfile.fts.codec import (
+from quiver.superfile.fts.codec import (
     CORRUPT,
     META_SIZE,
     _crc32c_tab,
@@ -34,8 +34,8 @@ from superfile.fts.codec import (
     get_bits,
     get_u32,
 )
-from superfile.fts.engine import _better, _sift_down, _sift_up, _tscore, block_bound
-from superfile.fts.match import term_docs
+from quiver.superfile.fts.engine import _better, _sift_down, _sift_up, _tscore, block_bound
+from quiver.superfile.fts.match import term_docs
 
 POS_META = 12
 

@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from superfile.errors import QueryError
-from superfile.fts.tokenizer import tokenize
+from quiver.superfile.errors import QueryError
+from quiver.superfile.fts.tokenizer import tokenize
 
 __all__ = ["MAX_SLOP", "FieldedQuery", "ParsedQuery", "Phrase", "parse_fields", "parse_query"]
 

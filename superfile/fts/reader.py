@@ -22,14 +22,19 @@ import crc32c
 import numpy as np
 import pyarrow as pa
 
-from superfile.errors import CorruptFileError, QueryError, SuperfileError, UnsupportedVersionError
-from superfile.fts import format as fmt
-from superfile.fts.codec import validate_term
-from superfile.fts.match import kway_union, mark_term, probe_term, term_docs
-from superfile.fts.positions import phrase_docs
-from superfile.fts.query import ParsedQuery, Phrase, parse_query
-from superfile.fts.stats import CollectionStats
-from superfile.ranges import RangeReader, read_many
+from quiver.superfile.errors import (
+    CorruptFileError,
+    QueryError,
+    SuperfileError,
+    UnsupportedVersionError,
+)
+from quiver.superfile.fts import format as fmt
+from quiver.superfile.fts.codec import validate_term
+from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
+from quiver.superfile.fts.positions import phrase_docs
+from quiver.superfile.fts.query import ParsedQuery, Phrase, parse_query
+from quiver.superfile.fts.stats import CollectionStats
+from quiver.superfile.ranges import RangeReader, read_many
 
 __all__ = ["MAX_PREFIX_EXPANSION", "FtsIndexReader"]
 
@@ -538,7 +543,7 @@ class FtsIndexReader:
         return self._wrap(self._search, q, k, and_mode, floor, stats, allow)
 
     def _search(self, q, k, and_mode, floor, stats, allow):
-        from superfile.fts.scoring import FieldSearch, search_fields
+        from quiver.superfile.fts.scoring import FieldSearch, search_fields
 
         docs, scores, decoded = search_fields([FieldSearch(self, q, 1.0, stats)], k,
                                               and_mode=and_mode, floor=floor, allow=allow)

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from superfile.errors import CorruptFileError, QueryError
-from superfile.fts.codec import encode_postings
-from superfile.fts.engine import K1, B, topk_kernel
-from superfile.fts.positions import phrase_topk
-from superfile.fts.query import ParsedQuery
-from superfile.fts.stats import CollectionStats
+from quiver.superfile.errors import CorruptFileError, QueryError
+from quiver.superfile.fts.codec import encode_postings
+from quiver.superfile.fts.engine import K1, B, topk_kernel
+from quiver.superfile.fts.positions import phrase_topk
+from quiver.superfile.fts.query import ParsedQuery
+from quiver.superfile.fts.stats import CollectionStats
 
 if TYPE_CHECKING:
-    from superfile.fts.reader import FtsIndexReader
+    from quiver.superfile.fts.reader import FtsIndexReader
 
 __all__ = ["MAX_GROUPS", "FieldSearch", "search_fields"]
 
@@ -234,7 +234,7 @@ def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
         buf = kern.parts[0][0]
         bases = np.array([a for _, a, _ in kern.parts], np.int64)
     else:
-        from superfile.fts.reader import _pack
+        from quiver.superfile.fts.reader import _pack
 
         buf, bases = _pack(kern.parts)
     gmask = np.array(kern.gmask, np.int64)

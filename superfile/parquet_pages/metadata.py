@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from superfile.errors import CorruptFileError
-from superfile.parquet_pages.thrift_compact import Struct, TList, TType, decode_struct
+from quiver.superfile.errors import CorruptFileError
+from quiver.superfile.parquet_pages.thrift_compact import Struct, TList, TType, decode_struct
 
 # FileMetaData
 FMD_VERSION, FMD_SCHEMA, FMD_NUM_ROWS, FMD_ROW_GROUPS = 1, 2, 3, 4

@@ -39,17 +39,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from superfile.errors import CorruptFileError, NotASuperfileError, QueryError, SuperfileError
-from superfile.parquet_pages import metadata as md
-from superfile.parquet_pages.metadata import (
+from quiver.superfile.errors import CorruptFileError, NotASuperfileError, QueryError, SuperfileError
+from quiver.superfile.parquet_pages import metadata as md
+from quiver.superfile.parquet_pages.metadata import (
     ColumnChunkInfo,
     FileMetadata,
     PageHeaderInfo,
     PageIndex,
     TopField,
 )
-from superfile.parquet_pages.thrift_compact import Struct, TList, TType, encode_struct
-from superfile.ranges import Buffer, RangeReader, read_many
+from quiver.superfile.parquet_pages.thrift_compact import Struct, TList, TType, encode_struct
+from quiver.superfile.ranges import Buffer, RangeReader, read_many
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from superfile.errors import CorruptFileError
+from quiver.superfile.errors import CorruptFileError
 
 MAX_DEPTH = 64
 

@@ -1,8 +1,8 @@
 """The vector (kNN) index of one superfile column: build, blob format, reader, summary."""
 
-from superfile.vector.build import VectorIndexParams, build_vector_index
-from superfile.vector.reader import DEFAULT_NPROBE, DEFAULT_RERANK, VectorIndexReader
-from superfile.vector.summary import VectorSummary
+from quiver.superfile.vector.build import VectorIndexParams, build_vector_index
+from quiver.superfile.vector.reader import DEFAULT_NPROBE, DEFAULT_RERANK, VectorIndexReader
+from quiver.superfile.vector.summary import VectorSummary
 
 __all__ = [
     "DEFAULT_NPROBE",

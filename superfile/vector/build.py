@@ -24,10 +24,10 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-from superfile.errors import IndexSpecError
-from superfile.spec import Metric
-from superfile.vector import format as fmt
-from superfile.vector.summary import VectorSummary
+from quiver.superfile.errors import IndexSpecError
+from quiver.superfile.spec import Metric
+from quiver.superfile.vector import format as fmt
+from quiver.superfile.vector.summary import VectorSummary
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import crc32c
 import numpy as np
 
-from superfile.errors import CorruptFileError, UnsupportedVersionError
-from superfile.spec import Metric
+from quiver.superfile.errors import CorruptFileError, UnsupportedVersionError
+from quiver.superfile.spec import Metric
 
 MAGIC = b"QVEC"
 VERSION = 1

@@ -47,12 +47,12 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from superfile.errors import CorruptFileError, QueryError, SuperfileError
-from superfile.ranges import RangeReader, read_many
-from superfile.spec import Metric
-from superfile.vector import format as fmt
-from superfile.vector.build import MAX_ABS_COMPONENT, coarse_index
-from superfile.vector.summary import VectorSummary
+from quiver.superfile.errors import CorruptFileError, QueryError, SuperfileError
+from quiver.superfile.ranges import RangeReader, read_many
+from quiver.superfile.spec import Metric
+from quiver.superfile.vector import format as fmt
+from quiver.superfile.vector.build import MAX_ABS_COMPONENT, coarse_index
+from quiver.superfile.vector.summary import VectorSummary
 
 if TYPE_CHECKING:
     import pyroaring

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from superfile.errors import CorruptFileError, SuperfileError
-from superfile.spec import Metric
+from quiver.superfile.errors import CorruptFileError, SuperfileError
+from quiver.superfile.spec import Metric
 
 
 @dataclass(frozen=True, eq=False)

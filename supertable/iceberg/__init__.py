@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from supertable.manifest import Manifest
-    from supertable.store import ObjectStore
+    from quiver.supertable.manifest import Manifest
+    from quiver.supertable.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def remove_listener(listener: Callable[[str, str], None]) -> None:
 
 def after_commit(store: ObjectStore, prefix: str, name: str, manifest: Manifest) -> None:
     """Writes the Iceberg metadata of a version just published; never raises."""
-    from supertable.iceberg import sync
+    from quiver.supertable.iceberg import sync
 
     if sync.enabled(store):
         sync.after_commit(store, prefix, name, manifest)
@@ -64,6 +64,6 @@ def _notify(store: ObjectStore, prefix: str, name: str) -> None:
 
 def metadata_location(store: ObjectStore, prefix: str) -> str | None:
     """The newest Iceberg metadata file of the table under ``prefix``, if any."""
-    from supertable.iceberg import sync
+    from quiver.supertable.iceberg import sync
 
     return sync.metadata_location(store, prefix)

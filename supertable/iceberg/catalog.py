@@ -124,7 +124,7 @@ class SqliteCatalog:
 
 
 def follower(catalog: SqliteCatalog, namespace: str) -> Callable[[str, str], None]:
-    """A listener for ``supertable.iceberg.add_listener`` that keeps ``catalog`` current;
+    """A listener for ``quiver.supertable.iceberg.add_listener`` that keeps ``catalog`` current;
     it logs a failure and never raises, so a write never fails for the catalog's sake."""
 
     def follow(name: str, location: str) -> None:

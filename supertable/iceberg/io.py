@@ -13,7 +13,7 @@ from typing import Any
 
 from pyiceberg.io import FileIO, InputFile, InputStream, OutputFile, OutputStream
 
-from supertable.store import ObjectStore
+from quiver.supertable.store import ObjectStore
 
 
 class _Buffer(io.BytesIO):

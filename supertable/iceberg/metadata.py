@@ -14,10 +14,10 @@ import logging
 import uuid
 from typing import Any
 
-from supertable.errors import ObjectExistsError, ObjectNotFoundError, StorageError
-from supertable.iceberg.schema import iceberg_schema, last_column_id, name_mapping
-from supertable.iceberg.snapshot import METADATA_DIR, Folder
-from supertable.manifest import Manifest
+from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from quiver.supertable.iceberg.schema import iceberg_schema, last_column_id, name_mapping
+from quiver.supertable.iceberg.snapshot import METADATA_DIR, Folder
+from quiver.supertable.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from supertable.manifest import ID_COLUMN
+from quiver.supertable.manifest import ID_COLUMN
 
 
 class UnsupportedTypeError(ValueError):

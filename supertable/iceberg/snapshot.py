@@ -48,10 +48,10 @@ from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.schema import Schema
 from pyiceberg.typedef import Record
 
-from supertable.errors import ObjectExistsError, ObjectNotFoundError
-from supertable.iceberg.io import MemoryOutputFile
-from supertable.manifest import FileEntry, Manifest, bitmap_rows
-from supertable.store import ObjectStore
+from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError
+from quiver.supertable.iceberg.io import MemoryOutputFile
+from quiver.supertable.manifest import FileEntry, Manifest, bitmap_rows
+from quiver.supertable.store import ObjectStore
 
 METADATA_DIR = "metadata"
 DELETES_DIR = f"{METADATA_DIR}/deletes"

@@ -25,19 +25,19 @@ from typing import Any
 
 from pyiceberg.manifest import ManifestContent, ManifestFile, read_manifest_list
 
-from supertable import commit
-from supertable.errors import ObjectNotFoundError, StorageError
-from supertable.iceberg import metadata
-from supertable.iceberg.io import StoreFileIO
-from supertable.iceberg.schema import UnsupportedTypeError, iceberg_schema
-from supertable.iceberg.snapshot import (
+from quiver.supertable import commit
+from quiver.supertable.errors import ObjectNotFoundError, StorageError
+from quiver.supertable.iceberg import metadata
+from quiver.supertable.iceberg.io import StoreFileIO
+from quiver.supertable.iceberg.schema import UnsupportedTypeError, iceberg_schema
+from quiver.supertable.iceberg.snapshot import (
     METADATA_DIR,
     Folder,
     Previous,
     write_snapshot,
 )
-from supertable.manifest import Manifest
-from supertable.store import ObjectMeta, ObjectStore
+from quiver.supertable.manifest import Manifest
+from quiver.supertable.store import ObjectMeta, ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import threading
 
 import pyarrow as pa
 
-import catalog
+from quiver import catalog
 
 THREADS = 16
 

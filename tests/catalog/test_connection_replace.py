@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from supertable.errors import CommitConflictError, TableNotFoundError
+from quiver.supertable.errors import CommitConflictError, TableNotFoundError
 from tests.supertable import conftest as table_fixtures
 
 # The table tests' backends (memory, local disk, loopback S3), reused for the catalog.

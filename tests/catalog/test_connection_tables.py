@@ -7,10 +7,10 @@ import threading
 import pyarrow as pa
 import pytest
 
-import catalog
-from catalog.errors import InvalidTableNameError
-from superfile import IndexSpec, Metric
-from supertable.errors import (
+from quiver import catalog
+from quiver.catalog.errors import InvalidTableNameError
+from quiver.superfile import IndexSpec, Metric
+from quiver.supertable.errors import (
     StoragePermissionError,
     TableExistsError,
     TableNotFoundError,

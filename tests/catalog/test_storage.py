@@ -9,16 +9,16 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from catalog.storage import ObjectStoreRangeReader, drop_memory_store, open_store
-from superfile.errors import CorruptFileError
-from superfile.ranges import read_many
-from supertable.errors import (
+from quiver.catalog.storage import ObjectStoreRangeReader, drop_memory_store, open_store
+from quiver.superfile.errors import CorruptFileError
+from quiver.superfile.ranges import read_many
+from quiver.supertable.errors import (
     ObjectExistsError,
     ObjectNotFoundError,
     PreconditionFailedError,
     StorageError,
 )
-from supertable.store import ObjectStore, ObjectVersion
+from quiver.supertable.store import ObjectStore, ObjectVersion
 
 BACKENDS = ["memory", "local", "s3"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import catalog
+from quiver import catalog
 from tests.supertable.conftest import docs_schema, make_docs
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog.storage import drop_memory_store, open_store
-from supertable.errors import ObjectNotFoundError, StorageError, StoragePermissionError
-from supertable.store import ObjectVersion
+from quiver.catalog.storage import drop_memory_store, open_store
+from quiver.supertable.errors import ObjectNotFoundError, StorageError, StoragePermissionError
+from quiver.supertable.store import ObjectVersion
 
 
 def test_unknown_scheme_names_the_supported_ones():
@@ -115,7 +115,7 @@ def test_bad_cloud_configuration_raises_storage_error():
 
 
 def _increment(root: str, times: int) -> None:
-    from supertable.errors import PreconditionFailedError
+    from quiver.supertable.errors import PreconditionFailedError
 
     store = open_store(root)
     for _ in range(times):
@@ -131,7 +131,7 @@ def _increment(root: str, times: int) -> None:
 def _create(root: str, key: str, tag: str, start: float) -> str:
     import time
 
-    from supertable.errors import ObjectExistsError
+    from quiver.supertable.errors import ObjectExistsError
 
     time.sleep(max(0.0, start - time.time()))
     try:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from catalog.storage import open_store
-from supertable.errors import (
+from quiver.catalog.storage import open_store
+from quiver.supertable.errors import (
     ObjectNotFoundError,
     StoragePermissionError,
     StorageUnavailableError,

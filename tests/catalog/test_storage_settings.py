@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from catalog.storage import open_store
+from quiver.catalog.storage import open_store
 
 
 def test_local_root_reports_its_folder(tmp_path):

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from flight_server import cli, health
+from quiver.flight_server.cli import health
+from quiver.flight_server.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"

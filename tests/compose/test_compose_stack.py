@@ -84,15 +84,15 @@ class Deployment:
         return f"grpc://127.0.0.1:{self.port}"
 
     def health(self, *argv: str) -> subprocess.CompletedProcess:
-        """The compose health check's options, run with ``python -m flight_server.health``."""
-        return subprocess.run([sys.executable, "-m", "flight_server.health", *argv],
+        """The compose health check's options, run with ``python -m quiver health``."""
+        return subprocess.run([sys.executable, "-m", "quiver", "health", *argv],
                               cwd=str(self.log_path.parent), env=self.env,
                               capture_output=True, text=True, timeout=60)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flight_server.cli", *self.command],
+                [sys.executable, "-m", "quiver", *self.command],
                 cwd=str(self.log_path.parent), env=self.env, stdout=log,
                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + HEALTHY_WITHIN_S
@@ -197,7 +197,7 @@ def test_the_compose_health_check_passes_once_the_server_is_up(deployment) -> No
                     reason="the quiver command line has no 'health' subcommand yet; the "
                     "compose health check calls 'quiver health'")
 def test_the_compose_health_check_runs_through_the_quiver_command(deployment) -> None:
-    out = subprocess.run([sys.executable, "-m", "flight_server.cli", "health",
+    out = subprocess.run([sys.executable, "-m", "quiver", "health",
                           *deployment.healthcheck], env=deployment.env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -1,9 +1,10 @@
 """The Dockerfile, read without building it: the entry point is the installed ``quiver``
-command, the default command parses, and everything ``pip install .`` needs is copied in
+command, the default command parses, and everything the wheel build needs is copied in
 and not excluded by ``.dockerignore``."""
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import tomllib
@@ -41,6 +42,14 @@ def _only(steps: list[tuple[str, str]], keyword: str) -> str:
     return found[0]
 
 
+def _layers() -> tuple[str, ...]:
+    """The folders ``setup.py`` installs under the ``quiver`` package."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    (value,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
+                and [getattr(t, "id", None) for t in node.targets] == ["LAYERS"]]
+    return ast.literal_eval(value)
+
+
 def _pyproject() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -48,7 +57,7 @@ def _pyproject() -> dict:
 def test_entrypoint_is_the_console_script_the_project_installs() -> None:
     entrypoint = json.loads(_only(_final_stage(), "ENTRYPOINT"))
     assert entrypoint == ["quiver"]
-    assert _pyproject()["project"]["scripts"]["quiver"] == "flight_server.cli:main"
+    assert _pyproject()["project"]["scripts"]["quiver"] == "quiver.flight_server.cli.main:main"
 
 
 def test_default_command_is_accepted_by_quiver_serve() -> None:
@@ -81,8 +90,7 @@ def test_every_package_and_the_build_metadata_are_copied_and_not_ignored() -> No
     copied = {source for kw, rest in _instructions()
               if kw == "COPY" and not rest.startswith("--from")
               for source in rest.split()[:-1]}
-    packages = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
-    needed = {"pyproject.toml", "README.md"} | {p.rstrip("*") for p in packages}
+    needed = {"pyproject.toml", "setup.py", "README.md", "quiver", *_layers()}
     assert needed <= copied, f"not copied: {needed - copied}"
     ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]

@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from catalog.storage import drop_memory_store
-from flight_server import auth, health
-from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
+from quiver.catalog.storage import drop_memory_store
+from quiver.flight_server.cli import health
+from quiver.flight_server.service import auth
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.flight_server.sql import connect
 from tests.compose.conftest import REPO
 
 TOKENS = ("first-static-token-for-health", "second-static-token-for-health")
@@ -188,12 +189,12 @@ def test_tls_with_the_server_certificate_as_root_is_healthy(tmp_path, capsys) ->
 
 def test_python_dash_m_runs_the_check_and_sets_the_exit_status(secured) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), HEALTH_TOKENS=TOKENS[0])
-    ok = subprocess.run([sys.executable, "-m", "flight_server.health", "--server", secured,
+    ok = subprocess.run([sys.executable, "-m", "quiver", "health", "--server", secured,
                          "--token-env", "HEALTH_TOKENS"],
                         env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("quiver health: ok")
-    bad = subprocess.run([sys.executable, "-m", "flight_server.health", "--server", secured],
+    bad = subprocess.run([sys.executable, "-m", "quiver", "health", "--server", secured],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and bad.stdout == ""

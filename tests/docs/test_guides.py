@@ -48,7 +48,7 @@ SHARED = REPO.parent / "shared"
 GUIDE_PORT = 50051
 # Guides that start something much slower than a server, run only when asked for. The Spark
 # guide starts a JVM and Python workers (about a minute on two cores); its data source has
-# its own tests in tests/flight_server/test_spark_connector.py.
+# its own tests in tests/flight_server/connectors/test_spark_connector.py.
 OPT_IN = {"docs/spark.md": "QUIVER_DOCS_SPARK"}
 # The guides this test was written with; each must keep at least one runnable block.
 KNOWN_GUIDES = ("pandas.md", "adbc.md", "jdbc-bi.md", "duckdb.md", "hybrid-search.md",
@@ -172,7 +172,7 @@ class GuideServer:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flight_server.cli", "serve", *options],
+                [sys.executable, "-m", "quiver", "serve", *options],
                 cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_listening(self.port, self.proc)
@@ -222,7 +222,7 @@ def _run_shell(block: Block, server: GuideServer, port: int) -> None:
             continue
         if words[:1] == ["quiver"]:
             # The command as installed, whether or not the environment's bin is on PATH.
-            line = f"{shlex.quote(sys.executable)} -m flight_server.cli {line[len('quiver'):]}"
+            line = f"{shlex.quote(sys.executable)} -m quiver {line[len('quiver'):]}"
         done = subprocess.run(rewrite_port(line, port), shell=True, cwd=server.cwd,
                               capture_output=True, text=True, timeout=SHELL_STEP_TIMEOUT_S)
         if done.returncode != 0:
@@ -285,7 +285,7 @@ def _close_clients(namespace: dict[str, object]) -> None:
         close = getattr(value, "close", None)
         if callable(close) and type(value).__module__.split(".")[0] in (
                 "adbc_driver_manager", "adbc_driver_flightsql", "pyarrow", "duckdb",
-                "flight_server", "quiver"):
+                "quiver"):
             # Best effort: some were closed by the guide itself.
             with contextlib.suppress(Exception):
                 close()

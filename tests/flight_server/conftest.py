@@ -78,7 +78,7 @@ class ServerProcess:
 
 def start_server(root: Path, *extra: str, port: int | None = None,
                  log_path: Path | None = None) -> ServerProcess:
-    """Starts ``python -m flight_server.cli serve`` on ``root`` and waits until it listens.
+    """Starts ``python -m quiver serve`` on ``root`` and waits until it listens.
 
     Without ``port`` a free one is picked, and picked again should another process take
     it before the server binds it (a server that exits at once).
@@ -100,7 +100,7 @@ def _start_server(root: Path, extra: tuple[str, ...], port: int,
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flight_server.cli", "serve", "--root", str(root),
+            [sys.executable, "-m", "quiver", "serve", "--root", str(root),
              "--port", str(port), *extra],
             cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
     server = ServerProcess(root, port, proc, log_path)
@@ -115,7 +115,7 @@ def _start_server(root: Path, extra: tuple[str, ...], port: int,
 def two_docs(stem: str) -> Any:
     """A SQL connection over a fresh memory root holding table ``docs`` with two rows
     (ids 1 and 2); stop a server over it with ``stop_on_memory``."""
-    from flight_server.sql import connect
+    from quiver.flight_server.sql import connect
 
     conn = connect(f"memory://{stem}-{uuid.uuid4().hex}")
     conn.sql("CREATE TABLE docs (id BIGINT, title VARCHAR)")
@@ -125,7 +125,7 @@ def two_docs(stem: str) -> Any:
 
 def stop_on_memory(srv: Any) -> None:
     """Stops an in-process server over a ``two_docs`` connection and frees its root."""
-    from catalog.storage import drop_memory_store
+    from quiver.catalog.storage import drop_memory_store
 
     srv.shutdown()
     srv.conn.close()
@@ -142,8 +142,8 @@ def server_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def quiver_server(server_root: Path) -> Iterator:
     """A ``QuiverFlightServer`` in this process over a fresh local root, on a free port."""
-    from flight_server.server import QuiverFlightServer
-    from flight_server.sql import connect
+    from quiver.flight_server.service.server import QuiverFlightServer
+    from quiver.flight_server.sql import connect
 
     conn = connect(str(server_root))
     server = QuiverFlightServer(conn, "grpc://127.0.0.1:0")

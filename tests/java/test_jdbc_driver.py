@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 
 from tests.flight_server.conftest import ServerProcess, start_server
-from tests.flight_server.test_server_tls import _self_signed
+from tests.flight_server.service.test_server_tls import _self_signed
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
@@ -49,7 +49,7 @@ if _missing:
 def prepare_root(root: Path) -> None:
     """The tables the Java tests read: ``big`` (1M rows), ``docs`` (full-text indexed),
     ``typed`` (one column of each common type)."""
-    from flight_server.sql import connect
+    from quiver.flight_server.sql import connect
 
     conn = connect(str(root))
     try:

@@ -14,9 +14,9 @@ from google.protobuf import any_pb2, timestamp_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import proto
-from proto import flight_pb2
-from proto import flight_sql_pb2 as sql
+from quiver import proto
+from quiver.proto import flight_pb2
+from quiver.proto import flight_sql_pb2 as sql
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 
 import quiver
-from catalog.errors import InvalidTableNameError
-from flight_server.sql import SqlSyntaxError, SqlTableNotFoundError
-from supertable.errors import CommitConflictError, StorageError, TableExistsError
+from quiver.catalog.errors import InvalidTableNameError
+from quiver.flight_server.sql import SqlSyntaxError, SqlTableNotFoundError
+from quiver.supertable.errors import CommitConflictError, StorageError, TableExistsError
 
 REPO = Path(__file__).resolve().parents[2]
 HAS_POLARS = importlib.util.find_spec("polars") is not None
@@ -47,7 +47,7 @@ def docs(db):
 def test_version_is_the_distribution_version_and_the_cli_prints_it() -> None:
     from importlib.metadata import version
     assert quiver.__version__ == version("quiver")
-    out = subprocess.run([sys.executable, "-m", "flight_server.cli", "--version"],
+    out = subprocess.run([sys.executable, "-m", "quiver", "--version"],
                          capture_output=True, text=True, cwd=REPO, timeout=60,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr

@@ -16,7 +16,7 @@ from tests.security.test_statement_limits import HEAVY, assert_idle
 
 def _quiver_sql(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "flight_server.cli", "sql", *args],
+    return subprocess.Popen([sys.executable, "-m", "quiver", "sql", *args],
                             cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -13,12 +13,12 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from catalog.storage import drop_memory_store
-from flight_server import handles
-from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
-from flight_server.transport import encode_message
-from proto import flight_pb2, flight_sql_pb2, pack
+from quiver.catalog.storage import drop_memory_store
+from quiver.flight_server.service import handles
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.flight_server.service.transport import encode_message
+from quiver.flight_server.sql import connect
+from quiver.proto import flight_pb2, flight_sql_pb2, pack
 
 SERVICE = "/arrow.flight.protocol.FlightService"
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from flight_server import auth
-from flight_server.login_limit import LoginLimiter, TooManyFailures, peer_address
-from flight_server.server import QuiverFlightServer
+from quiver.flight_server.service import auth
+from quiver.flight_server.service.login_limit import LoginLimiter, TooManyFailures, peer_address
+from quiver.flight_server.service.server import QuiverFlightServer
 from tests.flight_server.conftest import stop_on_memory, two_docs
 
 USER, PASSWORD = "ann", "correct horse"

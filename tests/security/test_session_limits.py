@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_server import auth
-from flight_server.handles import PreparedRegistry
-from flight_server.server import QuiverFlightServer
-from proto import flight_sql_pb2, pack, unpack
+from quiver.flight_server.service import auth
+from quiver.flight_server.service.handles import PreparedRegistry
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.proto import flight_sql_pb2, pack, unpack
 from tests.flight_server.conftest import stop_on_memory, two_docs
 
 FLOOD = 1_100

@@ -16,10 +16,10 @@ from adbc_driver_manager import ProgrammingError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
-from flight_server.sql.errors import SqlError
-from supertable.errors import TableError
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.flight_server.sql import connect
+from quiver.flight_server.sql.errors import SqlError
+from quiver.supertable.errors import TableError
 
 SECRET = "quiver-sentinel-secret"
 

@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_server.limits import Limits
-from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
-from proto import flight_pb2, flight_sql_pb2, pack
-from supertable.errors import WorkTimeoutError
+from quiver.flight_server.service.limits import Limits
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.flight_server.sql import connect
+from quiver.proto import flight_pb2, flight_sql_pb2, pack
+from quiver.supertable.errors import WorkTimeoutError
 from tests.flight_server.conftest import ServerProcess, start_server
 
 # Minutes of work for one core, cancellable at any batch: an aggregate over generated rows.
@@ -164,7 +164,7 @@ def test_a_client_deadline_stops_the_statement(limited: ServerProcess) -> None:
 def test_a_client_that_goes_away_stops_the_statement(limited: ServerProcess) -> None:
     script = textwrap.dedent(f"""
         import pyarrow.flight as flight
-        from proto import flight_pb2, flight_sql_pb2, pack
+        from quiver.proto import flight_pb2, flight_sql_pb2, pack
         c = flight.connect({limited.uri!r})
         cmd = pack(flight_sql_pb2.CommandStatementQuery(query={HEAVY!r}))
         info = c.get_flight_info(flight.FlightDescriptor.for_command(cmd))

@@ -22,11 +22,11 @@ import pyarrow.flight as flight
 import pytest
 from adbc_driver_manager import AdbcStatusCode
 
-from flight_server.errors import MAX_MESSAGE_BYTES, client_message, status_of
-from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
-from flight_server.transport import encode_message
-from proto import flight_pb2, flight_sql_pb2, pack
+from quiver.flight_server.service.errors import MAX_MESSAGE_BYTES, client_message, status_of
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.flight_server.service.transport import encode_message
+from quiver.flight_server.sql import connect
+from quiver.proto import flight_pb2, flight_sql_pb2, pack
 
 SERVICE = "/arrow.flight.protocol.FlightService"
 LONG_NAME = "t" * 10_000
@@ -230,7 +230,7 @@ def test_corrupt_table_metadata_message_names_no_server_path(docs, quiver_server
 
 def test_client_message_scrubs_paths_reprs_and_tracebacks() -> None:
     text = ("put 'a/b' in file:///srv/quiver/root: failed at /var/lib/quiver/x.parquet "
-            "by <supertable.table.Table object at 0x7f00deadbeef>\n"
+            "by <quiver.supertable.table.Table object at 0x7f00deadbeef>\n"
             "Traceback (most recent call last):\n  File \"/srv/app.py\", line 3, in f\n")
     out = client_message(text)
     for leak in ("/srv/quiver", "/var/lib", "0x7f00", "Traceback", "app.py"):

@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_server import handles, keys
-from flight_server.serve import ServeError, build_server
-from flight_server.server import QuiverFlightServer
-from flight_server.sql import SqlConnection, connect
-from proto import flight_sql_pb2, pack, unpack
+from quiver.flight_server.service import handles, keys
+from quiver.flight_server.service.serve import ServeError, build_server
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.flight_server.sql import SqlConnection, connect
+from quiver.proto import flight_sql_pb2, pack, unpack
 
 FILES = 4
 

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flight_server import auth
-from flight_server.server import QuiverFlightServer
-from flight_server.sql import connect
-from proto import flight_sql_pb2, pack
+from quiver.flight_server.service import auth
+from quiver.flight_server.service.server import QuiverFlightServer
+from quiver.flight_server.sql import connect
+from quiver.proto import flight_sql_pb2, pack
 from tests.flight_server.conftest import ServerProcess, free_port, start_server, two_docs
 
 USER, PASSWORD = "ann", "an:n's pass"

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flight_server.sql import SqlConnection, connect
-from supertable import iceberg
-from supertable.table import Table, TableOptions
+from quiver.flight_server.sql import SqlConnection, connect
+from quiver.supertable import iceberg
+from quiver.supertable.table import Table, TableOptions
 from tests.spark_iceberg import env
 
 SETUP = env.chosen()

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from superfile.errors import CorruptFileError, SuperfileError
-from superfile.fts import FtsIndexReader, build_fts_index
-from superfile.ranges import BytesRangeReader, CountingRangeReader
+from quiver.superfile.errors import CorruptFileError, SuperfileError
+from quiver.superfile.fts import FtsIndexReader, build_fts_index
+from quiver.superfile.ranges import BytesRangeReader, CountingRangeReader
 
 
 def _texts(n: int, seed: int = 5) -> list[str]:

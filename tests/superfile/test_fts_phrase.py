@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from superfile.errors import QueryError
-from superfile.fts import FtsIndexReader, build_fts_index, parse_query, tokenize
-from superfile.fts import format as fmt
-from superfile.fts.query import Phrase, parse_fields
-from superfile.fts.scoring import FieldSearch, search_fields
-from superfile.ranges import BytesRangeReader
+from quiver.superfile.errors import QueryError
+from quiver.superfile.fts import FtsIndexReader, build_fts_index, parse_query, tokenize
+from quiver.superfile.fts import format as fmt
+from quiver.superfile.fts.query import Phrase, parse_fields
+from quiver.superfile.fts.scoring import FieldSearch, search_fields
+from quiver.superfile.ranges import BytesRangeReader
 
 K1, B = 1.2, 0.75
 WORDS = ["web", "framework", "rust", "fast", "async", "http", "client", "the", "for", "a"]

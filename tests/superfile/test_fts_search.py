@@ -11,9 +11,15 @@ import pyarrow as pa
 import pytest
 from pyroaring import BitMap
 
-from superfile.errors import QueryError
-from superfile.fts import CollectionStats, FtsIndexReader, build_fts_index, parse_query, tokenize
-from superfile.ranges import BytesRangeReader
+from quiver.superfile.errors import QueryError
+from quiver.superfile.fts import (
+    CollectionStats,
+    FtsIndexReader,
+    build_fts_index,
+    parse_query,
+    tokenize,
+)
+from quiver.superfile.ranges import BytesRangeReader
 
 K1, B = 1.2, 0.75
 VOCAB = ["rust", "async", "python", "json", "fast", "parser", "http", "httpx", "https", "client",

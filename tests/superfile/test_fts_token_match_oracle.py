@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from superfile.fts import FtsIndexReader, build_fts_index, parse_query, tokenize
-from superfile.fts.codec import encode_postings, validate_term
-from superfile.fts.match import kway_union, mark_term, probe_term, term_docs
-from superfile.fts.query import ParsedQuery
-from superfile.ranges import BytesRangeReader
+from quiver.superfile.fts import FtsIndexReader, build_fts_index, parse_query, tokenize
+from quiver.superfile.fts.codec import encode_postings, validate_term
+from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
+from quiver.superfile.fts.query import ParsedQuery
+from quiver.superfile.ranges import BytesRangeReader
 
 # Word i of the vocabulary is drawn with weight ~ 1 / (i + 1): a few words sit in most
 # documents (many postings blocks), most in a handful. "w1" prefixes w1, w10..w19, w100...

@@ -8,9 +8,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from superfile.fts.codec import crc32c_nb, decode_term, encode_postings, validate_term
-from superfile.fts.query import parse_query
-from superfile.fts.tokenizer import tokenize, tokenize_column
+from quiver.superfile.fts.codec import crc32c_nb, decode_term, encode_postings, validate_term
+from quiver.superfile.fts.query import parse_query
+from quiver.superfile.fts.tokenizer import tokenize, tokenize_column
 
 texts = st.lists(st.one_of(st.none(), st.text(max_size=40)), max_size=12)
 

@@ -12,15 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superfile.errors import CorruptFileError, NotASuperfileError, SuperfileError
-from superfile.parquet_pages.metadata import (
+from quiver.superfile.errors import CorruptFileError, NotASuperfileError, SuperfileError
+from quiver.superfile.parquet_pages.metadata import (
     PAGE_DATA_V2,
     parse_file_metadata,
     parse_offset_index,
     parse_page_header,
 )
-from superfile.parquet_pages.row_fetch import RowFetcher, read_footer
-from superfile.ranges import BytesRangeReader, CountingRangeReader
+from quiver.superfile.parquet_pages.row_fetch import RowFetcher, read_footer
+from quiver.superfile.ranges import BytesRangeReader, CountingRangeReader
 
 
 def sample(n: int = 4000, **options: object) -> tuple[pa.Table, bytes]:

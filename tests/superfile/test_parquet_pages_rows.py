@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superfile.errors import QueryError
-from superfile.parquet_pages.metadata import parse_file_metadata, parse_offset_index
-from superfile.parquet_pages.row_fetch import RangeFile, RowFetcher, read_footer
-from superfile.ranges import BytesRangeReader, CountingRangeReader
+from quiver.superfile.errors import QueryError
+from quiver.superfile.parquet_pages.metadata import parse_file_metadata, parse_offset_index
+from quiver.superfile.parquet_pages.row_fetch import RangeFile, RowFetcher, read_footer
+from quiver.superfile.ranges import BytesRangeReader, CountingRangeReader
 
 WORDS = ["", "a", "rust", "Über", "naïve", "数据", "emoji 🦀", "x" * 300, "tab\tnew\nline"]
 

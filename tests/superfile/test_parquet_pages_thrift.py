@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superfile.errors import CorruptFileError
-from superfile.parquet_pages.thrift_compact import (
+from quiver.superfile.errors import CorruptFileError
+from quiver.superfile.parquet_pages.thrift_compact import (
     MAX_DEPTH,
     TList,
     TMap,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superfile import (
+from quiver.superfile import (
     CorruptFileError,
     SuperfileError,
     SuperfileReader,
@@ -18,7 +18,7 @@ from superfile import (
     layout,
     write_superfile,
 )
-from superfile.ranges import BytesRangeReader
+from quiver.superfile.ranges import BytesRangeReader
 from tests.superfile.conftest import vectors
 
 

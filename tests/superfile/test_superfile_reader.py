@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyroaring import BitMap
 
-from superfile import (
+from quiver.superfile import (
     CountingRangeReader,
     FileRangeReader,
     IndexSpec,
@@ -19,8 +19,8 @@ from superfile import (
     SuperfileReader,
     write_superfile,
 )
-from superfile.fts.tokenizer import tokenize
-from superfile.ranges import BytesRangeReader
+from quiver.superfile.fts.tokenizer import tokenize
+from quiver.superfile.ranges import BytesRangeReader
 from tests.superfile.conftest import vectors
 
 

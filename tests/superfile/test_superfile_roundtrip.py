@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superfile import IndexSpec, IndexSpecError, Metric, SuperfileReader, write_superfile
-from superfile.ranges import BytesRangeReader
+from quiver.superfile import IndexSpec, IndexSpecError, Metric, SuperfileReader, write_superfile
+from quiver.superfile.ranges import BytesRangeReader
 from tests.superfile.conftest import vectors
 
 TEXT = st.one_of(st.none(), st.just(""), st.text(max_size=40))

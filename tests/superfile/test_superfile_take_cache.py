@@ -14,16 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superfile import CorruptFileError, SuperfileReader, write_superfile
-from superfile.parquet_pages.row_fetch import (
+from quiver.superfile import CorruptFileError, SuperfileReader, write_superfile
+from quiver.superfile.parquet_pages.row_fetch import (
     ADMIT_FRACTION,
     COLUMN_CACHE,
     ColumnCache,
     RowFetcher,
     read_footer,
 )
-from superfile.ranges import BytesRangeReader
-from superfile.spec import IndexSpec
+from quiver.superfile.ranges import BytesRangeReader
+from quiver.superfile.spec import IndexSpec
 from tests.superfile.test_parquet_pages_rows import assert_same, random_table, write
 
 # Index building is not what these tests are about; they only read the Parquet body.

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from superfile.errors import CorruptFileError, SuperfileError
-from superfile.ranges import BytesRangeReader
-from superfile.spec import Metric
-from superfile.vector import VectorIndexParams, VectorIndexReader, build_vector_index
+from quiver.superfile.errors import CorruptFileError, SuperfileError
+from quiver.superfile.ranges import BytesRangeReader
+from quiver.superfile.spec import Metric
+from quiver.superfile.vector import VectorIndexParams, VectorIndexReader, build_vector_index
 from tests.superfile.conftest import vectors
 
 RNG = np.random.default_rng(21)
@@ -87,8 +87,8 @@ def test_random_bytes_are_rejected_as_superfile_errors(noise):
 def test_header_with_future_version_but_valid_checksum_is_unsupported():
     import struct
 
-    from superfile.errors import UnsupportedVersionError
-    from superfile.vector import format as fmt
+    from quiver.superfile.errors import UnsupportedVersionError
+    from quiver.superfile.vector import format as fmt
 
     raw = bytearray(BLOB[: fmt.HEADER.size])
     struct.pack_into("<H", raw, 4, fmt.VERSION + 1)

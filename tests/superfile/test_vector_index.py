@@ -11,16 +11,16 @@ import pyarrow as pa
 import pytest
 from pyroaring import BitMap
 
-from superfile.errors import IndexSpecError, QueryError
-from superfile.ranges import BytesRangeReader, CountingRangeReader
-from superfile.spec import Metric
-from superfile.vector import (
+from quiver.superfile.errors import IndexSpecError, QueryError
+from quiver.superfile.ranges import BytesRangeReader, CountingRangeReader
+from quiver.superfile.spec import Metric
+from quiver.superfile.vector import (
     VectorIndexParams,
     VectorIndexReader,
     VectorSummary,
     build_vector_index,
 )
-from superfile.vector.reader import FILTER_EXACT_MAX
+from quiver.superfile.vector.reader import FILTER_EXACT_MAX
 from tests.superfile.conftest import vectors
 
 # The project data folder sits beside the repository (../shared/data).

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import catalog
-from catalog.storage import drop_memory_store
+from quiver import catalog
+from quiver.catalog.storage import drop_memory_store
 
 _counter = itertools.count()
 

@@ -1,6 +1,6 @@
 """An object store that misbehaves on request, for fault and crash tests of tables.
 
-``FaultyStore`` delegates every call to a real store (from ``catalog.storage.open_store``)
+``FaultyStore`` delegates every call to a real store (from ``quiver.catalog.storage.open_store``)
 and, for the calls that a ``Rule`` selects by operation name, path pattern and call
 index, fails them, delays them, lets them happen and then reports a failure (an
 ambiguous outcome, like a timeout after the server applied the write), or runs a hook
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from supertable.errors import StorageError, StorageUnavailableError
-from supertable.store import ObjectMeta, ObjectStore, ObjectVersion, PutMode
+from quiver.supertable.errors import StorageError, StorageUnavailableError
+from quiver.supertable.store import ObjectMeta, ObjectStore, ObjectVersion, PutMode
 
 READ_OPS = frozenset({"get", "get_range", "get_ranges", "head", "list"})
 WRITE_OPS = frozenset({"put", "delete"})

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from superfile.ranges import BytesRangeReader
-from supertable import cache as cache_mod
-from supertable.cache import (
+from quiver.superfile.ranges import BytesRangeReader
+from quiver.supertable import cache as cache_mod
+from quiver.supertable.cache import (
     ENTRY_SUFFIX,
     PART_SUFFIX,
     TRAILER,
@@ -248,8 +248,8 @@ def test_cache_key_depends_on_store_and_path():
 
 SHARER = textwrap.dedent("""
     import sys, time
-    from superfile.ranges import BytesRangeReader
-    from supertable.cache import SuperfileCache
+    from quiver.superfile.ranges import BytesRangeReader
+    from quiver.supertable.cache import SuperfileCache
 
     directory, seed, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     def payload(i, size):

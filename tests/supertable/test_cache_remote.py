@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from catalog.storage import open_store
-from supertable import search
-from supertable.cache import ENTRY_SUFFIX, TRAILER, SuperfileCache, cache_for_store
-from supertable.store import ObjectMeta, ObjectStore, ObjectVersion, PutMode
-from supertable.table import Table, TableOptions
+from quiver.catalog.storage import open_store
+from quiver.supertable import search
+from quiver.supertable.cache import ENTRY_SUFFIX, TRAILER, SuperfileCache, cache_for_store
+from quiver.supertable.store import ObjectMeta, ObjectStore, ObjectVersion, PutMode
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 READ_OPS = ("get", "get_range", "get_ranges")

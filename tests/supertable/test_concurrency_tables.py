@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from catalog.storage import drop_memory_store, open_store
-from supertable.errors import CommitConflictError
-from supertable.manifest import ID_COLUMN
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.catalog.storage import drop_memory_store, open_store
+from quiver.supertable.errors import CommitConflictError
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 

@@ -22,14 +22,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-import catalog
-from superfile import SuperfileReader, write_superfile
-from supertable import search
-from supertable.indexer import build_pending_indexes
-from supertable.manifest import FileEntry, Manifest, bitmap_rows
-from supertable.readers import ReaderPool
-from supertable.snapshot import Snapshot
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.superfile import SuperfileReader, write_superfile
+from quiver.supertable import search
+from quiver.supertable.indexer import build_pending_indexes
+from quiver.supertable.manifest import FileEntry, Manifest, bitmap_rows
+from quiver.supertable.readers import ReaderPool
+from quiver.supertable.snapshot import Snapshot
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 TOL = 1e-5

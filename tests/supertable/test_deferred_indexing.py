@@ -11,13 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from catalog.storage import open_store
-from supertable import commit
-from supertable.errors import StorageUnavailableError
-from supertable.indexer import build_pending_indexes, pending_files
-from supertable.manifest import Manifest
-from supertable.table import Table, TableOptions
-from supertable.wal import WAL_DIR
+from quiver.catalog.storage import open_store
+from quiver.supertable import commit
+from quiver.supertable.errors import StorageUnavailableError
+from quiver.supertable.indexer import build_pending_indexes, pending_files
+from quiver.supertable.manifest import Manifest
+from quiver.supertable.table import Table, TableOptions
+from quiver.supertable.wal import WAL_DIR
 from tests.supertable.conftest import docs_schema, make_docs
 
 MANUAL = TableOptions(background_indexing=False, max_rows_per_file=150)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from catalog.storage import open_store
-from supertable.commit import latest_version, read_manifest
-from supertable.manifest import ID_COLUMN
-from supertable.table import Table, TableOptions
+from quiver.catalog.storage import open_store
+from quiver.supertable.commit import latest_version, read_manifest
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 SCRIPT = Path(__file__).parent / "procs" / "table_op.py"

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from catalog.storage import drop_memory_store, open_store
-from supertable.commit import latest_version, read_manifest
-from supertable.errors import StorageError, StorageUnavailableError
-from supertable.manifest import ID_COLUMN
-from supertable.table import Table, TableOptions
+from quiver.catalog.storage import drop_memory_store, open_store
+from quiver.supertable.commit import latest_version, read_manifest
+from quiver.supertable.errors import StorageError, StorageUnavailableError
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 

@@ -10,11 +10,11 @@ from dataclasses import replace
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from supertable.errors import StorageError, TableError
-from supertable.gc import GcResult
-from supertable.manifest import ID_COLUMN, manifest_path
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.supertable.errors import StorageError, TableError
+from quiver.supertable.gc import GcResult
+from quiver.supertable.manifest import ID_COLUMN, manifest_path
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 OPTS = TableOptions(max_rows_per_file=200, build_threads=2)

@@ -10,10 +10,10 @@ import threading
 import pyarrow.compute as pc
 import pytest
 
-from catalog.storage import open_store
-from supertable.errors import StorageError
-from supertable.manifest import ID_COLUMN
-from supertable.table import CommitResult, Table, TableOptions
+from quiver.catalog.storage import open_store
+from quiver.supertable.errors import StorageError
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.table import CommitResult, Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 

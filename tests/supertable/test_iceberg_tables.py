@@ -11,11 +11,11 @@ import pyarrow.compute as pc
 import pytest
 from pyiceberg.table import StaticTable
 
-import catalog
-from supertable import iceberg
-from supertable.iceberg import metadata as ice_metadata
-from supertable.iceberg.sync import folder_for, referenced
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.supertable import iceberg
+from quiver.supertable.iceberg import metadata as ice_metadata
+from quiver.supertable.iceberg.sync import folder_for, referenced
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 from tests.supertable.iceberg_readers import (
@@ -186,8 +186,8 @@ def test_rows_deleted_everywhere_leave_an_empty_iceberg_table(tmp_path):
 
 
 def test_many_appends_are_merged_into_few_manifests_and_read_the_same(tmp_path):
-    from supertable.iceberg.snapshot import MAX_MANIFESTS
-    from supertable.iceberg.sync import _manifest_files
+    from quiver.supertable.iceberg.snapshot import MAX_MANIFESTS
+    from quiver.supertable.iceberg.sync import _manifest_files
 
     t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
     for i in range(MAX_MANIFESTS + 3):

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from superfile import SuperfileReader, write_superfile
-from supertable.manifest import ID_COLUMN
-from supertable.optimize import OptimizeResult, choose_files
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.superfile import SuperfileReader, write_superfile
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.optimize import OptimizeResult, choose_files
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 

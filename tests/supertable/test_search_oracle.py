@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from catalog.storage import drop_memory_store
-from superfile import SuperfileReader, WriterOptions, write_superfile
-from superfile.vector.build import VectorIndexParams
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.catalog.storage import drop_memory_store
+from quiver.superfile import SuperfileReader, WriterOptions, write_superfile
+from quiver.superfile.vector.build import VectorIndexParams
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 DIM = 8
@@ -348,7 +348,7 @@ def test_rows_appended_without_indexes_search_like_the_oracle_before_and_after_i
 @pytest.mark.parametrize("take_max", [0, 1 << 30], ids=["file-wide", "candidates-only"])
 def test_dnf_filtered_token_match_is_the_same_whichever_way_the_filter_is_checked(
         built, monkeypatch, take_max):
-    import supertable.snapshot as snapshot_module
+    import quiver.supertable.snapshot as snapshot_module
 
     monkeypatch.setattr(snapshot_module, "RESTRICT_BY_TAKE_MAX", take_max)
     table, oracle = built
@@ -373,9 +373,9 @@ RICH_QUERIES = [
 
 
 def _oracle_fields(oracle: Oracle, columns: str, query: str, mode: str) -> dict[int, float]:
-    from superfile.fts.query import parse_fields
-    from superfile.fts.scoring import FieldSearch, search_fields
-    from supertable.search import parse_columns
+    from quiver.superfile.fts.query import parse_fields
+    from quiver.superfile.fts.scoring import FieldSearch, search_fields
+    from quiver.supertable.search import parse_columns
 
     cols = parse_columns(columns)
     fq = parse_fields(query, [c for c, _ in cols])
@@ -403,7 +403,7 @@ def test_weighted_hybrid_fuses_ranks_by_weight(built):
     q = np.ones(DIM, np.float32)
     text_only = table.hybrid_search("body", "rust python", "emb", q, 10, columns=[])
     weighted = table.snapshot()
-    from supertable import search as s
+    from quiver.supertable import search as s
 
     hits = s.hybrid(weighted, "body", "rust python", "emb", q, 10, vector_weight=0.0)
     bm = s.bm25(weighted, "body", "rust python", 10)

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from catalog.storage import drop_memory_store
-from supertable import search
-from supertable.table import Table
+from quiver import catalog
+from quiver.catalog.storage import drop_memory_store
+from quiver.supertable import search
+from quiver.supertable.table import Table
 from tests.supertable.conftest import docs_schema, make_docs
 
 EVERY_ROW = [("year", ">=", 0)]

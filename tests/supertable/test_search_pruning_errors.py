@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from superfile import QueryError
-from supertable.errors import TableSchemaError
-from supertable.table import Table
+from quiver.superfile import QueryError
+from quiver.supertable.errors import TableSchemaError
+from quiver.supertable.table import Table
 from tests.supertable.conftest import docs_schema, make_docs
 
 DIM = 8

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from supertable.conflicts import ReadSet
-from supertable.errors import CommitConflictError, WriteConflictError
-from supertable.manifest import ID_COLUMN
+from quiver import catalog
+from quiver.supertable.conflicts import ReadSet
+from quiver.supertable.errors import CommitConflictError, WriteConflictError
+from quiver.supertable.manifest import ID_COLUMN
 from tests.supertable.conftest import docs_schema, make_docs
 
 SCRIPT = Path(__file__).parent / "procs" / "table_op.py"

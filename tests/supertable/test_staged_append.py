@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from catalog.storage import open_store
-from supertable.errors import StorageError
-from supertable.manifest import ID_COLUMN
-from supertable.staged import StagedAppend
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.catalog.storage import open_store
+from quiver.supertable.errors import StorageError
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.staged import StagedAppend
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 from tests.supertable.test_faults_kill import leftovers

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from supertable.errors import TableSchemaError
-from supertable.table import Table, TableOptions
+from quiver.supertable.errors import TableSchemaError
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 

@@ -9,8 +9,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from supertable.errors import TableSchemaError
-from supertable.table import Table
+from quiver.supertable.errors import TableSchemaError
+from quiver.supertable.table import Table
 from tests.supertable.conftest import docs_schema, make_docs
 
 DIM = 8

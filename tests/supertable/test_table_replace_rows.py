@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from catalog.storage import drop_memory_store
-from supertable.errors import TableSchemaError
-from supertable.table import Table
+from quiver import catalog
+from quiver.catalog.storage import drop_memory_store
+from quiver.supertable.errors import TableSchemaError
+from quiver.supertable.table import Table
 from tests.supertable.conftest import docs_schema, make_docs
 
 DIM = 8

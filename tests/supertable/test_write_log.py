@@ -14,13 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import catalog
-from supertable.conflicts import ReadSet
-from supertable.errors import WriteConflictError
-from supertable.maintain import idle_choice, is_log_file, log_files, tiered_choice
-from supertable.manifest import ID_COLUMN
-from supertable.optimize import merge_files
-from supertable.table import TableOptions
+from quiver import catalog
+from quiver.supertable.conflicts import ReadSet
+from quiver.supertable.errors import WriteConflictError
+from quiver.supertable.maintain import idle_choice, is_log_file, log_files, tiered_choice
+from quiver.supertable.manifest import ID_COLUMN
+from quiver.supertable.optimize import merge_files
+from quiver.supertable.table import TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 
 LOGGED = TableOptions(write_log_rows=1000, fold_rows=10**9, fold_files=10**6,

@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import pyarrow as pa
 
-import catalog
-from catalog.storage import open_store
-from supertable.errors import WriteConflictError
-from supertable.staged import StagedAppend
-from supertable.table import Table, TableOptions
+from quiver import catalog
+from quiver.catalog.storage import open_store
+from quiver.supertable.errors import WriteConflictError
+from quiver.supertable.staged import StagedAppend
+from quiver.supertable.table import Table, TableOptions
 from tests.supertable.conftest import docs_schema, make_docs
 from tests.supertable.faulty_store import FaultyStore, Rule
 

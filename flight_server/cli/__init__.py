@@ -1,0 +1,2 @@
+"""The ``quiver`` command line: ``serve``, ``sql``, ``ingest``, the admin commands, the
+Iceberg catalog command, ``health`` and ``demo``."""

@@ -1,0 +1,609 @@
+"""``quiver ingest``: Parquet, CSV and JSON-lines files streamed into a table, resumably.
+
+Each file is read record batch by record batch (``pyarrow.parquet.ParquetFile``,
+``pyarrow.csv.open_csv``, ``pyarrow.json.open_json``), so a large file is never
+held whole. Batches are gathered into chunks of about ``--chunk-rows`` rows and each
+chunk is committed with a batch id derived from the file's identity (its path
+relative to the argument that named it, its size and its modification time):
+
+- every file is all-or-nothing: it is committed whole, carrying the id
+  ``<identity>``, and a rerun skips a committed file unread;
+- a large file's chunks are built and uploaded as they are read and published in
+  one commit at its end (``quiver.supertable.staged``), so memory stays bounded; a run
+  that stopped in the middle of a file adds none of it, and the rerun reads it again;
+- small files share one commit, so a folder of many small files is not one
+  version per file.
+
+Through ``--server`` each file goes in with one Flight SQL bulk ingest (one commit)
+carrying its identity as the ``quiver.batch_id`` option: a rerun sends the files
+again, and the server adds none of those it already committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from quiver.flight_server.cli.client import Client, LocalClient, ServerClient, quote_ident
+from quiver.superfile.spec import vector_dim
+from quiver.supertable.staged import StagedAppend
+
+log = logging.getLogger(__name__)
+
+KINDS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "json",
+         ".ndjson": "json", ".json": "json"}
+DEFAULT_CHUNK_ROWS = 250_000
+CHUNK_BYTES = 128 << 20
+_READ_BLOCK = 8 << 20
+_PARQUET_BATCH = 65_536
+METRICS = ("cosine", "l2", "ip")
+
+
+class IngestError(Exception):
+    """Files or options that cannot be ingested; the message names the file or column."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file and the identity a rerun recognises it by."""
+
+    path: Path
+    relative: str
+    size: int
+    mtime_ns: int
+    kind: str
+
+    @property
+    def identity(self) -> str:
+        key = f"{self.relative}\0{self.size}\0{self.mtime_ns}".encode()
+        return "ingest:" + hashlib.sha256(key).hexdigest()[:32]
+
+
+def find_files(paths: list[Path], kind: str | None = None) -> list[SourceFile]:
+    """The files named by ``paths``: files as given, folders searched recursively (sorted)."""
+    found: list[SourceFile] = []
+    for arg in paths:
+        if arg.is_dir():
+            inside = sorted(p for p in arg.rglob("*")
+                            if p.is_file() and (kind or KINDS.get(p.suffix.lower())))
+            if not inside:
+                raise IngestError(f"{arg}: no {', '.join(sorted(KINDS))} files in this folder")
+            found += [_source(p, p.relative_to(arg).as_posix(), kind) for p in inside]
+        elif arg.is_file():
+            found.append(_source(arg, arg.name, kind))
+        elif arg.exists():
+            raise IngestError(f"{arg}: not a file or folder")
+        else:
+            raise IngestError(f"{arg}: no such file or folder")
+    return found
+
+
+def _source(path: Path, relative: str, kind: str | None) -> SourceFile:
+    kind = kind or KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise IngestError(f"{path}: unknown file type; name it .parquet, .csv, .jsonl, "
+                          ".ndjson or .json, or give --input-format")
+    stat = path.stat()
+    return SourceFile(path, relative, stat.st_size, stat.st_mtime_ns, kind)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def _readable_type(t: pa.DataType) -> pa.DataType:
+    # Readers cannot produce fixed-size lists; they read variable lists, cast afterwards.
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_type)
+    return t
+
+
+class _Reader:
+    """Record batches of one file, and how far into the file they have got (in bytes)."""
+
+    def __init__(self, src: SourceFile, hint: pa.Schema | None) -> None:
+        self.src = src
+        self._file: pa.NativeFile | None = None
+        try:
+            self.schema, self._batches, self._position = self._open(hint)
+        except (pa.ArrowInvalid, OSError) as exc:
+            self.close()
+            raise IngestError(f"{src.path}: cannot read as {src.kind}: "
+                              f"{_named(exc, src)}") from None
+
+    def _open(self, hint: pa.Schema | None
+              ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], Callable[[], int]]:
+        src = self.src
+        if src.kind == "parquet":
+            pf = pq.ParquetFile(str(src.path))
+            total = max(1, pf.metadata.num_rows)
+            done = [0]
+
+            def parquet_batches() -> Iterator[pa.RecordBatch]:
+                for batch in pf.iter_batches(batch_size=_PARQUET_BATCH):
+                    done[0] += batch.num_rows
+                    yield batch
+
+            return (pf.schema_arrow, parquet_batches(),
+                    lambda: src.size * done[0] // total)
+        self._file = pa.OSFile(str(src.path))
+        if src.kind == "csv":
+            types = {}
+            for f in hint or []:
+                # List columns arrive as text such as "[0.1, 0.2]" and are parsed afterwards.
+                types[f.name] = pa.string() if pa.types.is_nested(f.type) else f.type
+            reader = pacsv.open_csv(
+                self._file, read_options=pacsv.ReadOptions(block_size=_READ_BLOCK),
+                convert_options=pacsv.ConvertOptions(column_types=types))
+        else:
+            parse = pajson.ParseOptions()
+            if hint is not None:
+                parse = pajson.ParseOptions(
+                    explicit_schema=pa.schema([f.with_type(_readable_type(f.type))
+                                               for f in hint]),
+                    unexpected_field_behavior="infer")
+            reader = pajson.open_json(self._file,
+                                      read_options=pajson.ReadOptions(block_size=_READ_BLOCK),
+                                      parse_options=parse)
+        native = self._file
+        return reader.schema, iter(reader), lambda: native.tell()
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._batches
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise IngestError(f"{self.src.path}: {_named(exc, self.src)}") from None
+        finally:
+            self.close()
+
+    def position(self) -> int:
+        try:
+            return min(self.src.size, self._position())
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+
+
+def _named(exc: BaseException, src: SourceFile) -> str:
+    """The reader's message, with a CSV column number replaced by the column's name."""
+    text = _first(exc)
+    match = re.search(r"In CSV column #(\d+): ", text)
+    if src.kind != "csv" or match is None:
+        return text
+    try:
+        with src.path.open(newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f), [])
+        name = header[int(match.group(1))]
+    except (OSError, IndexError, csv.Error):
+        return text
+    return text.replace(match.group(0), f"column {name!r}: ")
+
+
+def _first(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _text_lists(values: pa.Array, target: pa.DataType) -> pa.Array:
+    """Text such as ``[0.5, 1]`` parsed into lists of ``target``'s item type."""
+    values = values.cast(pa.string())
+    parts = pc.split_pattern(pc.utf8_trim(values, characters="[] \t"), pattern=",")
+    items = pc.utf8_trim_whitespace(parts.values)
+    items = pc.if_else(pc.equal(items, ""), pa.scalar(None, pa.string()), items)
+    lists = pa.ListArray.from_arrays(parts.offsets, items.cast(target.value_type),
+                                     mask=values.is_null())
+    return lists.cast(target)
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema, src: SourceFile,
+            table: str) -> pa.RecordBatch:
+    """``batch`` with the table's columns and types; an ``IngestError`` naming the column
+    that does not fit."""
+    names = batch.schema.names
+    missing = [n for n in schema.names if n not in names]
+    extra = [n for n in names if n not in schema.names]
+    if missing or extra:
+        what = []
+        if missing:
+            what.append(f"lacks column(s) {', '.join(missing)}")
+        if extra:
+            what.append(f"has column(s) {', '.join(extra)} that table {table!r} does not")
+        raise IngestError(f"{src.path}: {' and '.join(what)}")
+    columns = []
+    for f in schema:
+        col = batch.column(f.name)
+        if col.type.equals(f.type):
+            columns.append(col)
+            continue
+        try:
+            if pa.types.is_string(col.type) and pa.types.is_nested(f.type):
+                columns.append(_text_lists(col, f.type))
+            else:
+                columns.append(col.cast(f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise IngestError(f"{src.path}: column {f.name!r} is {col.type}, table {table!r} "
+                              f"wants {f.type}: {_first(exc)}") from None
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+# -- creating the table ---------------------------------------------------------------------
+
+
+def _vector_dims(pairs: list[str]) -> dict[str, int]:
+    dims = {}
+    for pair in pairs:
+        col, sep, value = pair.partition("=")
+        try:
+            dims[col.strip()] = int(value)
+        except ValueError:
+            sep = ""
+        if not sep or dims.get(col.strip(), 0) <= 0:
+            raise IngestError(f"--vector-dim wants COLUMN=N with N > 0, got {pair!r}")
+    return dims
+
+
+def _vector_columns(args: argparse.Namespace) -> list[str]:
+    names = []
+    for item in args.vector or []:
+        names += [p.split(":", 1)[0].strip() for p in item.split(",") if p.strip()]
+    return names
+
+
+def create_schema(schema: pa.Schema, first: pa.RecordBatch | None,
+                  args: argparse.Namespace) -> pa.Schema:
+    """The new table's schema from the first file's: float list columns named by
+    ``--vector`` or ``--vector-dim`` become ``FLOAT[d]`` vectors."""
+    dims = _vector_dims(args.vector_dim or [])
+    wanted = set(_vector_columns(args)) | set(dims)
+    fields = []
+    for f in schema:
+        t = f.type
+        if f.name in wanted and vector_dim(t) is None:
+            is_list = pa.types.is_list(t) or pa.types.is_large_list(t) \
+                or pa.types.is_fixed_size_list(t)
+            if not is_list or not pa.types.is_floating(t.value_type):
+                raise IngestError(f"column {f.name!r} is {t}, not a list of numbers: it "
+                                  "cannot be a vector")
+            dim = dims.get(f.name) or (t.list_size if pa.types.is_fixed_size_list(t) else
+                                       _first_length(first, f.name))
+            if not dim:
+                raise IngestError(f"column {f.name!r}: no value in the first rows tells its "
+                                  f"dimension; give --vector-dim {f.name}=N")
+            t = pa.list_(pa.float32(), dim)
+        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            t = pa.string()
+        fields.append(f.with_type(t))
+    return pa.schema(fields)
+
+
+def _first_length(batch: pa.RecordBatch | None, name: str) -> int | None:
+    if batch is None or batch.num_rows == 0:
+        return None
+    lengths = pc.drop_null(pc.list_value_length(batch.column(name)))
+    return int(lengths[0].as_py()) if len(lengths) else None
+
+
+def _index_options(args: argparse.Namespace) -> dict[str, list[str]]:
+    options: dict[str, list[str]] = {}
+    if args.fts is not None:
+        options["fts"] = [c.strip() for c in args.fts.split(",") if c.strip()]
+    if args.vector is not None:
+        options["vector"] = [p.strip() for item in args.vector for p in item.split(",")
+                             if p.strip()]
+    if args.metric is not None:
+        options["metric"] = [args.metric]
+    return options
+
+
+def _create_local(client: LocalClient, name: str, schema: pa.Schema,
+                  args: argparse.Namespace) -> None:
+    from quiver.flight_server.sql.statements import index_spec
+    from quiver.supertable.errors import TableExistsError
+
+    spec = index_spec(schema, _index_options(args))
+    try:
+        client.connection.create_table(name, schema, spec=spec)
+    except TableExistsError:
+        log.info("table %r appeared meanwhile; appending to it", name)
+
+
+def _create_remote(client: ServerClient, name: str, schema: pa.Schema,
+                   args: argparse.Namespace) -> None:
+    from quiver.flight_server.sql.statements import sql_type
+
+    columns = ", ".join(f"{quote_ident(f.name)} {sql_type(f.type)}"
+                        + ("" if f.nullable else " NOT NULL") for f in schema)
+    options = [f"{key} = '{','.join(values)}'" for key, values in _index_options(args).items()]
+    with_ = f" WITH ({', '.join(options)})" if options else ""
+    client.stream(f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} ({columns}){with_}").read_all()
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A rich progress bar on stderr (rows, MB/s, ETA), or nothing when stderr is no TTY."""
+
+    def __init__(self, total_bytes: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.fields[rows]:,} rows"), TransferSpeedColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True),
+                                transient=True)
+            self.task = self.bar.add_task("ingest", total=max(1, total_bytes), rows=0)
+            self.bar.start()
+
+    def update(self, description: str, done_bytes: int, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=description, completed=done_bytes, rows=rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", help="table to append to (created with --create)")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="files (.parquet, .csv, .jsonl, .ndjson, .json holding JSON lines) "
+                        "or folders, searched recursively in sorted order")
+    parser.add_argument("--create", action="store_true",
+                        help="create the table from the first file's columns when it does not "
+                        "exist (an existing table is appended to)")
+    parser.add_argument("--fts", default=None, metavar="COL,COL",
+                        help="with --create: columns to give a BM25 index ('' for none; "
+                        "default every string column)")
+    parser.add_argument("--vector", action="append", default=None, metavar="COL[:METRIC]",
+                        help="with --create: column(s) to give a vector index, repeatable or "
+                        "comma-separated; a list-of-floats column named here becomes FLOAT[d] "
+                        "(default every FLOAT[d] column)")
+    parser.add_argument("--metric", choices=METRICS, default=None,
+                        help="with --create: distance of the vector indexes (default cosine)")
+    parser.add_argument("--vector-dim", action="append", default=None, metavar="COL=N",
+                        help="with --create: make the list-of-floats column COL a vector of N "
+                        "floats (when left out, --vector columns take the length of their "
+                        "first value)")
+    parser.add_argument("--input-format", choices=("parquet", "csv", "json"), default=None,
+                        help="read every file as this format instead of going by its suffix")
+    parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, metavar="N",
+                        help=f"rows per commit (default {DEFAULT_CHUNK_ROWS:,}); small files "
+                        "share a commit, large ones are split")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar even on a terminal")
+
+
+@dataclass
+class IngestSummary:
+    """What one ``quiver ingest`` did."""
+
+    table: str
+    files: int = 0
+    skipped: int = 0
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    remote: bool = False
+
+    def line(self) -> str:
+        secs = max(self.seconds, 1e-6)
+        text = (f"ingested {self.files} file{'s' if self.files != 1 else ''} into "
+                f"{self.table}: {self.rows:,} rows, {self.bytes / 1e6:,.1f} MB in "
+                f"{self.seconds:,.1f} s ({self.rows / secs:,.0f} rows/s)")
+        if self.skipped:
+            text += (f"; skipped {self.skipped} file{'s' if self.skipped != 1 else ''} "
+                     "already ingested")
+        return text
+
+
+class _LocalSink:
+    """Chunks committed to a table in this process with batch ids."""
+
+    def __init__(self, client: LocalClient, name: str, chunk_rows: int) -> None:
+        self.table = client.connection.open_table(name)
+        self.chunk_rows = chunk_rows
+        self.known = set(self.table.refresh().batches)
+        self.pending: list[tuple[pa.Table, str]] = []
+        self.pending_rows = self.pending_bytes = 0
+        self.rows = 0
+
+    def add(self, batches: list[pa.RecordBatch], batch_id: str) -> None:
+        data = pa.Table.from_batches(batches, schema=self.table.schema)
+        self.pending.append((data, batch_id))
+        self.pending_rows += data.num_rows
+        self.pending_bytes += data.nbytes
+        if self.pending_rows >= self.chunk_rows or self.pending_bytes >= CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        self.pending_rows = self.pending_bytes = 0
+        for data, batch_id in pending[:-1]:
+            self.table.append(data, batch_id=batch_id, commit=False)
+        data, batch_id = pending[-1]
+        result = self.table.append(data, batch_id=batch_id)
+        self.rows += result.rows
+        self.known.update(b for _, b in pending)
+
+
+class _Run:
+    """One ``quiver ingest``: files in order, each into the sink or the server."""
+
+    def __init__(self, client: Client, args: argparse.Namespace, sources: list[SourceFile],
+                 schema: pa.Schema | None) -> None:
+        self.client, self.args, self.sources, self.schema = client, args, sources, schema
+        self.summary = IngestSummary(args.table, remote=not client.local)
+        self.progress = _Progress(sum(s.size for s in sources),
+                                  sys.stderr.isatty() and not args.no_progress)
+        self.sink: _LocalSink | None = None
+        self.base = 0  # bytes of the files before the current one
+        self.read_rows = 0
+
+    def rows(self) -> int:
+        """Rows read so far (the progress bar's count; the summary counts rows added)."""
+        return self.read_rows
+
+    def run(self) -> IngestSummary:
+        start = time.monotonic()
+        try:
+            for src in self.sources:
+                self.file(src)
+                self.base += src.size
+            if self.sink is not None:
+                self.sink.flush()
+        except BaseException:
+            # Files read whole before the failure are still committed.
+            if self.sink is not None:
+                try:
+                    self.sink.flush()
+                except Exception as exc:  # the first failure is the one to report
+                    log.warning("could not commit the files read before the failure: %s", exc)
+            raise
+        finally:
+            self.progress.close()
+            if self.sink is not None:
+                self.summary.rows = self.sink.rows
+        self.summary.seconds = time.monotonic() - start
+        return self.summary
+
+    def file(self, src: SourceFile) -> None:
+        client, args = self.client, self.args
+        if self.sink is None and self.schema is not None and isinstance(client, LocalClient):
+            self.sink = _LocalSink(client, args.table, args.chunk_rows)
+        if self.sink is not None and src.identity in self.sink.known:
+            self.summary.skipped += 1
+            self.progress.update(src.relative, self.base + src.size, self.rows())
+            return
+        reader = _Reader(src, self.schema)
+        batches = reader.batches()
+        if self.schema is None:
+            first = next(batches, None)
+            schema = create_schema(reader.schema, first, args)
+            if isinstance(client, LocalClient):
+                _create_local(client, args.table, schema, args)
+            else:
+                assert isinstance(client, ServerClient)
+                _create_remote(client, args.table, schema, args)
+            self.schema = client.table_schema(args.table)
+            if self.schema is None:
+                raise IngestError(f"table {args.table!r} vanished right after its creation")
+            batches = _chain(first, batches)
+            if isinstance(client, LocalClient):
+                self.sink = _LocalSink(client, args.table, args.chunk_rows)
+        conformed = self.conformed(src, reader, batches, self.schema)
+        if self.sink is not None:
+            _ingest_local(self.sink, src, conformed, args.chunk_rows)
+        else:
+            assert isinstance(client, ServerClient)
+            client.ingest(args.table, pa.RecordBatchReader.from_batches(self.schema, conformed),
+                          create=False, batch_id=src.identity)
+        self.summary.files += 1
+        self.summary.bytes += src.size
+
+    def conformed(self, src: SourceFile, reader: _Reader, batches: Iterator[pa.RecordBatch],
+                  schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            out = conform(batch, schema, src, self.args.table)
+            self.read_rows += out.num_rows
+            if self.sink is None:
+                self.summary.rows += out.num_rows
+            self.progress.update(src.relative, self.base + reader.position(), self.rows())
+            yield out
+
+
+def run(client: Client, args: argparse.Namespace) -> int:
+    """``quiver ingest``: prints the summary line; errors propagate to the caller."""
+    if args.chunk_rows <= 0:
+        raise IngestError("--chunk-rows must be positive")
+    if not args.create and (args.fts is not None or args.vector or args.metric
+                            or args.vector_dim):
+        raise IngestError("--fts, --vector, --metric and --vector-dim go with --create")
+    sources = find_files(args.paths, args.input_format)
+    schema = client.table_schema(args.table)
+    if schema is None and not args.create:
+        raise IngestError(f"no table {args.table!r} at {client.where}; give --create to create "
+                          "it from the first file")
+    summary = _Run(client, args, sources, schema).run()
+    sys.stdout.write(summary.line() + "\n")
+    return 0
+
+
+def _chain(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]
+           ) -> Iterator[pa.RecordBatch]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _sliced(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """The batches cut so that chunks of ``chunk_rows`` rows end on batch boundaries; the cuts
+    depend only on the file, so a rerun forms the same chunks."""
+    filled = 0
+    for batch in batches:
+        offset = 0
+        while offset < batch.num_rows:
+            take = min(chunk_rows - filled, batch.num_rows - offset)
+            yield batch.slice(offset, take)
+            offset += take
+            filled = (filled + take) % chunk_rows
+
+
+def _ingest_local(sink: _LocalSink, src: SourceFile, batches: Iterator[pa.RecordBatch],
+                  chunk_rows: int) -> None:
+    """One file into the sink: a file of one chunk joins the sink's shared commit; a
+    larger one is staged chunk by chunk and published in one commit of its own."""
+    chunk: list[pa.RecordBatch] = []
+    rows = nbytes = 0
+    staged: StagedAppend | None = None
+    try:
+        for batch in _sliced(batches, chunk_rows):
+            chunk.append(batch)
+            rows += batch.num_rows
+            nbytes += batch.nbytes
+            if rows >= chunk_rows or nbytes >= CHUNK_BYTES:
+                if staged is None:
+                    staged = StagedAppend(sink.table, batch_id=src.identity)
+                staged.add(pa.Table.from_batches(chunk, schema=sink.table.schema))
+                chunk, rows, nbytes = [], 0, 0
+        if staged is None:
+            sink.add(chunk, src.identity)
+            return
+        if chunk:
+            staged.add(pa.Table.from_batches(chunk, schema=sink.table.schema))
+        result = staged.commit()
+    except BaseException:
+        if staged is not None:
+            staged.abort()
+        raise
+    sink.rows += result.rows
+    sink.known.add(src.identity)

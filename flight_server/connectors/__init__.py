@@ -1,0 +1,1 @@
+"""Connectors that let other engines read and write Quiver tables (Spark)."""
