@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -49,7 +50,7 @@ from quiver.supertable.errors import (
     TableNotFoundError,
 )
 from quiver.supertable.store import ObjectStore
-from quiver.supertable.table import Table, TableOptions
+from quiver.supertable.table import Table, TableOptions, staleness_allowed
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class Connection:
         self.store = store
         self.options = options or TableOptions()
         self._tables: dict[str, Table] = {}
+        # When each held table's catalog entry was last read (monotonic seconds): on object
+        # storage a lookup within the tables' staleness allowance is not repeated.
+        self._looked_up: dict[str, float] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, threading.Lock] = {}
         self._purges: list[threading.Timer] = []
@@ -217,10 +221,18 @@ class Connection:
 
     def open_table(self, name: str) -> Table:
         _check_name(name)
+        allowed = staleness_allowed(self.store, self.options)
+        with self._lock:
+            cached = self._tables.get(name)
+            if cached is not None and allowed > 0 and (
+                    time.monotonic() - self._looked_up.get(name, -math.inf) < allowed):
+                return cached
+        started = time.monotonic()
         prefix = self._prefix_of(name)
         with self._lock:
             cached = self._tables.get(name)
             if cached is not None and cached.prefix == prefix:
+                self._looked_up[name] = started
                 return cached
             opening = self._opening.setdefault(name, threading.Lock())
         # One open per name at a time: callers racing to open a table share one object
@@ -233,6 +245,7 @@ class Connection:
             table = Table.open(self.store, prefix, name, self.options)
             with self._lock:
                 self._tables[name] = table
+                self._looked_up[name] = started
         return table
 
     def cached_table(self, name: str) -> Table | None:

@@ -97,8 +97,10 @@ class TableOptions:
     # first waits this long for others to join (0: only those queued meanwhile join).
     group_commit_window_s: float = 0.0
     # Reads may use a version checked this recently instead of asking storage again;
-    # 0 checks on every read. This table's own commits are always seen at once.
-    max_staleness_s: float = 0.0
+    # 0 checks on every read. This table's own commits are always seen at once. None:
+    # ``REMOTE_MAX_STALENESS_S`` on object storage, where each check is a round trip
+    # that costs more than a warm search, and 0 on memory and local roots.
+    max_staleness_s: float | None = None
     # The write log (see ``quiver.supertable.maintain``): a commit of at most this many rows is
     # written as a log file without indexes (searchable at once by exact scan) and later
     # folded into an indexed superfile; 0 turns the write log off.
@@ -116,6 +118,20 @@ class TableOptions:
     compact_fan_in: int = 4
     compact_idle_s: float = 5.0
     retire_grace_s: float = 300.0
+
+
+# How old a checked version may be on object storage unless a table says otherwise: short
+# enough that another server's commit shows within a blink, long enough that a busy server
+# asks storage a few times a second per table instead of once per statement.
+REMOTE_MAX_STALENESS_S = 0.2
+
+
+def staleness_allowed(store: ObjectStore, options: TableOptions) -> float:
+    """Seconds a read may rely on the last check for a newer version (see ``TableOptions``)."""
+    if options.max_staleness_s is not None:
+        return options.max_staleness_s
+    local = getattr(store, "kind", "remote") in ("memory", "local")
+    return 0.0 if local else REMOTE_MAX_STALENESS_S
 
 
 @dataclass(frozen=True)
@@ -164,6 +180,7 @@ class Table:
         self.options = options or TableOptions()
         self._manifest = manifest
         self._checked_at = float("-inf")
+        self._check_lock = threading.Lock()
         self._pool = ReaderPool(store, self.prefix, cache=cache_for_store(
             store, self.options.cache_dir, self.options.cache_bytes))
         self._search_pool = ThreadPoolExecutor(max_workers=max(1, self.options.search_threads))
@@ -239,18 +256,26 @@ class Table:
         """Loads the newest published version.
 
         Usually one request: whether the version after the current one exists. Within
-        ``max_staleness_s`` (default: the table option) of the last check, no request.
+        ``max_staleness_s`` (default: the table option, 0 when unset) of the last check, no
+        request.
         """
-        allowed = self.options.max_staleness_s if max_staleness_s is None else max_staleness_s
-        now = time.monotonic()
-        if allowed > 0 and now - self._checked_at < allowed:
+        allowed = ((self.options.max_staleness_s or 0.0)
+                   if max_staleness_s is None else max_staleness_s)
+        if allowed > 0 and time.monotonic() - self._checked_at < allowed:
             return self._manifest
-        current = self._manifest.version
-        if commit.version_exists(self.store, self.prefix, current + 1):
-            latest = commit.latest_version(self.store, self.prefix)
-            if latest > self._manifest.version:
-                self._advance(commit.read_manifest(self.store, self.prefix, latest))
-        self._checked_at = now
+        # Statements arriving together share one check: those that waited for it find it
+        # fresh and ask storage nothing. A check counts from its start, so a commit that
+        # landed while it ran is seen by the next check, not missed.
+        with self._check_lock:
+            started = time.monotonic()
+            if allowed > 0 and started - self._checked_at < allowed:
+                return self._manifest
+            current = self._manifest.version
+            if commit.version_exists(self.store, self.prefix, current + 1):
+                latest = commit.latest_version(self.store, self.prefix)
+                if latest > self._manifest.version:
+                    self._advance(commit.read_manifest(self.store, self.prefix, latest))
+            self._checked_at = started
         return self._manifest
 
     def _advance(self, manifest: Manifest) -> None:
@@ -262,7 +287,9 @@ class Table:
 
     def snapshot(self, refresh: bool = True) -> Snapshot:
         """A pinned view of the table (the newest version unless ``refresh`` is False)."""
-        manifest = self.refresh() if refresh else self._manifest
+        # Reads, unlike writers' base versions, may use a recent check (see TableOptions).
+        manifest = (self.refresh(staleness_allowed(self.store, self.options)) if refresh
+                    else self._manifest)
         return Snapshot(manifest, self._pool, self.name)
 
     def at_version(self, version: int) -> Snapshot:

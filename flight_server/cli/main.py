@@ -202,11 +202,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        help="decoded rows of tables kept in memory for scans, at most this "
                        "many bytes; 0 reads Parquet every time (default: "
                        "$QUIVER_MEMORY_CACHE_BYTES or 1 GiB)")
-    serve.add_argument("--max-staleness", type=float, default=0.0, metavar="SECONDS",
+    serve.add_argument("--max-staleness", type=float, default=None, metavar="SECONDS",
                        help="a statement may read a table version checked this many seconds "
-                       "ago instead of asking storage again (one request per table per "
-                       "statement on remote roots); writes through this server are seen "
-                       "at once either way (default 0: always the newest version)")
+                       "ago instead of asking storage again; writes through this server "
+                       "are seen at once either way (default: 0.2 on object storage, where "
+                       "each check is a request, 0 on local disk; 0 always asks)")
     serve.add_argument("--cache-dir", default=None, metavar="DIR",
                        help="local disk cache of superfiles read from a remote root "
                        "(default: $QUIVER_CACHE_DIR or a per-user temporary folder)")

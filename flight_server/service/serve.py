@@ -28,12 +28,13 @@ Tickets, prepared-statement handles and bearer tokens are signed with a secret a
 servers of the root share (``quiver.flight_server.service.keys``): ``secret_file``
 (``--secret-file`` or ``$QUIVER_SECRET_FILE``), else one kept in the root. Tickets are valid for
 ``ticket_ttl`` seconds, bearer tokens for ``token_ttl``; failed logins back off per
-address and per user (``quiver.flight_server.service.login_limit``); each connection holds at most
-``prepared_per_session`` prepared statements.
+address and per user (``quiver.flight_server.service.login_limit``); each connection
+holds at most ``prepared_per_session`` prepared statements.
 
-Reading a remote root: every statement asks storage whether each table it reads has a
-newer version (one request), unless ``max_staleness_s`` lets it use a version checked
-that recently; writes through this server are seen at once either way. Superfiles read
+Reading a remote root: a statement asks storage whether each table it reads has a newer
+version (one request) unless another statement did within ``max_staleness_s`` (None:
+0.2 s on object storage, 0 on local disk); writes through this server are seen at once
+either way. Superfiles read
 from a remote root are kept in a local disk cache (``cache_dir``, ``cache_bytes``).
 
 Writes: a small commit goes to the table's write log and is folded into an indexed
@@ -107,7 +108,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  workers: int | None = None,
                  advertise: list[str] | None = None,
                  memory_cache_bytes: int | None = None,
-                 max_staleness_s: float = 0.0,
+                 max_staleness_s: float | None = None,
                  cache_dir: str | None = None,
                  cache_bytes: int | None = None,
                  statement_timeout_s: float | None = None,
@@ -154,7 +155,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
         raise ServeError("--max-message-bytes must be between 1 MiB and 2 GiB")
     if memory_cache_bytes is not None and memory_cache_bytes < 0:
         raise ServeError("--memory-cache must be 0 or more bytes")
-    if not max_staleness_s >= 0:  # also refuses NaN
+    if max_staleness_s is not None and not max_staleness_s >= 0:  # also refuses NaN
         raise ServeError("--max-staleness must be 0 or more seconds")
     if cache_bytes is not None and cache_bytes < 0:
         raise ServeError("--cache-bytes must be 0 or more bytes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pyarrow as pa
 import pytest
@@ -16,6 +17,7 @@ from quiver.supertable.errors import (
     TableNotFoundError,
     TableSchemaError,
 )
+from quiver.supertable.table import REMOTE_MAX_STALENESS_S, TableOptions, staleness_allowed
 from tests.supertable import conftest as table_fixtures
 from tests.supertable.conftest import docs_schema, make_docs
 
@@ -192,7 +194,8 @@ def test_validate_with_wrong_s3_credentials_raises_permission_error(s3_server):
 
 
 def test_a_connection_that_opened_a_table_sees_it_replaced_after_drop_and_create(connect):
-    a, b = connect(), connect()
+    # Asking storage on every open (max_staleness_s=0) sees another connection's drop at once.
+    a, b = connect(table_options=TableOptions(max_staleness_s=0)), connect()
     a.create_table("docs", docs_schema()).append(make_docs(7))
     assert a.open_table("docs").count() == 7
     b.drop_table("docs")
@@ -203,6 +206,26 @@ def test_a_connection_that_opened_a_table_sees_it_replaced_after_drop_and_create
     again = a.open_table("docs")
     assert again.schema == pa.schema([("text", pa.string())])
     assert again.count() == 2
+
+
+def test_another_connections_drop_shows_once_the_staleness_allowance_has_passed(connect):
+    a, b = connect(table_options=TableOptions(max_staleness_s=1.0)), connect()
+    a.create_table("docs", docs_schema()).append(make_docs(7))
+    held = a.open_table("docs")
+    b.drop_table("docs")
+    # The lookup made just now is reused without a request...
+    assert a.open_table("docs") is held
+    time.sleep(1.05)
+    # ...and asked again once it is older than the allowance.
+    with pytest.raises(TableNotFoundError):
+        a.open_table("docs")
+
+
+def test_only_object_storage_shares_lookups_by_default(connect, root) -> None:
+    con = connect()
+    expected = 0.0 if root[0].startswith(("memory://", "/", "file://")) else (
+        REMOTE_MAX_STALENESS_S)
+    assert staleness_allowed(con.store, TableOptions()) == expected
 
 
 def test_a_reader_elsewhere_finishes_on_a_dropped_table_within_the_grace(connect):

@@ -14,6 +14,7 @@ import pytest
 
 from quiver.catalog import connect as catalog_connect
 from quiver.flight_server.service.serve import ServeError, build_server
+from quiver.supertable.table import REMOTE_MAX_STALENESS_S
 from tests.flight_server.conftest import ServerProcess, start_server
 
 SCHEMA = pa.schema([("id", pa.int64()), ("body", pa.string())])
@@ -81,15 +82,19 @@ def _cached(directory: Path) -> list[Path]:
     return list(directory.rglob("*.qvc"))
 
 
-def test_default_server_reads_another_writers_commit_at_once(remote, tmp_path) -> None:
+@pytest.mark.parametrize("extra", [(), ("--max-staleness", "0")], ids=["default", "zero"])
+def test_server_reads_another_writers_commit_within_its_staleness_allowance(
+        remote, tmp_path, extra) -> None:
     root, options = remote
     other = catalog_connect(root, **options)
     other.create_table("t", SCHEMA).append(_rows(0, 3))
-    server = _serve(root, options, tmp_path)
+    server = _serve(root, options, tmp_path, *extra)
     try:
         cur = _cursor(server)
         assert _sum(cur, "t") == (3, 3)
         other.open_table("t").append(_rows(3, 2))
+        if not extra:  # statements share one check per REMOTE_MAX_STALENESS_S
+            time.sleep(REMOTE_MAX_STALENESS_S + 0.05)
         assert _sum(cur, "t") == (10, 5)
         cur.close()
         cur.connection.close()
