@@ -74,6 +74,10 @@ START_TIMEOUT_S = 60.0
 STREAM_LIMIT = 0.7
 SEARCH_OVERHEAD_MS = 1.0
 INGEST_LIMIT = 0.8
+# A search through ADBC may cost the server's own SELECT 1 round trip plus the in-process
+# search plus this much; SELECT 1 within ROAPI_LIMIT of roapi's (a Rust Flight SQL server).
+SEARCH_OVER_FLOOR_MS = 0.3
+ROAPI_LIMIT = 1.2
 
 
 def _config(quick: bool) -> dict[str, Any]:
@@ -157,6 +161,33 @@ def quiver_server(root: Path, log_path: Path) -> Any:
     port = _free_port()
     return _process(["-m", "quiver", "serve", "--root", str(root), "--port",
                      str(port)], port, log_path)
+
+
+@contextmanager
+def roapi_server(data: Path, log_path: Path) -> Iterator[str | None]:
+    """roapi (installed with the bench extra) serving ``data`` as table ``t`` over Flight SQL
+    on loopback; None when it is not installed. Its HTTP and Postgres listeners are bound to
+    loopback ports too, so nothing listens beyond this machine."""
+    binary = shutil.which("roapi", path=str(Path(sys.executable).parent)) or shutil.which("roapi")
+    if binary is None:
+        log.warning("roapi is not installed: the Flight benchmark runs without that peer")
+        yield None
+        return
+    port = _free_port()
+    args = [binary, "--addr-flight-sql", f"127.0.0.1:{port}", "-a", f"127.0.0.1:{_free_port()}",
+            "-p", f"127.0.0.1:{_free_port()}", "-t", f"t={data}"]
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(port, proc, log_path)
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def bare_server(data: Path, endpoints: int, log_path: Path) -> Any:
@@ -437,19 +468,24 @@ def bench_stream(quiver: str, bare: str, conn: Any, root: Path, schema: pa.Schem
     return out
 
 
-def round_trip_floors(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]
-                      ) -> dict[str, Any]:
+def round_trip_floors(quiver: str, bare: str, roapi: str | None, conn: Any,
+                      cfg: dict[str, Any]) -> dict[str, Any]:
     """The fixed cost of one statement, by layer, for a one-row result: ADBC (GetFlightInfo
-    then DoGet) against both servers, each RPC alone through pyarrow.flight, in process."""
+    then DoGet) against both servers and roapi, each RPC alone through pyarrow.flight, in
+    process."""
     from quiver.proto import flight_sql_pb2, pack
 
     qa, ba = adbc_connect(quiver), adbc_connect(bare)
+    ra = adbc_connect(roapi) if roapi else None
     qc, bc = flight.connect(quiver), flight.connect(bare)
     command = flight.FlightDescriptor.for_command(
         pack(flight_sql_pb2.CommandStatementQuery(query=TRIVIAL_SQL)))
     try:
         qcur, bcur = qa.cursor(), ba.cursor()
+        rcur = ra.cursor() if ra else None
+        peers = {"roapi_adbc": lambda: adbc_table(rcur, TRIVIAL_SQL)} if rcur else {}
         out = alternate({
+            **peers,
             "quiver_adbc": lambda: adbc_table(qcur, TRIVIAL_SQL),
             "bare_adbc": lambda: adbc_table(bcur, TRIVIAL_SQL),
             "quiver_getflightinfo": lambda: {"rows": 0, "bytes": 0,
@@ -460,17 +496,20 @@ def round_trip_floors(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]
             "bare_doget": lambda: flight_doget(bc, b"one"),
             "in_process": lambda: _received(conn.sql(TRIVIAL_SQL)),
         }, cfg["search_runs"] * 2, cfg["warmup"], 10.0)
-        qcur.close()
-        bcur.close()
+        for cur in (qcur, bcur, rcur):
+            if cur is not None:
+                cur.close()
     finally:
-        for c in (qa, ba, qc, bc):
-            c.close()
+        for c in (qa, ba, ra, qc, bc):
+            if c is not None:
+                c.close()
     log.info("round trip floors p50 ms: %s", {k: round(v["p50_ms"], 2) for k, v in out.items()})
     return out
 
 
-def bench_search(quiver: str, bare: str, conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
-    floors = round_trip_floors(quiver, bare, conn, cfg)
+def bench_search(quiver: str, bare: str, roapi: str | None, conn: Any, cfg: dict[str, Any]
+                 ) -> dict[str, Any]:
+    floors = round_trip_floors(quiver, bare, roapi, conn, cfg)
     qa = adbc_connect(quiver)
     try:
         cur = qa.cursor()
@@ -718,7 +757,19 @@ def evaluate_targets(stream: dict[str, Any], search: dict[str, Any], ingest: dic
     ratio_s = stream["quiver_adbc_table"]["rows_per_s"] / stream["bare_adbc_table"]["rows_per_s"]
     ratio_i = ingest["adbc"]["rows_per_s"] / ingest["embedded"]["rows_per_s"]
     over = search["overhead_median_ms"]
-    return [
+    floor = search["floors"]["quiver_adbc"]["p50_ms"]
+    roapi = search["floors"].get("roapi_adbc")
+    peer = []
+    if roapi is not None:
+        ratio_r = floor / roapi["p50_ms"]
+        peer = [{"name": f"{TRIVIAL_SQL} through ADBC: Quiver <= {ROAPI_LIMIT}x roapi "
+                         "(p50 ratio)", "value": ratio_r, "limit": ROAPI_LIMIT,
+                 "pass": ratio_r <= ROAPI_LIMIT}]
+    return [*peer,
+        {"name": f"bm25_search round trip: ADBC p50 - in-process p50 <= the server's own "
+                 f"{TRIVIAL_SQL} ADBC p50 + {SEARCH_OVER_FLOOR_MS} ms (median over queries, "
+                 "ms over that floor)", "value": over - floor,
+         "limit": SEARCH_OVER_FLOOR_MS, "pass": over - floor <= SEARCH_OVER_FLOOR_MS},
         {"name": f"SELECT * streaming, ADBC fetch_arrow_table: Quiver >= {STREAM_LIMIT}x bare "
                  "pyarrow.flight server with the same endpoints (rows/s ratio)", "value": ratio_s,
          "limit": STREAM_LIMIT, "pass": ratio_s >= STREAM_LIMIT},
@@ -761,9 +812,10 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
             with quiver_server(root, base / "quiver.log") as quri:
                 endpoints = endpoint_count(quri, STREAM_SQL)
                 log.info("Quiver answers %s with %d endpoints", STREAM_SQL, endpoints)
-                with bare_server(bare_file, endpoints, base / "bare.log") as buri:
+                with bare_server(bare_file, endpoints, base / "bare.log") as buri, \
+                        roapi_server(bare_file, base / "roapi.log") as ruri:
                     stream = bench_stream(quri, buri, conn, root, served_schema, cfg)
-                    search = bench_search(quri, buri, conn, cfg)
+                    search = bench_search(quri, buri, ruri, conn, cfg)
                     ingest = bench_ingest(quri, buri, conn, ingest_data, cfg)
             search["profile"] = profile_round_trip(conn, cfg)
         finally:
@@ -778,7 +830,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
                    "stream_result_bytes": result_bytes, "stream_endpoints": endpoints,
                    "bare_batch_rows": BARE_BATCH_ROWS,
                    "build_s": build_s,
-                   "adbc_driver_flightsql": report.library_version("adbc-driver-flightsql")},
+                   "adbc_driver_flightsql": report.library_version("adbc-driver-flightsql"),
+                   "roapi": report.library_version("roapi")},
         "stream": stream,
         "search": search,
         "ingest": ingest,
@@ -814,6 +867,9 @@ NOTES = [
     "embedded run with the server's chunking and the ingest into the bare server (transport",
     f"only, nothing stored) split the difference. The data goes in {BARE_BATCH_ROWS:,}-row",
     "batches: the driver refuses to send a message over 16 MiB.",
+    "roapi (a Rust Flight SQL server on DataFusion, from its PyPI wheel) serves the bare",
+    "server's Parquet copy as table t; only its SELECT 1 round trip is measured, through the",
+    "same ADBC driver, taking turns with Quiver's.",
 ]
 
 
@@ -895,6 +951,7 @@ def markdown(result: dict[str, Any]) -> str:
                  f"{_fmt(rot['overhead_ms'], 2)} |")
     fl = se["floors"]
     flabels = {"quiver_adbc": "Quiver, ADBC (GetFlightInfo + DoGet)",
+               "roapi_adbc": f"roapi {cfg.get('roapi') or ''}, ADBC (a Rust Flight SQL server)",
                "bare_adbc": "bare server, ADBC (GetFlightInfo + DoGet)",
                "quiver_getflightinfo": "Quiver, pyarrow.flight GetFlightInfo alone",
                "bare_getflightinfo": "bare server, pyarrow.flight GetFlightInfo alone",
@@ -904,6 +961,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"Round trip of `{TRIVIAL_SQL}` by layer (p50 ms):", "",
               "| path | p50 ms | min ms |", "| --- | --- | --- |"]
     for key, label in flabels.items():
+        if key not in fl:
+            continue
         lines.append(f"| {label} | {_fmt(fl[key]['p50_ms'], 2)} | "
                      f"{_fmt(fl[key]['min_ms'], 2)} |")
     prof = se.get("profile")
