@@ -224,9 +224,16 @@ class SuperfileReader:
         """Row ids (sorted) whose ``column`` equals ``value`` exactly, byte for byte."""
         if column not in self.schema.names:
             raise QueryError(self._missing_index(column, "BM25"))
-        tokens = tuple(dict.fromkeys(tokenize(value)))
+        every = tokenize(value)
+        tokens = tuple(dict.fromkeys(every))
         if column in self._fts and tokens:
-            candidates = self._fts[column].token_match(ParsedQuery(tokens, (), ()), "and")
+            index = self._fts[column]
+            candidates = index.token_match(ParsedQuery(tokens, (), ()), "and")
+            # A row equal to the value has exactly its token count: rows that only contain
+            # the value's words (``requests`` in ``requests-oauthlib``) are dropped here,
+            # before their text is fetched to compare.
+            if len(candidates):
+                candidates = candidates[index.doc_lengths()[candidates] == len(every)]
         else:
             # Without tokens nothing prunes: every row is a candidate.
             candidates = np.arange(self.num_rows, dtype=np.uint32)

@@ -35,7 +35,7 @@ from quiver.supertable import interrupt
 from quiver.supertable.bloom import TermBloom
 from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
 from quiver.supertable.readers import ReaderPool
-from quiver.supertable.snapshot import Filter, Snapshot
+from quiver.supertable.snapshot import Filter, Snapshot, as_dnf
 
 RRF_K = 60
 
@@ -658,6 +658,9 @@ def exact_match(snap: Snapshot, column: str, value: str, filter_: Filter = None)
     # The value is literal text, not a query: '-' and '*' are characters, and a value
     # without any token (punctuation only) is still a value some rows may hold.
     tokens = list(dict.fromkeys(tokenize(value)))
+    # Every row found equals the value: the filter's own ``column = value`` needs no check
+    # on the rows (which would read them again), only the rest of it does.
+    rest = _besides_equality(filter_, column, value)
     out = []
     for f in snap.candidate_files(filter_):
         if tokens and column in snap.manifest.spec.fts:
@@ -666,8 +669,16 @@ def exact_match(snap: Snapshot, column: str, value: str, filter_: Filter = None)
             if bloom is not None and not bloom.might_contain(list(tokens)).all():
                 continue
         local = snap.reader(f).exact_match(column, value)
-        out.append(snap.ids_of(f, snap.restrict(f, local, filter_)))
+        out.append(snap.ids_of(f, snap.restrict(f, local, rest)))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def _besides_equality(filter_: Filter, column: str, value: str) -> Filter:
+    dnf = as_dnf(filter_)
+    if dnf is None or len(dnf) != 1:
+        return filter_
+    rest = [c for c in dnf[0] if not (c[0] == column and c[1] in ("=", "==") and c[2] == value)]
+    return [rest] if rest else None
 
 
 def materialize(snap: Snapshot, hits: Hits, columns: Sequence[str] | None,

@@ -31,7 +31,8 @@ Filter = pc.Expression | Sequence[Any] | None
 RESTRICT_BY_TAKE_MAX = 4096
 
 
-def _dnf(filter_: Filter) -> list[list[tuple[str, str, Any]]] | None:
+def as_dnf(filter_: Filter) -> list[list[tuple[str, str, Any]]] | None:
+    """A tuple filter as a list of conjunctions; None for no filter or an expression."""
     if filter_ is None or isinstance(filter_, pc.Expression):
         return None
     items = list(filter_)
@@ -44,7 +45,7 @@ def to_expression(filter_: Filter) -> pc.Expression | None:
     if filter_ is None or isinstance(filter_, pc.Expression):
         return filter_
     try:
-        return pq.filters_to_expression(_dnf(filter_))
+        return pq.filters_to_expression(as_dnf(filter_))
     except (ValueError, TypeError) as exc:
         raise TableSchemaError(f"malformed filter {filter_!r}: {exc}") from None
 
@@ -122,7 +123,7 @@ class Snapshot:
 
     def candidate_files(self, filter_: Filter = None) -> list[FileEntry]:
         """Files with live rows that the manifest cannot rule out for ``filter_``."""
-        dnf = _dnf(filter_)
+        dnf = as_dnf(filter_)
         return [f for f in self.files
                 if f.live_rows > 0 and (dnf is None or _may_match(f, dnf))]
 
@@ -155,7 +156,7 @@ class Snapshot:
         if entry.tombstones and len(local):
             dead = np.asarray(entry.tombstones.to_array(), np.int64)
             local = local[~np.isin(local, dead)]
-        dnf = _dnf(filter_)
+        dnf = as_dnf(filter_)
         if filter_ is None or len(local) == 0:
             return local
         if dnf is None or len(local) > RESTRICT_BY_TAKE_MAX:

@@ -37,6 +37,21 @@ def test_exact_match_returns_only_rows_equal_byte_for_byte(small_corpus, corpus_
     assert reader.exact_match("body", "no such text").tolist() == []
 
 
+NAMES = ["requests", "requests-oauthlib", "Requests", "requests requests", "oauthlib requests",
+         "requests_toolbelt", None, "requests!", "réquests", "requests"]
+
+
+@pytest.mark.parametrize("value", ["requests", "Requests", "requests requests",
+                                   "requests-oauthlib", "requests!", "réquests", "toolbelt"])
+def test_exact_match_narrowed_by_token_count_still_finds_every_equal_row(value):
+    # Rows holding the value's words among others are dropped by their token count before
+    # their text is compared; repeated words count ("requests requests" has two).
+    table = pa.table({"name": pa.array(NAMES, pa.string())})
+    reader = SuperfileReader.open(write_superfile(table, IndexSpec.of(fts=["name"])).data)
+    expected = [i for i, name in enumerate(NAMES) if name == value]
+    assert reader.exact_match("name", value).tolist() == expected
+
+
 def test_exact_match_on_empty_string_scans_and_finds_empty_rows(small_corpus, corpus_file):
     reader = SuperfileReader.open(corpus_file)
     expected = [i for i, t in enumerate(small_corpus.column("body").to_pylist()) if t == ""]

@@ -252,6 +252,13 @@ def test_filtered_token_and_exact_match_respect_the_filter(built):
     got = table.exact_match("body", "zebra rust fast", filter_=[("year", "=", 2010)])
     np.testing.assert_array_equal(got, np.sort(want))
     assert len(got) > 0
+    # The filter's own equality on the matched column is satisfied by every match; the
+    # rest of the filter still applies.
+    same = [("body", "=", "zebra rust fast"), ("year", "=", 2010)]
+    np.testing.assert_array_equal(table.exact_match("body", "zebra rust fast", filter_=same),
+                                  got)
+    none = [("body", "=", "zebra rust fast"), ("year", "=", 1)]
+    assert len(table.exact_match("body", "zebra rust fast", filter_=none)) == 0
 
 
 def test_search_results_carry_the_rows_current_values(built):
