@@ -51,6 +51,7 @@ from pathlib import Path
 
 import crc32c
 
+from quiver.root_error import Kind, QuiverError
 from quiver.superfile.ranges import RangeReader
 from quiver.supertable import stats as table_stats
 
@@ -477,8 +478,10 @@ class SuperfileCache:
             self._notify_evicted(evicted)
 
 
-class _Cancelled(Exception):
+class _Cancelled(QuiverError):
     """A download stopped because the cache was closed."""
+
+    kind = Kind.CANCELLED
 
 
 _shared: dict[str, SuperfileCache] = {}

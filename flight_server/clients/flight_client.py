@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from quiver.proto import flight_sql_pb2, pack
+from quiver.root_error import QuiverError
 
 BATCH_ID_OPTION = "quiver.batch_id"
 
@@ -24,7 +25,7 @@ _Ingest = flight_sql_pb2.CommandStatementIngest
 _Options = _Ingest.TableDefinitionOptions
 
 
-class QuiverClientError(Exception):
+class QuiverClientError(QuiverError):
     """An option is wrong or the Quiver server refused a call (its message kept)."""
 
 
