@@ -397,9 +397,9 @@ class SuperfileCache:
         """``callback(key)`` runs after ``key`` was evicted. Bound methods are held weakly,
         so a listener does not outlive its owner."""
         is_method = hasattr(callback, "__func__") and hasattr(callback, "__self__")
-        ref = weakref.WeakMethod(callback) if is_method else callback  # type: ignore[arg-type]
+        ref = weakref.WeakMethod(callback) if is_method else callback
         with self._lock:
-            self._listeners.append(ref)  # type: ignore[arg-type]
+            self._listeners.append(ref)
 
     def _notify_evicted(self, keys: list[str]) -> None:
         with self._lock:
