@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from quiver.root_error import Kind
 from quiver.supertable.errors import TableError, TableExistsError, TableNotFoundError
 
 
 class InvalidTableNameError(TableError):
     """A table name that is empty, too long, or has characters other than letters,
     digits and underscores."""
+
+    kind = Kind.INVALID_INPUT
 
 
 QUOTE_LIMIT = 64

@@ -19,6 +19,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
 from quiver.proto import flight_sql_pb2
+from quiver.root_error import Kind, QuiverError
 
 __all__ = [
     "MESSAGES",
@@ -43,8 +44,10 @@ MESSAGES: Mapping[str, type[Message]] = MappingProxyType(
 """Every top-level Flight SQL message class, by its full protobuf name."""
 
 
-class ProtocolMessageError(ValueError):
+class ProtocolMessageError(ValueError, QuiverError):
     """Bytes that are not a packed Flight SQL message this server knows."""
+
+    kind = Kind.INVALID_INPUT
 
 
 def type_url(message: Message | type[Message]) -> str:

@@ -43,7 +43,7 @@ _PUBLIC = {
     "Conflict": "quiver.errors",
     "InvalidInput": "quiver.errors",
     "NotFound": "quiver.errors",
-    "QuiverError": "quiver.errors",
+    "QuiverError": "quiver.root_error",
     "StorageError": "quiver.errors",
     "Search": "quiver.query",
     "Result": "quiver.result",

@@ -1,15 +1,21 @@
 """The superfile layer's exception hierarchy.
 
-Every failure the superfile layer reports is a ``SuperfileError``; the
-subclasses say which kind, so the layers above can map them once (for
+Every failure the superfile layer reports is a ``SuperfileError``, a ``QuiverError``;
+the subclasses say which failure, so the layers above can map them once (for
 example to gRPC status codes at the server edge) without string matching.
 """
 
 from __future__ import annotations
 
+from quiver.root_error import Kind, QuiverError
 
-class SuperfileError(Exception):
-    """Base class of every error raised by the superfile layer."""
+
+class SuperfileError(QuiverError):
+    """Base class of every error raised by the superfile layer. The file layer rejects
+    what a caller gave it (a vector of the wrong length, an unknown column, bytes that are
+    not a superfile): its storage failures arrive as the table layer's errors."""
+
+    kind = Kind.INVALID_INPUT
 
 
 class NotASuperfileError(SuperfileError):

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import crc32c
 
+from quiver.root_error import Kind, QuiverError
 from quiver.superfile.ranges import RangeReader
 from quiver.supertable import stats as table_stats
 
@@ -396,9 +397,9 @@ class SuperfileCache:
         """``callback(key)`` runs after ``key`` was evicted. Bound methods are held weakly,
         so a listener does not outlive its owner."""
         is_method = hasattr(callback, "__func__") and hasattr(callback, "__self__")
-        ref = weakref.WeakMethod(callback) if is_method else callback  # type: ignore[arg-type]
+        ref = weakref.WeakMethod(callback) if is_method else callback
         with self._lock:
-            self._listeners.append(ref)  # type: ignore[arg-type]
+            self._listeners.append(ref)
 
     def _notify_evicted(self, keys: list[str]) -> None:
         with self._lock:
@@ -477,8 +478,10 @@ class SuperfileCache:
             self._notify_evicted(evicted)
 
 
-class _Cancelled(Exception):
+class _Cancelled(QuiverError):
     """A download stopped because the cache was closed."""
+
+    kind = Kind.CANCELLED
 
 
 _shared: dict[str, SuperfileCache] = {}

@@ -59,6 +59,7 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
+from quiver.root_error import QuiverError
 from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest
 from quiver.supertable.snapshot import Snapshot
 from quiver.supertable.wal import Intent
@@ -92,7 +93,7 @@ class _Source:
     ids: np.ndarray | None = None
 
 
-class _SourcesChanged(Exception):
+class _SourcesChanged(QuiverError):
     """A source file is no longer in the latest manifest: plan again."""
 
 

@@ -9,7 +9,7 @@ additionally let whole files be skipped by the manifest's min/max ranges.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,7 @@ from quiver.supertable.errors import TableSchemaError
 from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest, bitmap_rows
 from quiver.supertable.readers import ReaderPool
 
-Filter = pc.Expression | Sequence[Any] | None
+Filter: TypeAlias = pc.Expression | Sequence[Any] | None
 
 # Up to this many candidate rows, a filter is checked on the candidates' own values.
 RESTRICT_BY_TAKE_MAX = 4096

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from pyroaring import BitMap
 
+from quiver.root_error import QuiverError
 from quiver.superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
 from quiver.superfile.writer import replace_column
 from quiver.supertable import commit, iceberg, search
@@ -154,7 +155,7 @@ class _Waiter:
     error: BaseException | None = None
 
 
-class _PartlyApplied(Exception):
+class _PartlyApplied(QuiverError):
     """Some batch ids of a commit were committed by another writer meanwhile."""
 
 

@@ -97,3 +97,37 @@ def s3_server() -> Iterator[S3Server]:
             _set_auth(endpoint, "inf")
         finally:
             server.stop()
+
+
+# -- unit and integration tests -----------------------------------------------------------
+# An integration test starts a server (in this process on a socket, or as a process), uses
+# S3 (moto, MinIO), Spark, Java or Docker, or runs the docs' guides; everything else is a
+# unit test. Tests are marked here by folder, fixture and what their module imports, so a
+# new test file is sorted without marking it by hand.
+
+_INTEGRATION_FOLDERS = {
+    ("compose",), ("docs",), ("java",), ("spark_iceberg",), ("security",),
+    ("flight_server", "service"), ("flight_server", "connectors"),
+}
+_INTEGRATION_FIXTURES = {"s3_server", "minio", "quiver_server", "flight_uri", "served",
+                         "spark", "spark_run", "maven", "deployment"}
+# Module-level names of a test module that reaches a server, another process or a socket.
+_INTEGRATION_NAMES = ("subprocess", "socket", "start_server", "flight",
+                      "adbc_driver_flightsql", "ThreadedMotoServer")
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_integration(item: pytest.Item) -> bool:
+    parts = tuple(os.path.relpath(str(item.path), _TESTS).split(os.sep))
+    if any(parts[:len(folder)] == folder for folder in _INTEGRATION_FOLDERS):
+        return True
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if fixtures & _INTEGRATION_FIXTURES or any("server" in name for name in fixtures):
+        return True
+    module = getattr(item, "module", None)
+    return module is not None and any(name in vars(module) for name in _INTEGRATION_NAMES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.integration if _is_integration(item) else pytest.mark.unit)

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from quiver.flight_server.clients.flight_client import ConnectionOptions, QuiverClientError, ingest
 from quiver.flight_server.sql import SqlConnection, connect
+from quiver.root_error import Kind, QuiverError
 from quiver.supertable import interrupt as interrupts
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ __all__ = [
 DEFAULT_ROOT = "data"
 
 
-class ClientError(Exception):
+class ClientError(QuiverError):
     """The command's data options, or what the root or server answered, do not allow it."""
+
+    kind = Kind.INVALID_INPUT
 
 
 @dataclass

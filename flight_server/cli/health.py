@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from quiver.proto import flight_sql_pb2, pack
+from quiver.root_error import Kind, QuiverError
 
 __all__ = ["Credentials", "HealthError", "add_arguments", "check", "main", "run"]
 
@@ -31,12 +32,12 @@ DEFAULT_TIMEOUT_S = 5.0
 _SERVER_NAME_ID = flight_sql_pb2.SqlInfo.Value("FLIGHT_SQL_SERVER_NAME")
 
 
-class HealthError(Exception):
+class HealthError(QuiverError):
     """The server is not healthy, or the check could not be made; the message says why."""
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(QuiverError):
+    kind = Kind.INVALID_INPUT
 
 
 class _Parser(argparse.ArgumentParser):

@@ -39,6 +39,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from quiver.flight_server.cli.client import Client, LocalClient, ServerClient, quote_ident
+from quiver.root_error import Kind, QuiverError
 from quiver.superfile.spec import vector_dim
 from quiver.supertable.staged import StagedAppend
 
@@ -53,8 +54,10 @@ _PARQUET_BATCH = 65_536
 METRICS = ("cosine", "l2", "ip")
 
 
-class IngestError(Exception):
+class IngestError(QuiverError):
     """Files or options that cannot be ingested; the message names the file or column."""
+
+    kind = Kind.INVALID_INPUT
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from quiver.superfile import SuperfileError
-from quiver.supertable.errors import TableError
+from quiver.root_error import QuiverError
 
 
 def _version() -> str:
@@ -121,7 +120,7 @@ def _run_data_command(args: argparse.Namespace) -> int:
     from quiver.flight_server.cli import iceberg as cli_iceberg
     from quiver.flight_server.cli import ingest as cli_ingest
     from quiver.flight_server.cli import sql_shell as cli_sql
-    from quiver.flight_server.cli.client import ClientError, one_line, open_client
+    from quiver.flight_server.cli.client import one_line, open_client
 
     runners = {"ingest": cli_ingest.run, "sql": cli_sql.run, "tables": cli_admin.run_tables,
                "describe": cli_admin.run_describe, "optimize": cli_admin.run_optimize,
@@ -132,10 +131,8 @@ def _run_data_command(args: argparse.Namespace) -> int:
         remote_errors: tuple[type[BaseException], ...] = (adbc_driver_manager.Error,)
     except ImportError:
         remote_errors = ()
-    from quiver.flight_server.sql import SqlError
-
-    known = (ClientError, cli_ingest.IngestError, cli_sql.SqlCliError, SqlError, TableError,
-             SuperfileError, pa.ArrowException, OSError, ValueError, *remote_errors)
+    # Every error of Quiver's own is a QuiverError; the rest come from the libraries below.
+    known = (QuiverError, pa.ArrowException, OSError, ValueError, *remote_errors)
     try:
         with open_client(args) as client:
             return runners[args.command](client, args)
@@ -359,7 +356,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2
-    except (TableError, OSError, pa.ArrowException) as exc:
+    except (QuiverError, OSError, pa.ArrowException) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -384,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_serve(args)
         elif args.command in _DATA_COMMANDS:
             return _run_data_command(args)
-    except SuperfileError as exc:
+    except QuiverError as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from quiver.flight_server.cli.client import Client
 from quiver.flight_server.sql.arrow_types import plain_schema, plain_type
+from quiver.root_error import Kind, QuiverError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ DEFAULT_MAX_WIDTH = 40
 _VECTOR_HEAD = 4
 
 
-class SqlCliError(Exception):
+class SqlCliError(QuiverError):
     """A usage problem of ``quiver sql`` (format, output file)."""
+
+    kind = Kind.INVALID_INPUT
 
 
 # -- statements -----------------------------------------------------------------------------

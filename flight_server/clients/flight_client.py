@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from quiver.proto import flight_sql_pb2, pack
+from quiver.root_error import QuiverError
 
 BATCH_ID_OPTION = "quiver.batch_id"
 
@@ -24,7 +25,7 @@ _Ingest = flight_sql_pb2.CommandStatementIngest
 _Options = _Ingest.TableDefinitionOptions
 
 
-class QuiverClientError(Exception):
+class QuiverClientError(QuiverError):
     """An option is wrong or the Quiver server refused a call (its message kept)."""
 
 
@@ -113,7 +114,7 @@ class server_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> Literal[False]:
         if isinstance(exc, SERVER_ERRORS):
             raise QuiverClientError(f"quiver server {self.target}, {self.what}: "
                                    f"{server_message(exc)}") from None

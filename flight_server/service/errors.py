@@ -1,6 +1,8 @@
 """The one place where exceptions become gRPC status codes and messages a client can act on.
 
-``status_of`` picks the code for any exception raised while serving a call:
+``status_of`` picks the code for any exception raised while serving a call, a Quiver
+error (``quiver.root_error.QuiverError``) by its ``kind``, another library's by
+its class:
 
 - INVALID_ARGUMENT: bad SQL or parameters, rows or schemas that do not fit, bad names;
 - NOT_FOUND: a missing table or prepared statement;
@@ -36,91 +38,98 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf.message import DecodeError
 
-from quiver.catalog.errors import InvalidTableNameError
-from quiver.flight_server.sql import errors as sql_errors
-from quiver.superfile.errors import SuperfileError
-from quiver.supertable import errors as table_errors
+from quiver.root_error import Kind, QuiverError
 
 log = logging.getLogger(__name__)
 
 Code = grpc.StatusCode
 
 
-class InvalidArgument(pa.ArrowInvalid):
+# The server's own errors keep their Arrow bases: pyarrow.flight gives a handler's Arrow
+# exception its matching status itself.
+class InvalidArgument(pa.ArrowInvalid, QuiverError):
     """A request the client must change: bad SQL, bad parameters, rows that do not fit."""
 
     __module__ = "quiver"
+    kind = Kind.INVALID_INPUT
 
 
-class NotFound(pa.ArrowKeyError):
+class NotFound(pa.ArrowKeyError, QuiverError):
     """The request names something that does not exist: a table, a prepared statement."""
 
     __module__ = "quiver"
+    kind = Kind.NOT_FOUND
 
     def __str__(self) -> str:
         # KeyError's own str() quotes its argument; clients should read the plain message.
         return str(self.args[0]) if self.args else ""
 
 
-class NotImplementedCommand(pa.ArrowNotImplementedError):
+class NotImplementedCommand(pa.ArrowNotImplementedError, QuiverError):
     """A Flight or Flight SQL request this server does not implement."""
 
     __module__ = "quiver"
+    kind = Kind.UNIMPLEMENTED
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(QuiverError):
     """The call carries no valid credentials."""
 
     __module__ = "quiver"
+    kind = Kind.UNAUTHENTICATED
 
 
-class Cancelled(Exception):
+class Cancelled(QuiverError):
     """The call was cancelled, by the client or by a cancel request."""
 
     __module__ = "quiver"
+    kind = Kind.CANCELLED
 
 
-class ResourceExhausted(Exception):
+class ResourceExhausted(QuiverError):
     """A limit was reached: statements running at once, memory, sizes, storage space;
     or of the caller: too many failed logins (retry after the wait the message gives)."""
 
     __module__ = "quiver"
+    kind = Kind.RESOURCE_EXHAUSTED
 
 
-class DeadlineExceeded(Exception):
+class DeadlineExceeded(QuiverError):
     """The work ran past a time limit."""
 
     __module__ = "quiver"
+    kind = Kind.DEADLINE_EXCEEDED
 
 
-# Most specific first: SqlTableNotFoundError is an SqlError, the Arrow classes overlap.
-_CODES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode],
-              ...] = (
-    (InvalidArgument, Code.INVALID_ARGUMENT),
-    (NotFound, Code.NOT_FOUND),
-    ((ResourceExhausted, sql_errors.SqlResourceError, table_errors.StorageFullError,
-      MemoryError), Code.RESOURCE_EXHAUSTED),
-    ((DeadlineExceeded, table_errors.WorkTimeoutError), Code.DEADLINE_EXCEEDED),
-    (NotImplementedCommand, Code.UNIMPLEMENTED),
-    (Unauthenticated, Code.UNAUTHENTICATED),
-    ((Cancelled, flight.FlightCancelledError, table_errors.WorkCancelledError),
-     Code.CANCELLED),
+# Every Quiver error is mapped by its kind. STORAGE and CORRUPT are INTERNAL: the server
+# could not do its part, though the message (ours) may be shown.
+_CODE_OF_KIND: dict[Kind, grpc.StatusCode] = {
+    Kind.INVALID_INPUT: Code.INVALID_ARGUMENT,
+    Kind.NOT_FOUND: Code.NOT_FOUND,
+    Kind.ALREADY_EXISTS: Code.ALREADY_EXISTS,
+    Kind.CONFLICT: Code.ABORTED,
+    Kind.STORAGE: Code.INTERNAL,
+    Kind.CORRUPT: Code.INTERNAL,
+    Kind.UNAVAILABLE: Code.UNAVAILABLE,
+    Kind.PERMISSION_DENIED: Code.PERMISSION_DENIED,
+    Kind.STORAGE_FULL: Code.RESOURCE_EXHAUSTED,
+    Kind.RESOURCE_EXHAUSTED: Code.RESOURCE_EXHAUSTED,
+    Kind.CANCELLED: Code.CANCELLED,
+    Kind.DEADLINE_EXCEEDED: Code.DEADLINE_EXCEEDED,
+    Kind.UNAUTHENTICATED: Code.UNAUTHENTICATED,
+    Kind.UNIMPLEMENTED: Code.UNIMPLEMENTED,
+    Kind.INTERNAL: Code.INTERNAL,
+}
+
+# Exceptions of other libraries, most specific first (the Arrow classes overlap).
+_FOREIGN: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode],
+                ...] = (
+    (MemoryError, Code.RESOURCE_EXHAUSTED),
+    (flight.FlightCancelledError, Code.CANCELLED),
     (flight.FlightUnauthenticatedError, Code.UNAUTHENTICATED),
     (flight.FlightUnauthorizedError, Code.PERMISSION_DENIED),
     (flight.FlightUnavailableError, Code.UNAVAILABLE),
     (flight.FlightTimedOutError, Code.DEADLINE_EXCEEDED),
-    (sql_errors.SqlTableNotFoundError, Code.NOT_FOUND),
-    (sql_errors.SqlError, Code.INVALID_ARGUMENT),
-    ((table_errors.TableNotFoundError, table_errors.ObjectNotFoundError), Code.NOT_FOUND),
-    (table_errors.TableExistsError, Code.ALREADY_EXISTS),
-    (table_errors.CommitConflictError, Code.ABORTED),
-    (table_errors.StorageUnavailableError, Code.UNAVAILABLE),
-    (table_errors.StoragePermissionError, Code.PERMISSION_DENIED),
-    ((table_errors.TableSchemaError, table_errors.ObjectExistsError), Code.INVALID_ARGUMENT),
-    (InvalidTableNameError, Code.INVALID_ARGUMENT),
-    # The file layer rejects what a caller gave it (a vector of the wrong length, an
-    # unknown column); its storage failures arrive as table errors above.
-    (SuperfileError, Code.INVALID_ARGUMENT),
     (pa.ArrowNotImplementedError, Code.UNIMPLEMENTED),
     ((pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError), Code.INVALID_ARGUMENT),
     # A request's protobuf that does not parse: the client sent it.
@@ -145,17 +154,22 @@ def _status_of(exc: BaseException, what: str) -> tuple[grpc.StatusCode, str]:
     if special is not None:
         return special
     msg = str(exc) or type(exc).__name__
-    for kinds, code in _CODES:
+    if isinstance(exc, QuiverError):
+        code = _CODE_OF_KIND[exc.kind]
+        if code is Code.ABORTED:
+            return code, f"{msg} (conflicting writers; retry)"
+        if code is Code.PERMISSION_DENIED:
+            return code, f"storage refused access: {msg}"
+        if code is not Code.INTERNAL:
+            return code, msg
+        # Our own message, written for people, says what failed (storage, corrupt
+        # metadata); the traceback goes to the log all the same.
+        log_internal(exc, what)
+        return Code.INTERNAL, f"{what} failed: {msg}"
+    for kinds, code in _FOREIGN:
         if isinstance(exc, kinds):
-            if code is Code.ABORTED:
-                msg = f"{msg} (conflicting writers; retry)"
-            elif code is Code.PERMISSION_DENIED and isinstance(
-                    exc, table_errors.StoragePermissionError):
-                msg = f"storage refused access: {msg}"
             return code, msg
     log_internal(exc, what)
-    if isinstance(exc, table_errors.TableError):
-        return Code.INTERNAL, f"{what} failed: {msg}"
     return Code.INTERNAL, (f"{what} failed with an internal error ({type(exc).__name__}); "
                            "see the server log")
 
@@ -166,7 +180,7 @@ _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 def _special(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """Codes whose message is ours, not the exception's: what the exception says names
     server paths or internals."""
-    if isinstance(exc, table_errors.StorageFullError) or (
+    if (isinstance(exc, QuiverError) and exc.kind is Kind.STORAGE_FULL) or (
             isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS):
         log.warning("storage full: %s", exc)
         return Code.RESOURCE_EXHAUSTED, ("the server's storage is full (no space left on "

@@ -29,6 +29,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quiver.root_error import QuiverError
 from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from quiver.supertable.store import ObjectStore
 
@@ -40,7 +41,7 @@ MIN_SECRET_BYTES = 32
 MAC_BYTES = 32
 
 
-class SecretError(Exception):
+class SecretError(QuiverError):
     """The server secret cannot be read or created (the server must not start)."""
 
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from quiver.root_error import Kind, QuiverError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FREE_FAILURES = 5
@@ -37,8 +39,10 @@ DEFAULT_MAX_DELAY = 60.0
 DEFAULT_FORGET_AFTER = 900.0
 
 
-class TooManyFailures(Exception):
+class TooManyFailures(QuiverError):
     """A login refused unchecked because of recent failures; ``wait`` is in seconds."""
+
+    kind = Kind.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, wait: float) -> None:
         super().__init__(message)

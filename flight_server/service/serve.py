@@ -67,6 +67,7 @@ from quiver.flight_server.service.limits import (
 )
 from quiver.flight_server.service.server import QuiverFlightServer
 from quiver.flight_server.sql import connect
+from quiver.root_error import Kind, QuiverError
 from quiver.supertable.table import TableOptions
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,10 @@ def _exit_after(seconds: float) -> None:
     timer.start()
 
 
-class ServeError(Exception):
+class ServeError(QuiverError):
     """The server cannot start with these options (the CLI exits with status 2)."""
+
+    kind = Kind.INVALID_INPUT
 
 
 def _location(host: str, port: int, tls: bool) -> str:

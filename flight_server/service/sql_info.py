@@ -22,10 +22,16 @@ from quiver.proto import flight_sql_pb2 as pb
 log = logging.getLogger(__name__)
 
 
+def _protocol_enum(name: str, members: dict[str, int]) -> Any:
+    # The members are known only at run time, from the compiled protocol: a type checker
+    # cannot list them, so the enum is typed Any.
+    return IntEnum(name, members)
+
+
 # Ids and ordinals come from the compiled protocol definitions.
-SqlInfo = IntEnum("SqlInfo", dict(pb.SqlInfo.items()))
+SqlInfo = _protocol_enum("SqlInfo", dict(pb.SqlInfo.items()))
 SqlInfo.__doc__ = "The protocol's ``SqlInfo`` ids."
-SqlSupportsConvert = IntEnum(
+SqlSupportsConvert = _protocol_enum(
     "SqlSupportsConvert",
     {name.removeprefix("SQL_CONVERT_"): n for name, n in pb.SqlSupportsConvert.items()})
 SqlSupportsConvert.__doc__ = "The protocol's ``SqlSupportsConvert`` ordinals, prefix dropped."

@@ -15,10 +15,8 @@ live-row count without planning a scan.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import functools
-import importlib
 import itertools
 import logging
 import os
@@ -40,6 +38,7 @@ from quiver.flight_server.sql import bounded, constants, gate, information, para
 from quiver.flight_server.sql import params as sqlbind
 from quiver.flight_server.sql import parse as sqlparse
 from quiver.flight_server.sql.arrow_types import plain_schema
+from quiver.flight_server.sql.callback_errors import recover
 from quiver.flight_server.sql.decoded import DecodedRows, default_budget
 from quiver.flight_server.sql.errors import (
     SqlError,
@@ -51,11 +50,10 @@ from quiver.flight_server.sql.errors import (
     unknown_table,
 )
 from quiver.flight_server.sql.views import ViewRegistry
-from quiver.superfile.errors import SuperfileError
+from quiver.root_error import QuiverError
 from quiver.supertable import interrupt as interrupts
 from quiver.supertable.errors import (
     ObjectNotFoundError,
-    TableError,
     TableNotFoundError,
     WorkCancelledError,
 )
@@ -655,7 +653,7 @@ class SqlEngine:
               ) -> datafusion.DataFrame:
         try:
             return self.ctx.sql_with_options(text, gate.SQL_OPTIONS)
-        except (TableError, SuperfileError, SqlError):
+        except QuiverError:
             raise
         except Exception as exc:  # DataFusion raises plain exceptions with a kind prefix
             raise _map_error(exc, parse_error, renames) from None
@@ -673,7 +671,7 @@ class SqlEngine:
             # Held only here, so that emptying it drops the stream even while an exception
             # raised out of it (and its frames) is still referenced elsewhere.
             held = [df.execute_stream()]
-        except (TableError, SuperfileError, SqlError):
+        except QuiverError:
             raise
         except Exception as exc:
             raise _map_error(exc, None, memory_limit=self.memory_limit) from None
@@ -683,7 +681,7 @@ class SqlEngine:
                 while True:
                     try:
                         batch = _next_batch(held, watch, small)
-                    except (TableError, SuperfileError, SqlError):
+                    except QuiverError:
                         raise
                     except Exception as exc:
                         raise _map_error(exc, None, memory_limit=self.memory_limit) from None
@@ -780,35 +778,10 @@ def _clean(message: str, renames: dict[str, str] | None = None) -> str:
     return _INTERNAL.sub(lambda m: m.group(1), message).strip()
 
 
-_PYERR = re.compile(r"PyErr \{ type: <class '([A-Za-z_][\w.]*)'>, value: [A-Za-z_]\w*\((.*?)\), "
-                    r"traceback: ", re.DOTALL)
-_OWN_MODULES = ("quiver.",)
-
-
-def _python_error(message: str) -> BaseException | None:
-    """The exception a Python callback (a search function) raised inside DataFusion,
-    rebuilt with its own type and message, so it reaches the caller as raised."""
-    m = _PYERR.search(message)
-    if m is None or not m.group(1).startswith(_OWN_MODULES):
-        return None
-    module, _, name = m.group(1).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-        args = ast.literal_eval(f"({m.group(2)},)") if m.group(2) else ()
-    except (ImportError, AttributeError, ValueError, SyntaxError):
-        return None
-    if not (isinstance(cls, type) and issubclass(cls, (SqlError, TableError, SuperfileError))):
-        return None
-    try:
-        return cls(*args)
-    except TypeError:
-        return None
-
-
 def _map_error(exc: BaseException, parse_error: str | None,
                renames: dict[str, str] | None = None, *,
                memory_limit: int | None = None) -> BaseException:
-    inner = _python_error(str(exc))
+    inner = recover(exc)
     if inner is not None:
         return inner
     message = _clean(str(exc), renames)

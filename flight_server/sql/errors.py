@@ -10,10 +10,13 @@ from collections.abc import Sequence
 
 from quiver.catalog.connection import is_valid_table_name
 from quiver.catalog.errors import quote_short
+from quiver.root_error import Kind, QuiverError
 
 
-class SqlError(Exception):
+class SqlError(QuiverError):
     """Base class of every error the SQL layer raises about a statement."""
+
+    kind = Kind.INVALID_INPUT
 
 
 class SqlSyntaxError(SqlError):
@@ -28,6 +31,8 @@ class SqlPlanError(SqlError):
 class SqlTableNotFoundError(SqlPlanError):
     """The statement names a table that does not exist under the root."""
 
+    kind = Kind.NOT_FOUND
+
 
 class SqlParameterError(SqlError):
     """Bound parameters that do not fit the statement: the wrong count, or a value of a
@@ -37,6 +42,8 @@ class SqlParameterError(SqlError):
 class SqlResourceError(SqlError):
     """The statement needs more than a configured limit allows: memory, the size of a
     search, the output of a function."""
+
+    kind = Kind.RESOURCE_EXHAUSTED
 
 
 # Tables listed in an "unknown table" message; the rest are counted.

@@ -29,7 +29,7 @@ the needed index or a vector of the wrong length raises ``SqlPlanError`` naming 
 function and what is wrong; storage and corruption errors of the layers below pass
 through as raised. DataFusion reports an exception raised inside a table function as a
 ``ValueError`` carrying only its text; ``search_errors()`` around the call that plans a
-statement re-raises the original exception instead.
+statement re-raises the original exception instead (``callback_errors.recover``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from datafusion import udtf
 from datafusion.catalog import Table as DfTable
 
 from quiver.catalog.errors import InvalidTableNameError
+from quiver.flight_server.sql.callback_errors import recover
 from quiver.flight_server.sql.errors import SqlPlanError, SqlResourceError
 from quiver.superfile.errors import QueryError
 from quiver.superfile.fts.query import parse_fields, parse_query
@@ -284,28 +285,22 @@ def _unranked(snap: Snapshot, ids: np.ndarray) -> pa.Table:
 
 # -- registration -----------------------------------------------------------------------------
 
-_pending = threading.local()
-
-
 @contextmanager
 def search_errors() -> Iterator[None]:
     """Re-raises the exception a search function raised while the body planned a statement.
 
     DataFusion turns it into a ``ValueError`` holding only its text; the original (a
-    ``SqlPlanError``, or a storage / corruption error of the table layer) keeps its
-    type, so callers can map it without parsing messages.
+    ``SqlPlanError``, or a storage / corruption error of the table layer) is recovered
+    with its type (``callback_errors.recover``), so callers can map it without parsing
+    messages. Other failures pass as raised.
     """
-    _pending.error = None
     try:
         yield
     except Exception as exc:
-        original = getattr(_pending, "error", None)
-        _pending.error = None
-        if original is not None and original is not exc:
+        original = recover(exc)
+        if original is not None:
             raise original from None
         raise
-    finally:
-        _pending.error = None
 
 
 _pool_lock = threading.Lock()
@@ -464,11 +459,7 @@ def _make(fn: str, pin: Pin, holder: dict[str, ThreadPoolExecutor], max_k: int,
     params = _SIGNATURES[fn]
 
     def call(*exprs: Any) -> DfTable:
-        try:
-            return _relation(_search(fn, _bind(fn, params, exprs), pin, holder, max_k, dry))
-        except Exception as exc:
-            _pending.error = exc
-            raise
+        return _relation(_search(fn, _bind(fn, params, exprs), pin, holder, max_k, dry))
 
     call.__name__ = fn
     return call

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Literal
 
+from quiver.root_error import Kind, QuiverError
+
 log = logging.getLogger(__name__)
 
 Outcome = Literal["registered", "updated", "unchanged"]
@@ -39,8 +41,10 @@ _SCHEMA = (
 )
 
 
-class CatalogError(Exception):
+class CatalogError(QuiverError):
     """The catalog URI is not a SQLite catalog, or the catalog could not be written."""
+
+    kind = Kind.INVALID_INPUT
 
 
 def sqlite_path(uri: str) -> str:

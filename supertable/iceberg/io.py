@@ -33,7 +33,7 @@ class MemoryOutputFile(OutputFile):
 
     def create(self, overwrite: bool = False) -> OutputStream:
         self._buffer = _Buffer()
-        return self._buffer  # type: ignore[return-value]
+        return self._buffer
 
     @property
     def data(self) -> bytes:
@@ -72,7 +72,7 @@ class _StoreInput(InputFile):
         return True
 
     def open(self, seekable: bool = True) -> InputStream:
-        return io.BytesIO(self._load())  # type: ignore[return-value]
+        return io.BytesIO(self._load())
 
 
 class StoreFileIO(FileIO):

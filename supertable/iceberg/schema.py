@@ -20,11 +20,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from quiver.root_error import Kind, QuiverError
 from quiver.supertable.manifest import ID_COLUMN
 
 
-class UnsupportedTypeError(ValueError):
+class UnsupportedTypeError(ValueError, QuiverError):
     """A column whose type Iceberg has no counterpart for."""
+
+    kind = Kind.INVALID_INPUT
 
 
 def _primitive(t: pa.DataType) -> str:
