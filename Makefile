@@ -8,6 +8,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[test,bench,dev]'
+	@echo "compiling the search kernels once (a minute or two; later runs load them)"
+	$(PYTHON) -m quiver.flight_server.sql.warmup
 	touch $@
 
 # docker-compose validates compose/ in the tests; Maven and a JDK run the JDBC driver tests

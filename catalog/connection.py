@@ -118,7 +118,8 @@ class Connection:
         exist_ok: bool = False,
     ) -> Table:
         """Creates an empty table. Without ``spec``/``fts``/``vector`` every string column
-        gets a BM25 index and every ``fixed_size_list<float32, d>`` a cosine vector index."""
+        gets a BM25 index and every fixed-size float list a cosine vector index; indexed
+        vector columns are stored as float32 (``IndexSpec.stored_schema``)."""
         _check_name(name)
         if spec is None and (fts is not None or vector is not None):
             spec = IndexSpec.of(fts=fts or [], vector=vector or {})

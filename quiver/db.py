@@ -80,7 +80,8 @@ class Database:
         Indexes: ``fts`` names the full-text (BM25) columns, ``vector`` the vector columns
         (a name, names, or a mapping of name to metric); each left out defaults as for a
         bulk ingest: BM25 on every string column, a vector index on every
-        ``fixed_size_list<float32, d>`` column. ``metric`` (``cosine``, ``l2``,
+        fixed-size float list column. A column named in ``vector`` that is not a vector
+        (an integer list, a string) is refused (``InvalidInput``). ``metric`` (``cosine``, ``l2``,
         ``inner_product``) applies to vector columns given by name or by default.
 
         Embeddings: a column of float lists (lists or NumPy arrays per row in pandas)

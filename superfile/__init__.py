@@ -16,6 +16,7 @@ from quiver.superfile.errors import (
 )
 from quiver.superfile.fts.query import ParsedQuery, parse_query
 from quiver.superfile.fts.stats import CollectionStats
+from quiver.superfile.kernels import note_compiles
 from quiver.superfile.ranges import (
     BytesRangeReader,
     CountingRangeReader,
@@ -27,6 +28,9 @@ from quiver.superfile.reader import SuperfileReader
 from quiver.superfile.spec import IndexSpec, Metric
 from quiver.superfile.vector.summary import VectorSummary
 from quiver.superfile.writer import WriterOptions, WrittenSuperfile, write_superfile
+
+# Kernels compile lazily, on first call: the first compile in a process is logged.
+note_compiles()
 
 __all__ = [
     "BytesRangeReader",

@@ -1,4 +1,14 @@
-"""What a superfile indexes: the index specification given to the writer."""
+"""What a superfile indexes: the index specification given to the writer.
+
+Vector columns: a vector is a fixed-size list of float16, float32 or float64
+(``FLOAT[n]``). The index always holds float32: ``build_vector_index`` casts the
+values, and a superfile's Parquet body keeps the column as it was given. A *table*
+stores every indexed vector column as ``fixed_size_list<float32, d>``
+(``IndexSpec.stored_schema``, applied by ``Table.create``): rows sent as float16 or
+float64 are cast on the way in, so the stored vectors are exactly what the index and
+exact distances compute with. Any other type (integer lists, strings, variable lists)
+cannot be a vector column and is refused with the reason.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +66,7 @@ class IndexSpec:
 
     @classmethod
     def default_for(cls, schema: pa.Schema) -> IndexSpec:
-        """BM25 on every string column, cosine kNN on every fixed-size float32 list."""
+        """BM25 on every string column, cosine kNN on every fixed-size float list."""
         fts = [f.name for f in schema if is_text_type(f.type)]
         vec = {f.name: Metric.COSINE for f in schema if vector_dim(f.type) is not None}
         return cls(fts=tuple(fts), vector=vec)
@@ -77,11 +87,27 @@ class IndexSpec:
             if vector_dim(schema.field(col).type) is None:
                 raise IndexSpecError(
                     f"vector column {col!r} has type {schema.field(col).type}; "
-                    "a vector index needs fixed_size_list<float32, d>"
+                    f"{VECTOR_TYPES_TEXT}"
                 )
         overlap = set(self.fts) & set(self.vector)
         if overlap:
             raise IndexSpecError(f"columns {sorted(overlap)} cannot be both text and vector")
+
+
+    def stored_schema(self, schema: pa.Schema) -> pa.Schema:
+        """``schema`` as a table stores it: each indexed vector column as
+        ``fixed_size_list<float32, d>`` (float16 and float64 values are cast)."""
+        fields = []
+        for f in schema:
+            dim = vector_dim(f.type) if f.name in self.vector else None
+            if dim is not None and not pa.types.is_float32(f.type.value_type):
+                f = pa.field(f.name, pa.list_(pa.float32(), dim), f.nullable, f.metadata)
+            fields.append(f)
+        return pa.schema(fields, metadata=schema.metadata)
+
+
+VECTOR_TYPES_TEXT = ("a vector index needs a fixed-size list of float16, float32 or float64 "
+                     "(FLOAT[n]); the index and the table hold it as float32")
 
 
 def is_text_type(t: pa.DataType) -> bool:
@@ -89,7 +115,9 @@ def is_text_type(t: pa.DataType) -> bool:
 
 
 def vector_dim(t: pa.DataType) -> int | None:
-    """The dimension of a ``fixed_size_list<float32, d>`` type, else None."""
-    if pa.types.is_fixed_size_list(t) and pa.types.is_float32(t.value_type) and t.list_size > 0:
+    """The dimension of a vector type, ``fixed_size_list<float16|float32|float64, d>``,
+    else None."""
+    if pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type) \
+            and t.list_size > 0:
         return t.list_size
     return None

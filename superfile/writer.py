@@ -113,9 +113,10 @@ def write_superfile(
 ) -> WrittenSuperfile:
     """Builds one superfile from Arrow data.
 
-    ``spec`` says which string columns get a BM25 index and which
-    ``fixed_size_list<float32, d>`` columns a vector index; without it every
-    string column gets BM25 and every vector column a cosine index.
+    ``spec`` says which string columns get a BM25 index and which vector columns
+    (fixed-size lists of float16, float32 or float64) a vector index; without it every
+    string column gets BM25 and every vector column a cosine index. The index holds
+    float32 vectors; the Parquet body keeps each column's own type.
     """
     options = options or WriterOptions()
     table = _as_table(data, schema)

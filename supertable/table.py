@@ -211,6 +211,9 @@ class Table:
             spec.validate(schema)
         except IndexSpecError as exc:
             raise TableSchemaError(str(exc)) from None
+        # Indexed vectors are stored as float32 whatever float width they arrive in:
+        # appends cast to this schema, so stored values match what the index computes with.
+        schema = spec.stored_schema(schema)
         full = pa.schema([pa.field(ID_COLUMN, pa.int64(), nullable=False), *schema],
                          metadata=schema.metadata)
         manifest = Manifest(version=1, table_uuid=uuid.uuid4().hex, schema=full, spec=spec,

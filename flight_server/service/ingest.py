@@ -19,9 +19,10 @@ replace         CREATE           REPLACE
 
 An unspecified option counts as FAIL. A table created here gets the default
 indexes (BM25 on every string column, cosine vectors on every fixed-size float
-list column). ``temporary``, a transaction, and a ``catalog`` or ``schema`` other
-than the one the metadata commands report (``quiver`` / ``main``) are rejected:
-one root holds one flat namespace and has no transactions.
+list column, float16 and float64 ones stored as float32). ``temporary``, a
+transaction, and a ``catalog`` or ``schema`` other than the one the metadata commands
+report (``quiver`` / ``main``) are rejected: one root holds one flat namespace and has
+no transactions.
 
 What a failed, cancelled or killed stream leaves behind: nothing.
 

@@ -240,17 +240,12 @@ GC_THRESHOLDS = (20_000, 50, 100)
 
 
 def _warm_up() -> None:
-    """Builds one tiny indexed superfile and loads the tokenizer's tables: the first index
-    build in a process compiles its kernels, which holds every thread up for a few hundred
-    milliseconds; done here, no statement (nor the first fold of a write log) waits."""
-    import pyarrow as pa
+    """Runs each kind of search once on a throwaway table (``sql.warmup``): the first use
+    of a kernel in a process loads it (or, without a cache, compiles it), which holds
+    every thread up; done here, no statement (nor the first fold of a write log) waits."""
+    from quiver.flight_server.sql.warmup import warm_up
 
-    from quiver.superfile import IndexSpec, write_superfile
-    from quiver.superfile.fts.tokenizer import tokenize
-    from quiver.supertable.summaries import summarize
-
-    summarize(write_superfile(pa.table({"t": ["warm up"]}), IndexSpec.of(fts=["t"])))
-    tokenize("warm up")
+    warm_up()
 
 
 def _settle_gc() -> None:
@@ -272,7 +267,7 @@ def _warm_up_then_settle() -> None:
     try:
         _warm_up()
     except Exception as exc:  # only a head start: statements compile what they need
-        log.warning("quiver: warming up the index builder failed: %s", exc)
+        log.warning("quiver: warming up the search kernels failed: %s", exc)
     _settle_gc()
 
 

@@ -94,6 +94,7 @@ _SCALARS: dict[Any, pa.DataType] = {
     _DT.VARBINARY: pa.binary(),
     _DT.BINARY: pa.binary(),
 }
+_HALF_FLOATS = ("HALFFLOAT", "FLOAT16")
 _OPTIONS = ("fts", "vector", "metric")
 
 
@@ -250,8 +251,15 @@ def arrow_type(kind: exp.DataType) -> pa.DataType:
     if kind.this == _DT.ARRAY:
         if not kind.expressions:
             raise SqlPlanError(f"array type {kind.sql(dialect=DIALECT)} has no element type")
-        inner = arrow_type(kind.expressions[0])
         size = kind.args.get("values")
+        element = kind.expressions[0]
+        if (size and element.this == _DT.USERDEFINED
+                and str(element.args.get("kind") or "").upper() in _HALF_FLOATS):
+            # Half floats exist here only as vector elements: an indexed HALFFLOAT[n] is
+            # stored as FLOAT[n] (IndexSpec.stored_schema), as a bulk ingest of float16 is.
+            inner = pa.float16()
+        else:
+            inner = arrow_type(element)
         if not size:
             return pa.list_(inner)
         try:
@@ -272,7 +280,8 @@ def arrow_type(kind: exp.DataType) -> pa.DataType:
         raise SqlPlanError(
             f"unsupported column type {kind.sql(dialect=DIALECT)}; use BIGINT, INT, SMALLINT, "
             "TINYINT, DOUBLE, FLOAT, DECIMAL, VARCHAR, BOOLEAN, DATE, TIMESTAMP, TIMESTAMPTZ, "
-            "BLOB, FLOAT[n] (a vector) or T[] (a list)") from None
+            "BLOB, FLOAT[n] (a vector; DOUBLE[n] and HALFFLOAT[n] are stored as FLOAT[n] when "
+            "indexed) or T[] (a list)") from None
 
 
 def sql_type(t: pa.DataType) -> str:

@@ -25,7 +25,7 @@ import pyarrow as pa
 from numba import njit
 
 from quiver.superfile.errors import IndexSpecError
-from quiver.superfile.spec import Metric
+from quiver.superfile.spec import VECTOR_TYPES_TEXT, Metric
 from quiver.superfile.vector import format as fmt
 from quiver.superfile.vector.summary import VectorSummary
 
@@ -144,7 +144,7 @@ def _matrix(vectors: pa.FixedSizeListArray | pa.ChunkedArray) -> tuple[
     else:
         raise IndexSpecError(f"a vector index needs an Arrow array, got {type(vectors).__name__}")
     if not (pa.types.is_fixed_size_list(typ) and pa.types.is_floating(typ.value_type)):
-        raise IndexSpecError(f"a vector index needs fixed_size_list<float32, d>, got {typ}")
+        raise IndexSpecError(f"{VECTOR_TYPES_TEXT}; got {typ}")
     dim = typ.list_size
     if dim <= 0 or dim > 65536:
         raise IndexSpecError(f"vector dimension {dim} is outside 1..65536")

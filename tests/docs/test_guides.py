@@ -413,3 +413,44 @@ def test_requires_markers_name_importable_modules_or_known_kinds() -> None:
             else:
                 assert re.fullmatch(r"[A-Za-z_][\w.]*", req), (
                     f"{path.name} block {block.number}: {req!r} is not a module name")
+
+
+# Where a guide's runnable code names a table it creates or writes.
+_CREATED = (
+    re.compile(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?[\"`]?(\w+)", re.IGNORECASE),
+    re.compile(r"\bcreate_table\(\s*[\"'](\w+)[\"']"),
+    re.compile(r"\badbc_ingest\(\s*[\"'](\w+)[\"']"),
+    re.compile(r"\bto_sql\(\s*[\"'](\w+)[\"']"),
+    re.compile(r"\.option\(\s*[\"']table[\"']\s*,\s*[\"'](\w+)[\"']"),
+)
+
+
+def created_tables(guide: Guide) -> set[str]:
+    """The names of the tables a guide's runnable blocks create or write."""
+    names: set[str] = set()
+    for block in guide.steps:
+        for pattern in _CREATED:
+            names.update(n.lower() for n in pattern.findall(block.code))
+    return names
+
+
+def test_created_tables_finds_every_way_a_guide_makes_a_table(tmp_path: Path) -> None:
+    text = ("```python\ncur.execute(\"CREATE TABLE IF NOT EXISTS a (x INT)\")\n"
+            "db.create_table('b', rows)\ncur.adbc_ingest(\"c\", t, mode='create')\n"
+            "frame.to_sql(\"d\", conn)\ndf.write.format('quiver').option('table', 'e')\n```\n")
+    assert created_tables(parse_guide(tmp_path / "g.md", text)) == {"a", "b", "c", "d", "e"}
+
+
+def test_guides_followed_in_order_on_one_root_never_reuse_a_table_name() -> None:
+    # A reader follows the guides one after another against the same ./data: a table one
+    # guide made would make the next guide's CREATE fail, or its counts differ.
+    owners: dict[str, str] = {}
+    clashes = []
+    for path in guide_files():
+        guide = parse_guide(path)
+        for name in sorted(created_tables(guide)):
+            if name in owners:
+                clashes.append(f"{name!r} in {owners[name]} and {guide.name}")
+            owners.setdefault(name, guide.name)
+    assert not clashes, "guides reuse table names: " + "; ".join(clashes)
+    assert len(owners) >= 5, f"the table names were not found: {owners}"

@@ -122,6 +122,34 @@ def test_float16_arrow_lists_are_cast_and_indexed(db) -> None:
     assert t.search([0.0, 1.0]).limit(1).to_list()[0]["k"] == 2
 
 
+@pytest.mark.parametrize("value_type", [pa.float16(), pa.float64()], ids=str)
+def test_float16_and_float64_vectors_find_the_float32_neighbours(db, value_type) -> None:
+    # Values a float16 holds exactly, so every width holds the same numbers.
+    x = np.random.default_rng(9).standard_normal((300, 8)).astype(np.float16)
+
+    def table(t: pa.DataType) -> pa.Table:
+        flat = pa.array(x.reshape(-1).astype(t.to_pandas_dtype()), t)
+        return pa.table({"k": range(len(x)), "v": pa.FixedSizeListArray.from_arrays(flat, 8)})
+
+    ref = db.create_table("ref32", table(pa.float32()), metric="l2")
+    wide = db.create_table("wide", table(value_type), metric="l2")
+    assert wide.schema.field("v").type == pa.list_(pa.float32(), 8)
+    q = (x[21].astype(np.float32) + 0.03).tolist()
+    got = wide.search(q).limit(10).to_list()
+    expected = ref.search(q).limit(10).to_list()
+    assert [r["k"] for r in got] == [r["k"] for r in expected]
+    sql = db.sql(f"SELECT k FROM vector_search('wide', 'v', '{q}', 10) ORDER BY score, k")
+    assert [r["k"] for r in sql.to_list()] == [r["k"] for r in expected]
+
+
+@pytest.mark.parametrize("column", [pa.array([[1, 2], [3, 4]], pa.list_(pa.int8(), 2)),
+                                    pa.array(["a", "b"])], ids=["int8-list", "string"])
+def test_a_vector_index_on_a_non_vector_column_is_invalid_input(db, column) -> None:
+    with pytest.raises(quiver.InvalidInput, match="fixed-size list of float16, float32"):
+        db.create_table("bad", pa.table({"v": column}), fts=[], vector="v")
+    assert "bad" not in db.table_names()
+
+
 def test_ragged_embeddings_are_refused_and_create_nothing(db) -> None:
     frame = pd.DataFrame({"emb": [[1.0, 2.0], [1.0, 2.0, 3.0]]})
     with pytest.raises(quiver.InvalidInput, match="different lengths"):

@@ -127,7 +127,7 @@ def test_write_one_row_file_answers_every_search():
     [
         (IndexSpec.of(fts=["missing"]), "not in the schema"),
         (IndexSpec.of(fts=["year"]), "needs a string column"),
-        (IndexSpec.of(vector={"body": "cosine"}), "fixed_size_list"),
+        (IndexSpec.of(vector={"body": "cosine"}), "fixed-size list of float16, float32 or float64"),
     ],
 )
 def test_write_rejects_an_index_spec_that_does_not_fit_the_schema(small_corpus, spec, message):

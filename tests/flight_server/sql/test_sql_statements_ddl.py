@@ -137,7 +137,7 @@ def test_unquoted_names_fold_to_lower_case_and_quoted_names_keep_theirs(engine):
     ("CREATE TABLE bad (a INT PRIMARY KEY)", ["only NOT NULL"]),
     ("CREATE TABLE bad (a VARCHAR) WITH (fts = 'b')", ["'b'", "not among"]),
     ("CREATE TABLE bad (a INT) WITH (fts = 'a')", ["'a'", "BM25 index needs a string"]),
-    ("CREATE TABLE bad (v DOUBLE[4]) WITH (vector = 'v')", ["fixed_size_list<float32"]),
+    ("CREATE TABLE bad (v TINYINT[4]) WITH (vector = 'v')", ["fixed-size list of float16"]),
     ("CREATE TABLE bad (v FLOAT[4]) WITH (metric = 'hamming')", ["unknown metric"]),
     ("CREATE TABLE bad (v FLOAT[4]) WITH (colour = 'blue')", ["unknown table option",
                                                               "'colour'"]),
