@@ -19,22 +19,9 @@ from quiver.supertable.iceberg.catalog import TOKEN_ENV, CatalogError
 from quiver.supertable.iceberg.rest import RestCatalog, commit_request
 from tests.flight_server.conftest import start_server
 from tests.iceberg_rest import server as fixture
+from tests.iceberg_rest.conftest import TOKEN
 
 NS = "lake"
-TOKEN = "rest-catalog-s3cret-9d1f"
-
-if fixture.missing_tools():
-    pytest.skip(fixture.missing_tools(), allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def catalog_server(tmp_path_factory):
-    try:
-        fixture.prepare()
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"the Iceberg REST catalog fixture cannot be obtained: {exc}")
-    with fixture.running(tmp_path_factory.mktemp("warehouse"), token=TOKEN) as srv:
-        yield srv
 
 
 @pytest.fixture
