@@ -18,6 +18,9 @@ sequence number is the version that added it; its delete file carries the same
 number, which is all a position delete needs to apply (data sequence number not
 greater than the delete's), and keeps rewritten manifests from needing to know
 when each delete file was first written. Files with no live row are left out.
+
+Data file entries carry column statistics from the files' Parquet footers (``stats``),
+taken over from the previous snapshot's manifests when a file is listed again.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ from pyiceberg.schema import Schema
 from pyiceberg.typedef import Record
 
 from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError
-from quiver.supertable.iceberg.io import MemoryOutputFile
+from quiver.supertable.iceberg import stats
+from quiver.supertable.iceberg.io import MemoryOutputFile, StoreFileIO
 from quiver.supertable.manifest import FileEntry, Manifest, bitmap_rows
 from quiver.supertable.store import ObjectStore
 
@@ -59,6 +63,8 @@ DELETES_DIR = f"{METADATA_DIR}/deletes"
 FILE_PATH_ID = 2147483546
 POS_ID = 2147483545
 _MANIFEST_NAME = re.compile(r"m(\d+)-[0-9a-f]+-(data|deletes)-g(\d+)-(\d+)\.avro$")
+_STAT_KEYS = ("column_sizes", "value_counts", "null_value_counts", "nan_value_counts",
+              "lower_bounds", "upper_bounds")
 # Manifests of one kind a snapshot lists at most before they are merged into one.
 MAX_MANIFESTS = 8
 _DELETE_SCHEMA = pa.schema([
@@ -137,12 +143,32 @@ def delete_file_bytes(data_uri: str, entry: FileEntry) -> bytes:
     return sink.getvalue()
 
 
-def _data_file(folder: Folder, f: FileEntry) -> DataFile:
+def _data_file(folder: Folder, f: FileEntry, column_stats: dict[str, Any]) -> DataFile:
     return DataFile.from_args(
         content=DataFileContent.DATA, file_path=folder.uri(f.path),
         file_format=FileFormat.PARQUET, partition=Record(), record_count=f.rows,
         file_size_in_bytes=f.size, sort_order_id=None, spec_id=0, equality_ids=None,
-        key_metadata=None)
+        key_metadata=None, **column_stats)
+
+
+def _listed_stats(folder: Folder, manifests: list[ManifestFile]) -> dict[str, dict[str, Any]]:
+    """Column statistics of the data files ``manifests`` list, by file URI."""
+    io = StoreFileIO(folder.store, folder.location, folder.prefix)
+    out: dict[str, dict[str, Any]] = {}
+    for mf in manifests:
+        for entry in mf.fetch_manifest_entry(io, discard_deleted=True):
+            df = entry.data_file
+            if df.lower_bounds or df.value_counts:
+                out[df.file_path] = {key: dict(getattr(df, key) or {}) for key in _STAT_KEYS}
+    return out
+
+
+def _stats_of(folder: Folder, planner: stats.Planner, f: FileEntry,
+              listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    known = listed.get(folder.uri(f.path))
+    if known is not None:
+        return known
+    return stats.file_stats(folder.store, planner, folder.path(f.path), f.size)
 
 
 def _delete_file(folder: Folder, f: FileEntry, size: int) -> DataFile:
@@ -251,11 +277,16 @@ def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
 
     kept, fresh = _plan(live, before, _ranges(prior, "data"), lambda f: f.path)
     manifests += kept
+    planner = stats.Planner(schema) if fresh else None
+    rewritten = [mf for mf in _ranges(prior, "data").values() if mf not in kept]
+    listed = _listed_stats(folder, rewritten) if fresh and rewritten else {}
     for span, files in fresh:
+        assert planner is not None
         entries = [_entry(ManifestEntryStatus.EXISTING if f.path in old_files
                           else ManifestEntryStatus.ADDED,
                           f.added_in if f.path in old_files else version,
-                          f.added_in, _data_file(folder, f)) for f in files]
+                          f.added_in, _data_file(folder, f, _stats_of(folder, planner, f, listed)))
+                   for f in files]
         mf = _write_manifest(folder, schema, version, "data", span, entries)
         manifests.append(mf)
         written.objects.append(folder.rel(mf.manifest_path))

@@ -113,6 +113,49 @@ def test_schema_has_field_ids_and_name_mapping_and_hides_id(tmp_path):
         "title", "body", "year", "emb"]
 
 
+def _data_files(t: Table) -> list:
+    location = iceberg.metadata_location(t.store, t.prefix)
+    return [task.file for task in StaticTable.from_metadata(location).scan().plan_files()]
+
+
+def test_data_files_carry_column_statistics_from_their_footers_without_the_row_id(tmp_path):
+    import struct
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema(4))
+    data = make_docs(50, dim=4)
+    titles = data.column("title").to_pylist()
+    titles[7] = None
+    t.append(data.set_column(0, "title", pa.array(titles, pa.string())))
+    (df,) = _data_files(t)
+    years = data.column("year")
+    assert struct.unpack("<i", df.lower_bounds[3])[0] == pc.min(years).as_py()
+    assert struct.unpack("<i", df.upper_bounds[3])[0] == pc.max(years).as_py()
+    assert df.lower_bounds[1].decode() == min(x for x in titles if x is not None)
+    assert df.null_value_counts[1] == 1 and df.null_value_counts[3] == 0
+    assert df.value_counts[3] == 50
+    assert all(df.column_sizes[i] > 0 for i in (1, 2, 3))
+    # The hidden row id (field 6 in the name mapping) is not described.
+    for stats in (df.lower_bounds, df.upper_bounds, df.value_counts, df.column_sizes):
+        assert 6 not in stats
+
+
+def test_column_statistics_survive_manifests_being_merged(tmp_path):
+    from quiver.supertable.iceberg.snapshot import MAX_MANIFESTS
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    for seed in range(MAX_MANIFESTS):
+        t.append(make_docs(20, seed=seed))
+    before = {df.file_path: dict(df.upper_bounds) for df in _data_files(t)}
+    t.append(make_docs(20, seed=99))  # one manifest too many: all are merged into one
+    location = iceberg.metadata_location(t.store, t.prefix)
+    data_manifests = [m for m in StaticTable.from_metadata(location).current_snapshot()
+                      .manifests(StaticTable.from_metadata(location).io) if m.content == 0]
+    assert len(data_manifests) == 1
+    after = {df.file_path: dict(df.upper_bounds) for df in _data_files(t)}
+    assert len(after) == MAX_MANIFESTS + 1 and all(after.values())
+    assert {p: after[p] for p in before} == before
+
+
 def test_snapshot_summaries_count_added_and_deleted_rows_and_files(tmp_path):
     t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
     t.append(make_docs(100))
