@@ -54,7 +54,7 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_register(client: Client, args: argparse.Namespace) -> int:
-    from quiver.supertable.iceberg import metadata_location
+    from quiver.supertable.iceberg import document, metadata_location
 
     local = _local(client, "iceberg register")
     try:
@@ -73,7 +73,9 @@ def run_register(client: Client, args: argparse.Namespace) -> int:
             failed += 1
             continue
         try:
-            outcome = catalog.register(args.namespace, name, location)
+            outcome = catalog.register(
+                args.namespace, name, location,
+                lambda t=table, loc=location: document(t.store, t.prefix, loc))
         except CatalogError as exc:
             raise ClientError(str(exc)) from exc
         print(f"{args.namespace}.{name}\t{outcome}\t{location}")

@@ -19,7 +19,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,10 @@ class SqliteCatalog:
             con.execute(statement)
         return con
 
-    def register(self, namespace: str, table: str, location: str) -> Outcome:
-        """Lists ``namespace.table`` at ``location``, or moves it there when it is older."""
+    def register(self, namespace: str, table: str, location: str,
+                 document: Callable[[], dict[str, Any]] | None = None) -> Outcome:
+        """Lists ``namespace.table`` at ``location``, or moves it there when it is older
+        (``document`` is not needed: the catalog holds the location only)."""
         try:
             with closing(self._connect()) as con:
                 con.execute("BEGIN IMMEDIATE")
@@ -130,7 +132,9 @@ class Catalog(Protocol):
 
     uri: str
 
-    def register(self, namespace: str, table: str, location: str) -> Outcome: ...
+    def register(self, namespace: str, table: str, location: str,
+                 document: Callable[[], dict[str, Any]] | None = None) -> Outcome:
+        """``document`` reads the metadata file's JSON, for a catalog that needs it."""
 
     def location(self, namespace: str, table: str) -> str | None: ...
 
@@ -159,13 +163,14 @@ def open_catalog(uri: str, name: str = DEFAULT_CATALOG_NAME, *, token: str | Non
                        "rest+http://host:port/path")
 
 
-def follower(catalog: Catalog, namespace: str) -> Callable[[str, str], None]:
+def follower(catalog: Catalog, namespace: str
+             ) -> Callable[[str, str, Callable[[], dict[str, Any]]], None]:
     """A listener for ``quiver.supertable.iceberg.add_listener`` that keeps ``catalog`` current;
     it logs a failure and never raises, so a write never fails for the catalog's sake."""
 
-    def follow(name: str, location: str) -> None:
+    def follow(name: str, location: str, document: Callable[[], dict[str, Any]]) -> None:
         try:
-            outcome = catalog.register(namespace, name, location)
+            outcome = catalog.register(namespace, name, location, document)
             log.debug("Iceberg catalog %s: table %s.%s %s (%s)", catalog.uri, namespace, name,
                       outcome, location)
         except Exception as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -158,9 +159,10 @@ class RestCatalog:
         return None if loaded is None else loaded.get("metadata-location")
 
     def register(self, namespace: str, table: str, location: str,
-                 document: dict[str, Any] | None = None) -> Outcome:
+                 document: Callable[[], dict[str, Any]] | None = None) -> Outcome:
         """Lists ``namespace.table`` at ``location``, or brings it forward to that metadata
-        (``document``, the file's content, is read from ``location`` when not given)."""
+        (``document()`` reads the file's JSON; without it, it is read from ``location``
+        with pyiceberg's file IO)."""
         self._ensure_namespace(namespace)
         ours: dict[str, Any] | None = None
         for _ in range(COMMIT_ATTEMPTS):
@@ -172,7 +174,7 @@ class RestCatalog:
                 return "unchanged"
             theirs = loaded["metadata"]
             if ours is None:
-                ours = document if document is not None else read_document(location)
+                ours = document() if document is not None else read_document(location)
             if (theirs.get("location", "").rstrip("/") != ours["location"].rstrip("/")
                     or theirs.get("table-uuid") != ours["table-uuid"]):
                 log.info("catalog %s lists %s.%s at another table; registering it anew",

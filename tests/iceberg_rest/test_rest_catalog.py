@@ -171,3 +171,21 @@ def test_gc_keeps_the_metadata_file_the_rest_catalog_points_at(
     assert not any(pointed.endswith(m.path) for m in doomed)
     assert _rows(_client(catalog_server).load_table((namespace, "docs")).scan().to_arrow()) \
         == _select(root, "docs")
+
+
+def test_register_with_older_metadata_never_moves_the_rest_catalog_back(
+        catalog_server, root, namespace, monkeypatch) -> None:
+    from quiver.supertable.iceberg import metadata_location
+
+    with connect(str(root)) as conn:
+        table = conn.open_table("docs")
+        older = metadata_location(table.store, table.prefix)
+        conn.sql("INSERT INTO docs VALUES (8, 'theta')")
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    assert _register(root, catalog_server, namespace, "docs") == 0
+    cat = RestCatalog(catalog_server.uri, token=TOKEN)
+    newest = cat.location(namespace, "docs")
+    assert cat.register(namespace, "docs", older) == "unchanged"
+    assert cat.location(namespace, "docs") == newest
+    assert 8 in [r["id"] for r in _client(catalog_server).load_table((namespace, "docs"))
+                 .scan().to_arrow().to_pylist()]
