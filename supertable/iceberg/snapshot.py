@@ -5,7 +5,11 @@ the range is in its name), data files and delete files in separate manifests. A
 manifest whose range holds the same files (and tombstone counts) as in the previous
 snapshot is listed again as it is: an append writes one new data manifest, a delete
 rewrites only the delete manifests of the ranges it touched. Past ``MAX_MANIFESTS``
-manifests of a kind they are merged into one, so readers open few manifests.
+manifests of a kind they are merged, so readers open few manifests (each one a reader
+opens costs it about as much as a data file): the oldest manifest stays as it is when it
+lists at least as many files as all the others, which are merged into a second one;
+otherwise all are merged into one. A file is so rewritten a few times over the table's
+life, not at every merge.
 
 Tombstones become position delete files (Parquet), one per data file and
 tombstone set, named after the data file and the number of rows it has
@@ -66,7 +70,7 @@ _MANIFEST_NAME = re.compile(r"m(\d+)-[0-9a-f]+-(data|deletes)-g(\d+)-(\d+)\.avro
 _STAT_KEYS = ("column_sizes", "value_counts", "null_value_counts", "nan_value_counts",
               "lower_bounds", "upper_bounds")
 # Manifests of one kind a snapshot lists at most before they are merged into one.
-MAX_MANIFESTS = 8
+MAX_MANIFESTS = 4
 _DELETE_SCHEMA = pa.schema([
     pa.field("file_path", pa.string(), nullable=False,
              metadata={b"PARQUET:field_id": str(FILE_PATH_ID).encode()}),
@@ -235,7 +239,7 @@ def _plan(files: list[FileEntry], before: list[FileEntry],
 
     A previous manifest stays when the files of its ``added_in`` range are as they were.
     Files outside every kept range are written in one manifest per range; past
-    ``MAX_MANIFESTS`` manifests, all of them are merged into one.
+    ``MAX_MANIFESTS`` manifests, they are merged (see the module notes).
     """
     kept: list[ManifestFile] = []
     kept_ranges: list[tuple[int, int]] = []
@@ -257,6 +261,14 @@ def _plan(files: list[FileEntry], before: list[FileEntry],
         for lo, hi in sorted(set(spans)):
             fresh.append(((lo, hi), [f for f in rest if lo <= f.added_in <= hi]))
     if len(kept) + len(fresh) > MAX_MANIFESTS:
+        if kept:
+            # The oldest manifest stays when it is the bigger part: only newer files merge.
+            base_lo, base_hi = kept_ranges[0]
+            others = [f for f in files if not base_lo <= f.added_in <= base_hi]
+            if (others and min(f.added_in for f in others) > base_hi
+                    and len(files) - len(others) >= len(others)):
+                span = (min(f.added_in for f in others), max(f.added_in for f in others))
+                return [kept[0]], [(span, others)]
         lo = min(f.added_in for f in files)
         hi = max(f.added_in for f in files)
         return [], [((lo, hi), list(files))]

@@ -241,3 +241,21 @@ def test_many_appends_are_merged_into_few_manifests_and_read_the_same(tmp_path):
         listed = _manifest_files(folder, ice_metadata.load(folder)[1], v)
         assert len(listed) <= 2 * MAX_MANIFESTS
     _assert_every_version_reads_the_same(t, None, list(range(1, t.version + 1)))
+
+
+def test_a_big_oldest_manifest_is_kept_while_newer_ones_merge(tmp_path):
+    from quiver.supertable.iceberg.snapshot import MAX_MANIFESTS
+    from quiver.supertable.iceberg.sync import _manifest_files
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    # One manifest of more files than the appends below add: it is never the smaller part.
+    t.append(make_docs(300 * 3 * MAX_MANIFESTS, seed=0))
+    folder = folder_for(t.store, t.prefix)
+    big = _manifest_files(folder, ice_metadata.load(folder)[1], t.version)[0].manifest_path
+    for i in range(2 * MAX_MANIFESTS):
+        t.append(make_docs(10, seed=i + 1))
+        listed = [m.manifest_path for m in
+                  _manifest_files(folder, ice_metadata.load(folder)[1], t.version)]
+        assert len(listed) <= MAX_MANIFESTS
+        assert big in listed, f"the big manifest was rewritten at version {t.version}"
+    _assert_every_version_reads_the_same(t, None, [t.version])
