@@ -155,8 +155,12 @@ def _data_file(folder: Folder, f: FileEntry, column_stats: dict[str, Any]) -> Da
         key_metadata=None, **column_stats)
 
 
-def _listed_stats(folder: Folder, manifests: list[ManifestFile]) -> dict[str, dict[str, Any]]:
-    """Column statistics of the data files ``manifests`` list, by file URI."""
+def _listed_stats(folder: Folder, manifests: list[ManifestFile], files: list[FileEntry]
+                  ) -> dict[str, dict[str, Any]]:
+    """Column statistics of the data files ``manifests`` list, by file URI (none are read
+    when this process already knows those of every file in ``files``)."""
+    if all(stats.remembered(folder.uri(f.path)) is not None for f in files):
+        return {}
     io = StoreFileIO(folder.store, folder.location, folder.prefix)
     out: dict[str, dict[str, Any]] = {}
     for mf in manifests:
@@ -169,10 +173,12 @@ def _listed_stats(folder: Folder, manifests: list[ManifestFile]) -> dict[str, di
 
 def _stats_of(folder: Folder, planner: stats.Planner, f: FileEntry,
               listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    known = listed.get(folder.uri(f.path))
-    if known is not None:
-        return known
-    return stats.file_stats(folder.store, planner, folder.path(f.path), f.size)
+    uri = folder.uri(f.path)
+    known = stats.remembered(uri) or listed.get(uri)
+    if known is None:
+        known = stats.file_stats(folder.store, planner, folder.path(f.path), f.size)
+    stats.remember(uri, known)
+    return known
 
 
 def _delete_file(folder: Folder, f: FileEntry, size: int) -> DataFile:
@@ -291,7 +297,8 @@ def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
     manifests += kept
     planner = stats.Planner(schema) if fresh else None
     rewritten = [mf for mf in _ranges(prior, "data").values() if mf not in kept]
-    listed = _listed_stats(folder, rewritten) if fresh and rewritten else {}
+    listed = (_listed_stats(folder, rewritten, [f for _, fs in fresh for f in fs])
+              if fresh and rewritten else {})
     for span, files in fresh:
         assert planner is not None
         entries = [_entry(ManifestEntryStatus.EXISTING if f.path in old_files

@@ -5,13 +5,17 @@ lower and upper bounds of its table columns (the hidden ``_id`` column and any c
 Iceberg schema lacks are left out), as Iceberg writers record them: readers such as
 DuckDB's ``iceberg_scan`` and Trino prune files and plan with them. The footer is read
 with two ranged reads (its length, then the footer) from the table's object store; a file
-already listed with statistics in the previous snapshot's manifests is not read again.
+already listed with statistics in the previous snapshot's manifests is not read again,
+and the statistics of the files this process described last are remembered (data files
+never change once written), so merging manifests reads nothing in a long-running server.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +36,9 @@ from quiver.supertable.store import ObjectStore
 log = logging.getLogger(__name__)
 
 _TAIL = 8  # footer length (4 bytes, little-endian) and the magic "PAR1"
+REMEMBERED = 8192
+_remembered: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_lock = threading.Lock()
 _KEYS = ("column_sizes", "value_counts", "null_value_counts", "nan_value_counts",
          "lower_bounds", "upper_bounds")
 
@@ -81,3 +88,22 @@ def file_stats(store: ObjectStore, planner: Planner, path: str, size: int
     except Exception as exc:  # statistics are an optimisation: never fail a snapshot for them
         log.debug("no Iceberg column statistics for %s: %s", path, exc)
         return {}
+
+
+def remembered(uri: str) -> dict[str, Any] | None:
+    """The statistics this process last gave the data file at ``uri``, if it still has them."""
+    with _lock:
+        found = _remembered.get(uri)
+        if found is not None:
+            _remembered.move_to_end(uri)
+        return found
+
+
+def remember(uri: str, column_stats: dict[str, Any]) -> None:
+    if not column_stats:
+        return
+    with _lock:
+        _remembered[uri] = column_stats
+        _remembered.move_to_end(uri)
+        while len(_remembered) > REMEMBERED:
+            _remembered.popitem(last=False)
