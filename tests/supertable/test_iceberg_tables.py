@@ -259,3 +259,40 @@ def test_a_big_oldest_manifest_is_kept_while_newer_ones_merge(tmp_path):
         assert len(listed) <= MAX_MANIFESTS
         assert big in listed, f"the big manifest was rewritten at version {t.version}"
     _assert_every_version_reads_the_same(t, None, [t.version])
+
+
+def test_filtered_reads_that_prune_by_column_statistics_find_every_matching_row(tmp_path):
+    import datetime as dt
+
+    from pyiceberg.expressions import EqualTo, GreaterThanOrEqual
+
+    schema = pa.schema([("i", pa.int32()), ("l", pa.int64()), ("d", pa.float64()),
+                        ("s", pa.string()), ("b", pa.bool_()), ("day", pa.date32()),
+                        ("ts", pa.timestamp("us"))])
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("typed", schema)
+    for k in range(4):  # four files with disjoint value ranges
+        base = k * 100
+        t.append(pa.table({
+            "i": pa.array([base + j for j in range(10)], pa.int32()),
+            "l": pa.array([(base + j) * 10**10 for j in range(10)], pa.int64()),
+            "d": [base + j + 0.5 for j in range(10)],
+            "s": [f"k{k}-{j}" for j in range(10)],
+            "b": [k % 2 == 0] * 10,
+            "day": [dt.date(2020, 1, 1) + dt.timedelta(days=base + j) for j in range(10)],
+            "ts": [dt.datetime(2021, 1, 1) + dt.timedelta(hours=base + j) for j in range(10)],
+        }, schema=schema))
+    location = iceberg.metadata_location(t.store, t.prefix)
+    table = StaticTable.from_metadata(location)
+    con = duck()
+    probes = {"i": 203, "l": 203 * 10**10, "d": 203.5, "s": "k2-3",
+              "day": dt.date(2020, 1, 1) + dt.timedelta(days=203),
+              "ts": dt.datetime(2021, 1, 1) + dt.timedelta(hours=203)}
+    for column, value in probes.items():
+        got = table.scan(row_filter=EqualTo(column, value)).to_arrow()
+        assert got.column("i").to_pylist() == [203], column
+        duck_rows = con.execute(f"SELECT i FROM iceberg_scan(?) WHERE {column} = ?",
+                                [location, value]).fetchall()
+        assert duck_rows == [(203,)], column
+    assert table.scan(row_filter=GreaterThanOrEqual("s", "k3")).to_arrow().num_rows == 10
+    assert con.execute("SELECT count(*) FROM iceberg_scan(?) WHERE b",
+                       [location]).fetchone() == (20,)
