@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install system-deps spark-iceberg run demo test bench lint typecheck wheel clean
+.PHONY: install system-deps spark-iceberg iceberg-rest run demo test bench lint typecheck wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,12 @@ system-deps:
 # time-limited; without them those tests are skipped.
 spark-iceberg: $(VENV)/.installed system-deps
 	@$(PYTHON) -m tests.spark_iceberg.env fetch || true
+
+# Apache Iceberg's REST catalog fixture (tests/iceberg_rest): its jars, resolved by Maven into
+# ~/.cache/quiver/iceberg-rest, and a small launcher compiled beside them. The tests fetch it
+# themselves when it is missing; without Maven or a JDK they are skipped.
+iceberg-rest: $(VENV)/.installed system-deps
+	@$(PYTHON) -m tests.iceberg_rest.server fetch || true
 
 install: $(VENV)/.installed system-deps
 

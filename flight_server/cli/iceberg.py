@@ -1,8 +1,9 @@
-"""``quiver iceberg register``: listing a root's tables in an Iceberg SQL catalog (SQLite).
+"""``quiver iceberg register``: listing a root's tables in an Iceberg catalog, a SQLite SQL
+catalog or a REST catalog.
 
 Each table is registered at its newest Iceberg metadata file; a table the catalog
-already lists is moved to it (see ``quiver.supertable.iceberg.catalog``), so a rerun is
-harmless and brings the catalog up to date. Runs on a storage root (``--root``).
+already lists is moved to it (see ``quiver.supertable.iceberg.catalog`` and ``.rest``), so
+a rerun is harmless and brings the catalog up to date. Runs on a storage root (``--root``).
 """
 
 from __future__ import annotations
@@ -13,23 +14,37 @@ import sys
 from quiver.flight_server.cli.admin import _local
 from quiver.flight_server.cli.client import Client, ClientError
 from quiver.supertable.iceberg.catalog import (
+    CREDENTIAL_ENV,
     DEFAULT_CATALOG_NAME,
     DEFAULT_NAMESPACE,
+    TOKEN_ENV,
     CatalogError,
-    SqliteCatalog,
+    open_catalog,
 )
+
+REST_HELP = ("or a REST catalog: rest+http://host:port/path (rest+https:// too), the URL "
+             "under which its /v1/ routes are")
 
 
 def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog-uri", required=True, metavar="URI",
                         help="the SQLite catalog: sqlite:////absolute/path.db or "
-                        "sqlite:///relative/path.db (its tables are created when missing)")
+                        "sqlite:///relative/path.db (its tables are created when missing), "
+                        + REST_HELP)
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
                         help=f"namespace the tables are registered in (default "
                         f"{DEFAULT_NAMESPACE})")
     parser.add_argument("--catalog-name", default=DEFAULT_CATALOG_NAME,
                         help="the catalog's name as its readers open it (pyiceberg's "
                         f"SqlCatalog name; default {DEFAULT_CATALOG_NAME})")
+    parser.add_argument("--catalog-warehouse", default=None, metavar="NAME",
+                        help="REST catalog: the warehouse sent with GET /v1/config")
+    parser.add_argument("--catalog-token", default=None, metavar="TOKEN",
+                        help=f"REST catalog: bearer token (default ${TOKEN_ENV}; prefer the "
+                        "variable: a flag shows in the process list)")
+    parser.add_argument("--catalog-credential", default=None, metavar="ID:SECRET",
+                        help="REST catalog: OAuth2 client credential exchanged for a token "
+                        f"(default ${CREDENTIAL_ENV})")
 
 
 def add_register_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +54,13 @@ def add_register_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_register(client: Client, args: argparse.Namespace) -> int:
-    from quiver.supertable.iceberg import metadata_location
+    from quiver.supertable.iceberg import document, metadata_location
 
     local = _local(client, "iceberg register")
     try:
-        catalog = SqliteCatalog(args.catalog_uri, args.catalog_name)
+        catalog = open_catalog(args.catalog_uri, args.catalog_name, token=args.catalog_token,
+                               credential=args.catalog_credential,
+                               warehouse=args.catalog_warehouse)
     except CatalogError as exc:
         raise ClientError(str(exc)) from exc
     names = args.tables or local.tables()
@@ -56,7 +73,9 @@ def run_register(client: Client, args: argparse.Namespace) -> int:
             failed += 1
             continue
         try:
-            outcome = catalog.register(args.namespace, name, location)
+            outcome = catalog.register(
+                args.namespace, name, location,
+                lambda t=table, loc=location: document(t.store, t.prefix, loc))
         except CatalogError as exc:
             raise ClientError(str(exc)) from exc
         print(f"{args.namespace}.{name}\t{outcome}\t{location}")

@@ -1,4 +1,5 @@
-"""``quiver ingest``: Parquet, CSV and JSON-lines files streamed into a table, resumably.
+"""``quiver ingest``: Parquet, CSV and JSON-lines files, and existing Iceberg tables,
+streamed into a table, resumably.
 
 Each file is read record batch by record batch (``pyarrow.parquet.ParquetFile``,
 ``pyarrow.csv.open_csv``, ``pyarrow.json.open_json``), so a large file is never
@@ -13,6 +14,10 @@ relative to the argument that named it, its size and its modification time):
   that stopped in the middle of a file adds none of it, and the rerun reads it again;
 - small files share one commit, so a folder of many small files is not one
   version per file.
+
+An Iceberg table (its folder, its metadata file, or ``--iceberg-catalog`` with
+``--iceberg-table``) is one source whose identity is its UUID and current snapshot
+(``iceberg_source``); its rows are read batch by batch like a large file's.
 
 Through ``--server`` each file goes in with one Flight SQL bulk ingest (one commit)
 carrying its identity as the ``quiver.batch_id`` option: a rerun sends the files
@@ -38,6 +43,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from quiver.flight_server.cli import iceberg_source
 from quiver.flight_server.cli.client import Client, LocalClient, ServerClient, quote_ident
 from quiver.root_error import Kind, QuiverError
 from quiver.superfile.spec import vector_dim
@@ -69,9 +75,12 @@ class SourceFile:
     size: int
     mtime_ns: int
     kind: str
+    iceberg: iceberg_source.IcebergTable | None = None
 
     @property
     def identity(self) -> str:
+        if self.iceberg is not None:
+            return self.iceberg.identity
         key = f"{self.relative}\0{self.size}\0{self.mtime_ns}".encode()
         return "ingest:" + hashlib.sha256(key).hexdigest()[:32]
 
@@ -80,7 +89,14 @@ def find_files(paths: list[Path], kind: str | None = None) -> list[SourceFile]:
     """The files named by ``paths``: files as given, folders searched recursively (sorted)."""
     found: list[SourceFile] = []
     for arg in paths:
-        if arg.is_dir():
+        location = (arg.resolve().as_uri() if iceberg_source.is_metadata_file(arg)
+                    else iceberg_source.metadata_in(arg) if arg.is_dir() else None)
+        if location is not None and kind in (None, "iceberg"):
+            found.append(iceberg_file(location, arg))
+        elif kind == "iceberg":
+            raise IngestError(f"{arg}: not an Iceberg table (a folder holding metadata/ or a "
+                              "*.metadata.json file)")
+        elif arg.is_dir():
             inside = sorted(p for p in arg.rglob("*")
                             if p.is_file() and (kind or KINDS.get(p.suffix.lower())))
             if not inside:
@@ -93,6 +109,16 @@ def find_files(paths: list[Path], kind: str | None = None) -> list[SourceFile]:
         else:
             raise IngestError(f"{arg}: no such file or folder")
     return found
+
+
+def iceberg_file(location: str, path: Path | None = None) -> SourceFile:
+    """The current snapshot of the Iceberg table whose metadata file is ``location``."""
+    try:
+        table = iceberg_source.describe(location)
+    except iceberg_source.IcebergSourceError as exc:
+        raise IngestError(str(exc)) from None
+    return SourceFile(path or Path(location), location, table.data_bytes, table.snapshot_id,
+                      "iceberg", table)
 
 
 def _source(path: Path, relative: str, kind: str | None) -> SourceFile:
@@ -126,10 +152,14 @@ class _Reader:
             self.close()
             raise IngestError(f"{src.path}: cannot read as {src.kind}: "
                               f"{_named(exc, src)}") from None
+        except iceberg_source.IcebergSourceError as exc:
+            raise IngestError(str(exc)) from None
 
     def _open(self, hint: pa.Schema | None
               ) -> tuple[pa.Schema, Iterator[pa.RecordBatch], Callable[[], int]]:
         src = self.src
+        if src.iceberg is not None:
+            return iceberg_source.batches(src.iceberg)
         if src.kind == "parquet":
             pf = pq.ParquetFile(str(src.path))
             total = max(1, pf.metadata.num_rows)
@@ -376,9 +406,24 @@ class _Progress:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", help="table to append to (created with --create)")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                         help="files (.parquet, .csv, .jsonl, .ndjson, .json holding JSON lines) "
-                        "or folders, searched recursively in sorted order")
+                        "or folders, searched recursively in sorted order; an Iceberg table's "
+                        "folder (holding metadata/) or metadata file (*.metadata.json) is read "
+                        "as that table's current snapshot")
+    parser.add_argument("--iceberg-catalog", default=None, metavar="URI",
+                        help="read the table --iceberg-table from this Iceberg catalog "
+                        "(sqlite:///path.db or rest+http://host:port/path; a REST catalog's "
+                        "token or credential come from $QUIVER_ICEBERG_CATALOG_TOKEN or "
+                        "$QUIVER_ICEBERG_CATALOG_CREDENTIAL)")
+    parser.add_argument("--iceberg-table", default=None, metavar="NS.TABLE",
+                        help="with --iceberg-catalog: the table to read")
+    parser.add_argument("--iceberg-catalog-name", default="default", metavar="NAME",
+                        help="with a SQLite --iceberg-catalog: the catalog's name (default "
+                        "default)")
+    parser.add_argument("--iceberg-catalog-warehouse", default=None, metavar="NAME",
+                        help="with a REST --iceberg-catalog: the warehouse sent with "
+                        "GET /v1/config")
     parser.add_argument("--create", action="store_true",
                         help="create the table from the first file's columns when it does not "
                         "exist (an existing table is appended to)")
@@ -395,7 +440,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --create: make the list-of-floats column COL a vector of N "
                         "floats (when left out, --vector columns take the length of their "
                         "first value)")
-    parser.add_argument("--input-format", choices=("parquet", "csv", "json"), default=None,
+    parser.add_argument("--input-format", choices=("parquet", "csv", "json", "iceberg"),
+                        default=None,
                         help="read every file as this format instead of going by its suffix")
     parser.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, metavar="N",
                         help=f"rows per commit (default {DEFAULT_CHUNK_ROWS:,}); small files "
@@ -551,7 +597,7 @@ def run(client: Client, args: argparse.Namespace) -> int:
     if not args.create and (args.fts is not None or args.vector or args.metric
                             or args.vector_dim):
         raise IngestError("--fts, --vector, --metric and --vector-dim go with --create")
-    sources = find_files(args.paths, args.input_format)
+    sources = _sources(args)
     schema = client.table_schema(args.table)
     if schema is None and not args.create:
         raise IngestError(f"no table {args.table!r} at {client.where}; give --create to create "
@@ -559,6 +605,24 @@ def run(client: Client, args: argparse.Namespace) -> int:
     summary = _Run(client, args, sources, schema).run()
     sys.stdout.write(summary.line() + "\n")
     return 0
+
+
+def _sources(args: argparse.Namespace) -> list[SourceFile]:
+    if bool(args.iceberg_catalog) != bool(args.iceberg_table):
+        raise IngestError("--iceberg-catalog and --iceberg-table go together")
+    if not args.paths and not args.iceberg_table:
+        raise IngestError("name files or folders to ingest, or an Iceberg table with "
+                          "--iceberg-catalog and --iceberg-table")
+    sources = find_files(args.paths, args.input_format) if args.paths else []
+    if args.iceberg_table:
+        try:
+            location = iceberg_source.from_catalog(
+                args.iceberg_catalog, args.iceberg_table, name=args.iceberg_catalog_name,
+                token=None, credential=None, warehouse=args.iceberg_catalog_warehouse)
+        except iceberg_source.IcebergSourceError as exc:
+            raise IngestError(str(exc)) from None
+        sources.append(iceberg_file(location))
+    return sources
 
 
 def _chain(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]

@@ -101,11 +101,12 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
         "in its folder; these commands name it in a catalog.")
     actions = iceberg.add_subparsers(dest="iceberg_command", required=True)
     register = actions.add_parser(
-        "register", help="register tables in a SQLite Iceberg SQL catalog, or update them",
+        "register", help="register tables in an Iceberg catalog (SQLite or REST), or update "
+        "them",
         description="Register each table (every table under the root by default) in an "
-        "Iceberg SQL catalog kept in SQLite, at its newest Iceberg metadata file; a table "
-        "the catalog already lists is moved to that file in one update. Rerunning it is "
-        "harmless. Runs on a storage root (--root).")
+        "Iceberg catalog, a SQL catalog kept in SQLite or a REST catalog, at its newest "
+        "Iceberg metadata; a table the catalog already lists is moved forward to it in one "
+        "update. Rerunning it is harmless. Runs on a storage root (--root).")
     cli_iceberg.add_register_arguments(register)
     add_data_arguments(register)
     sub.add_parser("health", add_help=False,
@@ -238,13 +239,23 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="log lines as text, or one JSON object per line (default text)")
     serve.add_argument("--iceberg-catalog", default=None, metavar="URI",
-                       help="SQLite Iceberg SQL catalog (sqlite:////path.db) in which every "
-                       "table this server commits to is registered at its newest metadata "
+                       help="Iceberg catalog in which every table this server commits to is "
+                       "registered at its newest metadata: a SQLite SQL catalog "
+                       "(sqlite:////path.db) or a REST catalog (rest+http://host:port/path) "
                        "(a failure is logged; the write still succeeds)")
     serve.add_argument("--iceberg-namespace", default="quiver", metavar="NS",
                        help="namespace of the tables in --iceberg-catalog (default quiver)")
     serve.add_argument("--iceberg-catalog-name", default="default", metavar="NAME",
                        help="name of --iceberg-catalog as its readers open it (default default)")
+    serve.add_argument("--iceberg-catalog-warehouse", default=None, metavar="NAME",
+                       help="REST --iceberg-catalog: the warehouse sent with GET /v1/config")
+    serve.add_argument("--iceberg-catalog-token", default=None, metavar="TOKEN",
+                       help="REST --iceberg-catalog: bearer token (default "
+                       "$QUIVER_ICEBERG_CATALOG_TOKEN; prefer the variable: a flag shows in the "
+                       "process list)")
+    serve.add_argument("--iceberg-catalog-credential", default=None, metavar="ID:SECRET",
+                       help="REST --iceberg-catalog: OAuth2 client credential exchanged for a "
+                       "token (default $QUIVER_ICEBERG_CATALOG_CREDENTIAL)")
     _security_arguments(serve)
     _write_arguments(serve)
 
@@ -303,10 +314,13 @@ def _storage_options(pairs: list[str]) -> dict[str, str]:
 
 def _follow_catalog(args: argparse.Namespace) -> None:
     from quiver.supertable import iceberg
-    from quiver.supertable.iceberg.catalog import CatalogError, SqliteCatalog, follower
+    from quiver.supertable.iceberg.catalog import CatalogError, follower, open_catalog
 
     try:
-        catalog = SqliteCatalog(args.iceberg_catalog, args.iceberg_catalog_name)
+        catalog = open_catalog(args.iceberg_catalog, args.iceberg_catalog_name,
+                               token=args.iceberg_catalog_token,
+                               credential=args.iceberg_catalog_credential,
+                               warehouse=args.iceberg_catalog_warehouse)
     except CatalogError as exc:
         raise ValueError(str(exc)) from None
     iceberg.add_listener(follower(catalog, args.iceberg_namespace))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from quiver.supertable.manifest import Manifest
@@ -22,17 +22,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Called as listener(table name, metadata location) once a commit's metadata is written.
-_listeners: list[Callable[[str, str], None]] = []
+# The content of a metadata file, read through the table's own store when called.
+Document = Callable[[], dict[str, Any]]
+# Called as listener(table name, metadata location, document) once a commit's metadata is
+# written.
+Listener = Callable[[str, str, Document], None]
+_listeners: list[Listener] = []
 
 
-def add_listener(listener: Callable[[str, str], None]) -> None:
-    """Calls ``listener(name, metadata_location)`` after each commit's Iceberg metadata is
-    written in this process (a server keeping a catalog current uses this)."""
+def add_listener(listener: Listener) -> None:
+    """Calls ``listener(name, metadata_location, document)`` after each commit's Iceberg
+    metadata is written in this process (a server keeping a catalog current uses this);
+    ``document()`` reads that metadata file's JSON through the table's store."""
     _listeners.append(listener)
 
 
-def remove_listener(listener: Callable[[str, str], None]) -> None:
+def remove_listener(listener: Listener) -> None:
     if listener in _listeners:
         _listeners.remove(listener)
 
@@ -57,7 +62,7 @@ def _notify(store: ObjectStore, prefix: str, name: str) -> None:
         return
     for listener in list(_listeners):
         try:
-            listener(name, location)
+            listener(name, location, lambda: document(store, prefix, location))
         except Exception as exc:
             log.warning("Iceberg listener failed for table %r: %s", name, exc)
 
@@ -67,3 +72,14 @@ def metadata_location(store: ObjectStore, prefix: str) -> str | None:
     from quiver.supertable.iceberg import sync
 
     return sync.metadata_location(store, prefix)
+
+
+def document(store: ObjectStore, prefix: str, location: str) -> dict[str, Any]:
+    """The JSON of the table's metadata file at ``location``, read through ``store``."""
+    import json
+
+    from quiver.supertable.iceberg import sync
+
+    folder = sync.folder_for(store, prefix)
+    data, _ = store.get(folder.path(folder.rel(location)))
+    return json.loads(data)

@@ -1,4 +1,5 @@
-"""Naming tables in an Iceberg SQL catalog kept in SQLite, and keeping them current there.
+"""Naming tables in an Iceberg SQL catalog kept in SQLite, and keeping them current there;
+``open_catalog`` opens it or a REST catalog (``rest.py``) from a URI.
 
 The catalog is the table layout of Iceberg's SQL (JDBC) catalog as pyiceberg's
 ``SqlCatalog`` and Spark's ``JdbcCatalog`` use it: ``iceberg_tables`` maps
@@ -13,11 +14,12 @@ it missing, and a location never goes backwards.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from quiver.root_error import Kind, QuiverError
 
@@ -79,8 +81,10 @@ class SqliteCatalog:
             con.execute(statement)
         return con
 
-    def register(self, namespace: str, table: str, location: str) -> Outcome:
-        """Lists ``namespace.table`` at ``location``, or moves it there when it is older."""
+    def register(self, namespace: str, table: str, location: str,
+                 document: Callable[[], dict[str, Any]] | None = None) -> Outcome:
+        """Lists ``namespace.table`` at ``location``, or moves it there when it is older
+        (``document`` is not needed: the catalog holds the location only)."""
         try:
             with closing(self._connect()) as con:
                 con.execute("BEGIN IMMEDIATE")
@@ -127,13 +131,50 @@ class SqliteCatalog:
         return None if row is None else row[0]
 
 
-def follower(catalog: SqliteCatalog, namespace: str) -> Callable[[str, str], None]:
+class Catalog(Protocol):
+    """What keeps a catalog current: a SQLite catalog here, or a REST one (``rest.py``)."""
+
+    uri: str
+
+    def register(self, namespace: str, table: str, location: str,
+                 document: Callable[[], dict[str, Any]] | None = None) -> Outcome:
+        """``document`` reads the metadata file's JSON, for a catalog that needs it."""
+
+    def location(self, namespace: str, table: str) -> str | None: ...
+
+
+TOKEN_ENV = "QUIVER_ICEBERG_CATALOG_TOKEN"
+CREDENTIAL_ENV = "QUIVER_ICEBERG_CATALOG_CREDENTIAL"
+
+
+def open_catalog(uri: str, name: str = DEFAULT_CATALOG_NAME, *, token: str | None = None,
+                 credential: str | None = None, warehouse: str | None = None) -> Catalog:
+    """The catalog ``uri`` names: ``sqlite:///path.db`` or ``rest+http(s)://host/path``.
+
+    A REST catalog's bearer ``token`` or OAuth2 ``credential`` (``id:secret``) default to
+    the environment variables ``QUIVER_ICEBERG_CATALOG_TOKEN`` and
+    ``QUIVER_ICEBERG_CATALOG_CREDENTIAL``.
+    """
+    from quiver.supertable.iceberg import rest
+
+    if rest.is_rest(uri):
+        return rest.RestCatalog(uri, token=token or os.environ.get(TOKEN_ENV),
+                                credential=credential or os.environ.get(CREDENTIAL_ENV),
+                                warehouse=warehouse)
+    if uri.startswith("sqlite:"):
+        return SqliteCatalog(uri, name)
+    raise CatalogError(f"unknown catalog URI {rest.redacted(uri)!r}: give sqlite:///path.db or "
+                       "rest+http://host:port/path")
+
+
+def follower(catalog: Catalog, namespace: str
+             ) -> Callable[[str, str, Callable[[], dict[str, Any]]], None]:
     """A listener for ``quiver.supertable.iceberg.add_listener`` that keeps ``catalog`` current;
     it logs a failure and never raises, so a write never fails for the catalog's sake."""
 
-    def follow(name: str, location: str) -> None:
+    def follow(name: str, location: str, document: Callable[[], dict[str, Any]]) -> None:
         try:
-            outcome = catalog.register(namespace, name, location)
+            outcome = catalog.register(namespace, name, location, document)
             log.debug("Iceberg catalog %s: table %s.%s %s (%s)", catalog.uri, namespace, name,
                       outcome, location)
         except Exception as exc:

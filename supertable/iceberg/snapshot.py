@@ -5,7 +5,11 @@ the range is in its name), data files and delete files in separate manifests. A
 manifest whose range holds the same files (and tombstone counts) as in the previous
 snapshot is listed again as it is: an append writes one new data manifest, a delete
 rewrites only the delete manifests of the ranges it touched. Past ``MAX_MANIFESTS``
-manifests of a kind they are merged into one, so readers open few manifests.
+manifests of a kind they are merged, so readers open few manifests (each one a reader
+opens costs it about as much as a data file): the oldest manifest stays as it is when it
+lists at least as many files as all the others, which are merged into a second one;
+otherwise all are merged into one. A file is so rewritten a few times over the table's
+life, not at every merge.
 
 Tombstones become position delete files (Parquet), one per data file and
 tombstone set, named after the data file and the number of rows it has
@@ -18,6 +22,9 @@ sequence number is the version that added it; its delete file carries the same
 number, which is all a position delete needs to apply (data sequence number not
 greater than the delete's), and keeps rewritten manifests from needing to know
 when each delete file was first written. Files with no live row are left out.
+
+Data file entries carry column statistics from the files' Parquet footers (``stats``),
+taken over from the previous snapshot's manifests when a file is listed again.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ from pyiceberg.schema import Schema
 from pyiceberg.typedef import Record
 
 from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError
-from quiver.supertable.iceberg.io import MemoryOutputFile
+from quiver.supertable.iceberg import stats
+from quiver.supertable.iceberg.io import MemoryOutputFile, StoreFileIO
 from quiver.supertable.manifest import FileEntry, Manifest, bitmap_rows
 from quiver.supertable.store import ObjectStore
 
@@ -59,8 +67,10 @@ DELETES_DIR = f"{METADATA_DIR}/deletes"
 FILE_PATH_ID = 2147483546
 POS_ID = 2147483545
 _MANIFEST_NAME = re.compile(r"m(\d+)-[0-9a-f]+-(data|deletes)-g(\d+)-(\d+)\.avro$")
+_STAT_KEYS = ("column_sizes", "value_counts", "null_value_counts", "nan_value_counts",
+              "lower_bounds", "upper_bounds")
 # Manifests of one kind a snapshot lists at most before they are merged into one.
-MAX_MANIFESTS = 8
+MAX_MANIFESTS = 4
 _DELETE_SCHEMA = pa.schema([
     pa.field("file_path", pa.string(), nullable=False,
              metadata={b"PARQUET:field_id": str(FILE_PATH_ID).encode()}),
@@ -137,12 +147,38 @@ def delete_file_bytes(data_uri: str, entry: FileEntry) -> bytes:
     return sink.getvalue()
 
 
-def _data_file(folder: Folder, f: FileEntry) -> DataFile:
+def _data_file(folder: Folder, f: FileEntry, column_stats: dict[str, Any]) -> DataFile:
     return DataFile.from_args(
         content=DataFileContent.DATA, file_path=folder.uri(f.path),
         file_format=FileFormat.PARQUET, partition=Record(), record_count=f.rows,
         file_size_in_bytes=f.size, sort_order_id=None, spec_id=0, equality_ids=None,
-        key_metadata=None)
+        key_metadata=None, **column_stats)
+
+
+def _listed_stats(folder: Folder, manifests: list[ManifestFile], files: list[FileEntry]
+                  ) -> dict[str, dict[str, Any]]:
+    """Column statistics of the data files ``manifests`` list, by file URI (none are read
+    when this process already knows those of every file in ``files``)."""
+    if all(stats.remembered(folder.uri(f.path)) is not None for f in files):
+        return {}
+    io = StoreFileIO(folder.store, folder.location, folder.prefix)
+    out: dict[str, dict[str, Any]] = {}
+    for mf in manifests:
+        for entry in mf.fetch_manifest_entry(io, discard_deleted=True):
+            df = entry.data_file
+            if df.lower_bounds or df.value_counts:
+                out[df.file_path] = {key: dict(getattr(df, key) or {}) for key in _STAT_KEYS}
+    return out
+
+
+def _stats_of(folder: Folder, planner: stats.Planner, f: FileEntry,
+              listed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    uri = folder.uri(f.path)
+    known = stats.remembered(uri) or listed.get(uri)
+    if known is None:
+        known = stats.file_stats(folder.store, planner, folder.path(f.path), f.size)
+    stats.remember(uri, known)
+    return known
 
 
 def _delete_file(folder: Folder, f: FileEntry, size: int) -> DataFile:
@@ -209,7 +245,7 @@ def _plan(files: list[FileEntry], before: list[FileEntry],
 
     A previous manifest stays when the files of its ``added_in`` range are as they were.
     Files outside every kept range are written in one manifest per range; past
-    ``MAX_MANIFESTS`` manifests, all of them are merged into one.
+    ``MAX_MANIFESTS`` manifests, they are merged (see the module notes).
     """
     kept: list[ManifestFile] = []
     kept_ranges: list[tuple[int, int]] = []
@@ -231,6 +267,14 @@ def _plan(files: list[FileEntry], before: list[FileEntry],
         for lo, hi in sorted(set(spans)):
             fresh.append(((lo, hi), [f for f in rest if lo <= f.added_in <= hi]))
     if len(kept) + len(fresh) > MAX_MANIFESTS:
+        if kept:
+            # The oldest manifest stays when it is the bigger part: only newer files merge.
+            base_lo, base_hi = kept_ranges[0]
+            others = [f for f in files if not base_lo <= f.added_in <= base_hi]
+            if (others and min(f.added_in for f in others) > base_hi
+                    and len(files) - len(others) >= len(others)):
+                span = (min(f.added_in for f in others), max(f.added_in for f in others))
+                return [kept[0]], [(span, others)]
         lo = min(f.added_in for f in files)
         hi = max(f.added_in for f in files)
         return [], [((lo, hi), list(files))]
@@ -251,11 +295,17 @@ def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
 
     kept, fresh = _plan(live, before, _ranges(prior, "data"), lambda f: f.path)
     manifests += kept
+    planner = stats.Planner(schema) if fresh else None
+    rewritten = [mf for mf in _ranges(prior, "data").values() if mf not in kept]
+    listed = (_listed_stats(folder, rewritten, [f for _, fs in fresh for f in fs])
+              if fresh and rewritten else {})
     for span, files in fresh:
+        assert planner is not None
         entries = [_entry(ManifestEntryStatus.EXISTING if f.path in old_files
                           else ManifestEntryStatus.ADDED,
                           f.added_in if f.path in old_files else version,
-                          f.added_in, _data_file(folder, f)) for f in files]
+                          f.added_in, _data_file(folder, f, _stats_of(folder, planner, f, listed)))
+                   for f in files]
         mf = _write_manifest(folder, schema, version, "data", span, entries)
         manifests.append(mf)
         written.objects.append(folder.rel(mf.manifest_path))

@@ -11,15 +11,17 @@ Quiver's readers cannot.
 
 ``retain_for_gc`` writes metadata that keeps only the snapshots whose files gc
 keeps, before gc deletes anything; ``clean_for_gc`` then removes Iceberg files no
-retained snapshot refers to. Tables on ``memory://`` roots (nothing outside the
-process can read them) and tables with a column Iceberg cannot describe get no
-Iceberg metadata; ``QUIVER_ICEBERG=off`` turns it off everywhere.
+retained snapshot refers to, except the newest metadata file a REST catalog wrote
+there. Tables on ``memory://`` roots (nothing outside the process can read them) and
+tables with a column Iceberg cannot describe get no Iceberg metadata;
+``QUIVER_ICEBERG=off`` turns it off everywhere.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -42,6 +44,7 @@ from quiver.supertable.store import ObjectMeta, ObjectStore
 log = logging.getLogger(__name__)
 
 ENV = "QUIVER_ICEBERG"
+_OURS = re.compile(r"/v\d+\.metadata\.json$")
 MAX_CATCH_UP = 20
 PUBLISH_ATTEMPTS = 8
 
@@ -194,6 +197,17 @@ def referenced(folder: Folder, doc: dict[str, Any]) -> set[str]:
     return out
 
 
+def _newest_catalog_file(folder: Folder, listed: list[ObjectMeta]) -> set[str]:
+    """The newest metadata file a catalog wrote in the folder (a REST catalog commit writes
+    its own, and points at it until the table's next commit), as a path to keep."""
+    theirs = [m for m in listed if m.path.endswith(".metadata.json")
+              and not _OURS.search(m.path) and m.last_modified is not None]
+    if not theirs:
+        return set()
+    newest = max(theirs, key=lambda m: m.last_modified)
+    return {newest.path[len(folder.path("")):]}
+
+
 def clean_for_gc(store: ObjectStore, prefix: str, cutoff: float) -> list[ObjectMeta]:
     """Iceberg files under ``metadata/`` that the newest metadata does not use and that were
     written before ``cutoff``: these are the ones to delete. Older metadata files go too."""
@@ -207,8 +221,10 @@ def clean_for_gc(store: ObjectStore, prefix: str, cutoff: float) -> list[ObjectM
     keep = referenced(folder, doc) | {metadata.HINT, metadata.metadata_name(number)}
     keep |= {folder.rel(e["metadata-file"]) for e in doc.get("metadata-log", [])
              if e["timestamp-ms"] / 1000 >= cutoff}
+    listed = list(store.list(folder.path(f"{METADATA_DIR}/")))
+    keep |= _newest_catalog_file(folder, listed)
     doomed = []
-    for meta in store.list(folder.path(f"{METADATA_DIR}/")):
+    for meta in listed:
         rel = meta.path[len(folder.path("")):]
         if rel in keep:
             continue

@@ -113,6 +113,49 @@ def test_schema_has_field_ids_and_name_mapping_and_hides_id(tmp_path):
         "title", "body", "year", "emb"]
 
 
+def _data_files(t: Table) -> list:
+    location = iceberg.metadata_location(t.store, t.prefix)
+    return [task.file for task in StaticTable.from_metadata(location).scan().plan_files()]
+
+
+def test_data_files_carry_column_statistics_from_their_footers_without_the_row_id(tmp_path):
+    import struct
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema(4))
+    data = make_docs(50, dim=4)
+    titles = data.column("title").to_pylist()
+    titles[7] = None
+    t.append(data.set_column(0, "title", pa.array(titles, pa.string())))
+    (df,) = _data_files(t)
+    years = data.column("year")
+    assert struct.unpack("<i", df.lower_bounds[3])[0] == pc.min(years).as_py()
+    assert struct.unpack("<i", df.upper_bounds[3])[0] == pc.max(years).as_py()
+    assert df.lower_bounds[1].decode() == min(x for x in titles if x is not None)
+    assert df.null_value_counts[1] == 1 and df.null_value_counts[3] == 0
+    assert df.value_counts[3] == 50
+    assert all(df.column_sizes[i] > 0 for i in (1, 2, 3))
+    # The hidden row id (field 6 in the name mapping) is not described.
+    for stats in (df.lower_bounds, df.upper_bounds, df.value_counts, df.column_sizes):
+        assert 6 not in stats
+
+
+def test_column_statistics_survive_manifests_being_merged(tmp_path):
+    from quiver.supertable.iceberg.snapshot import MAX_MANIFESTS
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    for seed in range(MAX_MANIFESTS):
+        t.append(make_docs(20, seed=seed))
+    before = {df.file_path: dict(df.upper_bounds) for df in _data_files(t)}
+    t.append(make_docs(20, seed=99))  # one manifest too many: all are merged into one
+    location = iceberg.metadata_location(t.store, t.prefix)
+    data_manifests = [m for m in StaticTable.from_metadata(location).current_snapshot()
+                      .manifests(StaticTable.from_metadata(location).io) if m.content == 0]
+    assert len(data_manifests) == 1
+    after = {df.file_path: dict(df.upper_bounds) for df in _data_files(t)}
+    assert len(after) == MAX_MANIFESTS + 1 and all(after.values())
+    assert {p: after[p] for p in before} == before
+
+
 def test_snapshot_summaries_count_added_and_deleted_rows_and_files(tmp_path):
     t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
     t.append(make_docs(100))
@@ -198,3 +241,58 @@ def test_many_appends_are_merged_into_few_manifests_and_read_the_same(tmp_path):
         listed = _manifest_files(folder, ice_metadata.load(folder)[1], v)
         assert len(listed) <= 2 * MAX_MANIFESTS
     _assert_every_version_reads_the_same(t, None, list(range(1, t.version + 1)))
+
+
+def test_a_big_oldest_manifest_is_kept_while_newer_ones_merge(tmp_path):
+    from quiver.supertable.iceberg.snapshot import MAX_MANIFESTS
+    from quiver.supertable.iceberg.sync import _manifest_files
+
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    # One manifest of more files than the appends below add: it is never the smaller part.
+    t.append(make_docs(300 * 3 * MAX_MANIFESTS, seed=0))
+    folder = folder_for(t.store, t.prefix)
+    big = _manifest_files(folder, ice_metadata.load(folder)[1], t.version)[0].manifest_path
+    for i in range(2 * MAX_MANIFESTS):
+        t.append(make_docs(10, seed=i + 1))
+        listed = [m.manifest_path for m in
+                  _manifest_files(folder, ice_metadata.load(folder)[1], t.version)]
+        assert len(listed) <= MAX_MANIFESTS
+        assert big in listed, f"the big manifest was rewritten at version {t.version}"
+    _assert_every_version_reads_the_same(t, None, [t.version])
+
+
+def test_filtered_reads_that_prune_by_column_statistics_find_every_matching_row(tmp_path):
+    import datetime as dt
+
+    from pyiceberg.expressions import EqualTo, GreaterThanOrEqual
+
+    schema = pa.schema([("i", pa.int32()), ("l", pa.int64()), ("d", pa.float64()),
+                        ("s", pa.string()), ("b", pa.bool_()), ("day", pa.date32()),
+                        ("ts", pa.timestamp("us"))])
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("typed", schema)
+    for k in range(4):  # four files with disjoint value ranges
+        base = k * 100
+        t.append(pa.table({
+            "i": pa.array([base + j for j in range(10)], pa.int32()),
+            "l": pa.array([(base + j) * 10**10 for j in range(10)], pa.int64()),
+            "d": [base + j + 0.5 for j in range(10)],
+            "s": [f"k{k}-{j}" for j in range(10)],
+            "b": [k % 2 == 0] * 10,
+            "day": [dt.date(2020, 1, 1) + dt.timedelta(days=base + j) for j in range(10)],
+            "ts": [dt.datetime(2021, 1, 1) + dt.timedelta(hours=base + j) for j in range(10)],
+        }, schema=schema))
+    location = iceberg.metadata_location(t.store, t.prefix)
+    table = StaticTable.from_metadata(location)
+    con = duck()
+    probes = {"i": 203, "l": 203 * 10**10, "d": 203.5, "s": "k2-3",
+              "day": dt.date(2020, 1, 1) + dt.timedelta(days=203),
+              "ts": dt.datetime(2021, 1, 1) + dt.timedelta(hours=203)}
+    for column, value in probes.items():
+        got = table.scan(row_filter=EqualTo(column, value)).to_arrow()
+        assert got.column("i").to_pylist() == [203], column
+        duck_rows = con.execute(f"SELECT i FROM iceberg_scan(?) WHERE {column} = ?",
+                                [location, value]).fetchall()
+        assert duck_rows == [(203,)], column
+    assert table.scan(row_filter=GreaterThanOrEqual("s", "k3")).to_arrow().num_rows == 10
+    assert con.execute("SELECT count(*) FROM iceberg_scan(?) WHERE b",
+                       [location]).fetchone() == (20,)

@@ -1,0 +1,132 @@
+"""Existing Iceberg tables as ``quiver ingest`` sources: finding them, and their rows.
+
+A table is named by its metadata file (``*.metadata.json``), by its folder (the one
+holding ``metadata/``; its newest metadata file is taken, by ``version-hint.text`` when
+there is one), or by a catalog and an identifier (``--iceberg-catalog`` with
+``--iceberg-table``, any catalog ``quiver iceberg register`` writes to). Its current
+snapshot is read with pyiceberg's scan, one Arrow record batch at a time (file by file,
+position and equality deletes applied), so a large table is never held whole.
+
+The source's identity is the table's UUID and the snapshot read: a rerun on the same
+snapshot adds nothing; once the table has a newer snapshot, its rows are read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+_NUMBERED = re.compile(r"(?:^v|^)(\d+)(?:-[^/]*)?\.metadata\.json$")
+
+
+class IcebergSourceError(Exception):
+    """The Iceberg table cannot be found or read."""
+
+
+def metadata_in(folder: Path) -> str | None:
+    """The newest metadata file of the Iceberg table in ``folder``, or None when the folder
+    holds no Iceberg table."""
+    meta = folder / "metadata"
+    if not meta.is_dir():
+        return None
+    hint = meta / "version-hint.text"
+    if hint.is_file():
+        text = hint.read_text().strip()
+        for name in (f"v{text}.metadata.json", text, f"{text}.metadata.json"):
+            if name and (meta / name).is_file():
+                return (meta / name).resolve().as_uri()
+    numbered = []
+    for p in meta.glob("*.metadata.json"):
+        found = _NUMBERED.match(p.name)
+        if found:
+            numbered.append((int(found.group(1)), p.stat().st_mtime_ns, p))
+    if not numbered:
+        return None
+    return max(numbered)[2].resolve().as_uri()
+
+
+def is_metadata_file(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(".metadata.json")
+
+
+def from_catalog(uri: str, identifier: str, *, name: str, token: str | None,
+                 credential: str | None, warehouse: str | None) -> str:
+    """The metadata file a catalog lists for ``identifier`` (``namespace.table``)."""
+    from quiver.supertable.iceberg.catalog import CatalogError, open_catalog
+
+    namespace, sep, table = identifier.rpartition(".")
+    if not sep or not namespace or not table:
+        raise IcebergSourceError(f"--iceberg-table wants NAMESPACE.TABLE, got {identifier!r}")
+    try:
+        catalog = open_catalog(uri, name, token=token, credential=credential,
+                               warehouse=warehouse)
+        location = catalog.location(namespace, table)
+    except CatalogError as exc:
+        raise IcebergSourceError(str(exc)) from None
+    if location is None:
+        raise IcebergSourceError(f"the catalog lists no table {identifier!r}")
+    return location
+
+
+@dataclass(frozen=True)
+class IcebergTable:
+    """One Iceberg table's current snapshot, as an ingest source."""
+
+    metadata_location: str
+    table_uuid: str
+    snapshot_id: int
+    data_bytes: int
+    rows: int
+
+    @property
+    def identity(self) -> str:
+        key = f"iceberg\0{self.table_uuid}\0{self.snapshot_id}".encode()
+        return "ingest:" + hashlib.sha256(key).hexdigest()[:32]
+
+
+def _load(location: str) -> Any:
+    from pyiceberg.table import StaticTable
+
+    try:
+        return StaticTable.from_metadata(location)
+    except Exception as exc:  # pyiceberg raises many kinds for an unreadable file
+        raise IcebergSourceError(f"{location}: cannot read Iceberg metadata: {exc}") from None
+
+
+def describe(location: str) -> IcebergTable:
+    """The table at ``location`` and the size of its current snapshot."""
+    table = _load(location)
+    snapshot = table.current_snapshot()
+    summary = snapshot.summary if snapshot is not None else None
+    records = size = 0
+    if summary is not None:
+        records = int(summary.get("total-records", 0) or 0)
+        size = int(summary.get("total-files-size", 0) or 0)
+    return IcebergTable(location, str(table.metadata.table_uuid),
+                        snapshot.snapshot_id if snapshot is not None else -1, size, records)
+
+
+def batches(source: IcebergTable) -> tuple[pa.Schema, Iterator[pa.RecordBatch],
+                                           Callable[[], int]]:
+    """The schema, the record batches of the current snapshot, and how many bytes of its
+    data files the batches read so far stand for (estimated from rows)."""
+    table = _load(source.metadata_location)
+    try:
+        reader = table.scan().to_arrow_batch_reader()
+    except Exception as exc:
+        raise IcebergSourceError(f"{source.metadata_location}: cannot scan: {exc}") from None
+    done = [0]
+    total = max(1, source.rows)
+
+    def read() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            done[0] += batch.num_rows
+            yield batch
+
+    return reader.schema, read(), lambda: source.data_bytes * min(done[0], total) // total
