@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from quiver.flight_server.cli.credentials import (
+    CredentialError,
+    add_credential_arguments,
+    credentials_of,
+    given_flags,
+)
+from quiver.flight_server.cli.roots import require_root
 from quiver.flight_server.clients.flight_client import ConnectionOptions, QuiverClientError, ingest
 from quiver.flight_server.sql import SqlConnection, connect
 from quiver.supertable import interrupt as interrupts
@@ -73,23 +78,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="storage root opened in this process, as for quiver serve: a local "
                        f"folder, file://, memory://, s3://bucket/prefix, gs://… or az://… "
                        f"(default ./{DEFAULT_ROOT})")
+    group.add_argument("--create-root", action="store_true",
+                       help="create the --root folder when it does not exist (a missing local "
+                       "root is refused otherwise)")
     group.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                        help="object store setting for --root, repeatable: aws_endpoint, "
                        "aws_access_key_id, aws_secret_access_key, aws_region, allow_http, …")
     group.add_argument("--server", default=None, metavar="URI",
                        help="send statements to a running server instead: grpc://host:port or "
                        "grpc+tls://host:port")
-    group.add_argument("--token", default=None,
-                       help="static bearer token for --server (visible in the process list: "
-                       "prefer --token-env)")
-    group.add_argument("--token-env", default=None, metavar="VAR",
-                       help="environment variable holding the bearer token for --server")
-    group.add_argument("--user", default=None, metavar="NAME:PASSWORD",
-                       help="log in to --server with basic authentication; a bare NAME takes "
-                       "the password from $QUIVER_PASSWORD")
-    group.add_argument("--tls-root-certs", type=Path, default=None, metavar="PEM",
-                       help="PEM file of the certificate authorities to trust for a "
-                       "grpc+tls:// --server")
+    add_credential_arguments(group)
 
 
 def storage_options(pairs: Iterable[str]) -> dict[str, str]:
@@ -298,28 +296,15 @@ def _closing_reader(reader: pa.RecordBatchReader, cursor: object) -> pa.RecordBa
 def _server_kwargs(args: argparse.Namespace) -> dict[str, str]:
     import adbc_driver_flightsql as flightsql
 
-    given = [name for name, value in (("--token", args.token), ("--token-env", args.token_env),
-                                      ("--user", args.user)) if value]
-    if len(given) > 1:
-        raise ClientError(f"give only one of {', '.join(given)}")
+    try:
+        creds = credentials_of(args)
+    except CredentialError as exc:
+        raise ClientError(str(exc)) from None
     kwargs: dict[str, str] = {}
-    token = None
-    if args.token_env:
-        token = os.environ.get(args.token_env)
-        if not token or not token.split(",")[0].strip():
-            raise ClientError(f"the environment variable {args.token_env!r} holds no token")
-        token = token.split(",")[0].strip()
-    elif args.token:
-        token = args.token.strip()
-    if token:
-        kwargs[flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
-    if args.user:
-        name, sep, password = args.user.partition(":")
-        if not sep:
-            password = os.environ.get("QUIVER_PASSWORD", "")
-            if not password:
-                raise ClientError("--user wants NAME:PASSWORD (or NAME with $QUIVER_PASSWORD)")
-        kwargs["username"], kwargs["password"] = name, password
+    if creds.token:
+        kwargs[flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {creds.token}"
+    if creds.username is not None:
+        kwargs["username"], kwargs["password"] = creds.username, creds.password or ""
     if args.tls_root_certs is not None:
         if not args.server.startswith("grpc+tls://"):
             raise ClientError("--tls-root-certs needs a grpc+tls:// --server address")
@@ -347,16 +332,17 @@ def _flight_options(uri: str, kwargs: dict[str, str]) -> ConnectionOptions:
 def open_client(args: argparse.Namespace) -> Client:
     """The client the data options in ``args`` (see ``add_data_arguments``) describe."""
     if args.server:
-        if args.root is not None or args.storage_option:
+        if args.root is not None or args.storage_option or args.create_root:
             raise ClientError("give either --root (with --storage-option) or --server, not both")
         if not args.server.startswith(("grpc://", "grpc+tcp://", "grpc+tls://")):
             raise ClientError(f"--server wants grpc://host:port or grpc+tls://host:port, "
                               f"got {args.server!r}")
         kwargs = _server_kwargs(args)
         return ServerClient(args.server, kwargs, _flight_options(args.server, kwargs))
-    for flag, value in (("--token", args.token), ("--token-env", args.token_env),
-                        ("--user", args.user), ("--tls-root-certs", args.tls_root_certs)):
-        if value:
-            raise ClientError(f"{flag} goes with --server")
+    flags = given_flags(args)
+    if flags:
+        raise ClientError(f"{flags[0]} goes with --server")
     options = storage_options(args.storage_option)
-    return LocalClient(connect(args.root or DEFAULT_ROOT, **options))
+    root = args.root or DEFAULT_ROOT
+    require_root(root, create=args.create_root)
+    return LocalClient(connect(root, **options))

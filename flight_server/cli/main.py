@@ -122,6 +122,7 @@ def _run_data_command(args: argparse.Namespace) -> int:
     from quiver.flight_server.cli import ingest as cli_ingest
     from quiver.flight_server.cli import sql_shell as cli_sql
     from quiver.flight_server.cli.client import ClientError, one_line, open_client
+    from quiver.flight_server.cli.roots import RootMissingError
 
     runners = {"ingest": cli_ingest.run, "sql": cli_sql.run, "tables": cli_admin.run_tables,
                "describe": cli_admin.run_describe, "optimize": cli_admin.run_optimize,
@@ -139,6 +140,9 @@ def _run_data_command(args: argparse.Namespace) -> int:
     try:
         with open_client(args) as client:
             return runners[args.command](client, args)
+    except RootMissingError as exc:
+        print(f"quiver: error: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader of stdout went away (``| head``): nothing left to say to it.
         sys.stderr.close()
@@ -165,9 +169,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "needs authentication (--user, --users-file, --token-file or --token-env) unless "
         "--allow-unauthenticated is given.",
     )
-    serve.add_argument("--root", default="data",
+    serve.add_argument("--root", default=None,
                        help="storage root: a local folder, file://, memory://, s3://bucket/prefix,"
-                       " gs://… or az://… (default ./data)")
+                       " gs://… or az://… (default ./data, created when missing)")
+    serve.add_argument("--create-root", action="store_true",
+                       help="create the --root folder when it does not exist (a missing local "
+                       "root is refused otherwise)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=50051,
@@ -327,6 +334,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.metrics_port < 0 or args.metrics_port > 65535:
         print("quiver: error: --metrics-port must be 0-65535", file=sys.stderr)
         return 2
+    from quiver.flight_server.cli.roots import RootMissingError, require_root
+
+    try:
+        # The default ./data may be made, so that a fresh clone's first command works.
+        require_root(args.root or "data", create=args.create_root or args.root is None)
+    except (RootMissingError, OSError) as exc:
+        print(f"quiver: error: {exc}", file=sys.stderr)
+        return 2
+    args.root = args.root or "data"
     try:
         storage = _storage_options(args.storage_option)
         if args.iceberg_catalog:
