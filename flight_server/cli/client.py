@@ -7,14 +7,13 @@ root, ``ServerClient`` sends it over Flight SQL with the ADBC driver. Both strea
 query results as Arrow record batches and answer the few catalog questions the
 commands ask (tables, a table's schema and description, bulk appends).
 
-``one_line`` turns whatever a command raised into the one line the command prints.
+``one_line`` (from ``messages``) turns whatever a command raised into the line it prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from quiver.flight_server.cli.credentials import (
     credentials_of,
     given_flags,
 )
+from quiver.flight_server.cli.messages import one_line
 from quiver.flight_server.cli.roots import require_root
 from quiver.flight_server.clients.flight_client import ConnectionOptions, QuiverClientError, ingest
 from quiver.flight_server.sql import SqlConnection, connect
@@ -99,27 +99,6 @@ def storage_options(pairs: Iterable[str]) -> dict[str, str]:
             raise ClientError(f"--storage-option wants KEY=VALUE, got {pair!r}")
         options[key.strip()] = value
     return options
-
-
-# -- errors ---------------------------------------------------------------------------------
-
-# The ADBC Flight SQL driver wraps a server's message as "CODE: [FlightSQL] <message>.
-# Detail: <the server's exception> (<Code>; <Call>)"; a person wants the message.
-_ADBC_HEAD = re.compile(r"^\s*(?:[A-Z_]+: )?\[FlightSQL\]\s*")
-_ADBC_TAIL = re.compile(r"\s*\(\w+; \w+\)\s*$")
-_MAX_MESSAGE = 1000
-
-
-def one_line(exc: BaseException) -> str:
-    """``exc``'s message on one line, without driver decoration."""
-    text = str(exc).strip()
-    if _ADBC_HEAD.match(text):
-        text = _ADBC_TAIL.sub("", _ADBC_HEAD.sub("", text))
-        text = re.split(r"\.?\s*Detail: ", text, maxsplit=1)[0]
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    if len(text) > _MAX_MESSAGE:
-        text = text[:_MAX_MESSAGE] + "…"
-    return text or type(exc).__name__
 
 
 # -- clients --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from quiver.flight_server.cli.credentials import (
     add_credential_arguments,
     credentials_of,
 )
+from quiver.flight_server.cli.messages import one_line
 from quiver.proto import flight_sql_pb2, pack
 
 __all__ = ["Credentials", "HealthError", "add_arguments", "check", "main", "run"]
@@ -84,13 +85,7 @@ def _client(server: str, tls_root_certs: Path | None) -> flight.FlightClient:
     try:
         return flight.FlightClient(server, **kwargs)
     except (pa.ArrowException, ValueError) as exc:
-        raise HealthError(f"cannot connect to {server}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    # gRPC errors carry multi-line details; a health check reports one line.
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise HealthError(f"cannot connect to {server}: {one_line(exc)}") from None
 
 
 def check(server: str = DEFAULT_SERVER, credentials: Credentials | None = None, *,
@@ -120,13 +115,13 @@ def check(server: str = DEFAULT_SERVER, credentials: Credentials | None = None, 
         tables = [client.do_get(endpoint.ticket, options).read_all()
                   for endpoint in info.endpoints]
     except flight.FlightUnauthenticatedError as exc:
-        raise HealthError(f"{server} refused the credentials: {_first_line(exc)}") from None
+        raise HealthError(f"{server} refused the credentials: {one_line(exc)}") from None
     except flight.FlightTimedOutError:
         raise HealthError(f"{server} did not answer within {timeout:g}s") from None
     except flight.FlightUnavailableError as exc:
-        raise HealthError(f"{server} is unavailable: {_first_line(exc)}") from None
+        raise HealthError(f"{server} is unavailable: {one_line(exc)}") from None
     except (pa.ArrowException, OSError) as exc:
-        raise HealthError(f"{server} failed GetSqlInfo: {_first_line(exc)}") from None
+        raise HealthError(f"{server} failed GetSqlInfo: {one_line(exc)}") from None
     finally:
         client.close()
     return _server_name(server, tables)

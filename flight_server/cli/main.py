@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from quiver.flight_server.cli.messages import one_line
 from quiver.superfile import SuperfileError
 from quiver.supertable.errors import TableError
 
@@ -373,10 +374,10 @@ def _run_serve(args: argparse.Namespace) -> int:
                              "group_commit_window_s": args.group_commit_window},
               max_concurrent_appends=args.max_concurrent_appends)
     except (ServeError, ValueError) as exc:
-        print(f"quiver: error: {exc}", file=sys.stderr)
+        print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except (TableError, OSError, pa.ArrowException) as exc:
-        print(f"quiver: error: {exc}", file=sys.stderr)
+        print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in _DATA_COMMANDS:
             return _run_data_command(args)
     except SuperfileError as exc:
-        print(f"quiver: error: {exc}", file=sys.stderr)
+        print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 
