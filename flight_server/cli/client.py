@@ -208,6 +208,7 @@ class ServerClient(Client):
         except Exception as exc:
             raise ClientError(f"cannot connect to {uri}: {one_line(exc)}") from None
         self._cursor: Any = None
+        self._action_client: Any = None
         self._db_kwargs = db_kwargs
         # Connections still in use by abandoned statements: kept referenced, never closed.
         self._abandoned: list[Any] = []
@@ -221,6 +222,13 @@ class ServerClient(Client):
                                         autocommit=True)
 
     def cancel(self) -> None:
+        action = self._action_client
+        if action is not None:
+            # Closing the channel cancels the call; the server sees it and stops the work.
+            try:
+                action.close()
+            except Exception as exc:  # it may have ended meanwhile
+                log.debug("cancel: %s", exc)
         cursor = self._cursor
         if cursor is not None:
             try:
@@ -257,6 +265,36 @@ class ServerClient(Client):
                           batch_id=batch_id)
         except QuiverClientError as exc:
             raise ClientError(str(exc)) from None
+
+    def action(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Runs the server's Flight action ``kind`` with a JSON body; its JSON answer.
+        ``cancel`` from another thread ends the call (the server stops the work)."""
+        import json
+
+        import pyarrow.flight as flight
+
+        try:
+            client, call = self.flight.connect()
+        except QuiverClientError as exc:
+            raise ClientError(str(exc)) from None
+        self._action_client = client
+        try:
+            results = list(client.do_action(
+                flight.Action(kind, json.dumps(request).encode()), call))
+        except (flight.FlightError, pa.ArrowException, OSError) as exc:
+            raise ClientError(one_line(exc)) from None
+        finally:
+            self._action_client = None
+            client.close()
+        if len(results) != 1:
+            raise ClientError(f"{kind}: the server answered {len(results)} results, not one")
+        try:
+            answer = json.loads(results[0].body.to_pybytes())
+        except ValueError:
+            raise ClientError(f"{kind}: the server's answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise ClientError(f"{kind}: the server's answer is not a JSON object")
+        return answer
 
     def close(self) -> None:
         self.connection.close()

@@ -80,16 +80,17 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
          "Show a table's columns with their types and indexes, its row count and, on a "
          "storage root, its file count and version."),
         ("optimize", cli_admin.add_optimize_arguments,
-         "compact a table's small and mostly-deleted files (storage root only)",
+         "compact a table's small and mostly-deleted files",
          "Rewrite a table's small files and files with many deleted rows into fewer, "
          "larger ones, then report the files before and after. Runs on a storage root "
-         "(--root); it is not available through --server."),
+         "(--root) or on a server (--server), as its quiver.optimize action."),
         ("gc", cli_admin.add_gc_arguments,
-         "delete files no table version needs any more (storage root only)",
+         "delete files no table version needs any more",
          "Delete the files of tables that no recent version references (left by optimize, "
          "deletes, updates and interrupted writes), and, when no table is named, the files "
          "of dropped or replaced tables past their grace period; report what was removed. "
-         "Runs on a storage root (--root); it is not available through --server."),
+         "Runs on a storage root (--root) or on a server (--server), as its quiver.gc "
+         "action; a server keeps files younger than 60 s whatever --grace-seconds says."),
     ]
     for name, add, short, long in commands:
         parser = sub.add_parser(name, help=short, description=long)
