@@ -257,12 +257,13 @@ class ServerClient(Client):
         return pa.schema([f for f in schema if f.name != "_id"])
 
     def ingest(self, name: str, data: pa.RecordBatchReader, *, create: bool,
-               batch_id: str | None = None) -> int:
+               batch_id: str | None = None, sent: Any = None) -> int:
         """Streams ``data`` into table ``name`` with Flight SQL bulk ingest; the rows the
-        stream holds. With ``batch_id``, the same stream sent again adds no row twice."""
+        stream holds. With ``batch_id``, the same stream sent again adds no row twice.
+        ``sent()`` is called once every row is sent and the server indexes and commits."""
         try:
             return ingest(self.flight, name, data.schema, iter(data), create=create,
-                          batch_id=batch_id)
+                          batch_id=batch_id, on_sent=sent)
         except QuiverClientError as exc:
             raise ClientError(str(exc)) from None
 
