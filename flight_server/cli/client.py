@@ -27,7 +27,7 @@ from quiver.flight_server.cli.credentials import (
     given_flags,
 )
 from quiver.flight_server.cli.messages import one_line
-from quiver.flight_server.cli.roots import require_root
+from quiver.flight_server.cli.roots import DEFAULT_ROOT, is_default_root, require_root
 from quiver.flight_server.clients.flight_client import ConnectionOptions, QuiverClientError, ingest
 from quiver.flight_server.sql import SqlConnection, connect
 from quiver.supertable import interrupt as interrupts
@@ -45,9 +45,6 @@ __all__ = [
     "open_client",
     "quote_ident",
 ]
-
-DEFAULT_ROOT = "data"
-
 
 class ClientError(Exception):
     """The command's data options, or what the root or server answered, do not allow it."""
@@ -362,5 +359,5 @@ def open_client(args: argparse.Namespace) -> Client:
         raise ClientError(f"{flags[0]} goes with --server")
     options = storage_options(args.storage_option)
     root = args.root or DEFAULT_ROOT
-    require_root(root, create=args.create_root)
+    require_root(root, create=args.create_root or is_default_root(args.root))
     return LocalClient(connect(root, **options))

@@ -71,7 +71,9 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
          "run SQL: one statement, statements from stdin, or an interactive prompt",
          "Run SQL statements and print their results. With a query argument, run it; "
          "otherwise read ';'-separated statements from stdin, or, when stdin is a "
-         "terminal, prompt for them (history in ~/.quiver_history; a statement ends at ';'). "
+         "terminal, prompt for them (history in ~/.quiver_history; a statement ends at ';'; "
+         "Tab completes keywords, tables and columns; Ctrl-C cancels the running statement; "
+         "\\d, \\d NAME, \\dt, \\timing, \\? and \\q are meta-commands). "
          "An error prints one line and exits 1."),
         ("tables", cli_admin.add_tables_arguments, "list the tables, one name per line",
          "List the tables under the root or on the server, one name per line."),
@@ -336,15 +338,21 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.metrics_port < 0 or args.metrics_port > 65535:
         print("quiver: error: --metrics-port must be 0-65535", file=sys.stderr)
         return 2
-    from quiver.flight_server.cli.roots import RootMissingError, require_root
+    from quiver.flight_server.cli.roots import (
+        DEFAULT_ROOT,
+        RootMissingError,
+        is_default_root,
+        require_root,
+    )
 
     try:
         # The default ./data may be made, so that a fresh clone's first command works.
-        require_root(args.root or "data", create=args.create_root or args.root is None)
+        require_root(args.root or DEFAULT_ROOT,
+                     create=args.create_root or is_default_root(args.root))
     except (RootMissingError, OSError) as exc:
         print(f"quiver: error: {exc}", file=sys.stderr)
         return 2
-    args.root = args.root or "data"
+    args.root = args.root or DEFAULT_ROOT
     try:
         storage = _storage_options(args.storage_option)
         if args.iceberg_catalog:

@@ -2,7 +2,8 @@
 
 Opening a local root creates its folder, so a typo in ``--root`` would quietly start
 an empty root somewhere. ``require_root`` refuses a local root folder that does not
-exist unless the command was asked to create it (``--create-root``). Object store
+exist unless the command was asked to create it (``--create-root``), or it is the
+default ``./data`` (``make run`` and the first commands on a fresh clone). Object store
 roots (``s3://``, ``gs://``, ``az://``) and ``memory://`` roots cannot be missing: an
 empty prefix is simply a root without tables.
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["RootMissingError", "local_root_path", "require_root"]
+__all__ = ["DEFAULT_ROOT", "RootMissingError", "is_default_root", "local_root_path",
+           "require_root"]
+
+DEFAULT_ROOT = "data"
 
 
 class RootMissingError(Exception):
@@ -27,6 +31,14 @@ def local_root_path(uri: str) -> Path | None:
         return None
     parsed = urlparse(uri)
     return Path(unquote(parsed.path)) if parsed.path else None
+
+
+def is_default_root(uri: str | None) -> bool:
+    """Whether ``uri`` is the default root, ``./data`` (not given, or spelled out)."""
+    if uri is None:
+        return True
+    path = local_root_path(uri)
+    return path is not None and path.absolute() == Path(DEFAULT_ROOT).absolute()
 
 
 def require_root(uri: str, *, create: bool) -> None:

@@ -56,6 +56,16 @@ def test_create_root_starts_a_new_root(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().out.splitlines()[-1] == "t"
 
 
+def test_the_default_data_root_may_be_made_by_any_command(tmp_path: Path) -> None:
+    # A fresh clone: `quiver ingest docs files/ --create` and `--root ./data` work.
+    done = _run("tables", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data").is_dir()
+    (tmp_path / "data").rmdir()
+    done = _run("tables", "--root", "./data", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
 def test_object_store_and_memory_roots_never_count_as_missing() -> None:
     require_root("s3://bucket/empty/prefix", create=False)
     require_root("memory://nothing-here", create=False)
