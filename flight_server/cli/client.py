@@ -125,6 +125,15 @@ class Client:
         """The columns of table ``name`` (without the hidden row id), or None if there is none."""
         raise NotImplementedError
 
+    def columns(self, limit: int) -> dict[str, list[str]]:
+        """The column names of at most ``limit`` tables (for completion)."""
+        out: dict[str, list[str]] = {}
+        for name in self.tables()[:limit]:
+            schema = self.table_schema(name)
+            if schema is not None:
+                out[name] = [f.name for f in schema if f.name != "_id"]
+        return out
+
     def describe(self, name: str) -> TableDescription:
         columns = self.stream(f"DESCRIBE {quote_ident(name)}").read_all()
         count = self.stream(f"SELECT count(*) AS n FROM {quote_ident(name)}").read_all()
@@ -246,6 +255,20 @@ class ServerClient(Client):
     def tables(self) -> list[str]:
         result = self.stream("SHOW TABLES").read_all()
         return sorted(str(v) for v in result.column(0).to_pylist())
+
+    def columns(self, limit: int) -> dict[str, list[str]]:
+        # One GetTables call with schemas instead of one per table.
+        objects = self.connection.adbc_get_objects(depth="columns").read_all().to_pylist()
+        out: dict[str, list[str]] = {}
+        for catalog in objects:
+            for schema in catalog["catalog_db_schemas"] or []:
+                for table in schema["db_schema_tables"] or []:
+                    if len(out) >= limit:
+                        return out
+                    out[table["table_name"]] = [c["column_name"]
+                                                for c in table["table_columns"] or []
+                                                if c["column_name"] != "_id"]
+        return out
 
     def table_schema(self, name: str) -> pa.Schema | None:
         if name not in self.tables():

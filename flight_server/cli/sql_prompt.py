@@ -9,7 +9,7 @@ tables, ``\\d NAME`` shows a table's columns, types and indexes, ``\\timing`` to
 printing each statement's elapsed time, ``\\?`` lists them, ``\\q`` quits.
 
 Completion offers SQL keywords, Quiver's search functions, table names and column names,
-read with ``SHOW TABLES`` / the table schemas through the same ``Client``; the names
+read with ``SHOW TABLES`` and the tables' schemas through the same ``Client``; the names
 are read again after a statement that may change them (CREATE, DROP, ALTER).
 """
 
@@ -71,11 +71,7 @@ class Names:
         """Reads the names again; a failure keeps the old ones (completion is a help)."""
         try:
             tables = client.tables()
-            columns: dict[str, list[str]] = {}
-            for name in tables[:MAX_TABLES_WITH_COLUMNS]:
-                schema = client.table_schema(name)
-                if schema is not None:
-                    columns[name] = [f.name for f in schema]
+            columns = client.columns(MAX_TABLES_WITH_COLUMNS)
         except Exception as exc:
             log.debug("completion names not refreshed: %s", one_line(exc))
             return

@@ -109,6 +109,16 @@ def test_ctrl_c_cancels_the_statement_on_the_server(tmp_path: Path, root: Path) 
         assert_idle(server.proc.pid)
         s.line("SELECT count(*) AS n FROM docs;")
         s.expect(r"│\s+2 │", timeout=30)
+        # Completion and meta-commands read the server's tables through the same client.
+        s.line("CREATE TABLE on_server (remote_col BIGINT);")
+        s.expect("created")
+        s.expect(PROMPT)
+        s.send("SELECT remote_c\t")
+        s.expect("remote_col")
+        s.line(" FROM on_server;")
+        s.expect(r"\(0 rows\)")
+        s.line("\\d on_server")
+        s.expect(r"│ remote_col\s+│ BIGINT")
         s.line("\\q")
         assert s.wait(20) == 0
     finally:
