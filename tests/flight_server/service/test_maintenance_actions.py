@@ -190,3 +190,31 @@ def test_optimize_past_the_statement_time_limit_stops_and_publishes_nothing(
         assert answer["tables"][0]["table"] == "docs"
     finally:
         server.stop()
+
+
+def test_the_actions_wait_for_a_statement_slot_like_every_call(tmp_path: Path) -> None:
+    from tests.security.test_statement_limits import HEAVY
+
+    root = tmp_path / "root"
+    _make_root(root)
+    server = start_server(root, *NO_COMPACTION, "--max-concurrent-statements", "1",
+                          "--statement-timeout", "30")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    busy = subprocess.Popen([sys.executable, "-m", "quiver", "sql", "--server", server.uri,
+                             HEAVY], cwd=str(REPO), env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        before = _state(root)
+        time.sleep(4.0)  # the heavy query now holds the only slot
+        assert busy.poll() is None
+        started = time.monotonic()
+        with pytest.raises(pa.ArrowException) as caught:
+            # The server's line is 10 s long; the call's own bound is longer.
+            _action(server.uri, "quiver.optimize", b'{"table": "docs"}', timeout=30.0)
+        assert "busy" in str(caught.value), caught.value
+        assert 5 < time.monotonic() - started < 25
+        assert _state(root) == before
+    finally:
+        busy.kill()
+        busy.wait(timeout=30)
+        server.stop()
