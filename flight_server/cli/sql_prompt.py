@@ -157,8 +157,7 @@ def is_meta(text: str) -> bool:
     return text.strip().startswith("\\")
 
 
-def run_meta(client: Client, text: str, state: PromptState, args: argparse.Namespace,
-             names: Names) -> bool:
+def run_meta(client: Client, text: str, state: PromptState) -> bool:
     """Runs one meta-command; whether the prompt should end."""
     from quiver.flight_server.cli.sql_shell import cancellable, write_result
 
@@ -241,7 +240,7 @@ def interactive(client: Client, args: argparse.Namespace) -> int:
             return 0
         if is_meta(text):
             try:
-                if run_meta(client, text, state, args, names):
+                if run_meta(client, text, state):
                     return 0
             except KeyboardInterrupt:
                 sys.stderr.write("cancelled\n")
