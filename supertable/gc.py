@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from quiver.supertable import commit
+from quiver.supertable import commit, interrupt
 from quiver.supertable.errors import ObjectNotFoundError, StorageError
 from quiver.supertable.iceberg import sync as iceberg_sync
 from quiver.supertable.manifest import MANIFEST_DIR
@@ -196,9 +196,11 @@ def _delete(store, metas: list[ObjectMeta]) -> list[ObjectMeta]:
             log.warning("gc could not remove %s: %s", meta.path, exc)
             return None
 
+    # A cancelled collection stops deleting (what it removed was unreferenced anyway).
+    interrupt.check()
     if len(metas) == 1:
         done = [one(metas[0])]
     else:
         with ThreadPoolExecutor(max_workers=min(DELETE_THREADS, len(metas))) as pool:
-            done = list(pool.map(one, metas))
+            done = list(pool.map(interrupt.carry(one), metas))
     return [m for m in done if m is not None]

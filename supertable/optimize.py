@@ -60,6 +60,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 from quiver.root_error import QuiverError
+from quiver.supertable import interrupt
 from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest
 from quiver.supertable.snapshot import Snapshot
 from quiver.supertable.wal import Intent
@@ -169,6 +170,14 @@ def optimize(table: Table, *, target_rows: int | None = None,
                        target_rows=target)
 
 
+def _stop_point(what: str) -> None:
+    """A point where an ``optimize`` asked for by someone (the command line, a server's
+    action) stops when its interrupt fired. Folds and background compactions run on
+    regardless: they finish work that writes already committed."""
+    if what == "optimize":
+        interrupt.check()
+
+
 def merge_files(table: Table, choose: Callable[[Manifest], list[FileEntry]], *,
                 target_rows: int | None = None, what: str = "optimize") -> OptimizeResult:
     """Rewrites the files ``choose`` picks from the latest version (as ``optimize`` does
@@ -200,6 +209,7 @@ def _merge_once(table: Table, target: int, choose: Callable[[Manifest], list[Fil
     started = time.monotonic()
     try:
         for group in _groups(chosen, max(1, opts.max_rows_per_file)):
+            _stop_point(what)
             group_sources = [_Source(f) for f in group]
             sources += group_sources
             rows = _read_live(table, snap, group_sources)
@@ -215,6 +225,8 @@ def _merge_once(table: Table, target: int, choose: Callable[[Manifest], list[Fil
             built_entries += [b.entry for b in built]
             built_ids.append(rows.column(0).to_numpy(zero_copy_only=False).astype(np.int64))
             del built, rows
+        # Nothing is published when the work was cancelled while the files were built.
+        _stop_point(what)
     except BaseException:
         table._abandon(intent, keep=set())
         raise

@@ -2,19 +2,21 @@
 
 ``tables`` and ``describe`` work on a local root and through a server (there by SQL:
 ``SHOW TABLES``, ``DESCRIBE`` and a row count; file counts and versions are known
-only on a root). ``optimize`` and ``gc`` rewrite and delete files under the root, so
-they run where the root is opened, never through a server.
+only on a root). ``optimize`` and ``gc`` run on a local root in this process, or
+through a server as its ``quiver.optimize`` / ``quiver.gc`` Flight actions
+(``quiver.flight_server.service.maintenance``), which report the same figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
 
-from quiver.flight_server.cli.client import Client, ClientError, LocalClient
+from quiver.flight_server.cli.client import Client, ClientError, LocalClient, ServerClient
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,32 @@ def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
                         "0 to 1 (default 0.8)")
 
 
+def _on_server(client: ServerClient, kind: str, request: dict) -> dict:
+    from quiver.flight_server.cli.sql_shell import cancellable
+
+    # Ctrl-C closes the call; the server sees the client leave and stops the work.
+    return cancellable(client, lambda: client.action(kind, request))
+
+
+def _optimize_remote(client: ServerClient, args: argparse.Namespace) -> int:
+    options = {"target_rows": args.target_rows, "min_live_fraction": args.min_live_fraction}
+    with _working(f"optimizing {args.table} on {client.where}"):
+        r = _on_server(client, "quiver.optimize", {"table": args.table, "options": options})
+    if r.get("version") is None:
+        sys.stdout.write(f"optimize {args.table}: nothing to rewrite; {r['files_after']} files, "
+                         f"version {r['version_after']}\n")
+        return 0
+    sys.stdout.write(
+        f"optimize {args.table}: files {r['files_before']} -> {r['files_after']} "
+        f"(rewrote {r['files_removed']} into {r['files_added']}, "
+        f"{r['rows_rewritten']:,} rows; dropped {r['tombstones_dropped']:,} deleted rows); "
+        f"version {r['version_before']} -> {r['version']}\n")
+    return 0
+
+
 def run_optimize(client: Client, args: argparse.Namespace) -> int:
+    if isinstance(client, ServerClient):
+        return _optimize_remote(client, args)
     conn = _local(client, "optimize").connection
     table = conn.open_table(args.table)
     before = table.snapshot()
@@ -131,28 +158,51 @@ def add_gc_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --expire-manifests: newest versions to keep (default 10)")
 
 
-def run_gc(client: Client, args: argparse.Namespace) -> int:
+def _gc_line(name: str, r: dict) -> tuple[int, int]:
+    removed = r["objects_deleted"] + r["iceberg_deleted"]
+    sys.stdout.write(
+        f"gc {name}: removed {removed} objects "
+        f"({r['bytes_deleted'] / 1e6:,.1f} MB of data; {r['manifests_deleted']} old "
+        f"versions, {r['intents_deleted']} abandoned write records, "
+        f"{r['iceberg_deleted']} Iceberg metadata files)\n")
+    return removed, r["bytes_deleted"]
+
+
+def _gc_reports(client: Client, args: argparse.Namespace
+                ) -> Iterator[tuple[str, dict]]:
+    """(table, report) for each table collected; a report is a dict of GcResult's fields."""
+    options = {"grace_seconds": args.grace_seconds, "expire_manifests": args.expire_manifests,
+               "keep_versions": args.keep_versions}
+    if isinstance(client, ServerClient):
+        for name in args.tables or [None]:
+            with _working(f"collecting garbage of {name or 'every table'} on {client.where}"):
+                answer = _on_server(client, "quiver.gc", {"table": name, "options": options})
+            for report in answer["tables"]:
+                yield report["table"], report
+            if answer.get("dropped_purged") is not None:
+                yield "", {"dropped_purged": answer["dropped_purged"]}
+        return
     conn = _local(client, "gc").connection
-    names = args.tables or conn.list_tables()
-    objects = size = 0
-    for name in names:
-        table = conn.open_table(name)
+    for name in args.tables or conn.list_tables():
         with _working(f"collecting garbage of {name}"):
-            result = table.gc(grace_seconds=args.grace_seconds,
-                              expire_manifests=args.expire_manifests,
-                              keep_versions=args.keep_versions)
-        removed = result.objects_deleted + result.iceberg_deleted
-        objects += removed
-        size += result.bytes_deleted
-        sys.stdout.write(
-            f"gc {name}: removed {removed} objects "
-            f"({result.bytes_deleted / 1e6:,.1f} MB of data; {result.manifests_deleted} old "
-            f"versions, {result.intents_deleted} abandoned write records, "
-            f"{result.iceberg_deleted} Iceberg metadata files)\n")
-    sys.stdout.write(f"gc: removed {objects} objects ({size / 1e6:,.1f} MB) from "
-                     f"{len(names)} table{'s' if len(names) != 1 else ''}\n")
+            result = conn.open_table(name).gc(**options)
+        yield name, dataclasses.asdict(result)
     if not args.tables:
-        folders = conn.catalog.purge_dropped()
+        yield "", {"dropped_purged": conn.catalog.purge_dropped()}
+
+
+def run_gc(client: Client, args: argparse.Namespace) -> int:
+    objects = size = tables = 0
+    folders = None
+    for name, report in _gc_reports(client, args):
+        if "dropped_purged" in report:
+            folders = report["dropped_purged"]
+            continue
+        removed, nbytes = _gc_line(name, report)
+        objects, size, tables = objects + removed, size + nbytes, tables + 1
+    sys.stdout.write(f"gc: removed {objects} objects ({size / 1e6:,.1f} MB) from "
+                     f"{tables} table{'s' if tables != 1 else ''}\n")
+    if folders is not None:
         sys.stdout.write(f"gc: removed the files of {folders} dropped or replaced "
                          f"table{'s' if folders != 1 else ''}\n")
     return 0

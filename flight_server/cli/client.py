@@ -7,22 +7,27 @@ root, ``ServerClient`` sends it over Flight SQL with the ADBC driver. Both strea
 query results as Arrow record batches and answer the few catalog questions the
 commands ask (tables, a table's schema and description, bulk appends).
 
-``one_line`` turns whatever a command raised into the one line the command prints.
+``one_line`` (from ``messages``) turns whatever a command raised into the line it prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from quiver.flight_server.cli.credentials import (
+    CredentialError,
+    add_credential_arguments,
+    credentials_of,
+    given_flags,
+)
+from quiver.flight_server.cli.messages import one_line
+from quiver.flight_server.cli.roots import DEFAULT_ROOT, is_default_root, require_root
 from quiver.flight_server.clients.flight_client import ConnectionOptions, QuiverClientError, ingest
 from quiver.flight_server.sql import SqlConnection, connect
 from quiver.root_error import Kind, QuiverError
@@ -41,9 +46,6 @@ __all__ = [
     "open_client",
     "quote_ident",
 ]
-
-DEFAULT_ROOT = "data"
-
 
 class ClientError(QuiverError):
     """The command's data options, or what the root or server answered, do not allow it."""
@@ -76,23 +78,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="storage root opened in this process, as for quiver serve: a local "
                        f"folder, file://, memory://, s3://bucket/prefix, gs://… or az://… "
                        f"(default ./{DEFAULT_ROOT})")
+    group.add_argument("--create-root", action="store_true",
+                       help="create the --root folder when it does not exist (a missing local "
+                       "root is refused otherwise)")
     group.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                        help="object store setting for --root, repeatable: aws_endpoint, "
                        "aws_access_key_id, aws_secret_access_key, aws_region, allow_http, …")
     group.add_argument("--server", default=None, metavar="URI",
                        help="send statements to a running server instead: grpc://host:port or "
                        "grpc+tls://host:port")
-    group.add_argument("--token", default=None,
-                       help="static bearer token for --server (visible in the process list: "
-                       "prefer --token-env)")
-    group.add_argument("--token-env", default=None, metavar="VAR",
-                       help="environment variable holding the bearer token for --server")
-    group.add_argument("--user", default=None, metavar="NAME:PASSWORD",
-                       help="log in to --server with basic authentication; a bare NAME takes "
-                       "the password from $QUIVER_PASSWORD")
-    group.add_argument("--tls-root-certs", type=Path, default=None, metavar="PEM",
-                       help="PEM file of the certificate authorities to trust for a "
-                       "grpc+tls:// --server")
+    add_credential_arguments(group)
 
 
 def storage_options(pairs: Iterable[str]) -> dict[str, str]:
@@ -104,27 +99,6 @@ def storage_options(pairs: Iterable[str]) -> dict[str, str]:
             raise ClientError(f"--storage-option wants KEY=VALUE, got {pair!r}")
         options[key.strip()] = value
     return options
-
-
-# -- errors ---------------------------------------------------------------------------------
-
-# The ADBC Flight SQL driver wraps a server's message as "CODE: [FlightSQL] <message>.
-# Detail: <the server's exception> (<Code>; <Call>)"; a person wants the message.
-_ADBC_HEAD = re.compile(r"^\s*(?:[A-Z_]+: )?\[FlightSQL\]\s*")
-_ADBC_TAIL = re.compile(r"\s*\(\w+; \w+\)\s*$")
-_MAX_MESSAGE = 1000
-
-
-def one_line(exc: BaseException) -> str:
-    """``exc``'s message on one line, without driver decoration."""
-    text = str(exc).strip()
-    if _ADBC_HEAD.match(text):
-        text = _ADBC_TAIL.sub("", _ADBC_HEAD.sub("", text))
-        text = re.split(r"\.?\s*Detail: ", text, maxsplit=1)[0]
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    if len(text) > _MAX_MESSAGE:
-        text = text[:_MAX_MESSAGE] + "…"
-    return text or type(exc).__name__
 
 
 # -- clients --------------------------------------------------------------------------------
@@ -153,6 +127,15 @@ class Client:
     def table_schema(self, name: str) -> pa.Schema | None:
         """The columns of table ``name`` (without the hidden row id), or None if there is none."""
         raise NotImplementedError
+
+    def columns(self, limit: int) -> dict[str, list[str]]:
+        """The column names of at most ``limit`` tables (for completion)."""
+        out: dict[str, list[str]] = {}
+        for name in self.tables()[:limit]:
+            schema = self.table_schema(name)
+            if schema is not None:
+                out[name] = [f.name for f in schema if f.name != "_id"]
+        return out
 
     def describe(self, name: str) -> TableDescription:
         columns = self.stream(f"DESCRIBE {quote_ident(name)}").read_all()
@@ -234,6 +217,7 @@ class ServerClient(Client):
         except Exception as exc:
             raise ClientError(f"cannot connect to {uri}: {one_line(exc)}") from None
         self._cursor: Any = None
+        self._action_client: Any = None
         self._db_kwargs = db_kwargs
         # Connections still in use by abandoned statements: kept referenced, never closed.
         self._abandoned: list[Any] = []
@@ -247,6 +231,13 @@ class ServerClient(Client):
                                         autocommit=True)
 
     def cancel(self) -> None:
+        action = self._action_client
+        if action is not None:
+            # Closing the channel cancels the call; the server sees it and stops the work.
+            try:
+                action.close()
+            except Exception as exc:  # it may have ended meanwhile
+                log.debug("cancel: %s", exc)
         cursor = self._cursor
         if cursor is not None:
             try:
@@ -268,6 +259,20 @@ class ServerClient(Client):
         result = self.stream("SHOW TABLES").read_all()
         return sorted(str(v) for v in result.column(0).to_pylist())
 
+    def columns(self, limit: int) -> dict[str, list[str]]:
+        # One GetTables call with schemas instead of one per table.
+        objects = self.connection.adbc_get_objects(depth="columns").read_all().to_pylist()
+        out: dict[str, list[str]] = {}
+        for catalog in objects:
+            for schema in catalog["catalog_db_schemas"] or []:
+                for table in schema["db_schema_tables"] or []:
+                    if len(out) >= limit:
+                        return out
+                    out[table["table_name"]] = [c["column_name"]
+                                                for c in table["table_columns"] or []
+                                                if c["column_name"] != "_id"]
+        return out
+
     def table_schema(self, name: str) -> pa.Schema | None:
         if name not in self.tables():
             return None
@@ -275,14 +280,45 @@ class ServerClient(Client):
         return pa.schema([f for f in schema if f.name != "_id"])
 
     def ingest(self, name: str, data: pa.RecordBatchReader, *, create: bool,
-               batch_id: str | None = None) -> int:
+               batch_id: str | None = None, sent: Any = None) -> int:
         """Streams ``data`` into table ``name`` with Flight SQL bulk ingest; the rows the
-        stream holds. With ``batch_id``, the same stream sent again adds no row twice."""
+        stream holds. With ``batch_id``, the same stream sent again adds no row twice.
+        ``sent()`` is called once every row is sent and the server indexes and commits."""
         try:
             return ingest(self.flight, name, data.schema, iter(data), create=create,
-                          batch_id=batch_id)
+                          batch_id=batch_id, on_sent=sent)
         except QuiverClientError as exc:
             raise ClientError(str(exc)) from None
+
+    def action(self, kind: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Runs the server's Flight action ``kind`` with a JSON body; its JSON answer.
+        ``cancel`` from another thread ends the call (the server stops the work)."""
+        import json
+
+        import pyarrow.flight as flight
+
+        try:
+            client, call = self.flight.connect()
+        except QuiverClientError as exc:
+            raise ClientError(str(exc)) from None
+        self._action_client = client
+        try:
+            results = list(client.do_action(
+                flight.Action(kind, json.dumps(request).encode()), call))
+        except (flight.FlightError, pa.ArrowException, OSError) as exc:
+            raise ClientError(one_line(exc)) from None
+        finally:
+            self._action_client = None
+            client.close()
+        if len(results) != 1:
+            raise ClientError(f"{kind}: the server answered {len(results)} results, not one")
+        try:
+            answer = json.loads(results[0].body.to_pybytes())
+        except ValueError:
+            raise ClientError(f"{kind}: the server's answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise ClientError(f"{kind}: the server's answer is not a JSON object")
+        return answer
 
     def close(self) -> None:
         self.connection.close()
@@ -301,28 +337,15 @@ def _closing_reader(reader: pa.RecordBatchReader, cursor: object) -> pa.RecordBa
 def _server_kwargs(args: argparse.Namespace) -> dict[str, str]:
     import adbc_driver_flightsql as flightsql
 
-    given = [name for name, value in (("--token", args.token), ("--token-env", args.token_env),
-                                      ("--user", args.user)) if value]
-    if len(given) > 1:
-        raise ClientError(f"give only one of {', '.join(given)}")
+    try:
+        creds = credentials_of(args)
+    except CredentialError as exc:
+        raise ClientError(str(exc)) from None
     kwargs: dict[str, str] = {}
-    token = None
-    if args.token_env:
-        token = os.environ.get(args.token_env)
-        if not token or not token.split(",")[0].strip():
-            raise ClientError(f"the environment variable {args.token_env!r} holds no token")
-        token = token.split(",")[0].strip()
-    elif args.token:
-        token = args.token.strip()
-    if token:
-        kwargs[flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
-    if args.user:
-        name, sep, password = args.user.partition(":")
-        if not sep:
-            password = os.environ.get("QUIVER_PASSWORD", "")
-            if not password:
-                raise ClientError("--user wants NAME:PASSWORD (or NAME with $QUIVER_PASSWORD)")
-        kwargs["username"], kwargs["password"] = name, password
+    if creds.token:
+        kwargs[flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {creds.token}"
+    if creds.username is not None:
+        kwargs["username"], kwargs["password"] = creds.username, creds.password or ""
     if args.tls_root_certs is not None:
         if not args.server.startswith("grpc+tls://"):
             raise ClientError("--tls-root-certs needs a grpc+tls:// --server address")
@@ -350,16 +373,17 @@ def _flight_options(uri: str, kwargs: dict[str, str]) -> ConnectionOptions:
 def open_client(args: argparse.Namespace) -> Client:
     """The client the data options in ``args`` (see ``add_data_arguments``) describe."""
     if args.server:
-        if args.root is not None or args.storage_option:
+        if args.root is not None or args.storage_option or args.create_root:
             raise ClientError("give either --root (with --storage-option) or --server, not both")
         if not args.server.startswith(("grpc://", "grpc+tcp://", "grpc+tls://")):
             raise ClientError(f"--server wants grpc://host:port or grpc+tls://host:port, "
                               f"got {args.server!r}")
         kwargs = _server_kwargs(args)
         return ServerClient(args.server, kwargs, _flight_options(args.server, kwargs))
-    for flag, value in (("--token", args.token), ("--token-env", args.token_env),
-                        ("--user", args.user), ("--tls-root-certs", args.tls_root_certs)):
-        if value:
-            raise ClientError(f"{flag} goes with --server")
+    flags = given_flags(args)
+    if flags:
+        raise ClientError(f"{flags[0]} goes with --server")
     options = storage_options(args.storage_option)
-    return LocalClient(connect(args.root or DEFAULT_ROOT, **options))
+    root = args.root or DEFAULT_ROOT
+    require_root(root, create=args.create_root or is_default_root(args.root))
+    return LocalClient(connect(root, **options))

@@ -13,14 +13,19 @@ stderr. Usage errors exit 1 as well: container engines reserve other statuses.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from quiver.flight_server.cli.credentials import (
+    CredentialError,
+    Credentials,
+    add_credential_arguments,
+    credentials_of,
+)
+from quiver.flight_server.cli.messages import one_line
 from quiver.proto import flight_sql_pb2, pack
 from quiver.root_error import Kind, QuiverError
 
@@ -47,59 +52,22 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """How the check authenticates: a bearer token, a username and password, or nothing."""
-
-    token: str | None = None
-    username: str | None = None
-    password: str | None = None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds the health check's options to ``parser`` (for a ``quiver health`` subcommand)."""
+    """Adds the health check's options to ``parser`` (for a ``quiver health`` subcommand):
+    the same server and credential flags as every other ``quiver`` command."""
     parser.add_argument("--server", default=DEFAULT_SERVER, metavar="URI",
                         help=f"server to check: grpc://host:port or grpc+tls://host:port "
                         f"(default {DEFAULT_SERVER})")
-    parser.add_argument("--token", default=None,
-                        help="static bearer token (visible in the process list: prefer "
-                        "--token-env)")
-    parser.add_argument("--token-env", default=None, metavar="VAR",
-                        help="environment variable holding the bearer token; when it holds "
-                        "several, comma-separated, the first is used")
-    parser.add_argument("--username", default=None, help="user for basic authentication")
-    parser.add_argument("--password", default=None,
-                        help="password for --username (default: $QUIVER_PASSWORD)")
-    parser.add_argument("--tls-root-certs", type=Path, default=None, metavar="PEM",
-                        help="PEM file of the certificate authorities to trust for grpc+tls")
+    add_credential_arguments(parser, for_what="the server")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                         help=f"give up after this many seconds (default {DEFAULT_TIMEOUT_S:g})")
 
 
 def _credentials(args: argparse.Namespace) -> Credentials:
-    given = [name for name, value in (("--token", args.token), ("--token-env", args.token_env),
-                                      ("--username", args.username)) if value]
-    if len(given) > 1:
-        raise HealthError(f"give only one of {', '.join(given)}")
-    if args.token_env:
-        value = os.environ.get(args.token_env)
-        if value is None:
-            raise HealthError(f"the environment variable {args.token_env!r} is not set")
-        tokens = [part.strip() for part in value.split(",") if part.strip()]
-        if not tokens:
-            raise HealthError(f"the environment variable {args.token_env!r} holds no token")
-        return Credentials(token=tokens[0])
-    if args.token:
-        return Credentials(token=args.token.strip())
-    if args.username:
-        password = args.password if args.password is not None \
-            else os.environ.get("QUIVER_PASSWORD")
-        if password is None:
-            raise HealthError("--username needs --password or $QUIVER_PASSWORD")
-        return Credentials(username=args.username, password=password)
-    if args.password is not None:
-        raise HealthError("--password needs --username")
-    return Credentials()
+    try:
+        return credentials_of(args)
+    except CredentialError as exc:
+        raise HealthError(str(exc)) from None
 
 
 def _client(server: str, tls_root_certs: Path | None) -> flight.FlightClient:
@@ -118,13 +86,7 @@ def _client(server: str, tls_root_certs: Path | None) -> flight.FlightClient:
     try:
         return flight.FlightClient(server, **kwargs)
     except (pa.ArrowException, ValueError) as exc:
-        raise HealthError(f"cannot connect to {server}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    # gRPC errors carry multi-line details; a health check reports one line.
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        raise HealthError(f"cannot connect to {server}: {one_line(exc)}") from None
 
 
 def check(server: str = DEFAULT_SERVER, credentials: Credentials | None = None, *,
@@ -154,13 +116,13 @@ def check(server: str = DEFAULT_SERVER, credentials: Credentials | None = None, 
         tables = [client.do_get(endpoint.ticket, options).read_all()
                   for endpoint in info.endpoints]
     except flight.FlightUnauthenticatedError as exc:
-        raise HealthError(f"{server} refused the credentials: {_first_line(exc)}") from None
+        raise HealthError(f"{server} refused the credentials: {one_line(exc)}") from None
     except flight.FlightTimedOutError:
         raise HealthError(f"{server} did not answer within {timeout:g}s") from None
     except flight.FlightUnavailableError as exc:
-        raise HealthError(f"{server} is unavailable: {_first_line(exc)}") from None
+        raise HealthError(f"{server} is unavailable: {one_line(exc)}") from None
     except (pa.ArrowException, OSError) as exc:
-        raise HealthError(f"{server} failed GetSqlInfo: {_first_line(exc)}") from None
+        raise HealthError(f"{server} failed GetSqlInfo: {one_line(exc)}") from None
     finally:
         client.close()
     return _server_name(server, tables)

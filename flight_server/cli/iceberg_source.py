@@ -22,11 +22,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from quiver.root_error import Kind, QuiverError
+
 _NUMBERED = re.compile(r"(?:^v|^)(\d+)(?:-[^/]*)?\.metadata\.json$")
 
 
-class IcebergSourceError(Exception):
+class IcebergSourceError(QuiverError):
     """The Iceberg table cannot be found or read."""
+
+    kind = Kind.INVALID_INPUT
 
 
 def metadata_in(folder: Path) -> str | None:

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from quiver.flight_server.cli import iceberg_source
 from quiver.flight_server.cli.client import Client, LocalClient, ServerClient, quote_ident
 from quiver.root_error import Kind, QuiverError
-from quiver.superfile.spec import vector_dim
+from quiver.superfile.spec import IndexSpec, vector_dim
 from quiver.supertable.staged import StagedAppend
 
 log = logging.getLogger(__name__)
@@ -333,6 +333,8 @@ def _first_length(batch: pa.RecordBatch | None, name: str) -> int | None:
 
 
 def _index_options(args: argparse.Namespace) -> dict[str, list[str]]:
+    if args.no_index:
+        return {"fts": [], "vector": []}
     options: dict[str, list[str]] = {}
     if args.fts is not None:
         options["fts"] = [c.strip() for c in args.fts.split(",") if c.strip()]
@@ -344,12 +346,33 @@ def _index_options(args: argparse.Namespace) -> dict[str, list[str]]:
     return options
 
 
-def _create_local(client: LocalClient, name: str, schema: pa.Schema,
-                  args: argparse.Namespace) -> None:
+def plan_indexes(schema: pa.Schema, args: argparse.Namespace) -> IndexSpec:
+    """The indexes a table created from ``schema`` gets under ``args``' index options."""
     from quiver.flight_server.sql.statements import index_spec
+
+    return index_spec(schema, _index_options(args))
+
+
+def describe_indexes(name: str, spec: IndexSpec, args: argparse.Namespace) -> str:
+    """The line telling which columns of the new table get which index, and why."""
+    parts = []
+    if spec.fts:
+        default = "" if args.fts is not None else " (every text column, the default)"
+        parts.append(f"full-text (BM25) on {', '.join(spec.fts)}{default}")
+    if spec.vector:
+        default = "" if args.vector is not None else " (every vector column, the default)"
+        parts.append("vector on " + ", ".join(f"{c} ({m})" for c, m in spec.vector.items())
+                     + default)
+    if not parts:
+        return f"creating table {name} without indexes"
+    hint = "" if args.fts is not None and args.vector is not None else \
+        "; choose with --fts COL,... / --vector COL,... or --no-index"
+    return f"creating table {name} with indexes: {'; '.join(parts)}{hint}"
+
+
+def _create_local(client: LocalClient, name: str, schema: pa.Schema, spec: IndexSpec) -> None:
     from quiver.supertable.errors import TableExistsError
 
-    spec = index_spec(schema, _index_options(args))
     try:
         client.connection.create_table(name, schema, spec=spec)
     except TableExistsError:
@@ -357,44 +380,83 @@ def _create_local(client: LocalClient, name: str, schema: pa.Schema,
 
 
 def _create_remote(client: ServerClient, name: str, schema: pa.Schema,
-                   args: argparse.Namespace) -> None:
+                   spec: IndexSpec) -> None:
     from quiver.flight_server.sql.statements import sql_type
 
     columns = ", ".join(f"{quote_ident(f.name)} {sql_type(f.type)}"
                         + ("" if f.nullable else " NOT NULL") for f in schema)
-    options = [f"{key} = '{','.join(values)}'" for key, values in _index_options(args).items()]
-    with_ = f" WITH ({', '.join(options)})" if options else ""
-    client.stream(f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} ({columns}){with_}").read_all()
+    # The server builds exactly the indexes printed: every choice is spelled out.
+    fts = ",".join(spec.fts)
+    vector = ",".join(f"{c}:{m}" for c, m in spec.vector.items())
+    client.stream(f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} ({columns}) "
+                  f"WITH (fts = '{fts}', vector = '{vector}')").read_all()
 
 
 # -- progress -------------------------------------------------------------------------------
 
 
 class _Progress:
-    """A rich progress bar on stderr (rows, MB/s, ETA), or nothing when stderr is no TTY."""
+    """A rich progress bar on stderr, or nothing when stderr is no TTY.
+
+    Its description names the phase: ``reading`` a file, ``indexing`` a chunk (building its
+    superfile with its indexes), ``committing`` (publishing a version). Reading fills the
+    first ``READ_SHARE`` of the bar and committed bytes the rest, so the bar does not stand
+    at 100% while indexes are still being built."""
+
+    READ_SHARE = 0.8
 
     def __init__(self, total_bytes: int, enabled: bool) -> None:
         self.bar = None
+        self.total = max(1, total_bytes)
+        self.read = self.committed = self.rows = 0
+        self.phase, self.name = "reading", ""
         if enabled:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 Progress,
+                TaskProgressColumn,
                 TextColumn,
                 TimeRemainingColumn,
                 TransferSpeedColumn,
             )
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.fields[rows]:,} rows"), TransferSpeedColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True),
-                                transient=True)
-            self.task = self.bar.add_task("ingest", total=max(1, total_bytes), rows=0)
+                                TaskProgressColumn(), TextColumn("{task.fields[rows]:,} rows"),
+                                TransferSpeedColumn(), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task("reading", total=self.total, rows=0)
             self.bar.start()
 
-    def update(self, description: str, done_bytes: int, rows: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, description=description, completed=done_bytes, rows=rows)
+    def update(self, name: str, read_bytes: int, rows: int) -> None:
+        """Reading ``name``: ``read_bytes`` of all files read so far, ``rows`` rows."""
+        self.phase, self.name = "reading", name
+        self.read, self.rows = read_bytes, rows
+        self._show()
+
+    def enter(self, phase: str, name: str = "") -> None:
+        """A phase without byte progress of its own starts (``indexing``, ``committing``)."""
+        self.phase, self.name = phase, name
+        self._show(now=True)
+
+    def committed_upto(self, nbytes: int) -> None:
+        self.committed = max(self.committed, nbytes)
+        self._show()
+
+    def _show(self, now: bool = False) -> None:
+        if self.bar is None:
+            return
+        share = self.READ_SHARE
+        done = share * min(self.read, self.total) + (1 - share) * min(self.committed,
+                                                                      self.total)
+        if self.phase != "reading":
+            # Not full while something is still being built or published.
+            done = min(done, 0.99 * self.total)
+        self.bar.update(self.task, description=f"{self.phase} {self.name}".rstrip(),
+                        completed=done, rows=self.rows)
+        if now:
+            # A phase change is drawn at once, not at the next timed refresh.
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -427,13 +489,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--create", action="store_true",
                         help="create the table from the first file's columns when it does not "
                         "exist (an existing table is appended to)")
-    parser.add_argument("--fts", default=None, metavar="COL,COL",
-                        help="with --create: columns to give a BM25 index ('' for none; "
-                        "default every string column)")
+    parser.add_argument("--fts", default=None, metavar="COL[,COL]",
+                        help="with --create: columns to give a full-text (BM25) index ('' for "
+                        "none; default every string column); the indexes chosen are printed")
     parser.add_argument("--vector", action="append", default=None, metavar="COL[:METRIC]",
                         help="with --create: column(s) to give a vector index, repeatable or "
                         "comma-separated; a list-of-floats column named here becomes FLOAT[d] "
                         "(default every FLOAT[d] column)")
+    parser.add_argument("--no-index", action="store_true",
+                        help="with --create: no full-text or vector index (a vector column "
+                        "named by --vector-dim stays a vector)")
     parser.add_argument("--metric", choices=METRICS, default=None,
                         help="with --create: distance of the vector indexes (default cosine)")
     parser.add_argument("--vector-dim", action="append", default=None, metavar="COL=N",
@@ -476,16 +541,20 @@ class IngestSummary:
 class _LocalSink:
     """Chunks committed to a table in this process with batch ids."""
 
-    def __init__(self, client: LocalClient, name: str, chunk_rows: int) -> None:
+    def __init__(self, client: LocalClient, name: str, chunk_rows: int,
+                 progress: _Progress) -> None:
         self.table = client.connection.open_table(name)
         self.chunk_rows = chunk_rows
+        self.progress = progress
+        self.pending_upto = 0  # bytes of input (for the bar) that the pending rows end at
         self.known = set(self.table.refresh().batches)
         self.pending: list[tuple[pa.Table, str]] = []
         self.pending_rows = self.pending_bytes = 0
         self.rows = 0
 
-    def add(self, batches: list[pa.RecordBatch], batch_id: str) -> None:
+    def add(self, batches: list[pa.RecordBatch], batch_id: str, upto: int = 0) -> None:
         data = pa.Table.from_batches(batches, schema=self.table.schema)
+        self.pending_upto = max(self.pending_upto, upto)
         self.pending.append((data, batch_id))
         self.pending_rows += data.num_rows
         self.pending_bytes += data.nbytes
@@ -497,12 +566,16 @@ class _LocalSink:
             return
         pending, self.pending = self.pending, []
         self.pending_rows = self.pending_bytes = 0
+        # One commit builds the files' superfiles (their indexes) and publishes them.
+        self.progress.enter("indexing and committing",
+                            f"{len(pending)} file{'s' if len(pending) != 1 else ''}")
         for data, batch_id in pending[:-1]:
             self.table.append(data, batch_id=batch_id, commit=False)
         data, batch_id = pending[-1]
         result = self.table.append(data, batch_id=batch_id)
         self.rows += result.rows
         self.known.update(b for _, b in pending)
+        self.progress.committed_upto(self.pending_upto)
 
 
 class _Run:
@@ -548,34 +621,42 @@ class _Run:
     def file(self, src: SourceFile) -> None:
         client, args = self.client, self.args
         if self.sink is None and self.schema is not None and isinstance(client, LocalClient):
-            self.sink = _LocalSink(client, args.table, args.chunk_rows)
+            self.sink = _LocalSink(client, args.table, args.chunk_rows, self.progress)
         if self.sink is not None and src.identity in self.sink.known:
             self.summary.skipped += 1
             self.progress.update(src.relative, self.base + src.size, self.rows())
+            self.progress.committed_upto(self.base + src.size)
             return
         reader = _Reader(src, self.schema)
         batches = reader.batches()
         if self.schema is None:
             first = next(batches, None)
             schema = create_schema(reader.schema, first, args)
+            spec = plan_indexes(schema, args)
+            sys.stdout.write(describe_indexes(args.table, spec, args) + "\n")
+            sys.stdout.flush()
+            self.progress.enter("creating", args.table)
             if isinstance(client, LocalClient):
-                _create_local(client, args.table, schema, args)
+                _create_local(client, args.table, schema, spec)
             else:
                 assert isinstance(client, ServerClient)
-                _create_remote(client, args.table, schema, args)
+                _create_remote(client, args.table, schema, spec)
             self.schema = client.table_schema(args.table)
             if self.schema is None:
                 raise IngestError(f"table {args.table!r} vanished right after its creation")
             batches = _chain(first, batches)
             if isinstance(client, LocalClient):
-                self.sink = _LocalSink(client, args.table, args.chunk_rows)
+                self.sink = _LocalSink(client, args.table, args.chunk_rows, self.progress)
         conformed = self.conformed(src, reader, batches, self.schema)
         if self.sink is not None:
-            _ingest_local(self.sink, src, conformed, args.chunk_rows)
+            _ingest_local(self.sink, src, conformed, args.chunk_rows, self.base + src.size)
         else:
             assert isinstance(client, ServerClient)
             client.ingest(args.table, pa.RecordBatchReader.from_batches(self.schema, conformed),
-                          create=False, batch_id=src.identity)
+                          create=False, batch_id=src.identity,
+                          sent=lambda: self.progress.enter("indexing and committing on the "
+                                                           "server", src.relative))
+            self.progress.committed_upto(self.base + src.size)
         self.summary.files += 1
         self.summary.bytes += src.size
 
@@ -595,8 +676,11 @@ def run(client: Client, args: argparse.Namespace) -> int:
     if args.chunk_rows <= 0:
         raise IngestError("--chunk-rows must be positive")
     if not args.create and (args.fts is not None or args.vector or args.metric
-                            or args.vector_dim):
-        raise IngestError("--fts, --vector, --metric and --vector-dim go with --create")
+                            or args.vector_dim or args.no_index):
+        raise IngestError("--fts, --vector, --metric, --vector-dim and --no-index go with "
+                          "--create")
+    if args.no_index and (args.fts is not None or args.vector or args.metric):
+        raise IngestError("give --no-index or --fts / --vector / --metric, not both")
     sources = _sources(args)
     schema = client.table_schema(args.table)
     if schema is None and not args.create:
@@ -646,11 +730,11 @@ def _sliced(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[pa.R
 
 
 def _ingest_local(sink: _LocalSink, src: SourceFile, batches: Iterator[pa.RecordBatch],
-                  chunk_rows: int) -> None:
+                  chunk_rows: int, upto: int) -> None:
     """One file into the sink: a file of one chunk joins the sink's shared commit; a
     larger one is staged chunk by chunk and published in one commit of its own."""
     chunk: list[pa.RecordBatch] = []
-    rows = nbytes = 0
+    rows = nbytes = chunks = 0
     staged: StagedAppend | None = None
     try:
         for batch in _sliced(batches, chunk_rows):
@@ -660,14 +744,20 @@ def _ingest_local(sink: _LocalSink, src: SourceFile, batches: Iterator[pa.Record
             if rows >= chunk_rows or nbytes >= CHUNK_BYTES:
                 if staged is None:
                     staged = StagedAppend(sink.table, batch_id=src.identity)
+                chunks += 1
+                sink.progress.enter("indexing", f"{src.relative} chunk {chunks}")
                 staged.add(pa.Table.from_batches(chunk, schema=sink.table.schema))
                 chunk, rows, nbytes = [], 0, 0
         if staged is None:
-            sink.add(chunk, src.identity)
+            sink.add(chunk, src.identity, upto)
             return
         if chunk:
+            chunks += 1
+            sink.progress.enter("indexing", f"{src.relative} chunk {chunks}")
             staged.add(pa.Table.from_batches(chunk, schema=sink.table.schema))
+        sink.progress.enter("committing", src.relative)
         result = staged.commit()
+        sink.progress.committed_upto(upto)
     except BaseException:
         if staged is not None:
             staged.abort()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from quiver.flight_server.cli.messages import one_line
 from quiver.root_error import QuiverError
 
 
@@ -69,7 +70,9 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
          "run SQL: one statement, statements from stdin, or an interactive prompt",
          "Run SQL statements and print their results. With a query argument, run it; "
          "otherwise read ';'-separated statements from stdin, or, when stdin is a "
-         "terminal, prompt for them (history in ~/.quiver_history; a statement ends at ';'). "
+         "terminal, prompt for them (history in ~/.quiver_history; a statement ends at ';'; "
+         "Tab completes keywords, tables and columns; Ctrl-C cancels the running statement; "
+         "\\d, \\d NAME, \\dt, \\timing, \\? and \\q are meta-commands). "
          "An error prints one line and exits 1."),
         ("tables", cli_admin.add_tables_arguments, "list the tables, one name per line",
          "List the tables under the root or on the server, one name per line."),
@@ -78,16 +81,17 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
          "Show a table's columns with their types and indexes, its row count and, on a "
          "storage root, its file count and version."),
         ("optimize", cli_admin.add_optimize_arguments,
-         "compact a table's small and mostly-deleted files (storage root only)",
+         "compact a table's small and mostly-deleted files",
          "Rewrite a table's small files and files with many deleted rows into fewer, "
          "larger ones, then report the files before and after. Runs on a storage root "
-         "(--root); it is not available through --server."),
+         "(--root) or on a server (--server), as its quiver.optimize action."),
         ("gc", cli_admin.add_gc_arguments,
-         "delete files no table version needs any more (storage root only)",
+         "delete files no table version needs any more",
          "Delete the files of tables that no recent version references (left by optimize, "
          "deletes, updates and interrupted writes), and, when no table is named, the files "
          "of dropped or replaced tables past their grace period; report what was removed. "
-         "Runs on a storage root (--root); it is not available through --server."),
+         "Runs on a storage root (--root) or on a server (--server), as its quiver.gc "
+         "action; a server keeps files younger than 60 s whatever --grace-seconds says."),
     ]
     for name, add, short, long in commands:
         parser = sub.add_parser(name, help=short, description=long)
@@ -121,7 +125,8 @@ def _run_data_command(args: argparse.Namespace) -> int:
     from quiver.flight_server.cli import iceberg as cli_iceberg
     from quiver.flight_server.cli import ingest as cli_ingest
     from quiver.flight_server.cli import sql_shell as cli_sql
-    from quiver.flight_server.cli.client import one_line, open_client
+    from quiver.flight_server.cli.client import open_client
+    from quiver.flight_server.cli.roots import RootMissingError
 
     runners = {"ingest": cli_ingest.run, "sql": cli_sql.run, "tables": cli_admin.run_tables,
                "describe": cli_admin.run_describe, "optimize": cli_admin.run_optimize,
@@ -137,6 +142,9 @@ def _run_data_command(args: argparse.Namespace) -> int:
     try:
         with open_client(args) as client:
             return runners[args.command](client, args)
+    except RootMissingError as exc:
+        print(f"quiver: error: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader of stdout went away (``| head``): nothing left to say to it.
         sys.stderr.close()
@@ -163,9 +171,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "needs authentication (--user, --users-file, --token-file or --token-env) unless "
         "--allow-unauthenticated is given.",
     )
-    serve.add_argument("--root", default="data",
+    serve.add_argument("--root", default=None,
                        help="storage root: a local folder, file://, memory://, s3://bucket/prefix,"
-                       " gs://… or az://… (default ./data)")
+                       " gs://… or az://… (default ./data, created when missing)")
+    serve.add_argument("--create-root", action="store_true",
+                       help="create the --root folder when it does not exist (a missing local "
+                       "root is refused otherwise)")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=50051,
@@ -338,6 +349,21 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.metrics_port < 0 or args.metrics_port > 65535:
         print("quiver: error: --metrics-port must be 0-65535", file=sys.stderr)
         return 2
+    from quiver.flight_server.cli.roots import (
+        DEFAULT_ROOT,
+        RootMissingError,
+        is_default_root,
+        require_root,
+    )
+
+    try:
+        # The default ./data may be made, so that a fresh clone's first command works.
+        require_root(args.root or DEFAULT_ROOT,
+                     create=args.create_root or is_default_root(args.root))
+    except (RootMissingError, OSError) as exc:
+        print(f"quiver: error: {exc}", file=sys.stderr)
+        return 2
+    args.root = args.root or DEFAULT_ROOT
     try:
         storage = _storage_options(args.storage_option)
         if args.iceberg_catalog:
@@ -368,10 +394,10 @@ def _run_serve(args: argparse.Namespace) -> int:
                              "group_commit_window_s": args.group_commit_window},
               max_concurrent_appends=args.max_concurrent_appends)
     except (ServeError, ValueError) as exc:
-        print(f"quiver: error: {exc}", file=sys.stderr)
+        print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except (QuiverError, OSError, pa.ArrowException) as exc:
-        print(f"quiver: error: {exc}", file=sys.stderr)
+        print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 
@@ -405,7 +431,7 @@ def _main(argv: list[str] | None) -> int:
         elif args.command in _DATA_COMMANDS:
             return _run_data_command(args)
     except QuiverError as exc:
-        print(f"quiver: error: {exc}", file=sys.stderr)
+        print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,10 +1,10 @@
 """``quiver sql``: runs statements and prints their results as a table, CSV, JSON lines or Parquet.
 
 Statements come from the command line (one), from a non-interactive stdin (several,
-separated by ``;``), or from an interactive prompt (prompt_toolkit, history in
-``~/.quiver_history``, a statement ends at ``;``). Results stream batch by batch to
-CSV, JSON lines and Parquet writers; the ``table`` format shows the first
-``--max-rows`` rows with rich, long cells and vectors shortened.
+separated by ``;``), or from an interactive prompt (``sql_prompt``). Results stream
+batch by batch to CSV, JSON lines and Parquet writers; the ``table`` format shows the
+first ``--max-rows`` rows with rich, long cells and vectors shortened, except a query
+plan (EXPLAIN), whose lines are printed whole as the tree they draw.
 
 JSON lines are built column-wise with Arrow compute kernels (``json_text``), so a large
 result is encoded without a Python step per row.
@@ -34,7 +34,6 @@ from quiver.root_error import Kind, QuiverError
 log = logging.getLogger(__name__)
 
 FORMATS = ("table", "csv", "json", "parquet")
-HISTORY_FILE = Path("~/.quiver_history")
 DEFAULT_MAX_ROWS = 100
 DEFAULT_MAX_WIDTH = 40
 _VECTOR_HEAD = 4
@@ -97,7 +96,7 @@ def statement_complete(text: str) -> bool:
     """Whether the prompt's buffer ends a statement: its last code is a ``;`` outside quotes
     and comments (or the buffer is empty, or a quit command)."""
     stripped = text.strip()
-    if not stripped or stripped.lower() in ("exit", "quit", "\\q"):
+    if not stripped or stripped.lower() in ("exit", "quit") or stripped.startswith("\\"):
         return True
     # After a closing ';' a new line starts a statement of its own.
     last = split_statements(stripped + "\nx")[-1]
@@ -286,6 +285,33 @@ class _TableWriter(_Writer):
         console.print(f"({self.rows} row{'s' if self.rows != 1 else ''}{more})")
 
 
+class _PlanWriter(_Writer):
+    """EXPLAIN's ``plan_type``/``plan`` rows: each plan printed as-is under its type, so
+    its indented tree stays readable and no operator is cut short."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.rows: list[tuple[str, str]] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        kinds, plans = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+        self.rows += [(str(k), "" if p is None else str(p)) for k, p in zip(kinds, plans,
+                                                                              strict=True)]
+
+    def finish(self) -> None:
+        for kind, plan in self.rows:
+            self.out.write(f"{kind}:\n")
+            for line in plan.splitlines():
+                self.out.write(f"  {line.rstrip()}\n")
+        self.out.flush()
+
+
+def is_plan(schema: pa.Schema) -> bool:
+    """Whether a result is an EXPLAIN plan: the columns ``plan_type`` and ``plan``, text."""
+    return (schema.names == ["plan_type", "plan"]
+            and all(pa.types.is_string(f.type) for f in schema))
+
+
 def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
 
@@ -359,7 +385,9 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, *, output: Path | None 
         text_out, binary_out = sys.stdout, getattr(sys.stdout, "buffer", None)
         if binary_out is None:
             binary_out = _TextBytes(sys.stdout)
-    if fmt == "table":
+    if fmt == "table" and is_plan(schema):
+        writer = _PlanWriter(text_out)
+    elif fmt == "table":
         writer = _TableWriter(text_out, schema, max_rows, max_width)
     elif fmt == "csv":
         writer = _CsvWriter(binary_out)
@@ -488,41 +516,7 @@ def run(client: Client, args: argparse.Namespace) -> int:
 
 
 def interactive(client: Client, args: argparse.Namespace) -> int:
-    """A prompt: statements end at ``;``; errors are shown and the prompt goes on."""
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory
-    from prompt_toolkit.key_binding import KeyBindings
+    """The interactive prompt (``quiver.flight_server.cli.sql_prompt``)."""
+    from quiver.flight_server.cli.sql_prompt import interactive as prompt
 
-    from quiver.flight_server.cli.client import one_line
-
-    bindings = KeyBindings()
-
-    @bindings.add("enter")
-    def _enter(event: Any) -> None:
-        buffer = event.current_buffer
-        if statement_complete(buffer.text):
-            buffer.validate_and_handle()
-        else:
-            buffer.insert_text("\n")
-
-    history = HISTORY_FILE.expanduser()
-    session: PromptSession = PromptSession(history=FileHistory(str(history)), multiline=True,
-                                           key_bindings=bindings)
-    sys.stdout.write(f"quiver sql on {client.where}; end statements with ';', "
-                     "quit with \\q or Ctrl-D\n")
-    while True:
-        try:
-            text = session.prompt("quiver> ", prompt_continuation="   ...> ")
-        except KeyboardInterrupt:
-            continue
-        except EOFError:
-            return 0
-        if text.strip().lower() in ("exit", "quit", "\\q"):
-            return 0
-        for statement in split_statements(text):
-            try:
-                run_statement(client, statement, args)
-            except KeyboardInterrupt:
-                sys.stderr.write("cancelled\n")
-            except Exception as exc:
-                sys.stderr.write(f"error: {one_line(exc)}\n")
+    return prompt(client, args)

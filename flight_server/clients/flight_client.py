@@ -9,7 +9,7 @@ a ``QuiverClientError`` naming the server, the call and the server's own message
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -143,11 +143,13 @@ def _ingest_descriptor(table: str, *, create: bool, batch_id: str | None = None
 
 def ingest(conn: ConnectionOptions, table: str, schema: pa.Schema,
            batches: Iterator[pa.RecordBatch], *, create: bool = False,
-           batch_id: str | None = None) -> int:
+           batch_id: str | None = None, on_sent: Callable[[], None] | None = None) -> int:
     """Sends ``batches`` to ``table`` in one bulk-ingest DoPut; the rows the server wrote.
 
-    With ``create`` a missing table is made from ``schema`` first. The server's count is
-    checked against the rows sent, so a short write is an error rather than silence.
+    With ``create`` a missing table is made from ``schema`` first; ``on_sent()``, if given, is
+    called once every batch is sent (the server then indexes and commits them). The
+    server's count is checked against the rows sent, so a short write is an error rather
+    than silence.
     """
     client, call = conn.connect()
     sent = 0
@@ -161,6 +163,8 @@ def ingest(conn: ConnectionOptions, table: str, schema: pa.Schema,
                         writer.write_batch(batch)
                         sent += batch.num_rows
                 writer.done_writing()
+                if on_sent is not None:
+                    on_sent()
                 ack = results.read()
             finally:
                 writer.close()

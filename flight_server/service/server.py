@@ -62,7 +62,7 @@ from google.protobuf.message import DecodeError, Message
 from sqlglot import exp
 
 from quiver.catalog.errors import InvalidTableNameError
-from quiver.flight_server.service import handles, ingest, keys, metadata
+from quiver.flight_server.service import handles, ingest, keys, maintenance, metadata
 from quiver.flight_server.service import statement_log as stmtlog
 from quiver.flight_server.service.auth import Authenticator
 from quiver.flight_server.service.errors import InvalidArgument, NotFound, NotImplementedCommand
@@ -94,6 +94,7 @@ ACTIONS: dict[str, str] = {
     "ClosePreparedStatement": "Release a prepared statement.",
     "CancelFlightInfo": "Cancel the execution a FlightInfo describes.",
     "CancelQuery": "Cancel a query (older Flight SQL form of CancelFlightInfo).",
+    **maintenance.ACTIONS,
 }
 # Actions that free what others hold: they must get through a busy server.
 _NEVER_QUEUED = frozenset({"action CancelFlightInfo", "action CancelQuery",
@@ -662,6 +663,8 @@ class FlightHandlers:
                       if status == flight_pb2.CANCEL_STATUS_CANCELLED
                       else result.CANCEL_RESULT_NOT_CANCELLABLE)
             return [flight.Result(pack(result(result=mapped)))]
+        if kind in maintenance.ACTIONS:
+            return [flight.Result(maintenance.run_action(self.conn, kind, body))]
         if kind in _TRANSACTION_ACTIONS:
             raise NotImplementedCommand(f"{kind}: transactions are not supported; every "
                                         "statement commits on its own")

@@ -130,7 +130,7 @@ def test_password_may_come_from_the_environment(secured, capsys, monkeypatch) ->
     (("--username", USER, "--password", "wrong"), "refused the credentials"),
     (("--token-env", "HEALTH_UNSET_VARIABLE"), "'HEALTH_UNSET_VARIABLE' is not set"),
     (("--username", USER), "needs --password"),
-    (("--password", PASSWORD), "needs --username"),
+    (("--password", PASSWORD), "needs --user"),
     (("--token", TOKENS[0], "--username", USER), "only one of"),
     (("--timeout", "0"), "--timeout must be positive"),
     (("--tls-root-certs", "/nonexistent/ca.pem"), "needs a grpc+tls"),

@@ -100,7 +100,8 @@ def _start_server(root: Path, extra: tuple[str, ...], port: int,
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "quiver", "serve", "--root", str(root),
+            # A missing --root is refused; these servers may start on a fresh folder.
+            [sys.executable, "-m", "quiver", "serve", "--root", str(root), "--create-root",
              "--port", str(port), *extra],
             cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
     server = ServerProcess(root, port, proc, log_path)

@@ -37,6 +37,13 @@ def _write_inputs(folder: Path) -> None:
     (folder / "notes.txt").write_text("not data\n")
 
 
+def _new_root(tmp_path: Path) -> Path:
+    """A fresh, empty root folder (a missing --root is refused)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
 def _count(root: Path, table: str = "docs") -> int:
     with connect(str(root)) as conn:
         return conn.sql(f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py()
@@ -57,7 +64,7 @@ def inputs(tmp_path: Path) -> Path:
 
 def test_folder_of_parquet_csv_and_jsonl_is_ingested_and_a_rerun_skips_every_file(
         tmp_path: Path, inputs: Path) -> None:
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     first = _run("ingest", "docs", str(inputs), "--root", str(root), "--create")
     assert first.returncode == 0, first.stderr
     assert "ingested 3 files into docs: 10 rows" in first.stdout
@@ -73,7 +80,7 @@ def test_folder_of_parquet_csv_and_jsonl_is_ingested_and_a_rerun_skips_every_fil
 
 def test_csv_and_json_vectors_arrive_as_the_tables_vectors(tmp_path: Path, inputs: Path,
                                                            capsys) -> None:
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     assert main(["ingest", "docs", str(inputs / "a.parquet"), "--root", str(root),
                  "--create"]) == 0
     assert main(["ingest", "docs", str(inputs / "b.csv"), str(inputs / "nested"),
@@ -87,7 +94,7 @@ def test_csv_and_json_vectors_arrive_as_the_tables_vectors(tmp_path: Path, input
 
 def test_a_changed_file_is_ingested_again_but_an_untouched_one_is_not(
         tmp_path: Path, inputs: Path, capsys) -> None:
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     assert main(["ingest", "docs", str(inputs), "--root", str(root), "--create"]) == 0
     pq.write_table(_docs(100, 2), inputs / "a.parquet")
     capsys.readouterr()
@@ -101,7 +108,7 @@ def test_large_file_is_one_commit_of_several_chunk_files_and_a_rerun_adds_nothin
         tmp_path: Path, capsys) -> None:
     src = tmp_path / "big.parquet"
     pq.write_table(_docs(0, 2500), src, row_group_size=500)
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     assert main(["ingest", "docs", str(src), "--root", str(root), "--create",
                  "--chunk-rows", "1000"]) == 0
     with connect(str(root)) as conn:
@@ -120,7 +127,7 @@ def test_large_file_is_one_commit_of_several_chunk_files_and_a_rerun_adds_nothin
 
 def test_create_with_index_options_then_bm25_and_vector_search_through_quiver_sql(
         tmp_path: Path, inputs: Path, capsys) -> None:
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     rows = [{"id": i, "body": text, "emb": [float(i), 1.0]}
             for i, text in enumerate(["rust async runtime", "python asyncio", "rust borrow"])]
     src = tmp_path / "docs.ndjson"
@@ -141,7 +148,7 @@ def test_create_with_index_options_then_bm25_and_vector_search_through_quiver_sq
 
 def test_create_without_options_indexes_every_string_and_vector_column(
         tmp_path: Path, inputs: Path, capsys) -> None:
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     assert main(["ingest", "docs", str(inputs / "a.parquet"), "--root", str(root),
                  "--create"]) == 0
     with connect(str(root)) as conn:
@@ -152,7 +159,7 @@ def test_create_without_options_indexes_every_string_and_vector_column(
 def test_json_float_lists_become_vectors_of_the_given_dimension(tmp_path: Path) -> None:
     src = tmp_path / "v.jsonl"
     src.write_text("".join(json.dumps({"k": i, "v": [0.5] * 4}) + "\n" for i in range(3)))
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     assert main(["ingest", "vecs", str(src), "--root", str(root), "--create",
                  "--vector-dim", "v=4"]) == 0
     with connect(str(root)) as conn:
@@ -163,7 +170,7 @@ def test_json_float_lists_become_vectors_of_the_given_dimension(tmp_path: Path) 
 
 def test_schema_mismatch_fails_with_one_line_naming_the_column(tmp_path: Path,
                                                                inputs: Path) -> None:
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     assert main(["ingest", "docs", str(inputs / "a.parquet"), "--root", str(root),
                  "--create"]) == 0
     wrong_type = tmp_path / "wrong.csv"
@@ -188,7 +195,7 @@ def test_schema_mismatch_fails_with_one_line_naming_the_column(tmp_path: Path,
 ])
 def test_ingest_errors_are_one_line_with_a_non_zero_status(
         tmp_path: Path, inputs: Path, capsys, argv: list[str], expected: str) -> None:
-    root = tmp_path / "root"
+    root = _new_root(tmp_path)
     assert main(["ingest", "docs", str(inputs / "a.parquet"), "--root", str(root),
                  "--create"]) == 0
     capsys.readouterr()
