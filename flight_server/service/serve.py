@@ -235,6 +235,9 @@ def listening_uri(server: QuiverFlightServer) -> str:
     return f"{scheme}://{host}:{server.port}"
 
 
+# How long a shutdown waits for the background warm-up to finish.
+WARM_UP_JOIN_S = 5.0
+
 # Young-generation size and how rarely older generations are collected (see ``_settle_gc``).
 GC_THRESHOLDS = (20_000, 50, 100)
 
@@ -291,7 +294,8 @@ def serve(root: str, *, shutdown_grace_s: float | None = None,
         raise
     # In the background: compiling the kernels can take a while on a fresh install, and
     # the server must answer signals (and calls) meanwhile.
-    threading.Thread(target=_warm_up_then_settle, name="quiver-warm-up", daemon=True).start()
+    warm = threading.Thread(target=_warm_up_then_settle, name="quiver-warm-up", daemon=True)
+    warm.start()
     metrics_server = None
     if metrics_port:
         from quiver.flight_server.service.metrics import serve_metrics, set_memory_pool_limit
@@ -324,3 +328,9 @@ def serve(root: str, *, shutdown_grace_s: float | None = None,
         if metrics_server is not None:
             metrics_server.stop()
         _restore(previous)
+        # The interpreter must not be torn down under the warm-up's native code (that
+        # aborts the process): wait for it, and leave without the teardown if it is slow.
+        warm.join(WARM_UP_JOIN_S)
+        if warm.is_alive():
+            logging.shutdown()
+            os._exit(0)
