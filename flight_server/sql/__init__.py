@@ -1,8 +1,21 @@
 """SQL over Quiver tables on DataFusion: each statement reads pinned table snapshots.
 
 ``connect(uri)`` is the embedded entry point: tables plus ``sql("...")`` returning Arrow.
+``analyse(text)`` says what a statement is (kind, shape, tables) without running it.
 """
 
+from quiver.flight_server.sql.analysis import (
+    Analysis,
+    CountRows,
+    Kind,
+    PlainScan,
+    ScanSource,
+    SearchCall,
+    Shape,
+    analyse,
+    hide_literals,
+    looks_like_append,
+)
 from quiver.flight_server.sql.connection import SqlConnection, connect
 from quiver.flight_server.sql.engine import SqlEngine
 from quiver.flight_server.sql.errors import (
@@ -14,6 +27,13 @@ from quiver.flight_server.sql.errors import (
 )
 
 __all__ = [
+    "Analysis",
+    "CountRows",
+    "Kind",
+    "PlainScan",
+    "ScanSource",
+    "SearchCall",
+    "Shape",
     "SqlConnection",
     "SqlEngine",
     "SqlError",
@@ -21,5 +41,8 @@ __all__ = [
     "SqlPlanError",
     "SqlSyntaxError",
     "SqlTableNotFoundError",
+    "analyse",
     "connect",
+    "hide_literals",
+    "looks_like_append",
 ]
