@@ -5,6 +5,7 @@
 """
 
 from quiver.flight_server.sql.analysis import (
+    CACHED_STATEMENT_CHARS,
     Analysis,
     CountRows,
     Kind,
@@ -27,6 +28,7 @@ from quiver.flight_server.sql.errors import (
 )
 
 __all__ = [
+    "CACHED_STATEMENT_CHARS",
     "Analysis",
     "CountRows",
     "Kind",

@@ -28,6 +28,8 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -184,13 +186,18 @@ class Analysis:
             return "?"
 
 
+# Readings of texts up to this long are remembered (longer ones, bulk VALUES, would crowd
+# out the rest), as the parse cache does.
+CACHED_STATEMENT_CHARS = sqlparse.CACHED_BODY_CHARS
+
+
 def analyse(text: str, params: Sequence[Any] | None = None) -> Analysis:
     """The statement ``text`` (with ``params`` bound to its placeholders) read and
     classified. ``SqlSyntaxError`` for an empty text or several statements; text sqlglot
     cannot read is ``Shape.UNREADABLE`` (refused by the gate)."""
     if params is not None:
         text = sqlbind.bind(text, params)
-    if len(text) <= sqlparse.CACHED_BODY_CHARS:
+    if len(text) <= CACHED_STATEMENT_CHARS:
         return _analyse_cached(text)
     return _analyse(text)
 
@@ -215,7 +222,15 @@ def looks_like_append(text: str) -> bool:
     return _INSERT.match(text) is not None and _SELECT.search(text) is None
 
 
+# How many statements this process has read and classified (cache hits not counted):
+# what a caller checks to know a statement was read once.
+READS: Counter[str] = Counter()
+_reads_lock = threading.Lock()
+
+
 def _analyse(text: str) -> Analysis:
+    with _reads_lock:
+        READS["statements"] += 1
     return classify(sqlparse.parse(text))
 
 
