@@ -9,7 +9,8 @@ no longer than the call's own deadline) and are then refused with
 statement time limit (shortened by the client's deadline), kept with its slot so a
 shutdown can cancel all of them at once.
 
-``INSERT … VALUES`` statements are admitted in a class of their own, of
+``INSERT … VALUES`` statements (``quiver.flight_server.sql.looks_like_append``, judged
+before the statement is read) are admitted in a class of their own, of
 ``max_concurrent_appends`` slots: such a statement spends nearly all its time waiting for
 the group commit it joined, so it should neither take a query's slot nor be kept from
 joining that commit (fuller groups are what makes small appends cheap).

@@ -7,6 +7,10 @@ does the wire formats, authentication and error status codes.
 Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
 (GetFlightInfo, GetSchema, DoPut), in tickets (DoGet) and in action bodies.
 
+Statements are read by the SQL layer only (``quiver.flight_server.sql.analyse``): its
+reading says whether a statement is a query, DDL or DML and whether it is a plain scan,
+and that one reading serves the schema, the split and the run.
+
 - Queries: GetFlightInfo plans the statement (the schema, not the rows) and hands
   back one endpoint whose ticket is a self-contained statement handle
   (``quiver.flight_server.service.handles``); DoGet runs it and streams the rows. A plain

@@ -234,7 +234,7 @@ def _analyse(text: str) -> Analysis:
     return classify(sqlparse.parse(text))
 
 
-_analyse_cached = functools.lru_cache(maxsize=1024)(_analyse)
+_analyse_cached = functools.lru_cache(maxsize=256)(_analyse)
 
 
 def classify(st: sqlparse.Statement) -> Analysis:

@@ -1,7 +1,8 @@
 """The SQL engine: statements over the tables of one storage root, on DataFusion.
 
-One long-lived SessionContext serves every statement. A query is read with
-sqlglot to find the Quiver tables it names; each is pinned to one snapshot for
+One long-lived SessionContext serves every statement. A statement is read once
+(``quiver.flight_server.sql.analysis``, remembered by text) and let through the gate;
+a query's reading gives the Quiver tables it names: each is pinned to one snapshot for
 the whole statement (self-joins and search functions included), its versioned
 view is registered (or reused), and the names in the text are pointed at the
 views before DataFusion plans it. Results stream batch by batch. DDL and DML
