@@ -100,8 +100,7 @@ def _costs(statements: dict[str, list[str]], n: int) -> dict[str, dict[str, floa
     from quiver.flight_server.service import handles
     from quiver.flight_server.service.auth import AuthConfig, Authenticator
     from quiver.flight_server.service.keys import ServerKey
-    from quiver.flight_server.sql import functions, gate
-    from quiver.flight_server.sql import parse as sqlparse
+    from quiver.flight_server.sql import analyse, functions, gate
 
     key = ServerKey.random()
     signer = handles.TicketSigner(key.derive("tickets"))
@@ -110,7 +109,7 @@ def _costs(statements: dict[str, list[str]], n: int) -> dict[str, dict[str, floa
     token = auth.authenticate("Handshake", [basic], "ipv4:127.0.0.1:1").headers[0][1]
     out = {}
     for name, texts in statements.items():
-        parsed = [sqlparse.parse(t) for t in texts]
+        parsed = [analyse(t) for t in texts]
         tickets = [signer.seal(handles.encode_sql(t)) for t in texts]
         i = 0
 

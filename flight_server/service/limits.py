@@ -9,7 +9,8 @@ no longer than the call's own deadline) and are then refused with
 statement time limit (shortened by the client's deadline), kept with its slot so a
 shutdown can cancel all of them at once.
 
-``INSERT … VALUES`` statements are admitted in a class of their own, of
+``INSERT … VALUES`` statements (``quiver.flight_server.sql.looks_like_append``, judged
+before the statement is read) are admitted in a class of their own, of
 ``max_concurrent_appends`` slots: such a statement spends nearly all its time waiting for
 the group commit it joined, so it should neither take a query's slot nor be kept from
 joining that commit (fuller groups are what makes small appends cheap).
@@ -17,7 +18,6 @@ joining that commit (fuller groups are what makes small appends cheap).
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -28,8 +28,6 @@ from quiver.supertable.interrupt import Interrupt
 DEFAULT_STATEMENT_TIMEOUT_S = 300.0
 DEFAULT_MAX_CONCURRENT = 16
 DEFAULT_MAX_CONCURRENT_APPENDS = 64
-_INSERT = re.compile(r"\s*INSERT\s+INTO\s", re.IGNORECASE)
-_SELECT = re.compile(r"\bSELECT\b", re.IGNORECASE)
 DEFAULT_QUEUE_TIMEOUT_S = 10.0
 # Most statements waiting for a slot; beyond it a call is refused at once.
 DEFAULT_MAX_QUEUED = 256
@@ -123,9 +121,3 @@ class Admission:
         for slot in slots:
             slot.interrupt.cancel(reason)
         return len(slots)
-
-
-def is_append_statement(sql: str) -> bool:
-    """Whether ``sql`` is an ``INSERT INTO … VALUES`` (no query inside): admitted in the
-    appends class."""
-    return _INSERT.match(sql) is not None and _SELECT.search(sql) is None

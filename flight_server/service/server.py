@@ -7,6 +7,10 @@ does the wire formats, authentication and error status codes.
 Flight SQL commands arrive packed in ``google.protobuf.Any``: in descriptors
 (GetFlightInfo, GetSchema, DoPut), in tickets (DoGet) and in action bodies.
 
+Statements are read by the SQL layer only (``quiver.flight_server.sql.analyse``): its
+reading says whether a statement is a query, DDL or DML and whether it is a plain scan,
+and that one reading serves the schema, the split and the run.
+
 - Queries: GetFlightInfo plans the statement (the schema, not the rows) and hands
   back one endpoint whose ticket is a self-contained statement handle
   (``quiver.flight_server.service.handles``); DoGet runs it and streams the rows. A plain
@@ -51,7 +55,6 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,14 +62,12 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
-from sqlglot import exp
 
-from quiver.catalog.errors import InvalidTableNameError
 from quiver.flight_server.service import handles, ingest, keys, maintenance, metadata
 from quiver.flight_server.service import statement_log as stmtlog
 from quiver.flight_server.service.auth import Authenticator
 from quiver.flight_server.service.errors import InvalidArgument, NotFound, NotImplementedCommand
-from quiver.flight_server.service.limits import Admission, Limits, Slot, is_append_statement
+from quiver.flight_server.service.limits import Admission, Limits, Slot
 from quiver.flight_server.service.transport import (
     DEFAULT_THREADS,
     CallContext,
@@ -74,9 +75,7 @@ from quiver.flight_server.service.transport import (
     PutReader,
 )
 from quiver.flight_server.service.transport import PutWriter as MetadataWriter
-from quiver.flight_server.sql import SqlConnection
-from quiver.flight_server.sql import params as sqlbind
-from quiver.flight_server.sql import parse as sqlparse
+from quiver.flight_server.sql import Analysis, SqlConnection, hide_literals, looks_like_append
 from quiver.proto import PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
 from quiver.supertable import interrupt as interrupts
 from quiver.supertable.errors import TableNotFoundError
@@ -289,7 +288,7 @@ class FlightHandlers:
         msg = _parse_command(descriptor.command)
         if (msg is not None
                 and _command_name(msg) in ("CommandStatementUpdate", "CommandStatementQuery")
-                and is_append_statement(msg.query)):
+                and looks_like_append(msg.query)):
             return self.append_admission
         return self.admission
 
@@ -331,17 +330,19 @@ class FlightHandlers:
     def _statement_info(self, descriptor: flight.FlightDescriptor, sql: str,
                         params: pa.Table | None,
                         stmt: handles.PreparedStatement | None = None) -> flight.FlightInfo:
-        is_query = stmt.is_query if stmt is not None else self.conn.is_query(sql)
+        # Read once here; the schema, the scan split and a DDL/DML run reuse the reading.
+        statement: str | Analysis = sql if stmt is not None else self.conn.analyse(sql)
+        is_query = stmt.is_query if stmt is not None else statement.is_query
         if is_query:
-            schema = self._query_schema(sql, params, stmt)
-            split = self._scan_info(descriptor, schema, sql, params)
+            schema = self._query_schema(statement, params, stmt)
+            split = self._scan_info(descriptor, schema, statement, params)
             if split is not None:
                 return split
             handle = self.tickets.seal(handles.encode_sql(sql, params))
             records = -1
         else:
             stmtlog.label("update" if stmt is None else "prepared_update", sql, replace=True)
-            result = self._execute(sql, params)
+            result = self._execute(statement, params)
             schema = result.schema
             handle = self.tickets.seal(handles.encode_result(result))
             # DB-API drivers (ADBC) report total_records as the cursor's rowcount: the
@@ -352,39 +353,27 @@ class FlightHandlers:
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])],
                                  records, -1)
 
-    def _scan_info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, sql: str,
-                   params: pa.Table | None) -> flight.FlightInfo | None:
+    def _scan_info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema,
+                   statement: str | Analysis, params: pa.Table | None
+                   ) -> flight.FlightInfo | None:
         """The FlightInfo of a plain scan of one table, one endpoint per group of the
         pinned version's superfiles; None for any other query."""
         if params is not None and params.num_columns:
             if params.num_rows != 1:
                 return None
-            sql = sqlbind.bind(sql, _first_row(params))
-        scan = plain_scan(sql)
-        if scan is None:
+            # The parts' text has the parameter values written in as literals.
+            a = self.conn.analyse(_text_of(statement), _first_row(params))
+        elif isinstance(statement, Analysis):
+            a = statement
+        else:
+            a = self.conn.analyse(statement)
+        if a.scan is None:
             return None
-        table = self._scan_table(scan.ref)
-        if table is None:
+        source = self.conn.scan_source(a.scan)
+        if source is None:
             return None
-        snap = table.snapshot()
-        dnf = sqlparse.pruning_filter(scan.ref, snap.schema) if scan.filtered else None
-        files = snap.candidate_files(dnf)
-        records = -1 if scan.filtered else int(sum(f.live_rows for f in files))
-        return self._split_info(descriptor, schema, sql, table.name, snap, files, records)
-
-    def _scan_table(self, ref: sqlparse.TableRef) -> Any:
-        """The table a scan names, resolved as the SQL layer resolves names (unquoted
-        names fold to lower case unless only the exact spelling exists); None when it is
-        not a table of the root."""
-        names = [ref.name]
-        if not ref.quoted and ref.name != ref.name.lower():
-            names.insert(0, ref.name.lower())
-        for name in names:
-            try:
-                return self.conn.open_table(name)
-            except (TableNotFoundError, InvalidTableNameError):
-                continue
-        return None
+        return self._split_info(descriptor, schema, a.text, source.table.name,
+                                source.snapshot, source.files, source.records)
 
     def _split_info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, sql: str,
                     table: str, snap: Any, files: Sequence[Any],
@@ -409,23 +398,23 @@ class FlightHandlers:
         by_rows = max(1, rows // self.min_endpoint_rows)
         return max(1, min(len(files), 2 * max(1, len(self.advertise)), MAX_ENDPOINTS, by_rows))
 
-    def _query_schema(self, sql: str, params: pa.Table | None,
+    def _query_schema(self, statement: str | Analysis, params: pa.Table | None,
                       stmt: handles.PreparedStatement | None) -> pa.Schema:
         if params is None or params.num_rows == 0:
             if stmt is not None and stmt.dataset_schema is not None:
                 return stmt.dataset_schema
-            return self.conn.schema(sql)
-        return self.conn.schema(sql, _first_row(params))
+            return self.conn.schema(statement)
+        return self.conn.schema(statement, _first_row(params))
 
-    def _execute(self, sql: str, params: pa.Table | None) -> pa.Table:
+    def _execute(self, statement: str | Analysis, params: pa.Table | None) -> pa.Table:
         """Runs a statement once, or once per parameter row."""
         if params is None or params.num_columns == 0:
-            return self.conn.sql(sql)
+            return self.conn.sql(statement)
         if params.num_rows == 0:
             raise InvalidArgument("no parameter rows are bound to the statement")
         if params.num_rows == 1:
-            return self.conn.sql(sql, _first_row(params))
-        return self.conn.sql_many(sql, params)
+            return self.conn.sql(statement, _first_row(params))
+        return self.conn.sql_many(_text_of(statement), params)
 
     def get_schema(self, context: CallContext,
                    descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -510,7 +499,7 @@ class FlightHandlers:
             if h.scan is not None:
                 part, text = h.scan, h.sql or ""
                 # A split scan's text has any bound parameters written in as literals.
-                stmtlog.label("query", _without_literals(text))
+                stmtlog.label("query", hide_literals(text))
                 return self._stream(raw, lambda: self.conn.sql_files(
                     text, part.table, part.version, part.files, table_uuid=part.table_uuid),
                     context)
@@ -787,103 +776,8 @@ class QuiverFlightServer(FlightHandlers):
         self._transport.stop(grace)
 
 
-@dataclass(frozen=True)
-class PlainScan:
-    """A query that only reads rows of one table: which table, and whether it filters."""
-
-    ref: sqlparse.TableRef
-    filtered: bool
-
-
-# Expressions a filter may hold and still be checked row by row within any one file.
-_ROW_EXPRESSIONS = (
-    exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.And,
-    exp.Or, exp.Not, exp.EQ, exp.NEQ, exp.NullSafeEQ, exp.NullSafeNEQ, exp.GT, exp.GTE,
-    exp.LT, exp.LTE, exp.Is, exp.In, exp.Between, exp.Like, exp.ILike, exp.Neg, exp.Add,
-    exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Cast, exp.TryCast, exp.DataType, exp.Tuple,
-    exp.DataTypeParam, exp.Var,
-)
-
-
-def _set_args(node: exp.Expression) -> set[str]:
-    return {k for k, v in node.args.items() if v not in (None, [], False)}
-
-
-def _plain_column(node: exp.Expression) -> bool:
-    if isinstance(node, exp.Alias):
-        node = node.this
-    if isinstance(node, exp.Star):
-        return not _set_args(node)
-    if not isinstance(node, exp.Column) or _set_args(node) - {"this", "table"}:
-        return False
-    return isinstance(node.this, exp.Identifier | exp.Star) and not (
-        isinstance(node.this, exp.Star) and _set_args(node.this))
-
-
-def plain_scan(sql: str) -> PlainScan | None:
-    """``sql`` read as ``SELECT <columns or *> FROM <table> [WHERE <row filter>]`` and
-    nothing else (no join, grouping, aggregate, order, limit, distinct, window, function
-    call, subquery or CTE), so any split of the table's files into parts returns, part
-    by part, exactly the query's rows; None when it is not that or cannot be parsed."""
-    if sql in _NOT_PLAIN:
-        return None
-    try:
-        st = sqlparse.parse(sql)
-    except Exception:  # the normal path reports what is wrong with the statement
-        return None
-    scan = _plain_scan_of(st)
-    if scan is None:
-        # Statements are sent again and again; most are not plain scans.
-        if len(_NOT_PLAIN) >= _NOT_PLAIN_MAX:
-            _NOT_PLAIN.clear()
-        _NOT_PLAIN.add(sql)
-    return scan
-
-
-_NOT_PLAIN: set[str] = set()
-_NOT_PLAIN_MAX = 4096
-
-
-def _plain_scan_of(st: sqlparse.Statement) -> PlainScan | None:
-    expr = st.expr
-    if expr is None or st.explain or not isinstance(expr, exp.Select):
-        return None
-    if _set_args(expr) - {"expressions", "from", "from_", "where"}:
-        return None
-    source = expr.args.get("from_") or expr.args.get("from")
-    node = source.this if isinstance(source, exp.From) else None
-    if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
-        return None
-    if _set_args(node) - {"this", "alias"}:
-        return None
-    alias = node.args.get("alias")
-    if alias is not None and (not isinstance(alias, exp.TableAlias)
-                              or _set_args(alias) - {"this"}):
-        return None
-    if not expr.expressions or not all(_plain_column(e) for e in expr.expressions):
-        return None
-    where = expr.args.get("where")
-    if where is not None and not all(isinstance(n, _ROW_EXPRESSIONS)
-                                     for n in where.this.walk()):
-        return None
-    refs = sqlparse.table_refs(expr)
-    if len(refs) != 1 or refs[0].node is not node:
-        return None
-    return PlainScan(refs[0], where is not None)
-
-
-def _without_literals(sql: str) -> str:
-    """``sql`` with every literal shown as ``?``, for the statement log: what a scan
-    ticket carries has the client's parameter values bound into it."""
-    try:
-        expr = sqlparse.parse(sql).expr
-        if expr is None:
-            return "?"
-        shown = expr.transform(
-            lambda n: exp.Placeholder() if isinstance(n, exp.Literal) else n)
-        return shown.sql(dialect=sqlparse.DIALECT)
-    except Exception:  # a text that does not parse is not logged at all
-        return "?"
+def _text_of(statement: str | Analysis) -> str:
+    return statement.text if isinstance(statement, Analysis) else statement
 
 
 def group_files(rows: Sequence[int], groups: int) -> list[list[int]]:

@@ -1,8 +1,22 @@
 """SQL over Quiver tables on DataFusion: each statement reads pinned table snapshots.
 
 ``connect(uri)`` is the embedded entry point: tables plus ``sql("...")`` returning Arrow.
+``analyse(text)`` says what a statement is (kind, shape, tables) without running it.
 """
 
+from quiver.flight_server.sql.analysis import (
+    CACHED_STATEMENT_CHARS,
+    Analysis,
+    CountRows,
+    Kind,
+    PlainScan,
+    ScanSource,
+    SearchCall,
+    Shape,
+    analyse,
+    hide_literals,
+    looks_like_append,
+)
 from quiver.flight_server.sql.connection import SqlConnection, connect
 from quiver.flight_server.sql.engine import SqlEngine
 from quiver.flight_server.sql.errors import (
@@ -14,6 +28,14 @@ from quiver.flight_server.sql.errors import (
 )
 
 __all__ = [
+    "CACHED_STATEMENT_CHARS",
+    "Analysis",
+    "CountRows",
+    "Kind",
+    "PlainScan",
+    "ScanSource",
+    "SearchCall",
+    "Shape",
     "SqlConnection",
     "SqlEngine",
     "SqlError",
@@ -21,5 +43,8 @@ __all__ = [
     "SqlPlanError",
     "SqlSyntaxError",
     "SqlTableNotFoundError",
+    "analyse",
     "connect",
+    "hide_literals",
+    "looks_like_append",
 ]

@@ -13,8 +13,12 @@ from typing import Any
 import pyarrow as pa
 
 from quiver import catalog
+from quiver.catalog.errors import InvalidTableNameError
+from quiver.flight_server.sql import analysis
+from quiver.flight_server.sql.analysis import Analysis, PlainScan, ScanSource
 from quiver.flight_server.sql.engine import Prepared, SqlEngine
 from quiver.flight_server.sql.params import parameter_count
+from quiver.supertable.errors import TableNotFoundError
 from quiver.supertable.table import Table, TableOptions
 
 
@@ -32,12 +36,13 @@ class SqlConnection:
     def uri(self) -> str:
         return self.catalog.uri
 
-    def sql(self, text: str, params: Sequence[Any] | None = None) -> pa.Table:
-        """Runs one statement; a query's rows, or a DDL/DML statement's result. ``params``
-        are bound to the statement's ``?`` (or ``$1``, ``$2`` …) placeholders."""
+    def sql(self, text: str | Analysis, params: Sequence[Any] | None = None) -> pa.Table:
+        """Runs one statement (text, or as ``analyse`` read it); a query's rows, or a
+        DDL/DML statement's result. ``params`` are bound to the statement's ``?`` (or
+        ``$1``, ``$2`` …) placeholders."""
         return self.engine.execute(text, params)
 
-    def sql_stream(self, text: str, params: Sequence[Any] | None = None
+    def sql_stream(self, text: str | Analysis, params: Sequence[Any] | None = None
                    ) -> pa.RecordBatchReader:
         """Runs one statement and streams its result batch by batch."""
         return self.engine.sql(text, params)
@@ -55,13 +60,25 @@ class SqlConnection:
         return self.engine.sql_files(text, table, version, files, params,
                                      table_uuid=table_uuid)
 
-    def schema(self, text: str, params: Sequence[Any] | None = None) -> pa.Schema:
+    def schema(self, text: str | Analysis, params: Sequence[Any] | None = None) -> pa.Schema:
         """The schema of the statement's result, without running it."""
         return self.engine.schema(text, params)
 
     def is_query(self, text: str) -> bool:
         """Whether the statement is a query (rows out) rather than DDL or DML."""
         return self.engine.is_query(text)
+
+    def analyse(self, text: str, params: Sequence[Any] | None = None) -> Analysis:
+        """The statement read and classified (``quiver.flight_server.sql.analysis``): its
+        kind, shape and tables. Reading is shared by text with the statement's runs."""
+        return analysis.analyse(text, params)
+
+    def scan_source(self, scan: PlainScan) -> ScanSource | None:
+        """What the plain scan ``scan`` reads now: its table (named as the engine resolves
+        names), a snapshot pinned for it, and the superfiles its filter may match; None
+        when the name is no table of the root."""
+        return analysis.scan_source(scan, self.catalog.open_table,
+                                    (TableNotFoundError, InvalidTableNameError))
 
     def parameter_count(self, text: str) -> int:
         """How many parameters the statement's placeholders take."""

@@ -1,7 +1,8 @@
 """The SQL engine: statements over the tables of one storage root, on DataFusion.
 
-One long-lived SessionContext serves every statement. A query is read with
-sqlglot to find the Quiver tables it names; each is pinned to one snapshot for
+One long-lived SessionContext serves every statement. A statement is read once
+(``quiver.flight_server.sql.analysis``, remembered by text) and let through the gate;
+a query's reading gives the Quiver tables it names: each is pinned to one snapshot for
 the whole statement (self-joins and search functions included), its versioned
 view is registered (or reused), and the names in the text are pointed at the
 views before DataFusion plans it. Results stream batch by batch. DDL and DML
@@ -16,7 +17,6 @@ live-row count without planning a scan.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import os
@@ -34,7 +34,15 @@ from sqlglot import exp
 
 from quiver.catalog import Connection
 from quiver.catalog.errors import InvalidTableNameError
-from quiver.flight_server.sql import bounded, constants, gate, information, param_types, snippet
+from quiver.flight_server.sql import (
+    analysis,
+    bounded,
+    constants,
+    gate,
+    information,
+    param_types,
+    snippet,
+)
 from quiver.flight_server.sql import params as sqlbind
 from quiver.flight_server.sql import parse as sqlparse
 from quiver.flight_server.sql.arrow_types import plain_schema
@@ -209,12 +217,17 @@ class SqlEngine:
         finally:
             self._local.pins = None
 
-    def read(self, text: str, params: Sequence[Any] | None = None) -> sqlparse.Statement:
+    def read(self, text: str | analysis.Analysis,
+             params: Sequence[Any] | None = None) -> analysis.Analysis:
         """The statement ``text`` (with ``params`` bound), read and let through the gate
-        (``quiver.flight_server.sql.gate``): refused with an ``SqlError`` unless it may run."""
-        st = sqlparse.parse(self._bound(text, params))
-        gate.check(st, _functions.NAMES if _functions is not None else ())
-        return st
+        (``quiver.flight_server.sql.gate``): refused with an ``SqlError`` unless it may run.
+        A statement already analysed is not read again."""
+        if isinstance(text, analysis.Analysis):
+            a = text if params is None else analysis.analyse(text.text, params)
+        else:
+            a = analysis.analyse(text, params)
+        gate.check(a, _functions.NAMES if _functions is not None else ())
+        return a
 
     @contextmanager
     def fresh_pins(self) -> Iterator[None]:
@@ -303,9 +316,9 @@ class SqlEngine:
         if params.num_rows == 0:
             raise SqlParameterError("no parameter rows to bind")
         if params.num_rows > 1 and _statements is not None:
-            st = self.read(text)
-            appended = _statements.insert_parameter_rows(self, st.expr, params) \
-                if st.expr is not None and not st.explain else None
+            a = self.read(text)
+            appended = _statements.insert_parameter_rows(self, a.statement.expr, params) \
+                if a.statement.expr is not None and not a.explain else None
             if appended is not None:
                 return appended
         results = [self.execute(text, row) for row in sqlbind.rows(params)]
@@ -314,24 +327,25 @@ class SqlEngine:
             return pa.table({"count": pa.array([total], pa.int64())})
         return pa.concat_tables(results)
 
-    def schema(self, text: str, params: Sequence[Any] | None = None) -> pa.Schema:
+    def schema(self, text: str | analysis.Analysis,
+               params: Sequence[Any] | None = None) -> pa.Schema:
         """The schema of the statement's result, planned without running it: search
         functions check their arguments (constant ones evaluated) but search nothing."""
-        st = self.read(text, params)
-        if not st.explain and not sqlparse.is_query(st.expr):
-            if _statements is None or not _statements.is_statement(st.expr):
-                raise SqlError(f"{type(st.expr).__name__.upper()} statements are not "
-                               "supported")
-            return _statements.result_schema(self, st.expr)
+        a = self.read(text, params)
+        if not a.plans_as_query:
+            if _statements is None or not a.carried_out:
+                raise SqlError(f"{type(a.statement.expr).__name__.upper()} statements are "
+                               "not supported")
+            return _statements.result_schema(self, a.statement.expr)
         with self._statement() as pins:
             outer, pins.dry = pins.dry, True
             try:
-                st = self._fold_constants(st, pins, dry=True)
-                direct = None if st.explain else (self._count_only(st, pins)
-                                                  or self._bare_search(st, pins))
+                a = self._fold_constants(a, pins, dry=True)
+                direct = None if a.explain else (self._count_only(a, pins)
+                                                 or self._bare_search(a, pins))
                 if direct is not None:
                     return direct.schema
-                df = self._plan_query(st, pins)
+                df = self._plan_query(a.statement, pins)
                 return plain_schema(df.schema(), fold_large=False)
             finally:
                 pins.dry = outer
@@ -379,32 +393,27 @@ class SqlEngine:
         """Whether the statement returns rows of a query (SELECT, VALUES, WITH, EXPLAIN,
         SHOW, DESCRIBE) rather than being DDL or DML; text that cannot be read counts as
         a query, to be refused when it is planned."""
-        return _is_query_text(text)
+        return analysis.analyse(text).is_query
 
-    @staticmethod
-    def _bound(text: str, params: Sequence[Any] | None) -> str:
-        if params is None:
-            return text
-        return sqlbind.bind(text, params)
-
-    def sql(self, text: str, params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
+    def sql(self, text: str | analysis.Analysis,
+            params: Sequence[Any] | None = None) -> pa.RecordBatchReader:
         """Runs one statement (with ``params`` bound to its placeholders); the result
         streams as record batches."""
-        st = self.read(text, params)
+        a = self.read(text, params)
         with self._statement() as pins:
-            if not st.explain and not sqlparse.is_query(st.expr):
-                return self._run_statement(st)
-            st = self._fold_constants(st, pins)
+            if not a.plans_as_query:
+                return self._run_statement(a)
+            a = self._fold_constants(a, pins)
             # Under EXPLAIN the count still runs, for the note saying how it would be
             # answered.
-            counted = self._count_only(st, pins)
-            direct = None if st.explain else (counted or self._bare_search(st, pins))
+            counted = self._count_only(a, pins)
+            direct = None if a.explain else (counted or self._bare_search(a, pins))
             if direct is not None:
                 return pa.RecordBatchReader.from_batches(direct.schema, direct.to_batches())
-            df = self._plan_query(st, pins)
-            if st.explain and pins.notes:
+            df = self._plan_query(a.statement, pins)
+            if a.explain and pins.notes:
                 return self._explain_with_notes(df, pins.notes)
-            return self._stream(df, small=_small(st, pins))
+            return self._stream(df, small=_small(a, pins))
 
     def sql_files(self, text: str, table: str, version: int, files: Sequence[str],
                   params: Sequence[Any] | None = None, *, table_uuid: str | None = None
@@ -414,8 +423,8 @@ class SqlEngine:
         table can be read in parts. ``table_uuid``, when given, must be the table's:
         a table dropped and created again under the name is another table.
         ``ObjectNotFoundError`` when that version or one of the files is gone."""
-        st = self.read(text, params)
-        if st.explain or not sqlparse.is_query(st.expr):
+        a = self.read(text, params)
+        if a.explain or not a.plans_as_query:
             raise SqlError("only a query can read part of a table's files")
         with self._statement() as pins:
             source = self.open_table(table)
@@ -434,7 +443,7 @@ class SqlEngine:
             pins.tables[table] = source
             pins.snaps[table] = snap
             pins.files[table] = wanted
-            df = self._plan_query(st, pins)
+            df = self._plan_query(a.statement, pins)
             return self._stream(df)
 
     @staticmethod
@@ -449,16 +458,16 @@ class SqlEngine:
                 f"version {version} of table {table.name!r} is no longer stored (old "
                 "versions are removed after a while); run the query again") from None
 
-    def _fold_constants(self, st: sqlparse.Statement, pins: _Pins, dry: bool = False
-                        ) -> sqlparse.Statement:
+    def _fold_constants(self, a: analysis.Analysis, pins: _Pins, dry: bool = False
+                        ) -> analysis.Analysis:
         """The statement with its search functions' constant arguments evaluated and
         written in as literals (``quiver.flight_server.sql.constants``), each once, under the
         statement's pins."""
-        if _functions is None or not _SEARCH_CALL.search(st.body):
-            return st
+        if _functions is None or not _SEARCH_CALL.search(a.statement.body):
+            return a
 
         def evaluate(text: str) -> pa.Scalar:
-            sub = self.read(f"SELECT {text}")
+            sub = self.read(f"SELECT {text}").statement
             if not isinstance(sub.expr, exp.Select) or len(sub.expr.expressions) != 1:
                 raise SqlPlanError(f"cannot evaluate the search argument {text[:80]!r}")
             try:
@@ -469,76 +478,34 @@ class SqlEngine:
                 raise SqlPlanError(f"the search argument {text[:80]!r} is not one value")
             return result.column(0)[0]
 
-        text = constants.fold(st, evaluate, dry)
-        return st if text is None else self.read(text)
+        text = constants.fold(a.statement, evaluate, dry)
+        return a if text is None else self.read(text)
 
-    def _count_only(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
+    def _count_only(self, a: analysis.Analysis, pins: _Pins) -> pa.Table | None:
         """The result of ``SELECT count(*) FROM t`` (or ``count(1)``, aliased or not, with
-        nothing else in the statement) from the pinned manifest: its live-row count is
-        exact, tombstones included. None for any other statement."""
-        expr = st.expr
-        if not isinstance(expr, exp.Select) or len(expr.expressions) != 1:
+        nothing else in the statement; ``analysis.Shape.COUNT``) from the pinned manifest:
+        its live-row count is exact, tombstones included. None for any other statement."""
+        count = a.count
+        if count is None:
             return None
-        if {k for k, v in expr.args.items() if v} - {"expressions", "from", "from_"}:
-            return None
-        source = expr.args.get("from_") or expr.args.get("from")
-        node = source.this if isinstance(source, exp.From) else None
-        if not isinstance(node, exp.Table) or \
-                {k for k, v in node.args.items() if v} - {"this", "alias", "db"}:
-            return None
-        proj = expr.expressions[0]
-        call = proj.this if isinstance(proj, exp.Alias) else proj
-        if not isinstance(call, exp.Count) or \
-                {k for k, v in call.args.items() if v} - {"this", "big_int"}:
-            return None
-        arg = call.this
-        if isinstance(arg, exp.Star) and not {k for k, v in arg.args.items() if v}:
-            form = "star"
-        elif isinstance(arg, exp.Literal) and not arg.is_string and arg.this == "1":
-            form = "one"
-        else:
-            return None
-        refs = sqlparse.table_refs(expr)
-        if len(refs) != 1 or refs[0].node is not node:
-            return None
-        ref = refs[0]
-        name = self._resolve(pins, ref.name, ref.quoted)
+        name = self._resolve(pins, count.table, count.quoted)
         snap = self._pin_in(pins, name)
         rows = snap.count()
-        if st.explain:
+        if a.explain:
             pins.notes.append(f"count: {name} counted from manifest v{snap.version} "
                               f"({rows} live rows), no scan")
-        if isinstance(proj, exp.Alias):
-            ident = proj.args["alias"]
-            column = ident.name if ident.quoted else ident.name.lower()
-        else:
-            column = self._count_name(form)
+        column = count.column or self._count_name(count.form)
         field_ = pa.field(column, pa.int64(), nullable=False)
         return pa.table([pa.array([rows], pa.int64())], schema=pa.schema([field_]))
 
-    def _bare_search(self, st: sqlparse.Statement, pins: _Pins) -> pa.Table | None:
+    def _bare_search(self, a: analysis.Analysis, pins: _Pins) -> pa.Table | None:
         """The result of ``SELECT * FROM <search function>(<literals>)`` with nothing else
-        in the statement, from the function itself: DataFusion would only pass its rows
-        through. None for any other statement."""
-        expr = st.expr
-        if self._search is None or not isinstance(expr, exp.Select) or \
-                {k for k, v in expr.args.items() if v} - {"expressions", "from_", "from"}:
+        in the statement (``analysis.Shape.SEARCH``), from the function itself: DataFusion
+        would only pass its rows through. None for any other statement."""
+        call = a.search
+        if self._search is None or call is None or not self._search.knows(call.function):
             return None
-        if len(expr.expressions) != 1 or not isinstance(expr.expressions[0], exp.Star) or \
-                any(expr.expressions[0].args.values()):
-            return None
-        source = expr.args.get("from_") or expr.args.get("from")
-        node = source.this if isinstance(source, exp.From) else None
-        if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Anonymous) or \
-                {k for k, v in node.args.items() if v} - {"this"}:
-            return None
-        call = node.this
-        if not self._search.knows(call.name):
-            return None
-        values = [sqlparse.literal_value(a) for a in call.expressions]
-        if any(v is sqlparse.NO_LITERAL for v in values):
-            return None
-        return self._search.call(call.name, values)
+        return self._search.call(call.function, list(call.values))
 
     def _count_name(self, form: str) -> str:
         """The column name DataFusion gives an unaliased count of this form."""
@@ -558,12 +525,12 @@ class SqlEngine:
         out = pa.concat_tables([plan, extra])
         return pa.RecordBatchReader.from_batches(out.schema, out.to_batches())
 
-    def _run_statement(self, st: sqlparse.Statement) -> pa.RecordBatchReader:
-        if _statements is None or not _statements.is_statement(st.expr):
-            kind = type(st.expr).__name__.upper()
+    def _run_statement(self, a: analysis.Analysis) -> pa.RecordBatchReader:
+        if _statements is None or not a.carried_out:
+            kind = type(a.statement.expr).__name__.upper()
             raise SqlError(f"{kind} statements are not supported yet; SELECT, WITH, VALUES "
                            "and EXPLAIN are")
-        result = _statements.run_statement(self, st.expr)
+        result = _statements.run_statement(self, a.statement.expr)
         return pa.RecordBatchReader.from_batches(result.schema, result.to_batches())
 
     def _plan_query(self, st: sqlparse.Statement, pins: _Pins) -> datafusion.DataFrame:
@@ -701,17 +668,13 @@ _loops = threading.local()
 SMALL_ROWS = 100_000
 
 
-def _small(st: sqlparse.Statement, pins: _Pins) -> bool:
-    """Whether every batch of ``st`` is quick to make: it reads at most ``SMALL_ROWS``
-    live rows of its tables, and joins nothing, generates no rows and does not recurse
-    (so its work is bounded by those rows times its expressions, which are bounded)."""
-    expr = st.expr
-    if st.explain or expr is None:
+def _small(a: analysis.Analysis, pins: _Pins) -> bool:
+    """Whether every batch of the statement is quick to make: it reads at most
+    ``SMALL_ROWS`` live rows of its tables, and joins nothing, generates no rows and does
+    not recurse (so its work is bounded by those rows times its expressions, which are
+    bounded)."""
+    if a.explain or not a.row_bounded:
         return False
-    for node in expr.walk():
-        if isinstance(node, exp.Join | exp.GenerateSeries | exp.Unnest | exp.Subquery) or \
-                (isinstance(node, exp.With) and node.args.get("recursive")):
-            return False
     return sum(snap.count() for snap in pins.snaps.values()) <= SMALL_ROWS
 
 
@@ -762,14 +725,6 @@ async def _anext(held: list[Any]) -> Any:
         return await held[0].__anext__()
     except StopAsyncIteration:
         return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_query_text(text: str) -> bool:
-    # Remembered by text: a client asks this of the same statement again and again.
-    st = sqlparse.parse(text)
-    return st.expr is None or st.explain or sqlparse.is_query(st.expr) or \
-        isinstance(st.expr, exp.Show | exp.Describe)
 
 
 def _clean(message: str, renames: dict[str, str] | None = None) -> str:

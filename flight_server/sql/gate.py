@@ -37,9 +37,9 @@ from sqlglot import exp
 
 from quiver.catalog.errors import quote_short
 from quiver.flight_server.sql import information
+from quiver.flight_server.sql.analysis import Analysis, Shape
 from quiver.flight_server.sql.errors import SqlPlanError, SqlSyntaxError
-from quiver.flight_server.sql.parse import Statement, is_query, literal_value, norm
-from quiver.flight_server.sql.statements import is_statement
+from quiver.flight_server.sql.parse import literal_value, norm
 
 # What the refusal of a statement says may run.
 ALLOWED = ("SELECT / WITH / VALUES queries, CREATE TABLE, DROP TABLE, INSERT, UPDATE, "
@@ -59,17 +59,16 @@ _INTERNAL_MARKS = ("@", "#")
 _INTERNAL_PREFIX = "__quiver"
 
 
-def check(st: Statement, table_functions: Collection[str]) -> None:
-    """Refuses ``st`` unless it is a statement that may run (``SqlSyntaxError`` when it
-    cannot be read, ``SqlPlanError`` naming what is not allowed)."""
-    expr = st.expr
+def check(a: Analysis, table_functions: Collection[str]) -> None:
+    """Refuses the statement ``a`` unless it may run (``SqlSyntaxError`` when it cannot be
+    read, ``SqlPlanError`` naming what is not allowed)."""
+    expr = a.statement.expr
     if expr is None:
-        raise SqlSyntaxError(f"cannot read the statement ({st.error or 'syntax error'}); "
-                             f"statements allowed are {ALLOWED}")
-    if st.explain:
-        if not is_query(expr):
+        raise SqlSyntaxError(f"cannot read the statement ({a.statement.error or 'syntax error'}"
+                             f"); statements allowed are {ALLOWED}")
+    if a.shape is Shape.UNSUPPORTED:
+        if a.explain:
             raise SqlPlanError(f"EXPLAIN explains a query, not {_kind(expr)}")
-    elif not is_query(expr) and not is_statement(expr):
         raise SqlPlanError(f"{_kind(expr)} statements are not allowed; statements allowed "
                            f"are {ALLOWED}")
     # Also the queries inside INSERT … SELECT, CREATE TABLE … AS and WHERE subqueries.

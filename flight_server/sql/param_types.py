@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 from sqlglot import exp
 
-from quiver.flight_server.sql import functions, gate
+from quiver.flight_server.sql import analysis, functions, gate
 from quiver.flight_server.sql import params as sqlbind
 from quiver.flight_server.sql import parse as sqlparse
 from quiver.flight_server.sql.errors import SqlPlanError, SqlSyntaxError
@@ -141,7 +141,7 @@ def infer(text: str, table_schema: TableSchema) -> list[Slot]:
         # the positions the parser's message gives.
         plain = sqlbind.substitute(text, ["0" * len(_spelling(found, i))
                                           for i in range(count)])
-        gate.check(sqlparse.parse(plain), ())
+        gate.check(analysis.analyse(plain), ())
         raise SqlSyntaxError(f"cannot read the statement ({st.error or 'syntax error'})")
     reader = _Reader(table_schema, mark)
     guesses = [_UNKNOWN] * count

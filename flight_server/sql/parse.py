@@ -1,4 +1,7 @@
-"""Reading a statement: what it is, which tables it names, and how to rewrite it.
+"""Parsing a statement: its sqlglot tree, which tables it names, and how to rewrite it.
+
+What kind of statement it is and which shape it has is ``quiver.flight_server.sql.analysis``'s
+job, on the tree parsed here.
 
 A statement is parsed with sqlglot only to learn its shape; the text handed to
 DataFusion is the user's own text with a few spans replaced (table names by

@@ -42,6 +42,7 @@ from sqlglot import exp
 
 from quiver.catalog.connection import is_valid_table_name
 from quiver.catalog.errors import quote_short
+from quiver.flight_server.sql import analysis
 from quiver.flight_server.sql.arrow_types import plain_type
 from quiver.flight_server.sql.errors import (
     SqlParameterError,
@@ -114,14 +115,9 @@ def _count(n: int) -> pa.Table:
 
 def is_statement(expr: exp.Expression) -> bool:
     """True for the statements ``run_statement`` carries out (or rejects with a reason):
-    every CREATE, DROP, INSERT, DELETE and UPDATE, SHOW TABLES and DESCRIBE of a table."""
-    if isinstance(expr, exp.Create | exp.Drop | exp.Insert | exp.Delete | exp.Update):
-        return True
-    if isinstance(expr, exp.Show):
-        return expr.name.upper() == "TABLES"
-    if isinstance(expr, exp.Describe):
-        return isinstance(expr.this, exp.Table)
-    return False
+    every CREATE, DROP, INSERT, DELETE and UPDATE, SHOW TABLES and DESCRIBE of a table
+    (``quiver.flight_server.sql.analysis`` tells them apart)."""
+    return analysis.carried_out(expr)
 
 
 def run_statement(engine: Any, expr: exp.Expression) -> pa.Table:

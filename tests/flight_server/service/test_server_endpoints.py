@@ -16,9 +16,8 @@ from quiver.flight_server.service.server import (
     MAX_ENDPOINTS,
     QuiverFlightServer,
     group_files,
-    plain_scan,
 )
-from quiver.flight_server.sql import SqlConnection, connect
+from quiver.flight_server.sql import SqlConnection, analyse, connect
 from quiver.proto import flight_pb2, flight_sql_pb2, pack, unpack
 from quiver.supertable.gc import collect_garbage
 
@@ -154,7 +153,7 @@ def test_a_filter_the_manifest_can_rule_files_out_with_reads_only_the_remaining_
     "EXPLAIN SELECT * FROM docs",
 ])
 def test_anything_but_a_plain_scan_keeps_one_endpoint_without_locations(client, sql) -> None:
-    assert plain_scan(sql) is None
+    assert analyse(sql).scan is None
     info = _info(client, sql)
     assert len(info.endpoints) == 1
     assert list(info.endpoints[0].locations) == []
