@@ -162,3 +162,25 @@ def test_writer_options_params_apply_to_every_vector_column():
     opts = WriterOptions(vector_params=VectorIndexParams(quantizer="pq"))
     data = write_superfile(_table(x), IndexSpec.of(vector={"vec": "l2"}), options=opts).data
     assert SuperfileReader.open(data).vector("vec").codes_name == "pq"
+
+
+MINILM = Path(__file__).resolve().parents[3] / "shared" / "data" / "pypi-minilm"
+
+
+def test_minilm_sample_default_probe_recall_and_codes_smaller_than_the_column():
+    if not (MINILM / "embeddings.f16.npy").exists():
+        pytest.skip("real embeddings not available")
+    x = np.load(MINILM / "embeddings.f16.npy", mmap_mode="r")[:20000].astype(np.float32)
+    qs = np.load(MINILM / "query_embeddings.f32.npy")[:50]
+    data = write_superfile(_table(x), IndexSpec.of(vector={"vec": "cosine"})).data
+    lazy = SuperfileReader.open_lazy(BytesRangeReader(data))
+    assert lazy.vector("vec").codes_name == "pq"
+    column, _ = _column_bytes(lazy, "vec")
+    assert lazy.directory.find("vector", "vec").length < 0.3 * column
+    sims = qs @ x.T
+    tenth = -np.sort(-sims, axis=1)[:, 9]
+    hits = 0
+    for i, q in enumerate(qs):
+        ids, _ = lazy.vector_search("vec", q, 10)
+        hits += min(10, int((x[ids.astype(np.int64)] @ q >= tenth[i] - 1e-5).sum()))
+    assert hits / (10 * len(qs)) >= 0.95
