@@ -184,3 +184,42 @@ def test_minilm_sample_default_probe_recall_and_codes_smaller_than_the_column():
         ids, _ = lazy.vector_search("vec", q, 10)
         hits += min(10, int((x[ids.astype(np.int64)] @ q >= tenth[i] - 1e-5).sum()))
     assert hits / (10 * len(qs)) >= 0.95
+
+
+class BatchingSource(BytesRangeReader):
+    """A store-like source that serves several ranges per call and records each call."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.batches: list[list[tuple[int, int]]] = []
+        self.singles = 0
+
+    def read(self, offset: int, length: int) -> memoryview:
+        self.singles += 1
+        return super().read(offset, length)
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> list[memoryview]:
+        self.batches.append(list(ranges))
+        return [super(BatchingSource, self).read(o, n) for o, n in ranges]
+
+
+def test_lazy_search_sends_probed_cells_and_rerank_pages_to_the_store_as_batches():
+    x = clustered(20000, 64, 30, seed=10)
+    data = write_superfile(_table(x), IndexSpec.of(vector={"vec": "l2"})).data
+    source = BatchingSource(data)
+    reader = SuperfileReader.open_lazy(source)
+    _, spans = _column_bytes(reader, "vec")
+    blob = reader.directory.find("vector", "vec")
+    b_start = reader.directory.absolute(blob)
+    reader.vector_search("vec", x[7], 10)
+    source.batches.clear()
+    source.singles = 0
+    ids, _ = reader.vector_search("vec", x[7] + 0.01, 10)
+    assert ids[0] == 7
+    page_batches = [b for b in source.batches
+                    if len(b) > 1 and all(any(s <= o < e for s, e in spans) for o, _ in b)]
+    cell_batches = [b for b in source.batches
+                    if len(b) > 1 and all(b_start <= o < b_start + blob.length for o, _ in b)]
+    # Many ranges, few round trips: each group goes out in one concurrent call.
+    assert len(page_batches) == 1 and len(cell_batches) == 1, source.batches
+    assert source.singles <= 2
