@@ -32,7 +32,9 @@ from quiver.superfile.errors import CorruptFileError, NotASuperfileError, Unsupp
 FORMAT_KEY = "quiver.format"
 FORMAT_NAME = "quiver-superfile"
 VERSION_KEY = "quiver.format_version"
-FORMAT_VERSION = 1
+# Version 2: vector index blobs hold codes only; the rerank reads the Parquet column.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 NUM_ROWS_KEY = "quiver.num_rows"
 REGION_LENGTH_KEY = "quiver.index_region_length"
 DIRECTORY_KEY = "quiver.indexes"
@@ -175,9 +177,10 @@ def parse_directory(kv: Mapping[bytes, bytes] | None, footer_start: int) -> Dire
         version = int(meta[VERSION_KEY])
     except (KeyError, ValueError):
         raise CorruptFileError(f"{VERSION_KEY} is missing or not an integer") from None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UnsupportedVersionError(
-            f"superfile format version {version}; this build reads version {FORMAT_VERSION}"
+            f"superfile format version {version}; this build reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         num_rows = int(meta[NUM_ROWS_KEY])

@@ -79,6 +79,15 @@ class FileRangeReader:
         self.close()
 
 
+def read_batch(reader: RangeReader, spans: Sequence[tuple[int, int]]) -> list[Buffer]:
+    """The given spans, as one concurrent batch when the reader offers ``read_ranges``
+    (object storage), else one read after another."""
+    batch = getattr(reader, "read_ranges", None)
+    if batch is not None and len(spans) > 1:
+        return list(batch(list(spans)))
+    return [reader.read(o, n) for o, n in spans]
+
+
 class SubRangeReader:
     """A window ``[base, base + length)`` of another reader, addressed from 0."""
 
@@ -94,6 +103,11 @@ class SubRangeReader:
     def read(self, offset: int, length: int) -> Buffer:
         _check_bounds(offset, length, self._length)
         return self._parent.read(self._base + offset, length)
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[Buffer]:
+        for offset, length in ranges:
+            _check_bounds(offset, length, self._length)
+        return read_batch(self._parent, [(self._base + o, n) for o, n in ranges])
 
 
 class CountingRangeReader:
@@ -125,6 +139,12 @@ class CountingRangeReader:
             self.ranges.append((offset, length))
         return data
 
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[Buffer]:
+        data = read_batch(self._inner, ranges)
+        with self._lock:
+            self.ranges.extend((o, n) for o, n in ranges)
+        return data
+
 
 def read_many(
     reader: RangeReader, ranges: Sequence[tuple[int, int]], gap: int = 4096
@@ -137,24 +157,23 @@ def read_many(
         return []
     order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
     out: list[Buffer] = [b""] * len(ranges)
-    group: list[int] = []
-    start = end = 0
-
-    def flush() -> None:
-        blob = memoryview(reader.read(start, end - start)).cast("B")
+    groups: list[list[int]] = []
+    spans: list[tuple[int, int]] = []
+    end = 0
+    for i in order:
+        off, length = ranges[i]
+        if groups and off <= end + gap:
+            end = max(end, off + length)
+            groups[-1].append(i)
+            spans[-1] = (spans[-1][0], end - spans[-1][0])
+            continue
+        groups.append([i])
+        spans.append((off, length))
+        end = off + length
+    # The merged spans go out as one batch: on object storage, concurrently.
+    for (start, _), group, data in zip(spans, groups, read_batch(reader, spans), strict=True):
+        blob = memoryview(data).cast("B")
         for i in group:
             off, length = ranges[i]
             out[i] = blob[off - start : off - start + length]
-
-    for i in order:
-        off, length = ranges[i]
-        if group and off <= end + gap:
-            end = max(end, off + length)
-            group.append(i)
-            continue
-        if group:
-            flush()
-        group = [i]
-        start, end = off, off + length
-    flush()
     return out

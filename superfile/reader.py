@@ -25,8 +25,15 @@ from quiver.superfile.fts.reader import FtsIndexReader
 from quiver.superfile.fts.stats import CollectionStats
 from quiver.superfile.fts.tokenizer import tokenize
 from quiver.superfile.parquet_pages.row_fetch import RangeFile, RowFetcher
-from quiver.superfile.ranges import Buffer, BytesRangeReader, RangeReader, SubRangeReader
-from quiver.superfile.spec import IndexSpec, Metric
+from quiver.superfile.ranges import (
+    Buffer,
+    BytesRangeReader,
+    RangeReader,
+    SubRangeReader,
+    read_batch,
+)
+from quiver.superfile.spec import IndexSpec, Metric, vector_dim
+from quiver.superfile.vector.column_vectors import ColumnVectors
 from quiver.superfile.vector.reader import VectorIndexReader
 from quiver.superfile.vector.summary import VectorSummary
 
@@ -50,6 +57,14 @@ class _TailCachedReader:
             start = offset - self._tail_start
             return self._tail[start : start + length]
         return self._inner.read(offset, length)
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[Buffer]:
+        out: list[Buffer | None] = [None] * len(ranges)
+        far = [i for i, (o, n) in enumerate(ranges)
+               if not (o >= self._tail_start and o + n <= self._size)]
+        for i, data in zip(far, read_batch(self._inner, [ranges[i] for i in far]), strict=True):
+            out[i] = data
+        return [self.read(*ranges[i]) if d is None else d for i, d in enumerate(out)]
 
 
 def _parse_footer(footer: Buffer) -> pq.FileMetaData:
@@ -92,6 +107,10 @@ class SuperfileReader:
         }
         self.schema: pa.Schema = schema.with_metadata(user_meta or None)
         self._check_body_before_region()
+        # Resident files hand the fetcher their bytes, so it can decode and keep whole
+        # columns instead of building a small file per column and take.
+        whole = source.read(0, source.size()) if resident else None
+        self._rows = RowFetcher(source, self._footer, self.schema, resident=whole)
         self._fts: dict[str, FtsIndexReader] = {}
         self._vec: dict[str, VectorIndexReader] = {}
         vector_spec: dict[str, Metric] = {}
@@ -104,13 +123,32 @@ class SuperfileReader:
             if entry.kind == layout.FTS:
                 self._fts[entry.column] = FtsIndexReader.open(window, verify=resident)
             else:
-                self._vec[entry.column] = VectorIndexReader.open(window, verify=resident)
+                self._vec[entry.column] = VectorIndexReader.open(
+                    window, verify=resident, vectors=self._column_vectors(entry, whole)
+                )
                 vector_spec[entry.column] = self._vec[entry.column].metric
         self.spec = IndexSpec(fts=tuple(self._fts), vector=vector_spec)
-        # Resident files hand the fetcher their bytes, so it can decode and keep whole
-        # columns instead of building a small file per column and take.
-        whole = source.read(0, source.size()) if resident else None
-        self._rows = RowFetcher(source, self._footer, self.schema, resident=whole)
+
+    def _column_vectors(self, entry: layout.BlobEntry, whole: Buffer | None) -> ColumnVectors:
+        """The rerank's source of float32 vectors: this file's own column (stored once)."""
+        column = entry.column
+        metric = Metric.parse(str(entry.params.get("metric", "cosine")))
+        dim = vector_dim(self.schema.field(column).type)
+        if dim is None:
+            raise CorruptFileError(f"vector index on column {column!r}, which holds no vectors")
+        if whole is None:
+            return ColumnVectors(
+                metric, dim, take=lambda ids: self._rows.take(ids, [column]).column(0)
+            )
+
+        def decode() -> pa.ChunkedArray:
+            try:
+                file = pq.ParquetFile(pa.BufferReader(whole), page_checksum_verification=True)
+                return file.read(columns=[column]).column(0)
+            except (OSError, pa.ArrowException) as exc:
+                raise CorruptFileError(f"unreadable vector column {column!r}: {exc}") from None
+
+        return ColumnVectors(metric, dim, whole=decode)
 
     # -- opening ---------------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ import pyarrow as pa
 
 from quiver.superfile.errors import IndexSpecError
 
+# The code kinds a vector index can store (see quiver.superfile.vector.build).
+VECTOR_CODES = ("auto", "sq8", "pq")
+
 
 class Metric(enum.StrEnum):
     """Vector distance. Every metric reports a distance: smaller is nearer.
@@ -48,20 +51,28 @@ class Metric(enum.StrEnum):
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """Which string columns get a BM25 index and which vector columns a kNN index."""
+    """Which string columns get a BM25 index and which vector columns a kNN index.
+
+    ``vector_codes`` optionally names the compact codes a vector column's index stores
+    (``auto``, ``sq8`` or ``pq``; see ``VECTOR_CODES``); a column left out gets ``auto``:
+    SQ8 for small files, PQ for large ones.
+    """
 
     fts: tuple[str, ...] = ()
     vector: dict[str, Metric] = field(default_factory=dict)
+    vector_codes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
         cls,
         fts: list[str] | tuple[str, ...] = (),
         vector: dict[str, str | Metric] | None = None,
+        vector_codes: dict[str, str] | None = None,
     ) -> IndexSpec:
         return cls(
             fts=tuple(fts),
             vector={name: Metric.parse(m) for name, m in (vector or {}).items()},
+            vector_codes={n: str(c).strip().lower() for n, c in (vector_codes or {}).items()},
         )
 
     @classmethod
@@ -88,6 +99,14 @@ class IndexSpec:
                 raise IndexSpecError(
                     f"vector column {col!r} has type {schema.field(col).type}; "
                     f"{VECTOR_TYPES_TEXT}"
+                )
+        for col, codes in self.vector_codes.items():
+            if col not in self.vector:
+                raise IndexSpecError(f"vector_codes names {col!r}, which is not a vector column")
+            if codes not in VECTOR_CODES:
+                raise IndexSpecError(
+                    f"unknown vector codes {codes!r} for {col!r}: use one of "
+                    f"{', '.join(VECTOR_CODES)}"
                 )
         overlap = set(self.fts) & set(self.vector)
         if overlap:

@@ -8,6 +8,7 @@ plus the summaries the table layer keeps in its manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from collections.abc import Iterable
@@ -104,6 +105,13 @@ def _write_parquet(table: pa.Table, spec: IndexSpec, options: WriterOptions,
     return sink.getvalue()
 
 
+def _vector_params(options: WriterOptions, spec: IndexSpec, column: str) -> VectorIndexParams:
+    """The writer's vector build knobs, with the codes the spec names for ``column``."""
+    params = options.vector_params or VectorIndexParams()
+    codes = spec.vector_codes.get(column)
+    return params if codes is None else dataclasses.replace(params, quantizer=codes)
+
+
 def write_superfile(
     data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
     spec: IndexSpec | None = None,
@@ -127,7 +135,8 @@ def write_superfile(
     with ThreadPoolExecutor(max_workers=max(1, options.threads)) as pool:
         fts_jobs = {col: pool.submit(build_fts_index, table.column(col)) for col in spec.fts}
         vec_jobs = {
-            col: pool.submit(build_vector_index, table.column(col), metric, options.vector_params)
+            col: pool.submit(build_vector_index, table.column(col), metric,
+                             _vector_params(options, spec, col))
             for col, metric in spec.vector.items()
         }
         fts_built = {col: job.result() for col, job in fts_jobs.items()}

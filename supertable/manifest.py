@@ -226,7 +226,9 @@ class Manifest:
             "table_uuid": self.table_uuid,
             "schema": schema_to_b64(self.schema),
             "spec": {"fts": list(self.spec.fts),
-                     "vector": {k: str(m) for k, m in self.spec.vector.items()}},
+                     "vector": {k: str(m) for k, m in self.spec.vector.items()},
+                     **({"vector_codes": dict(self.spec.vector_codes)}
+                        if self.spec.vector_codes else {})},
             "next_id": self.next_id,
             "files": [f.to_json() for f in self.files],
             "batches": list(self.batches),
@@ -251,7 +253,9 @@ class Manifest:
                 table_uuid=str(doc["table_uuid"]),
                 schema=schema_from_b64(doc["schema"]),
                 spec=IndexSpec(fts=tuple(spec["fts"]),
-                               vector={k: Metric.parse(v) for k, v in spec["vector"].items()}),
+                               vector={k: Metric.parse(v) for k, v in spec["vector"].items()},
+                               vector_codes={str(k): str(v) for k, v in
+                                             spec.get("vector_codes", {}).items()}),
                 next_id=int(doc["next_id"]),
                 files=tuple(FileEntry.from_json(f) for f in doc["files"]),
                 batches=tuple(doc.get("batches", ())),

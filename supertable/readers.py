@@ -26,6 +26,7 @@ from quiver.superfile.fts.build import build_fts_index
 from quiver.superfile.fts.reader import FtsIndexReader
 from quiver.superfile.ranges import BytesRangeReader
 from quiver.superfile.vector.build import VectorIndexParams, build_vector_index
+from quiver.superfile.vector.column_vectors import ColumnVectors
 from quiver.superfile.vector.reader import VectorIndexReader
 from quiver.supertable.cache import SuperfileCache, cache_key
 from quiver.supertable.errors import TableCorruptError
@@ -245,7 +246,8 @@ class ReaderPool:
             # An exact index: every vector in one cell, searched by brute force.
             params = VectorIndexParams(flat_threshold=max(len(vecs), 1) + 1)
             blob, _ = build_vector_index(vecs, metric, params)
-            found = VectorIndexReader.open(BytesRangeReader(blob), verify=False, eager=True)
+            found = VectorIndexReader.open(BytesRangeReader(blob), verify=False, eager=True,
+                                           vectors=ColumnVectors.of_array(metric, vecs))
             with self._lock:
                 self._scan_indexes[key] = found
         return found  # type: ignore[return-value]

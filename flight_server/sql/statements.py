@@ -96,7 +96,7 @@ _SCALARS: dict[Any, pa.DataType] = {
     _DT.BINARY: pa.binary(),
 }
 _HALF_FLOATS = ("HALFFLOAT", "FLOAT16")
-_OPTIONS = ("fts", "vector", "metric")
+_OPTIONS = ("fts", "vector", "metric", "vector_codes")
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -387,7 +387,8 @@ def _spec_column(schema: pa.Schema, name: str) -> str:
 
 
 def index_spec(schema: pa.Schema, options: dict[str, list[str]]) -> IndexSpec:
-    """The index spec of ``WITH (fts = 'a,b', vector = 'v[:metric],...', metric = 'm')``.
+    """The index spec of ``WITH (fts = 'a,b', vector = 'v[:metric],...', metric = 'm',
+    vector_codes = 'pq' | 'v:pq,...')``.
 
     An option left out takes its default (BM25 on every string column; a vector index on
     every FLOAT[n] column); an empty one (``fts = ''``) means none. ``metric`` applies to
@@ -409,7 +410,13 @@ def index_spec(schema: pa.Schema, options: dict[str, list[str]]) -> IndexSpec:
                     Metric.parse(metric.strip()) if metric.strip() else default)
         else:
             vector = {f.name: default for f in schema if vector_dim(f.type) is not None}
-        spec = IndexSpec.of(fts=fts, vector=vector)
+        codes: dict[str, str] = {}
+        for item in options.get("vector_codes", []):
+            # 'pq' applies to every vector column; 'col:pq' to one.
+            col, sep, kind = item.rpartition(":")
+            targets = [_spec_column(schema, col.strip())] if sep else list(vector)
+            codes.update({c: kind.strip().lower() for c in targets})
+        spec = IndexSpec.of(fts=fts, vector=vector, vector_codes=codes)
         spec.validate(schema)
     except IndexSpecError as exc:
         raise SqlPlanError(str(exc)) from None

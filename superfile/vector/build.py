@@ -1,12 +1,20 @@
-"""Builds the vector (kNN) index blob of one column: IVF coarse cells, SQ8 codes, float32 rerank.
+"""Builds the vector (kNN) index blob of one column: IVF coarse cells plus compact codes.
+
+The blob holds no float32 copy of the vectors (format v2): the exact rerank reads
+them from the Parquet column they were written to.
 
 Rules the reader relies on:
 
 - Row ``i`` of the column is local id ``i``. Null rows are not indexed.
-- Cosine vectors are stored L2-normalized; a zero vector stays zero, so its
-  cosine distance to any query is exactly 1 (it is indexed and can be returned).
+- Cosine search works on L2-normalized vectors (codes are computed from them, the
+  reader normalizes what it fetches from the column the same way); a zero vector
+  stays zero, so its cosine distance to any query is exactly 1.
 - Below ``flat_threshold`` vectors the index is one cell without codes: search
-  is exact over the stored float32 vectors.
+  is exact over the column's vectors.
+- Codes: ``quantizer="auto"`` picks SQ8 (4x smaller than float32) below
+  ``pq_min_rows`` vectors and PQ above (``dim / PQ_SUBVECTOR_DIM`` bytes per vector,
+  16x smaller at 4 dimensions per byte); PQ codes encode the residual to the cell
+  centroid.
 - Cells come from faiss k-means on a sample; vectors are assigned with the same
   rule the reader probes with (L2 for cosine and l2, inner product for
   inner_product).
@@ -25,7 +33,7 @@ import pyarrow as pa
 from numba import njit
 
 from quiver.superfile.errors import IndexSpecError
-from quiver.superfile.spec import VECTOR_TYPES_TEXT, Metric
+from quiver.superfile.spec import VECTOR_CODES, VECTOR_TYPES_TEXT, Metric
 from quiver.superfile.vector import format as fmt
 from quiver.superfile.vector.summary import VectorSummary
 
@@ -37,23 +45,54 @@ MAX_ABS_COMPONENT = 1e16
 
 @dataclass(frozen=True)
 class VectorIndexParams:
-    """Build knobs. ``nlist=None`` picks ``round(NLIST_PER_SQRT * sqrt(count))`` cells."""
+    """Build knobs. ``nlist=None`` picks ``round(NLIST_PER_SQRT * sqrt(count))`` cells;
+    ``quantizer`` is ``auto``, ``sq8`` or ``pq``."""
 
     flat_threshold: int = 4096
     nlist: int | None = None
-    quantizer: str = "sq8"
+    quantizer: str = "auto"
+    pq_min_rows: int = 16384
     train_sample: int = 65536
     kmeans_iters: int = 12
     seed: int = 0
 
 
-NLIST_PER_SQRT = 4.0
+# Fewer, larger cells than the usual 4 * sqrt(n): sentence-embedding neighbours spread
+# over many cells, so the default probe covers a share of them, and the centroids a cold
+# query must read first shrink with the cell count (100K x 384: 0.5 MB instead of 1.9 MB).
+NLIST_PER_SQRT = 2.0
+# Dimensions per PQ byte. 4 keeps recall@10 with an exact rerank of 64 at the level of
+# SQ8 on MiniLM embeddings; 8 halves the codes but needs a shortlist about 3x longer.
+PQ_SUBVECTOR_DIM = 4
+CODE_CHOICES = VECTOR_CODES
+# PQ k-means needs a few points per codebook entry; below this SQ8 is used instead.
+PQ_MIN_TRAIN = 4 * fmt.PQ_CENTROIDS
+PQ_TRAIN_SAMPLE = 32 * fmt.PQ_CENTROIDS
+PQ_TRAIN_ITERS = 8
 # faiss k-means wants a few dozen training points per cell.
 MIN_POINTS_PER_CELL = 32
 
 
 def auto_nlist(count: int) -> int:
     return max(1, min(round(NLIST_PER_SQRT * math.sqrt(count)), count // MIN_POINTS_PER_CELL))
+
+
+def pq_subquantizers(dim: int) -> int | None:
+    """Bytes per PQ code for ``dim``: the most sub-vectors of at least ``PQ_SUBVECTOR_DIM``
+    dimensions that divide ``dim``; None when no split fits (PQ then falls back to SQ8)."""
+    for sub in range(PQ_SUBVECTOR_DIM, min(dim, 4 * PQ_SUBVECTOR_DIM) + 1):
+        if dim % sub == 0:
+            return dim // sub
+    return None
+
+
+def choose_quantizer(name: str, count: int, dim: int, pq_min_rows: int) -> int:
+    """The code kind for ``count`` vectors: ``auto`` is SQ8 below ``pq_min_rows``, else PQ."""
+    if name == "auto":
+        name = "pq" if count >= pq_min_rows else "sq8"
+    if name == "pq" and (pq_subquantizers(dim) is None or count < PQ_MIN_TRAIN):
+        name = "sq8"
+    return fmt.QUANTIZERS[name]
 
 
 def build_vector_index(
@@ -64,8 +103,10 @@ def build_vector_index(
     """Builds the blob for one vector column and the summary for the manifest."""
     params = params or VectorIndexParams()
     metric = Metric.parse(metric)
-    if params.quantizer not in fmt.QUANTIZERS or params.quantizer == "flat":
-        raise IndexSpecError(f"unknown vector quantizer {params.quantizer!r}: use 'sq8'")
+    if params.quantizer not in CODE_CHOICES:
+        raise IndexSpecError(
+            f"unknown vector codes {params.quantizer!r}: use one of {', '.join(CODE_CHOICES)}"
+        )
     t0 = time.perf_counter()
     x, rows, nrows, dim = _matrix(vectors)
     if metric is Metric.COSINE:
@@ -86,17 +127,32 @@ def build_vector_index(
     else:
         nlist = params.nlist if params.nlist is not None else auto_nlist(count)
         nlist = max(1, min(int(nlist), count))
-        quant = fmt.QUANTIZERS[params.quantizer]
+        quant = choose_quantizer(params.quantizer, count, dim, params.pq_min_rows)
         rng = np.random.default_rng(params.seed)
-        sample = x if count <= params.train_sample else x[
-            np.sort(rng.choice(count, params.train_sample, replace=False))
-        ]
+        sample_rows = None if count <= params.train_sample else np.sort(
+            rng.choice(count, params.train_sample, replace=False)
+        )
+        sample = x if sample_rows is None else x[sample_rows]
         centroids = _kmeans(sample, nlist, params)
         centroids = centroids[_locality_order(centroids)]
         assign = _assign(x, centroids, metric)
-        sq = faiss.ScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit)
-        sq.train(sample)
-        trained = faiss.vector_to_array(sq.trained).astype(np.float32)
+        if quant == fmt.QUANT_PQ:
+            sample_assign = assign if sample_rows is None else assign[sample_rows]
+            residuals = sample - centroids[sample_assign]
+            if len(residuals) > PQ_TRAIN_SAMPLE:
+                # Low-dimensional sub-spaces need few points per code; training dominates
+                # the build otherwise.
+                residuals = residuals[rng.choice(len(residuals), PQ_TRAIN_SAMPLE, replace=False)]
+            pq = faiss.ProductQuantizer(dim, pq_subquantizers(dim), 8)
+            pq.verbose = False
+            pq.cp.niter = PQ_TRAIN_ITERS
+            pq.cp.seed = params.seed
+            pq.train(np.ascontiguousarray(residuals))
+            trained = faiss.vector_to_array(pq.centroids).astype(np.float32)
+        else:
+            sq = faiss.ScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit)
+            sq.train(sample)
+            trained = faiss.vector_to_array(sq.trained).astype(np.float32)
 
     counts = np.bincount(assign, minlength=nlist).astype(np.int64)
     if nlist > 1:
@@ -111,6 +167,15 @@ def build_vector_index(
         sq = faiss.ScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit)
         faiss.copy_array_to_vector(trained, sq.trained)
         codes = sq.compute_codes(xs)
+    elif quant == fmt.QUANT_PQ:
+        pq = faiss.ProductQuantizer(dim, pq_subquantizers(dim), 8)
+        faiss.copy_array_to_vector(trained, pq.centroids)
+        cell = np.repeat(np.arange(nlist), counts)
+        codes = np.empty((count, pq.code_size), np.uint8)
+        step = 16384  # bounds the residual temporary
+        for lo in range(0, count, step):
+            part = xs[lo : lo + step] - centroids[cell[lo : lo + step]]
+            codes[lo : lo + step] = pq.compute_codes(np.ascontiguousarray(part))
     else:
         codes = np.zeros((count, 0), np.uint8)
 
@@ -119,7 +184,7 @@ def build_vector_index(
     centroid = centroids[0] if flat_mean else _mean(x) if count else np.zeros(dim, np.float32)
     radius = _radius(x, centroid)
     blob = _assemble(
-        metric, quant, dim, nrows, centroids, counts, ids, xs, codes, trained, centroid, radius
+        metric, quant, dim, nrows, centroids, counts, ids, codes, trained, centroid, radius
     )
     summary = VectorSummary(
         metric=metric, dim=dim, count=count, centroid=centroid, radius=radius,
@@ -285,7 +350,7 @@ def _max_distance(x: np.ndarray, c: np.ndarray) -> float:
 
 def _assemble(
     metric: Metric, quant: int, dim: int, nrows: int, centroids: np.ndarray, counts: np.ndarray,
-    ids: np.ndarray, xs: np.ndarray, codes: np.ndarray, trained: np.ndarray,
+    ids: np.ndarray, codes: np.ndarray, trained: np.ndarray,
     centroid: np.ndarray, radius: float,
 ) -> bytes:
     nlist = len(counts)
@@ -300,24 +365,21 @@ def _assemble(
     )
     positions = np.full(nrows, fmt.NO_POSITION, dtype="<u4")
     positions[ids] = np.arange(count, dtype=np.uint32)
-    hashes = fmt.row_hashes(xs)
-    vec_bytes = np.ascontiguousarray(xs, dtype="<f4").reshape(-1).view(np.uint8)
 
-    rec = 8 + code_size
+    rec = 4 + code_size
     blocks = np.empty(count * rec, dtype=np.uint8)
     directory = np.zeros(nlist, dtype=fmt.DIR_DTYPE)
     directory["count"] = counts
-    row_bytes = dim * 4
-    # One pass per cell (bounded by nlist): lay out its block and checksum both sections.
+    empty_crc = fmt.crc(b"")
+    # One pass per cell (bounded by nlist): lay out its block and checksum it.
     for c in range(nlist):
         s, e = int(starts[c]), int(starts[c + 1])
         base = s * rec
         n = e - s
         blocks[base : base + 4 * n] = ids[s:e].astype("<u4").view(np.uint8)
-        blocks[base + 4 * n : base + 8 * n] = hashes[s:e].astype("<u4").view(np.uint8)
-        blocks[base + 8 * n : base + rec * n] = codes[s:e].reshape(-1)
+        blocks[base + 4 * n : base + rec * n] = codes[s:e].reshape(-1)
         directory["block_crc"][c] = fmt.crc(blocks[base : base + rec * n])
-        directory["vec_crc"][c] = fmt.crc(vec_bytes[s * row_bytes : e * row_bytes])
+        directory["vec_crc"][c] = empty_crc
 
     parts = {
         "meta": meta,
@@ -325,7 +387,7 @@ def _assemble(
         "centroids": centroids.astype("<f4").tobytes(),
         "positions": positions.tobytes(),
         "blocks": blocks,
-        "vectors": vec_bytes,
+        "vectors": b"",
     }
     sections: dict[str, tuple[int, int]] = {}
     off = fmt.align(fmt.HEADER.size)

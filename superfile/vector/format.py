@@ -4,21 +4,30 @@ Layout (little-endian; every section starts on a 64-byte boundary)::
 
     header      fixed ``HEADER.size`` bytes, ends with a CRC-32C of itself
     meta        radius (f64), trained-quantizer length (u32), pad, summary centroid
-                (dim f32), quantizer parameters (f32)
-    directory   per cluster: count, CRC of its id/hash/code block, CRC of its vectors
+                (dim f32), quantizer parameters (f32: SQ8 ranges or PQ codebooks)
+    directory   per cluster: count, CRC of its id/code block, CRC of its vectors
     centroids   coarse centroids, nlist x dim f32
     positions   per local row id: position in cluster order, or NO_POSITION
-    blocks      per cluster, in order: local ids (u32), row hashes (u32), codes (u8)
-    vectors     per cluster, in order: stored float32 vectors (normalized for cosine)
+    blocks      per cluster, in order: local ids (u32), [v1: row hashes (u32)], codes (u8)
+    vectors     v1 only: per cluster, stored float32 vectors (normalized for cosine)
+
+Version 2 (written today) stores no float32 vectors: the exact rerank reads them
+from the file's own Parquet column, the one stored copy, so the ``vectors``
+section is empty and a block record is the id and the code. Version 1 blobs
+(ids, hashes, codes, plus a float32 copy of every vector) still read.
 
 The header, meta and directory sit together at the front so a lazy open usually costs
 one read. Cluster ``c`` starts at position ``start[c] = sum(count[:c])`` in
-both the block and vector sections, so offsets are derived, not stored.
+the block section (and the v1 vector section), so offsets are derived, not stored.
 
-Every section carries a CRC-32C (in the header or the directory). Individual
-vectors fetched for rerank are too small to justify reading their whole
-cluster, so each row also has a 32-bit multiplicative hash that numpy checks
-for a whole shortlist at once.
+Every section carries a CRC-32C (in the header or the directory). In v1, vectors
+fetched for rerank are too small to justify reading their whole cluster, so each
+row also has a 32-bit multiplicative hash that numpy checks for a shortlist at once;
+in v2 the Parquet page checksums cover the vectors.
+
+PQ codes (v2) are residuals to the cell centroid, ``M`` sub-quantizers of 256
+centroids each (one byte per sub-vector); the codebooks are the meta's quantizer
+parameters, ``256 * dim`` floats laid out as faiss' ``ProductQuantizer.centroids``.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from quiver.superfile.errors import CorruptFileError, UnsupportedVersionError
 from quiver.superfile.spec import Metric
 
 MAGIC = b"QVEC"
-VERSION = 1
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 ALIGN = 64
 NO_POSITION = 0xFFFFFFFF
 
@@ -42,7 +52,10 @@ METRICS_BY_CODE = {v: k for k, v in METRIC_CODES.items()}
 
 QUANT_FLAT = 0  # no codes: the coarse pass scores the float32 vectors themselves
 QUANT_SQ8 = 1
-QUANTIZERS = {"flat": QUANT_FLAT, "sq8": QUANT_SQ8}
+QUANT_PQ = 2  # version 2 only
+QUANTIZERS = {"flat": QUANT_FLAT, "sq8": QUANT_SQ8, "pq": QUANT_PQ}
+QUANTIZER_NAMES = {v: k for k, v in QUANTIZERS.items()}
+PQ_CENTROIDS = 256
 
 # magic, version, header length, metric, quantizer, flags, dim, nlist, code size,
 # reserved, nrows, count, then (offset, length) of the six sections, then the
@@ -95,13 +108,24 @@ class Header:
     dir_crc: int
     centroids_crc: int
     positions_crc: int
+    version: int = VERSION
+
+    @property
+    def has_vectors(self) -> bool:
+        """Whether the blob carries its own float32 vectors (v1) or leaves them to the column."""
+        return self.version == 1
+
+    @property
+    def record_size(self) -> int:
+        """Bytes per row in the blocks section: id, v1's row hash, code."""
+        return (8 if self.has_vectors else 4) + self.code_size
 
     def pack(self) -> bytes:
         offsets: list[int] = []
         for name in _SECTIONS:
             offsets.extend(self.sections[name])
         body = HEADER.pack(
-            MAGIC, VERSION, HEADER.size, METRIC_CODES[self.metric], self.quantizer, 0,
+            MAGIC, self.version, HEADER.size, METRIC_CODES[self.metric], self.quantizer, 0,
             self.dim, self.nlist, self.code_size, 0, self.nrows, self.count, *offsets,
             self.meta_crc, self.dir_crc, self.centroids_crc, self.positions_crc, 0,
         )
@@ -121,15 +145,19 @@ class Header:
         (own_crc,) = struct.unpack("<I", raw[-4:])
         if crc(raw[:-4]) != own_crc:
             raise CorruptFileError("vector index header checksum mismatch")
-        if version != VERSION:
+        if version not in SUPPORTED_VERSIONS:
             raise UnsupportedVersionError(
-                f"vector index format version {version}; this reader supports {VERSION}"
+                f"vector index format version {version}; this reader supports "
+                f"{', '.join(map(str, SUPPORTED_VERSIONS))}"
             )
         if hlen != HEADER.size:
             raise CorruptFileError(f"vector index header length {hlen}, expected {HEADER.size}")
         if metric_code not in METRICS_BY_CODE:
             raise CorruptFileError(f"vector index has unknown metric code {metric_code}")
         expected_code = {QUANT_FLAT: 0, QUANT_SQ8: dim}.get(quant)
+        if quant == QUANT_PQ and version >= 2:
+            # M sub-quantizers of one byte each; M divides the dimension.
+            expected_code = code_size if 0 < code_size <= dim and dim % code_size == 0 else -1
         if expected_code is None:
             raise CorruptFileError(f"vector index has unknown quantizer code {quant}")
         if dim <= 0 or dim > len(_HASH_MULT) or code_size != expected_code:
@@ -141,7 +169,7 @@ class Header:
             metric=METRICS_BY_CODE[metric_code], quantizer=quant, dim=dim, nlist=nlist,
             code_size=code_size, nrows=nrows, count=count, sections=sections,
             meta_crc=fields[24], dir_crc=fields[25], centroids_crc=fields[26],
-            positions_crc=fields[27],
+            positions_crc=fields[27], version=version,
         )
         header._check(blob_size)
         return header
@@ -151,8 +179,8 @@ class Header:
             "directory": self.nlist * DIR_DTYPE.itemsize,
             "centroids": self.nlist * self.dim * 4,
             "positions": self.nrows * 4,
-            "blocks": self.count * (8 + self.code_size),
-            "vectors": self.count * self.dim * 4,
+            "blocks": self.count * self.record_size,
+            "vectors": self.count * self.dim * 4 if self.has_vectors else 0,
         }
 
     def _check(self, blob_size: int) -> None:

@@ -1,29 +1,37 @@
 """Answers kNN queries (optionally filtered by an allow-set) from one vector index blob.
 
+Version-2 blobs (see ``format``) hold codes only: every exact distance is computed
+from the float32 vectors of the file's Parquet column, through the ``ColumnVectors``
+the superfile reader hands in (only the pages of the shortlisted rows, when lazy).
+Version-1 blobs carry their own float32 copy and are read as before.
+
 Two modes over the same blob:
 
 - **eager** (``open(..., verify=True)``, or ``eager=True``): the blob is read in
-  one call, every checksum is checked, and a faiss ``IndexIVFScalarQuantizer`` is
-  filled once from the stored codes; float32 vectors stay a zero-copy view of the
-  bytes. Queries then cost one faiss search plus an exact rerank.
+  one call, every checksum is checked, and a faiss ``IndexIVFScalarQuantizer`` (or
+  ``IndexIVFPQ``) is filled once from the stored codes. Queries then cost one faiss
+  search plus an exact rerank.
 - **lazy** (default): open reads header, meta and directory in one 64 KiB read.
   The coarse centroids load on the first query (once, under a lock). A query
-  reads the id/code blocks of the cells it probes, scores the codes with numpy,
-  and fetches only the float32 vectors of the rerank shortlist. Every section
-  read is checked against its CRC; shortlist vectors against their per-row hash.
+  reads the id/code blocks of the cells it probes, scores the codes (numpy for
+  SQ8, a per-query faiss list scan for PQ), and fetches only the float32 vectors
+  of the rerank shortlist. Every section read is checked against its CRC; v1
+  shortlist vectors against their per-row hash, v2 ones by the Parquet page CRCs.
 
   Lazy sources are usually object storage, where each request costs far more
   than the bytes it carries, so the ranges a query needs are merged whenever
-  they lie less than ``COALESCE_GAP`` apart (one read for the probed blocks and
+  they lie less than ``COALESCE_GAP`` apart (``BLOCK_COALESCE_GAP`` between
+  probed cells of a v2 blob, whose byte budget matters more) (one read for the probed blocks and
   one for the shortlist on a small file), and the reads that remain are issued
   as one concurrent batch when the source offers ``read_ranges``.
 
 Search knobs (all documented constants):
 
 - ``nprobe``: cells probed. Default ``max(DEFAULT_NPROBE, ceil(DEFAULT_PROBE_FRACTION
-  * nlist))``. Sentence embeddings queried with short texts spread their
-  neighbours over many cells, so the default probes a fixed share of the cells
-  rather than a fixed number.
+  * nlist), cells holding MIN_PROBE_ROWS rows on average)`` (v1 blobs:
+  ``V1_PROBE_FRACTION``). Sentence embeddings queried with short texts spread their
+  neighbours over many cells, so the default probes a share of the cells rather
+  than a fixed number.
 - ``rerank``: size of the shortlist rescored exactly from float32 vectors.
   Default ``max(DEFAULT_RERANK, RERANK_PER_K * k)``; never less than ``k``.
 - Filtered search: when at most ``FILTER_EXACT_MAX`` indexed rows are allowed,
@@ -52,13 +60,22 @@ from quiver.superfile.ranges import RangeReader, read_many
 from quiver.superfile.spec import Metric
 from quiver.superfile.vector import format as fmt
 from quiver.superfile.vector.build import MAX_ABS_COMPONENT, coarse_index
+from quiver.superfile.vector.column_vectors import ColumnVectors
 from quiver.superfile.vector.summary import VectorSummary
 
 if TYPE_CHECKING:
     import pyroaring
 
 DEFAULT_NPROBE = 8
-DEFAULT_PROBE_FRACTION = 0.5
+# v2 blobs. Measured on pypi-minilm, 100K x 384 (nlist 632, PQ 96 bytes, rerank 64):
+# probing 0.5 of the cells gives recall@10 0.959, 0.7 gives 0.988; 0.6 keeps a cold lazy
+# query near 9 MB. Small files have few rows per cell and need a larger share (20K rows,
+# 283 cells: 0.6 gives 0.955, 0.75 about 0.975), so the probe also covers at least
+# MIN_PROBE_ROWS rows' worth of cells; small files are cheap to probe.
+DEFAULT_PROBE_FRACTION = 0.6
+MIN_PROBE_ROWS = 15000
+# v1 blobs keep the default they were tuned with (4 * sqrt(n) cells).
+V1_PROBE_FRACTION = 0.5
 DEFAULT_RERANK = 64
 RERANK_PER_K = 4
 FILTER_EXACT_MAX = 2048
@@ -71,6 +88,9 @@ COALESCE_GAP = 1 << 20
 # covers half the cells); when centroids, positions and blocks span at most this many
 # bytes they come in one read instead of two.
 FRONT_READ_MAX = 4 << 20
+# A v2 cell block is tens of KB; merging across a skipped cell or two saves a request
+# at little cost, merging across many would read most of the unprobed cells too.
+BLOCK_COALESCE_GAP = 16 << 10
 
 _EMPTY = (np.zeros(0, np.uint32), np.zeros(0, np.float32))
 
@@ -85,6 +105,7 @@ class VectorIndexReader:
     def __init__(
         self, source: RangeReader, header: fmt.Header, meta: memoryview,
         directory: np.ndarray, data: memoryview | None,
+        vectors: ColumnVectors | None = None,
     ) -> None:
         h = header
         self._src = source
@@ -94,7 +115,12 @@ class VectorIndexReader:
         self.count = h.count
         self.nlist = h.nlist
         self.nrows = h.nrows
-        self._rec = 8 + h.code_size
+        self._rec = h.record_size
+        # Bytes in front of the codes in one cell's block, per row: id (and v1's hash).
+        self._prefix = self._rec - h.code_size
+        self._colvecs = vectors.for_metric(h.metric) if vectors is not None else None
+        if not h.has_vectors and vectors is None and h.count:
+            raise QueryError("a v2 vector index needs its column's vectors to rerank")
         self._counts = directory["count"].astype(np.int64)
         if int(self._counts.sum()) != h.count:
             raise CorruptFileError("vector index directory counts do not add up to its count")
@@ -106,11 +132,15 @@ class VectorIndexReader:
             raise CorruptFileError("vector index meta section has the wrong length")
         if h.quantizer == fmt.QUANT_SQ8 and ntrained != 2 * h.dim:
             raise CorruptFileError("vector index quantizer parameters have the wrong length")
+        if h.quantizer == fmt.QUANT_PQ and ntrained != fmt.PQ_CENTROIDS * h.dim:
+            raise CorruptFileError("vector index PQ codebooks have the wrong length")
         o = fmt.META_FIXED.size
         self._radius = float(radius)
         self._centroid = np.frombuffer(meta, "<f4", h.dim, o).astype(np.float32)
         trained = np.frombuffer(meta, "<f4", ntrained, o + 4 * h.dim).astype(np.float32)
         self._sq = None
+        self._pq_trained = trained if h.quantizer == fmt.QUANT_PQ else None
+        self._coarse: faiss.Index | None = None
         if h.quantizer == fmt.QUANT_SQ8:
             self._sq = faiss.ScalarQuantizer(h.dim, faiss.ScalarQuantizer.QT_8bit)
             faiss.copy_array_to_vector(trained, self._sq.trained)
@@ -130,11 +160,13 @@ class VectorIndexReader:
 
     @classmethod
     def open(
-        cls, source: RangeReader, *, verify: bool = False, eager: bool | None = None
+        cls, source: RangeReader, *, verify: bool = False, eager: bool | None = None,
+        vectors: ColumnVectors | None = None,
     ) -> VectorIndexReader:
         """Opens a blob. ``verify=True`` means the bytes are resident: read everything,
         check every checksum and build the in-memory faiss index (eager mode).
-        ``eager`` overrides the mode without changing what is verified."""
+        ``eager`` overrides the mode without changing what is verified. ``vectors``
+        serves the float32 vectors a v2 blob leaves to its column."""
         eager = verify if eager is None else eager
         try:
             size = source.size()
@@ -143,7 +175,7 @@ class VectorIndexReader:
                 header = fmt.Header.unpack(data, size)
                 meta = _section(data, header, "meta", header.meta_crc)
                 directory = _directory(_section(data, header, "directory", header.dir_crc), header)
-                reader = cls(source, header, meta, directory, data)
+                reader = cls(source, header, meta, directory, data, vectors)
                 if verify:
                     reader._verify_all()
                 return reader
@@ -162,7 +194,7 @@ class VectorIndexReader:
             _check_crc(meta, header.meta_crc, "meta")
             dir_view = memoryview(dir_raw).cast("B")
             _check_crc(dir_view, header.dir_crc, "directory")
-            return cls(source, header, meta, _directory(dir_view, header), None)
+            return cls(source, header, meta, _directory(dir_view, header), None, vectors)
         except SuperfileError:
             raise
         except (ValueError, IndexError, TypeError, OverflowError, RuntimeError) as exc:
@@ -175,29 +207,53 @@ class VectorIndexReader:
         )
         self._cnorms = np.einsum("ij,ij->i", self._centroids, self._centroids)
         self._positions = self._np_section(data, "positions", h.positions_crc, "<u4")
-        v_off, _ = h.sections["vectors"]
-        self._vecs = np.frombuffer(data, "<f4", h.count * h.dim, v_off).reshape(h.count, h.dim)
+        if h.has_vectors:
+            v_off, _ = h.sections["vectors"]
+            self._vecs = np.frombuffer(data, "<f4", h.count * h.dim, v_off).reshape(
+                h.count, h.dim
+            )
         b_off, _ = h.sections["blocks"]
         if h.quantizer == fmt.QUANT_FLAT:
             return
-        quantizer = coarse_index(self._centroids, self.metric)
-        faiss_metric = faiss.METRIC_L2 if self.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
-        index = faiss.IndexIVFScalarQuantizer(
-            quantizer, h.dim, h.nlist, faiss.ScalarQuantizer.QT_8bit, faiss_metric, False
-        )
-        faiss.copy_array_to_vector(faiss.vector_to_array(self._sq.trained), index.sq.trained)
-        index.is_trained = True
+        if h.quantizer == fmt.QUANT_PQ:
+            index = self._new_ivf_pq()
+        else:
+            quantizer = self._coarse_index()
+            faiss_metric = (
+                faiss.METRIC_L2 if self.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
+            )
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, h.dim, h.nlist, faiss.ScalarQuantizer.QT_8bit, faiss_metric, False
+            )
+            faiss.copy_array_to_vector(faiss.vector_to_array(self._sq.trained), index.sq.trained)
+            index.is_trained = True
         blocks = np.frombuffer(data, np.uint8, h.count * self._rec, b_off)
         # One call per cell (bounded by nlist) hands faiss a whole inverted list.
         for c in np.flatnonzero(self._counts):
             n = int(self._counts[c])
             base = int(self._starts[c]) * self._rec
             ids = blocks[base : base + 4 * n].view("<u4").astype(np.int64)
-            codes = np.ascontiguousarray(blocks[base + 8 * n : base + self._rec * n])
+            codes = np.ascontiguousarray(blocks[base + self._prefix * n : base + self._rec * n])
             index.invlists.add_entries(int(c), n, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
         index.ntotal = h.count
-        self._quantizer = quantizer
         self._index = index
+
+    def _coarse_index(self) -> faiss.Index:
+        """The flat index over the cells (searched read-only, so shared between threads)."""
+        if self._coarse is None:
+            self._coarse = coarse_index(self._load_centroids(), self.metric)
+        return self._coarse
+
+    def _new_ivf_pq(self) -> faiss.IndexIVFPQ:
+        """An empty IVF-PQ index over this blob's cells and codebooks (residual codes)."""
+        h = self._h
+        faiss_metric = faiss.METRIC_L2 if self.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
+        index = faiss.IndexIVFPQ(self._coarse_index(), h.dim, h.nlist, h.code_size, 8,
+                                 faiss_metric)
+        index.by_residual = True
+        faiss.copy_array_to_vector(self._pq_trained, index.pq.centroids)
+        index.is_trained = True
+        return index
 
     def _np_section(self, data: memoryview, name: str, crc: int, dtype: str) -> np.ndarray:
         view = _section(data, self._h, name, crc)
@@ -214,8 +270,9 @@ class VectorIndexReader:
             s, n = int(self._starts[c]), int(self._counts[c])
             blk = data[b_off + s * self._rec : b_off + (s + n) * self._rec]
             _check_crc(blk, int(self._block_crc[c]), f"cell {c} block")
-            vec = data[v_off + s * row : v_off + (s + n) * row]
-            _check_crc(vec, int(self._vec_crc[c]), f"cell {c} vectors")
+            if h.has_vectors:
+                vec = data[v_off + s * row : v_off + (s + n) * row]
+                _check_crc(vec, int(self._vec_crc[c]), f"cell {c} vectors")
         covered = sorted([(0, fmt.HEADER.size), *h.sections.values()])
         edge = 0
         # Alignment padding is covered by no checksum, so it must be zeros.
@@ -259,13 +316,22 @@ class VectorIndexReader:
         return self._data is not None
 
     @property
+    def codes_name(self) -> str:
+        """The kind of codes the blob stores: flat (none), sq8 or pq."""
+        return fmt.QUANTIZER_NAMES[self._h.quantizer]
+
+    @property
     def is_flat(self) -> bool:
         return self._h.quantizer == fmt.QUANT_FLAT
 
     def default_nprobe(self) -> int:
         if self.nlist == 0:
             return 0
-        return min(self.nlist, max(DEFAULT_NPROBE, math.ceil(DEFAULT_PROBE_FRACTION * self.nlist)))
+        if self._h.has_vectors:
+            return min(self.nlist, max(DEFAULT_NPROBE, math.ceil(V1_PROBE_FRACTION * self.nlist)))
+        by_rows = math.ceil(MIN_PROBE_ROWS * self.nlist / max(self.count, 1))
+        share = math.ceil(DEFAULT_PROBE_FRACTION * self.nlist)
+        return min(self.nlist, max(DEFAULT_NPROBE, share, by_rows))
 
     # -- lazy caches ------------------------------------------------------------------------
 
@@ -420,6 +486,11 @@ class VectorIndexReader:
         self, q: np.ndarray, k: int, rows: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over all indexed rows, or over ``rows`` (sorted local ids)."""
+        if not self._h.has_vectors:
+            ids = rows if rows is not None else (
+                self._all_ids_cached() if self.is_eager else self._read_all_ids()
+            )
+            return _top_exact(self.metric, self._colvecs.rows(ids), ids, q, k)
         if self.is_eager:
             if rows is None:
                 pos = None
@@ -448,6 +519,14 @@ class VectorIndexReader:
                     self._ids_all = ids
         return ids
 
+    def _read_all_ids(self) -> np.ndarray:
+        """Lazy: the local id of every indexed row (for a flat scan of a small v2 index)."""
+        cells = np.flatnonzero(self._counts)
+        if not len(cells):
+            return np.zeros(0, np.uint32)
+        ids, _, _, _, _ = self._read_cells(cells)
+        return ids
+
     def _read_all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Lazy flat scan: every cell's ids and vectors (used only for small flat indexes)."""
         cells = np.flatnonzero(self._counts)
@@ -469,8 +548,13 @@ class VectorIndexReader:
         want = min(k, available)
         if self.is_eager:
             ids = self._faiss_candidates(q, nprobe, shortlist, mask, want)
+            if not self._h.has_vectors:
+                return _top_exact(self.metric, self._colvecs.rows(ids), ids, q, k)
             pos = self._positions[ids].astype(np.int64)
             vecs = self._vecs[pos]
+        elif not self._h.has_vectors:
+            ids = self._lazy_candidates(q, nprobe, shortlist, mask, want)[0]
+            return _top_exact(self.metric, self._colvecs.rows(ids), ids, q, k)
         else:
             ids, pos, hashes = self._lazy_candidates(q, nprobe, shortlist, mask, want)
             vecs = self._fetch_vectors(pos, hashes)
@@ -510,12 +594,19 @@ class VectorIndexReader:
         done = 0
         parts: list[tuple[np.ndarray, ...]] = []
         found = 0
+        pq = self._h.quantizer == fmt.QUANT_PQ
+        pq_cells: list[np.ndarray] = []
         while True:
             cells = order[done:nprobe]
             cells = cells[self._counts[cells] > 0]
             if len(cells):
                 ids, hashes, codes, pos, _ = self._read_cells(cells, blocks=blocks)
-                if mask is not None:
+                if pq:
+                    # faiss applies the mask itself; the lists stay whole.
+                    pq_cells.append(cells)
+                    parts.append((ids, hashes, codes, pos))
+                    found += int(mask[ids].sum()) if mask is not None else len(ids)
+                elif mask is not None:
                     keep = mask[ids]
                     ids, hashes, codes, pos = ids[keep], hashes[keep], codes[keep], pos[keep]
                 parts.append((ids, hashes, codes, pos))
@@ -527,6 +618,9 @@ class VectorIndexReader:
         if not parts:
             z = np.zeros(0, np.int64)
             return z.astype(np.uint32), z, z.astype(np.uint32)
+        if pq:
+            ids = self._pq_scan(q, np.concatenate(pq_cells), parts, shortlist, mask)
+            return ids, np.zeros(0, np.int64), np.zeros(0, np.uint32)
         ids = np.concatenate([p[0] for p in parts])
         hashes = np.concatenate([p[1] for p in parts])
         codes = np.concatenate([p[2] for p in parts])
@@ -536,6 +630,35 @@ class VectorIndexReader:
             top = np.argpartition(approx, shortlist - 1)[:shortlist]
             ids, hashes, pos = ids[top], hashes[top], pos[top]
         return ids, pos, hashes
+
+    def _pq_scan(
+        self, q: np.ndarray, cells: np.ndarray, parts: list[tuple[np.ndarray, ...]],
+        shortlist: int, mask: np.ndarray | None,
+    ) -> np.ndarray:
+        """The ``shortlist`` best ids by PQ distance over the loaded cells: a throwaway
+        IVF-PQ index holding just those lists, searched with every cell probed (the
+        lists not loaded are empty, so faiss skips them)."""
+        index = self._new_ivf_pq()
+        ids = np.concatenate([p[0] for p in parts]).astype(np.int64)
+        codes = np.ascontiguousarray(np.concatenate([p[2] for p in parts]))
+        at = 0
+        # One call per loaded cell, bounded by nprobe.
+        for c in cells:
+            n = int(self._counts[c])
+            index.invlists.add_entries(
+                int(c), n, faiss.swig_ptr(ids[at : at + n]), faiss.swig_ptr(codes[at : at + n])
+            )
+            at += n
+        index.ntotal = at
+        params = faiss.SearchParametersIVF()
+        params.nprobe = self.nlist
+        bits = None
+        if mask is not None:
+            bits = np.packbits(mask, bitorder="little")
+            # ``bits`` must outlive the search: the selector only borrows its pointer.
+            params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+        _, labels = index.search(q[None, :], shortlist, params=params)
+        return labels[0][labels[0] >= 0].astype(np.uint32)
 
     def _read_cells(
         self, cells: np.ndarray, extra: list[tuple[int, int]] | None = None,
@@ -551,17 +674,21 @@ class VectorIndexReader:
         ]
         if blocks is not None and not extra:
             bufs = [blocks[o - b_off : o - b_off + n] for o, n in ranges]
+        elif not self._h.has_vectors and not extra:
+            bufs = self._read_ranges(ranges, gap=BLOCK_COALESCE_GAP)
         else:
             bufs = self._read_ranges(ranges + list(extra or []))
         ids, hashes, codes, pos = [], [], [], []
+        pre = self._prefix
         # One step per probed cell, bounded by nprobe.
         for c, buf in zip(cells, bufs[: len(cells)], strict=True):
             _check_crc(buf, int(self._block_crc[c]), f"cell {c} block")
             n = int(self._counts[c])
             arr = np.frombuffer(buf, np.uint8)
             ids.append(arr[: 4 * n].view("<u4"))
-            hashes.append(arr[4 * n : 8 * n].view("<u4"))
-            codes.append(arr[8 * n :].reshape(n, rec - 8))
+            # v2 blocks have no row hashes; zeros keep one return shape.
+            hashes.append(arr[4 * n : 8 * n].view("<u4") if pre == 8 else np.zeros(n, np.uint32))
+            codes.append(arr[pre * n :].reshape(n, rec - pre))
             s = int(self._starts[c])
             pos.append(np.arange(s, s + n, dtype=np.int64))
         ids_a = np.concatenate(ids)
@@ -607,8 +734,10 @@ class VectorIndexReader:
                 raise CorruptFileError(f"vector index read returned {len(b)} of {n} bytes")
         return out
 
-    def _read_ranges(self, ranges: list[tuple[int, int]]) -> list[memoryview]:
-        """Bytes of each range, neighbours closer than ``COALESCE_GAP`` merged into one read.
+    def _read_ranges(
+        self, ranges: list[tuple[int, int]], gap: int = COALESCE_GAP
+    ) -> list[memoryview]:
+        """Bytes of each range, neighbours closer than ``gap`` merged into one read.
         Python work is per range; callers pass one range per probed cell or section."""
         if not ranges:
             return []
@@ -618,7 +747,7 @@ class VectorIndexReader:
         end = -1
         for i in order:
             off, n = ranges[i]
-            if groups and off <= end + COALESCE_GAP:
+            if groups and off <= end + gap:
                 groups[-1].append(i)
                 end = max(end, off + n)
                 spans[-1] = (spans[-1][0], end - spans[-1][0])

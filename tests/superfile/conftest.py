@@ -6,6 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from quiver.superfile.spec import Metric
+from quiver.superfile.vector import VectorIndexParams, build_vector_index
+from quiver.superfile.vector.column_vectors import ColumnVectors
+
+# The column each test blob was built from: a v2 blob reranks from its column's vectors.
+_COLUMNS: dict[bytes, ColumnVectors] = {}
+
 
 def vectors(arr: np.ndarray, nulls: np.ndarray | None = None) -> pa.FixedSizeListArray:
     """A fixed_size_list<float32, d> column from a (n, d) array, optionally with null rows."""
@@ -32,3 +39,16 @@ def small_corpus() -> pa.Table:
         "year": pa.array(rng.integers(2000, 2025, size=n).astype(np.int32)),
         "embedding": vectors(emb),
     })
+
+
+def build_index(col: pa.Array | pa.ChunkedArray, metric: Metric | str,
+                params: VectorIndexParams | None = None) -> tuple[bytes, object]:
+    """``build_vector_index``, remembering the column the blob's rerank reads from."""
+    blob, summary = build_vector_index(col, metric, params)
+    _COLUMNS[blob] = ColumnVectors.of_array(Metric.parse(metric), col)
+    return blob, summary
+
+
+def column_vectors(blob: bytes) -> ColumnVectors:
+    """The column source of a blob made by ``build_index``."""
+    return _COLUMNS[blob]

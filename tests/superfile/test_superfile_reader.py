@@ -127,9 +127,10 @@ def test_lazy_open_costs_one_read_and_a_query_touches_a_fraction(tmp_path):
     counter.reset()
     ids, _ = reader.vector_search("embedding", rng.standard_normal(32), k=10)
     assert len(ids) == 10
-    # Vector reads favour few requests over few bytes (nearby ranges are merged).
-    assert counter.reads <= 4, counter.ranges
-    assert counter.bytes_read < size // 2, (counter.bytes_read, size)
+    # The probed cells' codes (nearby cells merged) and the pages of the shortlisted rows
+    # of the vector column (one batch): a fraction of the file, in a bounded request count.
+    assert counter.reads <= 100, counter.ranges
+    assert counter.bytes_read < size // 4, (counter.bytes_read, size)
 
     counter.reset()
     rows = reader.take(ids, ["body"])

@@ -12,6 +12,7 @@ from quiver.superfile.errors import CorruptFileError, SuperfileError
 from quiver.superfile.ranges import BytesRangeReader
 from quiver.superfile.spec import Metric
 from quiver.superfile.vector import VectorIndexParams, VectorIndexReader, build_vector_index
+from quiver.superfile.vector.column_vectors import ColumnVectors
 from tests.superfile.conftest import vectors
 
 RNG = np.random.default_rng(21)
@@ -21,10 +22,12 @@ BLOB, _ = build_vector_index(vectors(X, NULLS), Metric.L2, VectorIndexParams(fla
 FLAT_BLOB, _ = build_vector_index(vectors(X[:50]), Metric.COSINE)
 QUERIES = RNG.standard_normal((3, 6)).astype(np.float32)
 ALLOW = BitMap(range(0, 900, 3))
+# Both blobs index prefixes of X: one column source serves their reranks.
+COLUMN = ColumnVectors.of_array(Metric.L2, vectors(X, NULLS))
 
 
 def run_all(blob: bytes, verify: bool) -> list[list[int]]:
-    reader = VectorIndexReader.open(BytesRangeReader(blob), verify=verify)
+    reader = VectorIndexReader.open(BytesRangeReader(blob), verify=verify, vectors=COLUMN)
     out = []
     for q in QUERIES:
         out.append(reader.search(q, 5).__getitem__(0).tolist())
@@ -38,7 +41,8 @@ CLEAN = {blob: run_all(blob, False) for blob in (BLOB, FLAT_BLOB)}
 
 
 def test_clean_blob_passes_full_verification():
-    assert VectorIndexReader.open(BytesRangeReader(BLOB), verify=True).count == int((~NULLS).sum())
+    reader = VectorIndexReader.open(BytesRangeReader(BLOB), verify=True, vectors=COLUMN)
+    assert reader.count == int((~NULLS).sum())
 
 
 @pytest.mark.parametrize("blob", [BLOB, FLAT_BLOB], ids=["ivf", "flat"])
@@ -94,4 +98,5 @@ def test_header_with_future_version_but_valid_checksum_is_unsupported():
     struct.pack_into("<H", raw, 4, fmt.VERSION + 1)
     raw[-4:] = struct.pack("<I", fmt.crc(bytes(raw[:-4])))
     with pytest.raises(UnsupportedVersionError):
-        VectorIndexReader.open(BytesRangeReader(bytes(raw) + BLOB[fmt.HEADER.size :]))
+        VectorIndexReader.open(BytesRangeReader(bytes(raw) + BLOB[fmt.HEADER.size :]),
+                               vectors=COLUMN)

@@ -103,6 +103,11 @@ def test_create_without_options_indexes_every_string_and_float_vector_column(eng
     ("metric = 'l2'", IndexSpec.of(fts=["title", "body"], vector={"embedding": "l2"})),
     ("fts = ('TITLE', 'body')", IndexSpec.of(fts=["title", "body"],
                                              vector={"embedding": "cosine"})),
+    ("vector_codes = 'pq'", IndexSpec.of(fts=["title", "body"], vector={"embedding": "cosine"},
+                                         vector_codes={"embedding": "pq"})),
+    ("vector_codes = 'embedding:SQ8'",
+     IndexSpec.of(fts=["title", "body"], vector={"embedding": "cosine"},
+                  vector_codes={"embedding": "sq8"})),
 ])
 def test_an_option_left_out_keeps_its_default_and_an_empty_one_means_none(
         engine, options, spec):
