@@ -254,7 +254,7 @@ def test_nan_in_a_null_row_is_ignored_by_build():
 
 
 def test_non_vector_column_is_an_index_spec_error():
-    with pytest.raises(IndexSpecError, match="fixed_size_list"):
+    with pytest.raises(IndexSpecError, match="fixed-size list"):
         build_index(pa.array([1, 2, 3]), Metric.L2)
 
 
