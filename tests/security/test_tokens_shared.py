@@ -52,8 +52,9 @@ def pair(tmp_path_factory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     started: list[ServerProcess] = []
     try:
         for i, port in enumerate(ports):
+            # No compaction: merging the two parts into one file would leave one endpoint.
             started.append(start_server(root, "--user", f"{USER}:{PASSWORD}", "--token-file",
-                                        str(tokens), *advertise, port=port,
+                                        str(tokens), *advertise, "--no-compaction", port=port,
                                         log_path=base / f"server-{i}.log"))
         yield started[0], started[1]
     finally:
