@@ -15,8 +15,8 @@ import uuid
 from typing import Any
 
 from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from quiver.supertable.iceberg.folder import METADATA_DIR, Folder
 from quiver.supertable.iceberg.schema import iceberg_schema, last_column_id, name_mapping
-from quiver.supertable.iceberg.snapshot import METADATA_DIR, Folder
 from quiver.supertable.manifest import Manifest
 
 log = logging.getLogger(__name__)

@@ -57,11 +57,10 @@ from pyiceberg.typedef import Record
 
 from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError
 from quiver.supertable.iceberg import stats
+from quiver.supertable.iceberg.folder import METADATA_DIR, Folder
 from quiver.supertable.iceberg.io import MemoryOutputFile, StoreFileIO
 from quiver.supertable.manifest import FileEntry, Manifest, bitmap_rows
-from quiver.supertable.store import ObjectStore
 
-METADATA_DIR = "metadata"
 DELETES_DIR = f"{METADATA_DIR}/deletes"
 # Field ids the Iceberg spec reserves for the columns of position delete files.
 FILE_PATH_ID = 2147483546
@@ -77,24 +76,6 @@ _DELETE_SCHEMA = pa.schema([
     pa.field("pos", pa.int64(), nullable=False,
              metadata={b"PARQUET:field_id": str(POS_ID).encode()}),
 ])
-
-
-@dataclass(frozen=True)
-class Folder:
-    """Where a table's files are, as store paths and as the URIs Iceberg metadata holds."""
-
-    store: ObjectStore
-    prefix: str
-    location: str
-
-    def path(self, rel: str) -> str:
-        return f"{self.prefix}/{rel}" if self.prefix else rel
-
-    def uri(self, rel: str) -> str:
-        return f"{self.location}/{rel}"
-
-    def rel(self, uri: str) -> str:
-        return uri[len(self.location) + 1:]
 
 
 @dataclass

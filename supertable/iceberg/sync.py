@@ -23,23 +23,23 @@ import logging
 import os
 import re
 import time
-from typing import Any
-
-from pyiceberg.manifest import ManifestContent, ManifestFile, read_manifest_list
+from typing import TYPE_CHECKING, Any
 
 from quiver.supertable import commit
 from quiver.supertable.errors import ObjectNotFoundError, StorageError
 from quiver.supertable.iceberg import metadata
-from quiver.supertable.iceberg.io import StoreFileIO
+from quiver.supertable.iceberg.folder import METADATA_DIR, Folder
 from quiver.supertable.iceberg.schema import UnsupportedTypeError, iceberg_schema
-from quiver.supertable.iceberg.snapshot import (
-    METADATA_DIR,
-    Folder,
-    Previous,
-    write_snapshot,
-)
 from quiver.supertable.manifest import Manifest
 from quiver.supertable.store import ObjectMeta, ObjectStore
+
+# pyiceberg (a second to import) is loaded only when metadata is written or read whole:
+# opening a table whose metadata is current needs none of it.
+if TYPE_CHECKING:
+    from pyiceberg.manifest import ManifestFile
+
+    from quiver.supertable.iceberg.io import StoreFileIO
+    from quiver.supertable.iceberg.snapshot import Previous
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,14 @@ def _current(state: tuple[int, dict[str, Any]] | None) -> int:
 
 
 def _io(folder: Folder) -> StoreFileIO:
+    from quiver.supertable.iceberg.io import StoreFileIO
+
     return StoreFileIO(folder.store, folder.location, folder.prefix)
 
 
 def _manifest_files(folder: Folder, doc: dict[str, Any], snapshot_id: int) -> list[ManifestFile]:
+    from pyiceberg.manifest import read_manifest_list
+
     for s in doc.get("snapshots", []):
         if s["snapshot-id"] == snapshot_id:
             return list(read_manifest_list(_io(folder).new_input(s["manifest-list"])))
@@ -108,6 +112,8 @@ def _previous(folder: Folder, state: tuple[int, dict[str, Any]] | None) -> Previ
         # No snapshot, or the folder was copied or moved: every path in it is elsewhere.
         return None
     try:
+        from quiver.supertable.iceberg.snapshot import Previous
+
         quiver = commit.read_manifest(folder.store, folder.prefix, current)
         return Previous(current, quiver, _manifest_files(folder, state[1], current))
     except ObjectNotFoundError:
@@ -118,8 +124,12 @@ def _previous(folder: Folder, state: tuple[int, dict[str, Any]] | None) -> Previ
 def sync(store: ObjectStore, prefix: str, name: str, target: Manifest) -> None:
     """Writes Iceberg snapshots for the versions after the newest one up to ``target``."""
     folder = folder_for(store, prefix)
+    if _current(metadata.load(folder)) >= target.version:
+        return
     schema_json = iceberg_schema(target.schema)
     from pyiceberg.schema import Schema
+
+    from quiver.supertable.iceberg.snapshot import Previous, write_snapshot
 
     schema = Schema.model_validate(schema_json)
     for _ in range(PUBLISH_ATTEMPTS):
@@ -185,6 +195,8 @@ def retain_for_gc(store: ObjectStore, prefix: str, name: str, keep: set[int],
 
 def referenced(folder: Folder, doc: dict[str, Any]) -> set[str]:
     """Paths (relative to the table folder) of the Iceberg files ``doc``'s snapshots use."""
+    from pyiceberg.manifest import ManifestContent, read_manifest_list
+
     io = _io(folder)
     out: set[str] = set()
     for s in doc.get("snapshots", []):
