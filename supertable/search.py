@@ -9,6 +9,11 @@ order of the smallest distance their (centroid, radius) ball allows and stops
 once no remaining file can beat the k-th nearest. Tombstoned and filtered-out
 rows are excluded inside each file's search, so k live hits come back whenever
 k live rows match.
+
+What this module owns is the table's part: pruning by the manifest's summaries, the
+statistics gathered from the manifest and the files (tombstones subtracted), fan-out over
+threads, interrupt checks. Summing statistics, the multi-file postings plan and its top-k
+are ``quiver.superfile.fts.multi``'s; one file's scoring is ``quiver.superfile.fts.scoring``'s.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyroaring import BitMap
 
 from quiver.superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
 from quiver.superfile.fts.multi import (
     FileStats,
+    FileTerms,
     PlanFile,
     PostingsPlan,
     build_plan,
@@ -40,7 +45,7 @@ from quiver.superfile.fts.tokenizer import tokenize
 from quiver.superfile.spec import vector_dim
 from quiver.supertable import interrupt
 from quiver.supertable.bloom import TermBloom
-from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_of, bitmap_rows
 from quiver.supertable.readers import ReaderPool
 from quiver.supertable.snapshot import Filter, Snapshot
 
@@ -180,8 +185,7 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
                 df = fts.doc_freq(t)
                 if df and f.tombstones:
                     docs_with = fts.token_match(ParsedQuery((t,)), "or")
-                    df -= f.tombstones.intersection_cardinality(
-                        BitMap(np.asarray(docs_with, dtype=np.uint32)))
+                    df -= f.tombstones.intersection_cardinality(bitmap_of(docs_with))
                 found_dfs[t] = df
     total = collection_stats((FileStats(d, n, found_dfs) for (d, n), found_dfs
                               in zip(sizes, per_file, strict=True)), missing)
@@ -416,7 +420,7 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
     # Bigger files first: they set a high floor early for the rest.
     candidates.sort(key=lambda f: -f.live_rows)
 
-    def gather(entry: FileEntry):
+    def gather(entry: FileEntry) -> FileTerms | None:
         interrupt.check()
         return file_terms(snap.fts(entry, column), q, and_mode, snap.live(entry))
 
