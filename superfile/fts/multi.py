@@ -90,11 +90,13 @@ def collection_stats(files: Iterable[FileStats], terms: Iterable[str] = ()) -> C
 class FileTerms:
     """What one file holds of a query's terms: validated postings references (position in
     the query's terms, buffer, start, length, df), the uint8 mask of the rows it may return
-    (None: every row) and the file's average document length (the block bounds use it)."""
+    (None: every row), the file's average document length (the block bounds use it) and
+    its document count."""
 
     refs: list[tuple[int, np.ndarray, int, int, int]]
     mask: np.ndarray | None
     avg_doc_len: float
+    num_docs: int
 
 
 def file_terms(reader: FtsIndexReader, query: ParsedQuery, and_mode: bool, allow: Any = None
@@ -106,7 +108,8 @@ def file_terms(reader: FtsIndexReader, query: ParsedQuery, and_mode: bool, allow
     if not refs or (and_mode and len(refs) < len(query.terms)):
         return None
     mask = reader.row_mask(query, allow)
-    return FileTerms(refs, mask, reader.avg_doc_len if reader.avg_doc_len > 0 else 1.0)
+    return FileTerms(refs, mask, reader.avg_doc_len if reader.avg_doc_len > 0 else 1.0,
+                     reader.num_docs)
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,11 @@ class PostingsPlan:
 def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
     """One plan over ``files``, searched in the order given (put the biggest first: they set
     a high floor early for the rest)."""
+    for f in files:
+        # The compiled ranking reads a row's id without bounds checks.
+        if f.ids is not None and len(f.ids) < f.terms.num_docs:
+            raise QueryError(f"file {f.name or f.key!r} numbers {len(f.ids)} of its "
+                             f"{f.terms.num_docs} rows")
     refs = [r for f in files for r in f.terms.refs]
     buf, t_base = pack_ranges([(src, start, length) for _, src, start, length, _ in refs])
     dfs = np.array([r[4] for r in refs], np.int64)

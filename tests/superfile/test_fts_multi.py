@@ -141,3 +141,11 @@ def test_no_file_or_k_zero_returns_nothing(split):
     assert len(search_files(readers, "rust", 0).ids) == 0
     assert len(search_files([], "rust", 10).ids) == 0
     assert len(search_files(readers, "missingterm", 10).ids) == 0
+
+
+def test_a_file_whose_ids_do_not_cover_its_rows_is_refused_before_ranking(split):
+    _texts, readers, _oracle = split
+    q = parse_query("rust")
+    terms = file_terms(readers[3], q, False)
+    with pytest.raises(QueryError, match="numbers 5 of its"):
+        build_plan([PlanFile(3, terms, ids=np.arange(5, dtype=np.int64), name="f3")], False)
