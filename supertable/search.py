@@ -150,8 +150,10 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
     version = snap.version
     sizes = cache.get((version, column, "sizes"))
     if sizes is None:
-        sizes = cache.put((version, column, "sizes"),
-                          tuple(_live_size(snap, f, column) for f in files))
+        per_file_sizes = tuple(_live_size(snap, f, column) for f in files)
+        sizes = cache.put((version, column, "sizes"), (per_file_sizes, collection_stats(
+            FileStats(d, n) for d, n in per_file_sizes)))
+    per_file_sizes, totals = sizes
     terms = set(q.terms)
     for prefix in q.prefixes:
         expansion = cache.get((version, column, "prefix", prefix))
@@ -169,9 +171,9 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
             missing.append(t)
         else:
             dfs[t] = df
-    # Each file's live document frequencies of the terms not known yet.
-    per_file: list[dict[str, int]] = [{} for _ in files]
     if missing:
+        # Each file's live document frequencies of the terms not known yet.
+        per_file: list[dict[str, int]] = [{} for _ in files]
         hashes = TermBloom.hash_terms(missing)
         for f, found_dfs in zip(files, per_file, strict=True):
             summary = snap.pool.summary(f)
@@ -187,11 +189,11 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
                     docs_with = fts.token_match(ParsedQuery((t,)), "or")
                     df -= f.tombstones.intersection_cardinality(bitmap_of(docs_with))
                 found_dfs[t] = df
-    total = collection_stats((FileStats(d, n, found_dfs) for (d, n), found_dfs
-                              in zip(sizes, per_file, strict=True)), missing)
-    for t in missing:
-        dfs[t] = cache.put((version, column, "df", t), total.doc_freqs[t])
-    return CollectionStats(num_docs=total.num_docs, avg_doc_len=total.avg_doc_len,
+        summed = collection_stats((FileStats(d, n, found_dfs) for (d, n), found_dfs
+                                   in zip(per_file_sizes, per_file, strict=True)), missing)
+        for t in missing:
+            dfs[t] = cache.put((version, column, "df", t), summed.doc_freqs[t])
+    return CollectionStats(num_docs=totals.num_docs, avg_doc_len=totals.avg_doc_len,
                            doc_freqs=dfs), q
 
 
