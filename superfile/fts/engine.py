@@ -38,7 +38,9 @@ def idf(n_docs: float, dfs: np.ndarray) -> np.ndarray:
     """BM25 idf of terms held by ``dfs`` of ``n_docs`` documents:
     ``ln(1 + (N - df + 0.5) / (df + 0.5))``, float64."""
     dfs = np.asarray(dfs, np.float64)
-    if np.any(dfs > n_docs) or np.any(dfs < 0):
+    # A query has a few terms: their range is checked faster in Python than by numpy.
+    values = dfs.tolist()
+    if values and (min(values) < 0 or max(values) > n_docs):
         raise QueryError("collection statistics have a document frequency outside [0, N]")
     return np.log1p((n_docs - dfs + 0.5) / (dfs + 0.5))
 
