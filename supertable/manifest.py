@@ -15,6 +15,7 @@ publishing version N+1 is a create-if-absent write, so exactly one writer wins.
 
 from __future__ import annotations
 
+import array
 import base64
 import json
 from collections.abc import Iterable, Mapping
@@ -52,6 +53,12 @@ def schema_from_b64(text: str) -> pa.Schema:
 def bitmap_rows(bm: BitMap) -> np.ndarray:
     """The members of a bitmap as a uint32 array, without a per-member Python loop."""
     return np.frombuffer(bm.to_array(), dtype=np.uint32)
+
+
+def bitmap_of(rows: np.ndarray) -> BitMap:
+    """A bitmap of row numbers filled in bulk: a numpy array handed to ``BitMap`` directly
+    is read one Python integer at a time, an ``array.array`` of uint32 in one call."""
+    return BitMap(array.array("I", np.ascontiguousarray(rows, dtype=np.uint32).tobytes()))
 
 
 def bitmap_to_b64(bm: BitMap) -> str:

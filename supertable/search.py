@@ -9,6 +9,11 @@ order of the smallest distance their (centroid, radius) ball allows and stops
 once no remaining file can beat the k-th nearest. Tombstoned and filtered-out
 rows are excluded inside each file's search, so k live hits come back whenever
 k live rows match.
+
+What this module owns is the table's part: pruning by the manifest's summaries, the
+statistics gathered from the manifest and the files (tombstones subtracted), fan-out over
+threads, interrupt checks. Summing statistics, the multi-file postings plan and its top-k
+are ``quiver.superfile.fts.multi``'s; one file's scoring is ``quiver.superfile.fts.scoring``'s.
 """
 
 from __future__ import annotations
@@ -22,18 +27,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyroaring import BitMap
 
 from quiver.superfile import CollectionStats, Metric, ParsedQuery, QueryError, parse_query
-from quiver.superfile.errors import CorruptFileError
-from quiver.superfile.fts.engine import K1, B, table_topk
+from quiver.superfile.fts.multi import (
+    FileStats,
+    FileTerms,
+    PlanFile,
+    PostingsPlan,
+    build_plan,
+    collection_stats,
+    file_terms,
+    plan_topk,
+)
 from quiver.superfile.fts.query import parse_fields
 from quiver.superfile.fts.scoring import FieldSearch, search_fields
 from quiver.superfile.fts.tokenizer import tokenize
 from quiver.superfile.spec import vector_dim
 from quiver.supertable import interrupt
 from quiver.supertable.bloom import TermBloom
-from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_rows
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_of, bitmap_rows
 from quiver.supertable.readers import ReaderPool
 from quiver.supertable.snapshot import Filter, Snapshot, as_dnf
 
@@ -136,15 +148,12 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
     """
     cache = snap.pool.stats_cache
     version = snap.version
-    sizes = cache.get((version, column))
+    sizes = cache.get((version, column, "sizes"))
     if sizes is None:
-        docs = tokens = 0
-        for f in files:
-            d, t = _live_size(snap, f, column)
-            docs += d
-            tokens += t
-        sizes = cache.put((version, column), (docs, tokens))
-    docs, tokens = sizes
+        per_file_sizes = tuple(_live_size(snap, f, column) for f in files)
+        sizes = cache.put((version, column, "sizes"), (per_file_sizes, collection_stats(
+            FileStats(d, n) for d, n in per_file_sizes)))
+    per_file_sizes, totals = sizes
     terms = set(q.terms)
     for prefix in q.prefixes:
         expansion = cache.get((version, column, "prefix", prefix))
@@ -163,9 +172,10 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
         else:
             dfs[t] = df
     if missing:
-        computed = dict.fromkeys(missing, 0)
+        # Each file's live document frequencies of the terms not known yet.
+        per_file: list[dict[str, int]] = [{} for _ in files]
         hashes = TermBloom.hash_terms(missing)
-        for f in files:
+        for f, found_dfs in zip(files, per_file, strict=True):
             summary = snap.pool.summary(f)
             bloom = summary.blooms.get(column) if summary else None
             maybe = (bloom.might_contain(hashes) if bloom is not None
@@ -177,13 +187,14 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
                 df = fts.doc_freq(t)
                 if df and f.tombstones:
                     docs_with = fts.token_match(ParsedQuery((t,)), "or")
-                    df -= f.tombstones.intersection_cardinality(
-                        BitMap(np.asarray(docs_with, dtype=np.uint32)))
-                computed[t] += df
-        for t, df in computed.items():
-            dfs[t] = cache.put((version, column, "df", t), df)
-    avg = tokens / docs if docs else 0.0
-    return CollectionStats(num_docs=max(docs, 1), avg_doc_len=avg, doc_freqs=dfs), q
+                    df -= f.tombstones.intersection_cardinality(bitmap_of(docs_with))
+                found_dfs[t] = df
+        summed = collection_stats((FileStats(d, n, found_dfs) for (d, n), found_dfs
+                                   in zip(per_file_sizes, per_file, strict=True)), missing)
+        for t in missing:
+            dfs[t] = cache.put((version, column, "df", t), summed.doc_freqs[t])
+    return CollectionStats(num_docs=totals.num_docs, avg_doc_len=totals.avg_doc_len,
+                           doc_freqs=dfs), q
 
 
 class _TopK:
@@ -348,29 +359,8 @@ def _bm25_fields(snap: Snapshot, columns: list[tuple[str, float]], query: str, k
     return top.hits(candidates)
 
 
-@dataclass
-class _Plan:
-    """Everything a query reads of a version's files, copied into one buffer.
-
-    Files are in search order (biggest first); file ``f`` owns entries
-    ``f_t0[f]:f_t0[f + 1]`` of the per-term arrays. A file's row ``r`` is ``_id``
-    ``f_idbase[f] + r``, or ``ids[f_ioff[f] + r]`` when its ids are not one range.
-    """
-
-    files: list[FileEntry]
-    buf: np.ndarray
-    f_t0: np.ndarray
-    t_base: np.ndarray
-    t_nb: np.ndarray
-    t_q: np.ndarray
-    f_driver: np.ndarray
-    masks: np.ndarray
-    f_moff: np.ndarray
-    f_avgdl: np.ndarray
-    f_idbase: np.ndarray
-    ids: np.ndarray
-    f_ioff: np.ndarray
-    nbytes: int
+# A plan holds the FileEntry of each file it searches as that file's key.
+_Plan = PostingsPlan
 
 
 class _PlanCache:
@@ -431,86 +421,30 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
     candidates = [f for f in files if _bloom_keeps(snap, f, column, q, and_mode, hashes)]
     # Bigger files first: they set a high floor early for the rest.
     candidates.sort(key=lambda f: -f.live_rows)
-    terms = list(q.terms)
 
-    def gather(entry: FileEntry) -> tuple[list, np.ndarray | None, float]:
+    def gather(entry: FileEntry) -> FileTerms | None:
         interrupt.check()
-        fts = snap.fts(entry, column)
-        refs = fts.postings_refs(terms)
-        if and_mode and len(refs) < len(terms):
-            return [], None, 1.0
-        mask = fts.row_mask(q, snap.live(entry)) if refs else None
-        return refs, mask, fts.avg_doc_len if fts.avg_doc_len > 0 else 1.0
+        return file_terms(snap.fts(entry, column), q, and_mode, snap.live(entry))
 
     if pool is not None and len(candidates) > 1:
         gathered = list(pool.map(interrupt.carry(gather), candidates))
     else:
         gathered = [gather(f) for f in candidates]
-    keep = [i for i, (refs, _, _) in enumerate(gathered) if refs]
-    candidates = [candidates[i] for i in keep]
-    gathered = [gathered[i] for i in keep]
-    all_refs = [r for refs, _, _ in gathered for r in refs]
-    lengths = np.array([r[3] for r in all_refs], np.int64)
-    t_base = np.zeros(len(all_refs), np.int64)
-    np.cumsum(lengths[:-1], out=t_base[1:])
-    buf = np.empty(int(lengths.sum()), np.uint8)
-    for (_, src, start, length, _), at in zip(all_refs, t_base.tolist(), strict=True):
-        buf[at:at + length] = src[start:start + length]
-    counts = np.array([len(refs) for refs, _, _ in gathered], np.int64)
-    f_t0 = np.zeros(len(candidates) + 1, np.int64)
-    np.cumsum(counts, out=f_t0[1:])
-    dfs = np.array([r[4] for r in all_refs], np.int64)
-    t_q = np.array([r[0] for r in all_refs], np.int64)
-    f_driver = np.zeros(len(candidates), np.int64)
-    if and_mode:
-        for f in range(len(candidates)):
-            s, e = int(f_t0[f]), int(f_t0[f + 1])
-            # Candidates come from the term with the fewest postings in the file.
-            f_driver[f] = 1 << int(t_q[s + int(np.argmin(dfs[s:e]))])
-    masks = [m for _, m, _ in gathered if m is not None]
-    f_moff = np.full(len(candidates), -1, np.int64)
-    at = 0
-    for f, (_, m, _) in enumerate(gathered):
-        if m is not None:
-            f_moff[f] = at
-            at += len(m)
-    f_idbase = np.array([f.id_min for f in candidates], np.int64)
-    f_ioff = np.full(len(candidates), -1, np.int64)
-    id_parts = []
-    at = 0
-    for i, f in enumerate(candidates):
-        if f.id_max - f.id_min + 1 != f.rows:
-            id_parts.append(snap.ids_of(f, np.arange(f.rows, dtype=np.int64)))
-            f_ioff[i] = at
-            at += f.rows
-    ids = np.concatenate(id_parts) if id_parts else np.zeros(1, np.int64)
-    mask_arr = np.concatenate(masks) if masks else np.zeros(1, np.uint8)
-    return _Plan(
-        files=candidates, buf=buf, f_t0=f_t0, t_base=t_base,
-        t_nb=(dfs + 127) // 128, t_q=t_q, f_driver=f_driver, masks=mask_arr, f_moff=f_moff,
-        f_avgdl=np.array([a for _, _, a in gathered], np.float64), f_idbase=f_idbase,
-        ids=ids, f_ioff=f_ioff, nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes)
+    parts = []
+    for entry, terms in zip(candidates, gathered, strict=True):
+        if terms is None:
+            continue
+        ids = None
+        if entry.id_max - entry.id_min + 1 != entry.rows:
+            ids = snap.ids_of(entry, np.arange(entry.rows, dtype=np.int64))
+        parts.append(PlanFile(entry, terms, entry.id_min, ids, entry.path))
+    return build_plan(parts, and_mode)
 
 
 def _search_plan(plan: _Plan, q: ParsedQuery, k: int, and_mode: bool,
                  stats: CollectionStats) -> Hits:
-    n_docs = float(stats.num_docs)
-    avgdl = float(stats.avg_doc_len) if stats.avg_doc_len > 0 else 1.0
-    dfs = np.array([stats.doc_freqs[t] for t in q.terms], np.float64)
-    idf = np.log1p((n_docs - dfs + 0.5) / (dfs + 0.5))
-    nq = len(q.terms)
-    gmask = np.left_shift(1, np.arange(nq, dtype=np.int64))
-    n, hs, hd, hf, hl, _, bad = table_topk(
-        plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf, gmask,
-        np.ones(nq, np.bool_), (1 << nq) - 1, and_mode, plan.f_driver, k, -np.inf,
-        plan.masks, plan.f_moff, plan.f_avgdl, plan.f_idbase, plan.ids, plan.f_ioff, K1, B,
-        avgdl)
-    if bad >= 0:
-        raise CorruptFileError(f"full-text postings of {plan.files[bad].path} failed to decode")
-    scores, ids, fidx, local = hs[:n], hd[:n], hf[:n], hl[:n]
-    order = np.lexsort((ids, -scores))
-    return Hits(plan.files, fidx[order], local[order], ids[order],
-                scores[order].astype(np.float32))
+    got = plan_topk(plan, q.terms, stats, k, and_mode)
+    return Hits(plan.files, got.file_index, got.local, got.ids, got.scores)
 
 
 def _fan_out(candidates, run, top: _TopK, pool, snap: Snapshot) -> None:

@@ -22,7 +22,7 @@ from quiver.superfile.fts.reader import FtsIndexReader
 from quiver.superfile.parquet_pages.row_fetch import RangeFile
 from quiver.superfile.vector.reader import VectorIndexReader
 from quiver.supertable.errors import TableSchemaError
-from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest, bitmap_rows
+from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest, bitmap_of, bitmap_rows
 from quiver.supertable.readers import ReaderPool
 
 Filter: TypeAlias = pc.Expression | Sequence[Any] | None
@@ -139,7 +139,7 @@ class Snapshot:
         """Live local rows of a file, or None when every row is live."""
         if not entry.tombstones:
             return None
-        return BitMap(np.arange(entry.rows, dtype=np.uint32)) - entry.tombstones
+        return BitMap(range(entry.rows)) - entry.tombstones
 
     def allowed(self, entry: FileEntry, filter_: Filter) -> BitMap | None:
         """Local rows that are live and pass ``filter_``; None means every row."""
@@ -181,7 +181,7 @@ class Snapshot:
         else:
             all_ids = reader.read_table([ID_COLUMN]).column(0).to_numpy(zero_copy_only=False)
             local = np.searchsorted(all_ids, got)
-        return BitMap(local.astype(np.uint32))
+        return bitmap_of(local)
 
     def conform(self, table: pa.Table) -> pa.Table:
         """Casts columns read from a file to the table's declared types (nested field names

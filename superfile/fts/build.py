@@ -19,7 +19,13 @@ import pyarrow.compute as pc
 from numba import njit
 
 from quiver.superfile.fts import format as fmt
-from quiver.superfile.fts.codec import _CRC_TABLE, _crc32c_tab, _put_u32, encode_postings
+from quiver.superfile.fts.codec import (
+    _CRC_TABLE,
+    BLOCK_SIZE,
+    _crc32c_tab,
+    _put_u32,
+    encode_postings,
+)
 from quiver.superfile.fts.positions import encode_positions
 from quiver.superfile.fts.tokenizer import split_column
 
@@ -203,7 +209,7 @@ def build_fts_index(texts: pa.Array | pa.ChunkedArray) -> tuple[bytes, FtsColumn
         pos += len(data)
     header_body = b"".join([
         fmt.HEADER_FIXED.pack(
-            num_docs, n_terms, total_tokens, n_blocks, fmt.DICT_BLOCK_TERMS, 128, width
+            num_docs, n_terms, total_tokens, n_blocks, fmt.DICT_BLOCK_TERMS, BLOCK_SIZE, width
         ),
         *sections,
         dict_index,

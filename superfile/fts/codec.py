@@ -35,15 +35,35 @@ __all__ = [
     "BLOCK_SIZE",
     "CORRUPT",
     "META_SIZE",
+    "block_count",
     "crc32c_nb",
     "decode_block",
     "decode_docs",
     "decode_term",
     "encode_postings",
     "get_bits",
+    "pack_ranges",
     "posting_tf_dl",
     "validate_term",
 ]
+
+
+@njit(cache=True)
+def block_count(n):
+    """Number of postings blocks holding ``n`` postings (an int or an integer array)."""
+    return (n + (BLOCK_SIZE - 1)) // BLOCK_SIZE
+
+
+def pack_ranges(parts: list[tuple[np.ndarray, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Copies ``buf[start:start + length]`` of each ``(buf, start, length)`` into one buffer;
+    returns it and where each part starts in it (one copy per part, not per posting)."""
+    lengths = np.array([n for _, _, n in parts], np.int64)
+    bases = np.zeros(len(parts), np.int64)
+    np.cumsum(lengths[:-1], out=bases[1:])
+    out = np.empty(int(lengths.sum()), np.uint8)
+    for (buf, start, n), at in zip(parts, bases.tolist(), strict=True):
+        out[at:at + n] = buf[start:start + n]
+    return out, bases
 
 
 def _make_crc_table() -> np.ndarray:
@@ -146,11 +166,11 @@ def _block_widths(docs, tfs, dls, s, e):
 @njit(cache=True)
 def _term_size(docs, tfs, dls, s, e):
     n = e - s
-    nb = (n + 127) // 128
-    size = nb * 36
+    nb = block_count(n)
+    size = nb * META_SIZE
     for j in range(nb):
-        bs = s + j * 128
-        be = min(e, bs + 128)
+        bs = s + j * BLOCK_SIZE
+        be = min(e, bs + BLOCK_SIZE)
         wg, wt, wd = _block_widths(docs, tfs, dls, bs, be)
         cnt = be - bs
         size += ((cnt - 1) * wg + cnt * (wt + wd) + 7) // 8
@@ -165,12 +185,12 @@ def _g(tf, dl, x, c):
 @njit(cache=True)
 def _write_term(out, base, docs, tfs, dls, s, e, x, c):
     n = e - s
-    nb = (n + 127) // 128
-    data = base + nb * 36
+    nb = block_count(n)
+    data = base + nb * META_SIZE
     off = 0
     for j in range(nb):
-        bs = s + j * 128
-        be = min(e, bs + 128)
+        bs = s + j * BLOCK_SIZE
+        be = min(e, bs + BLOCK_SIZE)
         cnt = be - bs
         wg, wt, wd = _block_widths(docs, tfs, dls, bs, be)
         max_tf = np.int64(0)
@@ -192,7 +212,7 @@ def _write_term(out, base, docs, tfs, dls, s, e, x, c):
                 best_g = g
                 b_tf = tf
                 b_dl = dl
-        m = base + j * 36
+        m = base + j * META_SIZE
         _put_u32(out, m, np.int64(docs[bs]))
         _put_u32(out, m + 4, np.int64(docs[be - 1]))
         _put_u32(out, m + 8, off)
@@ -285,13 +305,13 @@ def encode_postings(
 @njit(cache=True)
 def validate_term(buf, base, end, nb, df, num_docs):
     """Checks a term's block records: sizes, ordering, counts. Returns 0 or ``CORRUPT``."""
-    if nb <= 0 or base < 0 or base + nb * 36 > end or end > len(buf):
+    if nb <= 0 or base < 0 or base + nb * META_SIZE > end or end > len(buf):
         return -1
-    data = base + nb * 36
+    data = base + nb * META_SIZE
     total = 0
     prev_last = np.int64(-1)
     for j in range(nb):
-        m = base + j * 36
+        m = base + j * META_SIZE
         first = get_u32(buf, m)
         last = get_u32(buf, m + 4)
         off = get_u32(buf, m + 8)
@@ -299,13 +319,13 @@ def validate_term(buf, base, end, nb, df, num_docs):
         wt = np.int64(buf[m + 33])
         wd = np.int64(buf[m + 34])
         cnt = np.int64(buf[m + 35]) + 1
-        if wg > 32 or wt > 32 or wd > 32 or cnt > 128:
+        if wg > 32 or wt > 32 or wd > 32 or cnt > BLOCK_SIZE:
             return -1
         if get_u32(buf, m + 12) == 0 or get_u32(buf, m + 20) == 0 or get_u32(buf, m + 24) == 0:
             return -1
         if first <= prev_last or last < first or last >= num_docs or last - first + 1 < cnt:
             return -1
-        if j < nb - 1 and cnt != 128:
+        if j < nb - 1 and cnt != BLOCK_SIZE:
             return -1
         if data + off + ((cnt - 1) * wg + cnt * (wt + wd) + 7) // 8 > end:
             return -1
@@ -319,10 +339,10 @@ def validate_term(buf, base, end, nb, df, num_docs):
 @njit(cache=True)
 def decode_docs(buf, base, nb, blk, out_docs):
     """Decodes the doc ids of block ``blk`` of a validated term; returns the count or -1."""
-    m = base + blk * 36
+    m = base + blk * META_SIZE
     first = get_u32(buf, m)
     last = get_u32(buf, m + 4)
-    p = base + nb * 36 + get_u32(buf, m + 8)
+    p = base + nb * META_SIZE + get_u32(buf, m + 8)
     w = np.int64(buf[m + 32])
     cnt = np.int64(buf[m + 35]) + 1
     out_docs[0] = first
@@ -363,8 +383,8 @@ def get_bits(buf, start, bitpos, w):
 @njit(cache=True)
 def posting_tf_dl(buf, base, nb, blk, i):
     """(tf, dl) of posting ``i`` of block ``blk`` without decoding the rest of the block."""
-    m = base + blk * 36
-    p = base + nb * 36 + get_u32(buf, m + 8)
+    m = base + blk * META_SIZE
+    p = base + nb * META_SIZE + get_u32(buf, m + 8)
     wg = np.int64(buf[m + 32])
     wt = np.int64(buf[m + 33])
     wd = np.int64(buf[m + 34])
@@ -380,12 +400,12 @@ def decode_block(buf, base, nb, blk, out_docs, out_tfs, out_dls):
     cnt = decode_docs(buf, base, nb, blk, out_docs)
     if cnt < 0:
         return -1
-    m = base + blk * 36
+    m = base + blk * META_SIZE
     wg = np.int64(buf[m + 32])
     wt = np.int64(buf[m + 33])
     wd = np.int64(buf[m + 34])
     bitpos = (cnt - 1) * wg
-    p = base + nb * 36 + get_u32(buf, m + 8) + (bitpos >> 3)
+    p = base + nb * META_SIZE + get_u32(buf, m + 8) + (bitpos >> 3)
     nacc = 0
     acc = np.uint64(0)
     skip = bitpos & 7
@@ -419,9 +439,9 @@ def decode_term(buf, base, nb, df):
     docs = np.empty(df, np.int64)
     tfs = np.empty(df, np.int64)
     dls = np.empty(df, np.int64)
-    bd = np.empty(128, np.int64)
-    bt = np.empty(128, np.int64)
-    bl = np.empty(128, np.int64)
+    bd = np.empty(BLOCK_SIZE, np.int64)
+    bt = np.empty(BLOCK_SIZE, np.int64)
+    bl = np.empty(BLOCK_SIZE, np.int64)
     pos = 0
     for j in range(nb):
         c = decode_block(buf, base, nb, j, bd, bt, bl)

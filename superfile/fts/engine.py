@@ -9,6 +9,8 @@ split MaxScore-style: only the "essential" terms (those whose bounds alone can b
 threshold) generate candidates; the others are decoded and probed only while the
 candidate can still win. Blocks decode doc ids only; a posting's tf and length are read
 from the bitstream when the posting is scored.
+
+The BM25 formula is defined here once: ``K1``, ``B``, ``idf`` and the per-posting score.
 """
 
 from __future__ import annotations
@@ -16,12 +18,31 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from quiver.superfile.fts.codec import decode_block, decode_docs, get_u32, posting_tf_dl
+from quiver.superfile.errors import QueryError
+from quiver.superfile.fts.codec import (
+    BLOCK_SIZE,
+    META_SIZE,
+    decode_block,
+    decode_docs,
+    get_u32,
+    posting_tf_dl,
+)
 
 K1 = 1.2
 B = 0.75
 
-__all__ = ["K1", "B", "table_topk", "topk_kernel"]
+__all__ = ["K1", "B", "idf", "table_topk", "topk_kernel"]
+
+
+def idf(n_docs: float, dfs: np.ndarray) -> np.ndarray:
+    """BM25 idf of terms held by ``dfs`` of ``n_docs`` documents:
+    ``ln(1 + (N - df + 0.5) / (df + 0.5))``, float64."""
+    dfs = np.asarray(dfs, np.float64)
+    # A query has a few terms: their range is checked faster in Python than by numpy.
+    values = dfs.tolist()
+    if values and (min(values) < 0 or max(values) > n_docs):
+        raise QueryError("collection statistics have a document frequency outside [0, N]")
+    return np.log1p((n_docs - dfs + 0.5) / (dfs + 0.5))
 
 
 @njit(cache=True, inline="always")
@@ -151,18 +172,18 @@ def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, 
         for t in range(T):
             base = t_base[t]
             nb = t_nb[t]
-            while blk[t] < nb and get_u32(buf, base + blk[t] * 36 + 4) < lo:
+            while blk[t] < nb and get_u32(buf, base + blk[t] * META_SIZE + 4) < lo:
                 blk[t] += 1
             if blk[t] >= nb:
                 continue
-            f = get_u32(buf, base + blk[t] * 36)
+            f = get_u32(buf, base + blk[t] * META_SIZE)
             if f > lo:
                 if f < nxt:
                     nxt = f
                 if f < hi:
                     hi = f
             else:
-                last1 = get_u32(buf, base + blk[t] * 36 + 4) + 1
+                last1 = get_u32(buf, base + blk[t] * META_SIZE + 4) + 1
                 if last1 < hi:
                     hi = last1
                 act[na] = t
@@ -179,7 +200,7 @@ def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, 
         total = 0.0
         for i in range(na):
             t = act[i]
-            u = block_bound(buf, t_base[t] + blk[t] * 36, idf[t], k1, b, avgdl[t],
+            u = block_bound(buf, t_base[t] + blk[t] * META_SIZE, idf[t], k1, b, avgdl[t],
                             file_avgdl[t])
             ubs[i] = u
             total += u
@@ -331,9 +352,9 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver,
     hd = np.empty(k, np.int64)
     hf = np.empty(k, np.int64)
     hl = np.empty(k, np.int64)
-    D = np.empty((T, 128), np.int64)
-    TF = np.empty((T, 128), np.int64)
-    DL = np.empty((T, 128), np.int64)
+    D = np.empty((T, BLOCK_SIZE), np.int64)
+    TF = np.empty((T, BLOCK_SIZE), np.int64)
+    DL = np.empty((T, BLOCK_SIZE), np.int64)
     hn, decoded, bad = _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode,
                                   driver, k, floor, mask, 0, use_mask, k1, b, avgdl,
                                   file_avgdl, hs, hd, hf, hl, 0, 0, _NO_IDS, -1, 0, False,
@@ -363,9 +384,9 @@ def table_topk(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, solo_q, required, a
     max_t = 1
     for f in range(F):
         max_t = max(max_t, f_t0[f + 1] - f_t0[f])
-    D = np.empty((max_t, 128), np.int64)
-    TF = np.empty((max_t, 128), np.int64)
-    DL = np.empty((max_t, 128), np.int64)
+    D = np.empty((max_t, BLOCK_SIZE), np.int64)
+    TF = np.empty((max_t, BLOCK_SIZE), np.int64)
+    DL = np.empty((max_t, BLOCK_SIZE), np.int64)
     idf = np.empty(max_t, np.float64)
     t_avg = np.full(max_t, avgdl, np.float64)
     t_favg = np.empty(max_t, np.float64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from quiver.superfile.fts.codec import CORRUPT, META_SIZE, decode_docs, get_u32
+from quiver.superfile.fts.codec import BLOCK_SIZE, CORRUPT, META_SIZE, decode_docs, get_u32
 
 __all__ = ["kway_union", "mark_term", "probe_term", "term_docs"]
 
@@ -36,7 +36,7 @@ def term_docs(buf, base, nb, df):
 @njit(cache=True, nogil=True)
 def mark_term(buf, base, nb, mask, value):
     """Sets ``mask[doc] = value`` for every doc of one term; returns 0 or ``CORRUPT``."""
-    block = np.empty(128, np.int64)
+    block = np.empty(BLOCK_SIZE, np.int64)
     n = len(mask)
     for j in range(nb):
         cnt = decode_docs(buf, base, nb, j, block)
@@ -110,7 +110,7 @@ def probe_term(buf, base, nb, cands, n, hit):
 
     Returns the number of blocks decoded, or ``CORRUPT``.
     """
-    block = np.empty(128, np.int64)
+    block = np.empty(BLOCK_SIZE, np.int64)
     blk = 0
     cur = -1  # block currently decoded into ``block``
     cnt = 0

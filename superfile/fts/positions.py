@@ -1,7 +1,7 @@
 """Compiled codec of word positions (format 2) and the phrase matcher that reads them.
 
 A term's positions follow its postings block by block: for block ``j`` of its postings
-(up to 128 documents) a record ``data_off u32 | npos u32 | width u8 | 3 pad`` and, after
+(up to ``BLOCK_SIZE`` documents) a record ``data_off u32 | npos u32 | width u8 | 3 pad`` and, after
 all records, one LSB-first bitstream per block, byte aligned at its start, of ``npos``
 values of ``width`` bits: for each document of the block in doc order, its first
 position, then the gaps ``p[i] - p[i-1] - 1`` to the next ones (``tf`` values in all).
@@ -24,11 +24,13 @@ import numpy as np
 from numba import njit
 
 from quiver.superfile.fts.codec import (
+    BLOCK_SIZE,
     CORRUPT,
     META_SIZE,
     _crc32c_tab,
     _put_u32,
     _width,
+    block_count,
     decode_block,
     decode_docs,
     get_bits,
@@ -49,11 +51,11 @@ def _pos_value(pos, i, start):
 
 @njit(cache=True)
 def _term_pos_size(p_tf, p_pstart, pos, s, e):
-    nb = (e - s + 127) // 128
+    nb = block_count(e - s)
     size = nb * POS_META
     for j in range(nb):
-        bs = s + j * 128
-        be = min(e, bs + 128)
+        bs = s + j * BLOCK_SIZE
+        be = min(e, bs + BLOCK_SIZE)
         w = 0
         n = 0
         for i in range(bs, be):
@@ -69,12 +71,12 @@ def _term_pos_size(p_tf, p_pstart, pos, s, e):
 
 @njit(cache=True)
 def _write_term_pos(out, base, p_tf, p_pstart, pos, s, e):
-    nb = (e - s + 127) // 128
+    nb = block_count(e - s)
     data = base + nb * POS_META
     off = 0
     for j in range(nb):
-        bs = s + j * 128
-        be = min(e, bs + 128)
+        bs = s + j * BLOCK_SIZE
+        be = min(e, bs + BLOCK_SIZE)
         w = 0
         n = 0
         for i in range(bs, be):
@@ -148,7 +150,7 @@ def encode_positions(term_start: np.ndarray, p_tf: np.ndarray, pos: np.ndarray,
 def _locate(buf, base, nb, cands, n, out):
     """``out[i]`` = index of ``cands[i]`` among the term's postings, or -1 (ascending
     ``cands[:n]``). Returns blocks decoded or ``CORRUPT``."""
-    block = np.empty(128, np.int64)
+    block = np.empty(BLOCK_SIZE, np.int64)
     blk = 0
     cur = -1
     cnt = 0
@@ -173,7 +175,7 @@ def _locate(buf, base, nb, cands, n, out):
         while p < cnt and block[p] < c:
             p += 1
         if p < cnt and block[p] == c:
-            out[i] = blk * 128 + p
+            out[i] = blk * BLOCK_SIZE + p
     return decoded
 
 
@@ -204,8 +206,8 @@ def _term_positions(pbuf, pbase, pnb, qbuf, qbase, qend, idx, cache_blk, TF, DL,
     """Positions of posting ``idx`` of one term into ``out``; returns (count, dl),
     (-2, tf) when ``out`` is shorter than tf, or (``CORRUPT``, 0). ``cache_blk[0]`` / TF /
     DL / PRE hold the last decoded block."""
-    blk = idx // 128
-    r = idx - blk * 128
+    blk = idx // BLOCK_SIZE
+    r = idx - blk * BLOCK_SIZE
     if cache_blk[0] != blk and _load(pbuf, pbase, pnb, qbuf, qbase, qend, blk, cache_blk,
                                      TF, DL, PRE, D) < 0:
         return CORRUPT, 0
@@ -318,10 +320,10 @@ def phrase_docs(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
     out_f = np.empty(alive, np.int64)
     out_l = np.empty(alive, np.int64)
     cache_blk = np.full((n, 1), -1, np.int64)
-    TF = np.empty((n, 128), np.int64)
-    DL = np.empty((n, 128), np.int64)
+    TF = np.empty((n, BLOCK_SIZE), np.int64)
+    DL = np.empty((n, BLOCK_SIZE), np.int64)
     PRE = np.empty((n, 129), np.int64)
-    D = np.empty((n, 128), np.int64)
+    D = np.empty((n, BLOCK_SIZE), np.int64)
     P = np.empty((n, 64), np.int64)
     cnt = np.empty(n, np.int64)
     ptr = np.empty(n, np.int64)
@@ -357,9 +359,9 @@ def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
     hf = np.zeros(k, np.int64)
     hl = np.zeros(k, np.int64)
     cache_blk = np.full((n, 1), -1, np.int64)
-    TF = np.empty((n, 128), np.int64)
-    DL = np.empty((n, 128), np.int64)
-    D = np.empty((n, 128), np.int64)
+    TF = np.empty((n, BLOCK_SIZE), np.int64)
+    DL = np.empty((n, BLOCK_SIZE), np.int64)
+    D = np.empty((n, BLOCK_SIZE), np.int64)
     PRE = np.empty((n, 129), np.int64)
     P = np.empty((n, 64), np.int64)
     cnt = np.empty(n, np.int64)
@@ -389,7 +391,7 @@ def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
             if _tscore(idf, np.float64(mtf), np.float64(dl), k1, b, avgdl) * (1.0 + 1e-12) \
                     <= theta:
                 continue
-            idx[driver, 0] = bd * 128 + r0
+            idx[driver, 0] = bd * BLOCK_SIZE + r0
             found = True
             for j in range(n):
                 if j == driver:
@@ -412,7 +414,7 @@ def phrase_topk(pbuf, p_base, p_nb, p_df, qbuf, q_base, q_end, slop, driver, max
                 if pos[j] >= bcnt[j] or D[j, pos[j]] != d:
                     found = False
                     break
-                idx[j, 0] = blk[j] * 128 + pos[j]
+                idx[j, 0] = blk[j] * BLOCK_SIZE + pos[j]
                 if (slop == 0 or j == 0) and TF[j, pos[j]] < mtf:
                     mtf = TF[j, pos[j]]
             if not found:

@@ -29,14 +29,15 @@ from quiver.superfile.errors import (
     UnsupportedVersionError,
 )
 from quiver.superfile.fts import format as fmt
-from quiver.superfile.fts.codec import validate_term
+from quiver.superfile.fts.codec import block_count, pack_ranges, validate_term
 from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from quiver.superfile.fts.positions import phrase_docs
 from quiver.superfile.fts.query import ParsedQuery, Phrase, parse_query
+from quiver.superfile.fts.scoring import FieldSearch, search_fields
 from quiver.superfile.fts.stats import CollectionStats
 from quiver.superfile.ranges import RangeReader, read_many
 
-__all__ = ["MAX_PREFIX_EXPANSION", "FtsIndexReader"]
+__all__ = ["MAX_PREFIX_EXPANSION", "FtsIndexReader", "check_mode"]
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ class FtsIndexReader:
                         raise CorruptFileError(f"postings of term {t!r} checksum mismatch")
                     bufs.append((_u8(d), 0))
             for (t, e), (buf, start) in zip(pairs, bufs, strict=True):
-                nb = (e.df + 127) // 128
+                nb = int(block_count(e.df))
                 if validate_term(buf, start, start + e.length, nb, e.df, self.num_docs) != 0:
                     raise CorruptFileError(f"postings of term {t!r} are malformed")
                 ref = _Postings(buf, start, nb, e.df, e.length)
@@ -451,14 +452,14 @@ class FtsIndexReader:
         if len({id(r.buf) for r in rs}) == 1:
             pbuf, p_base = rs[0].buf, np.array([r.base for r in rs], np.int64)
         else:
-            pbuf, p_base = _pack([(r.buf, r.base, r.length) for r in rs])
+            pbuf, p_base = pack_ranges([(r.buf, r.base, r.length) for r in rs])
         ps = [pos[t] for t in toks]
         if len({id(p[0]) for p in ps}) == 1:
             qbuf = ps[0][0]
             q_base = np.array([p[1] for p in ps], np.int64)
             q_end = np.array([p[2] for p in ps], np.int64)
         else:
-            qbuf, q_base = _pack([(b, a, e - a) for b, a, e in ps])
+            qbuf, q_base = pack_ranges([(b, a, e - a) for b, a, e in ps])
             q_end = q_base + np.array([e - a for _, a, e in ps], np.int64)
         driver = int(np.argmin([r.df for r in rs]))
         return (pbuf, p_base, np.array([r.nb for r in rs], np.int64),
@@ -531,7 +532,7 @@ class FtsIndexReader:
         ids) restricts ranking to those documents.
         """
         q = parse_query(query) if isinstance(query, str) else query
-        and_mode = _check_mode(mode)
+        and_mode = check_mode(mode)
         if not isinstance(k, (int, np.integer)) or k < 0:
             raise QueryError(f"k must be a non-negative integer, got {k!r}")
         if not q.scored:
@@ -543,8 +544,6 @@ class FtsIndexReader:
         return self._wrap(self._search, q, k, and_mode, floor, stats, allow)
 
     def _search(self, q, k, and_mode, floor, stats, allow):
-        from quiver.superfile.fts.scoring import FieldSearch, search_fields
-
         docs, scores, decoded = search_fields([FieldSearch(self, q, 1.0, stats)], k,
                                               and_mode=and_mode, floor=floor, allow=allow)
         self.last_search_blocks_decoded = decoded
@@ -553,7 +552,7 @@ class FtsIndexReader:
     def token_match(self, query: str | ParsedQuery, mode: str = "or") -> np.ndarray:
         """Sorted uint32 ids of documents matching any ('or') or all ('and') query groups."""
         q = parse_query(query) if isinstance(query, str) else query
-        and_mode = _check_mode(mode)
+        and_mode = check_mode(mode)
         if not q.terms and not q.prefixes:
             raise QueryError("a full-text query needs at least one term that is not excluded")
         return self._wrap(self._token_match, q, and_mode)
@@ -592,22 +591,12 @@ class FtsIndexReader:
 _NO_MASK = np.zeros(1, np.uint8)
 
 
-def _check_mode(mode: str) -> bool:
+def check_mode(mode: str) -> bool:
+    """True for 'and', False for 'or' (any case); anything else is a ``QueryError``."""
     m = str(mode).lower()
     if m not in ("or", "and"):
         raise QueryError(f"mode must be 'or' or 'and', got {mode!r}")
     return m == "and"
-
-
-def _pack(parts: list[tuple[np.ndarray, int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Copies ``buf[start:start + length]`` of each part into one buffer; their bases."""
-    lengths = np.array([n for _, _, n in parts], np.int64)
-    bases = np.zeros(len(parts), np.int64)
-    np.cumsum(lengths[:-1], out=bases[1:])
-    out = np.empty(int(lengths.sum()), np.uint8)
-    for (buf, start, n), at in zip(parts, bases.tolist(), strict=True):
-        out[at:at + n] = buf[start:start + n]
-    return out, bases
 
 
 def _strings(data: np.ndarray, offs: np.ndarray) -> list[str]:

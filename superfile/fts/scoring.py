@@ -6,12 +6,12 @@ The score of a document is a weighted sum over columns (not BM25F)::
     bm25_c(q, d) = idf_q * f * (k1 + 1) / (f + k1 * (1 - b + b * len_c(d) / avglen_c))
 
 with each column's own N, average length and document frequencies. For a term, ``f`` is
-its frequency in the document and ``idf_q = ln(1 + (N - df + 0.5) / (df + 0.5))``; for a
-phrase, ``f`` is the phrase frequency (see ``positions``) and ``idf_q`` the sum of its
-terms' idfs. A prefix scores each of its expansions as a term. A clause is one "group":
-'and' needs every group matched in some column. Phrases are matched first, exactly, and
-their (doc, frequency, length) lists encoded as extra postings, so the compiled top-k
-(``engine``) ranks terms and phrases together with its usual block bounds.
+its frequency in the document and ``idf_q = ln(1 + (N - df + 0.5) / (df + 0.5))``
+(``engine.idf``); for a phrase, ``f`` is the phrase frequency (see ``positions``) and
+``idf_q`` the sum of its terms' idfs. A prefix scores each of its expansions as a term. A
+clause is one "group": 'and' needs every group matched in some column. Phrases are matched
+first, exactly, and their (doc, frequency, length) lists encoded as extra postings, so the
+compiled top-k (``engine``) ranks terms and phrases together with its usual block bounds.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quiver.superfile.errors import CorruptFileError, QueryError
-from quiver.superfile.fts.codec import encode_postings
-from quiver.superfile.fts.engine import K1, B, topk_kernel
+from quiver.superfile.fts.codec import block_count, encode_postings, pack_ranges
+from quiver.superfile.fts.engine import K1, B, idf, topk_kernel
 from quiver.superfile.fts.positions import phrase_topk
 from quiver.superfile.fts.query import ParsedQuery
 from quiver.superfile.fts.stats import CollectionStats
@@ -50,12 +50,6 @@ class FieldSearch:
     group_bits: tuple[int, ...] | None = None
 
 
-def _idf(n_docs: float, dfs: np.ndarray) -> np.ndarray:
-    if np.any(dfs > n_docs) or np.any(dfs < 0):
-        raise QueryError("collection statistics have a document frequency outside [0, N]")
-    return np.log1p((n_docs - dfs + 0.5) / (dfs + 0.5))
-
-
 @dataclass
 class _Kernel:
     """The terms the compiled top-k will rank, built column by column."""
@@ -69,11 +63,11 @@ class _Kernel:
     sizes: dict[int, int]  # group bit -> postings in it (picks the AND driver)
     covered: int = 0
 
-    def add(self, buf: np.ndarray, base: int, length: int, df: int, idf: float, bits: int,
+    def add(self, buf: np.ndarray, base: int, length: int, df: int, weight: float, bits: int,
             avgdl: float, favgdl: float) -> None:
         self.parts.append((buf, base, length))
-        self.nb.append((df + 127) // 128)
-        self.idf.append(idf)
+        self.nb.append(int(block_count(df)))
+        self.idf.append(weight)
         self.gmask.append(bits)
         self.avgdl.append(avgdl)
         self.favgdl.append(favgdl)
@@ -111,18 +105,18 @@ def _add_field(kern: _Kernel, fs: FieldSearch, and_mode: bool) -> None:
     phrase_terms = list(dict.fromkeys(t for p, _, _ in phrases for t in p.tokens))
     wanted = list(dict.fromkeys([t for t, _ in pairs] + phrase_terms))
     dfs = _dfs(r, fs.stats, wanted)
-    idf = dict(zip(wanted, _idf(n_docs, np.array([dfs[t] for t in wanted], np.float64))
-                   .tolist(), strict=True))
+    idfs = dict(zip(wanted, idf(n_docs, np.array([dfs[t] for t in wanted], np.float64))
+                    .tolist(), strict=True))
     for t, ref in pairs:
         kern.add(ref.buf, ref.base, ref.length, ref.df,
-                 fs.weight * term_boost[t] * idf[t], term_bits[t], avgdl, favgdl)
+                 fs.weight * term_boost[t] * idfs[t], term_bits[t], avgdl, favgdl)
     for phrase, gb, boost in phrases:
         docs, freqs, lens = r._phrase_matches(phrase)
         if len(docs) == 0:
             continue
         data, _off, _crc = encode_postings(np.array([0, len(docs)], np.int64), docs, freqs,
                                            lens, favgdl, K1, B)
-        w = fs.weight * boost * sum(idf[t] for t in phrase.tokens)
+        w = fs.weight * boost * sum(idfs[t] for t in phrase.tokens)
         kern.add(data, 0, len(data), len(docs), w, gb, avgdl, favgdl)
 
 
@@ -180,9 +174,9 @@ def _phrase_only(fs: FieldSearch, k: int, floor: float | None, allow: Any
                      else (float(r.num_docs), r.avg_doc_len))
     toks = list(dict.fromkeys(phrase.tokens))
     dfs = _dfs(r, fs.stats, toks)
-    idf = dict(zip(toks, _idf(n_docs, np.array([dfs[t] for t in toks], np.float64)).tolist(),
-                   strict=True))
-    w = fs.weight * q.boost("q", phrase) * sum(idf[t] for t in phrase.tokens)
+    idfs = dict(zip(toks, idf(n_docs, np.array([dfs[t] for t in toks], np.float64)).tolist(),
+                    strict=True))
+    w = fs.weight * q.boost("q", phrase) * sum(idfs[t] for t in phrase.tokens)
     mask = field_mask(fs, _allow_mask(r.num_docs, allow))
     n, hs, hd, ok = phrase_topk(
         *args, k, -np.inf if floor is None else float(floor),
@@ -234,9 +228,7 @@ def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
         buf = kern.parts[0][0]
         bases = np.array([a for _, a, _ in kern.parts], np.int64)
     else:
-        from quiver.superfile.fts.reader import _pack
-
-        buf, bases = _pack(kern.parts)
+        buf, bases = pack_ranges(kern.parts)
     gmask = np.array(kern.gmask, np.int64)
     driver = 0
     if and_mode:

@@ -1,0 +1,277 @@
+"""BM25 across the indexes of many files of one collection: global statistics, one plan,
+one top-k.
+
+A caller holding several files' indexes of the same column (a table's superfiles) ranks
+them as one collection, so a row's score does not depend on how the collection is split
+into files:
+
+- ``collection_stats`` sums each file's corpus statistics (``FileStats``: documents,
+  tokens, document frequencies) into the N, average length and document frequencies every
+  file is scored with;
+- ``file_terms`` reads what one file holds of a query's terms (validated postings and the
+  mask of the rows it may return);
+- ``build_plan`` copies every file's postings into one buffer with the per-file and
+  per-term arrays the compiled ranking reads (a ``PostingsPlan``, reusable for as long as
+  the files do not change);
+- ``plan_topk`` ranks every file's rows in one compiled call (``engine.table_topk``), ties
+  going to the lower id.
+
+``search_files`` chains all four for a list of readers whose rows are numbered in list
+order (file ``i``'s row ``r`` is ``offset_i + r``). Plain queries only: terms and excluded
+terms (phrases, prefixes and weights go file by file through ``scoring.search_fields``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from quiver.superfile.errors import CorruptFileError, QueryError
+from quiver.superfile.fts.codec import block_count, pack_ranges
+from quiver.superfile.fts.engine import K1, B, idf, table_topk
+from quiver.superfile.fts.query import ParsedQuery, parse_query
+from quiver.superfile.fts.reader import FtsIndexReader, check_mode
+from quiver.superfile.fts.stats import CollectionStats
+
+__all__ = [
+    "FileStats",
+    "FileTerms",
+    "PlanFile",
+    "PlanHits",
+    "PostingsPlan",
+    "build_plan",
+    "collection_stats",
+    "file_terms",
+    "plan_topk",
+    "reader_stats",
+    "search_files",
+]
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileStats:
+    """One file's share of a collection: its documents, their tokens, and the document
+    frequency of each term asked about (absent: 0)."""
+
+    num_docs: int
+    total_tokens: int
+    doc_freqs: Mapping[str, int] = field(default_factory=dict)
+
+
+def reader_stats(reader: FtsIndexReader, terms: Iterable[str]) -> FileStats:
+    """A file's own statistics for ``terms``, as its index records them."""
+    return FileStats(reader.num_docs, reader.total_tokens,
+                     {t: reader.doc_freq(t) for t in dict.fromkeys(terms)})
+
+
+def collection_stats(files: Iterable[FileStats], terms: Iterable[str] = ()) -> CollectionStats:
+    """The statistics of the union of ``files``: N and token counts summed, each term's
+    document frequency summed over the files (every one of ``terms`` present, 0 if no file
+    holds it). An empty collection has N = 1 and average length 0."""
+    docs = tokens = 0
+    dfs: dict[str, int] = dict.fromkeys(terms, 0)
+    for f in files:
+        docs += int(f.num_docs)
+        tokens += int(f.total_tokens)
+        for t, df in f.doc_freqs.items():
+            dfs[t] = dfs.get(t, 0) + int(df)
+    return CollectionStats(num_docs=max(docs, 1), avg_doc_len=tokens / docs if docs else 0.0,
+                           doc_freqs=dfs)
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileTerms:
+    """What one file holds of a query's terms: validated postings references (position in
+    the query's terms, buffer, start, length, df), the uint8 mask of the rows it may return
+    (None: every row), the file's average document length (the block bounds use it) and
+    its document count."""
+
+    refs: list[tuple[int, np.ndarray, int, int, int]]
+    mask: np.ndarray | None
+    avg_doc_len: float
+    num_docs: int
+
+
+def file_terms(reader: FtsIndexReader, query: ParsedQuery, and_mode: bool, allow: Any = None
+               ) -> FileTerms | None:
+    """The postings ``reader`` holds of ``query.terms``, or None when the file cannot match
+    (no term present; in 'and' mode, some term absent). ``allow`` (doc ids, e.g. a
+    ``pyroaring.BitMap`` of live rows) restricts the rows; excluded terms clear rows too."""
+    refs = reader.postings_refs(list(query.terms))
+    if not refs or (and_mode and len(refs) < len(query.terms)):
+        return None
+    mask = reader.row_mask(query, allow)
+    return FileTerms(refs, mask, reader.avg_doc_len if reader.avg_doc_len > 0 else 1.0,
+                     reader.num_docs)
+
+
+@dataclass(frozen=True)
+class PlanFile:
+    """One file of a plan: the caller's handle for it (``key``), what it holds of the
+    query, and how its rows are numbered in the ranking: ``ids[row]`` when ``ids`` is given,
+    else ``id_base + row``. ``name`` labels it in errors."""
+
+    key: Any
+    terms: FileTerms
+    id_base: int = 0
+    ids: np.ndarray | None = None
+    name: str = ""
+
+
+@dataclass
+class PostingsPlan:
+    """Everything a query reads of a set of files, copied into one buffer.
+
+    ``files`` are the callers' keys in plan order; file ``f`` owns entries
+    ``f_t0[f]:f_t0[f + 1]`` of the per-term arrays (``t_base`` into ``buf``, ``t_nb`` blocks,
+    ``t_q`` position in the query's terms). Its row ``r`` ranks as ``f_idbase[f] + r``, or
+    ``ids[f_ioff[f] + r]`` when ``f_ioff[f]`` is not negative; ``f_moff[f]`` is the offset of
+    its row mask in ``masks`` (-1: every row counts). ``nbytes`` is what the plan holds.
+    """
+
+    files: list[Any]
+    buf: np.ndarray
+    f_t0: np.ndarray
+    t_base: np.ndarray
+    t_nb: np.ndarray
+    t_q: np.ndarray
+    f_driver: np.ndarray
+    masks: np.ndarray
+    f_moff: np.ndarray
+    f_avgdl: np.ndarray
+    f_idbase: np.ndarray
+    ids: np.ndarray
+    f_ioff: np.ndarray
+    nbytes: int
+    names: tuple[str, ...] = ()
+
+
+def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
+    """One plan over ``files``, searched in the order given (put the biggest first: they set
+    a high floor early for the rest)."""
+    for f in files:
+        # The compiled ranking reads a row's id without bounds checks.
+        if f.ids is not None and len(f.ids) < f.terms.num_docs:
+            raise QueryError(f"file {f.name or f.key!r} numbers {len(f.ids)} of its "
+                             f"{f.terms.num_docs} rows")
+    refs = [r for f in files for r in f.terms.refs]
+    buf, t_base = pack_ranges([(src, start, length) for _, src, start, length, _ in refs])
+    dfs = np.array([r[4] for r in refs], np.int64)
+    t_q = np.array([r[0] for r in refs], np.int64)
+    f_t0 = np.zeros(len(files) + 1, np.int64)
+    np.cumsum(np.array([len(f.terms.refs) for f in files], np.int64), out=f_t0[1:])
+    f_driver = np.zeros(len(files), np.int64)
+    if and_mode:
+        for i in range(len(files)):
+            s, e = int(f_t0[i]), int(f_t0[i + 1])
+            # Candidates come from the term with the fewest postings in the file.
+            f_driver[i] = 1 << int(t_q[s + int(np.argmin(dfs[s:e]))])
+    masks = [f.terms.mask for f in files if f.terms.mask is not None]
+    sizes = np.array([0 if f.terms.mask is None else len(f.terms.mask) for f in files],
+                     np.int64)
+    f_moff = np.cumsum(sizes) - sizes
+    f_moff[np.array([f.terms.mask is None for f in files], np.bool_)] = -1
+    id_parts = [f.ids for f in files if f.ids is not None]
+    id_sizes = np.array([0 if f.ids is None else len(f.ids) for f in files], np.int64)
+    f_ioff = np.cumsum(id_sizes) - id_sizes
+    f_ioff[np.array([f.ids is None for f in files], np.bool_)] = -1
+    ids = (np.concatenate(id_parts).astype(np.int64, copy=False) if id_parts
+           else np.zeros(1, np.int64))
+    mask_arr = np.concatenate(masks) if masks else np.zeros(1, np.uint8)
+    return PostingsPlan(
+        files=[f.key for f in files], buf=buf, f_t0=f_t0, t_base=t_base, t_nb=block_count(dfs),
+        t_q=t_q, f_driver=f_driver, masks=mask_arr, f_moff=f_moff,
+        f_avgdl=np.array([f.terms.avg_doc_len for f in files], np.float64),
+        f_idbase=np.array([f.id_base for f in files], np.int64), ids=ids, f_ioff=f_ioff,
+        nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes,
+        names=tuple(f.name for f in files))
+
+
+# -- ranking -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanHits:
+    """A top-k over a plan's files, best first (ties to the lower id): per hit the index of
+    its file in ``plan.files``, its row in that file, its ranking id and its score."""
+
+    file_index: np.ndarray
+    local: np.ndarray
+    ids: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls) -> PlanHits:
+        z = np.zeros(0, np.int64)
+        return cls(z, z, z, np.zeros(0, np.float32))
+
+
+def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, k: int,
+              and_mode: bool) -> PlanHits:
+    """BM25 top-``k`` of the plan's rows for the query ``terms`` the plan was built from,
+    every file scored with ``stats`` (which must hold each term's document frequency)."""
+    if k <= 0 or not plan.files:
+        return PlanHits.empty()
+    n_docs = float(stats.num_docs)
+    avgdl = float(stats.avg_doc_len) if stats.avg_doc_len > 0 else 1.0
+    try:
+        dfs = np.array([stats.doc_freqs[t] for t in terms], np.float64)
+    except KeyError as exc:
+        raise QueryError(
+            f"collection statistics have no document frequency for term {exc.args[0]!r}"
+        ) from None
+    nq = len(terms)
+    gmask = np.left_shift(1, np.arange(nq, dtype=np.int64))
+    n, hs, hd, hf, hl, _, bad = table_topk(
+        plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf(n_docs, dfs), gmask,
+        np.ones(nq, np.bool_), (1 << nq) - 1, and_mode, plan.f_driver, int(k), -np.inf,
+        plan.masks, plan.f_moff, plan.f_avgdl, plan.f_idbase, plan.ids, plan.f_ioff, K1, B,
+        avgdl)
+    if bad >= 0:
+        name = plan.names[bad] if bad < len(plan.names) and plan.names[bad] else f"#{bad}"
+        raise CorruptFileError(f"full-text postings of {name} failed to decode")
+    scores, ids, fidx, local = hs[:n], hd[:n], hf[:n], hl[:n]
+    order = np.lexsort((ids, -scores))
+    return PlanHits(fidx[order], local[order], ids[order], scores[order].astype(np.float32))
+
+
+def search_files(readers: Sequence[FtsIndexReader], query: str | ParsedQuery, k: int, *,
+                 mode: str = "or", stats: CollectionStats | None = None,
+                 allows: Sequence[Any] | None = None) -> PlanHits:
+    """BM25 top-``k`` over the rows of several files taken as one collection.
+
+    File ``i``'s row ``r`` ranks as id ``sum(num_docs of files before i) + r``. ``stats``
+    defaults to the files' own statistics summed (``collection_stats``); ``allows[i]``
+    (doc ids, or None for every row) restricts file ``i``.
+    """
+    q = parse_query(query) if isinstance(query, str) else query
+    and_mode = check_mode(mode)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise QueryError(f"k must be a non-negative integer, got {k!r}")
+    if not q.is_plain or q.prefixes:
+        raise QueryError("a search across files takes terms and excluded terms only")
+    if not q.terms:
+        raise QueryError("a full-text query needs at least one term that is not excluded")
+    if allows is not None and len(allows) != len(readers):
+        raise QueryError("allows must hold one entry per reader")
+    if stats is None:
+        stats = collection_stats((reader_stats(r, q.terms) for r in readers), q.terms)
+    offsets = np.zeros(len(readers) + 1, np.int64)
+    np.cumsum(np.array([r.num_docs for r in readers], np.int64), out=offsets[1:])
+    k = min(int(k), int(offsets[-1]))
+    parts = []
+    for i, r in enumerate(readers):
+        got = file_terms(r, q, and_mode, None if allows is None else allows[i])
+        if got is not None:
+            parts.append(PlanFile(i, got, id_base=int(offsets[i])))
+    plan = build_plan(parts, and_mode)
+    hits = plan_topk(plan, q.terms, stats, k, and_mode)
+    # Plan order is the readers' order minus the files that cannot match.
+    keys = np.array(plan.files, np.int64) if plan.files else np.zeros(0, np.int64)
+    return PlanHits(keys[hits.file_index], hits.local, hits.ids, hits.scores)
