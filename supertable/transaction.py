@@ -286,8 +286,12 @@ class Transaction:
                         log.warning("%s: outcome unknown, intent %s left for recovery",
                                     what, self.intent.txid)
                 raise
-            if published is not None and c.on_publish is not None:
-                c.on_publish(published)
+            if published is not None:
+                # The files are the table's now: whatever fails below must not remove them
+                # (the intent is then left for recovery).
+                self._settled = True
+                if c.on_publish is not None:
+                    c.on_publish(published)
         keep = set() if published is None else (
             {f.path for f in published.files}
             | {f.sidecar.path for f in published.files if f.sidecar is not None})
