@@ -49,8 +49,9 @@ from quiver.supertable.errors import (
     TableExistsError,
     TableNotFoundError,
 )
+from quiver.supertable.options import TableOptions, staleness_allowed
 from quiver.supertable.store import ObjectStore
-from quiver.supertable.table import Table, TableOptions, staleness_allowed
+from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 

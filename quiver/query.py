@@ -12,7 +12,7 @@ other than vector columns, or those named by ``select``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from quiver.superfile.spec import is_text_type, vector_dim
 from quiver.supertable.search import RRF_K, hybrid_depth
 
 if TYPE_CHECKING:
+    from quiver.superfile.spec import IndexSpec
     from quiver.table import Table
 
 __all__ = ["Search", "quote_identifier"]
@@ -54,12 +55,18 @@ class Search:
     the vector index; both make a hybrid search (reciprocal rank fusion).
     """
 
-    def __init__(self, table: Table, text: str | None, vector: Any | None) -> None:
+    def __init__(self, table: Table, text: str | None, vector: Any | None, *,
+                 run: Callable[[str, list[Any]], pa.Table],
+                 spec: Callable[[], IndexSpec]) -> None:
+        # ``run`` executes a statement on the table's database; ``spec`` reads the table's
+        # indexes: the search needs nothing else of the table beyond its name and schema.
         if text is None and vector is None:
             raise InvalidInput("search needs a text, a vector, or both")
         if text is not None and not isinstance(text, str):
             raise InvalidInput(f"a search text must be a str, got {type(text).__name__}")
         self._table = table
+        self._run = run
+        self._spec = spec
         self._text = text
         self._vector = None if vector is None else _as_vector(vector)
         self._columns: list[str] = []
@@ -101,7 +108,7 @@ class Search:
     def to_arrow(self) -> pa.Table:
         """Runs the search; its rows as an Arrow table, best first."""
         text, params = self.to_sql()
-        return self._table._db.sql(text, params).to_arrow()
+        return self._run(text, params)
 
     def to_pandas(self) -> Any:
         """Runs the search; its rows as a pandas DataFrame."""
@@ -121,7 +128,7 @@ class Search:
         if not wanted:
             return None
         schema = self._table.schema
-        spec = self._table._spec()
+        spec = self._spec()
         indexed = list(spec.fts) if kind == "text" else list(spec.vector)
         named = [c for c in self._columns
                  if c in schema.names and (is_text_type(schema.field(c).type) if kind == "text"

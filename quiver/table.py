@@ -92,7 +92,8 @@ class Table:
         ``.to_arrow()``, ``.to_pandas()``, ``.to_polars()`` or ``.to_list()``."""
         if query is not None and not isinstance(query, str) and vector is None:
             query, vector = None, query
-        return Search(self, query, vector)
+        return Search(self, query, vector, spec=self._spec,
+                      run=lambda text, params: self._db.sql(text, params).to_arrow())
 
     def to_arrow(self) -> pa.Table:
         """Every live row as an Arrow table."""

@@ -47,21 +47,17 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from quiver.supertable import commit, interrupt
 from quiver.supertable.errors import ObjectNotFoundError, StorageError
 from quiver.supertable.iceberg import sync as iceberg_sync
 from quiver.supertable.manifest import MANIFEST_DIR
 from quiver.supertable.store import ObjectMeta
+from quiver.supertable.transaction import DATA_DIR, Writable
 from quiver.supertable.wal import WAL_DIR
-
-if TYPE_CHECKING:
-    from quiver.supertable.table import Table
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = "data"
 DELETE_THREADS = 8
 
 
@@ -93,7 +89,7 @@ def _version_of(name: str) -> int | None:
     return None
 
 
-def collect_garbage(table: Table, *, grace_seconds: float = 3600.0,
+def collect_garbage(table: Writable, *, grace_seconds: float = 3600.0,
                     expire_manifests: bool = False, keep_versions: int = 10) -> GcResult:
     """Deletes unreferenced objects of ``table`` older than ``grace_seconds``; see module notes."""
     if grace_seconds < 0:

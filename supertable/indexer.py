@@ -5,11 +5,11 @@ A deferred append publishes its rows at once as superfiles without indexes
 (``FileEntry.indexed`` false); searches answer from indexes the reader pool
 builds in memory, so the rows are searchable immediately. This module builds
 the real superfile of each such file from the very same rows in the same order
-(same ``_id``, so local positions and tombstones map one to one), uploads it
-under a write-ahead intent and publishes a manifest that replaces the entry in
-place, carrying over the tombstones the entry has *at publish time* (a delete
-may land while the index is built). One manifest swaps old for new, so no
-snapshot ever sees a row missing or twice. An entry that left the table
+(same ``_id``, so local positions and tombstones map one to one), uploads it and
+publishes, in one transaction (``quiver.supertable.transaction``), a manifest that
+replaces the entry in place, carrying over the tombstones the entry has *at publish
+time* (a delete may land while the index is built). One manifest swaps old for new,
+so no snapshot ever sees a row missing or twice. An entry that left the table
 meanwhile (compacted, deleted) is simply not swapped.
 
 ``BackgroundIndexer`` runs that loop on one daemon thread per table, started
@@ -24,21 +24,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from quiver.superfile import write_superfile
-from quiver.superfile.fts.tokenizer import tokenize, tokenize_column
 from quiver.supertable.errors import TableCorruptError
-from quiver.supertable.maintain import is_log_file
 from quiver.supertable.manifest import FileEntry, Manifest
 from quiver.supertable.snapshot import Snapshot
-from quiver.supertable.summaries import summarize
-from quiver.supertable.wal import Intent
-
-if TYPE_CHECKING:
-    from quiver.supertable.table import Table, _Built
+from quiver.supertable.transaction import (
+    ONE_FILE,
+    BuiltFile,
+    Transaction,
+    Writable,
+    is_log_file,
+    token_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +43,8 @@ log = logging.getLogger(__name__)
 MAX_FAILURES = 5
 FAILURE_BACKOFF_S = 0.2
 
-
-# Up to this many rows, tokens are counted by the pure-Python tokenizer (the same rules):
-# the column kernels cost a fixed ~0.3 ms per call, more than a few rows take.
-SMALL_COUNT_ROWS = 64
-
-
-def token_count(texts: pa.Array | pa.ChunkedArray) -> int:
-    """How many tokens the BM25 index of ``texts`` would hold (its ``total_tokens``)."""
-    if len(texts) <= SMALL_COUNT_ROWS:
-        return sum(len(tokenize(t)) for t in texts.to_pylist() if t is not None)
-    tokens, _ = tokenize_column(texts)
-    return len(tokens)
+# Re-exported: callers count tokens the way files are built.
+__all__ = ["BackgroundIndexer", "build_pending_indexes", "pending_files", "token_count"]
 
 
 def pending_files(manifest: Manifest) -> list[FileEntry]:
@@ -65,14 +52,14 @@ def pending_files(manifest: Manifest) -> list[FileEntry]:
     return [f for f in manifest.files if not f.indexed and f.live_rows > 0]
 
 
-def build_pending_indexes(table: Table, *, limit: int | None = None) -> int:
+def build_pending_indexes(table: Writable, *, limit: int | None = None) -> int:
     """Builds and swaps in the indexes of up to ``limit`` unindexed files of the latest
     version; returns how many files were swapped."""
     swapped, _ = _index_round(table, limit=limit, should_stop=lambda: False)
     return swapped
 
 
-def _index_round(table: Table, *, limit: int | None,
+def _index_round(table: Writable, *, limit: int | None,
                  should_stop: Callable[[], bool]) -> tuple[int, int]:
     """One pass over the pending files in batches; returns (swapped, still pending)."""
     manifest = table.refresh()
@@ -93,7 +80,8 @@ def _swappable(manifest: Manifest) -> list[FileEntry]:
     return [f for f in pending_files(manifest) if not is_log_file(f)]
 
 
-def _rebuild(table: Table, manifest: Manifest, entry: FileEntry) -> _Built:
+def _rebuild(table: Writable, tx: Transaction, manifest: Manifest,
+             entry: FileEntry) -> BuiltFile:
     """The indexed superfile holding exactly the rows of ``entry``, in its order."""
     snap = Snapshot(manifest, table.pool, table.name)
     rows = snap.conform(table.pool.reader(entry).read_table(list(manifest.schema.names)))
@@ -101,28 +89,27 @@ def _rebuild(table: Table, manifest: Manifest, entry: FileEntry) -> _Built:
     if rows.num_rows != entry.rows:
         raise TableCorruptError(
             f"{entry.path} holds {rows.num_rows} rows; the manifest says {entry.rows}")
-    written = write_superfile(rows, manifest.spec, options=table.options.writer)
-    built = table._entry_for(
-        rows, written.data, summarize(written).to_bytes(), indexed=True,
-        fts_stats={c: (s.num_docs, s.total_tokens) for c, s in written.fts_stats.items()},
-        spec=manifest.spec)
+    [built] = tx.build(rows, manifest.spec, manifest, sharding=ONE_FILE)
     if (built.entry.id_min, built.entry.id_max) != (entry.id_min, entry.id_max):
         raise TableCorruptError(f"{entry.path} does not hold the _id range its entry names")
     return built
 
 
-def _swap_batch(table: Table, manifest: Manifest, batch: list[FileEntry],
+def _swap_batch(table: Writable, manifest: Manifest, batch: list[FileEntry],
                 should_stop: Callable[[], bool]) -> int:
+    with table.committer.begin("index") as tx:
+        return _swap_in(table, tx, manifest, batch, should_stop)
+
+
+def _swap_in(table: Writable, tx: Transaction, manifest: Manifest, batch: list[FileEntry],
+             should_stop: Callable[[], bool]) -> int:
     if len(batch) == 1:
-        built = [_rebuild(table, manifest, batch[0])]
+        built = [_rebuild(table, tx, manifest, batch[0])]
     else:
         with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            built = list(pool.map(lambda e: _rebuild(table, manifest, e), batch))
+            built = list(pool.map(lambda e: _rebuild(table, tx, manifest, e), batch))
     if should_stop():
         return 0
-    intent = Intent("index")
-    for b in built:
-        intent.objects += [b.entry.path, b.entry.sidecar.path]  # type: ignore[union-attr]
     pairs = list(zip(batch, built, strict=True))
     swapped = 0
 
@@ -148,16 +135,12 @@ def _swap_batch(table: Table, manifest: Manifest, batch: list[FileEntry],
         return latest.successor(files=files, created_ms=int(time.time() * 1000),
                                 operation="index")
 
-    try:
-        table._upload(built, intent)
-    except BaseException:
-        table._abandon(intent, keep=set())
-        raise
+    tx.upload(built)
     if should_stop():
-        table._abandon(intent, keep=set())
+        tx.abandon()
         return 0
-    with table._write_lock:
-        published = table._publish(table.refresh(), derive, intent, "index")
+    with table.committer.lock:
+        published = tx.publish(table.refresh(), derive)
     if published is None:
         log.info("indexes of %d file(s) of table %r were no longer needed", len(batch),
                  table.name)
@@ -173,7 +156,7 @@ def _swap_batch(table: Table, manifest: Manifest, batch: list[FileEntry],
 class BackgroundIndexer:
     """One table's indexing thread: started by ``kick``, idle-exits, stopped by ``stop``."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Writable) -> None:
         self._table = table
         self._lock = threading.Lock()
         self._wake = threading.Event()

@@ -36,41 +36,22 @@ import logging
 import math
 import threading
 import time
-import uuid
-from typing import TYPE_CHECKING
 
+from quiver.supertable.gc import collect_garbage
 from quiver.supertable.manifest import FileEntry, Manifest
+from quiver.supertable.optimize import merge_files
 
-if TYPE_CHECKING:
-    from quiver.supertable.table import Table
+# Log files are named where files are built (``quiver.supertable.transaction``).
+from quiver.supertable.transaction import Writable, is_log_file, log_file_ms
 
 log = logging.getLogger(__name__)
 
-LOG_PREFIX = "log-"
 MAX_FAILURES = 5
 FAILURE_BACKOFF_S = 0.2
 # A file with less than this share of live rows is rewritten by the compactor.
 SPARSE_FRACTION = 0.5
 # Most files one tiered merge takes (a backlog is worked off in several merges).
 MAX_MERGE_FILES = 64
-
-
-def log_file_name() -> str:
-    """A fresh log file's name (without folder or suffix), carrying its creation time."""
-    return f"{LOG_PREFIX}{int(time.time() * 1000)}-{uuid.uuid4().hex}"
-
-
-def is_log_file(entry: FileEntry) -> bool:
-    return entry.path.rsplit("/", 1)[-1].startswith(LOG_PREFIX)
-
-
-def log_file_ms(entry: FileEntry) -> int | None:
-    """When the log file was written (ms since the epoch), from its name."""
-    parts = entry.path.rsplit("/", 1)[-1].split("-")
-    try:
-        return int(parts[1])
-    except (IndexError, ValueError):
-        return None
 
 
 def log_files(manifest: Manifest) -> list[FileEntry]:
@@ -145,7 +126,7 @@ def idle_choice(manifest: Manifest, target_rows: int, fan_in: int) -> list[FileE
 class Maintainer:
     """One table's upkeep thread: started by ``kick``, idle-exits, stopped by ``stop``."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Writable) -> None:
         self._table = table
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -226,9 +207,6 @@ class Maintainer:
     def step(self) -> tuple[bool, float | None]:
         """Does the most urgent piece of work: (whether it did any, seconds until work is
         due, None for none)."""
-        from quiver.supertable.gc import collect_garbage
-        from quiver.supertable.optimize import merge_files
-
         table, opts = self._table, self._table.options
         manifest = table.refresh()
         now_s = time.time()

@@ -4,7 +4,7 @@
 tombstoned ones), reads their live rows, and writes them again as new
 superfiles sorted by ``_id`` with the tombstoned rows gone and every ``_id``
 kept. The new files replace the old ones in one manifest published through
-the table's ordinary commit path, under a write-ahead intent, so a crash at
+the table's ordinary commit path (one ``quiver.supertable.transaction``), so a crash at
 any step leaves the table as it was before or after, never in between. The
 replaced files stay on storage until ``gc`` removes them after its grace
 period, so readers of older snapshots keep working.
@@ -47,13 +47,11 @@ exhaustive ones (small files, or enough probes) do not.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -63,10 +61,7 @@ from quiver.root_error import QuiverError
 from quiver.supertable import interrupt
 from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest
 from quiver.supertable.snapshot import Snapshot
-from quiver.supertable.wal import Intent
-
-if TYPE_CHECKING:
-    from quiver.supertable.table import Table
+from quiver.supertable.transaction import Sharding, Transaction, Writable
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +136,7 @@ def _output_cap(rows: int, target_rows: int, max_rows_per_file: int) -> int:
     return max(1, math.ceil(rows / count))
 
 
-def _read_live(table: Table, snap: Snapshot, sources: list[_Source]) -> pa.Table:
+def _read_live(table: Writable, snap: Snapshot, sources: list[_Source]) -> pa.Table:
     """The group's live rows, ``_id`` first, sorted by ``_id``."""
     parts = []
     for src in sources:
@@ -159,7 +154,7 @@ def _read_live(table: Table, snap: Snapshot, sources: list[_Source]) -> pa.Table
     return pa.concat_tables(parts).sort_by(ID_COLUMN)
 
 
-def optimize(table: Table, *, target_rows: int | None = None,
+def optimize(table: Writable, *, target_rows: int | None = None,
              min_live_fraction: float = 0.8) -> OptimizeResult:
     """Rewrites small and tombstone-heavy files of ``table``; see the module notes."""
     opts = table.options
@@ -178,7 +173,7 @@ def _stop_point(what: str) -> None:
         interrupt.check()
 
 
-def merge_files(table: Table, choose: Callable[[Manifest], list[FileEntry]], *,
+def merge_files(table: Writable, choose: Callable[[Manifest], list[FileEntry]], *,
                 target_rows: int | None = None, what: str = "optimize") -> OptimizeResult:
     """Rewrites the files ``choose`` picks from the latest version (as ``optimize`` does
     its own choice), planning again when another compaction replaced one of them first.
@@ -194,42 +189,42 @@ def merge_files(table: Table, choose: Callable[[Manifest], list[FileEntry]], *,
     return OptimizeResult(None, 0, 0, 0, 0)
 
 
-def _merge_once(table: Table, target: int, choose: Callable[[Manifest], list[FileEntry]],
+def _merge_once(table: Writable, target: int, choose: Callable[[Manifest], list[FileEntry]],
                 what: str) -> OptimizeResult:
     base = table.refresh()
     chosen = sorted(choose(base), key=lambda f: (f.id_min, f.path))
     if not chosen:
         return OptimizeResult(None, 0, 0, 0, 0)
+    with table.committer.begin("optimize") as tx:
+        return _rewrite(table, tx, base, chosen, target, what)
+
+
+def _rewrite(table: Writable, tx: Transaction, base: Manifest, chosen: list[FileEntry],
+             target: int, what: str) -> OptimizeResult:
     snap = Snapshot(base, table.pool, table.name)
     opts = table.options
-    intent = Intent("optimize")
     sources: list[_Source] = []
     built_entries: list[FileEntry] = []
     built_ids: list[np.ndarray] = []
     started = time.monotonic()
-    try:
-        for group in _groups(chosen, max(1, opts.max_rows_per_file)):
-            _stop_point(what)
-            group_sources = [_Source(f) for f in group]
-            sources += group_sources
-            rows = _read_live(table, snap, group_sources)
-            if rows.num_rows == 0:
-                continue
-            cap = _output_cap(rows.num_rows, target, opts.max_rows_per_file)
-            # A view of the table whose sharding yields exactly the balanced outputs above.
-            builder = copy.copy(table)
-            builder.options = replace(opts, max_rows_per_file=cap,
-                                      min_rows_per_shard=rows.num_rows + 1)
-            built = builder._build(rows, base.spec, base, intent)
-            table._upload(built, intent)
-            built_entries += [b.entry for b in built]
-            built_ids.append(rows.column(0).to_numpy(zero_copy_only=False).astype(np.int64))
-            del built, rows
-        # Nothing is published when the work was cancelled while the files were built.
+    for group in _groups(chosen, max(1, opts.max_rows_per_file)):
         _stop_point(what)
-    except BaseException:
-        table._abandon(intent, keep=set())
-        raise
+        group_sources = [_Source(f) for f in group]
+        sources += group_sources
+        rows = _read_live(table, snap, group_sources)
+        if rows.num_rows == 0:
+            continue
+        cap = _output_cap(rows.num_rows, target, opts.max_rows_per_file)
+        # Exactly the balanced outputs above: no extra split for the build workers.
+        built = tx.build(rows, base.spec, base,
+                         sharding=Sharding(max_rows_per_file=cap, min_rows_per_shard=None))
+        tx.upload(built)
+        built_entries += [b.entry for b in built]
+        built_ids.append(rows.column(0).to_numpy(zero_copy_only=False).astype(np.int64))
+        del built, rows
+    # Nothing is published when the work was cancelled while the files were built (the
+    # transaction abandons what it uploaded).
+    _stop_point(what)
     all_ids = np.concatenate(built_ids) if built_ids else np.zeros(0, np.int64)
     # Each output file is sorted by ``_id``, but id ranges of groups may overlap (rows of
     # updates keep old ids), so lookups go through one global sort.
@@ -247,8 +242,7 @@ def _merge_once(table: Table, target: int, choose: Callable[[Manifest], list[Fil
         return latest.successor(files=(*kept, *entries), created_ms=int(time.time() * 1000),
                                 operation="optimize")
 
-    with table._write_lock:
-        published = table._publish(base, derive, intent, "optimize")
+    published = tx.publish(base, derive)
     if published is None:
         return OptimizeResult(None, 0, 0, 0, 0)
     table.pool.forget(sorted(source_paths))

@@ -10,8 +10,9 @@ its ids at publish time, as an ordinary append does, so a one-part stream costs 
 an ordinary append does. A table nobody else can see yet (one being created) needs no
 reservations at all (``exclusive``).
 
-Every uploaded object is named in the table's write-ahead intent before it is written,
-and the intent is rewritten with each part, so garbage collection leaves a stream in
+The stream is one transaction on the table's committer (``quiver.supertable.transaction``):
+every uploaded object is named in its write-ahead intent before it is written, and the
+intent is rewritten with each part, so garbage collection leaves a stream in
 progress alone; a writer killed mid-stream leaves an intent that recovery and ``gc``
 resolve by deleting the objects, since no manifest names them.
 """
@@ -27,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from quiver.supertable.manifest import ID_COLUMN, FileEntry, Manifest
-from quiver.supertable.table import CommitResult, Table, _Built
-from quiver.supertable.wal import Intent
+from quiver.supertable.table import CommitResult, Table
+from quiver.supertable.transaction import BuiltFile
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class StagedAppend:
         self._table = table
         self._batch_id = batch_id
         self._exclusive = exclusive
-        self._intent = Intent("append")
+        self._tx = table.committer.begin("append")
         self._entries: list[FileEntry] = []
         self._last: pa.Table | None = None
         latest = table.refresh()
@@ -61,7 +62,7 @@ class StagedAppend:
         newest part waits in memory for the next one or for ``commit``."""
         if self._closed:
             raise ValueError("this staged append is already committed or aborted")
-        part = self._table._conform(data)
+        part = self._table.conform(data)
         self._rows += part.num_rows
         if part.num_rows == 0 or self.already_applied:
             return
@@ -74,12 +75,11 @@ class StagedAppend:
         start = self._reserve(part.num_rows)
         self._entries += [b.entry for b in self._build(part, start)]
 
-    def _build(self, part: pa.Table, start: int) -> list[_Built]:
+    def _build(self, part: pa.Table, start: int) -> list[BuiltFile]:
         ids = pa.array(np.arange(start, start + part.num_rows, dtype=np.int64))
-        table = self._table
-        base = table.snapshot(refresh=False).manifest
-        built = table._build(part.add_column(0, ID_COLUMN, ids), base.spec, base, self._intent)
-        table._upload(built, self._intent)
+        base = self._table.snapshot(refresh=False).manifest
+        built = self._tx.build(part.add_column(0, ID_COLUMN, ids), base.spec, base)
+        self._tx.upload(built)
         return built
 
     def _reserve(self, rows: int) -> int:
@@ -96,8 +96,9 @@ class StagedAppend:
             return latest.successor(files=latest.files, next_id=latest.next_id + rows,
                                     created_ms=_now_ms(), operation="reserve")
 
-        with table._write_lock:
-            table._publish(table.refresh(), derive, Intent("reserve"), "id reservation")
+        committer = table.committer
+        with committer.lock, committer.begin("reserve") as tx:
+            tx.publish(table.refresh(), derive)
         return got["start"]
 
     def commit(self, check: Callable[[], None] | None = None) -> CommitResult:
@@ -111,7 +112,7 @@ class StagedAppend:
         if self.already_applied:
             return CommitResult(version=None, rows=0)
         last, self._last = self._last, None
-        intent, batch, exclusive = self._intent, self._batch_id, self._exclusive
+        tx, batch, exclusive = self._tx, self._batch_id, self._exclusive
         staged = self._entries
         self._entries = []
         if last is None and not staged and batch is None:
@@ -126,7 +127,7 @@ class StagedAppend:
         try:
             tail = self._build(last, assumed) if last is not None else []
         except BaseException:
-            table._abandon(intent, keep=set())
+            tx.abandon()
             raise
         tail_rows = sum(b.entry.rows for b in tail)
         top = max((e.id_max + 1 for e in staged), default=0)
@@ -138,7 +139,7 @@ class StagedAppend:
             if batch is not None and batch in latest.batches:
                 return None
             if tail and not exclusive and latest.next_id != assumed:
-                tail = table._renumber(tail, latest.next_id - assumed, intent)
+                tail = tx.renumber(tail, latest.next_id - assumed)
                 assumed = latest.next_id
             added = [replace(e, added_in=latest.version + 1)
                      for e in (*staged, *(b.entry for b in tail))]
@@ -147,8 +148,8 @@ class StagedAppend:
                                     batches=[batch] if batch is not None else [],
                                     created_ms=_now_ms(), operation="append")
 
-        with table._write_lock:
-            published = table._publish(table.refresh(), derive, intent, "append")
+        with table.committer.lock:
+            published = tx.publish(table.refresh(), derive)
         if published is None:
             return CommitResult(version=None, rows=0)
         return CommitResult(published.version, self._rows, files_added=len(staged) + len(tail))
@@ -159,8 +160,8 @@ class StagedAppend:
             return
         self._closed = True
         self._last = None
-        if self._entries or self._intent.objects:
-            self._table._abandon(self._intent, keep=set())
+        if self._entries or self._tx.intent.objects:
+            self._tx.abandon()
         self._entries = []
 
     def __enter__(self) -> StagedAppend:

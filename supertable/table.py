@@ -1,6 +1,7 @@
 """A table over many superfiles: appends, deletes, updates and searches, durably.
 
-Every change is published as a new immutable manifest (see ``commit``):
+Every change is published as a new immutable manifest through the table's one write
+path (``quiver.supertable.transaction``: build, upload, publish, or abandon):
 appended rows become new superfiles, deleted rows become tombstones, an
 updated row becomes a tombstone plus its new version (keeping its ``_id``) in
 the same manifest. Readers pin one manifest and never see a change half
@@ -14,18 +15,15 @@ one commit (``quiver.supertable.staged``).
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-import crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,106 +31,39 @@ import pyarrow.dataset as ds
 from pyroaring import BitMap
 
 from quiver.root_error import QuiverError
-from quiver.superfile import IndexSpec, IndexSpecError, WriterOptions, write_superfile
-from quiver.superfile.writer import replace_column
+from quiver.superfile import IndexSpec, IndexSpecError
 from quiver.supertable import commit, iceberg, search
 from quiver.supertable.cache import cache_for_store
 from quiver.supertable.conflicts import ReadSet, find_conflict
 from quiver.supertable.errors import (
-    CommitConflictError,
     ObjectExistsError,
     ObjectNotFoundError,
-    StorageError,
     TableExistsError,
     TableSchemaError,
     WriteConflictError,
 )
-from quiver.supertable.indexer import BackgroundIndexer, pending_files, token_count
-from quiver.supertable.maintain import Maintainer, log_file_name
+from quiver.supertable.gc import GcResult, collect_garbage
+from quiver.supertable.indexer import BackgroundIndexer, pending_files
+from quiver.supertable.maintain import Maintainer
 from quiver.supertable.manifest import (
     ID_COLUMN,
     FileEntry,
     Manifest,
-    SidecarRef,
     bitmap_rows,
     manifest_path,
 )
+from quiver.supertable.optimize import OptimizeResult, optimize
+from quiver.supertable.options import TableOptions, staleness_allowed
 from quiver.supertable.readers import ReaderPool
 from quiver.supertable.snapshot import Filter, Snapshot
 from quiver.supertable.store import ObjectStore
-from quiver.supertable.summaries import column_ranges, summarize
-from quiver.supertable.wal import Intent, IntentLog
+from quiver.supertable.transaction import BuiltFile, Committer, token_count
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = "data"
 _ADVANCE_LOCK = threading.Lock()
-# Uploads of the objects of one commit run side by side on these threads.
-_UPLOADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="quiver-upload")
 
 
-@dataclass(frozen=True)
-class TableOptions:
-    """How a table writes and searches."""
-
-    max_rows_per_file: int = 1_000_000
-    # Commits of at least this many rows per worker are split across the build workers.
-    min_rows_per_shard: int = 50_000
-    build_threads: int = 2
-    search_threads: int = 2
-    commit_attempts: int = 12
-    # Intents older than this are treated as abandoned by a crashed writer on open.
-    recovery_age_s: float = 3600.0
-    writer: WriterOptions = field(default_factory=WriterOptions)
-    # Local disk cache of superfiles on remote roots (see ``quiver.supertable.cache``): None picks
-    # ``$QUIVER_CACHE_DIR`` or a per-user temp dir; ``cache_bytes`` None means up to 4 GiB
-    # (at most half the free disk), 0 turns the cache off.
-    cache_dir: str | None = None
-    cache_bytes: int | None = None
-    # Build the indexes of deferred appends on a background thread after they commit.
-    background_indexing: bool = True
-    # Rows buffered by ``append(commit=False)`` are published once they reach either bound.
-    buffer_max_rows: int = 1_000_000
-    buffer_max_bytes: int = 256 << 20
-    # Appends arriving together in this process share one commit; the one that commits
-    # first waits this long for others to join (0: only those queued meanwhile join).
-    group_commit_window_s: float = 0.0
-    # Reads may use a version checked this recently instead of asking storage again;
-    # 0 checks on every read. This table's own commits are always seen at once. None:
-    # ``REMOTE_MAX_STALENESS_S`` on object storage, where each check is a round trip
-    # that costs more than a warm search, and 0 on memory and local roots.
-    max_staleness_s: float | None = None
-    # The write log (see ``quiver.supertable.maintain``): a commit of at most this many rows is
-    # written as a log file without indexes (searchable at once by exact scan) and later
-    # folded into an indexed superfile; 0 turns the write log off.
-    write_log_rows: int = 0
-    # Log files are folded once any of these is reached: their live rows, their bytes,
-    # their number, or the age of the oldest (seconds).
-    fold_rows: int = 50_000
-    fold_bytes: int = 64 << 20
-    fold_files: int = 64
-    fold_age_s: float = 1.0
-    # The background compactor: size-tiered merges of small superfiles while writes go
-    # on, and one merge of all small files once the table had no commit for
-    # ``compact_idle_s``; replaced files are deleted ``retire_grace_s`` after.
-    compaction: bool = False
-    compact_fan_in: int = 4
-    compact_idle_s: float = 5.0
-    retire_grace_s: float = 300.0
-
-
-# How old a checked version may be on object storage unless a table says otherwise: short
-# enough that another server's commit shows within a blink, long enough that a busy server
-# asks storage a few times a second per table instead of once per statement.
-REMOTE_MAX_STALENESS_S = 0.2
-
-
-def staleness_allowed(store: ObjectStore, options: TableOptions) -> float:
-    """Seconds a read may rely on the last check for a newer version (see ``TableOptions``)."""
-    if options.max_staleness_s is not None:
-        return options.max_staleness_s
-    local = getattr(store, "kind", "remote") in ("memory", "local")
-    return 0.0 if local else REMOTE_MAX_STALENESS_S
 
 
 @dataclass(frozen=True)
@@ -159,13 +90,6 @@ class _PartlyApplied(QuiverError):
     """Some batch ids of a commit were committed by another writer meanwhile."""
 
 
-@dataclass
-class _Built:
-    entry: FileEntry
-    data: bytes
-    sidecar: bytes
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -185,12 +109,14 @@ class Table:
         self._pool = ReaderPool(store, self.prefix, cache=cache_for_store(
             store, self.options.cache_dir, self.options.cache_bytes))
         self._search_pool = ThreadPoolExecutor(max_workers=max(1, self.options.search_threads))
-        self._write_lock = threading.Lock()
+        # The one write path (shared by every writer of this table in this process); its
+        # lock serializes them.
+        self._committer = Committer(store, self.prefix, name, self.options,
+                                    on_publish=self._published)
         self._buffer: list[tuple[pa.Table, str | None, bool]] = []
         self._buffer_lock = threading.Lock()
         self._queue: list[_Waiter] = []
         self._queue_lock = threading.Lock()
-        self._wal = IntentLog(store, self.prefix)
         self._indexer = BackgroundIndexer(self)
         self._maintainer = Maintainer(self)
         # Recent manifests by version, for validating writes against the commits after
@@ -252,7 +178,7 @@ class Table:
 
     def recover(self, older_than_s: float = 0.0) -> int:
         """Rolls back or completes abandoned writes older than ``older_than_s`` seconds."""
-        return self._wal.recover(self.refresh(), older_than_s)
+        return self._committer.recover(self.refresh(), older_than_s)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -281,6 +207,11 @@ class Table:
                     self._advance(commit.read_manifest(self.store, self.prefix, latest))
             self._checked_at = started
         return self._manifest
+
+    def _published(self, manifest: Manifest) -> None:
+        # Runs under the write lock after each version this table's committer publishes.
+        self._advance(manifest)
+        iceberg.after_commit(self.store, self.prefix, self.name, manifest)
 
     def _advance(self, manifest: Manifest) -> None:
         # Threads refresh and commit concurrently; a slower one must not put back an older
@@ -376,7 +307,7 @@ class Table:
         """Adds rows. With ``commit`` (the default) they are durable when this returns;
         otherwise they wait in the buffer for ``commit()``. A ``batch_id`` that was
         already committed makes the append a no-op (a retried job adds nothing)."""
-        entry = (self._conform(data), batch_id, deferred_index)
+        entry = (self.conform(data), batch_id, deferred_index)
         if commit:
             # Committed together with any buffered rows, but never left in the buffer: a
             # caller told of a failure retries the append itself, which must not add twice.
@@ -388,7 +319,7 @@ class Table:
             return self._commit_buffer([])
         return CommitResult(version=None, rows=0)
 
-    def _conform(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch]) -> pa.Table:
+    def conform(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch]) -> pa.Table:
         schema = self.schema
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
@@ -429,7 +360,7 @@ class Table:
         with self._queue_lock:
             self._queue.append(waiter)
         window = self.options.group_commit_window_s
-        with self._write_lock:
+        with self._committer.lock:
             if not waiter.done:
                 if window > 0:
                     time.sleep(window)  # lets appends arriving together join this commit
@@ -514,47 +445,48 @@ class Table:
         rows = sum(t.num_rows for t in tables.values())
         if rows == 0 and not batch_ids:
             return CommitResult(version=None, rows=0)
-        intent = Intent("append")
-        built: list[_Built] = []
-        next_id = base.next_id
-        # A small commit goes to the write log: no indexes now, folded later.
-        logged = 0 < rows <= self.options.write_log_rows
-        for deferred, table in tables.items():
-            if table.num_rows == 0:
-                continue
-            ids = pa.array(np.arange(next_id, next_id + table.num_rows, dtype=np.int64))
-            spec = IndexSpec() if deferred or logged else base.spec
-            built += self._build(table.add_column(0, ID_COLUMN, ids), spec, base, intent,
-                                 log=logged and not deferred)
-            next_id += table.num_rows
-        try:
-            self._upload(built, intent)
-        except BaseException:
-            self._abandon(intent, keep=set())
-            raise
-        assumed_next = base.next_id
+        with self._committer.begin("append") as tx:
+            built: list[BuiltFile] = []
+            next_id = base.next_id
+            # A small commit goes to the write log: no indexes now, folded later.
+            logged = 0 < rows <= self.options.write_log_rows
+            for deferred, table in tables.items():
+                if table.num_rows == 0:
+                    continue
+                ids = pa.array(np.arange(next_id, next_id + table.num_rows, dtype=np.int64))
+                spec = IndexSpec() if deferred or logged else base.spec
+                built += tx.build(table.add_column(0, ID_COLUMN, ids), spec, base,
+                                  log=logged and not deferred)
+                next_id += table.num_rows
+            tx.upload(built)
+            assumed_next = base.next_id
 
-        def derive(latest: Manifest) -> Manifest | None:
-            nonlocal built, assumed_next
-            applied = [b for b in batch_ids if b in latest.batches]
-            if batch_ids and len(applied) == len(batch_ids) and rows_without_id == 0:
-                skipped.update(applied)
-                return None
-            if applied:
-                # Another writer committed some of these batches: their rows are built
-                # into our files, so start over from what is still missing.
-                raise _PartlyApplied(applied)
-            if latest.next_id != assumed_next:
-                built = self._renumber(built, latest.next_id - assumed_next, intent)
-                assumed_next = latest.next_id
-            entries = [replace(b.entry, added_in=latest.version + 1) for b in built]
-            return latest.successor(files=(*latest.files, *entries),
-                                    next_id=latest.next_id + rows, batches=batch_ids,
-                                    created_ms=_now_ms(), operation="append")
+            def derive(latest: Manifest) -> Manifest | None:
+                nonlocal built, assumed_next
+                applied = [b for b in batch_ids if b in latest.batches]
+                if batch_ids and len(applied) == len(batch_ids) and rows_without_id == 0:
+                    skipped.update(applied)
+                    return None
+                if applied:
+                    # Another writer committed some of these batches: their rows are built
+                    # into our files, so start over from what is still missing.
+                    raise _PartlyApplied(applied)
+                if latest.next_id != assumed_next:
+                    built = tx.renumber(built, latest.next_id - assumed_next)
+                    assumed_next = latest.next_id
+                entries = [replace(b.entry, added_in=latest.version + 1) for b in built]
+                return latest.successor(files=(*latest.files, *entries),
+                                        next_id=latest.next_id + rows, batches=batch_ids,
+                                        created_ms=_now_ms(), operation="append")
 
-        try:
-            published = self._publish(base, derive, intent, "append")
-        except _PartlyApplied:
+            try:
+                published = tx.publish(base, derive)
+            except _PartlyApplied:
+                published = None
+                again = True
+            else:
+                again = False
+        if again:
             return self._commit_appends(buffered, skipped)
         if published is None:
             return CommitResult(version=None, rows=0)
@@ -573,8 +505,7 @@ class Table:
         if filter_ is None:
             raise TableSchemaError("delete needs a filter; use a filter that is always true "
                                    "to delete every row")
-        with self._write_lock:
-            intent = Intent("delete")
+        with self._committer.lock, self._committer.begin("delete") as tx:
             deleted = 0
 
             def derive(latest: Manifest) -> Manifest | None:
@@ -586,7 +517,7 @@ class Table:
                     return None
                 return latest.successor(files=files, created_ms=_now_ms(), operation="delete")
 
-            self._publish(self._base(read), derive, intent, "delete")
+            tx.publish(self._base(read), derive)
             return deleted
 
     def _tombstone(self, snap: Snapshot, filter_: Filter,
@@ -638,8 +569,7 @@ class Table:
             # A constant that cannot be stored fails now, whether or not any row matches.
             if not isinstance(value, pc.Expression):
                 self._constant(name, value, self._manifest.schema)
-        with self._write_lock:
-            intent = Intent("update")
+        with self._committer.lock, self._committer.begin("update") as tx:
             changed = 0
 
             def derive(latest: Manifest) -> Manifest | None:
@@ -650,14 +580,14 @@ class Table:
                 if changed == 0:
                     return None
                 new = self._apply_values(old, values, latest.schema)
-                built = self._build(new.sort_by(ID_COLUMN), latest.spec, latest, intent)
-                self._upload(built, intent)
+                built = tx.build(new.sort_by(ID_COLUMN), latest.spec, latest)
+                tx.upload(built)
                 files, _ = self._tombstone(snap, filter_)
                 entries = [replace(b.entry, added_in=latest.version + 1) for b in built]
                 return latest.successor(files=(*files, *entries), created_ms=_now_ms(),
                                         operation="update")
 
-            self._publish(self._manifest, derive, intent, "update")
+            tx.publish(self._manifest, derive)
             return changed
 
     def replace_rows(self, rows: pa.Table, *, read_version: int | None = None,
@@ -681,15 +611,14 @@ class Table:
             raise TableSchemaError(f"{ID_COLUMN!r} of replacement rows: {exc}") from None
         if ids.null_count or pc.count_distinct(ids).as_py() != len(ids):
             raise TableSchemaError(f"replacement rows need distinct, non-null {ID_COLUMN!r}")
-        new = self._conform(rows.drop_columns([ID_COLUMN])).add_column(0, ID_COLUMN, ids)
+        new = self.conform(rows.drop_columns([ID_COLUMN])).add_column(0, ID_COLUMN, ids)
         if new.num_rows == 0:
             return 0
         lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
         wanted = pc.field(ID_COLUMN).isin(ids.combine_chunks())
         if read is None and read_version is not None:
             read = ReadSet(read_version, ids.to_numpy())
-        with self._write_lock:
-            intent = Intent("update")
+        with self._committer.lock, self._committer.begin("update") as tx:
             changed = 0
 
             def derive(latest: Manifest) -> Manifest | None:
@@ -711,13 +640,13 @@ class Table:
                     return None
                 kept = new.filter(pc.is_in(new.column(ID_COLUMN), pa.array(np.concatenate(live))))
                 changed = kept.num_rows
-                built = self._build(kept.sort_by(ID_COLUMN), latest.spec, latest, intent)
-                self._upload(built, intent)
+                built = tx.build(kept.sort_by(ID_COLUMN), latest.spec, latest)
+                tx.upload(built)
                 entries = [replace(b.entry, added_in=latest.version + 1) for b in built]
                 return latest.successor(files=(*files, *entries), created_ms=_now_ms(),
                                         operation="update")
 
-            self._publish(self._base(read), derive, intent, "update")
+            tx.publish(self._base(read), derive)
             return changed
 
     def _base(self, read: ReadSet | None) -> Manifest:
@@ -780,148 +709,18 @@ class Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise TableSchemaError(f"cannot apply update {dict(values)!r}: {exc}") from None
 
-    # -- building and publishing -------------------------------------------------------------
-
-    def _shards(self, rows: int) -> list[tuple[int, int]]:
-        opts = self.options
-        count = max(math.ceil(rows / max(1, opts.max_rows_per_file)),
-                    min(opts.build_threads, rows // max(1, opts.min_rows_per_shard)), 1)
-        bounds = np.linspace(0, rows, count + 1).round().astype(np.int64)
-        return [(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)
-                if b > a]
-
-    def _build(self, table: pa.Table, spec: IndexSpec, base: Manifest,
-               intent: Intent, *, log: bool = False) -> list[_Built]:
-        """Builds one superfile per balanced shard of ``table`` (which carries ``_id``);
-        ``log`` names them as write-log files."""
-        shards = [table.slice(off, n) for off, n in self._shards(table.num_rows)]
-
-        def build(shard: pa.Table) -> _Built:
-            written = write_superfile(shard, spec, options=self.options.writer)
-            return self._entry_for(shard, written.data, summarize(written).to_bytes(),
-                                   indexed=bool(spec.fts or spec.vector) or not (
-                                       base.spec.fts or base.spec.vector),
-                                   fts_stats={c: (s.num_docs, s.total_tokens)
-                                              for c, s in written.fts_stats.items()},
-                                   spec=base.spec, log=log)
-
-        if len(shards) == 1:
-            built = [build(shards[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=max(1, self.options.build_threads)) as pool:
-                built = list(pool.map(build, shards))
-        for b in built:
-            intent.objects += [b.entry.path, b.entry.sidecar.path]  # type: ignore[union-attr]
-        return built
-
-    def _entry_for(self, shard: pa.Table, data: bytes, sidecar: bytes, *, indexed: bool,
-                   fts_stats: dict[str, tuple[int, int]], spec: IndexSpec,
-                   log: bool = False) -> _Built:
-        name = log_file_name() if log else uuid.uuid4().hex
-        ids = shard.column(ID_COLUMN)
-        if not fts_stats:
-            # Files without an index still count toward table-wide BM25 statistics.
-            fts_stats = {c: (shard.num_rows, token_count(shard.column(c))) for c in spec.fts}
-        entry = FileEntry(
-            path=f"{DATA_DIR}/{name}.parquet",
-            size=len(data),
-            rows=shard.num_rows,
-            id_min=int(pc.min(ids).as_py()),
-            id_max=int(pc.max(ids).as_py()),
-            indexed=indexed,
-            sidecar=SidecarRef(f"{DATA_DIR}/{name}.summary", len(sidecar), crc32c.crc32c(sidecar)),
-            column_ranges=column_ranges(shard.drop_columns([ID_COLUMN])),
-            fts_sizes=fts_stats,
-        )
-        return _Built(entry, data, sidecar)
-
-    def _upload(self, built: list[_Built], intent: Intent) -> None:
-        self._wal.record(intent)
-
-        objects = [(self._full(p), d) for b in built
-                   for p, d in ((b.entry.path, b.data),
-                                (b.entry.sidecar.path, b.sidecar))]  # type: ignore[union-attr]
-        if not objects:
-            return
-        # Each put waits on storage (an fsync, a request), so they overlap; the first runs
-        # on this thread.
-        rest = [_UPLOADS.submit(self.store.put, p, d) for p, d in objects[1:]]
-        try:
-            self.store.put(*objects[0])
-        finally:
-            for f in rest:
-                f.exception()
-        for f in rest:
-            f.result()
-
-    def _renumber(self, built: list[_Built], shift: int, intent: Intent) -> list[_Built]:
-        """Moves already-built files' ``_id`` values up by ``shift`` (another writer won)."""
-        out = []
-        for b in built:
-            e = b.entry
-            ids = pa.array(np.arange(e.id_min + shift, e.id_max + shift + 1, dtype=np.int64))
-            data = replace_column(b.data, ID_COLUMN, ids, self.options.writer)
-            entry = replace(e, size=len(data), id_min=e.id_min + shift, id_max=e.id_max + shift)
-            out.append(_Built(entry, data, b.sidecar))
-        self._upload(out, intent)
-        return out
-
-    def _publish(self, base: Manifest, derive, intent: Intent, what: str) -> Manifest | None:
-        in_derive = False
-
-        def guarded(latest: Manifest) -> Manifest | None:
-            nonlocal in_derive
-            in_derive = True
-            out = derive(latest)
-            in_derive = False
-            return out
-
-        try:
-            published = commit.publish(self.store, self.prefix, base, guarded,
-                                       attempts=self.options.commit_attempts,
-                                       what=f"{what} on table {self.name!r}")
-        except CommitConflictError:
-            self._abandon(intent, keep=set())
-            raise
-        except BaseException:
-            if in_derive:
-                # Failed while preparing: no manifest naming these objects was written.
-                self._abandon(intent, keep=set())
-            else:
-                # A manifest write (or the read after a lost race) failed: the manifest may
-                # have landed, or still land, so the intent is left for recovery to settle.
-                if intent.objects:
-                    log.warning("%s on table %r: outcome unknown, intent %s left for "
-                                "recovery", what, self.name, intent.txid)
-            raise
-        if published is not None:
-            self._advance(published)
-            iceberg.after_commit(self.store, self.prefix, self.name, published)
-        keep = set() if published is None else (
-            {f.path for f in published.files}
-            | {f.sidecar.path for f in published.files if f.sidecar is not None})
-        self._abandon(intent, keep)
-        return published
-
-    def _abandon(self, intent: Intent, keep: set[str]) -> None:
-        """Removes the intent's objects that did not make it into a manifest, then the intent."""
-        try:
-            for obj in intent.objects:
-                if obj not in keep:
-                    self.store.delete(self._full(obj))
-            if intent.objects:
-                self._wal.clear(intent)
-        except StorageError as exc:
-            log.warning("leaving intent %s for recovery: %s", intent.txid, exc)
-
-    def _full(self, path: str) -> str:
-        return f"{self.prefix}/{path}" if self.prefix else path
-
     # -- used by maintenance -----------------------------------------------------------------
 
     @property
     def pool(self) -> ReaderPool:
         return self._pool
+
+    @property
+    def committer(self) -> Committer:
+        """The table's one write path (``quiver.supertable.transaction``): every change,
+        the table's own and its indexer's, compactor's and staged appends', commits
+        through it."""
+        return self._committer
 
     def live_rows_of(self, snap: Snapshot, entry: FileEntry) -> pa.Table:
         """Every live row of one file, ``_id`` first."""
@@ -938,18 +737,12 @@ class Table:
     # -- maintenance -------------------------------------------------------------------------
 
     def optimize(self, *, target_rows: int | None = None,
-                 min_live_fraction: float = 0.8,
-                 ) -> OptimizeResult:  # noqa: F821 - its module is imported on use
+                 min_live_fraction: float = 0.8) -> OptimizeResult:
         """Merges small files and rewrites tombstone-heavy ones (``quiver.supertable.optimize``)."""
-        from quiver.supertable.optimize import optimize
-
         return optimize(self, target_rows=target_rows, min_live_fraction=min_live_fraction)
 
     def gc(self, *, grace_seconds: float = 3600.0, expire_manifests: bool = False,
-           keep_versions: int = 10,
-           ) -> GcResult:  # noqa: F821 - its module is imported on use
+           keep_versions: int = 10) -> GcResult:
         """Deletes files no recent snapshot references (see ``quiver.supertable.gc``)."""
-        from quiver.supertable.gc import collect_garbage
-
         return collect_garbage(self, grace_seconds=grace_seconds,
                                expire_manifests=expire_manifests, keep_versions=keep_versions)

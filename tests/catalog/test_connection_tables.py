@@ -17,7 +17,7 @@ from quiver.supertable.errors import (
     TableNotFoundError,
     TableSchemaError,
 )
-from quiver.supertable.table import REMOTE_MAX_STALENESS_S, TableOptions, staleness_allowed
+from quiver.supertable.options import REMOTE_MAX_STALENESS_S, TableOptions, staleness_allowed
 from tests.supertable import conftest as table_fixtures
 from tests.supertable.conftest import docs_schema, make_docs
 

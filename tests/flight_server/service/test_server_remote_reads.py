@@ -14,7 +14,7 @@ import pytest
 
 from quiver.catalog import connect as catalog_connect
 from quiver.flight_server.service.serve import ServeError, build_server
-from quiver.supertable.table import REMOTE_MAX_STALENESS_S
+from quiver.supertable.options import REMOTE_MAX_STALENESS_S
 from tests.flight_server.conftest import ServerProcess, start_server
 
 SCHEMA = pa.schema([("id", pa.int64()), ("body", pa.string())])
