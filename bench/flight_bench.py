@@ -139,12 +139,11 @@ def _wait_listening(port: int, proc: subprocess.Popen, log_path: Path) -> None:
 
 
 @contextmanager
-def _process(args: list[str], port: int, log_path: Path) -> Iterator[str]:
-    """Runs ``python <args>`` until the block ends; yields ``grpc://127.0.0.1:<port>``."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def _listening(command: list[str], port: int, log_path: Path, **popen: Any) -> Iterator[str]:
+    """Runs ``command`` until the block ends; yields ``grpc://127.0.0.1:<port>`` once it
+    listens there."""
     with log_path.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, *args], cwd=str(REPO), env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, **popen)
     try:
         _wait_listening(port, proc, log_path)
         yield f"grpc://127.0.0.1:{port}"
@@ -155,6 +154,12 @@ def _process(args: list[str], port: int, log_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+def _process(args: list[str], port: int, log_path: Path) -> Any:
+    """``python <args>`` from the repository (see ``_listening``)."""
+    return _listening([sys.executable, *args], port, log_path, cwd=str(REPO),
+                      env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
 def quiver_server(root: Path, log_path: Path) -> Any:
@@ -176,18 +181,8 @@ def roapi_server(data: Path, log_path: Path) -> Iterator[str | None]:
     port = _free_port()
     args = [binary, "--addr-flight-sql", f"127.0.0.1:{port}", "-a", f"127.0.0.1:{_free_port()}",
             "-p", f"127.0.0.1:{_free_port()}", "-t", f"t={data}"]
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_listening(port, proc, log_path)
-        yield f"grpc://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+    with _listening(args, port, log_path) as uri:
+        yield uri
 
 
 def bare_server(data: Path, endpoints: int, log_path: Path) -> Any:
