@@ -166,13 +166,14 @@ def stand_ins(slots: list[Slot], *, distinct: bool = False) -> list[str] | None:
     when some parameter has none. ``distinct`` gives the NULLs names that differ: DataFusion
     names an unaliased NULL "NULL" whatever its type, so ``SELECT ?, ?`` would name two
     columns alike, as two equal bound values would."""
-    if any(s.probe is None for s in slots):
+    probes = [s.probe for s in slots if s.probe is not None]
+    if len(probes) != len(slots):
         return None
     if not distinct:
-        return [s.probe for s in slots]
-    return [s.probe if s.fixed else
+        return probes
+    return [probe if s.fixed else
             f"CAST(CASE WHEN FALSE THEN {i + 1} END AS {_sql_name(s.type) or 'VARCHAR'})"
-            for i, s in enumerate(slots)]
+            for i, (s, probe) in enumerate(zip(slots, probes, strict=True))]
 
 
 def parameter_schema(slots: list[Slot]) -> pa.Schema:
