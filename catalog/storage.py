@@ -667,6 +667,7 @@ def _open_cloud(scheme: str, uri: str, options: dict[str, Any]) -> ObstoreObject
         "client_options": client_options,
         "retry_config": _retry_config(retry),
     }
+    client: S3Store | GCSStore | AzureStore
     try:
         if scheme == "s3":
             client = S3Store(bucket, **kwargs)

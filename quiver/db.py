@@ -178,6 +178,7 @@ def _spec_for(schema: pa.Schema, fts: Any, vector: Any, metric: str) -> IndexSpe
         parsed = Metric.parse(metric)
     fts_cols = ([f.name for f in schema if is_text_type(f.type)] if fts is None
                 else _names(fts))
+    vec: dict[str, str | Metric]
     if vector is None:
         vec = {f.name: parsed for f in schema if vector_dim(f.type) is not None}
     elif isinstance(vector, Mapping):

@@ -174,6 +174,8 @@ class Search:
         out = f", {out}" if out else ""
         cond = f"({self._where or 'true'})"
         if vec_col is None:
+            # The constructor refuses a search with neither a text nor a vector.
+            assert text_col is not None
             return (f"SELECT _id, CAST(bm25({q(text_col)}, ?) AS FLOAT) AS score{out} FROM {t} "
                     f"WHERE bm25({q(text_col)}, ?) > 0 AND {cond} "
                     f"ORDER BY score DESC, _id LIMIT ?", [self._text, self._text, k])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import crc32c
@@ -85,7 +85,7 @@ def _aligned(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
-def plan_region(blobs: list[tuple[str, str, bytes, Mapping[str, object]]]) -> Region:
+def plan_region(blobs: Sequence[tuple[str, str, bytes, Mapping[str, object]]]) -> Region:
     """Lays blobs ``(kind, column, bytes, params)`` out back to back, each 64-byte aligned."""
     entries: list[BlobEntry] = []
     parts: list[bytes] = []

@@ -104,7 +104,7 @@ def _step_conflict(read: ReadSet, prev: Manifest, cur: Manifest, ids_of: IdsOf) 
             if hit.size:
                 return f"changed or deleted row(s) with _id {hit[:5].tolist()} this write read"
     if read.matches_added is not None and added:
-        live = [f for f in added if f.live_rows]
-        if live and read.matches_added(cur, live):
+        live_added = [f for f in added if f.live_rows]
+        if live_added and read.matches_added(cur, live_added):
             return "added rows this write's condition matches"
     return None

@@ -126,7 +126,7 @@ class ReaderPool:
                 path = self.full_path(entry.path)
                 self.cache.prefetch(self._cache_key(entry.path), entry.size,
                                     StoreRangeReader(self._store, path, entry.size),
-                                    lambda _key, e=entry: self._cache_filled(e))
+                                    lambda _key: self._cache_filled(entry))
             return reader
 
     def _cache_key(self, path: str) -> str:
@@ -218,7 +218,7 @@ class ReaderPool:
                 return memoryview(source.read(0, source.size()))
         self.cache.prefetch(key, entry.size,
                             StoreRangeReader(self._store, self.full_path(entry.path), entry.size),
-                            lambda _key, e=entry: self._cache_filled(e))
+                            lambda _key: self._cache_filled(entry))
         return None
 
     def fts(self, entry: FileEntry, column: str) -> FtsIndexReader:

@@ -42,7 +42,8 @@ class FileSummary:
             arrays[f"vec/{col}/clusters"] = s.cluster_centroids.astype(np.float32)
             arrays[f"vec/{col}/counts"] = s.cluster_counts.astype(np.int64)
         sink = io.BytesIO()
-        np.savez(sink, **arrays)
+        # Numeric arrays only: from_bytes loads them with allow_pickle=False.
+        np.savez(sink, allow_pickle=False, **arrays)
         return sink.getvalue()
 
     @classmethod

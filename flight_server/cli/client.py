@@ -324,7 +324,7 @@ class ServerClient(Client):
         self.connection.close()
 
 
-def _closing_reader(reader: pa.RecordBatchReader, cursor: object) -> pa.RecordBatchReader:
+def _closing_reader(reader: pa.RecordBatchReader, cursor: Any) -> pa.RecordBatchReader:
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from reader
@@ -383,7 +383,8 @@ def open_client(args: argparse.Namespace) -> Client:
     flags = given_flags(args)
     if flags:
         raise ClientError(f"{flags[0]} goes with --server")
-    options = storage_options(args.storage_option)
+    # Passed on as connect's storage options, none of its named parameters.
+    options: dict[str, Any] = storage_options(args.storage_option)
     root = args.root or DEFAULT_ROOT
     require_root(root, create=args.create_root or is_default_root(args.root))
     return LocalClient(connect(root, **options))

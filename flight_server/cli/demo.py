@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -85,7 +86,10 @@ def _generated_table(rows: int) -> tuple[pa.Table, np.ndarray, str]:
     return table, emb[0], "generated text and vectors"
 
 
-def _timed(label: str, counter: CountingRangeReader, fn: Callable[[], object]) -> object:
+_T = TypeVar("_T")
+
+
+def _timed(label: str, counter: CountingRangeReader, fn: Callable[[], _T]) -> _T:
     counter.reset()
     start = time.perf_counter()
     result = fn()

@@ -9,6 +9,7 @@ a rerun is harmless and brings the catalog up to date. Runs on a storage root (`
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from quiver.flight_server.cli.admin import _local
@@ -75,7 +76,7 @@ def run_register(client: Client, args: argparse.Namespace) -> int:
         try:
             outcome = catalog.register(
                 args.namespace, name, location,
-                lambda t=table, loc=location: document(t.store, t.prefix, loc))
+                functools.partial(document, table.store, table.prefix, location))
         except CatalogError as exc:
             raise ClientError(str(exc)) from exc
         print(f"{args.namespace}.{name}\t{outcome}\t{location}")

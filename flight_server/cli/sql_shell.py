@@ -317,7 +317,7 @@ def _numeric(t: pa.DataType) -> bool:
 
 
 class _CsvWriter(_Writer):
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes] | _TextBytes) -> None:
         self.out = out
         self.writer: pacsv.CSVWriter | None = None
 
@@ -338,7 +338,7 @@ class _CsvWriter(_Writer):
 
 
 class _JsonWriter(_Writer):
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes] | _TextBytes) -> None:
         self.out = out
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -370,29 +370,34 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, *, output: Path | None 
     """Streams a statement's result in ``fmt`` to ``output`` (stdout when None); its rows."""
     schema = pa.schema([f.with_type(plain_type(f.type)) for f in reader.schema])
     text_out: IO[str] | None = None
-    binary_out: IO[bytes] | None = None
+    binary_out: IO[bytes] | _TextBytes | None = None
+    opened: IO[Any] | None = None  # the output file, closed at the end
     if fmt == "parquet":
         if output is None:
             raise SqlCliError("--format parquet needs --output FILE")
         writer: _Writer = _ParquetWriter(output, schema)
     elif output is not None:
         if fmt == "table":
-            text_out = output.open("a" if append else "w", encoding="utf-8")
+            text_out = opened = output.open("a" if append else "w", encoding="utf-8")
         else:
-            binary_out = output.open("ab" if append else "wb")
+            binary_out = opened = output.open("ab" if append else "wb")
     else:
         sys.stdout.flush()
         text_out, binary_out = sys.stdout, getattr(sys.stdout, "buffer", None)
         if binary_out is None:
             binary_out = _TextBytes(sys.stdout)
     if fmt == "table" and is_plan(schema):
+        assert text_out is not None
         writer = _PlanWriter(text_out)
     elif fmt == "table":
+        assert text_out is not None
         writer = _TableWriter(text_out, schema, max_rows, max_width)
     elif fmt == "csv":
+        assert binary_out is not None
         writer = _CsvWriter(binary_out)
         writer.start(schema)
     elif fmt == "json":
+        assert binary_out is not None
         writer = _JsonWriter(binary_out)
     rows = 0
     try:
@@ -401,10 +406,8 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, *, output: Path | None 
             writer.write(batch)
         writer.finish()
     finally:
-        if output is not None:
-            for handle in (text_out, binary_out):
-                if handle is not None:
-                    handle.close()
+        if opened is not None:
+            opened.close()
     return rows
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 from quiver.catalog.connection import is_valid_table_name
 from quiver.catalog.errors import quote_short
@@ -55,9 +55,9 @@ def run_action(conn: Any, kind: str, body: bytes) -> bytes:
         options = _options(request.get("options"), _OPTIMIZE_OPTIONS, kind)
         report = _optimize(conn, table, options)
     elif kind == GC:
-        table = _table_name(request.get("table"), required=False)
+        gc_table = _table_name(request.get("table"), required=False)
         options = _options(request.get("options"), _GC_OPTIONS, kind)
-        report = _gc(conn, table, options)
+        report = _gc(conn, gc_table, options)
     else:  # pragma: no cover - the caller dispatches known kinds only
         raise InvalidArgument(f"unknown maintenance action {quote_short(kind)}")
     return json.dumps(report, separators=(",", ":")).encode()
@@ -87,6 +87,10 @@ def _request(body: bytes, kind: str) -> dict[str, Any]:
     return request
 
 
+@overload
+def _table_name(value: Any, *, required: Literal[True]) -> str: ...
+@overload
+def _table_name(value: Any, *, required: bool) -> str | None: ...
 def _table_name(value: Any, *, required: bool) -> str | None:
     if value is None and not required:
         return None

@@ -261,7 +261,7 @@ def _settle_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _restore(handlers: dict[int, Any]) -> None:
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
 

@@ -331,8 +331,12 @@ class FlightHandlers:
                         params: pa.Table | None,
                         stmt: handles.PreparedStatement | None = None) -> flight.FlightInfo:
         # Read once here; the schema, the scan split and a DDL/DML run reuse the reading.
-        statement: str | Analysis = sql if stmt is not None else self.conn.analyse(sql)
-        is_query = stmt.is_query if stmt is not None else statement.is_query
+        statement: str | Analysis
+        if stmt is not None:
+            statement, is_query = sql, stmt.is_query
+        else:
+            analysed = self.conn.analyse(sql)
+            statement, is_query = analysed, analysed.is_query
         if is_query:
             schema = self._query_schema(statement, params, stmt)
             split = self._scan_info(descriptor, schema, statement, params)
@@ -682,7 +686,7 @@ class FlightHandlers:
                             if dataset_schema is not None else b""),
             parameter_schema=shape.parameter_schema.serialize().to_pybytes())
 
-    def _cancel(self, info: Message) -> int:
+    def _cancel(self, info: Message) -> flight_pb2.CancelStatus:
         """Flags the tickets of ``info``. A stream not started yet counts as cancelled: it
         fails as soon as it starts."""
         if not info.endpoint:

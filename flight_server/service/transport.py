@@ -140,7 +140,9 @@ def decode_flight_data(data: bytes) -> dict[int, memoryview]:
 
 def _ipc_message(header: memoryview, body: memoryview | None) -> pa.ipc.Message:
     pad = -len(header) % 8
-    parts = [_CONTINUATION, struct.pack("<i", len(header) + pad), header, b"\x00" * pad]
+    parts: list[bytes | memoryview] = [
+        _CONTINUATION, struct.pack("<i", len(header) + pad), header, b"\x00" * pad,
+    ]
     if body is not None:
         parts.append(body)
     try:

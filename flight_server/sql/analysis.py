@@ -148,7 +148,7 @@ class Analysis:
     scan: PlainScan | None = None
     count: CountRows | None = None
     search: SearchCall | None = None
-    statement: sqlparse.Statement = field(repr=False, compare=False, default=None)
+    statement: sqlparse.Statement = field(repr=False, compare=False, kw_only=True)
 
     @property
     def explain(self) -> bool:
@@ -259,7 +259,7 @@ def classify(st: sqlparse.Statement) -> Analysis:
             shape = Shape.SCAN if scan else Shape.COUNT if count else \
                 Shape.SEARCH if search else Shape.QUERY
     return Analysis(st.text, kind, shape, tuple(dict.fromkeys(reads)), writes,
-                    _row_bounded(expr), scan, count, search, st)
+                    _row_bounded(expr), scan, count, search, statement=st)
 
 
 def shape_of(expr: exp.Expression) -> Shape:
@@ -379,6 +379,7 @@ def _column_name(node: exp.Expression) -> str:
         return node.alias
     if isinstance(node, exp.Star):
         return "*"
+    assert isinstance(node, exp.Column), "only plain columns make a plain scan"
     if isinstance(node.this, exp.Star):
         return f"{node.table}.*"
     return sqlparse.norm(node.this)

@@ -101,7 +101,9 @@ def _argument_spans(body: str, start: int) -> list[tuple[int, int]]:
         tokens = Dialect.get_or_raise("postgres").tokenize(body[start:])
     if len(tokens) < 2 or tokens[1].token_type != TokenType.L_PAREN:
         raise SqlPlanError("cannot locate a search function's arguments in the statement")
-    spans, depth, begin, last_end = [], 0, None, None
+    spans: list[tuple[int, int]] = []
+    depth = 0
+    arg: tuple[int, int] | None = None  # [start, end) of the argument being read
     for tok in tokens[1:]:
         tt = tok.token_type
         if tt in (TokenType.L_PAREN, TokenType.L_BRACKET):
@@ -111,16 +113,16 @@ def _argument_spans(body: str, start: int) -> list[tuple[int, int]]:
         elif tt in (TokenType.R_PAREN, TokenType.R_BRACKET):
             depth -= 1
             if depth == 0:
-                if begin is not None:
-                    spans.append((begin, last_end))
+                if arg is not None:
+                    spans.append(arg)
                 return [(start + a, start + b) for a, b in spans]
         elif tt == TokenType.COMMA and depth == 1:
-            spans.append((begin, last_end))
-            begin = None
+            if arg is None:
+                raise SqlPlanError("a search function has an empty argument")
+            spans.append(arg)
+            arg = None
             continue
-        if begin is None:
-            begin = tok.start
-        last_end = tok.end + 1
+        arg = (tok.start if arg is None else arg[0], tok.end + 1)
     raise SqlPlanError("unbalanced parentheses in a search function's arguments")
 
 
@@ -191,7 +193,8 @@ def fold(st: sqlparse.Statement, evaluate: Evaluate, dry: bool = False) -> str |
     if expr is None:
         return None
     edits: list[sqlparse.Edit] = []
-    for node in expr.walk():
+    for walked in expr.walk():
+        node = sqlparse.as_node(walked)
         fn = _call_name(node)
         if fn is None:
             continue

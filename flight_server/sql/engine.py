@@ -305,7 +305,8 @@ class SqlEngine:
 
     # -- running -------------------------------------------------------------------------
 
-    def execute(self, text: str, params: Sequence[Any] | None = None) -> pa.Table:
+    def execute(self, text: str | analysis.Analysis,
+                params: Sequence[Any] | None = None) -> pa.Table:
         """Runs one statement and collects its result."""
         return self.sql(text, params).read_all()
 
@@ -336,7 +337,7 @@ class SqlEngine:
             if _statements is None or not a.carried_out:
                 raise SqlError(f"{type(a.statement.expr).__name__.upper()} statements are "
                                "not supported")
-            return _statements.result_schema(self, a.statement.expr)
+            return _statements.result_schema(self, a.statement.tree)
         with self._statement() as pins:
             outer, pins.dry = pins.dry, True
             try:
@@ -374,8 +375,10 @@ class SqlEngine:
                 except SqlPlanError as exc:
                     if _NAME_CLASH not in str(exc):
                         raise
-                    probes = param_types.stand_ins(slots, distinct=True)
-                    dataset = self.schema(sqlbind.substitute(text, probes))
+                    distinct = param_types.stand_ins(slots, distinct=True)
+                    # The same slots had stand-ins just above.
+                    assert distinct is not None
+                    dataset = self.schema(sqlbind.substitute(text, distinct))
         return Prepared(is_query, param_types.parameter_schema(slots), dataset)
 
     def table_schema(self, name: str, quoted: bool = True) -> pa.Schema:
@@ -530,11 +533,11 @@ class SqlEngine:
             kind = type(a.statement.expr).__name__.upper()
             raise SqlError(f"{kind} statements are not supported yet; SELECT, WITH, VALUES "
                            "and EXPLAIN are")
-        result = _statements.run_statement(self, a.statement.expr)
+        result = _statements.run_statement(self, a.statement.tree)
         return pa.RecordBatchReader.from_batches(result.schema, result.to_batches())
 
     def _plan_query(self, st: sqlparse.Statement, pins: _Pins) -> datafusion.DataFrame:
-        expr = st.expr
+        expr = st.tree
         refs = sqlparse.table_refs(expr)
         names = {}
         for ref in refs:
@@ -605,7 +608,7 @@ class SqlEngine:
         """Points ``information_schema.tables`` / ``.columns`` at relations built from the
         catalog (registered for this statement only; their names go to ``transient``)."""
         edits = []
-        for ref in sqlparse.information_refs(st.expr, information.RELATIONS):
+        for ref in sqlparse.information_refs(st.tree, information.RELATIONS):
             name = f"__quiver_information_{ref.name}_{next(_transient_names)}"
             data = information.relation(self.connection, ref.name)
             self.ctx.register_record_batches(name, [data.to_batches() or [
@@ -696,7 +699,7 @@ def _next_batch(held: list[Any], watch: interrupts.Interrupt | None, small: bool
     if loop is None:
         loop = _loops.loop = asyncio.new_event_loop()
     task = loop.create_task(_anext(held))
-    timer = [None]
+    timer: list[asyncio.TimerHandle | None] = [None]
 
     def poll() -> None:
         if watch.cancelled or (watch.deadline is not None
@@ -711,7 +714,9 @@ def _next_batch(held: list[Any], watch: interrupts.Interrupt | None, small: bool
     except asyncio.CancelledError:
         pass
     finally:
-        timer[0].cancel()
+        handle = timer[0]
+        if handle is not None:
+            handle.cancel()
         timer[0] = None
     # Raised outside the handler and with the task let go: the cancelled wait's frames
     # hold DataFusion's stream, and an exception chained to them would keep it running.

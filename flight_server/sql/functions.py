@@ -58,6 +58,7 @@ from quiver.superfile.fts.query import parse_fields, parse_query
 from quiver.superfile.spec import vector_dim
 from quiver.supertable import search
 from quiver.supertable.errors import TableNotFoundError
+from quiver.supertable.manifest import FileEntry
 from quiver.supertable.snapshot import Snapshot
 
 __all__ = ["argument_kinds", "parse_vector_literal", "register_search_functions",
@@ -241,7 +242,10 @@ def _hits_of_ids(snap: Snapshot, ids: np.ndarray) -> search.Hits:
     ids = np.asarray(ids, np.int64)
     if len(ids) == 0:
         return search.Hits.empty()
-    files, fidx, local, found = [], [], [], []
+    files: list[FileEntry] = []
+    fidx: list[np.ndarray] = []
+    local: list[np.ndarray] = []
+    found: list[np.ndarray] = []
     lo_id, hi_id = int(ids[0]), int(ids[-1])
     for entry in snap.files:
         if entry.live_rows == 0 or entry.id_max < lo_id or entry.id_min > hi_id:

@@ -31,7 +31,11 @@ def relation(connection: Connection, name: str) -> pa.Table:
             "table_name": pa.array(names, pa.string()),
             "table_type": pa.array([TABLE_TYPE] * n, pa.string()),
         })
-    tables, columns, positions, nullable, types = [], [], [], [], []
+    tables: list[str] = []
+    columns: list[str] = []
+    positions: list[int] = []
+    nullable: list[str] = []
+    types: list[str] = []
     for table_name in names:
         try:
             schema = connection.open_table(table_name).schema

@@ -166,13 +166,14 @@ def stand_ins(slots: list[Slot], *, distinct: bool = False) -> list[str] | None:
     when some parameter has none. ``distinct`` gives the NULLs names that differ: DataFusion
     names an unaliased NULL "NULL" whatever its type, so ``SELECT ?, ?`` would name two
     columns alike, as two equal bound values would."""
-    if any(s.probe is None for s in slots):
+    probes = [s.probe for s in slots if s.probe is not None]
+    if len(probes) != len(slots):
         return None
     if not distinct:
-        return [s.probe for s in slots]
-    return [s.probe if s.fixed else
+        return probes
+    return [probe if s.fixed else
             f"CAST(CASE WHEN FALSE THEN {i + 1} END AS {_sql_name(s.type) or 'VARCHAR'})"
-            for i, s in enumerate(slots)]
+            for i, (s, probe) in enumerate(zip(slots, probes, strict=True))]
 
 
 def parameter_schema(slots: list[Slot]) -> pa.Schema:
@@ -257,10 +258,11 @@ def _wider(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | None:
         return pa.float64()
     if pa.types.is_decimal(a) or pa.types.is_decimal(b):
         return a if pa.types.is_decimal(a) else b
+    assert a is not None and b is not None  # both numeric
     return a if a.bit_width >= b.bit_width else b
 
 
-def _search_call(node: exp.Expression) -> tuple[str, list[exp.Expression]] | None:
+def _search_call(node: object) -> tuple[str, list[exp.Expression]] | None:
     """The name and arguments of a call of one of Quiver's search functions."""
     if isinstance(node, exp.Anonymous):
         name = node.name.lower()
@@ -333,7 +335,7 @@ class _Reader:
             return _Guess(pa.int64())
         call = _search_call(parent)
         position = _position(call[1], child) if call is not None else None
-        if position is not None:
+        if call is not None and position is not None:
             return self._search_argument(call, position)
         if isinstance(parent, exp.Pad):
             if child is parent.args.get("expression"):
@@ -391,7 +393,7 @@ class _Reader:
                 return t
         return None
 
-    def _stored(self, insert: exp.Expression | None, position: int | None) -> _Guess:
+    def _stored(self, insert: object, position: int | None) -> _Guess:
         """The type of the column the ``position``-th value of an INSERT row fills."""
         if not isinstance(insert, exp.Insert) or position is None:
             return _UNKNOWN
@@ -444,12 +446,13 @@ class _Reader:
             return vector_dim(t) if t is not None else None
         table = _string(args[0]) if args else None
         where = names.index("vector_column" if "vector_column" in names else "column")
-        column = _string(args[where]) if where < len(args) else None
-        if table is None or column is None or table.startswith(self.mark) \
-                or column.startswith(self.mark):
+        column_name = _string(args[where]) if where < len(args) else None
+        if table is None or column_name is None or table.startswith(self.mark) \
+                or column_name.startswith(self.mark):
             return None
         schema = self.table(table, True)
-        return vector_dim(schema.field(column).type) if column in schema.names else None
+        return (vector_dim(schema.field(column_name).type) if column_name in schema.names
+                else None)
 
     # -- what an expression is ----------------------------------------------------------------
 

@@ -68,7 +68,9 @@ def placeholders(text: str) -> list[Placeholder]:
                 span = (tok.start, nxt.end + 1)
         elif tok.token_type == TokenType.VAR:
             span = (tok.start, tok.end + 1)
-        m = _NUMBERED.match(text[span[0]:span[1]]) if span else None
+        if span is None:
+            continue
+        m = _NUMBERED.match(text[span[0]:span[1]])
         if m:
             numbered = True
             found.append(Placeholder(span[0], span[1], int(m.group(1)) - 1))

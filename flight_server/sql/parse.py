@@ -50,6 +50,13 @@ class Statement:
     def explain(self) -> bool:
         return bool(self.prefix)
 
+    @property
+    def tree(self) -> exp.Expression:
+        """The syntax tree of a statement that was read (the gate refuses the others)."""
+        if self.expr is None:
+            raise SqlSyntaxError(f"cannot read the statement ({self.error or 'syntax error'})")
+        return self.expr
+
 
 def parse(text: str) -> Statement:
     """Parses one statement (an optional trailing ``;`` allowed).
@@ -84,7 +91,7 @@ def _parse_body(body: str) -> tuple[exp.Expression | None, str | None]:
             raise SqlSyntaxError(
                 f"one statement at a time, got {len(exprs)}; separate statements are run "
                 "by separate calls")
-        return exprs[0], None
+        return as_node(exprs[0]), None
     return None, error
 
 
@@ -98,6 +105,13 @@ _parse_body_cached = functools.lru_cache(maxsize=256)(_parse_body)
 def is_query(expr: exp.Expression) -> bool:
     """SELECT, set operations, VALUES, and WITH over any of them."""
     return isinstance(expr, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery))
+
+
+def as_node(node: object) -> exp.Expression:
+    """``node`` as the Expression it is: sqlglot types its parser and builders with its
+    ``Expr`` base class, whose concrete nodes are all Expressions."""
+    assert isinstance(node, exp.Expression), type(node)
+    return node
 
 
 def node_span(node: exp.Expression) -> tuple[int, int] | None:
@@ -146,7 +160,8 @@ def cte_in_scope(node: exp.Table) -> bool:
             or node.args.get("catalog") is not None:
         return False
     name = norm(ident)
-    child, parent = node, node.parent
+    child: object = node
+    parent = node.parent
     while parent is not None:
         if isinstance(parent, exp.With) and isinstance(child, exp.CTE):
             position = parent.expressions.index(child)
@@ -231,9 +246,10 @@ def splice(text: str, edits: Iterable[Edit]) -> str:
 
 def table_edit(ref: TableRef, view: str, text: str) -> Edit | None:
     """Replaces the table name by ``view``, keeping the name the query uses for it."""
-    spans = [node_span(n) for n in (ref.node.this, ref.node.args.get("db"),
-                                ref.node.args.get("catalog")) if n is not None]
-    if not spans or any(s is None for s in spans):
+    parts = [n for n in (ref.node.this, ref.node.args.get("db"), ref.node.args.get("catalog"))
+             if n is not None]
+    spans = [span for n in parts if (span := node_span(n)) is not None]
+    if not spans or len(spans) != len(parts):
         return None
     start, end = min(s[0] for s in spans), max(s[1] for s in spans)
     quoted = '"' + view.replace('"', '""') + '"'
@@ -411,8 +427,9 @@ def literal_value(node: exp.Expression) -> Any:
 
 
 
-COMPARISONS = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<",
-               exp.LTE: "<="}
+COMPARISONS: dict[type[exp.Expression], str] = {
+    exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<=",
+}
 """sqlglot's comparison nodes and the table layer's operator for each."""
 FLIPPED = {"=": "=", "!=": "!=", ">": "<", ">=": "<=", "<": ">", "<=": ">="}
 """Each operator with its two sides swapped."""

@@ -171,7 +171,7 @@ class _Text:
         """[start, end) of ``name(...)`` from the function name to its closing paren."""
         start = call.meta.get("start")
         i = self._by_start.get(start) if start is not None else None
-        if i is None or i + 1 >= len(self.tokens) or \
+        if start is None or i is None or i + 1 >= len(self.tokens) or \
                 self.tokens[i + 1].token_type != TokenType.L_PAREN:
             raise SqlPlanError(f"cannot locate {call.name}(...) in the statement text")
         depth = 0
@@ -700,7 +700,7 @@ class IndexRewrite:
                     if isinstance(qual, exp.Identifier) and norm(qual) == alias:
                         return list(snap.schema.names)
         skip = {id(c.column_node) for c in replaced}
-        names = {norm(c.this) for c in self.st.expr.find_all(exp.Column)
+        names = {norm(c.this) for c in self.st.tree.find_all(exp.Column)
                  if isinstance(c.this, exp.Identifier) and id(c) not in skip}
         return [c for c in snap.schema.names if c in names]
 
@@ -735,9 +735,12 @@ class IndexRewrite:
         true), computed by DataFusion over the table's view; None when the WHERE cannot be
         evaluated on the table alone."""
         ref = plan.ref
+        # Only a search call's reference gets here, and with local conjuncts its WHERE.
+        assert ref.select is not None
         where = ref.select.args.get("where")
         if self.dry:
             return np.zeros(0, np.int64)
+        assert where is not None
         if len(sqlparse.select_sources(ref.select)) != 1 or \
                 any(isinstance(n, (exp.Select, exp.Subquery)) for n in where.walk()):
             return None
@@ -755,6 +758,8 @@ class IndexRewrite:
                 fn = self.distances.function(plan.snap.manifest.spec.vector[c.column], dtype)
                 vec = "[" + ", ".join(repr(float(x)) for x in c.query) + "]"
                 col_span = sqlparse.node_span(c.column_node)
+                if col_span is None:
+                    raise SqlPlanError(f"cannot locate {c.fn}(...)'s column in the statement")
                 text = f"{fn}({self.st.body[col_span[0]:col_span[1]]}, '{vec}')"
             else:
                 # Only lower bounds on the score reach here; every match passes them.
@@ -841,6 +846,7 @@ class IndexRewrite:
             for b in floored[1:]:
                 allowed = np.intersect1d(allowed, b.allowed())
             if prefiltered:
+                assert ids is not None
                 filter_ = pc.field(ID_COLUMN).isin(pa.array(np.intersect1d(ids, allowed)))
             else:
                 only = pc.field(ID_COLUMN).isin(pa.array(allowed, pa.int64()))
@@ -858,6 +864,7 @@ class IndexRewrite:
                                   k if k is not None else max(1, snap.manifest.num_rows),
                                   mode=call.mode, filter_=filter_, pool=pool)
             else:
+                assert call.k is not None, "knn() always has k"
                 hits = self._knn(snap, call.column, call.query, call.k,
                                  nprobe=call.nprobe, filter_=filter_, pool=pool)
         except QueryError as exc:
@@ -936,6 +943,7 @@ class IndexRewrite:
                          f"k=all scores joined to every row matches={len(hits.ids)}")
         if knn:
             call = knn[0]
+            assert call.k is not None, "knn() always has k"
             try:
                 hits = self._knn(snap, call.column, call.query, call.k, nprobe=call.nprobe,
                                  filter_=filter_, pool=pool)
@@ -972,6 +980,7 @@ class IndexRewrite:
         if not fts:
             return
         found = None
+        assert ref.select is not None, "the caller checked the reference has a WHERE"
         for c in _conjuncts(ref.select.args["where"].this):
             dnf = self._dnf(ref, snap, c)
             if dnf is None or len(dnf) != 1 or len(dnf[0]) != 1:
@@ -1025,6 +1034,8 @@ class DistanceFunctions:
             if name is None:
                 name = f"__quiver_distance_{len(self._names)}"
                 dim = vector_dim(dtype)
+                if dim is None:
+                    raise SqlPlanError(f"vector_distance() needs a vector column, got {dtype}")
                 self.ctx.register_udf(datafusion.udf(
                     _distance_kernel(Metric(metric), dim), [dtype, pa.string()], pa.float32(),
                     "immutable", name))

@@ -50,6 +50,7 @@ from quiver.flight_server.sql.errors import (
     SqlTableNotFoundError,
     unknown_table,
 )
+from quiver.flight_server.sql.parse import as_node
 from quiver.superfile import IndexSpec, IndexSpecError, Metric
 from quiver.superfile.spec import is_text_type, vector_dim
 from quiver.supertable.conflicts import ReadSet
@@ -403,7 +404,7 @@ def index_spec(schema: pa.Schema, options: dict[str, list[str]]) -> IndexSpec:
         else:
             fts = [f.name for f in schema if is_text_type(f.type)]
         if "vector" in options:
-            vector: dict[str, Metric] = {}
+            vector: dict[str, str | Metric] = {}
             for item in options["vector"]:
                 col, _, metric = item.partition(":")
                 vector[_spec_column(schema, col.strip())] = (
@@ -724,8 +725,9 @@ def _vector_literals_as_text(values: exp.Values, positions: list[int]) -> exp.Va
             item = row.expressions[i]
             if isinstance(item, exp.Array):
                 numbers = [_number(x) for x in item.expressions]
-                if all(n is not None for n in numbers):
-                    item.replace(exp.Literal.string(f"[{', '.join(numbers)}]"))
+                known = [n for n in numbers if n is not None]
+                if len(known) == len(numbers):
+                    item.replace(exp.Literal.string(f"[{', '.join(known)}]"))
     return values
 
 
@@ -781,8 +783,8 @@ def _update(engine: Any, expr: exp.Update) -> pa.Table:
     projection: list[exp.Expression] = [_quoted(ID_COLUMN)]
     for name in schema.names:
         if name in values:
-            projection.append(exp.alias_(values[name].copy(),
-                                         exp.to_identifier(name, quoted=True)))
+            projection.append(as_node(exp.alias_(values[name].copy(),
+                                                 exp.to_identifier(name, quoted=True))))
         else:
             projection.append(_quoted(name))
     where = expr.args.get("where")
@@ -857,4 +859,4 @@ def _read_set(engine: Any, table: Table, expr: exp.Expression, ids_select: exp.S
 
 def parse(sql: str) -> exp.Expression:
     """Parses one statement in the dialect this module generates (for callers and tests)."""
-    return sqlglot.parse_one(sql, read=DIALECT)
+    return as_node(sqlglot.parse_one(sql, read=DIALECT))

@@ -86,6 +86,14 @@ def pq_subquantizers(dim: int) -> int | None:
     return None
 
 
+def _pq_code_bytes(dim: int) -> int:
+    """``pq_subquantizers`` for a dimension PQ was chosen for (``choose_quantizer`` picks PQ
+    only when a split fits)."""
+    m = pq_subquantizers(dim)
+    assert m is not None, f"no PQ split fits dimension {dim}"
+    return m
+
+
 def choose_quantizer(name: str, count: int, dim: int, pq_min_rows: int) -> int:
     """The code kind for ``count`` vectors: ``auto`` is SQ8 below ``pq_min_rows``, else PQ."""
     if name == "auto":
@@ -143,7 +151,7 @@ def build_vector_index(
                 # Low-dimensional sub-spaces need few points per code; training dominates
                 # the build otherwise.
                 residuals = residuals[rng.choice(len(residuals), PQ_TRAIN_SAMPLE, replace=False)]
-            pq = faiss.ProductQuantizer(dim, pq_subquantizers(dim), 8)
+            pq = faiss.ProductQuantizer(dim, _pq_code_bytes(dim), 8)
             pq.verbose = False
             pq.cp.niter = PQ_TRAIN_ITERS
             pq.cp.seed = params.seed
@@ -168,7 +176,7 @@ def build_vector_index(
         faiss.copy_array_to_vector(trained, sq.trained)
         codes = sq.compute_codes(xs)
     elif quant == fmt.QUANT_PQ:
-        pq = faiss.ProductQuantizer(dim, pq_subquantizers(dim), 8)
+        pq = faiss.ProductQuantizer(dim, _pq_code_bytes(dim), 8)
         faiss.copy_array_to_vector(trained, pq.centroids)
         cell = np.repeat(np.arange(nlist), counts)
         codes = np.empty((count, pq.code_size), np.uint8)
@@ -381,7 +389,7 @@ def _assemble(
         directory["block_crc"][c] = fmt.crc(blocks[base : base + rec * n])
         directory["vec_crc"][c] = empty_crc
 
-    parts = {
+    parts: dict[str, bytes | np.ndarray] = {
         "meta": meta,
         "directory": directory.tobytes(),
         "centroids": centroids.astype("<f4").tobytes(),
@@ -394,7 +402,7 @@ def _assemble(
     pieces: list[bytes | memoryview] = [b""]  # the header, once the CRCs are known
     edge = fmt.HEADER.size
     for name, data in parts.items():
-        view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        view = data if isinstance(data, bytes) else data.data.cast("B")
         pieces.append(bytes(off - edge))
         pieces.append(view)
         sections[name] = (off, len(view))

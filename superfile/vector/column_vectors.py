@@ -72,6 +72,8 @@ class ColumnVectors:
         if self._all is None:
             with self._lock:
                 if self._all is None:
+                    # Without a take function the constructor required whole.
+                    assert self._whole is not None
                     self._all = self._prepare(_matrix(self._whole(), self.dim))
         return self._all
 

@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import crc32c
 import numpy as np
 
 from quiver.superfile.errors import CorruptFileError, UnsupportedVersionError
 from quiver.superfile.spec import Metric
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 MAGIC = b"QVEC"
 VERSION = 2
@@ -73,7 +77,8 @@ _HASH_MULT = (
 
 
 def crc(data: bytes | memoryview | np.ndarray) -> int:
-    return crc32c.crc32c(data)
+    # numpy declares ndarray's buffer protocol to type checkers from Python 3.12 only.
+    return crc32c.crc32c(cast("Buffer", data))
 
 
 def row_hashes(vectors: np.ndarray) -> np.ndarray:

@@ -138,7 +138,7 @@ class VectorIndexReader:
         self._radius = float(radius)
         self._centroid = np.frombuffer(meta, "<f4", h.dim, o).astype(np.float32)
         trained = np.frombuffer(meta, "<f4", ntrained, o + 4 * h.dim).astype(np.float32)
-        self._sq = None
+        self._sq: faiss.ScalarQuantizer | None = None
         self._pq_trained = trained if h.quantizer == fmt.QUANT_PQ else None
         self._coarse: faiss.Index | None = None
         if h.quantizer == fmt.QUANT_SQ8:
@@ -184,6 +184,8 @@ class VectorIndexReader:
             header = fmt.Header.unpack(head, size)
             m_off, m_len = header.sections["meta"]
             d_off, d_len = header.sections["directory"]
+            meta_raw: bytes | memoryview
+            dir_raw: bytes | memoryview
             if max(m_off + m_len, d_off + d_len) <= len(head):
                 meta_raw, dir_raw = head[m_off : m_off + m_len], head[d_off : d_off + d_len]
             else:
@@ -215,6 +217,7 @@ class VectorIndexReader:
         b_off, _ = h.sections["blocks"]
         if h.quantizer == fmt.QUANT_FLAT:
             return
+        index: faiss.IndexIVF
         if h.quantizer == fmt.QUANT_PQ:
             index = self._new_ivf_pq()
         else:
@@ -222,11 +225,18 @@ class VectorIndexReader:
             faiss_metric = (
                 faiss.METRIC_L2 if self.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
             )
-            index = faiss.IndexIVFScalarQuantizer(
+            sq_index = faiss.IndexIVFScalarQuantizer(
                 quantizer, h.dim, h.nlist, faiss.ScalarQuantizer.QT_8bit, faiss_metric, False
             )
-            faiss.copy_array_to_vector(faiss.vector_to_array(self._sq.trained), index.sq.trained)
-            index.is_trained = True
+            # Neither flat nor PQ is SQ8, whose quantizer the constructor built.
+            assert self._sq is not None
+            faiss.copy_array_to_vector(
+                faiss.vector_to_array(self._sq.trained), sq_index.sq.trained
+            )
+            sq_index.is_trained = True
+            index = sq_index
+        invlists = index.invlists
+        assert invlists is not None, "a new IVF index owns its inverted lists"
         blocks = np.frombuffer(data, np.uint8, h.count * self._rec, b_off)
         # One call per cell (bounded by nlist) hands faiss a whole inverted list.
         for c in np.flatnonzero(self._counts):
@@ -234,7 +244,7 @@ class VectorIndexReader:
             base = int(self._starts[c]) * self._rec
             ids = blocks[base : base + 4 * n].view("<u4").astype(np.int64)
             codes = np.ascontiguousarray(blocks[base + self._prefix * n : base + self._rec * n])
-            index.invlists.add_entries(int(c), n, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+            invlists.add_entries(int(c), n, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
         index.ntotal = h.count
         self._index = index
 
@@ -262,6 +272,8 @@ class VectorIndexReader:
     def _verify_all(self) -> None:
         """Checks every cell's block and vector checksums and the id/position agreement."""
         data = self._data
+        positions = self._positions
+        assert data is not None and positions is not None, "eager readers only"
         h = self._h
         b_off, _ = h.sections["blocks"]
         v_off, _ = h.sections["vectors"]
@@ -282,16 +294,17 @@ class VectorIndexReader:
             edge = max(edge, off + length)
         ids = self._all_ids()
         if h.count and (ids.max() >= h.nrows or not np.array_equal(
-            self._positions[ids], np.arange(h.count, dtype=np.uint32)
+            positions[ids], np.arange(h.count, dtype=np.uint32)
         )):
             raise CorruptFileError("vector index ids and positions disagree")
-        if int((self._positions != fmt.NO_POSITION).sum()) != h.count:
+        if int((positions != fmt.NO_POSITION).sum()) != h.count:
             raise CorruptFileError("vector index position map has the wrong number of rows")
 
     def _all_ids(self) -> np.ndarray:
         """Local id of every stored position (eager only), gathered without a per-row loop."""
         h = self._h
         b_off, _ = h.sections["blocks"]
+        assert self._data is not None, "eager readers only"
         blocks = np.frombuffer(self._data, np.uint8, h.count * self._rec, b_off)
         cell = np.repeat(np.arange(h.nlist), self._counts)
         pos = np.arange(h.count)
@@ -337,6 +350,7 @@ class VectorIndexReader:
 
     def _load_centroids(self) -> np.ndarray:
         self._load_front()
+        assert self._centroids is not None
         return self._centroids
 
     def _load_front(self) -> memoryview | None:
@@ -382,6 +396,17 @@ class VectorIndexReader:
         view = memoryview(self._src.read(off, length)).cast("B")
         _check_crc(view, crc, name)
         return view
+
+    def _rerank_vectors(self) -> ColumnVectors:
+        """The column's vectors a v2 blob reranks with (the constructor requires them
+        whenever rows are indexed)."""
+        assert self._colvecs is not None
+        return self._colvecs
+
+    def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eager v1: the position map and the blob's own float32 vectors."""
+        assert self._positions is not None and self._vecs is not None
+        return self._positions, self._vecs
 
     # -- search -----------------------------------------------------------------------------
 
@@ -490,15 +515,16 @@ class VectorIndexReader:
             ids = rows if rows is not None else (
                 self._all_ids_cached() if self.is_eager else self._read_all_ids()
             )
-            return _top_exact(self.metric, self._colvecs.rows(ids), ids, q, k)
+            return _top_exact(self.metric, self._rerank_vectors().rows(ids), ids, q, k)
         if self.is_eager:
+            positions, stored = self._stored_vectors()
             if rows is None:
                 pos = None
-                vecs = self._vecs
+                vecs = stored
                 ids = self._all_ids_cached()
             else:
-                pos = self._positions[rows].astype(np.int64)
-                vecs = self._vecs[pos]
+                pos = positions[rows].astype(np.int64)
+                vecs = stored[pos]
                 ids = rows
         else:
             if rows is None:
@@ -549,12 +575,13 @@ class VectorIndexReader:
         if self.is_eager:
             ids = self._faiss_candidates(q, nprobe, shortlist, mask, want)
             if not self._h.has_vectors:
-                return _top_exact(self.metric, self._colvecs.rows(ids), ids, q, k)
-            pos = self._positions[ids].astype(np.int64)
-            vecs = self._vecs[pos]
+                return _top_exact(self.metric, self._rerank_vectors().rows(ids), ids, q, k)
+            positions, stored = self._stored_vectors()
+            pos = positions[ids].astype(np.int64)
+            vecs = stored[pos]
         elif not self._h.has_vectors:
             ids = self._lazy_candidates(q, nprobe, shortlist, mask, want)[0]
-            return _top_exact(self.metric, self._colvecs.rows(ids), ids, q, k)
+            return _top_exact(self.metric, self._rerank_vectors().rows(ids), ids, q, k)
         else:
             ids, pos, hashes = self._lazy_candidates(q, nprobe, shortlist, mask, want)
             vecs = self._fetch_vectors(pos, hashes)
@@ -570,6 +597,8 @@ class VectorIndexReader:
             # ``bits`` must outlive the search: the selector only borrows its pointer.
             params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
         qm = q[None, :]
+        # Eager readers build the faiss index of every blob that has cells.
+        assert self._index is not None
         while True:
             params.nprobe = nprobe
             _, labels = self._index.search(qm, shortlist, params=params)
@@ -626,6 +655,8 @@ class VectorIndexReader:
         codes = np.concatenate([p[2] for p in parts])
         pos = np.concatenate([p[3] for p in parts])
         if len(ids) > shortlist:
+            # Neither flat (no IVF path) nor PQ (returned above): SQ8 codes.
+            assert self._sq is not None
             approx = _approx_scores(self.metric, self._sq.decode(codes), q)
             top = np.argpartition(approx, shortlist - 1)[:shortlist]
             ids, hashes, pos = ids[top], hashes[top], pos[top]
@@ -639,13 +670,15 @@ class VectorIndexReader:
         IVF-PQ index holding just those lists, searched with every cell probed (the
         lists not loaded are empty, so faiss skips them)."""
         index = self._new_ivf_pq()
+        invlists = index.invlists
+        assert invlists is not None, "a new IVF index owns its inverted lists"
         ids = np.concatenate([p[0] for p in parts]).astype(np.int64)
         codes = np.ascontiguousarray(np.concatenate([p[2] for p in parts]))
         at = 0
         # One call per loaded cell, bounded by nprobe.
         for c in cells:
             n = int(self._counts[c])
-            index.invlists.add_entries(
+            invlists.add_entries(
                 int(c), n, faiss.swig_ptr(ids[at : at + n]), faiss.swig_ptr(codes[at : at + n])
             )
             at += n

@@ -212,11 +212,11 @@ def referenced(folder: Folder, doc: dict[str, Any]) -> set[str]:
 def _newest_catalog_file(folder: Folder, listed: list[ObjectMeta]) -> set[str]:
     """The newest metadata file a catalog wrote in the folder (a REST catalog commit writes
     its own, and points at it until the table's next commit), as a path to keep."""
-    theirs = [m for m in listed if m.path.endswith(".metadata.json")
-              and not _OURS.search(m.path) and m.last_modified is not None]
+    theirs = [(m, modified) for m in listed if m.path.endswith(".metadata.json")
+              and not _OURS.search(m.path) and (modified := m.last_modified) is not None]
     if not theirs:
         return set()
-    newest = max(theirs, key=lambda m: m.last_modified)
+    newest, _ = max(theirs, key=lambda pair: pair[1])
     return {newest.path[len(folder.path("")):]}
 
 
