@@ -635,11 +635,13 @@ class VectorIndexReader:
                     pq_cells.append(cells)
                     parts.append((ids, hashes, codes, pos))
                     found += int(mask[ids].sum()) if mask is not None else len(ids)
-                elif mask is not None:
-                    keep = mask[ids]
-                    ids, hashes, codes, pos = ids[keep], hashes[keep], codes[keep], pos[keep]
-                parts.append((ids, hashes, codes, pos))
-                found += len(ids)
+                else:
+                    if mask is not None:
+                        keep = mask[ids]
+                        ids, hashes, codes, pos = (ids[keep], hashes[keep], codes[keep],
+                                                   pos[keep])
+                    parts.append((ids, hashes, codes, pos))
+                    found += len(ids)
             done = nprobe
             if found >= want or nprobe >= self.nlist:
                 break
