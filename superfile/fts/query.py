@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from quiver.superfile.errors import QueryError
 from quiver.superfile.fts.tokenizer import tokenize
@@ -45,6 +46,11 @@ class Phrase:
     slop: int = 0
 
 
+# A clause's key: its token for a term ("t") or prefix ("p"), its Phrase for a phrase ("q").
+ClauseKey = str | Phrase
+_K = TypeVar("_K", str, Phrase)
+
+
 @dataclass(frozen=True)
 class ParsedQuery:
     """A query for one column after tokenization: every string is one normalized token.
@@ -60,7 +66,7 @@ class ParsedQuery:
     excluded: tuple[str, ...] = ()
     phrases: tuple[Phrase, ...] = ()
     excluded_phrases: tuple[Phrase, ...] = ()
-    boosts: tuple[tuple[tuple[str, object], float], ...] = ()
+    boosts: tuple[tuple[tuple[str, ClauseKey], float], ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -76,7 +82,7 @@ class ParsedQuery:
     def scored(self) -> bool:
         return bool(self.terms or self.prefixes or self.phrases)
 
-    def boost(self, kind: str, key: object) -> float:
+    def boost(self, kind: str, key: ClauseKey) -> float:
         for (k, name), w in self.boosts:
             if k == kind and name == key:
                 return w
@@ -89,10 +95,12 @@ class ParsedQuery:
             out.extend(p.tokens)
         return tuple(dict.fromkeys(out))
 
-    def clause_keys(self) -> list[tuple[str, object]]:
+    def clause_keys(self) -> list[tuple[str, ClauseKey]]:
         """(kind, key) of each scored clause, in group order."""
-        return ([("t", t) for t in self.terms] + [("p", p) for p in self.prefixes]
-                + [("q", p) for p in self.phrases])
+        keys: list[tuple[str, ClauseKey]] = [("t", t) for t in self.terms]
+        keys += [("p", p) for p in self.prefixes]
+        keys += [("q", q) for q in self.phrases]
+        return keys
 
 
 @dataclass
@@ -104,18 +112,24 @@ class _Builder:
     excluded_phrases: dict[Phrase, None] = field(default_factory=dict)
 
     @staticmethod
-    def _put(d: dict, key: object, w: float) -> None:
+    def _put(d: dict[_K, float], key: _K, w: float) -> None:
         # A repeated clause counts once, at its largest weight.
         d[key] = max(d.get(key, 0.0), w)
 
-    def add(self, neg: bool, kind: str, key: object, w: float) -> None:
-        if neg:
-            if kind == "q":
+    def add(self, neg: bool, kind: str, key: ClauseKey, w: float) -> None:
+        if kind == "q":
+            # _clauses keys a phrase clause by its Phrase and every other clause by a token.
+            assert isinstance(key, Phrase)
+            if neg:
                 self.excluded_phrases[key] = None
             else:
-                self.excluded[key] = None
+                self._put(self.phrases, key, w)
             return
-        self._put({"t": self.terms, "p": self.prefixes, "q": self.phrases}[kind], key, w)
+        assert isinstance(key, str)
+        if neg:
+            self.excluded[key] = None
+            return
+        self._put({"t": self.terms, "p": self.prefixes}[kind], key, w)
 
     def build(self) -> ParsedQuery:
         boosts = tuple(((kind, key), w) for kind, d in
@@ -134,7 +148,8 @@ def _weight(text: str | None, whole: str) -> float:
     return w
 
 
-def _clauses(text: str, fields: Sequence[str]):
+def _clauses(text: str, fields: Sequence[str]
+             ) -> Iterator[tuple[bool, str | None, str, ClauseKey, float]]:
     """Yields (negated, field or None, kind, key, weight) for each clause of ``text``."""
     if not isinstance(text, str):
         raise QueryError(f"a full-text query must be a string, not {type(text).__name__}")

@@ -74,6 +74,13 @@ class _Postings:
     length: int
 
 
+# The phrase kernels' (``positions.phrase_docs``/``phrase_topk``) leading arguments: the
+# terms' postings buffer, bases, block counts and document frequencies, their positions
+# buffer, starts and ends, then the slop, the driving term and the longest document.
+PhraseArgs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                   np.ndarray, int, int, int]
+
+
 def _u8(data: Any) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8)
 
@@ -196,9 +203,10 @@ class FtsIndexReader:
         if "dict" in self._resident:
             data = self._resident["dict"][start:end]
         else:
-            data = _u8(self._source.read(self._sections["dict"][0] + start, end - start))
-            if crc32c.crc32c(data) != int(self._block_crc[j]):
+            raw = self._source.read(self._sections["dict"][0] + start, end - start)
+            if crc32c.crc32c(raw) != int(self._block_crc[j]):
                 raise CorruptFileError(f"full-text dictionary block {j} checksum mismatch")
+            data = _u8(raw)
         block = self._parse_block(j, data)
         with self._lock:
             self._blocks[j] = block
@@ -375,9 +383,10 @@ class FtsIndexReader:
             off, length, crc = self._sections["doclens"]
             data = self._resident.get("doclens")
             if data is None:
-                data = _u8(self._source.read(off, length))
-                if crc32c.crc32c(data) != crc:
+                raw = self._source.read(off, length)
+                if crc32c.crc32c(raw) != crc:
                     raise CorruptFileError("full-text doc-length section checksum mismatch")
+                data = _u8(raw)
             self._doc_lens = data.view(f"<u{self._dl_width}").astype(np.int64)
         return self._doc_lens
 
@@ -406,11 +415,11 @@ class FtsIndexReader:
             datas = read_many(self._source, reads)
             table = [(_u8(datas[2 * i]), _u8(datas[2 * i + 1])) for i in range(len(missing))]
         spans = []
-        for (t, _e), (offs, crc) in zip(missing, table, strict=True):
+        for (t, _e), (offs, crc_bytes) in zip(missing, table, strict=True):
             a, b = (int(x) for x in np.frombuffer(offs, "<u8"))
             if a > b or self._pos_data + b > sec_len:
                 raise CorruptFileError(f"positions of term {t!r} lie outside their section")
-            spans.append((t, a, b, int(np.frombuffer(crc, "<u4")[0])))
+            spans.append((t, a, b, int(np.frombuffer(crc_bytes, "<u4")[0])))
         if "positions" in self._resident:
             bufs = [(self._resident["positions"], self._pos_data + a, self._pos_data + b)
                     for _, a, b, _ in spans]
@@ -435,7 +444,7 @@ class FtsIndexReader:
         ``phrase``, ascending by doc id (int64 each). See ``positions`` for what matches."""
         return self._wrap(self._phrase_matches, phrase)
 
-    def _phrase_args(self, phrase: Phrase) -> tuple | None:
+    def _phrase_args(self, phrase: Phrase) -> PhraseArgs | None:
         """The phrase kernels' first ten arguments, or None when a term is absent."""
         if not self.has_positions:
             raise QueryError(

@@ -25,7 +25,7 @@ from quiver.superfile.errors import CorruptFileError, QueryError
 from quiver.superfile.fts.codec import block_count, encode_postings, pack_ranges
 from quiver.superfile.fts.engine import K1, B, idf, topk_kernel
 from quiver.superfile.fts.positions import phrase_topk
-from quiver.superfile.fts.query import ParsedQuery
+from quiver.superfile.fts.query import ParsedQuery, Phrase
 from quiver.superfile.fts.stats import CollectionStats
 
 if TYPE_CHECKING:
@@ -91,12 +91,15 @@ def _add_field(kern: _Kernel, fs: FieldSearch, and_mode: bool) -> None:
     # Each term once, in every group it serves, at its largest clause weight.
     term_bits: dict[str, int] = {}
     term_boost: dict[str, float] = {}
-    phrases = []
+    phrases: list[tuple[Phrase, int, float]] = []
     for (kind, key), gb in zip(keys, bits, strict=True):
         boost = q.boost(kind, key)
+        # ParsedQuery keys its phrase clauses ("q") by Phrase and the others by token.
         if kind == "q":
+            assert isinstance(key, Phrase)
             phrases.append((key, gb, boost))
             continue
+        assert isinstance(key, str)
         members = [key] if kind == "t" else r._expand(key)
         for t in members:
             term_bits[t] = term_bits.get(t, 0) | gb
