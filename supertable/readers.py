@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from typing import TypeVar
 
 import crc32c
 
@@ -39,8 +40,14 @@ log = logging.getLogger(__name__)
 LOCAL_KINDS = frozenset({"memory", "local"})
 
 
+_V = TypeVar("_V")
+
+
 class VersionCache:
-    """A bounded map for facts derived from one immutable table version (BM25 statistics)."""
+    """A bounded map for facts derived from one immutable table version (BM25 statistics).
+
+    Values of several types share it; the caller's key says which type is stored under it.
+    """
 
     def __init__(self, capacity: int = 65536) -> None:
         self._items: OrderedDict[object, object] = OrderedDict()
@@ -54,7 +61,7 @@ class VersionCache:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: object, value: object) -> object:
+    def put(self, key: object, value: _V) -> _V:
         with self._lock:
             self._items[key] = value
             while len(self._items) > self._capacity:

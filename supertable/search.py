@@ -24,6 +24,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -128,6 +129,10 @@ def _live_size(snap: Snapshot, entry: FileEntry, column: str) -> tuple[int, int]
     return docs - len(entry.tombstones), tokens - dead_tokens
 
 
+# Per file (documents, tokens) of a column's live rows, and the table's totals.
+_Sizes = tuple[tuple[tuple[int, int], ...], CollectionStats]
+
+
 def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQuery
                 ) -> tuple[CollectionStats, ParsedQuery]:
     """Table-wide BM25 statistics for the query's terms (prefix expansions included).
@@ -148,7 +153,9 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
     """
     cache = snap.pool.stats_cache
     version = snap.version
-    sizes = cache.get((version, column, "sizes"))
+    # The cache holds each kind of fact under its own key tag ("sizes", "prefix", "df"),
+    # so the tag says the type of what a get returns.
+    sizes = cast("_Sizes | None", cache.get((version, column, "sizes")))
     if sizes is None:
         per_file_sizes = tuple(_live_size(snap, f, column) for f in files)
         sizes = cache.put((version, column, "sizes"), (per_file_sizes, collection_stats(
@@ -156,7 +163,7 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
     per_file_sizes, totals = sizes
     terms = set(q.terms)
     for prefix in q.prefixes:
-        expansion = cache.get((version, column, "prefix", prefix))
+        expansion = cast("frozenset[str] | None", cache.get((version, column, "prefix", prefix)))
         if expansion is None:
             found: set[str] = set()
             for f in files:
@@ -166,11 +173,11 @@ def table_stats(snap: Snapshot, column: str, files: list[FileEntry], q: ParsedQu
     dfs: dict[str, int] = {}
     missing = []
     for t in sorted(terms):
-        df = cache.get((version, column, "df", t))
-        if df is None:
+        known_df = cast("int | None", cache.get((version, column, "df", t)))
+        if known_df is None:
             missing.append(t)
         else:
-            dfs[t] = df
+            dfs[t] = known_df
     if missing:
         # Each file's live document frequencies of the terms not known yet.
         per_file: list[dict[str, int]] = [{} for _ in files]
