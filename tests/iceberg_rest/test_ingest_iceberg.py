@@ -57,7 +57,7 @@ def test_ingest_reads_a_lake_table_by_its_folder_with_its_deletes(lake, tmp_path
     table, expected = lake
     folder = Path(table.metadata.location.removeprefix("file:"))
     root = tmp_path / "root"
-    assert main(["ingest", "--root", str(root), "events", str(folder), "--create",
+    assert main(["ingest", "--create-root", "--root", str(root), "events", str(folder), "--create",
                  "--fts", "body", "--chunk-rows", "1000"]) == 0
     assert f"{len(expected):,} rows" in capsys.readouterr().out
     assert _quiver_rows(root, "events") == expected
@@ -70,7 +70,7 @@ def test_ingest_again_of_the_same_snapshot_adds_nothing(lake, tmp_path, capsys) 
     table, expected = lake
     root = tmp_path / "root"
     meta = Path(table.metadata_location.removeprefix("file:"))
-    args = ["ingest", "--root", str(root), "events", str(meta), "--create"]
+    args = ["ingest", "--create-root", "--root", str(root), "events", str(meta), "--create"]
     assert main(args) == 0
     assert main(args) == 0
     assert "skipped 1 file already ingested" in capsys.readouterr().out
@@ -82,7 +82,7 @@ def test_ingest_reads_a_lake_table_through_its_rest_catalog(lake, catalog_server
     _, expected = lake
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     root = tmp_path / "root"
-    assert main(["ingest", "--root", str(root), "events", "--create",
+    assert main(["ingest", "--create-root", "--root", str(root), "events", "--create",
                  "--iceberg-catalog", catalog_server.uri,
                  "--iceberg-table", "lakehouse.events"]) == 0
     assert _quiver_rows(root, "events") == expected
@@ -91,7 +91,7 @@ def test_ingest_reads_a_lake_table_through_its_rest_catalog(lake, catalog_server
 def test_ingest_names_a_missing_catalog_table(catalog_server, tmp_path, monkeypatch,
                                               capsys) -> None:
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    assert main(["ingest", "--root", str(tmp_path / "root"), "events", "--create",
+    assert main(["ingest", "--create-root", "--root", str(tmp_path / "root"), "events", "--create",
                  "--iceberg-catalog", catalog_server.uri,
                  "--iceberg-table", "lakehouse.nope"]) == 1
     assert "nope" in capsys.readouterr().err
@@ -110,7 +110,7 @@ def test_ingest_applies_the_position_delete_files_of_a_merge_on_read_table(tmp_p
         folder = Path(table.store.uri.removeprefix("file://")) / table.prefix
     assert list((folder / "metadata" / "deletes").glob("*.parquet"))
     root = tmp_path / "root"
-    assert main(["ingest", "--root", str(root), "copy", str(folder), "--create"]) == 0
+    assert main(["ingest", "--create-root", "--root", str(root), "copy", str(folder), "--create"]) == 0
     with connect(str(root)) as conn:
         ids = conn.sql("SELECT id FROM copy").column("id").to_pylist()
     assert sorted(ids) == [i for i in range(50) if i % 5]
