@@ -110,7 +110,8 @@ def test_ingest_applies_the_position_delete_files_of_a_merge_on_read_table(tmp_p
         folder = Path(table.store.uri.removeprefix("file://")) / table.prefix
     assert list((folder / "metadata" / "deletes").glob("*.parquet"))
     root = tmp_path / "root"
-    assert main(["ingest", "--create-root", "--root", str(root), "copy", str(folder), "--create"]) == 0
+    assert main(["ingest", "--create-root", "--root", str(root), "copy", str(folder),
+                 "--create"]) == 0
     with connect(str(root)) as conn:
         ids = conn.sql("SELECT id FROM copy").column("id").to_pylist()
     assert sorted(ids) == [i for i in range(50) if i % 5]
