@@ -58,6 +58,8 @@ bench: install
 	$(PYTHON) -m bench.iceberg_bench
 	$(PYTHON) -m bench.phrase_bench
 	$(PYTHON) -m bench.write_bench
+	$(PYTHON) -m bench.vector_bench
+	$(PYTHON) -m bench.first_query_bench
 
 lint: install
 	$(VENV)/bin/ruff check .
