@@ -40,7 +40,7 @@ def _config(quick: bool, scale: int | None) -> dict[str, Any]:
     if quick:
         return {"copies": scale or 2, "rows_per_copy": 100_000, "runs": 9, "warmup": 1,
                 "query_budget_s": 5.0, "build_budget_s": 300.0}
-    return {"copies": scale or 10, "rows_per_copy": None, "runs": 31, "warmup": 3,
+    return {"copies": scale or 10, "rows_per_copy": None, "runs": 101, "warmup": 5,
             "query_budget_s": 20.0, "build_budget_s": 1800.0}
 
 
