@@ -52,6 +52,7 @@ test: install spark-iceberg
 bench: install
 	$(PYTHON) -m bench.superfile_bench
 	$(PYTHON) -m bench.table_bench
+	$(PYTHON) -m bench.bm25_scale_bench
 	$(PYTHON) -m bench.sql_bench
 	$(PYTHON) -m bench.flight_bench
 	$(PYTHON) -m bench.security_bench
