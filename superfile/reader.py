@@ -76,6 +76,11 @@ def _parse_footer(footer: Buffer) -> pq.FileMetaData:
         raise CorruptFileError(f"unreadable Parquet footer: {exc}") from None
 
 
+# A lazily read file whose vector column is at most this large keeps it decoded once a
+# search asks for most of it.
+RESIDENT_VECTORS_MAX_BYTES = 8 << 20
+
+
 class SuperfileReader:
     """One opened superfile. Safe to share between threads."""
 
@@ -137,9 +142,16 @@ class SuperfileReader:
         if dim is None:
             raise CorruptFileError(f"vector index on column {column!r}, which holds no vectors")
         if whole is None:
-            return ColumnVectors(
-                metric, dim, take=lambda ids: self._rows.take(ids, [column]).column(0)
-            )
+            def take(ids: np.ndarray) -> pa.Array | pa.ChunkedArray:
+                return self._rows.take(ids, [column]).column(0)
+
+            if self.metadata.num_rows * dim * 4 > RESIDENT_VECTORS_MAX_BYTES:
+                return ColumnVectors(metric, dim, take=take)
+            # A small file asked for most of its vectors (a flat scan: every search of it
+            # scores them all) decodes the column once and keeps it, instead of fetching
+            # and decoding every page again on each query; a shortlist still takes pages.
+            return ColumnVectors(metric, dim, take=take, rows_total=self.metadata.num_rows,
+                                 whole=lambda: self.read_table([column]).column(0))
 
         def decode() -> pa.ChunkedArray:
             try:

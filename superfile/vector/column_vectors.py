@@ -6,7 +6,8 @@ file's own Parquet column. ``ColumnVectors`` hands them out by local row id, alr
 normalized for cosine exactly as the builder normalized them:
 
 - over a lazy source, each call fetches only the Parquet pages that hold the rows
-  (``RowFetcher.take``);
+  (``RowFetcher.take``), unless it asks for most of the column (a flat scan of a small
+  file): then the column is decoded whole once and kept;
 - over resident bytes, the column is decoded whole on first use and kept;
 - ``ColumnVectors.of_array`` wraps vectors already in memory (an index built on the fly).
 """
@@ -41,13 +42,15 @@ class ColumnVectors:
         self, metric: Metric, dim: int, *,
         take: Callable[[np.ndarray], pa.Array | pa.ChunkedArray] | None = None,
         whole: Callable[[], pa.Array | pa.ChunkedArray] | None = None,
+        rows_total: int = 0,
     ) -> None:
-        if (take is None) == (whole is None):
-            raise ValueError("give exactly one of take (lazy) and whole (resident)")
+        if take is None and whole is None:
+            raise ValueError("give take (lazy), whole (resident) or both")
         self.metric = Metric.parse(metric)
         self.dim = dim
         self._take = take
         self._whole = whole
+        self._rows_total = rows_total
         self._all: np.ndarray | None = None
         self._lock = threading.Lock()
 
@@ -61,7 +64,8 @@ class ColumnVectors:
         """This source, prepared for ``metric`` (the index's own metric decides)."""
         if Metric.parse(metric) is self.metric:
             return self
-        return ColumnVectors(metric, self.dim, take=self._take, whole=self._whole)
+        return ColumnVectors(metric, self.dim, take=self._take, whole=self._whole,
+                             rows_total=self._rows_total)
 
     def _prepare(self, mat: np.ndarray) -> np.ndarray:
         if self.metric is Metric.COSINE:
@@ -82,10 +86,13 @@ class ColumnVectors:
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return np.zeros((0, self.dim), np.float32)
-        if self._take is None:
+        if self._take is None or (self._whole is not None and (
+                self._all is not None or 2 * len(ids) >= self._rows_total)):
             mat = self._resident()
             if int(ids.max()) >= len(mat):
                 raise CorruptFileError("vector index names a row past the end of its column")
+            if len(ids) == len(mat) and np.array_equal(ids, np.arange(len(mat))):
+                return mat  # a flat scan of every row: no copy (callers only read it)
             return mat[ids]
         got = _matrix(self._take(ids), self.dim)
         if len(got) != len(ids):

@@ -138,6 +138,21 @@ def test_filtered_search_on_a_pq_file_equals_exact_filtered_search():
             assert set(ids.tolist()) <= set(allow)
 
 
+def test_lazy_flat_scan_of_a_small_file_decodes_its_vectors_once():
+    # A flat index scores every row: the second search reads nothing more and decodes
+    # nothing again, and answers exactly.
+    x = clustered(1500, 32, 5, seed=11)
+    data = write_superfile(_table(x), IndexSpec.of(vector={"vec": "l2"})).data
+    counting = CountingRangeReader(BytesRangeReader(data))
+    reader = SuperfileReader.open_lazy(counting)
+    for q in x[:2]:
+        before = counting.bytes_read
+        ids, _ = reader.vector_search("vec", q, 10)
+        want, _ = brute_force(x, q, Metric.L2, 10)
+        assert ids.tolist() == want.tolist()
+    assert counting.bytes_read == before
+
+
 def test_codes_default_by_size_and_follow_the_spec():
     small = vectors(clustered(6000, 16, 10, seed=7))
     big = vectors(clustered(17000, 16, 10, seed=8))
