@@ -130,17 +130,21 @@ def test_wheel_in_a_fresh_virtualenv_beside_proto_plus_answers_searches(dist: Pa
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; "
                                 "print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps",
-                           "--no-index", str(_one(dist, "quiver-*.whl"))],
-                          capture_output=True, text=True, timeout=300)
+    work = tmp_path / "work"
+    work.mkdir()
+    # Run from an empty folder with the variables pip reads cleared: a checkout's
+    # ``quiver.egg-info`` in the working folder would pass for an installed quiver.
+    env = {key: value for key, value in os.environ.items()
+           if key != "PYTHONPATH" and not key.startswith("PIP_")}
+    done = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index",
+                           "--force-reinstall", str(_one(dist, "quiver-*.whl"))],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert list(site.glob("quiver-*.dist-info")), done.stdout[-2000:]
     # Dependencies (and proto-plus) come from this environment's packages, after the fresh
     # environment's own: the wheel is the only thing installed there. Added after the
     # install, or pip would take this environment's editable quiver for an installed one.
     (site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    work = tmp_path / "work"
-    work.mkdir()
     (work / "smoke.py").write_text(SMOKE)
     done = subprocess.run([str(python), "smoke.py", str(venv), str(tmp_path / "data")],
                           cwd=work, env=env, capture_output=True, text=True, timeout=300)

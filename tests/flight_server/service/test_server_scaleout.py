@@ -40,7 +40,10 @@ def pair(s3_server, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProce
     started: list[ServerProcess] = []
     try:
         for i, port in enumerate(ports):
-            started.append(start_server(root, *options, *advertise, port=port,  # type: ignore[arg-type]
+            # --max-staleness 0: every statement asks storage for the newest version (the
+            # default on object storage shares one check per table per 0.2 s).
+            started.append(start_server(root, *options, *advertise, "--max-staleness", "0",
+                                        port=port,  # type: ignore[arg-type]
                                         log_path=tmp_path / f"server-{i}.log"))
         yield started[0], started[1]
     finally:
