@@ -10,6 +10,7 @@ import json
 import tomllib
 
 from tests.compose.conftest import DOCKERFILE, REPO, serve_args
+from tests.source_tree import parse_source
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -44,7 +45,7 @@ def _only(steps: list[tuple[str, str]], keyword: str) -> str:
 
 def _layers() -> tuple[str, ...]:
     """The folders ``setup.py`` installs under the ``quiver`` package."""
-    tree = ast.parse((REPO / "setup.py").read_text())
+    tree = parse_source((REPO / "setup.py").read_text())
     (value,) = [node.value for node in tree.body if isinstance(node, ast.Assign)
                 and [getattr(t, "id", None) for t in node.targets] == ["LAYERS"]]
     return ast.literal_eval(value)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import quiver
+from tests.source_tree import parse_source
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = ("superfile", "supertable", "catalog", "flight_server", "proto")
@@ -25,7 +26,7 @@ SOURCES = (*LAYERS, "quiver", "tests", "bench")
 
 def _imported_tops(path: Path) -> list[tuple[int, str]]:
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse_source(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import quiver.superfile.fts as fts_package
+from tests.source_tree import parse_source
 
 FTS = Path(fts_package.__file__).resolve().parent
 SUPERTABLE = FTS.parent.parent / "supertable"
@@ -16,7 +17,7 @@ SUPERTABLE = FTS.parent.parent / "supertable"
 
 def _runtime_imports(path: Path) -> set[str]:
     """Sibling modules ``path`` imports when it runs (``if TYPE_CHECKING:`` blocks aside)."""
-    tree = ast.parse(path.read_text())
+    tree = parse_source(path.read_text())
     skip: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):

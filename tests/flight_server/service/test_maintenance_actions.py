@@ -176,8 +176,8 @@ def test_the_actions_need_credentials_on_a_secured_server(tmp_path: Path) -> Non
 def test_optimize_past_the_statement_time_limit_stops_and_publishes_nothing(
         tmp_path: Path) -> None:
     root = tmp_path / "root"
-    _make_root(root, appends=12, rows=4000)
-    server = start_server(root, *NO_COMPACTION, "--statement-timeout", "0.2")
+    _make_root(root, appends=12, rows=8000)
+    server = start_server(root, *NO_COMPACTION, "--statement-timeout", "0.05")
     try:
         before = _state(root)
         started = time.monotonic()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_tree import parse_source
+
 SERVICE = Path(__file__).resolve().parents[3] / "flight_server" / "service"
 FORBIDDEN = ("sqlglot", "quiver.flight_server.sql.parse", "flight_server.sql.parse")
 
@@ -35,7 +37,7 @@ def test_the_service_package_has_modules_to_check() -> None:
 
 @pytest.mark.parametrize("path", sorted(SERVICE.glob("*.py")), ids=lambda p: p.name)
 def test_no_service_module_imports_sqlglot_or_the_sql_parser(path: Path) -> None:
-    found = [n for n in _imported(ast.parse(path.read_text(), str(path))) if _forbidden(n)]
+    found = [n for n in _imported(parse_source(path.read_text(), str(path))) if _forbidden(n)]
     assert not found, f"{path.name} imports {found}; ask quiver.flight_server.sql instead"
 
 
@@ -44,6 +46,6 @@ def test_the_check_sees_each_form_of_a_forbidden_import() -> None:
                    "from quiver.flight_server.sql import parse as sqlparse",
                    "from quiver.flight_server.sql.parse import table_refs",
                    "import quiver.flight_server.sql.parse"):
-        assert any(_forbidden(n) for n in _imported(ast.parse(source))), source
-    assert not any(_forbidden(n) for n in _imported(ast.parse(
+        assert any(_forbidden(n) for n in _imported(parse_source(source))), source
+    assert not any(_forbidden(n) for n in _imported(parse_source(
         "from quiver.flight_server.sql import SqlConnection, analyse\nimport sqlglotx")))

@@ -17,6 +17,7 @@ from quiver import catalog
 from quiver.flight_server.sql import SqlEngine
 from quiver.flight_server.sql import statements as st
 from quiver.supertable.errors import WriteConflictError
+from quiver.supertable.options import REMOTE_MAX_STALENESS_S
 from tests.flight_server.conftest import start_server
 
 # Bounds of each racing client: whichever comes first.
@@ -155,6 +156,9 @@ def test_two_servers_on_one_root_count_every_acknowledged_update(kind, tmp_path:
             return run
 
         acked = _race([client(cursors[0]), client(cursors[1])])
+        # The other server's last commits show once its check for a newer version is older
+        # than the staleness allowance (0.2 s on object storage).
+        time.sleep(REMOTE_MAX_STALENESS_S + 0.05)
         cursors[1].execute("SELECT v FROM c WHERE id = 1")
         final = cursors[1].fetchall()[0][0]
         assert min(acked) > 0, acked
