@@ -11,6 +11,7 @@ line of stdout is a JSON summary with the write log; ``appends`` also prints one
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -126,6 +127,11 @@ def main() -> None:
         raise SystemExit(f"unknown op {op!r}")
     result["writes"] = store.write_log()
     print(json.dumps(result), flush=True)
+    # Background work (a deferred append's indexing) finishes here rather than racing the
+    # interpreter's teardown; then the process leaves without one.
+    table.close()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
