@@ -82,6 +82,9 @@ def test_two_engines_incrementing_one_counter_lose_no_update(shared_root):
     a, b = _counter_engines(uri, options)
     acked = _race([lambda: _count(a, INCREMENT), lambda: _count(b, INCREMENT)])
     assert min(acked) > 0, acked
+    # Each engine sees the other's last commits once its check for a newer version is
+    # older than the staleness allowance (0.2 s on object storage).
+    time.sleep(REMOTE_MAX_STALENESS_S + 0.05)
     assert _value(a) == sum(acked) == _value(b)
     assert _value(a, 2) == 0
 
@@ -99,6 +102,7 @@ def test_update_racing_delete_never_brings_the_row_back(shared_root):
 
     _race([lambda: _count(a, INCREMENT), delete_once], seconds=2.5)
     assert deleted == [1]
+    time.sleep(REMOTE_MAX_STALENESS_S + 0.05)
     assert _value(a) is None and _value(b) is None
     assert _count(a, "SELECT count(*) FROM c") == 1
     # Once it is gone, an update finds nothing to change.
