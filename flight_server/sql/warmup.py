@@ -53,9 +53,13 @@ def warm_up() -> float:
     """Runs every kind of search once on a throwaway in-memory table; the seconds taken."""
     from quiver.catalog.storage import drop_memory_store
     from quiver.flight_server.sql import connect
+    from quiver.supertable.options import TableOptions
 
     t0 = time.perf_counter()
-    conn = connect(f"memory://quiver-warm-up-{uuid.uuid4().hex}")
+    # Everything on the calling thread: each kernel compiles once, in a fixed order, and
+    # no compile is left running on a worker when the process exits.
+    serial = TableOptions(build_threads=1, search_threads=1, background_indexing=False)
+    conn = connect(f"memory://quiver-warm-up-{uuid.uuid4().hex}", table_options=serial)
     try:
         conn.sql(f"CREATE TABLE warm (id BIGINT, title VARCHAR, body VARCHAR, year INT, "
                  f"emb FLOAT[{_DIM}]) WITH (fts = 'title,body', vector = 'emb')")

@@ -29,9 +29,12 @@ with quiver.connect(sys.argv[1]) as db:
 
 
 def _run(cache: Path, *args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=str(cache))
+    # A fatal signal in the child prints every thread's stack into the failure message.
+    env = dict(os.environ, PYTHONPATH=str(REPO), NUMBA_CACHE_DIR=str(cache),
+               PYTHONFAULTHANDLER="1")
     out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
-                         timeout=600, check=True)
+                         timeout=600)
+    assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
     return out.stdout + out.stderr
 
 
