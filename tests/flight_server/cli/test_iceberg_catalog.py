@@ -18,23 +18,22 @@ from quiver.flight_server.sql import connect
 from quiver.supertable.iceberg.catalog import CatalogError
 from quiver.supertable.iceberg.sqlite import SqliteCatalog
 from tests.flight_server.conftest import start_server
+from tests.iceberg_sql import reader
 
 NS = "lake"
 
 
 def _scan(db: Path, name: str) -> pa.Table:
-    """The table as a catalog reader sees it: pyiceberg's SqlCatalog where its SQL toolkit
-    is importable, else the catalog row read directly and its metadata file scanned."""
-    try:
-        from pyiceberg.catalog.sql import SqlCatalog
-    except ImportError:
-        with sqlite3.connect(db) as con:
-            (location,) = con.execute(
-                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = 'default'"
-                " AND table_namespace = ? AND table_name = ?", (NS, name)).fetchone()
-        return StaticTable.from_metadata(location).scan().to_arrow()
-    cat = SqlCatalog("default", uri=f"sqlite:///{db}", warehouse=f"file://{db.parent}")
-    return cat.load_table((NS, name)).scan().to_arrow()
+    """The table as a catalog reader sees it: pyiceberg's own SqlCatalog (in a child with
+    SQLAlchemy 2, ``tests.iceberg_sql.reader``) where it can run, else the catalog row read
+    directly and its metadata file scanned."""
+    if reader.missing() is None:
+        return reader.scan(f"sqlite:///{db}", NS, name)
+    with sqlite3.connect(db) as con:
+        (location,) = con.execute(
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = 'default'"
+            " AND table_namespace = ? AND table_name = ?", (NS, name)).fetchone()
+    return StaticTable.from_metadata(location).scan().to_arrow()
 
 
 def _rows(table: pa.Table) -> list[dict]:
