@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as adbc
-import psycopg
 import pytest
 
 from quiver.flight_server.cli.main import main
@@ -26,6 +25,8 @@ from quiver.supertable.iceberg.sql_catalog import version
 from tests.flight_server.conftest import start_server
 from tests.iceberg_sql import reader
 from tests.iceberg_sql.postgres import Postgres
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
 
 NS = "lake"
 LOCK_WAIT_S = 20.0
@@ -266,3 +267,14 @@ def test_a_shown_catalog_uri_keeps_user_host_and_database_only() -> None:
     assert redacted("postgresql+psycopg://u:s%40cret@db.internal:6432/cat?password=x&"
                     "sslmode=require") == "postgresql://u@db.internal:6432/cat"
     assert redacted("postgres://[::1]:5432/cat") == "postgresql://[::1]:5432/cat"
+
+
+def test_ingest_reads_a_table_through_the_postgresql_catalog(postgres_server, pg_database,
+                                                             root, tmp_path) -> None:
+    uri = postgres_server.uri(pg_database, scheme="postgresql+psycopg")
+    assert main(["iceberg", "register", "--root", str(root), "--catalog-uri", uri,
+                 "--namespace", NS, "docs"]) == 0
+    copy = tmp_path / "copy"
+    assert main(["ingest", "--create-root", "--root", str(copy), "docs", "--create",
+                 "--iceberg-catalog", uri, "--iceberg-table", f"{NS}.docs"]) == 0
+    assert _select(copy) == _select(root)
