@@ -156,7 +156,9 @@ class SqlCatalog:
             try:
                 outcome = self._attempt(con, key, location)
             except BaseException:
-                con.execute("ROLLBACK")
+                # A broken connection fails its ROLLBACK too: the first error is the one told.
+                with contextlib.suppress(*self.dialect.errors):
+                    con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
             if outcome is not None:
