@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install system-deps spark-iceberg iceberg-rest run demo test bench lint typecheck wheel clean
+.PHONY: install system-deps spark-iceberg iceberg-rest sql-catalog-reader run demo test bench lint typecheck wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,7 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # docker-compose validates compose/ in the tests; Maven and a JDK run the JDBC driver tests
-# (tests/java). Debian's packages, when we may install them.
+# (tests/java); PostgreSQL's server programs run the Iceberg SQL catalog tests
+# (tests/iceberg_sql), which start a private server of their own, so the package is told not
+# to create (and start) its main cluster. Debian's packages, when we may install them.
 system-deps:
 	@command -v docker-compose >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -24,6 +26,14 @@ system-deps:
 			apt-get update -qq && \
 			apt-get install -y -qq maven default-jdk-headless >/dev/null; \
 		else echo "Maven or a JDK is missing: the JDBC driver tests will be skipped"; fi; }
+	@{ command -v postgres >/dev/null || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; } || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-common >/dev/null && \
+			sed -i 's/^#*[[:space:]]*create_main_cluster.*/create_main_cluster = false/' \
+				/etc/postgresql-common/createcluster.conf && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+		else echo "PostgreSQL is not installed: the PostgreSQL catalog tests will be skipped"; fi; }
 
 # Spark reading tables through Iceberg (tests/spark_iceberg): Iceberg's Spark runtime jar,
 # and a pyspark it is built for when the installed one has none. Fetched once, each step
@@ -46,7 +56,14 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/quiver demo
 
-test: install spark-iceberg
+# pyiceberg's SqlCatalog reading the catalogs Quiver writes (tests/iceberg_sql): it needs
+# SQLAlchemy 2, which flightsql-dbapi's SQLAlchemy 1.4 keeps out of the environment, so it is
+# installed once into ~/.cache/quiver and put first on the reader's path. Without it those
+# reads are skipped.
+sql-catalog-reader: $(VENV)/.installed
+	@$(PYTHON) -m tests.iceberg_sql.reader fetch || true
+
+test: install spark-iceberg sql-catalog-reader
 	$(PYTHON) -m pytest -q
 
 bench: install

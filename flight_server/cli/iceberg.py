@@ -1,8 +1,8 @@
-"""``quiver iceberg register``: listing a root's tables in an Iceberg catalog, a SQLite SQL
-catalog or a REST catalog.
+"""``quiver iceberg register``: listing a root's tables in an Iceberg catalog, a SQL catalog
+in SQLite or PostgreSQL, or a REST catalog.
 
 Each table is registered at its newest Iceberg metadata file; a table the catalog
-already lists is moved to it (see ``quiver.supertable.iceberg.catalog`` and ``.rest``), so
+already lists is moved to it (see ``quiver.supertable.iceberg.sql_catalog`` and ``.rest``), so
 a rerun is harmless and brings the catalog up to date. Runs on a storage root (``--root``).
 """
 
@@ -29,9 +29,11 @@ REST_HELP = ("or a REST catalog: rest+http://host:port/path (rest+https:// too),
 
 def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog-uri", required=True, metavar="URI",
-                        help="the SQLite catalog: sqlite:////absolute/path.db or "
-                        "sqlite:///relative/path.db (its tables are created when missing), "
-                        + REST_HELP)
+                        help="a SQL catalog in SQLite: sqlite:////absolute/path.db or "
+                        "sqlite:///relative/path.db, or in PostgreSQL: "
+                        "postgresql://user:password@host:port/db (postgresql+psycopg:// "
+                        "too; the password may come from $PGPASSWORD or ~/.pgpass instead); "
+                        "their tables are created when missing; " + REST_HELP)
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
                         help=f"namespace the tables are registered in (default "
                         f"{DEFAULT_NAMESPACE})")

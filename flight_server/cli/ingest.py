@@ -475,13 +475,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "as that table's current snapshot")
     parser.add_argument("--iceberg-catalog", default=None, metavar="URI",
                         help="read the table --iceberg-table from this Iceberg catalog "
-                        "(sqlite:///path.db or rest+http://host:port/path; a REST catalog's "
+                        "(sqlite:///path.db, postgresql://user@host:port/db or "
+                        "rest+http://host:port/path; a REST catalog's "
                         "token or credential come from $QUIVER_ICEBERG_CATALOG_TOKEN or "
                         "$QUIVER_ICEBERG_CATALOG_CREDENTIAL)")
     parser.add_argument("--iceberg-table", default=None, metavar="NS.TABLE",
                         help="with --iceberg-catalog: the table to read")
     parser.add_argument("--iceberg-catalog-name", default="default", metavar="NAME",
-                        help="with a SQLite --iceberg-catalog: the catalog's name (default "
+                        help="with a SQL --iceberg-catalog: the catalog's name (default "
                         "default)")
     parser.add_argument("--iceberg-catalog-warehouse", default=None, metavar="NAME",
                         help="with a REST --iceberg-catalog: the warehouse sent with "

@@ -105,10 +105,11 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
         "in its folder; these commands name it in a catalog.")
     actions = iceberg.add_subparsers(dest="iceberg_command", required=True)
     register = actions.add_parser(
-        "register", help="register tables in an Iceberg catalog (SQLite or REST), or update "
-        "them",
+        "register", help="register tables in an Iceberg catalog (SQLite, PostgreSQL or "
+        "REST), or update them",
         description="Register each table (every table under the root by default) in an "
-        "Iceberg catalog, a SQL catalog kept in SQLite or a REST catalog, at its newest "
+        "Iceberg catalog, a SQL catalog kept in SQLite or PostgreSQL or a REST catalog, at its "
+        "newest "
         "Iceberg metadata; a table the catalog already lists is moved forward to it in one "
         "update. Rerunning it is harmless. Runs on a storage root (--root).")
     cli_iceberg.add_register_arguments(register)
@@ -251,8 +252,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
                        help="log lines as text, or one JSON object per line (default text)")
     serve.add_argument("--iceberg-catalog", default=None, metavar="URI",
                        help="Iceberg catalog in which every table this server commits to is "
-                       "registered at its newest metadata: a SQLite SQL catalog "
-                       "(sqlite:////path.db) or a REST catalog (rest+http://host:port/path) "
+                       "registered at its newest metadata: a SQL catalog in SQLite "
+                       "(sqlite:////path.db) or PostgreSQL (postgresql://user@host:port/db; "
+                       "the password from $PGPASSWORD or ~/.pgpass) or a REST catalog "
+                       "(rest+http://host:port/path) "
                        "(a failure is logged; the write still succeeds)")
     serve.add_argument("--iceberg-namespace", default="quiver", metavar="NS",
                        help="namespace of the tables in --iceberg-catalog (default quiver)")
