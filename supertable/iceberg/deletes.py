@@ -13,12 +13,15 @@ claims are a subset of the newer set and change nothing. Past ``MAX_DELETE_FILES
 listed files, the commit writes one file holding every tombstone instead, so readers
 open few delete files however many commits deleted rows.
 
-Format version 3 (deletion vectors): a commit writes one Puffin file holding a
-deletion vector for each data file whose tombstones changed; each vector is a manifest
-entry of its own (``referenced_data_file``, ``content_offset``,
-``content_size_in_bytes``), and a data file has exactly one, the newest. A Puffin file
-stays while any of its vectors is current; past ``MAX_DELETE_FILES`` Puffin files, one
-new file holds every vector.
+Format version 3 (deletion vectors): each data file with tombstones has exactly one
+deletion vector, a manifest entry of its own (``referenced_data_file``,
+``content_offset``, ``content_size_in_bytes``). A commit whose tombstones changed writes
+one Puffin file holding the vectors of every data file with tombstones, changed or not,
+so a snapshot lists a single Puffin file; commits that change no tombstone list it again.
+Vectors are small (roaring bitmaps), so rewriting them is cheap, and readers open one
+file: DuckDB 1.5.5's ``iceberg_scan`` applies wrong vectors when a snapshot lists several
+Puffin files holding several vectors each (its external file cache), which this layout
+never produces.
 
 A delete file's sequence number is the version that wrote it: every data file it
 claims was added at or before that version, and a position delete applies to data
@@ -210,7 +213,9 @@ def plan(folder: Folder, version: int, dead: list[FileEntry], prior: list[Listed
             kept[held[0].key] = held[0]
         else:
             changed.append(f)
-    if changed and len({d.path for d in kept.values()}) + 1 > MAX_DELETE_FILES:
+    # Deletion vectors all go in one new Puffin file whenever any changed (see the notes).
+    limit = 1 if vectors else MAX_DELETE_FILES
+    if changed and len({d.path for d in kept.values()}) + 1 > limit:
         kept, changed = {}, list(dead)
     out = Plan(listed=list(kept.values()))
     if changed:
