@@ -117,15 +117,19 @@ class Connection:
         vector: dict[str, str | Metric] | None = None,
         spec: IndexSpec | None = None,
         exist_ok: bool = False,
+        iceberg_version: int | None = None,
     ) -> Table:
         """Creates an empty table. Without ``spec``/``fts``/``vector`` every string column
         gets a BM25 index and every fixed-size float list a cosine vector index; indexed
-        vector columns are stored as float32 (``IndexSpec.stored_schema``)."""
+        vector columns are stored as float32 (``IndexSpec.stored_schema``).
+        ``iceberg_version`` 3 writes the table's Iceberg metadata in format version 3,
+        deleted rows as deletion vectors (2, the default: position delete files)."""
         _check_name(name)
         if spec is None and (fts is not None or vector is not None):
             spec = IndexSpec.of(fts=fts or [], vector=vector or {})
         prefix = f"{TABLES_DIR}/{name}-{uuid.uuid4().hex[:12]}"
-        table = Table.create(self.store, prefix, name, schema, spec, self.options)
+        table = Table.create(self.store, prefix, name, schema, spec, self.options,
+                             _properties(iceberg_version))
         entry = json.dumps({"name": name, "prefix": prefix}).encode()
         try:
             self.store.put(self._entry_path(name), entry, mode="create")
@@ -140,7 +144,8 @@ class Connection:
         return table
 
     def create_staged(self, name: str, schema: pa.Schema, *,
-                      spec: IndexSpec | None = None) -> Table:
+                      spec: IndexSpec | None = None,
+                      iceberg_version: int | None = None) -> Table:
         """A new, empty table named ``name`` that is not in the catalog yet: nobody sees
         it until ``publish_staged``. Its folder is recorded under ``_staging/`` so that a
         process dying before either ``publish_staged`` or ``discard_staged`` leaves work
@@ -151,7 +156,8 @@ class Connection:
         self.store.put(record, json.dumps({"prefix": prefix, "name": name,
                                            "started_at": time.time()}).encode())
         try:
-            return Table.create(self.store, prefix, name, schema, spec, self.options)
+            return Table.create(self.store, prefix, name, schema, spec, self.options,
+                                _properties(iceberg_version))
         except BaseException:
             self._remove_prefix(prefix)
             self._delete_quietly(record)
@@ -439,3 +445,8 @@ def connect(uri: str, *, validate: bool = False, table_options: TableOptions | N
     """Opens the storage root at ``uri`` (memory://, a path, file://, s3://, gs://, az://)."""
     store = open_store(uri, validate=validate, **{k: str(v) for k, v in storage_options.items()})
     return Connection(store, table_options)
+
+
+def _properties(iceberg_version: int | None) -> dict[str, str]:
+    """The table properties a new table is created with."""
+    return {} if iceberg_version is None else {"iceberg.format-version": str(iceberg_version)}

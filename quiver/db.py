@@ -72,7 +72,8 @@ class Database:
                      schema: pa.Schema | None = None,
                      fts: str | Iterable[str] | None = None,
                      vector: str | Iterable[str] | Mapping[str, str] | None = None,
-                     metric: str = "cosine", mode: str = "create") -> Table:
+                     metric: str = "cosine", mode: str = "create",
+                     iceberg_version: int | None = None) -> Table:
         """Creates the table ``name`` holding ``data`` (a pandas or polars DataFrame, a
         pyarrow Table, RecordBatch or RecordBatchReader, or a list of dicts), or empty
         with ``schema``. The table appears with all its rows or not at all.
@@ -92,6 +93,9 @@ class Database:
         ``mode``: ``"create"`` (``AlreadyExists`` if the name is taken), ``"overwrite"``
         (replaces an existing table in one step) or ``"exist_ok"`` (an existing table is
         returned as it is and ``data`` is not added).
+
+        ``iceberg_version=3`` writes the table's Iceberg metadata in format version 3, with
+        deleted rows as deletion vectors; the default is format version 2.
         """
         if mode not in _MODES:
             raise InvalidInput(f"mode must be one of {_MODES}, got {mode!r}")
@@ -111,7 +115,7 @@ class Database:
         target = reader.schema if reader is not None else normalize_schema(schema)
         spec = _spec_for(target, fts, vector, metric)
         with translated():
-            self._create(name, target, spec, reader, mode)
+            self._create(name, target, spec, reader, mode, iceberg_version)
         return Table(self, name)
 
     def _exists(self, name: str) -> bool:
@@ -123,9 +127,10 @@ class Database:
         return True
 
     def _create(self, name: str, schema: pa.Schema, spec: IndexSpec,
-                reader: pa.RecordBatchReader | None, mode: str) -> None:
+                reader: pa.RecordBatchReader | None, mode: str,
+                iceberg_version: int | None = None) -> None:
         catalog = self._conn.catalog
-        staged = catalog.create_staged(name, schema, spec=spec)
+        staged = catalog.create_staged(name, schema, spec=spec, iceberg_version=iceberg_version)
         try:
             if reader is not None:
                 ingest.append_stream(staged, reader, exclusive=True)

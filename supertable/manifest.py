@@ -189,6 +189,9 @@ class Manifest:
     batches: tuple[str, ...] = ()
     created_ms: int = 0
     operation: str = "create"
+    # Settings the table was created with, carried to every later version (for example
+    # ``iceberg.format-version``).
+    properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_rows(self) -> int:
@@ -241,6 +244,7 @@ class Manifest:
             "batches": list(self.batches),
             "created_ms": self.created_ms,
             "operation": self.operation,
+            **({"properties": dict(self.properties)} if self.properties else {}),
         }
         return json.dumps(doc, separators=(",", ":"), default=_json_default).encode()
 
@@ -268,6 +272,7 @@ class Manifest:
                 batches=tuple(doc.get("batches", ())),
                 created_ms=int(doc.get("created_ms", 0)),
                 operation=str(doc.get("operation", "")),
+                properties={str(k): str(v) for k, v in doc.get("properties", {}).items()},
             )
         except TableCorruptError:
             raise

@@ -128,10 +128,16 @@ class Table:
 
     @classmethod
     def create(cls, store: ObjectStore, prefix: str, name: str, schema: pa.Schema,
-               spec: IndexSpec | None = None, options: TableOptions | None = None) -> Table:
-        """Creates an empty table; ``TableExistsError`` when one is already there."""
+               spec: IndexSpec | None = None, options: TableOptions | None = None,
+               properties: dict[str, str] | None = None) -> Table:
+        """Creates an empty table; ``TableExistsError`` when one is already there.
+        ``properties`` are settings kept with every version (``iceberg.format-version``)."""
         if ID_COLUMN in schema.names:
             raise TableSchemaError(f"{ID_COLUMN!r} is reserved for the hidden row id")
+        version = (properties or {}).get("iceberg.format-version", "2")
+        if str(version) not in ("2", "3"):
+            raise TableSchemaError(f"Iceberg format version {version!r} is not one Quiver "
+                                   "writes; use 2 (the default) or 3")
         spec = spec if spec is not None else IndexSpec.default_for(schema)
         try:
             spec.validate(schema)
@@ -143,7 +149,8 @@ class Table:
         full = pa.schema([pa.field(ID_COLUMN, pa.int64(), nullable=False), *schema],
                          metadata=schema.metadata)
         manifest = Manifest(version=1, table_uuid=uuid.uuid4().hex, schema=full, spec=spec,
-                            next_id=0, files=(), created_ms=_now_ms(), operation="create")
+                            next_id=0, files=(), created_ms=_now_ms(), operation="create",
+                            properties=dict(properties or {}))
         path = f"{prefix.strip('/')}/{manifest_path(1)}" if prefix.strip("/") else manifest_path(1)
         try:
             store.put(path, manifest.to_bytes(), mode="create")

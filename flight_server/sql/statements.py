@@ -97,7 +97,7 @@ _SCALARS: dict[Any, pa.DataType] = {
     _DT.BINARY: pa.binary(),
 }
 _HALF_FLOATS = ("HALFFLOAT", "FLOAT16")
-_OPTIONS = ("fts", "vector", "metric", "vector_codes")
+_OPTIONS = ("fts", "vector", "metric", "vector_codes", "iceberg_version")
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -424,6 +424,16 @@ def index_spec(schema: pa.Schema, options: dict[str, list[str]]) -> IndexSpec:
     return spec
 
 
+def iceberg_version(options: dict[str, list[str]]) -> int | None:
+    """The Iceberg format version of ``WITH (iceberg_version = 3)``; None when not given."""
+    if "iceberg_version" not in options:
+        return None
+    given = options["iceberg_version"]
+    if len(given) != 1 or given[0] not in ("2", "3"):
+        raise SqlPlanError(f"option 'iceberg_version' takes 2 or 3, got {', '.join(given)!r}")
+    return int(given[0])
+
+
 def _schema_of(defs: Sequence[exp.Expression]) -> pa.Schema:
     fields = []
     for d in defs:
@@ -471,7 +481,8 @@ def _create(engine: Any, expr: exp.Create) -> pa.Table:
         schema = _schema_of(defs)
         spec = index_spec(schema, options)
         try:
-            engine.connection.create_table(name, schema, spec=spec)
+            engine.connection.create_table(name, schema, spec=spec,
+                                           iceberg_version=iceberg_version(options))
         except TableExistsError:
             if if_not_exists:
                 return _result("exists")
@@ -495,7 +506,8 @@ def _create_as(engine: Any, name: str, query: exp.Expression,
     data = pa.table([coerce(rows.column(i), f, name) for i, f in enumerate(schema)],
                     schema=schema)
     # The table is filled before it is named, so no one ever sees it without its rows.
-    table = engine.connection.create_staged(name, schema, spec=spec)
+    table = engine.connection.create_staged(name, schema, spec=spec,
+                                            iceberg_version=iceberg_version(options))
     try:
         if data.num_rows:
             table.append(data)

@@ -1,7 +1,8 @@
-"""Every table is also an Iceberg table: format-version 2 metadata in its folder's ``metadata/``.
+"""Every table is also an Iceberg table: format-version 2 (or 3) metadata in ``metadata/``.
 
 For each published version the table's folder gets a snapshot (manifest list,
-Avro manifests, Parquet position delete files for tombstones) and a new
+Avro manifests, one Parquet position delete file per deleting commit, or with format
+version 3, asked for when the table is created, deletion vectors in a Puffin file) and a new
 ``v<N>.metadata.json`` named by ``version-hint.text``, describing exactly the live
 rows of that version, so DuckDB's ``iceberg_scan``, pyiceberg, Spark or Trino read
 what ``SELECT *`` returns. Snapshot ids are Quiver versions. The hidden ``_id``

@@ -85,21 +85,35 @@ def publish(folder: Folder, number: int, doc: dict[str, Any]) -> bool:
     return True
 
 
+def next_row_id(state: tuple[int, dict[str, Any]] | None) -> int:
+    """The row id the next snapshot of a format-3 table starts from (0 before any)."""
+    if state is None:
+        return 0
+    return int(state[1].get("next-row-id") or 0)
+
+
 def build(folder: Folder, manifest: Manifest, previous: tuple[int, dict[str, Any]] | None,
-          snapshot: dict[str, Any], name: str, now_ms: int) -> dict[str, Any]:
-    """The metadata document whose current snapshot is ``snapshot`` (of ``manifest``)."""
+          snapshot: dict[str, Any], name: str, now_ms: int, fmt: int = 2,
+          next_row: int | None = None) -> dict[str, Any]:
+    """The metadata document whose current snapshot is ``snapshot`` (of ``manifest``), in
+    Iceberg format ``fmt``; ``next_row`` is a format-3 table's next row id."""
     schema = iceberg_schema(manifest.schema)
     prev_doc = previous[1] if previous else {}
     snapshots = [s for s in prev_doc.get("snapshots", [])
                  if s["snapshot-id"] < snapshot["snapshot-id"]]
+    if prev_doc.get("format-version", fmt) != fmt:
+        # Snapshots of another format version are not carried into this one.
+        snapshots = []
     snapshots = [*snapshots, snapshot][-MAX_SNAPSHOTS:]
     return document(folder, manifest, schema, snapshots, previous, name,
-                    max(now_ms, snapshot["timestamp-ms"], prev_doc.get("last-updated-ms", 0)))
+                    max(now_ms, snapshot["timestamp-ms"], prev_doc.get("last-updated-ms", 0)),
+                    fmt, next_row)
 
 
 def document(folder: Folder, manifest: Manifest, schema: dict[str, Any],
              snapshots: list[dict[str, Any]], previous: tuple[int, dict[str, Any]] | None,
-             name: str, updated_ms: int) -> dict[str, Any]:
+             name: str, updated_ms: int, fmt: int = 2, next_row: int | None = None
+             ) -> dict[str, Any]:
     current = snapshots[-1]
     prev_doc = previous[1] if previous else {}
     metadata_log = list(prev_doc.get("metadata-log", []))
@@ -112,8 +126,8 @@ def document(folder: Folder, manifest: Manifest, schema: dict[str, Any],
         "quiver.version": str(current["snapshot-id"]),
         "quiver.hidden-columns": "_id",
     }
-    return {
-        "format-version": 2,
+    doc = {
+        "format-version": fmt,
         "table-uuid": str(uuid.UUID(hex=manifest.table_uuid)),
         "location": folder.location,
         "last-sequence-number": max(s["sequence-number"] for s in snapshots),
@@ -134,3 +148,6 @@ def document(folder: Folder, manifest: Manifest, schema: dict[str, Any],
                          for s in snapshots],
         "metadata-log": metadata_log[-MAX_METADATA_LOG:],
     }
+    if fmt >= 3:
+        doc["next-row-id"] = int(next_row or 0)
+    return doc

@@ -1,27 +1,29 @@
 """One table version as an Iceberg snapshot: its delete files, manifests and manifest list.
 
-Each manifest covers the files added in a range of versions (``FileEntry.added_in``;
-the range is in its name), data files and delete files in separate manifests. A
-manifest whose range holds the same files (and tombstone counts) as in the previous
-snapshot is listed again as it is: an append writes one new data manifest, a delete
-rewrites only the delete manifests of the ranges it touched. Past ``MAX_MANIFESTS``
-manifests of a kind they are merged, so readers open few manifests (each one a reader
-opens costs it about as much as a data file): the oldest manifest stays as it is when it
-lists at least as many files as all the others, which are merged into a second one;
-otherwise all are merged into one. A file is so rewritten a few times over the table's
-life, not at every merge.
+Each manifest covers the files added in a range of versions (``FileEntry.added_in`` for
+data files, the version that wrote them for delete files; the range is in its name),
+data files and delete files in separate manifests. A manifest whose range holds the
+same files as in the previous snapshot is listed again as it is: an append writes one
+new data manifest, a delete rewrites only the delete manifests of the ranges it touched.
+Past ``MAX_MANIFESTS`` manifests of a kind they are merged, so readers open few
+manifests (each one a reader opens costs it about as much as a data file): the oldest
+manifest stays as it is when it lists at least as many files as all the others, which
+are merged into a second one; otherwise all are merged into one. A file is so rewritten
+a few times over the table's life, not at every merge.
 
-Tombstones become position delete files (Parquet), one per data file and
-tombstone set, named after the data file and the number of rows it has
-tombstoned. A file's tombstones only ever grow, so that name fixes the content:
-a delete file is written once, when its set first appears, and reused by every
-later snapshot until the file gains more tombstones or leaves the table.
+Tombstones become delete files as ``deletes`` plans them: one Parquet position delete
+file per commit that changed tombstones (format version 2), or one Puffin file of
+deletion vectors per such commit (format version 3).
 
-Sequence numbers: a snapshot's is its Quiver version. A data file's data
-sequence number is the version that added it; its delete file carries the same
-number, which is all a position delete needs to apply (data sequence number not
-greater than the delete's), and keeps rewritten manifests from needing to know
-when each delete file was first written. Files with no live row are left out.
+Sequence numbers: a snapshot's is its Quiver version. A data file's data sequence
+number is the version that added it; a delete file's is the version that wrote it.
+Files with no live row are left out.
+
+Format version 3 adds row lineage: the manifest list gives each data manifest written
+for this snapshot a ``first_row_id`` from the table's ``next-row-id``, advanced by the
+rows of its files that inherit an id (added files, and files whose id is not known);
+a data file listed again in a rewritten manifest keeps the id it inherited, written
+out. The snapshot records ``first-row-id`` and ``added-rows``.
 
 Data file entries carry column statistics from the files' Parquet footers (``stats``),
 taken over from the previous snapshot's manifests when a file is listed again.
@@ -29,18 +31,17 @@ taken over from the previous snapshot's manifests when a file is listed again.
 
 from __future__ import annotations
 
-import io
 import re
-import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+from pyiceberg.avro.file import AvroFile, AvroOutputFile
 from pyiceberg.manifest import (
+    MANIFEST_ENTRY_SCHEMAS,
+    MANIFEST_LIST_FILE_SCHEMAS,
     DataFile,
     DataFileContent,
     FileFormat,
@@ -48,43 +49,49 @@ from pyiceberg.manifest import (
     ManifestEntry,
     ManifestEntryStatus,
     ManifestFile,
+    ManifestListWriterV2,
     ManifestWriterV2,
+    PartitionFieldSummary,
+    data_file_with_partition,
+    manifest_entry_schema_with_data_file,
     write_manifest_list,
 )
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.schema import Schema
 from pyiceberg.typedef import Record
 
-from quiver.supertable.errors import ObjectExistsError, ObjectNotFoundError
-from quiver.supertable.iceberg import stats
+from quiver.supertable.iceberg import deletes, stats
 from quiver.supertable.iceberg.folder import METADATA_DIR, Folder
 from quiver.supertable.iceberg.io import MemoryOutputFile, StoreFileIO
-from quiver.supertable.manifest import FileEntry, Manifest, bitmap_rows
+from quiver.supertable.manifest import FileEntry, Manifest
 
-DELETES_DIR = f"{METADATA_DIR}/deletes"
-# Field ids the Iceberg spec reserves for the columns of position delete files.
-FILE_PATH_ID = 2147483546
-POS_ID = 2147483545
 _MANIFEST_NAME = re.compile(r"m(\d+)-[0-9a-f]+-(data|deletes)-g(\d+)-(\d+)\.avro$")
 _STAT_KEYS = ("column_sizes", "value_counts", "null_value_counts", "nan_value_counts",
               "lower_bounds", "upper_bounds")
 # Manifests of one kind a snapshot lists at most before they are merged into one.
 MAX_MANIFESTS = 4
-_DELETE_SCHEMA = pa.schema([
-    pa.field("file_path", pa.string(), nullable=False,
-             metadata={b"PARQUET:field_id": str(FILE_PATH_ID).encode()}),
-    pa.field("pos", pa.int64(), nullable=False,
-             metadata={b"PARQUET:field_id": str(POS_ID).encode()}),
-])
+# Positions of row-lineage fields in pyiceberg's version-3 records.
+_DATA_FIRST_ROW_ID = 16
+_LIST_FIRST_ROW_ID = 15
+FORMAT_PROPERTY = "iceberg.format-version"
+FORMATS = (2, 3)
+
+
+def format_of(manifest: Manifest) -> int:
+    """The Iceberg format version the table asked for when it was created (2 unless)."""
+    raw = manifest.properties.get(FORMAT_PROPERTY, "2")
+    return int(raw) if str(raw).isdigit() and int(raw) in FORMATS else 2
 
 
 @dataclass
 class Previous:
-    """The snapshot a new one builds on: its version, Quiver manifest and manifest files."""
+    """The snapshot a new one builds on: its version, Quiver manifest and manifest files,
+    and its delete entries when this process wrote it."""
 
     version: int
     manifest: Manifest
     manifests: list[ManifestFile]
+    deletes: list[deletes.Listed] | None = None
 
 
 @dataclass
@@ -94,17 +101,80 @@ class Written:
     entry: dict[str, Any]
     objects: list[str] = field(default_factory=list)
     manifests: list[ManifestFile] = field(default_factory=list)
+    deletes: list[deletes.Listed] = field(default_factory=list)
+    next_row_id: int = 0
 
 
-class _DeleteManifestWriter(ManifestWriterV2):
-    """pyiceberg's v2 manifest writer, for a manifest of delete files."""
+class _Writer(ManifestWriterV2):
+    """pyiceberg's v2 manifest writer, for data or delete manifests of format 2 or 3, with
+    extra key-value metadata."""
+
+    def __init__(self, fmt: int, kind: str, extra: dict[str, str], *args: Any) -> None:
+        super().__init__(*args)
+        self._fmt = fmt
+        self._kind = kind
+        self._extra = extra
 
     def content(self) -> ManifestContent:
-        return ManifestContent.DELETES
+        return ManifestContent.DATA if self._kind == "data" else ManifestContent.DELETES
+
+    @property
+    def version(self) -> Any:
+        return self._fmt
 
     @property
     def _meta(self) -> dict[str, str]:
-        return {**super()._meta, "content": "deletes"}
+        return {**super()._meta, "content": "data" if self._kind == "data" else "deletes",
+                **self._extra}
+
+    def new_writer(self) -> AvroOutputFile[ManifestEntry]:
+        schema = manifest_entry_schema_with_data_file(
+            format_version=self._fmt, data_file=data_file_with_partition(
+                format_version=self._fmt,
+                partition_type=self._spec.partition_type(self._schema)))
+        return AvroOutputFile[ManifestEntry](
+            output_file=self._output_file, file_schema=schema, record_schema=schema,
+            schema_name="manifest_entry", metadata=self._meta)
+
+
+class _ListWriterV3(ManifestListWriterV2):
+    """A format-3 manifest list (pyiceberg 0.12 writes up to format 2)."""
+
+    def __init__(self, output_file: Any, snapshot_id: int, parent: int | None, seq: int,
+                 first_row_id: int) -> None:
+        super().__init__(output_file, snapshot_id, parent, seq, "deflate")
+        self._format_version = 3
+        self._meta = {**self._meta, "format-version": "3", "first-row-id": str(first_row_id)}
+
+    def __enter__(self) -> _ListWriterV3:
+        self._writer = AvroOutputFile[ManifestFile](
+            output_file=self._output_file, record_schema=MANIFEST_LIST_FILE_SCHEMAS[3],
+            file_schema=MANIFEST_LIST_FILE_SCHEMAS[3], schema_name="manifest_file",
+            metadata=self._meta)
+        self._writer.__enter__()
+        return self
+
+
+def read_manifest_list(io: StoreFileIO, location: str) -> list[ManifestFile]:
+    """The manifests a manifest list names, with their format-3 fields (``first_row_id``)."""
+    with AvroFile[ManifestFile](
+        io.new_input(location), MANIFEST_LIST_FILE_SCHEMAS[3],
+        read_types={-1: ManifestFile, 508: PartitionFieldSummary},
+        read_enums={517: ManifestContent},
+    ) as reader:
+        return list(reader)
+
+
+def _first_row_id(mf: ManifestFile) -> int | None:
+    return mf[_LIST_FIRST_ROW_ID] if len(mf) > _LIST_FIRST_ROW_ID else None
+
+
+def _v3(mf: ManifestFile) -> ManifestFile:
+    """``mf`` as a format-3 record (one read with the format-2 schema lacks the id)."""
+    if len(mf) > _LIST_FIRST_ROW_ID:
+        return mf
+    return ManifestFile(*mf._data, *([None] * (len(MANIFEST_LIST_FILE_SCHEMAS[3].fields)
+                                               - len(mf))))
 
 
 def group_of(manifest_path: str) -> tuple[str, tuple[int, int]] | None:
@@ -114,41 +184,55 @@ def group_of(manifest_path: str) -> tuple[str, tuple[int, int]] | None:
     return None if m is None else (m.group(2), (int(m.group(3)), int(m.group(4))))
 
 
-def delete_file_name(entry: FileEntry) -> str:
-    stem = entry.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return f"{DELETES_DIR}/{stem}-{len(entry.tombstones)}.parquet"
-
-
-def delete_file_bytes(data_uri: str, entry: FileEntry) -> bytes:
-    positions = bitmap_rows(entry.tombstones).astype(np.int64)
-    table = pa.table([pa.repeat(pa.scalar(data_uri), len(positions)).cast(pa.string()),
-                      pa.array(positions)], schema=_DELETE_SCHEMA)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
-
-
-def _data_file(folder: Folder, f: FileEntry, column_stats: dict[str, Any]) -> DataFile:
+def _data_file(folder: Folder, f: FileEntry, column_stats: dict[str, Any],
+               first_row_id: int | None) -> DataFile:
     return DataFile.from_args(
+        _table_format_version=3,
         content=DataFileContent.DATA, file_path=folder.uri(f.path),
         file_format=FileFormat.PARQUET, partition=Record(), record_count=f.rows,
         file_size_in_bytes=f.size, sort_order_id=None, spec_id=0, equality_ids=None,
-        key_metadata=None, **column_stats)
+        key_metadata=None, first_row_id=first_row_id, **column_stats)
 
 
-def _listed_stats(folder: Folder, manifests: list[ManifestFile], files: list[FileEntry]
-                  ) -> dict[str, dict[str, Any]]:
-    """Column statistics of the data files ``manifests`` list, by file URI (none are read
-    when this process already knows those of every file in ``files``)."""
-    if all(stats.remembered(folder.uri(f.path)) is not None for f in files):
-        return {}
+@dataclass
+class _Listed:
+    """What the previous snapshot's rewritten data manifests say of their files."""
+
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_row_ids: dict[str, int] = field(default_factory=dict)
+
+
+def _listed(folder: Folder, manifests: list[ManifestFile], files: list[FileEntry],
+            lineage: bool) -> _Listed:
+    """Column statistics (and, with ``lineage``, inherited first row ids) of the data files
+    ``manifests`` list, by file URI. Statistics are not read when this process already
+    knows those of every file in ``files`` and no row ids are needed."""
+    out = _Listed()
+    if not manifests or (not lineage and all(
+            stats.remembered(folder.uri(f.path)) is not None for f in files)):
+        return out
     io = StoreFileIO(folder.store, folder.location, folder.prefix)
-    out: dict[str, dict[str, Any]] = {}
     for mf in manifests:
-        for entry in mf.fetch_manifest_entry(io, discard_deleted=True):
+        with AvroFile[ManifestEntry](
+            io.new_input(mf.manifest_path), MANIFEST_ENTRY_SCHEMAS[3],
+            read_types={-1: ManifestEntry, 2: DataFile},
+            read_enums={0: ManifestEntryStatus, 101: FileFormat, 134: DataFileContent},
+        ) as reader:
+            entries = list(reader)
+        running = _first_row_id(mf)
+        for entry in entries:
+            if entry.status == ManifestEntryStatus.DELETED:
+                continue
             df = entry.data_file
             if df.lower_bounds or df.value_counts:
-                out[df.file_path] = {key: dict(getattr(df, key) or {}) for key in _STAT_KEYS}
+                out.stats[df.file_path] = {key: dict(getattr(df, key) or {})
+                                           for key in _STAT_KEYS}
+            own = df[_DATA_FIRST_ROW_ID]
+            if own is not None:
+                out.first_row_ids[df.file_path] = int(own)
+            elif running is not None:
+                out.first_row_ids[df.file_path] = running
+                running += int(df.record_count)
     return out
 
 
@@ -162,51 +246,25 @@ def _stats_of(folder: Folder, planner: stats.Planner, f: FileEntry,
     return known
 
 
-def _delete_file(folder: Folder, f: FileEntry, size: int) -> DataFile:
-    data_uri = folder.uri(f.path).encode()
-    positions = bitmap_rows(f.tombstones)
-    return DataFile.from_args(
-        content=DataFileContent.POSITION_DELETES, file_path=folder.uri(delete_file_name(f)),
-        file_format=FileFormat.PARQUET, partition=Record(), record_count=len(positions),
-        file_size_in_bytes=size, sort_order_id=None, spec_id=0, equality_ids=None,
-        key_metadata=None,
-        lower_bounds={FILE_PATH_ID: data_uri, POS_ID: struct.pack("<q", int(positions[0]))},
-        upper_bounds={FILE_PATH_ID: data_uri, POS_ID: struct.pack("<q", int(positions[-1]))})
-
-
-def _store_delete_file(folder: Folder, f: FileEntry, known: bool) -> int:
-    """Size of the delete file of ``f``'s tombstones, writing it unless it is there."""
-    path = folder.path(delete_file_name(f))
-    if known:
-        try:
-            return folder.store.head(path).size
-        except ObjectNotFoundError:
-            pass
-    data = delete_file_bytes(folder.uri(f.path), f)
-    try:
-        folder.store.put(path, data, mode="create")
-    except ObjectExistsError:
-        return folder.store.head(path).size
-    return len(data)
-
-
-def _write_manifest(folder: Folder, schema: Schema, version: int, kind: str,
-                    span: tuple[int, int], entries: Iterable[ManifestEntry]) -> ManifestFile:
+def _write_manifest(folder: Folder, schema: Schema, version: int, fmt: int, kind: str,
+                    span: tuple[int, int], entries: Iterable[ManifestEntry],
+                    extra: dict[str, str] | None = None) -> ManifestFile:
     name = (f"{METADATA_DIR}/m{version}-{uuid.uuid4().hex[:12]}-{kind}"
             f"-g{span[0]}-{span[1]}.avro")
     out = MemoryOutputFile(folder.uri(name))
-    cls = ManifestWriterV2 if kind == "data" else _DeleteManifestWriter
-    with cls(UNPARTITIONED_PARTITION_SPEC, schema, out, version, "deflate") as writer:
+    with _Writer(fmt, kind, extra or {}, UNPARTITIONED_PARTITION_SPEC, schema, out, version,
+                 "deflate") as writer:
         for e in entries:
             writer.add_entry(e)
     manifest_file = writer.to_manifest_file()
     folder.store.put(folder.path(name), out.data, mode="create")
-    return manifest_file
+    return _v3(manifest_file) if fmt >= 3 else manifest_file
 
 
 def _entry(status: ManifestEntryStatus, version: int, seq: int, data_file: DataFile
            ) -> ManifestEntry:
-    return ManifestEntry.from_args(status=status, snapshot_id=version, sequence_number=seq,
+    return ManifestEntry.from_args(_table_format_version=3, status=status,
+                                   snapshot_id=version, sequence_number=seq,
                                    file_sequence_number=seq, data_file=data_file)
 
 
@@ -219,14 +277,15 @@ def _ranges(manifests: list[ManifestFile], kind: str) -> dict[tuple[int, int], M
     return out
 
 
-def _plan(files: list[FileEntry], before: list[FileEntry],
-          previous: dict[tuple[int, int], ManifestFile], key
-          ) -> tuple[list[ManifestFile], list[tuple[tuple[int, int], list[FileEntry]]]]:
+def _plan(files: Sequence[Any], before: Sequence[Any],
+          previous: dict[tuple[int, int], ManifestFile], key: Callable[[Any], Any]
+          ) -> tuple[list[ManifestFile], list[tuple[tuple[int, int], list[Any]]]]:
     """Which previous manifests of one kind stay, and which ranges of files to write anew.
 
-    A previous manifest stays when the files of its ``added_in`` range are as they were.
-    Files outside every kept range are written in one manifest per range; past
-    ``MAX_MANIFESTS`` manifests, they are merged (see the module notes).
+    ``files`` are anything with an ``added_in`` version. A previous manifest stays when
+    the files of its range are as they were. Files outside every kept range are written
+    in one manifest per range; past ``MAX_MANIFESTS`` manifests, they are merged (see the
+    module notes).
     """
     kept: list[ManifestFile] = []
     kept_ranges: list[tuple[int, int]] = []
@@ -263,8 +322,9 @@ def _plan(files: list[FileEntry], before: list[FileEntry],
 
 
 def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
-                   previous: Previous | None) -> Written:
-    """Writes the files of ``manifest``'s snapshot and returns its metadata entry."""
+                   previous: Previous | None, fmt: int = 2, next_row_id: int = 0) -> Written:
+    """Writes the files of ``manifest``'s snapshot (in Iceberg format ``fmt``; row ids
+    from ``next_row_id`` on) and returns its metadata entry."""
     version = manifest.version
     live = [f for f in manifest.files if f.live_rows > 0]
     before = ([f for f in previous.manifest.files if f.live_rows > 0]
@@ -272,59 +332,71 @@ def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
     old_files = {f.path: f for f in before}
     prior = previous.manifests if previous is not None else []
     written = Written(entry={})
-    manifests: list[ManifestFile] = []
+    data_manifests: list[ManifestFile] = []
+    # Rows of each new data manifest that inherit a row id from it (format 3).
+    inheriting: dict[str, int] = {}
 
     kept, fresh = _plan(live, before, _ranges(prior, "data"), lambda f: f.path)
-    manifests += kept
+    data_manifests += kept
     planner = stats.Planner(schema) if fresh else None
     rewritten = [mf for mf in _ranges(prior, "data").values() if mf not in kept]
-    listed = (_listed_stats(folder, rewritten, [f for _, fs in fresh for f in fs])
-              if fresh and rewritten else {})
+    listed = (_listed(folder, rewritten, [f for _, fs in fresh for f in fs], fmt >= 3)
+              if fresh else _Listed())
     for span, files in fresh:
         assert planner is not None
-        entries = [_entry(ManifestEntryStatus.EXISTING if f.path in old_files
-                          else ManifestEntryStatus.ADDED,
-                          f.added_in if f.path in old_files else version,
-                          f.added_in, _data_file(folder, f, _stats_of(folder, planner, f, listed)))
-                   for f in files]
-        mf = _write_manifest(folder, schema, version, "data", span, entries)
-        manifests.append(mf)
-        written.objects.append(folder.rel(mf.manifest_path))
-
-    added_delete_files = added_position_deletes = 0
-    dead = [f for f in live if f.tombstones]
-    kept, fresh = _plan(dead, [f for f in before if f.tombstones], _ranges(prior, "deletes"),
-                        lambda f: (f.path, len(f.tombstones)))
-    manifests += kept
-    for span, files in fresh:
         entries = []
         for f in files:
-            was = old_files.get(f.path)
-            known = was is not None and len(was.tombstones) == len(f.tombstones)
-            size = _store_delete_file(folder, f, known)
-            if not known:
-                added_delete_files += 1
-                added_position_deletes += len(f.tombstones) - (
-                    len(was.tombstones) if was is not None else 0)
-                written.objects.append(delete_file_name(f))
-            entries.append(_entry(ManifestEntryStatus.EXISTING if known
-                                  else ManifestEntryStatus.ADDED,
-                                  f.added_in if known else version, f.added_in,
-                                  _delete_file(folder, f, size)))
-        mf = _write_manifest(folder, schema, version, "deletes", span, entries)
-        manifests.append(mf)
+            uri = folder.uri(f.path)
+            existing = f.path in old_files
+            first_row_id = listed.first_row_ids.get(uri) if existing and fmt >= 3 else None
+            entries.append(_entry(
+                ManifestEntryStatus.EXISTING if existing else ManifestEntryStatus.ADDED,
+                f.added_in if existing else version, f.added_in,
+                _data_file(folder, f, _stats_of(folder, planner, f, listed.stats),
+                           first_row_id)))
+        mf = _write_manifest(folder, schema, version, fmt, "data", span, entries)
+        data_manifests.append(mf)
+        inheriting[mf.manifest_path] = sum(e.data_file.record_count for e in entries
+                                           if e.data_file[_DATA_FIRST_ROW_ID] is None)
         written.objects.append(folder.rel(mf.manifest_path))
+
+    dead = [f for f in live if f.tombstones]
+    prior_deletes = (previous.deletes if previous is not None and previous.deletes is not None
+                     else deletes.listed_in(folder, prior) if previous is not None else None)
+    planned = deletes.plan(folder, version, dead, prior_deletes, vectors=fmt >= 3)
+    written.objects += planned.objects
+    written.deletes = planned.listed
+    delete_manifests: list[ManifestFile] = []
+    kept, fresh = _plan(planned.listed, prior_deletes or [], _ranges(prior, "deletes"),
+                        lambda d: d.key)
+    delete_manifests += kept
+    for span, items in fresh:
+        entries = [_entry(ManifestEntryStatus.ADDED if d.added_in == version
+                          else ManifestEntryStatus.EXISTING, d.added_in, d.added_in,
+                          d.data_file) for d in items]
+        mf = _write_manifest(folder, schema, version, fmt, "deletes", span, entries,
+                             deletes.claims_meta(items))
+        deletes.remember(mf.manifest_path, items)
+        delete_manifests.append(mf)
+        written.objects.append(folder.rel(mf.manifest_path))
+
+    first_row_id = next_row_id
+    if fmt >= 3:
+        data_manifests, next_row_id = _assign_row_ids(data_manifests, inheriting, next_row_id)
+    manifests = data_manifests + delete_manifests
     list_name = f"{METADATA_DIR}/snap-{version}-{uuid.uuid4().hex[:12]}.avro"
     out = MemoryOutputFile(folder.uri(list_name))
     parent = previous.version if previous is not None else None
-    with write_manifest_list(2, out, version, parent, version, "deflate") as writer:
+    writer = (_ListWriterV3(out, version, parent, version, first_row_id) if fmt >= 3
+              else write_manifest_list(2, out, version, parent, version, "deflate"))
+    with writer:
         writer.add_manifests(manifests)
     folder.store.put(folder.path(list_name), out.data, mode="create")
     written.objects.append(list_name)
     written.manifests = [writer.prepare_manifest(mf) for mf in manifests]
+    written.next_row_id = next_row_id
 
-    summary = _summary(manifest, live, old_files, added_delete_files, added_position_deletes,
-                       previous)
+    summary = _summary(manifest, live, old_files, planned)
     written.entry = {
         "snapshot-id": version,
         **({"parent-snapshot-id": parent} if parent is not None else {}),
@@ -333,27 +405,41 @@ def write_snapshot(folder: Folder, schema: Schema, manifest: Manifest,
         "manifest-list": folder.uri(list_name),
         "summary": summary,
         "schema-id": 0,
+        **({"first-row-id": first_row_id, "added-rows": next_row_id - first_row_id}
+           if fmt >= 3 else {}),
     }
     return written
 
 
-def _summary(manifest: Manifest, live: list[FileEntry],
-             old_files: dict[str, FileEntry], added_delete_files: int,
-             added_position_deletes: int, previous: Previous | None) -> dict[str, str]:
+def _assign_row_ids(manifests: list[ManifestFile], inheriting: dict[str, int],
+                    next_row_id: int) -> tuple[list[ManifestFile], int]:
+    """Gives every data manifest without one a ``first_row_id``, advancing ``next_row_id`` by
+    the rows that will inherit an id from it (``inheriting``, for the manifests written
+    now; all its rows for an older manifest that never had one)."""
+    out = []
+    for mf in manifests:
+        mf = copy(_v3(mf))
+        if _first_row_id(mf) is None:
+            mf[_LIST_FIRST_ROW_ID] = next_row_id
+            next_row_id += inheriting.get(
+                mf.manifest_path,
+                (mf.added_rows_count or 0) + (mf.existing_rows_count or 0))
+        out.append(mf)
+    return out, next_row_id
+
+
+def _summary(manifest: Manifest, live: list[FileEntry], old_files: dict[str, FileEntry],
+             planned: deletes.Plan) -> dict[str, str]:
     paths = {f.path for f in live}
     added = [f for f in live if f.path not in old_files]
     removed = [f for p, f in old_files.items() if p not in paths]
-    removed_deletes = sum(1 for f in removed if f.tombstones) + sum(
-        1 for f in live if f.tombstones and f.path in old_files
-        and old_files[f.path].tombstones
-        and len(old_files[f.path].tombstones) != len(f.tombstones))
     if manifest.operation in ("optimize", "index"):
         operation = "replace"
-    elif added and not (removed or added_delete_files):
+    elif added and not (removed or planned.added_files):
         operation = "append"
-    elif not added and (removed or added_delete_files):
+    elif not added and (removed or planned.added_files):
         operation = "delete"
-    elif added or removed or added_delete_files:
+    elif added or removed or planned.added_files:
         operation = "overwrite"
     else:
         operation = "append"
@@ -365,14 +451,14 @@ def _summary(manifest: Manifest, live: list[FileEntry],
         "deleted-records": sum(f.rows for f in removed),
         "added-files-size": sum(f.size for f in added),
         "removed-files-size": sum(f.size for f in removed),
-        "added-delete-files": added_delete_files,
-        "removed-delete-files": removed_deletes,
-        "added-position-deletes": added_position_deletes,
+        "added-delete-files": planned.added_files,
+        "removed-delete-files": planned.removed_files,
+        "added-position-deletes": planned.added_positions,
         "total-records": sum(f.rows for f in live),
         "total-files-size": sum(f.size for f in live),
         "total-data-files": len(live),
-        "total-delete-files": sum(1 for f in live if f.tombstones),
-        "total-position-deletes": sum(len(f.tombstones) for f in live),
+        "total-delete-files": len(planned.listed),
+        "total-position-deletes": sum(d.data_file.record_count for d in planned.listed),
         "total-equality-deletes": 0,
         "quiver.version": manifest.version,
         "quiver.operation": manifest.operation,

@@ -98,18 +98,21 @@ def _io(folder: Folder) -> StoreFileIO:
 
 
 def _manifest_files(folder: Folder, doc: dict[str, Any], snapshot_id: int) -> list[ManifestFile]:
-    from pyiceberg.manifest import read_manifest_list
+    from quiver.supertable.iceberg.snapshot import read_manifest_list
 
     for s in doc.get("snapshots", []):
         if s["snapshot-id"] == snapshot_id:
-            return list(read_manifest_list(_io(folder).new_input(s["manifest-list"])))
+            return read_manifest_list(_io(folder), s["manifest-list"])
     raise ObjectNotFoundError(f"snapshot {snapshot_id} is not in the table metadata")
 
 
-def _previous(folder: Folder, state: tuple[int, dict[str, Any]] | None) -> Previous | None:
+def _previous(folder: Folder, state: tuple[int, dict[str, Any]] | None, fmt: int
+              ) -> Previous | None:
     current = _current(state)
     if state is None or current == 0 or state[1].get("location") != folder.location:
         # No snapshot, or the folder was copied or moved: every path in it is elsewhere.
+        return None
+    if state[1].get("format-version", 2) != fmt:
         return None
     try:
         from quiver.supertable.iceberg.snapshot import Previous
@@ -129,30 +132,32 @@ def sync(store: ObjectStore, prefix: str, name: str, target: Manifest) -> None:
     schema_json = iceberg_schema(target.schema)
     from pyiceberg.schema import Schema
 
-    from quiver.supertable.iceberg.snapshot import Previous, write_snapshot
+    from quiver.supertable.iceberg.snapshot import Previous, format_of, write_snapshot
 
     schema = Schema.model_validate(schema_json)
+    fmt = format_of(target)
     for _ in range(PUBLISH_ATTEMPTS):
         state = metadata.load(folder)
         current = _current(state)
         if current >= target.version:
             return
         start = current + 1 if target.version - current <= MAX_CATCH_UP else target.version
-        previous = _previous(folder, state) if start == current + 1 else None
+        previous = _previous(folder, state, fmt) if start == current + 1 else None
         for version in range(start, target.version + 1):
             try:
                 manifest = (target if version == target.version
                             else commit.read_manifest(store, folder.prefix, version))
             except ObjectNotFoundError:
                 continue
-            written = write_snapshot(folder, schema, manifest, previous)
+            written = write_snapshot(folder, schema, manifest, previous, fmt,
+                                     metadata.next_row_id(state))
             number = state[0] + 1 if state else 1
             doc = metadata.build(folder, manifest, state, written.entry, name,
-                                 int(time.time() * 1000))
+                                 int(time.time() * 1000), fmt, written.next_row_id)
             if not metadata.publish(folder, number, doc):
                 break  # another writer published this number: start again from it
             state = (number, doc)
-            previous = Previous(version, manifest, written.manifests)
+            previous = Previous(version, manifest, written.manifests, written.deletes)
         else:
             return
     log.warning("Iceberg metadata of table %r: lost the race for the next metadata file %d "
@@ -186,7 +191,8 @@ def retain_for_gc(store: ObjectStore, prefix: str, name: str, keep: set[int],
             continue
         manifest = commit.read_manifest(store, folder.prefix, retained[-1]["snapshot-id"])
         new = metadata.document(folder, manifest, doc["schemas"][-1], retained, state, name,
-                                max(int(time.time() * 1000), doc["last-updated-ms"]))
+                                max(int(time.time() * 1000), doc["last-updated-ms"]),
+                                doc.get("format-version", 2), doc.get("next-row-id"))
         if metadata.publish(folder, number + 1, new):
             return
     raise StorageError(f"could not expire the Iceberg snapshots of table {name!r}: other "
