@@ -25,6 +25,7 @@ start and end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -120,7 +121,18 @@ def set_rows(rows: int) -> None:
 
 def text_hash(text: str) -> str:
     """The statement's sha256 in hex, cut to ``HASH_CHARS`` characters."""
+    if len(text) <= _HASHED_CHARS:
+        return _text_hash_cached(text)
+    return _text_hash(text)
+
+
+def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()[:HASH_CHARS]
+
+
+# The same statements come again and again: short texts keep their hash.
+_HASHED_CHARS = 4096
+_text_hash_cached = functools.lru_cache(maxsize=512)(_text_hash)
 
 
 def finish(record: StatementRecord, status: str, user: str | None = None) -> None:
