@@ -152,7 +152,11 @@ def rechunk(batches: Iterator[pa.RecordBatch], rows: int = MAX_BATCH_ROWS,
         n = batch.num_rows
         if n == 0:
             continue
-        size = batch.nbytes
+        # The buffers' whole size is read without leaving the interpreter lock; the exact
+        # size (of the ranges a slice references) only when it may matter.
+        size = batch.get_total_buffer_size()
+        if size > nbytes:
+            size = batch.nbytes
         step = rows
         if size > nbytes:
             step = max(1, min(rows, n * nbytes // size))

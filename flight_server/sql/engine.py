@@ -685,7 +685,7 @@ class SqlEngine:
         except Exception as exc:
             raise _map_error(exc, None, memory_limit=self.memory_limit) from None
         out = [b if b.schema.equals(schema) else b.cast(schema) for b in batches]
-        return pa.RecordBatchReader.from_batches(schema, out)
+        return pa.Table.from_batches(out, schema).to_reader()
 
     def _stream(self, df: datafusion.DataFrame, small: bool = False,
                 schema: pa.Schema | None = None) -> pa.RecordBatchReader:
