@@ -139,7 +139,7 @@ class _Pins:
     tables: dict[str, Table] = field(default_factory=dict)
     snaps: dict[str, Snapshot] = field(default_factory=dict)
     # What the index rewrite decided, shown by EXPLAIN.
-    notes: list[str] = field(default_factory=list)
+    notes: list[object] = field(default_factory=list)
     # Tables read through some of their files only (``sql_files``): paths by table name.
     files: dict[str, frozenset[str]] = field(default_factory=dict)
     # Only the result's schema is wanted: searches check their arguments but do not run.
@@ -563,12 +563,13 @@ class SqlEngine:
             self._count_names[form] = name
         return name
 
-    def _explain_with_notes(self, df: datafusion.DataFrame, notes: list[str]
+    def _explain_with_notes(self, df: datafusion.DataFrame, notes: list[object]
                             ) -> pa.RecordBatchReader:
         plan = self._stream(df).read_all()
         kinds = ["quiver_index_path"] * len(notes)
+        texts = [str(n) for n in notes]
         extra = pa.Table.from_arrays(
-            [pa.array(kinds if i == 0 else notes, f.type) for i, f in enumerate(plan.schema)],
+            [pa.array(kinds if i == 0 else texts, f.type) for i, f in enumerate(plan.schema)],
             schema=plan.schema)
         out = pa.concat_tables([plan, extra])
         return pa.RecordBatchReader.from_batches(out.schema, out.to_batches())
