@@ -235,11 +235,13 @@ class SqlEngine:
             a = analysis.analyse(text, params)
         # The gate's verdict depends on the reading alone: a reading already let through
         # (the very object, as the analysis cache hands it out again) is not walked again.
+        # Long texts (bulk VALUES) are read anew each time and not kept.
         if self._gated.get(a.text) is not a:
             gate.check(a, _functions.NAMES if _functions is not None else ())
-            if len(self._gated) >= MEMO_STATEMENTS:
-                self._gated.clear()
-            self._gated[a.text] = a
+            if len(a.text) <= analysis.CACHED_STATEMENT_CHARS:
+                if len(self._gated) >= MEMO_STATEMENTS:
+                    self._gated.clear()
+                self._gated[a.text] = a
         return a
 
     @contextmanager

@@ -11,7 +11,7 @@ import datafusion
 import pyarrow as pa
 import pytest
 
-from quiver.flight_server.sql import connect, engine
+from quiver.flight_server.sql import analysis, connect, engine
 from quiver.flight_server.sql.arrow_types import plain_schema
 from quiver.flight_server.sql.errors import SqlError, SqlPlanError
 
@@ -105,3 +105,12 @@ def test_kept_verdicts_and_plans_stay_bounded(conn, monkeypatch) -> None:
         assert conn.sql(f"SELECT {i} AS i").column("i").to_pylist() == [i]
     assert len(conn.engine._tableless) <= 8
     assert len(conn.engine._gated) <= 8
+
+
+def test_long_statements_are_not_kept(conn) -> None:
+    values = ", ".join(f"({i})" for i in range(3000))
+    text = f"SELECT count(*) AS n FROM (VALUES {values}) AS t(x)"
+    assert len(text) > analysis.CACHED_STATEMENT_CHARS
+    assert conn.sql(text).column("n").to_pylist() == [3000]
+    assert text not in conn.engine._gated
+    assert text not in conn.engine._tableless
