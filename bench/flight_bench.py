@@ -84,10 +84,10 @@ def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"stream_rows": 100_000, "ingest_rows": 50_000, "stream_runs": 3,
                 "stream_budget_s": 10.0, "search_runs": 5, "search_budget_s": 6.0,
-                "count_runs": 10, "ingest_runs": 1, "warmup": 1}
+                "count_runs": 10, "ingest_runs": 1, "warmup": 1, "floor_runs": 100}
     return {"stream_rows": 1_000_000, "ingest_rows": None, "stream_runs": 7,
             "stream_budget_s": 45.0, "search_runs": 25, "search_budget_s": 40.0,
-            "count_runs": 40, "ingest_runs": 3, "warmup": 2}
+            "count_runs": 40, "ingest_runs": 3, "warmup": 2, "floor_runs": 300}
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -490,7 +490,9 @@ def round_trip_floors(quiver: str, bare: str, roapi: str | None, conn: Any,
             "quiver_doget": lambda: flight_doget(qc, TRIVIAL_SQL.encode()),
             "bare_doget": lambda: flight_doget(bc, b"one"),
             "in_process": lambda: _received(conn.sql(TRIVIAL_SQL)),
-        }, cfg["search_runs"] * 2, cfg["warmup"], 10.0)
+        # A few milliseconds each: enough rounds that a noisy machine moves the medians
+        # (and the roapi ratio read from them) little.
+        }, cfg["floor_runs"], cfg["warmup"], 20.0)
         for cur in (qcur, bcur, rcur):
             if cur is not None:
                 cur.close()

@@ -68,11 +68,10 @@ class ServerKey:
 
 def mac(key: bytes, *parts: bytes) -> bytes:
     """HMAC-SHA256 of ``parts`` (each length-prefixed, so no two splits sign alike)."""
-    h = hmac.new(key, digestmod=hashlib.sha256)
-    for part in parts:
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.digest()
+    # One call into the C implementation (the MAC of the joined parts is the MAC of
+    # feeding them one by one).
+    return hmac.digest(key, b"".join(len(part).to_bytes(8, "little") + bytes(part)
+                                     for part in parts), "sha256")
 
 
 def read_secret_file(path: Path | str) -> ServerKey:

@@ -76,7 +76,7 @@ from quiver.flight_server.service.transport import (
 )
 from quiver.flight_server.service.transport import PutWriter as MetadataWriter
 from quiver.flight_server.sql import Analysis, SqlConnection, hide_literals, looks_like_append
-from quiver.proto import PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
+from quiver.proto import MESSAGES, PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
 from quiver.supertable import interrupt as interrupts
 from quiver.supertable.errors import TableNotFoundError
 
@@ -124,14 +124,24 @@ def _parse_command(data: bytes) -> Message | None:
         envelope.ParseFromString(bytes(data))
     except DecodeError:
         return None
-    if not envelope.type_url:
+    url = envelope.type_url
+    if not url:
         return None
-    if not envelope.type_url.startswith(_SQL_PREFIX) and "/" not in envelope.type_url:
+    if not url.startswith(_SQL_PREFIX) and "/" not in url:
         return None
+    cls = MESSAGES.get(url.rpartition("/")[2])
+    if cls is not None:
+        # The envelope is read once; the body parses as its class (as ``unpack`` does).
+        msg = cls()
+        try:
+            msg.ParseFromString(envelope.value)
+            return msg
+        except DecodeError:
+            pass
     try:
         return unpack(data)
     except ValueError:
-        name = envelope.type_url.rpartition("/")[2]
+        name = url.rpartition("/")[2]
         raise NotImplementedCommand(f"unsupported command {name}") from None
 
 
@@ -142,7 +152,11 @@ def rechunk(batches: Iterator[pa.RecordBatch], rows: int = MAX_BATCH_ROWS,
         n = batch.num_rows
         if n == 0:
             continue
-        size = batch.nbytes
+        # The buffers' whole size is read without leaving the interpreter lock; the exact
+        # size (of the ranges a slice references) only when it may matter.
+        size = batch.get_total_buffer_size()
+        if size > nbytes:
+            size = batch.nbytes
         step = rows
         if size > nbytes:
             step = max(1, min(rows, n * nbytes // size))
@@ -230,6 +244,8 @@ class FlightHandlers:
         self.prepared = prepared or handles.PreparedRegistry(
             key=self.key.derive("prepared statements"))
         self.streams = handles.RunningStreams()
+        # The command of the call this thread serves, as admission read it.
+        self._parsed = threading.local()
         # The calls of running DoGet streams (set operations are atomic under the GIL).
         self._calls: set[CallContext] = set()
         limits = limits or Limits()
@@ -285,7 +301,10 @@ class FlightHandlers:
         if (not isinstance(descriptor, flight.FlightDescriptor)
                 or descriptor.descriptor_type != flight.DescriptorType.CMD):
             return self.admission
-        msg = _parse_command(descriptor.command)
+        command = descriptor.command
+        msg = _parse_command(command)
+        # The handler reads the same command next, on this thread: it takes this reading.
+        self._parsed.last = (command, msg)
         if (msg is not None
                 and _command_name(msg) in ("CommandStatementUpdate", "CommandStatementQuery")
                 and looks_like_append(msg.query)):
@@ -293,7 +312,11 @@ class FlightHandlers:
         return self.admission
 
     def _command(self, descriptor: flight.FlightDescriptor) -> Message:
-        msg = _parse_command(descriptor.command)
+        command = descriptor.command
+        last = getattr(self._parsed, "last", None)
+        self._parsed.last = None
+        msg = last[1] if last is not None and last[0] == command else \
+            _parse_command(command)
         if msg is None:
             raise InvalidArgument("the descriptor's command is not a packed Flight SQL "
                                   "command (google.protobuf.Any)")

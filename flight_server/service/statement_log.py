@@ -4,7 +4,8 @@ The transport opens a ``StatementRecord`` for every call (``begin``) and closes 
 the call's gRPC status (``finish``); the handlers say what the call runs (``label``):
 its kind and text. Only labelled calls are logged, once, when they end; a DoGet's line
 is written when its stream ends (finished, failed, cancelled or its client gone), with
-the rows and bytes it sent. Kinds:
+the rows and bytes it sent; one that finished well is written once gRPC has sent its
+status, so the client does not wait for the line. Kinds:
 
 - ``query``: rows streamed by DoGet (a statement or a prepared statement, or plain SQL);
   planning it in GetFlightInfo is logged only when planning fails, so a query makes
@@ -25,6 +26,7 @@ start and end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -120,14 +122,30 @@ def set_rows(rows: int) -> None:
 
 def text_hash(text: str) -> str:
     """The statement's sha256 in hex, cut to ``HASH_CHARS`` characters."""
+    if len(text) <= _HASHED_CHARS:
+        return _text_hash_cached(text)
+    return _text_hash(text)
+
+
+def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="replace")).hexdigest()[:HASH_CHARS]
+
+
+# The same statements come again and again: short texts keep their hash.
+_HASHED_CHARS = 4096
+_text_hash_cached = functools.lru_cache(maxsize=512)(_text_hash)
+
+
+def detach(record: StatementRecord) -> None:
+    """Stops ``record`` being this thread's current one (it is finished elsewhere)."""
+    if getattr(_current, "record", None) is record:
+        _current.record = None
 
 
 def finish(record: StatementRecord, status: str, user: str | None = None) -> None:
     """Closes ``record`` with the call's gRPC status name: logs its line (once) and tells
     the observers."""
-    if getattr(_current, "record", None) is record:
-        _current.record = None
+    detach(record)
     if record.finished or record.kind is None:
         return
     record.finished = True

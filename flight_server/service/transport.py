@@ -488,7 +488,11 @@ class FlightTransport:
         except Exception as exc:
             failure = exc
         else:
-            _finish(call, "CANCELLED" if call.is_cancelled() else "OK")
+            status = "CANCELLED" if call.is_cancelled() else "OK"
+            if method == "DoGet":
+                _finish_after(call, context, status)
+            else:
+                _finish(call, status)
             return
         self._abort(context, failure, method, call)
 
@@ -612,6 +616,18 @@ def _finish(call: CallContext | None, status: str) -> None:
     if call is None or call.record is None:
         return
     statement_log.finish(call.record, status, getattr(call, "user", None))
+
+
+def _finish_after(call: CallContext, context: grpc.ServicerContext, status: str) -> None:
+    """Closes the call's record once gRPC has sent its status: a stream that ended well
+    is logged and counted off the client's wait (the record stops being this thread's
+    now)."""
+    record = call.record
+    if record is None:
+        return
+    statement_log.detach(record)
+    if not context.add_callback(lambda: _finish(call, status)):
+        _finish(call, status)
 
 
 def _descriptor(request: bytes) -> flight.FlightDescriptor:

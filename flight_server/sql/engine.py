@@ -104,6 +104,9 @@ _SEARCH_CALL = re.compile(r"\b(?:bm25|knn|vector_distance|bm25_snippet|bm25_sear
                           re.IGNORECASE)
 # How often a statement waiting for DataFusion's next batch checks its interrupt.
 POLL_S = 0.05
+# Statements remembered per engine (gate verdicts, plans of table-free queries); past
+# this the memo starts over.
+MEMO_STATEMENTS = 512
 
 
 def default_memory_limit() -> int:
@@ -136,7 +139,7 @@ class _Pins:
     tables: dict[str, Table] = field(default_factory=dict)
     snaps: dict[str, Snapshot] = field(default_factory=dict)
     # What the index rewrite decided, shown by EXPLAIN.
-    notes: list[str] = field(default_factory=list)
+    notes: list[object] = field(default_factory=list)
     # Tables read through some of their files only (``sql_files``): paths by table name.
     files: dict[str, frozenset[str]] = field(default_factory=dict)
     # Only the result's schema is wanted: searches check their arguments but do not run.
@@ -181,6 +184,10 @@ class SqlEngine:
         self._local = threading.local()
         self._open: dict[str, tuple[Table, float]] = {}
         self._count_names: dict[str, str] = {}
+        # Statements that passed the gate, by text (the Analysis itself, so a reading made
+        # anew is checked anew); plans of statements that read no table (below).
+        self._gated: dict[str, analysis.Analysis] = {}
+        self._tableless: dict[str, tuple[Any, pa.Schema] | None] = {}
         self._search = None
         if _functions is not None and hasattr(_functions, "register_search_functions"):
             self._search = _functions.register_search_functions(
@@ -226,7 +233,15 @@ class SqlEngine:
             a = text if params is None else analysis.analyse(text.text, params)
         else:
             a = analysis.analyse(text, params)
-        gate.check(a, _functions.NAMES if _functions is not None else ())
+        # The gate's verdict depends on the reading alone: a reading already let through
+        # (the very object, as the analysis cache hands it out again) is not walked again.
+        # Long texts (bulk VALUES) are read anew each time and not kept.
+        if self._gated.get(a.text) is not a:
+            gate.check(a, _functions.NAMES if _functions is not None else ())
+            if len(a.text) <= analysis.CACHED_STATEMENT_CHARS:
+                if len(self._gated) >= MEMO_STATEMENTS:
+                    self._gated.clear()
+                self._gated[a.text] = a
         return a
 
     @contextmanager
@@ -338,6 +353,9 @@ class SqlEngine:
                 raise SqlError(f"{type(a.statement.expr).__name__.upper()} statements are "
                                "not supported")
             return _statements.result_schema(self, a.statement.tree)
+        tableless = self._tableless_plan(a)
+        if tableless is not None:
+            return tableless[1]
         with self._statement() as pins:
             outer, pins.dry = pins.dry, True
             try:
@@ -406,6 +424,12 @@ class SqlEngine:
         with self._statement() as pins:
             if not a.plans_as_query:
                 return self._run_statement(a)
+            tableless = self._tableless_plan(a)
+            if tableless is not None:
+                df = self.ctx.create_dataframe_from_logical_plan(tableless[0])
+                if _small(a, pins):
+                    return self._collected(df, tableless[1])
+                return self._stream(df, schema=tableless[1])
             a = self._fold_constants(a, pins)
             # Under EXPLAIN the count still runs, for the note saying how it would be
             # answered.
@@ -510,6 +534,29 @@ class SqlEngine:
             return None
         return self._search.call(call.function, list(call.values))
 
+    def _tableless_plan(self, a: analysis.Analysis) -> tuple[Any, pa.Schema] | None:
+        """The logical plan and result schema of a query that reads no relation at all
+        (``SELECT 1``, ``SELECT now()``, ``VALUES …``: no table, view, table function or
+        search), planned once per text; None for any other statement. Nothing in such a
+        plan depends on the tables' versions, and each run makes a new DataFrame of it, so
+        time functions still read the time of the run."""
+        if a.shape is not analysis.Shape.QUERY or len(a.text) > analysis.CACHED_STATEMENT_CHARS:
+            return None
+        key = a.text
+        hit = self._tableless.get(key, False)
+        if hit is not False:
+            return hit
+        expr = a.statement.expr
+        planned = None
+        if expr is not None and expr.find(exp.Table) is None \
+                and not _SEARCH_CALL.search(a.statement.body):
+            df = self._plan(a.statement.text, {}, None)
+            planned = (df.logical_plan(), plain_schema(df.schema(), fold_large=False))
+        if len(self._tableless) >= MEMO_STATEMENTS:
+            self._tableless.clear()
+        self._tableless[key] = planned
+        return planned
+
     def _count_name(self, form: str) -> str:
         """The column name DataFusion gives an unaliased count of this form."""
         name = self._count_names.get(form)
@@ -518,12 +565,13 @@ class SqlEngine:
             self._count_names[form] = name
         return name
 
-    def _explain_with_notes(self, df: datafusion.DataFrame, notes: list[str]
+    def _explain_with_notes(self, df: datafusion.DataFrame, notes: list[object]
                             ) -> pa.RecordBatchReader:
         plan = self._stream(df).read_all()
         kinds = ["quiver_index_path"] * len(notes)
+        texts = [str(n) for n in notes]
         extra = pa.Table.from_arrays(
-            [pa.array(kinds if i == 0 else notes, f.type) for i, f in enumerate(plan.schema)],
+            [pa.array(kinds if i == 0 else texts, f.type) for i, f in enumerate(plan.schema)],
             schema=plan.schema)
         out = pa.concat_tables([plan, extra])
         return pa.RecordBatchReader.from_batches(out.schema, out.to_batches())
@@ -628,16 +676,33 @@ class SqlEngine:
         except Exception as exc:  # DataFusion raises plain exceptions with a kind prefix
             raise _map_error(exc, parse_error, renames) from None
 
-    def _stream(self, df: datafusion.DataFrame, small: bool = False) -> pa.RecordBatchReader:
+    def _collected(self, df: datafusion.DataFrame, schema: pa.Schema) -> pa.RecordBatchReader:
+        """The rows of ``df`` collected at once: for a statement that reads no table and
+        generates no rows (its result is a few rows), where streaming costs more than the
+        whole run."""
+        interrupts.check()
+        try:
+            batches = df.collect()
+        except QuiverError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc, None, memory_limit=self.memory_limit) from None
+        out = [b if b.schema.equals(schema) else b.cast(schema) for b in batches]
+        return pa.Table.from_batches(out, schema).to_reader()
+
+    def _stream(self, df: datafusion.DataFrame, small: bool = False,
+                schema: pa.Schema | None = None) -> pa.RecordBatchReader:
         """The rows of ``df`` batch by batch. Under an interrupt (the statement's time
         limit and cancel flag, taken from the scope it was planned in) each batch is
         awaited while the interrupt is polled; when it fires, DataFusion's stream is
         dropped, which stops its tasks and frees their memory. A ``small`` statement
         (see ``_small``) is pulled directly, the interrupt checked between batches: it
-        saves the wait's cost where no batch can take long."""
+        saves the wait's cost where no batch can take long. ``schema`` is the plain
+        schema of ``df`` when known already."""
         watch = interrupts.current()
         try:
-            schema = plain_schema(df.schema(), fold_large=False)
+            if schema is None:
+                schema = plain_schema(df.schema(), fold_large=False)
             # Held only here, so that emptying it drops the stream even while an exception
             # raised out of it (and its frames) is still referenced elsewhere.
             held = [df.execute_stream()]

@@ -285,7 +285,8 @@ class RewriteResult:
 
     ref_edits: dict[int, sqlparse.Edit] = field(default_factory=dict)
     edits: list[sqlparse.Edit] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    # Each note reads as ``str(note)`` (some are written out only then).
+    notes: list[str | _LazyNote] = field(default_factory=list)
 
 
 class IndexRewrite:
@@ -347,7 +348,7 @@ class IndexRewrite:
                 self._equality_ref(ref)
         return self.result
 
-    def _note(self, text: str) -> None:
+    def _note(self, text: str | _LazyNote) -> None:
         log.debug("%s", text)
         self.result.notes.append(text)
 
@@ -994,10 +995,15 @@ class IndexRewrite:
         cond, column, values = found
         if any(not tokenize(v) for v in values):
             return
-        where = f"{snap.name}.{column} ({self._describe([cond])})"
+        # Notes are read by EXPLAIN and debug logs only: the condition is written out
+        # (sqlglot generating SQL, a cost on every statement) when one reads them.
+        def where() -> str:
+            return f"{snap.name}.{column} ({self._describe([cond])})"
+
         if self.resident is not None and snap.count() <= RESIDENT_SCAN_MAX_ROWS \
                 and self.resident(table, snap):
-            self._note(f"scan: {where} left to the scan of rows already in memory")
+            self._note(_LazyNote(lambda: f"scan: {where()} left to the scan of rows already "
+                                         "in memory"))
             return
         dnf = sqlparse.pruning_filter(ref, snap.schema)
         files = snap.candidate_files(dnf) if dnf else snap.candidate_files()
@@ -1011,8 +1017,24 @@ class IndexRewrite:
         edit = sqlparse.table_edit(ref, name, self.st.body)
         if edit is not None:
             self.result.ref_edits[id(ref.node)] = edit
-            self._note(f"index path: exact_match on {where} rows={rows.num_rows} "
-                       f"from {len(hits.files)} of {len(files)} files")
+            shown = (rows.num_rows, len(hits.files), len(files))
+            self._note(_LazyNote(lambda: f"index path: exact_match on {where()} "
+                                         f"rows={shown[0]} from {shown[1]} of {shown[2]} files"))
+
+
+class _LazyNote:
+    """A note written out when first read (``str``)."""
+
+    __slots__ = ("_make", "_text")
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make = make
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = self._make()
+        return self._text
 
 
 # -- vector_distance --------------------------------------------------------------------------
