@@ -10,6 +10,12 @@ threshold) generate candidates; the others are decoded and probed only while the
 candidate can still win. Blocks decode doc ids only; a posting's tf and length are read
 from the bitstream when the posting is scored.
 
+Across files (``table_topk``) the intervals of every file are listed once with their bounds
+(``table_intervals``, kept by the caller's plan) and scored highest bound first for a
+while, so the k-th best score reaches its final value early whichever file holds the best
+rows; the rest follow in row order, each block decoded once, and the search ends as soon
+as no interval left can beat the k-th best.
+
 The BM25 formula is defined here once: ``K1``, ``B``, ``idf`` and the per-posting score.
 """
 
@@ -370,73 +376,6 @@ def _max_terms(f_t0):
     return m
 
 
-@njit(cache=True, nogil=True)
-def table_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_mode,
-                    f_avgdl, k1, b, avgdl):
-    """Every file's doc-id intervals that may hold a match, with their score bounds.
-
-    Arguments are ``table_topk``'s. Interval ``i`` is rows ``[lo[i], hi[i])`` of file
-    ``file[i]``, covered by block ``blk[i, t]`` of the file's ``t``-th term (-1: none) whose
-    bound is ``ub[i, t]``; ``bound[i]`` sums them. Intervals that cannot match (no term; in AND mode
-    a group missing) are left out. Returns (file, lo, hi, bound, blk), in file and row order.
-    """
-    F = len(f_t0) - 1
-    max_t = _max_terms(f_t0)
-    # An interval starts at 0, a block's first row or one past a block's last row.
-    cap = F
-    for i in range(len(t_nb)):
-        cap += 2 * t_nb[i]
-    big = np.int64(1) << 40
-    iv_file = np.empty(cap, np.int32)
-    iv_lo = np.empty(cap, np.int64)
-    iv_hi = np.empty(cap, np.int64)
-    iv_bound = np.empty(cap, np.float64)
-    iv_blk = np.full((cap, max_t), -1, np.int32)
-    iv_ub = np.zeros((cap, max_t), np.float64)
-    blk = np.zeros(max_t, np.int64)
-    act = np.empty(max_t, np.int64)
-    gm = np.empty(max_t, np.int64)
-    n = 0
-    for f in range(F):
-        s = f_t0[f]
-        T = f_t0[f + 1] - s
-        if T == 0:
-            continue
-        covered = np.int64(0)
-        for t in range(T):
-            gm[t] = gmask_q[t_q[s + t]]
-            covered |= gm[t]
-            blk[t] = 0
-        if and_mode and covered != required:
-            continue
-        tb = t_base[s:s + T]
-        tn = t_nb[s:s + T]
-        lo = np.int64(0)
-        while True:
-            hi, na, covered, nxt = _next_interval(buf, tb, tn, gm[:T], blk, act, lo)
-            if na == 0:
-                if nxt == big:
-                    break
-                lo = nxt
-                continue
-            if not (and_mode and covered != required):
-                total = 0.0
-                for i in range(na):
-                    t = act[i]
-                    u = block_bound(buf, tb[t] + blk[t] * META_SIZE, idf_q[t_q[s + t]], k1, b,
-                                    avgdl, f_avgdl[f])
-                    total += u
-                    iv_blk[n, t] = blk[t]
-                    iv_ub[n, t] = u
-                iv_file[n] = f
-                iv_lo[n] = lo
-                iv_hi[n] = hi
-                iv_bound[n] = total
-                n += 1
-            lo = hi
-    return iv_file[:n], iv_lo[:n], iv_hi[:n], iv_bound[:n], iv_blk[:n], iv_ub[:n]
-
-
 @njit(cache=True, inline="always")
 def _next_interval(buf, t_base, t_nb, gmask, blk, act, lo):
     """Moves every term to its first block ending at or after ``lo``; returns (start, end,
@@ -469,6 +408,105 @@ def _next_interval(buf, t_base, t_nb, gmask, blk, act, lo):
             na += 1
             covered |= gmask[t]
     return hi, na, covered, nxt
+
+
+@njit(cache=True, nogil=True)
+def table_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_mode, k1, b,
+                    avgdl):
+    """Every file's doc-id intervals that hold a match, with their exact score bounds.
+
+    Arguments are ``table_topk``'s. Interval ``i`` is rows ``[lo[i], hi[i])`` of file
+    ``file[i]``; the file's ``t``-th term has postings there in its block ``blk[i, t]`` (-1:
+    none), the best of them scoring ``ub[i, t]`` (every posting is decoded and scored once:
+    an interval's bound is the sum of what each term scores at best inside it, much tighter
+    than the bounds of whole blocks). ``bound[i]`` sums them. Intervals that cannot match (no
+    posting; in AND mode a group missing) are left out. Returns (file, lo, hi, bound, blk,
+    ub, index of a file whose postings failed to decode or -1), in file and row order.
+    """
+    F = len(f_t0) - 1
+    max_t = _max_terms(f_t0)
+    # An interval starts at 0, a block's first row or one past a block's last row.
+    cap = F
+    for i in range(len(t_nb)):
+        cap += 2 * t_nb[i]
+    big = np.int64(1) << 40
+    iv_file = np.empty(cap, np.int32)
+    iv_lo = np.empty(cap, np.int64)
+    iv_hi = np.empty(cap, np.int64)
+    iv_bound = np.empty(cap, np.float64)
+    iv_blk = np.full((cap, max_t), -1, np.int32)
+    iv_ub = np.zeros((cap, max_t), np.float64)
+    blk = np.zeros(max_t, np.int64)
+    act = np.empty(max_t, np.int64)
+    gm = np.empty(max_t, np.int64)
+    D = np.empty((max_t, BLOCK_SIZE), np.int64)
+    TF = np.empty((max_t, BLOCK_SIZE), np.int64)
+    DL = np.empty((max_t, BLOCK_SIZE), np.int64)
+    dec = np.empty(max_t, np.int64)
+    cnt = np.zeros(max_t, np.int64)
+    pos = np.zeros(max_t, np.int64)
+    n = 0
+    for f in range(F):
+        s = f_t0[f]
+        T = f_t0[f + 1] - s
+        if T == 0:
+            continue
+        covered = np.int64(0)
+        for t in range(T):
+            gm[t] = gmask_q[t_q[s + t]]
+            covered |= gm[t]
+            blk[t] = 0
+            dec[t] = -1
+        if and_mode and covered != required:
+            continue
+        tb = t_base[s:s + T]
+        tn = t_nb[s:s + T]
+        lo = np.int64(0)
+        while True:
+            hi, na, covered, nxt = _next_interval(buf, tb, tn, gm[:T], blk, act, lo)
+            if na == 0:
+                if nxt == big:
+                    break
+                lo = nxt
+                continue
+            total = 0.0
+            covered = np.int64(0)
+            for i in range(na):
+                t = act[i]
+                if dec[t] != blk[t]:
+                    c = decode_block(buf, tb[t], tn[t], blk[t], D[t], TF[t], DL[t])
+                    if c < 0:
+                        return (iv_file[:0], iv_lo[:0], iv_hi[:0], iv_bound[:0], iv_blk[:0],
+                                iv_ub[:0], f)
+                    dec[t] = blk[t]
+                    cnt[t] = c
+                    pos[t] = 0
+                # Every posting lies in one interval, and intervals come in row order.
+                best = -1.0
+                w = idf_q[t_q[s + t]]
+                while pos[t] < cnt[t] and D[t, pos[t]] < hi:
+                    p = pos[t]
+                    u = _tscore(w, np.float64(TF[t, p]), np.float64(DL[t, p]), k1, b, avgdl)
+                    if u > best:
+                        best = u
+                    pos[t] += 1
+                if best >= 0.0:
+                    # A margin: a document's terms are summed in another order than these.
+                    best *= 1.0 + 1e-9
+                    iv_blk[n, t] = blk[t]
+                    iv_ub[n, t] = best
+                    total += best
+                    covered |= gm[t]
+            if covered != 0 and not (and_mode and covered != required):
+                iv_file[n] = f
+                iv_lo[n] = lo
+                iv_hi[n] = hi
+                iv_bound[n] = total
+                n += 1
+            else:
+                iv_blk[n, :] = -1
+            lo = hi
+    return iv_file[:n], iv_lo[:n], iv_hi[:n], iv_bound[:n], iv_blk[:n], iv_ub[:n], -1
 
 
 @njit(cache=True, inline="always")

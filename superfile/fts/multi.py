@@ -14,7 +14,9 @@ into files:
   per-term arrays the compiled ranking reads (a ``PostingsPlan``, reusable for as long as
   the files do not change);
 - ``plan_topk`` ranks every file's rows in one compiled call (``engine.table_topk``), ties
-  going to the lower id.
+  going to the lower id; the doc-id intervals of all files and their score bounds are
+  computed by its first call and kept with the plan, so later calls start from the
+  intervals most likely to hold the best rows.
 
 ``search_files`` chains all four for a list of readers whose rows are numbered in list
 order (file ``i``'s row ``r`` is ``offset_i + r``). Plain queries only: terms and excluded
@@ -160,6 +162,10 @@ class PostingsPlan:
     _order: tuple[Any, tuple[np.ndarray, ...]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def name_of(self, f: int) -> str:
+        """File ``f``'s label in errors."""
+        return self.names[f] if f < len(self.names) and self.names[f] else f"#{f}"
+
     def interval_order(self, idf_q: np.ndarray, avgdl: float, and_mode: bool
                        ) -> tuple[np.ndarray, ...]:
         """The plan's intervals for these statistics (``engine.table_intervals``) and their
@@ -173,9 +179,12 @@ class PostingsPlan:
             if got is not None and got[0] == key:
                 return got[1]
             nq = len(idf_q)
-            iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub = table_intervals(
+            iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, bad = table_intervals(
                 self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q,
-                _group_masks(nq), (1 << nq) - 1, and_mode, self.f_avgdl, K1, B, avgdl)
+                _group_masks(nq), (1 << nq) - 1, and_mode, K1, B, avgdl)
+            if bad >= 0:
+                raise CorruptFileError(f"full-text postings of {self.name_of(bad)} failed to "
+                                       "decode")
             # Stable: equal bounds keep file and row order.
             ordered = (iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub,
                        np.argsort(-iv_bound, kind="stable"))
@@ -283,8 +292,7 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
         *intervals, max(SEED_MIN, len(intervals[0]) // SEED_SHARE) if seed is None
         else int(seed))
     if bad >= 0:
-        name = plan.names[bad] if bad < len(plan.names) and plan.names[bad] else f"#{bad}"
-        raise CorruptFileError(f"full-text postings of {name} failed to decode")
+        raise CorruptFileError(f"full-text postings of {plan.name_of(bad)} failed to decode")
     scores, ids, fidx, local = hs[:n], hd[:n], hf[:n], hl[:n]
     order = np.lexsort((ids, -scores))
     return PlanHits(fidx[order], local[order], ids[order], scores[order].astype(np.float32),
