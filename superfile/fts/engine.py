@@ -412,23 +412,25 @@ def _next_interval(buf, t_base, t_nb, gmask, blk, act, lo):
 
 @njit(cache=True, nogil=True)
 def table_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_mode, k1, b,
-                    avgdl):
+                    avgdl, width):
     """Every file's doc-id intervals that hold a match, with their exact score bounds.
 
     Arguments are ``table_topk``'s. Interval ``i`` is rows ``[lo[i], hi[i])`` of file
     ``file[i]``; the file's ``t``-th term has postings there in its block ``blk[i, t]`` (-1:
-    none), the best of them scoring ``ub[i, t]`` (every posting is decoded and scored once:
-    an interval's bound is the sum of what each term scores at best inside it, much tighter
-    than the bounds of whole blocks). ``bound[i]`` sums them. Intervals that cannot match (no
-    posting; in AND mode a group missing) are left out. Returns (file, lo, hi, bound, blk,
-    ub, index of a file whose postings failed to decode or -1), in file and row order.
+    none), at most ``width`` of them, the best scoring ``ub[i, t]`` (every posting is decoded
+    and scored once: an interval's bound is the sum of what each term scores at best inside
+    it, much tighter than the bounds of whole blocks). ``bound[i]`` sums them. Intervals that
+    cannot match (no posting; in AND mode a group missing) are left out. Returns (file, lo,
+    hi, bound, blk, ub, index of a file whose postings failed to decode or -1), in file and
+    row order.
     """
     F = len(f_t0) - 1
     max_t = _max_terms(f_t0)
-    # An interval starts at 0, a block's first row or one past a block's last row.
+    # An interval starts at 0, a block's first row, one past a block's last row or at the
+    # posting after ``width`` of one term.
     cap = F
     for i in range(len(t_nb)):
-        cap += 2 * t_nb[i]
+        cap += 2 * t_nb[i] + (t_nb[i] * BLOCK_SIZE) // max(width, 1)
     big = np.int64(1) << 40
     iv_file = np.empty(cap, np.int32)
     iv_lo = np.empty(cap, np.int64)
@@ -469,8 +471,6 @@ def table_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_
                     break
                 lo = nxt
                 continue
-            total = 0.0
-            covered = np.int64(0)
             for i in range(na):
                 t = act[i]
                 if dec[t] != blk[t]:
@@ -481,30 +481,45 @@ def table_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_
                     dec[t] = blk[t]
                     cnt[t] = c
                     pos[t] = 0
-                # Every posting lies in one interval, and intervals come in row order.
-                best = -1.0
-                w = idf_q[t_q[s + t]]
-                while pos[t] < cnt[t] and D[t, pos[t]] < hi:
-                    p = pos[t]
-                    u = _tscore(w, np.float64(TF[t, p]), np.float64(DL[t, p]), k1, b, avgdl)
-                    if u > best:
-                        best = u
-                    pos[t] += 1
-                if best >= 0.0:
-                    # A margin: a document's terms are summed in another order than these.
-                    best *= 1.0 + 1e-9
-                    iv_blk[n, t] = blk[t]
-                    iv_ub[n, t] = best
-                    total += best
-                    covered |= gm[t]
-            if covered != 0 and not (and_mode and covered != required):
-                iv_file[n] = f
-                iv_lo[n] = lo
-                iv_hi[n] = hi
-                iv_bound[n] = total
-                n += 1
-            else:
-                iv_blk[n, :] = -1
+            # Every posting lies in one interval, and intervals come in row order: pos[t] is
+            # each term's first posting at or after lo. The interval is cut before the
+            # posting after ``width`` of any term.
+            a = lo
+            while a < hi:
+                cut = hi
+                for i in range(na):
+                    t = act[i]
+                    q = pos[t] + width
+                    if q < cnt[t] and D[t, q] < cut:
+                        cut = D[t, q]
+                total = 0.0
+                covered = np.int64(0)
+                for i in range(na):
+                    t = act[i]
+                    best = -1.0
+                    w = idf_q[t_q[s + t]]
+                    while pos[t] < cnt[t] and D[t, pos[t]] < cut:
+                        p = pos[t]
+                        u = _tscore(w, np.float64(TF[t, p]), np.float64(DL[t, p]), k1, b, avgdl)
+                        if u > best:
+                            best = u
+                        pos[t] += 1
+                    if best >= 0.0:
+                        # A margin: a document's terms are summed in another order.
+                        best *= 1.0 + 1e-9
+                        iv_blk[n, t] = blk[t]
+                        iv_ub[n, t] = best
+                        total += best
+                        covered |= gm[t]
+                if covered != 0 and not (and_mode and covered != required):
+                    iv_file[n] = f
+                    iv_lo[n] = a
+                    iv_hi[n] = cut
+                    iv_bound[n] = total
+                    n += 1
+                else:
+                    iv_blk[n, :] = -1
+                a = cut
             lo = hi
     return iv_file[:n], iv_lo[:n], iv_hi[:n], iv_bound[:n], iv_blk[:n], iv_ub[:n], -1
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from quiver.superfile.errors import CorruptFileError, QueryError
-from quiver.superfile.fts.codec import block_count, pack_ranges
+from quiver.superfile.fts.codec import BLOCK_SIZE, block_count, pack_ranges
 from quiver.superfile.fts.engine import K1, B, idf, table_intervals, table_topk
 from quiver.superfile.fts.query import ParsedQuery, parse_query
 from quiver.superfile.fts.reader import FtsIndexReader, check_mode
@@ -181,7 +181,7 @@ class PostingsPlan:
             nq = len(idf_q)
             iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, bad = table_intervals(
                 self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q,
-                _group_masks(nq), (1 << nq) - 1, and_mode, K1, B, avgdl)
+                _group_masks(nq), (1 << nq) - 1, and_mode, K1, B, avgdl, INTERVAL_WIDTH)
             if bad >= 0:
                 raise CorruptFileError(f"full-text postings of {self.name_of(bad)} failed to "
                                        "decode")
@@ -225,9 +225,10 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
            else np.zeros(1, np.int64))
     t_nb = block_count(dfs)
     max_t = max((len(f.terms.refs) for f in files), default=1)
-    # At most one interval per file plus two per block: file, start, end, bound, rank,
-    # and per term a block and its bound.
-    order_bytes = (len(files) + 2 * int(t_nb.sum())) * (4 + 8 + 8 + 8 + 8 + 12 * max_t)
+    # At most one interval per file, two per block and one per INTERVAL_WIDTH postings: file,
+    # start, end, bound, rank, and per term a block and its bound.
+    n_iv = len(files) + int(t_nb.sum()) * (2 + BLOCK_SIZE // INTERVAL_WIDTH)
+    order_bytes = n_iv * (4 + 8 + 8 + 8 + 8 + 12 * max_t)
     mask_arr = np.concatenate(masks) if masks else np.zeros(1, np.uint8)
     return PostingsPlan(
         files=[f.key for f in files], buf=buf, f_t0=f_t0, t_base=t_base, t_nb=t_nb,
@@ -246,6 +247,9 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
 # many can, blocks shared by intervals scored apart are not decoded twice too often.
 SEED_MIN = 64
 SEED_SHARE = 16
+# Most postings of one term in an interval: narrower intervals bound their scores tighter
+# (fewer are scored) at the cost of more of them to keep and to rank.
+INTERVAL_WIDTH = 8
 
 @dataclass(frozen=True)
 class PlanHits:
