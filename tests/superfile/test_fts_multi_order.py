@@ -12,7 +12,10 @@ import pytest
 from pyroaring import BitMap
 
 from quiver.superfile.fts import FtsIndexReader, build_fts_index, parse_query
+from quiver.superfile.fts.codec import BLOCK_SIZE, decode_block
+from quiver.superfile.fts.engine import K1, B, idf
 from quiver.superfile.fts.multi import (
+    INTERVAL_WIDTH,
     PlanFile,
     build_plan,
     collection_stats,
@@ -175,3 +178,57 @@ def test_a_plan_searched_with_other_statistics_ranks_with_those(split):
     want = oracle.scores("python json", n=other.num_docs, avgdl=other.avg_doc_len,
                          df={**oracle.df, **other.doc_freqs})
     check_topk(hits.ids.astype(np.uint32), hits.scores, want, 10)
+
+
+def _postings(plan, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Every block of the plan's term entry e, decoded.
+    parts = []
+    for j in range(int(plan.t_nb[e])):
+        out = [np.empty(BLOCK_SIZE, np.int64) for _ in range(3)]
+        c = decode_block(plan.buf, int(plan.t_base[e]), int(plan.t_nb[e]), j, *out)
+        assert c > 0
+        parts.append([a[:c] for a in out])
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+@pytest.mark.parametrize("mode", ["or", "and"])
+def test_intervals_cover_every_posting_once_and_bound_it_by_its_best_score(split, mode):
+    _texts, readers, _oracle = split
+    and_mode = mode == "and"
+    pq = parse_query("fast parser http client")
+    parts = [PlanFile(i, got, id_base=CUTS[i]) for i, r in enumerate(readers)
+             if (got := file_terms(r, pq, and_mode)) is not None]
+    plan = build_plan(parts, and_mode)
+    stats = collection_stats((reader_stats(r, pq.terms) for r in readers), pq.terms)
+    avgdl = stats.avg_doc_len
+    w = idf(float(stats.num_docs), np.array([stats.doc_freqs[t] for t in pq.terms], float))
+    iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, order = plan.interval_order(
+        w, avgdl, and_mode)
+    assert np.all(np.diff(iv_bound[order]) <= 0)
+    for f in range(len(plan.files)):
+        mine = np.flatnonzero(iv_file == f)
+        # In row order, apart from one another.
+        assert np.all(iv_lo[mine] < iv_hi[mine])
+        assert np.all(iv_hi[mine][:-1] <= iv_lo[mine][1:])
+        docs_of = {}
+        for e in range(int(plan.f_t0[f]), int(plan.f_t0[f + 1])):
+            t = e - int(plan.f_t0[f])
+            docs, tfs, dls = _postings(plan, e)
+            q = int(plan.t_q[e])
+            scores = w[q] * tfs * (K1 + 1) / (tfs + K1 * (1 - B + B * dls / avgdl))
+            where = np.searchsorted(iv_lo[mine], docs, side="right") - 1
+            inside = (where >= 0) & (docs < iv_hi[mine][np.maximum(where, 0)])
+            docs_of[t] = (docs, inside)
+            for j, iv in enumerate(mine.tolist()):
+                held = inside & (where == j)
+                assert held.sum() <= INTERVAL_WIDTH
+                if held.any():
+                    assert iv_blk[iv, t] >= 0
+                    assert iv_ub[iv, t] >= scores[held].max()
+                    assert iv_ub[iv, t] == pytest.approx(scores[held].max(), rel=1e-8)
+                else:
+                    assert iv_blk[iv, t] == -1
+            if not and_mode:
+                # Every posting of every term is in some interval.
+                assert inside.all()
+        np.testing.assert_allclose(iv_bound[mine], iv_ub[mine].sum(axis=1), rtol=1e-12)
