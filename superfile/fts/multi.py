@@ -288,13 +288,15 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
         ) from None
     nq = len(terms)
     idf_q = idf(n_docs, dfs)
-    intervals = plan.interval_order(idf_q, avgdl, and_mode)
+    iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.interval_order(
+        idf_q, avgdl, and_mode)
+    if seed is None:
+        seed = max(SEED_MIN, len(iv_file) // SEED_SHARE)
     n, hs, hd, hf, hl, decoded, bad = table_topk(
         plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf_q, _group_masks(nq),
         np.ones(nq, np.bool_), (1 << nq) - 1, and_mode, plan.f_driver, int(k), -np.inf,
-        plan.masks, plan.f_moff, plan.f_idbase, plan.ids, plan.f_ioff, K1, B, avgdl,
-        *intervals, max(SEED_MIN, len(intervals[0]) // SEED_SHARE) if seed is None
-        else int(seed))
+        plan.masks, plan.f_moff, plan.f_idbase, plan.ids, plan.f_ioff, K1, B, avgdl, iv_file,
+        iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order, int(seed))
     if bad >= 0:
         raise CorruptFileError(f"full-text postings of {plan.name_of(bad)} failed to decode")
     scores, ids, fidx, local = hs[:n], hd[:n], hf[:n], hl[:n]
