@@ -10,6 +10,12 @@ threshold) generate candidates; the others are decoded and probed only while the
 candidate can still win. Blocks decode doc ids only; a posting's tf and length are read
 from the bitstream when the posting is scored.
 
+Across files (``table_topk``) the intervals of every file are listed once with their bounds
+(``table_intervals``, kept by the caller's plan) and scored highest bound first for a
+while, so the k-th best score reaches its final value early whichever file holds the best
+rows; the rest follow in row order, each block decoded once, and the search ends as soon
+as no interval left can beat the k-th best.
+
 The BM25 formula is defined here once: ``K1``, ``B``, ``idf`` and the per-posting score.
 """
 
@@ -31,7 +37,7 @@ from quiver.superfile.fts.codec import (
 K1 = 1.2
 B = 0.75
 
-__all__ = ["K1", "B", "idf", "table_topk", "topk_kernel"]
+__all__ = ["K1", "B", "idf", "table_intervals", "table_topk", "topk_kernel"]
 
 
 def idf(n_docs: float, dfs: np.ndarray) -> np.ndarray:
@@ -362,10 +368,180 @@ def topk_kernel(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver,
     return hn, hs, hd, decoded, bad
 
 
+@njit(cache=True)
+def _max_terms(f_t0):
+    m = 1
+    for f in range(len(f_t0) - 1):
+        m = max(m, f_t0[f + 1] - f_t0[f])
+    return m
+
+
+@njit(cache=True, inline="always")
+def _next_interval(buf, t_base, t_nb, gmask, blk, act, lo):
+    """Moves every term to its first block ending at or after ``lo``; returns (start, end,
+    active terms, their groups, next start) of the interval at ``lo``: ``act[:na]`` the terms
+    whose block covers it. With no term covering ``lo``, na is 0 and the next interval
+    starts at ``next`` (``2**40``: none left)."""
+    big = np.int64(1) << 40
+    hi = big
+    nxt = big
+    na = 0
+    covered = np.int64(0)
+    for t in range(len(t_base)):
+        base = t_base[t]
+        nb = t_nb[t]
+        while blk[t] < nb and get_u32(buf, base + blk[t] * META_SIZE + 4) < lo:
+            blk[t] += 1
+        if blk[t] >= nb:
+            continue
+        f = get_u32(buf, base + blk[t] * META_SIZE)
+        if f > lo:
+            if f < nxt:
+                nxt = f
+            if f < hi:
+                hi = f
+        else:
+            last1 = get_u32(buf, base + blk[t] * META_SIZE + 4) + 1
+            if last1 < hi:
+                hi = last1
+            act[na] = t
+            na += 1
+            covered |= gmask[t]
+    return hi, na, covered, nxt
+
+
+@njit(cache=True, nogil=True)
+def table_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_mode, k1, b,
+                    avgdl, width):
+    """Every file's doc-id intervals that hold a match, with their exact score bounds.
+
+    Arguments are ``table_topk``'s. Interval ``i`` is rows ``[lo[i], hi[i])`` of file
+    ``file[i]``; the file's ``t``-th term has postings there in its block ``blk[i, t]`` (-1:
+    none), at most ``width`` of them, the best scoring ``ub[i, t]`` (every posting is decoded
+    and scored once: an interval's bound is the sum of what each term scores at best inside
+    it, much tighter than the bounds of whole blocks). ``bound[i]`` sums them. Intervals that
+    cannot match (no posting; in AND mode a group missing) are left out. Returns (file, lo,
+    hi, bound, blk, ub, index of a file whose postings failed to decode or -1), in file and
+    row order.
+    """
+    F = len(f_t0) - 1
+    max_t = _max_terms(f_t0)
+    # An interval starts at 0, a block's first row, one past a block's last row or at the
+    # posting after ``width`` of one term.
+    cap = F
+    for i in range(len(t_nb)):
+        cap += 2 * t_nb[i] + (t_nb[i] * BLOCK_SIZE) // max(width, 1)
+    big = np.int64(1) << 40
+    iv_file = np.empty(cap, np.int32)
+    iv_lo = np.empty(cap, np.int64)
+    iv_hi = np.empty(cap, np.int64)
+    iv_bound = np.empty(cap, np.float64)
+    iv_blk = np.full((cap, max_t), -1, np.int32)
+    iv_ub = np.zeros((cap, max_t), np.float64)
+    blk = np.zeros(max_t, np.int64)
+    act = np.empty(max_t, np.int64)
+    gm = np.empty(max_t, np.int64)
+    D = np.empty((max_t, BLOCK_SIZE), np.int64)
+    TF = np.empty((max_t, BLOCK_SIZE), np.int64)
+    DL = np.empty((max_t, BLOCK_SIZE), np.int64)
+    dec = np.empty(max_t, np.int64)
+    cnt = np.zeros(max_t, np.int64)
+    pos = np.zeros(max_t, np.int64)
+    n = 0
+    for f in range(F):
+        s = f_t0[f]
+        T = f_t0[f + 1] - s
+        if T == 0:
+            continue
+        covered = np.int64(0)
+        for t in range(T):
+            gm[t] = gmask_q[t_q[s + t]]
+            covered |= gm[t]
+            blk[t] = 0
+            dec[t] = -1
+        if and_mode and covered != required:
+            continue
+        tb = t_base[s:s + T]
+        tn = t_nb[s:s + T]
+        lo = np.int64(0)
+        while True:
+            hi, na, covered, nxt = _next_interval(buf, tb, tn, gm[:T], blk, act, lo)
+            if na == 0:
+                if nxt == big:
+                    break
+                lo = nxt
+                continue
+            for i in range(na):
+                t = act[i]
+                if dec[t] != blk[t]:
+                    c = decode_block(buf, tb[t], tn[t], blk[t], D[t], TF[t], DL[t])
+                    if c < 0:
+                        return (iv_file[:0], iv_lo[:0], iv_hi[:0], iv_bound[:0], iv_blk[:0],
+                                iv_ub[:0], f)
+                    dec[t] = blk[t]
+                    cnt[t] = c
+                    pos[t] = 0
+            # Every posting lies in one interval, and intervals come in row order: pos[t] is
+            # each term's first posting at or after lo. The interval is cut before the
+            # posting after ``width`` of any term.
+            a = lo
+            while a < hi:
+                cut = hi
+                for i in range(na):
+                    t = act[i]
+                    q = pos[t] + width
+                    if q < cnt[t] and D[t, q] < cut:
+                        cut = D[t, q]
+                total = 0.0
+                covered = np.int64(0)
+                for i in range(na):
+                    t = act[i]
+                    best = -1.0
+                    w = idf_q[t_q[s + t]]
+                    while pos[t] < cnt[t] and D[t, pos[t]] < cut:
+                        p = pos[t]
+                        u = _tscore(w, np.float64(TF[t, p]), np.float64(DL[t, p]), k1, b, avgdl)
+                        if u > best:
+                            best = u
+                        pos[t] += 1
+                    if best >= 0.0:
+                        # A margin: a document's terms are summed in another order.
+                        best *= 1.0 + 1e-9
+                        iv_blk[n, t] = blk[t]
+                        iv_ub[n, t] = best
+                        total += best
+                        covered |= gm[t]
+                if covered != 0 and not (and_mode and covered != required):
+                    iv_file[n] = f
+                    iv_lo[n] = a
+                    iv_hi[n] = cut
+                    iv_bound[n] = total
+                    n += 1
+                else:
+                    iv_blk[n, :] = -1
+                a = cut
+            lo = hi
+    return iv_file[:n], iv_lo[:n], iv_hi[:n], iv_bound[:n], iv_blk[:n], iv_ub[:n], -1
+
+
+@njit(cache=True, inline="always")
+def _activate(iv_blk, iv_ub, j, n, blk, act, ubs):
+    # The terms (of the file's n) with a block covering interval j, and those blocks' bounds.
+    na = 0
+    for i in range(n):
+        bi = iv_blk[j, i]
+        if bi >= 0:
+            blk[i] = bi
+            act[na] = i
+            ubs[na] = iv_ub[j, i]
+            na += 1
+    return na
+
+
 @njit(cache=True, nogil=True)
 def table_topk(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, solo_q, required, and_mode,
-               f_driver, k, floor, masks, f_moff, f_avgdl, f_idbase, ids, f_ioff, k1, b,
-               avgdl):
+               f_driver, k, floor, masks, f_moff, f_idbase, ids, f_ioff, k1, b, avgdl,
+               iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order, seed):
     """One top-k over many files' postings, all held in ``buf``.
 
     File ``f`` owns entries ``f_t0[f]:f_t0[f + 1]`` of ``t_base`` / ``t_nb`` / ``t_q`` (its
@@ -373,48 +549,202 @@ def table_topk(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, solo_q, required, a
     are ``ids[f_ioff[f] + doc]`` in the ranking (``f_idbase[f] + doc`` where ``f_ioff[f]`` is
     negative), ties going to the lower id. ``f_moff[f]`` is
     the offset of its row mask in ``masks`` (-1: every row counts). Scores are ranked as
-    float32, the precision results carry. Returns (count, scores, ids, file indexes, docs,
-    blocks decoded, index of a corrupt file or -1); the heap is unordered.
+    float32, the precision results carry.
+
+    The ``iv_*`` arrays are ``table_intervals``' for the same arguments and ``iv_order``
+    ranks them by bound, highest first. The search first scores the ``seed`` intervals of
+    highest bound, across all files, so the k-th best score starts near its final value;
+    it then goes through the rest in file and row order (each block decoded once), skipping
+    every interval whose bound cannot beat the k-th best. Inside an interval it works as
+    ``_file_topk`` does. Returns (count, scores, ids, file indexes, docs, blocks decoded,
+    index of a corrupt file or -1); the heap is unordered.
     """
-    F = len(f_t0) - 1
+    E = len(t_base)
+    big = np.int64(1) << 40
     hs = np.empty(k, np.float64)
     hd = np.empty(k, np.int64)
     hf = np.empty(k, np.int64)
     hl = np.empty(k, np.int64)
-    max_t = 1
-    for f in range(F):
-        max_t = max(max_t, f_t0[f + 1] - f_t0[f])
+    max_t = _max_terms(f_t0)
+    # One decoded block per term of the file at hand (small: it stays in the nearest cache).
     D = np.empty((max_t, BLOCK_SIZE), np.int64)
     TF = np.empty((max_t, BLOCK_SIZE), np.int64)
     DL = np.empty((max_t, BLOCK_SIZE), np.int64)
-    idf = np.empty(max_t, np.float64)
-    t_avg = np.full(max_t, avgdl, np.float64)
-    t_favg = np.empty(max_t, np.float64)
-    gm = np.empty(max_t, np.int64)
-    so = np.empty(max_t, np.bool_)
+    blk = np.zeros(max_t, np.int64)
+    dec = np.full(max_t, -1, np.int64)
+    cnt = np.zeros(max_t, np.int64)
+    pos = np.zeros(max_t, np.int64)
+    full = np.zeros(max_t, np.bool_)
+    act = np.empty(max_t, np.int64)
+    ubs = np.empty(max_t, np.float64)
+    cum = np.empty(max_t, np.float64)
+    idf = np.empty(E, np.float64)
+    gmask = np.empty(E, np.int64)
+    solo = np.empty(E, np.bool_)
+    for i in range(E):
+        q = t_q[i]
+        idf[i] = idf_q[q]
+        gmask[i] = gmask_q[q]
+        solo[i] = solo_q[q]
+    t_avg = np.full(E, avgdl, np.float64)
+    n_iv = len(iv_file)
+    n_seed = min(seed, n_iv)
+    done = np.zeros(n_iv, np.bool_)
+    cur = -1
     hn = 0
     decoded = 0
-    for f in range(F):
-        s = f_t0[f]
-        n = f_t0[f + 1] - s
-        if n == 0:
-            continue
-        covered = np.int64(0)
-        for i in range(n):
-            q = t_q[s + i]
-            idf[i] = idf_q[q]
-            gm[i] = gmask_q[q]
-            so[i] = solo_q[q]
-            covered |= gm[i]
-        if and_mode and covered != required:
-            continue
-        t_favg[:n] = f_avgdl[f]
-        hn, dec, bad = _file_topk(buf, t_base[s:s + n], t_nb[s:s + n], idf[:n], gm[:n], so[:n],
-                                  required, and_mode, f_driver[f], k, floor, masks, f_moff[f],
-                                  f_moff[f] >= 0, k1, b, t_avg[:n], t_favg[:n], hs, hd, hf, hl,
-                                  hn,
-                                  f_idbase[f], ids, f_ioff[f], f, True, D, TF, DL)
-        decoded += dec
-        if bad:
-            return hn, hs, hd, hf, hl, decoded, f
+    theta = floor
+    for step in range(n_seed + n_iv):
+        if step < n_seed:
+            iv = iv_order[step]
+            if iv_bound[iv] <= theta:
+                # Bounds only fall from here: no interval left can beat the k-th best.
+                break
+            done[iv] = True
+        else:
+            iv = step - n_seed
+            if done[iv] or iv_bound[iv] <= theta:
+                continue
+        total = iv_bound[iv]
+        lo = iv_lo[iv]
+        hi = iv_hi[iv]
+        f = iv_file[iv]
+        if f != cur:
+            dec[:] = -1
+            cur = f
+        s0 = f_t0[f]
+        driver = f_driver[f]
+        m_off = f_moff[f]
+        i_off = f_ioff[f]
+        id_base = f_idbase[f]
+        na = _activate(iv_blk, iv_ub, iv, f_t0[f + 1] - s0, blk, act, ubs)
+        for i in range(na):
+            # Intervals come out of row order: rewind a decoded block an earlier interval of
+            # which comes after a later one.
+            t = act[i]
+            if dec[t] == blk[t] and pos[t] > 0 and D[t, pos[t] - 1] >= lo:
+                pos[t] = 0
+        # Order active terms by bound, ascending (few terms: insertion sort).
+        for i in range(1, na):
+            j = i
+            while j > 0 and ubs[j - 1] > ubs[j]:
+                ubs[j - 1], ubs[j] = ubs[j], ubs[j - 1]
+                act[j - 1], act[j] = act[j], act[j - 1]
+                j -= 1
+        e = 0
+        if and_mode:
+            # Driver-group terms go last and alone generate candidates.
+            for i in range(na):
+                if gmask[s0 + act[i]] & driver == 0:
+                    t = act[i]
+                    u = ubs[i]
+                    for j in range(i, e, -1):
+                        act[j] = act[j - 1]
+                        ubs[j] = ubs[j - 1]
+                    act[e] = t
+                    ubs[e] = u
+                    e += 1
+        acc = 0.0
+        for i in range(na):
+            acc += ubs[i]
+            cum[i] = acc
+        if not and_mode:
+            while e < na and cum[e] <= theta:
+                e += 1
+        for i in range(e, na):
+            t = act[i]
+            if dec[t] != blk[t] or not full[t]:
+                # Every posting of an essential block gets scored: decode it all at once.
+                c = decode_block(buf, t_base[s0 + t], t_nb[s0 + t], blk[t], D[t], TF[t], DL[t])
+                if c < 0:
+                    return hn, hs, hd, hf, hl, decoded, f
+                if dec[t] != blk[t]:
+                    pos[t] = 0
+                    decoded += 1
+                dec[t] = blk[t]
+                full[t] = True
+                cnt[t] = c
+            while pos[t] < cnt[t] and D[t, pos[t]] < lo:
+                pos[t] += 1
+        while True:
+            d = big
+            for i in range(e, na):
+                t = act[i]
+                if pos[t] < cnt[t] and D[t, pos[t]] < d:
+                    d = D[t, pos[t]]
+            if d >= hi:
+                break
+            partial = 0.0
+            got = np.int64(0)
+            skip = m_off >= 0 and masks[m_off + d] == 0
+            for i in range(e, na):
+                t = act[i]
+                if pos[t] < cnt[t] and D[t, pos[t]] == d:
+                    if not skip:
+                        p = pos[t]
+                        partial += _tscore(idf[s0 + t], np.float64(TF[t, p]), np.float64(DL[t, p]),
+                                           k1, b, t_avg[s0 + t])
+                        got |= gmask[s0 + t]
+                    pos[t] += 1
+            if skip:
+                continue
+            ok = True
+            for i in range(e - 1, -1, -1):
+                if partial + cum[i] <= theta:
+                    ok = False
+                    break
+                t = act[i]
+                if dec[t] != blk[t]:
+                    c = decode_docs(buf, t_base[s0 + t], t_nb[s0 + t], blk[t], D[t])
+                    if c < 0:
+                        return hn, hs, hd, hf, hl, decoded, f
+                    dec[t] = blk[t]
+                    full[t] = False
+                    cnt[t] = c
+                    pos[t] = 0
+                    decoded += 1
+                while pos[t] < cnt[t] and D[t, pos[t]] < d:
+                    pos[t] += 1
+                if pos[t] < cnt[t] and D[t, pos[t]] == d:
+                    p = pos[t]
+                    if full[t]:
+                        tf, dl = TF[t, p], DL[t, p]
+                    else:
+                        tf, dl = posting_tf_dl(buf, t_base[s0 + t], t_nb[s0 + t], blk[t], p)
+                    partial += _tscore(idf[s0 + t], np.float64(tf), np.float64(dl), k1, b,
+                                       t_avg[s0 + t])
+                    got |= gmask[s0 + t]
+                elif and_mode and solo[s0 + t]:
+                    ok = False
+                    break
+            if not ok or partial <= theta:
+                continue
+            if and_mode and got != required:
+                continue
+            s = np.float64(np.float32(partial))
+            gid = ids[i_off + d] if i_off >= 0 else id_base + d
+            if hn < k:
+                hs[hn] = s
+                hd[hn] = gid
+                hf[hn] = f
+                hl[hn] = d
+                _sift_up(hs, hd, hf, hl, hn)
+                hn += 1
+            elif _better(s, gid, hs[0], hd[0]):
+                hs[0] = s
+                hd[0] = gid
+                hf[0] = f
+                hl[0] = d
+                _sift_down(hs, hd, hf, hl, hn, 0)
+            else:
+                continue
+            if hn == k:
+                h = _below32(hs[0])
+                if h > theta:
+                    theta = h
+                    if total <= theta:
+                        break
+                    if not and_mode:
+                        while e < na and cum[e] <= theta:
+                            e += 1
     return hn, hs, hd, hf, hl, decoded, -1

@@ -14,7 +14,9 @@ into files:
   per-term arrays the compiled ranking reads (a ``PostingsPlan``, reusable for as long as
   the files do not change);
 - ``plan_topk`` ranks every file's rows in one compiled call (``engine.table_topk``), ties
-  going to the lower id.
+  going to the lower id; the doc-id intervals of all files and their score bounds are
+  computed by its first call and kept with the plan, so later calls start from the
+  intervals most likely to hold the best rows.
 
 ``search_files`` chains all four for a list of readers whose rows are numbered in list
 order (file ``i``'s row ``r`` is ``offset_i + r``). Plain queries only: terms and excluded
@@ -23,6 +25,7 @@ terms (phrases, prefixes and weights go file by file through ``scoring.search_fi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from quiver.superfile.errors import CorruptFileError, QueryError
-from quiver.superfile.fts.codec import block_count, pack_ranges
-from quiver.superfile.fts.engine import K1, B, idf, table_topk
+from quiver.superfile.fts.codec import BLOCK_SIZE, block_count, pack_ranges
+from quiver.superfile.fts.engine import K1, B, idf, table_intervals, table_topk
 from quiver.superfile.fts.query import ParsedQuery, parse_query
 from quiver.superfile.fts.reader import FtsIndexReader, check_mode
 from quiver.superfile.fts.stats import CollectionStats
@@ -133,7 +136,12 @@ class PostingsPlan:
     ``f_t0[f]:f_t0[f + 1]`` of the per-term arrays (``t_base`` into ``buf``, ``t_nb`` blocks,
     ``t_q`` position in the query's terms). Its row ``r`` ranks as ``f_idbase[f] + r``, or
     ``ids[f_ioff[f] + r]`` when ``f_ioff[f]`` is not negative; ``f_moff[f]`` is the offset of
-    its row mask in ``masks`` (-1: every row counts). ``nbytes`` is what the plan holds.
+    its row mask in ``masks`` (-1: every row counts). ``nbytes`` is what the plan holds,
+    counting room for its interval order.
+
+    The interval order (every file's doc-id intervals with their score bounds, highest
+    first; see ``engine.table_intervals``) depends on the query's statistics as well: it is
+    computed by the first ``plan_topk`` and kept for later ones with the same statistics.
     """
 
     files: list[Any]
@@ -151,6 +159,37 @@ class PostingsPlan:
     f_ioff: np.ndarray
     nbytes: int
     names: tuple[str, ...] = ()
+    _order: tuple[Any, tuple[np.ndarray, ...]] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def name_of(self, f: int) -> str:
+        """File ``f``'s label in errors."""
+        return self.names[f] if f < len(self.names) and self.names[f] else f"#{f}"
+
+    def interval_order(self, idf_q: np.ndarray, avgdl: float, and_mode: bool
+                       ) -> tuple[np.ndarray, ...]:
+        """The plan's intervals for these statistics (``engine.table_intervals``) and their
+        order by bound, highest first; computed once per statistics."""
+        key = (idf_q.tobytes(), float(avgdl), bool(and_mode))
+        got = self._order
+        if got is not None and got[0] == key:
+            return got[1]
+        with self._lock:
+            got = self._order
+            if got is not None and got[0] == key:
+                return got[1]
+            nq = len(idf_q)
+            iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, bad = table_intervals(
+                self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q,
+                _group_masks(nq), (1 << nq) - 1, and_mode, K1, B, avgdl, INTERVAL_WIDTH)
+            if bad >= 0:
+                raise CorruptFileError(f"full-text postings of {self.name_of(bad)} failed to "
+                                       "decode")
+            # Stable: equal bounds keep file and row order.
+            ordered = (iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub,
+                       np.argsort(-iv_bound, kind="stable"))
+            self._order = (key, ordered)
+            return ordered
 
 
 def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
@@ -184,27 +223,45 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
     f_ioff[np.array([f.ids is None for f in files], np.bool_)] = -1
     ids = (np.concatenate(id_parts).astype(np.int64, copy=False) if id_parts
            else np.zeros(1, np.int64))
+    t_nb = block_count(dfs)
+    max_t = max((len(f.terms.refs) for f in files), default=1)
+    # At most one interval per file, two per block and one per INTERVAL_WIDTH postings: file,
+    # start, end, bound, rank, and per term a block and its bound.
+    n_iv = len(files) + int(t_nb.sum()) * (2 + BLOCK_SIZE // INTERVAL_WIDTH)
+    order_bytes = n_iv * (4 + 8 + 8 + 8 + 8 + 12 * max_t)
     mask_arr = np.concatenate(masks) if masks else np.zeros(1, np.uint8)
     return PostingsPlan(
-        files=[f.key for f in files], buf=buf, f_t0=f_t0, t_base=t_base, t_nb=block_count(dfs),
+        files=[f.key for f in files], buf=buf, f_t0=f_t0, t_base=t_base, t_nb=t_nb,
         t_q=t_q, f_driver=f_driver, masks=mask_arr, f_moff=f_moff,
         f_avgdl=np.array([f.terms.avg_doc_len for f in files], np.float64),
         f_idbase=np.array([f.id_base for f in files], np.int64), ids=ids, f_ioff=f_ioff,
-        nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes,
+        nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes + order_bytes,
         names=tuple(f.name for f in files))
 
 
 # -- ranking -----------------------------------------------------------------------------------
 
+# How many intervals are scored in bound order before the rest go in row order: at least
+# SEED_MIN, else one in SEED_SHARE of them. Enough to bring the k-th best score near its final
+# value when few intervals can beat it (then the search ends there); few enough that when
+# many can, blocks shared by intervals scored apart are not decoded twice too often.
+SEED_MIN = 64
+SEED_SHARE = 16
+# Most postings of one term in an interval: narrower intervals bound their scores tighter
+# (fewer are scored) at the cost of more of them to keep and to rank.
+INTERVAL_WIDTH = 8
+
 @dataclass(frozen=True)
 class PlanHits:
     """A top-k over a plan's files, best first (ties to the lower id): per hit the index of
-    its file in ``plan.files``, its row in that file, its ranking id and its score."""
+    its file in ``plan.files``, its row in that file, its ranking id and its score;
+    ``blocks_decoded`` counts the postings blocks the ranking decoded."""
 
     file_index: np.ndarray
     local: np.ndarray
     ids: np.ndarray
     scores: np.ndarray
+    blocks_decoded: int = 0
 
     @classmethod
     def empty(cls) -> PlanHits:
@@ -213,9 +270,12 @@ class PlanHits:
 
 
 def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, k: int,
-              and_mode: bool) -> PlanHits:
+              and_mode: bool, *, seed: int | None = None) -> PlanHits:
     """BM25 top-``k`` of the plan's rows for the query ``terms`` the plan was built from,
-    every file scored with ``stats`` (which must hold each term's document frequency)."""
+    every file scored with ``stats`` (which must hold each term's document frequency).
+
+    ``seed`` is how many intervals of highest bound are scored before the rest go in file
+    order (default: see ``SEED_SHARE``); it changes how much is decoded, never the result."""
     if k <= 0 or not plan.files:
         return PlanHits.empty()
     n_docs = float(stats.num_docs)
@@ -227,18 +287,27 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
             f"collection statistics have no document frequency for term {exc.args[0]!r}"
         ) from None
     nq = len(terms)
-    gmask = np.left_shift(1, np.arange(nq, dtype=np.int64))
-    n, hs, hd, hf, hl, _, bad = table_topk(
-        plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf(n_docs, dfs), gmask,
+    idf_q = idf(n_docs, dfs)
+    iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.interval_order(
+        idf_q, avgdl, and_mode)
+    if seed is None:
+        seed = max(SEED_MIN, len(iv_file) // SEED_SHARE)
+    n, hs, hd, hf, hl, decoded, bad = table_topk(
+        plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf_q, _group_masks(nq),
         np.ones(nq, np.bool_), (1 << nq) - 1, and_mode, plan.f_driver, int(k), -np.inf,
-        plan.masks, plan.f_moff, plan.f_avgdl, plan.f_idbase, plan.ids, plan.f_ioff, K1, B,
-        avgdl)
+        plan.masks, plan.f_moff, plan.f_idbase, plan.ids, plan.f_ioff, K1, B, avgdl, iv_file,
+        iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order, int(seed))
     if bad >= 0:
-        name = plan.names[bad] if bad < len(plan.names) and plan.names[bad] else f"#{bad}"
-        raise CorruptFileError(f"full-text postings of {name} failed to decode")
+        raise CorruptFileError(f"full-text postings of {plan.name_of(bad)} failed to decode")
     scores, ids, fidx, local = hs[:n], hd[:n], hf[:n], hl[:n]
     order = np.lexsort((ids, -scores))
-    return PlanHits(fidx[order], local[order], ids[order], scores[order].astype(np.float32))
+    return PlanHits(fidx[order], local[order], ids[order], scores[order].astype(np.float32),
+                    int(decoded))
+
+
+def _group_masks(nq: int) -> np.ndarray:
+    # Plain queries: every term is its own group.
+    return np.left_shift(1, np.arange(nq, dtype=np.int64))
 
 
 def search_files(readers: Sequence[FtsIndexReader], query: str | ParsedQuery, k: int, *,
@@ -274,4 +343,5 @@ def search_files(readers: Sequence[FtsIndexReader], query: str | ParsedQuery, k:
     hits = plan_topk(plan, q.terms, stats, k, and_mode)
     # Plan order is the readers' order minus the files that cannot match.
     keys = np.array(plan.files, np.int64) if plan.files else np.zeros(0, np.int64)
-    return PlanHits(keys[hits.file_index], hits.local, hits.ids, hits.scores)
+    return PlanHits(keys[hits.file_index], hits.local, hits.ids, hits.scores,
+                    hits.blocks_decoded)
