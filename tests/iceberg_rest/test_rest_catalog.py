@@ -6,10 +6,8 @@ the catalog's token is sent and never printed."""
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
-import adbc_driver_flightsql.dbapi as adbc
 import pyarrow as pa
 import pytest
 
@@ -18,6 +16,7 @@ from quiver.flight_server.sql import connect
 from quiver.supertable.iceberg.catalog import TOKEN_ENV, CatalogError
 from quiver.supertable.iceberg.rest import RestCatalog, commit_request
 from tests.flight_server.conftest import start_server
+from tests.iceberg_catalogs import adbc_cursor, docs_root
 from tests.iceberg_rest import server as fixture
 from tests.iceberg_rest.conftest import TOKEN
 
@@ -26,14 +25,7 @@ NS = "lake"
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    path = tmp_path / "root"
-    with connect(str(path)) as conn:
-        conn.sql("CREATE TABLE docs (id BIGINT, title VARCHAR)")
-        conn.sql("INSERT INTO docs VALUES (1, 'alpha'), (2, 'beta'), (3, 'gamma')")
-        conn.sql("DELETE FROM docs WHERE id = 2")
-        conn.sql("CREATE TABLE notes (id BIGINT, body VARCHAR)")
-        conn.sql("INSERT INTO notes VALUES (10, 'x')")
-    return path
+    return docs_root(tmp_path / "root")
 
 
 @pytest.fixture
@@ -132,17 +124,10 @@ def test_server_with_a_rest_catalog_keeps_it_at_the_newest_version(
                        "--iceberg-namespace", namespace)
     client = _client(catalog_server)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            conn = adbc.connect(srv.uri)
-        try:
-            cur = conn.cursor()
+        with adbc_cursor(srv.uri) as cur:
             for i in (5, 6):
                 cur.execute(f"INSERT INTO docs VALUES ({i}, 'new {i}')")
             cur.execute("DELETE FROM docs WHERE id = 1")
-            cur.close()
-        finally:
-            conn.close()
         table = client.load_table((namespace, "docs"))
         assert _rows(table.scan().to_arrow()) == _select(root, "docs")
         assert [r["id"] for r in _select(root, "docs")] == [3, 5, 6]

@@ -10,10 +10,8 @@ import logging
 import threading
 import time
 import traceback
-import warnings
 from pathlib import Path
 
-import adbc_driver_flightsql.dbapi as adbc
 import pytest
 
 from quiver.flight_server.cli.main import main
@@ -23,6 +21,7 @@ from quiver.supertable.iceberg.catalog import CatalogError, follower, open_catal
 from quiver.supertable.iceberg.postgres import PostgresCatalog, redacted
 from quiver.supertable.iceberg.sql_catalog import version
 from tests.flight_server.conftest import start_server
+from tests.iceberg_catalogs import adbc_cursor, docs_root
 from tests.iceberg_sql import reader
 from tests.iceberg_sql.postgres import Postgres
 
@@ -35,12 +34,7 @@ SETTLE_S = 20.0
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    path = tmp_path / "root"
-    with connect(str(path)) as conn:
-        conn.sql("CREATE TABLE docs (id BIGINT, title VARCHAR)")
-        conn.sql("INSERT INTO docs VALUES (1, 'alpha'), (2, 'beta'), (3, 'gamma')")
-        conn.sql("DELETE FROM docs WHERE id = 2")
-    return path
+    return docs_root(tmp_path / "root", notes=False)
 
 
 def _select(root: Path, name: str = "docs") -> list[dict]:
@@ -102,11 +96,7 @@ def test_register_and_every_kind_of_commit_keep_pyiceberg_sqlcatalog_scan_equal_
         "postgresql://", "postgresql+psycopg://")
     srv = start_server(root, "--iceberg-catalog", passwordless, "--iceberg-namespace", NS)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            conn = adbc.connect(srv.uri)
-        try:
-            cur = conn.cursor()
+        with adbc_cursor(srv.uri) as cur:
             for statement in ("INSERT INTO docs VALUES (5, 'five'), (6, 'six')",
                               "DELETE FROM docs WHERE id = 1",
                               "UPDATE docs SET title = 'gamma, again' WHERE id = 3"):
@@ -117,9 +107,6 @@ def test_register_and_every_kind_of_commit_keep_pyiceberg_sqlcatalog_scan_equal_
                 location, previous = _settled(uri, root)
                 assert version(before[0]) <= version(previous) < version(location), statement
                 assert _scan(postgres_server, pg_database) == _select(root), statement
-            cur.close()
-        finally:
-            conn.close()
     finally:
         assert srv.stop() == 0
     assert [(r["id"], r["title"]) for r in _select(root)] == [

@@ -5,10 +5,8 @@ exactly what ``SELECT *`` returns."""
 from __future__ import annotations
 
 import sqlite3
-import warnings
 from pathlib import Path
 
-import adbc_driver_flightsql.dbapi as adbc
 import pyarrow as pa
 import pytest
 from pyiceberg.table import StaticTable
@@ -18,6 +16,7 @@ from quiver.flight_server.sql import connect
 from quiver.supertable.iceberg.catalog import CatalogError
 from quiver.supertable.iceberg.sqlite import SqliteCatalog
 from tests.flight_server.conftest import start_server
+from tests.iceberg_catalogs import adbc_cursor, docs_root
 from tests.iceberg_sql import reader
 
 NS = "lake"
@@ -49,14 +48,7 @@ def _listed(db: Path, name: str) -> tuple[str, str | None]:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    path = tmp_path / "root"
-    with connect(str(path)) as conn:
-        conn.sql("CREATE TABLE docs (id BIGINT, title VARCHAR)")
-        conn.sql("INSERT INTO docs VALUES (1, 'alpha'), (2, 'beta'), (3, 'gamma')")
-        conn.sql("DELETE FROM docs WHERE id = 2")
-        conn.sql("CREATE TABLE notes (id BIGINT, body VARCHAR)")
-        conn.sql("INSERT INTO notes VALUES (10, 'x')")
-    return path
+    return docs_root(tmp_path / "root")
 
 
 def _select(root: Path, name: str) -> list[dict]:
@@ -121,17 +113,10 @@ def test_server_with_iceberg_catalog_keeps_it_at_the_newest_version(root, tmp_pa
     registered, _ = _listed(db, "docs")
     srv = start_server(root, "--iceberg-catalog", f"sqlite:///{db}", "--iceberg-namespace", NS)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            conn = adbc.connect(srv.uri)
-        try:
-            cur = conn.cursor()
+        with adbc_cursor(srv.uri) as cur:
             for i in (5, 6):
                 cur.execute(f"INSERT INTO docs VALUES ({i}, 'new {i}')")
             cur.execute("DELETE FROM docs WHERE id = 1")
-            cur.close()
-        finally:
-            conn.close()
         newest, _ = _listed(db, "docs")
         with connect(str(root)) as local:
             from quiver.supertable.iceberg import metadata_location
