@@ -136,13 +136,13 @@ class PointLookup:
     """``SELECT <columns or *> FROM <table> WHERE <column> = '<text>' [AND …] [LIMIT n]``:
     one table (no schema or catalog), plain columns (aliased or not) and stars, a WHERE
     that is only equalities of the table's columns with standard string literals, and
-    no other clause. ``projections`` are (column, result name) with ``("*", "*")`` for a
+    no other clause. ``projections`` are (column, result name), ``(None, None)`` for a
     star; ``equalities`` (column, value), columns as DataFusion resolves them. Whether
     the table's columns make it a lookup through an index is the engine's to judge."""
 
     table: str
     quoted: bool
-    projections: tuple[tuple[str, str], ...]
+    projections: tuple[tuple[str, str] | tuple[None, None], ...]
     equalities: tuple[tuple[str, str], ...]
     limit: int | None
 
@@ -453,7 +453,7 @@ def _point_lookup(select: exp.Select, refs: list[sqlparse.TableRef], body: str
         if item is None:
             return None
         projections.append(item)
-    names = [out for _, out in projections if out != "*"]
+    names = [out for _, out in projections if out is not None]
     if len(set(names)) != len(names):
         return None
     equalities = []
@@ -493,15 +493,16 @@ def _lookup_column(node: exp.Expression, qualifier: str) -> str | None:
     return sqlparse.norm(node.this)
 
 
-def _lookup_projection(node: exp.Expression, qualifier: str) -> tuple[str, str] | None:
+def _lookup_projection(node: exp.Expression, qualifier: str
+                       ) -> tuple[str, str] | tuple[None, None] | None:
     if type(node) is exp.Star:
-        return ("*", "*") if not _set_args(node) else None
+        return (None, None) if not _set_args(node) else None
     if type(node) is exp.Column and isinstance(node.this, exp.Star):
         table = node.args.get("table")
         if _set_args(node) - {"this", "table"} or _set_args(node.this) or \
                 not isinstance(table, exp.Identifier) or sqlparse.norm(table) != qualifier:
             return None
-        return ("*", "*")
+        return (None, None)
     if type(node) is exp.Alias:
         ident = node.args.get("alias")
         column = _lookup_column(node.this, qualifier) if \

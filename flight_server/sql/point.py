@@ -84,7 +84,7 @@ def plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
     columns: list[str] = []
     outputs: list[str] = []
     for column, out in point.projections:
-        if column == "*":
+        if column is None or out is None:
             columns += schema.names
             outputs += schema.names
         elif column in names or column == ID_COLUMN:

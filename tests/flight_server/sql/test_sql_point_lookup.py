@@ -338,3 +338,24 @@ def test_many_candidates_are_compared_then_fetched(engines, monkeypatch):
                                 f"SELECT {proj} FROM {table} WHERE name = {_lit(value)} "
                                 "AND note = 'alpha beta'")
                 assert runs == 1
+
+
+def test_a_column_named_star_is_a_column_not_every_column(tmp_path):
+    con = catalog.connect(str(tmp_path / "root"))
+    schema = pa.schema([("*", pa.string()), ("name", pa.string())])
+    table = con.create_table("odd", schema, fts=["name"], vector={})
+    table.append(pa.table({"*": ["star", "other"], "name": ["alpha", "beta"]},
+                          schema=schema))
+    table.commit()
+    fast = SqlEngine(con, memory_cache_bytes=0)
+    general = SqlEngine(con, memory_cache_bytes=0, point_lookups=False)
+    try:
+        got, runs = _same(fast, general, "SELECT \"*\" FROM odd WHERE name = 'alpha'")
+        assert runs == 1 and got.column_names == ["*"]
+        assert got.to_pylist() == [{"*": "star"}]
+        got, runs = _same(fast, general, "SELECT * FROM odd WHERE name = 'beta'")
+        assert runs == 1 and got.column_names == ["*", "name"]
+    finally:
+        fast.close()
+        general.close()
+        con.close()
