@@ -16,7 +16,7 @@ import pytest
 
 from quiver import catalog
 from quiver.catalog.storage import drop_memory_store
-from quiver.flight_server.sql import SqlEngine, point
+from quiver.flight_server.sql import SqlEngine, analysis, point
 from quiver.flight_server.sql.errors import SqlError
 from quiver.supertable import interrupt as interrupts
 from quiver.supertable import lookup
@@ -359,3 +359,41 @@ def test_a_column_named_star_is_a_column_not_every_column(tmp_path):
         fast.close()
         general.close()
         con.close()
+
+
+@pytest.mark.parametrize("sql, projections, equalities, limit", [
+    ("SELECT * FROM t WHERE name = 'a'", ((None, None),), (("name", "a"),), None),
+    ("SELECT s.name AS N, \"Big\", s.* FROM t s WHERE 'x' = s.name AND (kind = 'it''s') "
+     "LIMIT 3", (("name", "n"), ("Big", "Big"), (None, None)),
+     (("name", "x"), ("kind", "it's")), 3),
+    ("SELECT _id FROM t WHERE t.name = 'a\\b' LIMIT 0", (("_id", "_id"),),
+     (("name", "a\\b"),), 0),
+])
+def test_analysis_reads_the_point_lookup_shape(sql, projections, equalities, limit):
+    point_ = analysis.analyse(sql).point
+    assert point_ is not None
+    assert (point_.projections, point_.equalities, point_.limit) == \
+        (projections, equalities, limit)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM t WHERE name = 'a' OR name = 'b'",
+    "SELECT * FROM t WHERE name = N'a'",
+    "SELECT * FROM t WHERE name = E'a'",
+    "SELECT * FROM t WHERE name = 'a' LIMIT 2 OFFSET 1",
+    "SELECT DISTINCT * FROM t WHERE name = 'a'",
+    "SELECT * FROM t WHERE name = NULL",
+    "SELECT * FROM t WHERE name = 5",
+    "SELECT * FROM t WHERE name = 'a' || 'b'",
+    "SELECT * FROM t WHERE lower(name) = 'a'",
+    "SELECT * FROM public.t WHERE name = 'a'",
+    "SELECT * FROM t AS u WHERE t.name = 'a'",
+    "SELECT * FROM t",
+    "SELECT * FROM t, u WHERE name = 'a'",
+    "SELECT * FROM t WHERE name = 'a' ORDER BY name",
+    "SELECT * FROM t WHERE name = 'a' FETCH FIRST 2 ROWS ONLY",
+    "SELECT name AS x, kind AS x FROM t WHERE name = 'a'",
+    "WITH t AS (SELECT 'a' AS name) SELECT * FROM t WHERE name = 'a'",
+])
+def test_analysis_leaves_other_shapes_alone(sql):
+    assert analysis.analyse(sql).point is None
