@@ -59,6 +59,9 @@ BM25_TEXT = "fast json parser"
 # so min/max statistics already prune the name scan; the summary value (4 rows) is not.
 EQUALITIES = (("name", "requests"),
               ("summary", "Recursive nesting of inline forms for Django Admin"))
+# The quick run's first 100K rows hold neither of those: values they do hold (the summary
+# is that of 5 rows).
+QUICK_EQUALITIES = (("name", "boto3"), ("summary", "A CLI to work with DataHub metadata"))
 # Scans also measured on an S3 root, reading the objects and their disk-cache copies.
 REMOTE_SCANS = ("GROUP BY month", "LIKE '%json%' count")
 # Ratio limits of the targets.
@@ -70,9 +73,9 @@ INDEX_SPEEDUP = 5.0
 def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"summary_rows": 100_000, "vector_rows": 20_000, "runs": 5, "warmup": 1,
-                "budget_s": 4.0, "vector_queries": 5}
+                "budget_s": 4.0, "vector_queries": 5, "equalities": QUICK_EQUALITIES}
     return {"summary_rows": None, "vector_rows": None, "runs": 15, "warmup": 2,
-            "budget_s": 12.0, "vector_queries": 15}
+            "budget_s": 12.0, "vector_queries": 15, "equalities": EQUALITIES}
 
 
 # -- statements -------------------------------------------------------------------------------
@@ -105,7 +108,7 @@ def _eq_name(col: str, value: str, how: str) -> str:
     return f"{col} = '{short}' ({how})"
 
 
-def scan_cases() -> list[Case]:
+def scan_cases(equalities: tuple[tuple[str, str], ...] = EQUALITIES) -> list[Case]:
     t = SUMMARIES_TABLE
     every = ENGINES
     texts = {
@@ -114,7 +117,7 @@ def scan_cases() -> list[Case]:
                            "ORDER BY month"),
         "LIKE '%json%' count": f"SELECT count(*) AS n FROM {t} WHERE summary LIKE '%json%'",
     }
-    for col, value in EQUALITIES:
+    for col, value in equalities:
         texts[_eq_name(col, value, "WHERE")] = (
             f"SELECT name, version, month, summary FROM {t} WHERE {col} = '{value}'")
     cases = [Case(name, "scan", {e: [sql] for e in every}) for name, sql in texts.items()]
@@ -125,11 +128,19 @@ def scan_cases() -> list[Case]:
         f"SELECT name, version, month, summary FROM {t} "
         f"WHERE {col} >= '{value}' AND {col} <= '{value}'"]},
         note="the equality written as a closed range, which no index rewrite touches")
-        for col, value in EQUALITIES]
+        for col, value in equalities]
+    # The same equality with AND TRUE: the point lookup does not take it, the index
+    # rewrite does, and DataFusion plans and runs the rest (the path before point lookups).
+    cases += [Case(_eq_name(col, value, "via DataFusion"), "indexplan", {"quiver_parquet": [
+        f"SELECT name, version, month, summary FROM {t} WHERE {col} = '{value}' AND TRUE"]},
+        note="the equality with AND TRUE, which the point lookup leaves to the index "
+             "rewrite and DataFusion")
+        for col, value in equalities]
     return cases
 
 
-def search_cases(vectors: np.ndarray, texts: list[str], rewrite: bool) -> list[Case]:
+def search_cases(vectors: np.ndarray, texts: list[str], rewrite: bool,
+                 equalities: tuple[tuple[str, str], ...] = EQUALITIES) -> list[Case]:
     t, v = SUMMARIES_TABLE, VECTOR_TABLE
     both = ("quiver", "infino")
     bm25 = f"SELECT * FROM bm25_search('{t}', 'summary', '{BM25_TEXT}', {K})"
@@ -142,7 +153,7 @@ def search_cases(vectors: np.ndarray, texts: list[str], rewrite: bool) -> list[C
             f"SELECT name, version, month, summary FROM exact_match('{t}', '{col}', '{value}')"]
             for e in ("quiver_parquet", "infino")},
             note=f"the index path: exact_match over the BM25 index of {col}")
-        for col, value in EQUALITIES
+        for col, value in equalities
     ]
     cases += [
         Case(f"bm25_search top-{K}", "search", {e: [bm25] for e in both},
@@ -363,7 +374,8 @@ def _p50(case: Case, engine: str) -> float | None:
     return None if r is None else r["p50_ms"]
 
 
-def evaluate_targets(cases: list[Case]) -> list[dict[str, Any]]:
+def evaluate_targets(cases: list[Case], equalities: tuple[tuple[str, str], ...] = EQUALITIES
+                     ) -> list[dict[str, Any]]:
     out = []
     by_name = {c.name: c for c in cases}
     for c in cases:
@@ -383,7 +395,7 @@ def evaluate_targets(cases: list[Case]) -> list[dict[str, Any]]:
             ratio = q / _p50(c, "infino")
             out.append({"name": f"{c.name}: Quiver <= {SEARCH_LIMIT}x infino", "value": ratio,
                         "limit": SEARCH_LIMIT, "pass": ratio <= SEARCH_LIMIT})
-    for (col, value), how in itertools.product(EQUALITIES, ("WHERE", "exact_match")):
+    for (col, value), how in itertools.product(equalities, ("WHERE", "exact_match")):
         scan = by_name.get(_eq_name(col, value, "scan path"))
         index = by_name.get(_eq_name(col, value, how))
         if not (scan and index and _p50(scan, "quiver_parquet")
@@ -393,6 +405,24 @@ def evaluate_targets(cases: list[Case]) -> list[dict[str, Any]]:
         out.append({"name": f"{_eq_name(col, value, how)}: Quiver >= {INDEX_SPEEDUP}x faster "
                     "than its scan path (speedup)", "value": speedup,
                     "limit": INDEX_SPEEDUP, "pass": speedup >= INDEX_SPEEDUP})
+    return out
+
+
+def equality_paths(cases: list[Case], equalities: tuple[tuple[str, str], ...]
+                   ) -> list[dict[str, Any]]:
+    """Per equality, the p50 of each of Quiver's paths on the Parquet-only engine (the
+    point lookup, the index rewrite through DataFusion, exact_match, the scan) and each
+    one's speedup over the scan."""
+    by_name = {c.name: c for c in cases}
+    out = []
+    for col, value in equalities:
+        paths = {how: _p50(by_name[_eq_name(col, value, how)], "quiver_parquet")
+                 for how in ("WHERE", "via DataFusion", "exact_match", "scan path")
+                 if _eq_name(col, value, how) in by_name}
+        scan = paths.get("scan path")
+        out.append({"column": col, "value": value, "p50_ms": paths,
+                    "speedup_over_scan": {how: scan / ms for how, ms in paths.items()
+                                          if scan and ms and how != "scan path"}})
     return out
 
 
@@ -416,7 +446,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
                      "superfiles": {"quiver": engines.quiver_superfiles(),
                                     "infino": engines.infino_superfiles()}}
             log.info("built in %.1fs: %s", time.perf_counter() - t0, build["superfiles"])
-            cases = scan_cases() + search_cases(qvecs, qtexts, rewrite)
+            eqs = cfg["equalities"]
+            cases = scan_cases(eqs) + search_cases(qvecs, qtexts, rewrite, eqs)
             measure(engines, cases, cfg)
         finally:
             engines.close()
@@ -438,7 +469,8 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
                   for c in cases],
         "notes": NOTES,
     }
-    result["targets"] = evaluate_targets(cases)
+    result["targets"] = evaluate_targets(cases, cfg["equalities"])
+    result["equality_paths"] = equality_paths(cases, cfg["equalities"])
     return result
 
 
@@ -456,6 +488,10 @@ NOTES = [
     "cases send a different query vector on each call (MiniLM query embeddings, the text",
     "of hybrid queries is the query's package name); search results are compared by top-10",
     "overlap with infino (not a target: the engines' vector indexes differ in recall).",
+    "WHERE col = 'v' on a BM25-indexed text column is a point lookup: the engine finds the",
+    "rows through the index and reads them without DataFusion (flight_server/sql/point.py);",
+    "the 'via DataFusion' form adds AND TRUE, which the point lookup leaves to the index",
+    "rewrite and DataFusion, the path such an equality took before.",
     "Quiver runs twice: as it serves (decoded rows of tables that fit its memory budget",
     "are kept in memory after the first scan, which the setup runs and waits for) and with",
     "that cache off, reading Parquet every time (the Parquet-only column).",
@@ -489,6 +525,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
     ]
     lines += report.targets_section(result["targets"])
+    lines += equality_section(result.get("equality_paths", []))
     lines += [
         "",
         "## p50 latency, ms (median of timed runs after warm-up)",
@@ -540,6 +577,25 @@ def markdown(result: dict[str, Any]) -> str:
               f"{pp['bytes'] / 2**20:.1f} MiB, written in {pp['seconds']:.2f} s.",
               "", "Notes: " + " ".join(result["notes"]), ""]
     return "\n".join(lines)
+
+
+def equality_section(paths: list[dict[str, Any]]) -> list[str]:
+    """The equality paths side by side (Parquet-only engine, p50 ms and speedup)."""
+    if not paths:
+        return []
+    hows = ("WHERE", "via DataFusion", "exact_match", "scan path")
+    lines = ["", "## Equality on an indexed text column: Quiver's paths (Parquet only)", "",
+             "| equality | point lookup (WHERE) | index rewrite via DataFusion | exact_match | "
+             "scan path | point lookup speedup over scan |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for p in paths:
+        value = p["value"] if len(p["value"]) <= 20 else p["value"][:17] + "..."
+        ms = p["p50_ms"]
+        speedup = p["speedup_over_scan"].get("WHERE")
+        lines.append(f"| {p['column']} = '{value}' | "
+                     + " | ".join(_fmt(ms.get(h)) if ms.get(h) else "-" for h in hows)
+                     + f" | {_fmt(speedup, 2) if speedup else '-'}x |")
+    return lines
 
 
 def _check_text(check: dict[str, Any]) -> str:

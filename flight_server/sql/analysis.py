@@ -132,6 +132,28 @@ class SearchCall:
 
 
 @dataclass(frozen=True)
+class PointLookup:
+    """``SELECT <columns or *> FROM <table> WHERE <column> = '<text>' [AND …] [LIMIT n]``:
+    one table (no schema or catalog), plain columns (aliased or not) and stars, a WHERE
+    that is only equalities of the table's columns with standard string literals, and
+    no other clause. ``projections`` are (column, result name), ``(None, None)`` for a
+    star; ``equalities`` (column, value), columns as DataFusion resolves them. Whether
+    the table's columns make it a lookup through an index is the engine's to judge."""
+
+    table: str
+    quoted: bool
+    projections: tuple[tuple[str, str] | tuple[None, None], ...]
+    equalities: tuple[tuple[str, str], ...]
+    limit: int | None
+
+    def names(self) -> list[str]:
+        """The catalog names the table may go by, as ``PlainScan.names``."""
+        if not self.quoted and self.table != self.table.lower():
+            return [self.table.lower(), self.table]
+        return [self.table]
+
+
+@dataclass(frozen=True)
 class Analysis:
     """One statement, read and classified (see the module docstring)."""
 
@@ -148,6 +170,7 @@ class Analysis:
     scan: PlainScan | None = None
     count: CountRows | None = None
     search: SearchCall | None = None
+    point: PointLookup | None = None
     statement: sqlparse.Statement = field(repr=False, compare=False, kw_only=True)
 
     @property
@@ -249,8 +272,9 @@ def classify(st: sqlparse.Statement) -> Analysis:
     reads = [r.name for r in refs if not any(r.node is t for t in targets)]
     reads += _searched_tables(expr)
     writes = tuple(dict.fromkeys(t.name for t in targets))
-    scan = count = search = None
+    scan = count = search = point = None
     if shape in (Shape.QUERY, Shape.EXPLAIN) and isinstance(expr, exp.Select):
+        point = _point_lookup(expr, refs, st.body)
         # A count under EXPLAIN is still recognised: the plan notes how it is answered.
         count = _count_rows(expr, refs)
         if shape is Shape.QUERY:
@@ -259,7 +283,7 @@ def classify(st: sqlparse.Statement) -> Analysis:
             shape = Shape.SCAN if scan else Shape.COUNT if count else \
                 Shape.SEARCH if search else Shape.QUERY
     return Analysis(st.text, kind, shape, tuple(dict.fromkeys(reads)), writes,
-                    _row_bounded(expr), scan, count, search, statement=st)
+                    _row_bounded(expr), scan, count, search, point, statement=st)
 
 
 def shape_of(expr: exp.Expression) -> Shape:
@@ -406,6 +430,110 @@ def _plain_scan(select: exp.Select, refs: list[sqlparse.TableRef]) -> PlainScan 
     ref = refs[0]
     return PlainScan(ref.name, ref.quoted, tuple(_column_name(e) for e in select.expressions),
                      where is not None, ref)
+
+
+def _point_lookup(select: exp.Select, refs: list[sqlparse.TableRef], body: str
+                  ) -> PointLookup | None:
+    node = _only_from(select, _set_args, frozenset({"where", "limit"}))
+    where = select.args.get("where")
+    if node is None or where is None or len(refs) != 1 or refs[0].node is not node:
+        return None
+    if not isinstance(node.this, exp.Identifier) or _set_args(node) - {"this", "alias"}:
+        return None
+    alias = node.args.get("alias")
+    if alias is not None and (not isinstance(alias, exp.TableAlias)
+                              or _set_args(alias) - {"this"}
+                              or not isinstance(alias.this, exp.Identifier)):
+        return None
+    ref = refs[0]
+    qualifier = sqlparse.norm(ref.alias_ident)
+    projections = []
+    for proj in select.expressions:
+        item = _lookup_projection(proj, qualifier)
+        if item is None:
+            return None
+        projections.append(item)
+    names = [out for _, out in projections if out is not None]
+    if len(set(names)) != len(names):
+        return None
+    equalities = []
+    for cond in _and_terms(where.this):
+        pair = _column_equals_text(cond, qualifier, body)
+        if pair is None:
+            return None
+        equalities.append(pair)
+    limit = None
+    node_limit = select.args.get("limit")
+    if node_limit is not None:
+        if not isinstance(node_limit, exp.Limit) or _set_args(node_limit) - {"expression"}:
+            return None
+        limit = sqlparse.literal_number(node_limit.expression)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            return None
+    return PointLookup(ref.name, ref.quoted, tuple(projections), tuple(equalities), limit)
+
+
+def _and_terms(node: exp.Expression) -> list[exp.Expression]:
+    node = sqlparse.unparen(node)
+    if isinstance(node, exp.And):
+        return _and_terms(node.this) + _and_terms(node.expression)
+    return [node]
+
+
+def _lookup_column(node: exp.Expression, qualifier: str) -> str | None:
+    """The column a plain (possibly qualified) column reference of the table names."""
+    node = sqlparse.unparen(node)
+    if type(node) is not exp.Column or not isinstance(node.this, exp.Identifier) or \
+            _set_args(node) - {"this", "table"}:
+        return None
+    table = node.args.get("table")
+    if table is not None and (not isinstance(table, exp.Identifier)
+                              or sqlparse.norm(table) != qualifier):
+        return None
+    return sqlparse.norm(node.this)
+
+
+def _lookup_projection(node: exp.Expression, qualifier: str
+                       ) -> tuple[str, str] | tuple[None, None] | None:
+    if type(node) is exp.Star:
+        return (None, None) if not _set_args(node) else None
+    if type(node) is exp.Column and isinstance(node.this, exp.Star):
+        table = node.args.get("table")
+        if _set_args(node) - {"this", "table"} or _set_args(node.this) or \
+                not isinstance(table, exp.Identifier) or sqlparse.norm(table) != qualifier:
+            return None
+        return (None, None)
+    if type(node) is exp.Alias:
+        ident = node.args.get("alias")
+        column = _lookup_column(node.this, qualifier) if \
+            type(sqlparse.unparen(node.this)) is exp.Column else None
+        if column is None or not isinstance(ident, exp.Identifier) or \
+                _set_args(node) - {"this", "alias"}:
+            return None
+        return column, sqlparse.norm(ident)
+    column = _lookup_column(node, qualifier) if type(node) is exp.Column else None
+    return None if column is None else (column, column)
+
+
+def _column_equals_text(node: exp.Expression, qualifier: str, body: str
+                        ) -> tuple[str, str] | None:
+    """``(column, value)`` of ``column = 'value'`` (either way round) where the value is
+    a standard string literal, written as such in the text (so SQL engines agree on
+    what it holds)."""
+    if type(node) is not exp.EQ:
+        return None
+    for col_side, lit_side in ((node.this, node.expression), (node.expression, node.this)):
+        column = _lookup_column(col_side, qualifier)
+        lit = sqlparse.unparen(lit_side)
+        if column is None or type(lit) is not exp.Literal or not lit.is_string:
+            continue
+        value = lit.this
+        start, end = lit.meta.get("start"), lit.meta.get("end")
+        if not isinstance(value, str) or start is None or end is None or \
+                body[start:end + 1] != "'" + value.replace("'", "''") + "'":
+            return None
+        return column, value
+    return None
 
 
 def _count_rows(select: exp.Select, refs: list[sqlparse.TableRef]) -> CountRows | None:

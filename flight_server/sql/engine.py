@@ -41,6 +41,7 @@ from quiver.flight_server.sql import (
     gate,
     information,
     param_types,
+    point,
     snippet,
 )
 from quiver.flight_server.sql import params as sqlbind
@@ -152,15 +153,18 @@ class SqlEngine:
     def __init__(self, connection: Connection, memory_cache_bytes: int | None = None, *,
                  memory_limit: int | None = None, spill_dir: str | None = None,
                  max_search_k: int | None = None,
-                 statement_timeout_s: float | None = None) -> None:
+                 statement_timeout_s: float | None = None,
+                 point_lookups: bool = True) -> None:
         """``memory_cache_bytes`` bounds the decoded table rows kept in memory for scans
         (default ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 reads Parquet every time).
         ``memory_limit`` is the pool DataFusion's operators share (sorts, joins and
         aggregates spill to ``spill_dir`` or the system's temporary folder, else fail
         with ``SqlResourceError``); ``max_search_k`` the most results a search function
         returns; ``statement_timeout_s`` the time limit of a statement run outside any
-        ``quiver.supertable.interrupt`` scope (None: no limit)."""
+        ``quiver.supertable.interrupt`` scope (None: no limit). ``point_lookups`` off sends
+        every statement through DataFusion (see ``quiver.flight_server.sql.point``)."""
         self.connection = connection
+        self.point_lookups = point_lookups
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.statement_timeout_s = statement_timeout_s
         config = (
@@ -359,6 +363,9 @@ class SqlEngine:
         with self._statement() as pins:
             outer, pins.dry = pins.dry, True
             try:
+                found = None if a.explain else self._point_plan(a, pins)
+                if found is not None:
+                    return found.schema
                 a = self._fold_constants(a, pins, dry=True)
                 direct = None if a.explain else (self._count_only(a, pins)
                                                  or self._bare_search(a, pins))
@@ -424,6 +431,11 @@ class SqlEngine:
         with self._statement() as pins:
             if not a.plans_as_query:
                 return self._run_statement(a)
+            found = self._point_plan(a, pins)
+            if found is not None:
+                if not a.explain:
+                    return found.run().to_reader()
+                pins.notes.append(found.note())
             tableless = self._tableless_plan(a)
             if tableless is not None:
                 df = self.ctx.create_dataframe_from_logical_plan(tableless[0])
@@ -470,6 +482,9 @@ class SqlEngine:
             pins.tables[table] = source
             pins.snaps[table] = snap
             pins.files[table] = wanted
+            found = self._point_plan(a, pins, only=table)
+            if found is not None:
+                return found.run(wanted).to_reader()
             df = self._plan_query(a.statement, pins)
             return self._stream(df)
 
@@ -507,6 +522,19 @@ class SqlEngine:
 
         text = constants.fold(a.statement, evaluate, dry)
         return a if text is None else self.read(text)
+
+    def _point_plan(self, a: analysis.Analysis, pins: _Pins, only: str | None = None
+                    ) -> point.PointPlan | None:
+        """The point lookup answering the statement (``analysis.PointLookup`` judged
+        against its table's pinned snapshot), or None for the general path. ``only``:
+        the one table the statement may read (a read of some of its files)."""
+        look = a.point
+        if look is None or not self.point_lookups:
+            return None
+        name = self._resolve(pins, look.table, look.quoted)
+        if only is not None and name != only:
+            return None
+        return point.plan(look, self._pin_in(pins, name))
 
     def _count_only(self, a: analysis.Analysis, pins: _Pins) -> pa.Table | None:
         """The result of ``SELECT count(*) FROM t`` (or ``count(1)``, aliased or not, with
