@@ -316,6 +316,23 @@ class PreparedRegistry:
             self._drop(handle)
 
 
+class CancelFlag:
+    """A stream's cancel flag: set from any thread, read between batches. Nothing ever
+    waits on it, so it is a plain attribute rather than a ``threading.Event`` (whose
+    condition and locks cost more than the DoGet of a one-row result does otherwise)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class RunningStreams:
     """Cancel flags of the DoGet streams in flight, by ticket.
 
@@ -326,19 +343,19 @@ class RunningStreams:
     def __init__(self, remember_s: float = 600.0, max_pending: int = 4096) -> None:
         self.remember_s = remember_s
         self.max_pending = max_pending
-        self._running: dict[bytes, list[threading.Event]] = {}
+        self._running: dict[bytes, list[CancelFlag]] = {}
         self._pending: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def start(self, ticket: bytes) -> threading.Event:
-        event = threading.Event()
+    def start(self, ticket: bytes) -> CancelFlag:
+        event = CancelFlag()
         with self._lock:
             self._running.setdefault(ticket, []).append(event)
             if self._pending.pop(ticket, None) is not None:
                 event.set()
         return event
 
-    def finish(self, ticket: bytes, event: threading.Event) -> None:
+    def finish(self, ticket: bytes, event: CancelFlag) -> None:
         with self._lock:
             events = self._running.get(ticket)
             if events is None:

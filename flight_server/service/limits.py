@@ -66,7 +66,10 @@ class Admission:
     def __init__(self, limits: Limits, capacity: int | None = None) -> None:
         self.limits = limits
         self.capacity = limits.max_concurrent if capacity is None else capacity
-        self._cond = threading.Condition()
+        # The lock alone guards the common case (a free slot, nobody waiting); the
+        # condition on it is used only to wait, and notified only when someone does.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._running: set[Slot] = set()
         self._queued = 0
 
@@ -82,7 +85,7 @@ class Admission:
         """A slot for the work ``interrupt`` belongs to, once one is free;
         ``ResourceExhausted`` when the line is full or the wait runs out."""
         limit = self.capacity
-        with self._cond:
+        with self._lock:
             if len(self._running) >= limit:
                 if self._queued >= self.limits.max_queued:
                     raise ResourceExhausted(
@@ -110,13 +113,14 @@ class Admission:
             return slot
 
     def _leave(self, slot: Slot) -> None:
-        with self._cond:
+        with self._lock:
             self._running.discard(slot)
-            self._cond.notify()
+            if self._queued:
+                self._cond.notify()
 
     def cancel_all(self, reason: str) -> int:
         """Cancels every admitted unit of work; how many there were."""
-        with self._cond:
+        with self._lock:
             slots = list(self._running)
         for slot in slots:
             slot.interrupt.cancel(reason)

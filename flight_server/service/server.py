@@ -145,26 +145,31 @@ def _parse_command(data: bytes) -> Message | None:
         raise NotImplementedCommand(f"unsupported command {name}") from None
 
 
+def _split(batch: pa.RecordBatch, rows: int = MAX_BATCH_ROWS,
+           nbytes: int = MAX_BATCH_BYTES) -> list[pa.RecordBatch]:
+    """``batch`` as batches of at most ``rows`` rows and about ``nbytes`` bytes (none
+    for an empty batch)."""
+    n = batch.num_rows
+    if n == 0:
+        return []
+    # The buffers' whole size is read without leaving the interpreter lock; the exact
+    # size (of the ranges a slice references) only when it may matter.
+    size = batch.get_total_buffer_size()
+    if size > nbytes:
+        size = batch.nbytes
+    step = rows
+    if size > nbytes:
+        step = max(1, min(rows, n * nbytes // size))
+    if n <= step:
+        return [batch]
+    return [batch.slice(start, step) for start in range(0, n, step)]
+
+
 def rechunk(batches: Iterator[pa.RecordBatch], rows: int = MAX_BATCH_ROWS,
             nbytes: int = MAX_BATCH_BYTES) -> Iterator[pa.RecordBatch]:
     """The same rows in batches of at most ``rows`` rows and about ``nbytes`` bytes."""
     for batch in batches:
-        n = batch.num_rows
-        if n == 0:
-            continue
-        # The buffers' whole size is read without leaving the interpreter lock; the exact
-        # size (of the ranges a slice references) only when it may matter.
-        size = batch.get_total_buffer_size()
-        if size > nbytes:
-            size = batch.nbytes
-        step = rows
-        if size > nbytes:
-            step = max(1, min(rows, n * nbytes // size))
-        if n <= step:
-            yield batch
-            continue
-        for start in range(0, n, step):
-            yield batch.slice(start, step)
+        yield from _split(batch, rows, nbytes)
 
 
 class _BatchStream:
@@ -172,11 +177,12 @@ class _BatchStream:
     releases the query when exhausted, failed or closed (even if never started)."""
 
     def __init__(self, owner: FlightHandlers, key: bytes, reader: pa.RecordBatchReader,
-                 cancel: threading.Event, context: CallContext) -> None:
+                 cancel: handles.CancelFlag, context: CallContext) -> None:
         self._owner = owner
         self._key = key
         self._reader = reader
-        self._batches = rechunk(_reader_batches(reader))
+        # Slices of the last batch read still to send, last one first.
+        self._pending: list[pa.RecordBatch] = []
         self._cancel = cancel
         self._context = context
         self._closed = False
@@ -196,7 +202,21 @@ class _BatchStream:
         if self._closed:
             raise StopIteration
         try:
-            batch = next(self._batches)
+            # The reader is read here, not through generators: a stream of one small
+            # batch costs a few calls.
+            pending = self._pending
+            if pending:
+                batch = pending.pop()
+            else:
+                while True:
+                    parts = _split(self._reader.read_next_batch())  # StopIteration at end
+                    if parts:
+                        break
+                batch = parts[0]
+                if len(parts) > 1:
+                    parts.reverse()
+                    batch = parts.pop()
+                    self._pending = parts
             if self._cancel.is_set():
                 raise flight.FlightCancelledError("the query was cancelled")
             if self._context.is_cancelled():
@@ -210,6 +230,7 @@ class _BatchStream:
         if self._closed:
             return
         self._closed = True
+        self._pending = []
         self._owner._calls.discard(self._context)
         try:
             self._reader.close()
@@ -820,14 +841,6 @@ def group_files(rows: Sequence[int], groups: int) -> list[list[int]]:
 
 def _table_stream(table: pa.Table) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     return table.schema, rechunk(iter(table.to_batches()))
-
-
-def _reader_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    while True:
-        try:
-            yield reader.read_next_batch()
-        except StopIteration:
-            return
 
 
 def _first_row(params: pa.Table) -> list[Any]:
