@@ -108,6 +108,8 @@ POLL_S = 0.05
 # Statements remembered per engine (gate verdicts, plans of table-free queries); past
 # this the memo starts over.
 MEMO_STATEMENTS = 512
+# Largest result of a literals-only query kept with its plan.
+CONSTANT_RESULT_BYTES = 64 << 10
 
 
 def default_memory_limit() -> int:
@@ -191,7 +193,7 @@ class SqlEngine:
         # Statements that passed the gate, by text (the Analysis itself, so a reading made
         # anew is checked anew); plans of statements that read no table (below).
         self._gated: dict[str, analysis.Analysis] = {}
-        self._tableless: dict[str, tuple[Any, pa.Schema] | None] = {}
+        self._tableless: dict[str, _Tableless | None] = {}
         self._search = None
         if _functions is not None and hasattr(_functions, "register_search_functions"):
             self._search = _functions.register_search_functions(
@@ -359,7 +361,7 @@ class SqlEngine:
             return _statements.result_schema(self, a.statement.tree)
         tableless = self._tableless_plan(a)
         if tableless is not None:
-            return tableless[1]
+            return tableless.schema
         with self._statement() as pins:
             outer, pins.dry = pins.dry, True
             try:
@@ -437,11 +439,13 @@ class SqlEngine:
                     return found.run().to_reader()
                 pins.notes.append(found.note())
             tableless = self._tableless_plan(a)
+            if tableless is not None and tableless.rows is not None and not a.explain:
+                return tableless.rows.to_reader()
             if tableless is not None:
-                df = self.ctx.create_dataframe_from_logical_plan(tableless[0])
+                df = self.ctx.create_dataframe_from_logical_plan(tableless.plan)
                 if _small(a, pins):
-                    return self._collected(df, tableless[1])
-                return self._stream(df, schema=tableless[1])
+                    return self._collected(df, tableless.schema)
+                return self._stream(df, schema=tableless.schema)
             a = self._fold_constants(a, pins)
             # Under EXPLAIN the count still runs, for the note saying how it would be
             # answered.
@@ -562,12 +566,14 @@ class SqlEngine:
             return None
         return self._search.call(call.function, list(call.values))
 
-    def _tableless_plan(self, a: analysis.Analysis) -> tuple[Any, pa.Schema] | None:
+    def _tableless_plan(self, a: analysis.Analysis) -> _Tableless | None:
         """The logical plan and result schema of a query that reads no relation at all
         (``SELECT 1``, ``SELECT now()``, ``VALUES …``: no table, view, table function or
         search), planned once per text; None for any other statement. Nothing in such a
         plan depends on the tables' versions, and each run makes a new DataFrame of it, so
-        time functions still read the time of the run."""
+        time functions still read the time of the run. A query of literals and operators
+        alone (``SELECT 1``, a pool's health check) has one answer: it is kept with the
+        plan when small."""
         if a.shape is not analysis.Shape.QUERY or len(a.text) > analysis.CACHED_STATEMENT_CHARS:
             return None
         key = a.text
@@ -579,7 +585,18 @@ class SqlEngine:
         if expr is not None and expr.find(exp.Table) is None \
                 and not _SEARCH_CALL.search(a.statement.body):
             df = self._plan(a.statement.text, {}, None)
-            planned = (df.logical_plan(), plain_schema(df.schema(), fold_large=False))
+            schema = plain_schema(df.schema(), fold_large=False)
+            rows = None
+            # Bounded by its text (no join or row generator), so it runs here at once; one
+            # that fails reports the failure on each run instead.
+            if a.row_bounded and not _calls_or_parameters(expr):
+                try:
+                    rows = self._collected(df, schema).read_all()
+                except QuiverError:
+                    rows = None
+                if rows is not None and rows.nbytes > CONSTANT_RESULT_BYTES:
+                    rows = None
+            planned = _Tableless(df.logical_plan(), schema, rows)
         if len(self._tableless) >= MEMO_STATEMENTS:
             self._tableless.clear()
         self._tableless[key] = planned
@@ -762,6 +779,22 @@ _loops = threading.local()
 # A statement reading at most this many live rows, without joins, row generators or
 # recursion, cannot keep one batch busy for long: it is pulled without the wait.
 SMALL_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class _Tableless:
+    """A table-free query planned once: its plan, its result schema and, for a query of
+    literals and operators alone, its rows."""
+
+    plan: Any
+    schema: pa.Schema
+    rows: pa.Table | None
+
+
+def _calls_or_parameters(expr: exp.Expression) -> bool:
+    """Whether the query calls any function (``now()``, ``random()``, a cast) or takes a
+    parameter: then each run computes its rows anew."""
+    return expr.find(exp.Func, exp.Placeholder, exp.Parameter) is not None
 
 
 def _small(a: analysis.Analysis, pins: _Pins) -> bool:

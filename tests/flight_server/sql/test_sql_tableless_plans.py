@@ -114,3 +114,33 @@ def test_long_statements_are_not_kept(conn) -> None:
     assert conn.sql(text).column("n").to_pylist() == [3000]
     assert text not in conn.engine._gated
     assert text not in conn.engine._tableless
+
+
+def _kept(conn, text: str) -> pa.Table | None:
+    planned = conn.engine._tableless[analysis.analyse(text).text]
+    assert planned is not None
+    return planned.rows
+
+
+def test_a_literals_only_query_keeps_its_rows_and_answers_from_them(conn) -> None:
+    text = "SELECT 1 AS one, 'a' || 'b' AS s, NULL AS n"
+    first = conn.sql(text)
+    rows = _kept(conn, text)
+    assert rows is not None and rows.equals(_fresh(text))
+    assert conn.sql(text).equals(first)
+
+
+@pytest.mark.parametrize("text", [
+    "SELECT now() AS t",                                   # a function: computed per run
+    "SELECT CAST(1 AS BIGINT) AS c",
+    "SELECT * FROM (VALUES (1), (2)) a(x), (VALUES (3), (4)) b(y)",  # a join: not bounded
+])
+def test_queries_with_calls_or_joins_keep_no_rows(conn, text) -> None:
+    conn.sql(text)
+    assert _kept(conn, text) is None
+
+
+def test_a_literals_only_query_that_fails_fails_on_every_run(conn) -> None:
+    for _ in range(2):
+        with pytest.raises(SqlError):
+            conn.sql("SELECT 1 / 0 AS boom")
