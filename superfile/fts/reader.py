@@ -12,7 +12,6 @@ of the other terms that may hold a surviving candidate (``match``).
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -30,6 +29,13 @@ from quiver.superfile.errors import (
 )
 from quiver.superfile.fts import format as fmt
 from quiver.superfile.fts.codec import block_count, pack_ranges, validate_term
+from quiver.superfile.fts.dictblock import (
+    BLOCK_OK,
+    BLOCK_PROBLEMS,
+    check_block,
+    check_sorted,
+    find_term,
+)
 from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from quiver.superfile.fts.positions import phrase_docs
 from quiver.superfile.fts.query import ParsedQuery, Phrase, parse_query
@@ -61,8 +67,18 @@ class _Term:
 
 @dataclass
 class _DictBlock:
-    terms: list[str]
+    text: np.ndarray  # the terms' UTF-8 bytes, checked (see ``dictblock``)
+    offs: np.ndarray  # term i is text[offs[i]:offs[i + 1]]
     entries: np.ndarray  # DIR_ENTRY records
+    _terms: list[str] | None = None
+
+    @property
+    def terms(self) -> list[str]:
+        """The block's terms as strings (decoded on first use: only prefix expansion needs
+        them; lookups search the bytes)."""
+        if self._terms is None:
+            self._terms = _strings(self.text, self.offs)
+        return self._terms
 
 
 @dataclass(frozen=True)
@@ -140,9 +156,9 @@ class FtsIndexReader:
             or first_offs[-1] != len(first_data)
         ):
             raise CorruptFileError("full-text dictionary index is malformed")
-        self._first_terms = _strings(first_data, first_offs)
-        if any(a >= b for a, b in itertools.pairwise(self._first_terms)):
+        if check_sorted(first_data, first_offs) != BLOCK_OK:
             raise CorruptFileError("full-text dictionary index is not sorted")
+        self._first_terms = _strings(first_data, first_offs)
         self._blocks: dict[int, _DictBlock] = {}
         self._term_cache: dict[str, _Term | None] = {}
         self._postings_cache: dict[str, _Postings] = {}
@@ -214,28 +230,17 @@ class FtsIndexReader:
 
     def _parse_block(self, j: int, data: np.ndarray) -> _DictBlock:
         expect = min(self._per_block, self.num_terms - j * self._per_block)
-        if len(data) < 4:
-            raise CorruptFileError("full-text dictionary block is truncated")
-        m = int(data[:4].view("<u4")[0])
-        p = 4 + m * fmt.DIR_ENTRY.itemsize
-        if m != expect or len(data) < p + 4 * (m + 1):
-            raise CorruptFileError("full-text dictionary block is malformed")
-        entries = np.frombuffer(data[4:p], dtype=fmt.DIR_ENTRY)
-        offs = np.frombuffer(data[p : p + 4 * (m + 1)], "<u4").astype(np.int64)
-        text = data[p + 4 * (m + 1) :]
-        if offs[0] != 0 or np.any(np.diff(offs) <= 0) or offs[-1] != len(text):
-            raise CorruptFileError("full-text dictionary block has bad term offsets")
-        terms = _strings(text, offs)
-        if terms[0] != self._first_terms[j] or any(
-            a >= b for a, b in itertools.pairwise(terms)
-        ):
-            raise CorruptFileError("full-text dictionary block is not sorted")
-        plen = self._sections["postings"][1]
-        if np.any(entries["df"] == 0) or np.any(entries["df"] > self.num_docs) or np.any(
-            entries["off"].astype(np.uint64) + entries["len"].astype(np.uint64) > plen
-        ):
-            raise CorruptFileError("full-text directory entry points outside the postings")
-        return _DictBlock(terms, entries)
+        status, offs, t = check_block(data, expect, self.num_docs, self._sections["postings"][1])
+        if status != BLOCK_OK:
+            raise CorruptFileError(f"full-text dictionary block {j} is malformed "
+                                   f"({BLOCK_PROBLEMS[status]})")
+        text = data[t:]
+        first = self._first_terms[j].encode()
+        if text[: int(offs[1])].tobytes() != first:
+            raise CorruptFileError(f"full-text dictionary block {j} is not sorted "
+                                   "(its first term is not the index's)")
+        entries = data[4 : 4 + expect * fmt.DIR_ENTRY.itemsize].view(fmt.DIR_ENTRY)
+        return _DictBlock(text, offs, entries)
 
     def _lookup(self, term: str) -> _Term | None:
         if term in self._term_cache:
@@ -244,8 +249,8 @@ class FtsIndexReader:
         found = None
         if j >= 0:
             block = self._dict_block(j)
-            i = bisect.bisect_left(block.terms, term)
-            if i < len(block.terms) and block.terms[i] == term:
+            i = find_term(block.text, block.offs, np.frombuffer(term.encode(), np.uint8))
+            if i >= 0:
                 e = block.entries[i]
                 found = _Term(int(e["df"]), int(e["off"]), int(e["len"]), int(e["crc"]),
                               j * self._per_block + i)
