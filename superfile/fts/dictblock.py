@@ -135,17 +135,22 @@ def check_block(data, count, num_docs, postings_len):
 
 
 @njit(cache=True)
-def find_term(text, offs, key):
-    """Index of ``key`` (UTF-8 bytes) among the block's sorted terms, or -1."""
+def find_term(data, text_at, offs, key):
+    """``key`` (UTF-8 bytes) looked up in a block ``check_block`` accepted, whose term
+    bytes start at ``text_at``: (index, df, postings offset, length, CRC) of its entry,
+    index -1 when the block does not hold it."""
     lo = 0
     hi = len(offs) - 1
     n = len(key)
     while lo < hi:
         mid = (lo + hi) // 2
-        if _compare(text, offs[mid], offs[mid + 1], key, 0, n) < 0:
+        if _compare(data, text_at + offs[mid], text_at + offs[mid + 1], key, 0, n) < 0:
             lo = mid + 1
         else:
             hi = mid
-    if lo < len(offs) - 1 and _compare(text, offs[lo], offs[lo + 1], key, 0, n) == 0:
-        return lo
-    return -1
+    if lo < len(offs) - 1 and _compare(data, text_at + offs[lo], text_at + offs[lo + 1],
+                                       key, 0, n) == 0:
+        q = 4 + lo * _ENTRY
+        return (lo, _u32(data, q), _u32(data, q + 4) | (_u32(data, q + 8) << 32),
+                _u32(data, q + 12), _u32(data, q + 16))
+    return -1, 0, 0, 0, 0

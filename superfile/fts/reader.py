@@ -15,7 +15,7 @@ import bisect
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import crc32c
 import numpy as np
@@ -56,8 +56,7 @@ _MAX_GROUPS = 62
 _DENSE = 16  # a union of at least num_docs / _DENSE postings goes through a row mask
 
 
-@dataclass(frozen=True)
-class _Term:
+class _Term(NamedTuple):
     df: int
     off: int  # offset of the postings inside the postings section
     length: int
@@ -67,9 +66,9 @@ class _Term:
 
 @dataclass
 class _DictBlock:
-    text: np.ndarray  # the terms' UTF-8 bytes, checked (see ``dictblock``)
-    offs: np.ndarray  # term i is text[offs[i]:offs[i + 1]]
-    entries: np.ndarray  # DIR_ENTRY records
+    data: np.ndarray  # the whole block, checked (see ``dictblock``)
+    text_at: int  # where its term bytes start
+    offs: np.ndarray  # term i is data[text_at + offs[i]:text_at + offs[i + 1]]
     _terms: list[str] | None = None
 
     @property
@@ -77,12 +76,17 @@ class _DictBlock:
         """The block's terms as strings (decoded on first use: only prefix expansion needs
         them; lookups search the bytes)."""
         if self._terms is None:
-            self._terms = _strings(self.text, self.offs)
+            self._terms = _strings(self.data[self.text_at:], self.offs)
         return self._terms
 
+    @property
+    def entries(self) -> np.ndarray:
+        """The block's DIR_ENTRY records."""
+        return self.data[4 : 4 + (len(self.offs) - 1) * fmt.DIR_ENTRY.itemsize].view(
+            fmt.DIR_ENTRY)
 
-@dataclass(frozen=True)
-class _Postings:
+
+class _Postings(NamedTuple):
     buf: np.ndarray
     base: int
     nb: int
@@ -234,13 +238,10 @@ class FtsIndexReader:
         if status != BLOCK_OK:
             raise CorruptFileError(f"full-text dictionary block {j} is malformed "
                                    f"({BLOCK_PROBLEMS[status]})")
-        text = data[t:]
-        first = self._first_terms[j].encode()
-        if text[: int(offs[1])].tobytes() != first:
+        if data[t : t + int(offs[1])].tobytes() != self._first_terms[j].encode():
             raise CorruptFileError(f"full-text dictionary block {j} is not sorted "
                                    "(its first term is not the index's)")
-        entries = data[4 : 4 + expect * fmt.DIR_ENTRY.itemsize].view(fmt.DIR_ENTRY)
-        return _DictBlock(text, offs, entries)
+        return _DictBlock(data, t, offs)
 
     def _lookup(self, term: str) -> _Term | None:
         if term in self._term_cache:
@@ -249,11 +250,10 @@ class FtsIndexReader:
         found = None
         if j >= 0:
             block = self._dict_block(j)
-            i = find_term(block.text, block.offs, np.frombuffer(term.encode(), np.uint8))
+            i, df, off, length, crc = find_term(block.data, block.text_at, block.offs,
+                                                np.frombuffer(term.encode(), np.uint8))
             if i >= 0:
-                e = block.entries[i]
-                found = _Term(int(e["df"]), int(e["off"]), int(e["len"]), int(e["crc"]),
-                              j * self._per_block + i)
+                found = _Term(df, off, length, crc, j * self._per_block + i)
         with self._lock:
             if len(self._term_cache) >= _TERM_CACHE_LIMIT:
                 self._term_cache.clear()
