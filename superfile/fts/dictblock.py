@@ -1,9 +1,11 @@
 """Compiled checks and lookups over one dictionary block's bytes (layout in ``format``).
 
-A block is parsed once, in one compiled pass over its bytes: entry values in range, term
-offsets increasing, every term valid UTF-8 and the terms strictly increasing by bytes (which
-is code point order). Lookups then binary-search the term bytes in place, so a block never
-becomes a list of Python strings unless a caller asks for its terms (prefix expansion).
+A block is checked once, in one compiled pass over its bytes, by the first lookup that
+reaches it: entry values in range, term offsets increasing, every term valid UTF-8, the
+terms strictly increasing by bytes (which is code point order) and the first one the
+dictionary index's. Lookups binary-search the term bytes in place, in the same compiled
+call, so a block never becomes Python objects unless a caller asks for its terms (prefix
+expansion).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ BAD_ENTRY = 1
 BAD_OFFSETS = 2
 BAD_UTF8 = 3
 UNSORTED = 4
+NOT_FIRST = 5
 BLOCK_PROBLEMS = {
     BAD_ENTRY: "an entry is out of range",
     BAD_OFFSETS: "bad term offsets",
     BAD_UTF8: "a term is not valid UTF-8",
     UNSORTED: "terms are not sorted",
+    NOT_FIRST: "its first term is not the index's",
 }
 _ENTRY = 20  # bytes of one DIR_ENTRY record: df u32, off u64, len u32, crc u32
 
@@ -110,47 +114,65 @@ def check_sorted(text, offs):
 
 
 @njit(cache=True)
-def check_block(data, count, num_docs, postings_len):
-    """Checks a whole block (``count`` entries expected): the entries' df in [1, num_docs]
-    and postings inside ``postings_len`` bytes, then the terms as ``check_sorted``.
-    Returns (status, the term offsets, where the term bytes start)."""
-    offs = np.zeros(count + 1, np.int64)
-    if len(data) < 4 or _u32(data, 0) != count:
-        return BAD_ENTRY, offs, 0
-    p = 4 + count * _ENTRY
+def check_block(data, s, e, count, num_docs, postings_len, first_data, first_offs, j):
+    """Checks block ``j``, ``data[s:e]`` (``count`` entries expected): the entries' df in
+    [1, num_docs] and postings inside ``postings_len`` bytes, the terms as
+    ``check_sorted``, the first one equal to the index's (``first_data``, ``first_offs``).
+    Returns ``BLOCK_OK`` or what is wrong."""
+    if e - s < 4 or _u32(data, s) != count:
+        return BAD_ENTRY
+    p = s + 4 + count * _ENTRY
     t = p + 4 * (count + 1)
-    if len(data) < t:
-        return BAD_ENTRY, offs, 0
+    if e < t:
+        return BAD_ENTRY
     for i in range(count):
-        q = 4 + i * _ENTRY
+        q = s + 4 + i * _ENTRY
         df = _u32(data, q)
         off = _u32(data, q + 4) | (_u32(data, q + 8) << 32)
         length = _u32(data, q + 12)
         # An offset past 2**62 is damage; testing it first keeps the sum from overflowing.
         if df == 0 or df > num_docs or off < 0 or off > postings_len - length:
-            return BAD_ENTRY, offs, 0
+            return BAD_ENTRY
+    offs = np.empty(count + 1, np.int64)
     for i in range(count + 1):
         offs[i] = _u32(data, p + 4 * i)
-    return check_sorted(data[t:], offs), offs, t
+    status = check_sorted(data[t:e], offs)
+    if status != BLOCK_OK:
+        return status
+    if count > 0 and _compare(data, t, t + offs[1], first_data, first_offs[j],
+                              first_offs[j + 1]) != 0:
+        return NOT_FIRST
+    return BLOCK_OK
 
 
-@njit(cache=True)
-def find_term(data, text_at, offs, key):
-    """``key`` (UTF-8 bytes) looked up in a block ``check_block`` accepted, whose term
-    bytes start at ``text_at``: (index, df, postings offset, length, CRC) of its entry,
-    index -1 when the block does not hold it."""
+@njit(cache=True, nogil=True)
+def find_term(data, s, e, count, j, checked, key, num_docs, postings_len, first_data,
+              first_offs):
+    """``key`` (UTF-8 bytes) looked up in dictionary block ``j``, ``data[s:e]``, which is
+    checked (``check_block``) the first time and marked in ``checked`` (one byte per
+    block). Returns (status, index, df, postings offset, length, CRC): index -1 when the
+    block does not hold the key; status ``BLOCK_OK`` unless the block is malformed."""
+    if checked[j] == 0:
+        status = check_block(data, s, e, count, num_docs, postings_len, first_data,
+                             first_offs, j)
+        if status != BLOCK_OK:
+            return status, -1, 0, 0, 0, 0
+        checked[j] = 1
+    p = s + 4 + count * _ENTRY
+    t = p + 4 * (count + 1)
     lo = 0
-    hi = len(offs) - 1
+    hi = count
     n = len(key)
     while lo < hi:
         mid = (lo + hi) // 2
-        if _compare(data, text_at + offs[mid], text_at + offs[mid + 1], key, 0, n) < 0:
+        if _compare(data, t + _u32(data, p + 4 * mid), t + _u32(data, p + 4 * mid + 4),
+                    key, 0, n) < 0:
             lo = mid + 1
         else:
             hi = mid
-    if lo < len(offs) - 1 and _compare(data, text_at + offs[lo], text_at + offs[lo + 1],
-                                       key, 0, n) == 0:
-        q = 4 + lo * _ENTRY
-        return (lo, _u32(data, q), _u32(data, q + 4) | (_u32(data, q + 8) << 32),
+    if lo < count and _compare(data, t + _u32(data, p + 4 * lo),
+                               t + _u32(data, p + 4 * lo + 4), key, 0, n) == 0:
+        q = s + 4 + lo * _ENTRY
+        return (BLOCK_OK, lo, _u32(data, q), _u32(data, q + 4) | (_u32(data, q + 8) << 32),
                 _u32(data, q + 12), _u32(data, q + 16))
-    return -1, 0, 0, 0, 0
+    return BLOCK_OK, -1, 0, 0, 0, 0

@@ -29,13 +29,7 @@ from quiver.superfile.errors import (
 )
 from quiver.superfile.fts import format as fmt
 from quiver.superfile.fts.codec import block_count, pack_ranges, validate_term
-from quiver.superfile.fts.dictblock import (
-    BLOCK_OK,
-    BLOCK_PROBLEMS,
-    check_block,
-    check_sorted,
-    find_term,
-)
+from quiver.superfile.fts.dictblock import BLOCK_OK, BLOCK_PROBLEMS, check_sorted, find_term
 from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from quiver.superfile.fts.positions import phrase_docs
 from quiver.superfile.fts.query import ParsedQuery, Phrase, parse_query
@@ -52,6 +46,8 @@ MAX_PREFIX_EXPANSION = 256
 
 _FIRST_READ = 4096
 _TERM_CACHE_LIMIT = 8192
+_DECODED_BLOCKS = 256  # dictionary blocks kept as Python strings (prefix expansion)
+_NO_KEY = np.zeros(0, np.uint8)
 _MAX_GROUPS = 62
 _DENSE = 16  # a union of at least num_docs / _DENSE postings goes through a row mask
 
@@ -64,26 +60,10 @@ class _Term(NamedTuple):
     ordinal: int = -1  # rank in the dictionary (positions are found by it)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _DictBlock:
-    data: np.ndarray  # the whole block, checked (see ``dictblock``)
-    text_at: int  # where its term bytes start
-    offs: np.ndarray  # term i is data[text_at + offs[i]:text_at + offs[i + 1]]
-    _terms: list[str] | None = None
-
-    @property
-    def terms(self) -> list[str]:
-        """The block's terms as strings (decoded on first use: only prefix expansion needs
-        them; lookups search the bytes)."""
-        if self._terms is None:
-            self._terms = _strings(self.data[self.text_at:], self.offs)
-        return self._terms
-
-    @property
-    def entries(self) -> np.ndarray:
-        """The block's DIR_ENTRY records."""
-        return self.data[4 : 4 + (len(self.offs) - 1) * fmt.DIR_ENTRY.itemsize].view(
-            fmt.DIR_ENTRY)
+    terms: list[str]
+    entries: np.ndarray  # DIR_ENTRY records
 
 
 class _Postings(NamedTuple):
@@ -163,7 +143,11 @@ class FtsIndexReader:
         if check_sorted(first_data, first_offs) != BLOCK_OK:
             raise CorruptFileError("full-text dictionary index is not sorted")
         self._first_terms = _strings(first_data, first_offs)
-        self._blocks: dict[int, _DictBlock] = {}
+        self._first_data = np.ascontiguousarray(first_data)
+        self._first_offs = first_offs
+        self._block_ok = np.zeros(nblocks, np.uint8)  # 1: block checked (``dictblock``)
+        self._blocks: dict[int, np.ndarray] = {}  # lazily read dictionary blocks
+        self._decoded: dict[int, _DictBlock] = {}
         self._term_cache: dict[str, _Term | None] = {}
         self._postings_cache: dict[str, _Postings] = {}
         self._positions_cache: dict[str, tuple[np.ndarray, int, int]] = {}
@@ -215,33 +199,55 @@ class FtsIndexReader:
 
     # --------------------------------------------------------------- dictionary
 
-    def _dict_block(self, j: int) -> _DictBlock:
-        block = self._blocks.get(j)
-        if block is not None:
-            return block
+    def _block_bytes(self, j: int) -> tuple[np.ndarray, int, int]:
+        """(buffer, start, end) of dictionary block ``j``: the resident section, or the
+        block read once (its checksum verified) and kept."""
         start, end = int(self._block_off[j]), int(self._block_off[j + 1])
         if "dict" in self._resident:
-            data = self._resident["dict"][start:end]
-        else:
+            return self._resident["dict"], start, end
+        data = self._blocks.get(j)
+        if data is None:
             raw = self._source.read(self._sections["dict"][0] + start, end - start)
             if crc32c.crc32c(raw) != int(self._block_crc[j]):
                 raise CorruptFileError(f"full-text dictionary block {j} checksum mismatch")
             data = _u8(raw)
-        block = self._parse_block(j, data)
-        with self._lock:
-            self._blocks[j] = block
-        return block
+            with self._lock:
+                self._blocks[j] = data
+        return data, 0, end - start
 
-    def _parse_block(self, j: int, data: np.ndarray) -> _DictBlock:
-        expect = min(self._per_block, self.num_terms - j * self._per_block)
-        status, offs, t = check_block(data, expect, self.num_docs, self._sections["postings"][1])
+    def _block_count(self, j: int) -> int:
+        return min(self._per_block, self.num_terms - j * self._per_block)
+
+    def _find(self, j: int, key: np.ndarray) -> tuple[int, int, int, int, int]:
+        """(index, df, offset, length, CRC) of ``key`` in block ``j`` (index -1: absent),
+        the block checked by the first search that reaches it."""
+        data, s, e = self._block_bytes(j)
+        status, i, df, off, length, crc = find_term(
+            data, s, e, self._block_count(j), j, self._block_ok, key, self.num_docs,
+            self._sections["postings"][1], self._first_data, self._first_offs)
         if status != BLOCK_OK:
             raise CorruptFileError(f"full-text dictionary block {j} is malformed "
                                    f"({BLOCK_PROBLEMS[status]})")
-        if data[t : t + int(offs[1])].tobytes() != self._first_terms[j].encode():
-            raise CorruptFileError(f"full-text dictionary block {j} is not sorted "
-                                   "(its first term is not the index's)")
-        return _DictBlock(data, t, offs)
+        return i, df, off, length, crc
+
+    def _dict_block(self, j: int) -> _DictBlock:
+        """Block ``j``'s terms and entries as objects (prefix expansion), checked first."""
+        block = self._decoded.get(j)
+        if block is not None:
+            return block
+        if self._block_ok[j] == 0:
+            self._find(j, _NO_KEY)
+        data, s, e = self._block_bytes(j)
+        m = self._block_count(j)
+        p = s + 4 + m * fmt.DIR_ENTRY.itemsize
+        offs = data[p : p + 4 * (m + 1)].view("<u4").astype(np.int64)
+        block = _DictBlock(_strings(data[p + 4 * (m + 1) : e], offs),
+                           data[s + 4 : p].view(fmt.DIR_ENTRY))
+        with self._lock:
+            if len(self._decoded) >= _DECODED_BLOCKS:
+                self._decoded.clear()
+            self._decoded[j] = block
+        return block
 
     def _lookup(self, term: str) -> _Term | None:
         if term in self._term_cache:
@@ -249,9 +255,7 @@ class FtsIndexReader:
         j = bisect.bisect_right(self._first_terms, term) - 1
         found = None
         if j >= 0:
-            block = self._dict_block(j)
-            i, df, off, length, crc = find_term(block.data, block.text_at, block.offs,
-                                                np.frombuffer(term.encode(), np.uint8))
+            i, df, off, length, crc = self._find(j, np.frombuffer(term.encode(), np.uint8))
             if i >= 0:
                 found = _Term(df, off, length, crc, j * self._per_block + i)
         with self._lock:
