@@ -490,6 +490,11 @@ class ObstoreObjectStore:
 
     def head(self, path: str) -> ObjectMeta:
         key = self._key(path)
+        if self._local is not None and not os.path.lexists(self._local.file(key)):
+            # Answered in the calling thread: the client would hand the request to its
+            # runtime's threads and back, which on a busy machine costs far more than the
+            # lookup. A table's freshness check is exactly this miss, once per query.
+            raise ObjectNotFoundError(f"{self._what('head', path)}: no such object")
         try:
             raw = obs.head(self._client, key)
         except BaseException as exc:

@@ -37,7 +37,8 @@ from quiver.superfile.fts.codec import (
 K1 = 1.2
 B = 0.75
 
-__all__ = ["K1", "B", "idf", "table_intervals", "table_topk", "topk_kernel"]
+__all__ = ["K1", "B", "idf", "table_block_intervals", "table_intervals", "table_topk",
+           "topk_kernel"]
 
 
 def idf(n_docs: float, dfs: np.ndarray) -> np.ndarray:
@@ -522,6 +523,73 @@ def table_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_
                 a = cut
             lo = hi
     return iv_file[:n], iv_lo[:n], iv_hi[:n], iv_bound[:n], iv_blk[:n], iv_ub[:n], -1
+
+
+@njit(cache=True, nogil=True)
+def table_block_intervals(buf, f_t0, t_base, t_nb, t_q, idf_q, gmask_q, required, and_mode,
+                          f_avgdl, k1, b, avgdl):
+    """``table_intervals``' arrays with bounds from the postings blocks' metadata alone.
+
+    Intervals are cut at every block's first row and one past its last, so each term has
+    at most one block in an interval, bounded by ``block_bound``: looser than what
+    ``table_intervals`` finds by decoding every posting, but the cost is per block, not per
+    posting (what a plan searched once should pay). Returns (file, lo, hi, bound, blk, ub),
+    in file and row order.
+    """
+    F = len(f_t0) - 1
+    max_t = _max_terms(f_t0)
+    cap = F
+    for i in range(len(t_nb)):
+        cap += 2 * t_nb[i]
+    big = np.int64(1) << 40
+    iv_file = np.empty(cap, np.int32)
+    iv_lo = np.empty(cap, np.int64)
+    iv_hi = np.empty(cap, np.int64)
+    iv_bound = np.empty(cap, np.float64)
+    iv_blk = np.full((cap, max_t), -1, np.int32)
+    iv_ub = np.zeros((cap, max_t), np.float64)
+    blk = np.zeros(max_t, np.int64)
+    act = np.empty(max_t, np.int64)
+    gm = np.empty(max_t, np.int64)
+    n = 0
+    for f in range(F):
+        s = f_t0[f]
+        T = f_t0[f + 1] - s
+        if T == 0:
+            continue
+        covered = np.int64(0)
+        for t in range(T):
+            gm[t] = gmask_q[t_q[s + t]]
+            covered |= gm[t]
+            blk[t] = 0
+        if and_mode and covered != required:
+            continue
+        tb = t_base[s:s + T]
+        tn = t_nb[s:s + T]
+        lo = np.int64(0)
+        while True:
+            hi, na, covered, nxt = _next_interval(buf, tb, tn, gm[:T], blk, act, lo)
+            if na == 0:
+                if nxt == big:
+                    break
+                lo = nxt
+                continue
+            if not (and_mode and covered != required):
+                total = 0.0
+                for i in range(na):
+                    t = act[i]
+                    u = block_bound(buf, tb[t] + blk[t] * META_SIZE, idf_q[t_q[s + t]], k1, b,
+                                    avgdl, f_avgdl[f])
+                    total += u
+                    iv_blk[n, t] = blk[t]
+                    iv_ub[n, t] = u
+                iv_file[n] = f
+                iv_lo[n] = lo
+                iv_hi[n] = hi
+                iv_bound[n] = total
+                n += 1
+            lo = hi
+    return iv_file[:n], iv_lo[:n], iv_hi[:n], iv_bound[:n], iv_blk[:n], iv_ub[:n]
 
 
 @njit(cache=True, inline="always")

@@ -14,9 +14,10 @@ into files:
   per-term arrays the compiled ranking reads (a ``PostingsPlan``, reusable for as long as
   the files do not change);
 - ``plan_topk`` ranks every file's rows in one compiled call (``engine.table_topk``), ties
-  going to the lower id; the doc-id intervals of all files and their score bounds are
-  computed by its first call and kept with the plan, so later calls start from the
-  intervals most likely to hold the best rows.
+  going to the lower id, starting from the doc-id intervals (of all files) most likely
+  to hold the best rows. A plan's first call bounds the intervals by block metadata; a
+  second with the same statistics decodes every posting for tighter bounds and keeps
+  them with the plan for every later call.
 
 ``search_files`` chains all four for a list of readers whose rows are numbered in list
 order (file ``i``'s row ``r`` is ``offset_i + r``). Plain queries only: terms and excluded
@@ -34,7 +35,14 @@ import numpy as np
 
 from quiver.superfile.errors import CorruptFileError, QueryError
 from quiver.superfile.fts.codec import BLOCK_SIZE, block_count, pack_ranges
-from quiver.superfile.fts.engine import K1, B, idf, table_intervals, table_topk
+from quiver.superfile.fts.engine import (
+    K1,
+    B,
+    idf,
+    table_block_intervals,
+    table_intervals,
+    table_topk,
+)
 from quiver.superfile.fts.query import ParsedQuery, parse_query
 from quiver.superfile.fts.reader import FtsIndexReader, check_mode
 from quiver.superfile.fts.stats import CollectionStats
@@ -47,10 +55,12 @@ __all__ = [
     "PostingsPlan",
     "build_plan",
     "collection_stats",
+    "default_seed",
     "file_terms",
     "plan_topk",
     "reader_stats",
     "search_files",
+    "top_order",
 ]
 
 
@@ -141,7 +151,8 @@ class PostingsPlan:
 
     The interval order (every file's doc-id intervals with their score bounds, highest
     first; see ``engine.table_intervals``) depends on the query's statistics as well: it is
-    computed by the first ``plan_topk`` and kept for later ones with the same statistics.
+    computed by the second ``plan_topk`` with the same statistics and kept for later ones
+    (the first goes by block bounds, see ``intervals``).
     """
 
     files: list[Any]
@@ -160,6 +171,7 @@ class PostingsPlan:
     nbytes: int
     names: tuple[str, ...] = ()
     _order: tuple[Any, tuple[np.ndarray, ...]] | None = field(default=None, repr=False)
+    _searched: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def name_of(self, f: int) -> str:
@@ -168,9 +180,10 @@ class PostingsPlan:
 
     def interval_order(self, idf_q: np.ndarray, avgdl: float, and_mode: bool
                        ) -> tuple[np.ndarray, ...]:
-        """The plan's intervals for these statistics (``engine.table_intervals``) and their
-        order by bound, highest first; computed once per statistics."""
-        key = (idf_q.tobytes(), float(avgdl), bool(and_mode))
+        """The plan's intervals for these statistics (``engine.table_intervals``) and the
+        order of the ``default_seed`` highest bounds (``top_order``); computed once per
+        statistics and kept."""
+        key = _stats_key(idf_q, avgdl, and_mode)
         got = self._order
         if got is not None and got[0] == key:
             return got[1]
@@ -185,11 +198,55 @@ class PostingsPlan:
             if bad >= 0:
                 raise CorruptFileError(f"full-text postings of {self.name_of(bad)} failed to "
                                        "decode")
-            # Stable: equal bounds keep file and row order.
             ordered = (iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub,
-                       np.argsort(-iv_bound, kind="stable"))
+                       top_order(iv_bound, default_seed(len(iv_bound))))
             self._order = (key, ordered)
             return ordered
+
+    def intervals(self, idf_q: np.ndarray, avgdl: float, and_mode: bool
+                  ) -> tuple[np.ndarray, ...]:
+        """What a search with these statistics goes by, as ``interval_order`` returns it.
+
+        Decoding every posting for tight bounds pays off over repeated searches, not over
+        one: the first search of a plan with some statistics bounds its intervals by block
+        metadata (``engine.table_block_intervals``, a cost per block) and keeps nothing;
+        the next with the same statistics builds and keeps ``interval_order``'s."""
+        key = _stats_key(idf_q, avgdl, and_mode)
+        got = self._order
+        if got is not None and got[0] == key:
+            return got[1]
+        if self._searched == key:
+            return self.interval_order(idf_q, avgdl, and_mode)
+        self._searched = key
+        nq = len(idf_q)
+        iv = table_block_intervals(
+            self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q, _group_masks(nq),
+            (1 << nq) - 1, and_mode, self.f_avgdl, K1, B, avgdl)
+        return (*iv, top_order(iv[3], default_seed(len(iv[3]))))
+
+
+def _stats_key(idf_q: np.ndarray, avgdl: float, and_mode: bool) -> tuple[bytes, float, bool]:
+    return idf_q.tobytes(), float(avgdl), bool(and_mode)
+
+
+def default_seed(n_intervals: int) -> int:
+    """How many of ``n_intervals`` go first in bound order (see ``SEED_SHARE``)."""
+    return max(SEED_MIN, n_intervals // SEED_SHARE)
+
+
+def top_order(bound: np.ndarray, seed: int) -> np.ndarray:
+    """Indexes of the ``seed`` highest of ``bound``, highest first, equal bounds in index
+    order: the first ``seed`` of a stable descending sort, without sorting the rest."""
+    n = len(bound)
+    if seed >= n:
+        return np.argsort(-bound, kind="stable")
+    if seed <= 0:
+        return np.zeros(0, np.int64)
+    kth = bound[np.argpartition(bound, n - seed)[n - seed]]
+    above = np.flatnonzero(bound > kth)
+    # Ties at the cut: the lowest indexes, as a stable sort would take them.
+    chosen = np.concatenate([above, np.flatnonzero(bound == kth)[: seed - len(above)]])
+    return chosen[np.argsort(-bound[chosen], kind="stable")]
 
 
 def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
@@ -288,10 +345,12 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
         ) from None
     nq = len(terms)
     idf_q = idf(n_docs, dfs)
-    iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.interval_order(
+    iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.intervals(
         idf_q, avgdl, and_mode)
     if seed is None:
-        seed = max(SEED_MIN, len(iv_file) // SEED_SHARE)
+        seed = default_seed(len(iv_file))
+    if len(iv_order) < min(seed, len(iv_file)):
+        iv_order = top_order(iv_bound, seed)
     n, hs, hd, hf, hl, decoded, bad = table_topk(
         plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf_q, _group_masks(nq),
         np.ones(nq, np.bool_), (1 << nq) - 1, and_mode, plan.f_driver, int(k), -np.inf,

@@ -12,11 +12,10 @@ of the other terms that may hold a surviving candidate (``match``).
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import crc32c
 import numpy as np
@@ -30,6 +29,7 @@ from quiver.superfile.errors import (
 )
 from quiver.superfile.fts import format as fmt
 from quiver.superfile.fts.codec import block_count, pack_ranges, validate_term
+from quiver.superfile.fts.dictblock import BLOCK_OK, BLOCK_PROBLEMS, check_sorted, find_term
 from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from quiver.superfile.fts.positions import phrase_docs
 from quiver.superfile.fts.query import ParsedQuery, Phrase, parse_query
@@ -46,12 +46,13 @@ MAX_PREFIX_EXPANSION = 256
 
 _FIRST_READ = 4096
 _TERM_CACHE_LIMIT = 8192
+_DECODED_BLOCKS = 256  # dictionary blocks kept as Python strings (prefix expansion)
+_NO_KEY = np.zeros(0, np.uint8)
 _MAX_GROUPS = 62
 _DENSE = 16  # a union of at least num_docs / _DENSE postings goes through a row mask
 
 
-@dataclass(frozen=True)
-class _Term:
+class _Term(NamedTuple):
     df: int
     off: int  # offset of the postings inside the postings section
     length: int
@@ -59,14 +60,13 @@ class _Term:
     ordinal: int = -1  # rank in the dictionary (positions are found by it)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _DictBlock:
     terms: list[str]
     entries: np.ndarray  # DIR_ENTRY records
 
 
-@dataclass(frozen=True)
-class _Postings:
+class _Postings(NamedTuple):
     buf: np.ndarray
     base: int
     nb: int
@@ -140,10 +140,14 @@ class FtsIndexReader:
             or first_offs[-1] != len(first_data)
         ):
             raise CorruptFileError("full-text dictionary index is malformed")
-        self._first_terms = _strings(first_data, first_offs)
-        if any(a >= b for a, b in itertools.pairwise(self._first_terms)):
+        if check_sorted(first_data, first_offs) != BLOCK_OK:
             raise CorruptFileError("full-text dictionary index is not sorted")
-        self._blocks: dict[int, _DictBlock] = {}
+        self._first_terms = _strings(first_data, first_offs)
+        self._first_data = np.ascontiguousarray(first_data)
+        self._first_offs = first_offs
+        self._block_ok = np.zeros(nblocks, np.uint8)  # 1: block checked (``dictblock``)
+        self._blocks: dict[int, np.ndarray] = {}  # lazily read dictionary blocks
+        self._decoded: dict[int, _DictBlock] = {}
         self._term_cache: dict[str, _Term | None] = {}
         self._postings_cache: dict[str, _Postings] = {}
         self._positions_cache: dict[str, tuple[np.ndarray, int, int]] = {}
@@ -195,47 +199,55 @@ class FtsIndexReader:
 
     # --------------------------------------------------------------- dictionary
 
-    def _dict_block(self, j: int) -> _DictBlock:
-        block = self._blocks.get(j)
-        if block is not None:
-            return block
+    def _block_bytes(self, j: int) -> tuple[np.ndarray, int, int]:
+        """(buffer, start, end) of dictionary block ``j``: the resident section, or the
+        block read once (its checksum verified) and kept."""
         start, end = int(self._block_off[j]), int(self._block_off[j + 1])
         if "dict" in self._resident:
-            data = self._resident["dict"][start:end]
-        else:
+            return self._resident["dict"], start, end
+        data = self._blocks.get(j)
+        if data is None:
             raw = self._source.read(self._sections["dict"][0] + start, end - start)
             if crc32c.crc32c(raw) != int(self._block_crc[j]):
                 raise CorruptFileError(f"full-text dictionary block {j} checksum mismatch")
             data = _u8(raw)
-        block = self._parse_block(j, data)
-        with self._lock:
-            self._blocks[j] = block
-        return block
+            with self._lock:
+                self._blocks[j] = data
+        return data, 0, end - start
 
-    def _parse_block(self, j: int, data: np.ndarray) -> _DictBlock:
-        expect = min(self._per_block, self.num_terms - j * self._per_block)
-        if len(data) < 4:
-            raise CorruptFileError("full-text dictionary block is truncated")
-        m = int(data[:4].view("<u4")[0])
-        p = 4 + m * fmt.DIR_ENTRY.itemsize
-        if m != expect or len(data) < p + 4 * (m + 1):
-            raise CorruptFileError("full-text dictionary block is malformed")
-        entries = np.frombuffer(data[4:p], dtype=fmt.DIR_ENTRY)
-        offs = np.frombuffer(data[p : p + 4 * (m + 1)], "<u4").astype(np.int64)
-        text = data[p + 4 * (m + 1) :]
-        if offs[0] != 0 or np.any(np.diff(offs) <= 0) or offs[-1] != len(text):
-            raise CorruptFileError("full-text dictionary block has bad term offsets")
-        terms = _strings(text, offs)
-        if terms[0] != self._first_terms[j] or any(
-            a >= b for a, b in itertools.pairwise(terms)
-        ):
-            raise CorruptFileError("full-text dictionary block is not sorted")
-        plen = self._sections["postings"][1]
-        if np.any(entries["df"] == 0) or np.any(entries["df"] > self.num_docs) or np.any(
-            entries["off"].astype(np.uint64) + entries["len"].astype(np.uint64) > plen
-        ):
-            raise CorruptFileError("full-text directory entry points outside the postings")
-        return _DictBlock(terms, entries)
+    def _block_count(self, j: int) -> int:
+        return min(self._per_block, self.num_terms - j * self._per_block)
+
+    def _find(self, j: int, key: np.ndarray) -> tuple[int, int, int, int, int]:
+        """(index, df, offset, length, CRC) of ``key`` in block ``j`` (index -1: absent),
+        the block checked by the first search that reaches it."""
+        data, s, e = self._block_bytes(j)
+        status, i, df, off, length, crc = find_term(
+            data, s, e, self._block_count(j), j, self._block_ok, key, self.num_docs,
+            self._sections["postings"][1], self._first_data, self._first_offs)
+        if status != BLOCK_OK:
+            raise CorruptFileError(f"full-text dictionary block {j} is malformed "
+                                   f"({BLOCK_PROBLEMS[status]})")
+        return i, df, off, length, crc
+
+    def _dict_block(self, j: int) -> _DictBlock:
+        """Block ``j``'s terms and entries as objects (prefix expansion), checked first."""
+        block = self._decoded.get(j)
+        if block is not None:
+            return block
+        if self._block_ok[j] == 0:
+            self._find(j, _NO_KEY)
+        data, s, e = self._block_bytes(j)
+        m = self._block_count(j)
+        p = s + 4 + m * fmt.DIR_ENTRY.itemsize
+        offs = data[p : p + 4 * (m + 1)].view("<u4").astype(np.int64)
+        block = _DictBlock(_strings(data[p + 4 * (m + 1) : e], offs),
+                           data[s + 4 : p].view(fmt.DIR_ENTRY))
+        with self._lock:
+            if len(self._decoded) >= _DECODED_BLOCKS:
+                self._decoded.clear()
+            self._decoded[j] = block
+        return block
 
     def _lookup(self, term: str) -> _Term | None:
         if term in self._term_cache:
@@ -243,12 +255,9 @@ class FtsIndexReader:
         j = bisect.bisect_right(self._first_terms, term) - 1
         found = None
         if j >= 0:
-            block = self._dict_block(j)
-            i = bisect.bisect_left(block.terms, term)
-            if i < len(block.terms) and block.terms[i] == term:
-                e = block.entries[i]
-                found = _Term(int(e["df"]), int(e["off"]), int(e["len"]), int(e["crc"]),
-                              j * self._per_block + i)
+            i, df, off, length, crc = self._find(j, np.frombuffer(term.encode(), np.uint8))
+            if i >= 0:
+                found = _Term(df, off, length, crc, j * self._per_block + i)
         with self._lock:
             if len(self._term_cache) >= _TERM_CACHE_LIMIT:
                 self._term_cache.clear()

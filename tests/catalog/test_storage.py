@@ -120,6 +120,22 @@ def test_missing_objects_raise_object_not_found(store):
         ObjectStoreRangeReader(store, "nope")
 
 
+def test_head_finds_only_objects_not_their_folders_nor_what_was_deleted(store):
+    # Local roots answer a miss from the file system without a client request: what
+    # exists there but is no object (a folder) must still be "not found", and an object
+    # written or deleted a moment ago must be seen as it now is.
+    store.put("f/g/1", b"x")
+    for folder in ("f", "f/g"):
+        with pytest.raises(ObjectNotFoundError):
+            store.head(folder)
+    assert store.head("f/g/1").size == 1
+    store.delete("f/g/1")
+    with pytest.raises(ObjectNotFoundError):
+        store.head("f/g/1")
+    store.put("f/g/1", b"yz")
+    assert store.head("f/g/1").size == 2
+
+
 @pytest.mark.parametrize("offset,length", [(90, 20), (100, 1), (500, 10), (0, 101)])
 def test_ranges_past_the_end_raise_a_storage_error_naming_the_size(store, offset, length):
     store.put("short", _payload(100))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import struct
+
+import crc32c
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -10,6 +14,7 @@ from hypothesis import strategies as st
 
 from quiver.superfile.errors import CorruptFileError, SuperfileError
 from quiver.superfile.fts import FtsIndexReader, build_fts_index
+from quiver.superfile.fts import format as fmt
 from quiver.superfile.ranges import BytesRangeReader, CountingRangeReader
 
 
@@ -106,3 +111,125 @@ def test_verifying_open_detects_a_flip_in_every_section():
         corrupt[pos] ^= 0x40
         with pytest.raises(CorruptFileError):
             FtsIndexReader.open(BytesRangeReader(bytes(corrupt)), verify=True)
+
+
+# -- damage that keeps every checksum valid: only the dictionary's own checks can see it ------
+
+def _layout(blob: bytes) -> dict:
+    """Where the dictionary section and its index lie in ``blob``."""
+    header_len = fmt.PREAMBLE.unpack_from(blob, 0)[3]
+    fixed = fmt.HEADER_FIXED.unpack_from(blob, fmt.PREAMBLE.size)
+    nblocks = fixed[3]
+    pos = fmt.PREAMBLE.size + fmt.HEADER_FIXED.size
+    sections = {}
+    for name in fmt.section_names(fmt.VERSION):
+        sections[name] = (pos, *fmt.SECTION.unpack_from(blob, pos))
+        pos += fmt.SECTION.size
+    index = fmt.fixed_end(fmt.VERSION)
+    block_off = np.frombuffer(blob, "<u8", nblocks + 1, index).astype(int)
+    crc_at = index + 8 * (nblocks + 1)
+    return {"header_len": header_len, "sections": sections, "block_off": block_off,
+            "crc_at": crc_at, "first_offs_at": crc_at + 4 * nblocks, "nblocks": nblocks}
+
+
+def _recrc(blob: bytearray, lay: dict, blocks: list[int]) -> bytes:
+    """Rewrites the checksums of the given dictionary blocks, the dict section and the
+    header so that they match the (damaged) bytes."""
+    sec_entry, dict_off, dict_len, _ = lay["sections"]["dict"]
+    for j in blocks:
+        a, b = lay["block_off"][j], lay["block_off"][j + 1]
+        struct.pack_into("<I", blob, lay["crc_at"] + 4 * j,
+                         crc32c.crc32c(bytes(blob[dict_off + a:dict_off + b])))
+    struct.pack_into("<Q Q I", blob, sec_entry, dict_off, dict_len,
+                     crc32c.crc32c(bytes(blob[dict_off:dict_off + dict_len])))
+    struct.pack_into("<I", blob, 12, crc32c.crc32c(bytes(blob[16:lay["header_len"]])))
+    return bytes(blob)
+
+
+def _block_terms(blob: bytes, lay: dict, j: int) -> tuple[int, list[tuple[int, int]]]:
+    """(absolute offset of block j's term bytes, (start, end) of each of its terms)."""
+    _, dict_off, _, _ = lay["sections"]["dict"]
+    at = dict_off + lay["block_off"][j]
+    m = struct.unpack_from("<I", blob, at)[0]
+    p = at + 4 + m * fmt.DIR_ENTRY.itemsize
+    offs = np.frombuffer(blob, "<u4", m + 1, p).astype(int)
+    text = p + 4 * (m + 1)
+    return text, [(text + offs[i], text + offs[i + 1]) for i in range(m)]
+
+
+DICT_BLOB = build_fts_index(pa.array(_texts(4000)))[0]
+
+
+def _damaged(edit) -> tuple[bytes, int]:
+    """DICT_BLOB with block 3's term bytes edited, every checksum rewritten to match."""
+    blob = bytearray(DICT_BLOB)
+    lay = _layout(DICT_BLOB)
+    j = 3
+    _, spans = _block_terms(DICT_BLOB, lay, j)
+    edit(blob, spans)
+    return _recrc(blob, lay, [j]), j
+
+
+def _swap_two_terms(blob, spans):
+    # Two neighbours of equal length (offsets unchanged), not the block's first term.
+    for (a, b), (c, d) in itertools.pairwise(spans[1:]):
+        if b - a == d - c and blob[a:b] != blob[c:d]:
+            blob[a:b], blob[c:d] = bytes(blob[c:d]), bytes(blob[a:b])
+            return
+    raise AssertionError("no two neighbouring terms of equal length")
+
+
+def _invalid_utf8(blob, spans):
+    a, _ = spans[5]
+    blob[a] = 0xFF
+
+
+def _first_term_changed(blob, spans):
+    a, _ = spans[0]
+    blob[a] = ord("a")
+
+
+@pytest.mark.parametrize("verify", [False, True])
+@pytest.mark.parametrize("edit", [_swap_two_terms, _invalid_utf8, _first_term_changed])
+def test_a_damaged_dictionary_block_with_valid_checksums_is_refused(edit, verify):
+    data, j = _damaged(edit)
+    reader = FtsIndexReader.open(BytesRangeReader(data), verify=verify)
+    # Every term of the damaged block is looked up: any lookup reaching it must refuse.
+    intact = FtsIndexReader.open(BytesRangeReader(DICT_BLOB), verify=True)
+    terms = intact._dict_block(j).terms
+    with pytest.raises(CorruptFileError):
+        for t in terms:
+            reader.search(t, 5)
+    with pytest.raises(CorruptFileError):
+        reader.terms_with_prefix(terms[1][:1])
+
+
+def test_a_dictionary_index_out_of_order_is_refused():
+    blob = bytearray(DICT_BLOB)
+    lay = _layout(DICT_BLOB)
+    first_offs = np.frombuffer(DICT_BLOB, "<u4", lay["nblocks"] + 1, lay["first_offs_at"])
+    data_at = lay["first_offs_at"] + 4 * (lay["nblocks"] + 1)
+    # Swap the first terms of two neighbouring blocks when they have equal length.
+    for j in range(1, lay["nblocks"] - 1):
+        a, b = data_at + int(first_offs[j]), data_at + int(first_offs[j + 1])
+        c = data_at + int(first_offs[j + 2])
+        if b - a == c - b:
+            blob[a:b], blob[b:c] = bytes(blob[b:c]), bytes(blob[a:b])
+            break
+    else:
+        raise AssertionError("no two neighbouring first terms of equal length")
+    data = _recrc(blob, lay, [])
+    with pytest.raises(CorruptFileError, match="not sorted"):
+        FtsIndexReader.open(BytesRangeReader(data))
+
+
+def test_every_term_of_an_intact_dictionary_is_found():
+    reader = FtsIndexReader.open(BytesRangeReader(DICT_BLOB))
+    intact = FtsIndexReader.open(BytesRangeReader(DICT_BLOB), verify=True)
+    terms = intact.terms_with_prefix("")
+    assert len(terms) == intact.num_terms
+    assert all(reader.doc_freq(t) > 0 for t in terms)
+    # Absent terms between, before and after the dictionary's are not found.
+    for t in ["", "0", "w", "w1x", "zzzz", terms[0] + "\u00e9", "\U0001F600"]:
+        if t not in set(terms):
+            assert reader.doc_freq(t) == 0

@@ -22,6 +22,7 @@ from quiver.superfile.fts.multi import (
     file_terms,
     plan_topk,
     reader_stats,
+    top_order,
 )
 from quiver.superfile.fts.stats import CollectionStats
 from quiver.superfile.ranges import BytesRangeReader
@@ -232,3 +233,38 @@ def test_intervals_cover_every_posting_once_and_bound_it_by_its_best_score(split
                 # Every posting of every term is in some interval.
                 assert inside.all()
         np.testing.assert_allclose(iv_bound[mine], iv_ub[mine].sum(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["or", "and"])
+def test_a_plan_searched_once_keeps_no_intervals_and_a_repeat_keeps_them_with_equal_hits(
+        split, mode):
+    # The first search of a plan goes by block bounds (nothing decoded up front, nothing
+    # kept); the second with the same statistics builds the per-posting intervals and
+    # keeps them. Every one ranks exactly alike.
+    _texts, readers, oracle = split
+    and_mode = mode == "and"
+    for q in QUERIES:
+        pq = parse_query(q)
+        parts = [PlanFile(i, got, id_base=CUTS[i]) for i, r in enumerate(readers)
+                 if (got := file_terms(r, pq, and_mode)) is not None]
+        if not parts:
+            continue
+        plan = build_plan(parts, and_mode)
+        stats = collection_stats((reader_stats(r, pq.terms) for r in readers), pq.terms)
+        first = plan_topk(plan, pq.terms, stats, 10, and_mode)
+        assert plan._order is None
+        second = plan_topk(plan, pq.terms, stats, 10, and_mode)
+        assert plan._order is not None
+        third = plan_topk(plan, pq.terms, stats, 10, and_mode)
+        check_topk(first.ids.astype(np.uint32), first.scores, oracle.scores(q, mode), 10)
+        _same(first, second)
+        _same(first, third)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 10, 11, 40, 64])
+def test_top_order_is_the_head_of_a_stable_descending_sort(seed):
+    rng = np.random.default_rng(seed)
+    # Few distinct values: many ties, some of them at the cut.
+    bound = rng.integers(0, 6, 50).astype(np.float64)
+    want = np.argsort(-bound, kind="stable")[:seed]
+    np.testing.assert_array_equal(top_order(bound, seed), want)
