@@ -55,6 +55,7 @@ def warm_up() -> float:
     """Runs every kind of search once on a throwaway in-memory table; the seconds taken."""
     from quiver.catalog.storage import drop_memory_store
     from quiver.flight_server.sql import connect
+    from quiver.superfile.fts.multi import settle_interval_builds
     from quiver.supertable.options import TableOptions
 
     t0 = time.perf_counter()
@@ -71,6 +72,7 @@ def warm_up() -> float:
         v = "[" + ", ".join(["0.5"] * _DIM) + "]"
         for query in _QUERIES:
             conn.sql(query.replace("{v}", v))
+        settle_interval_builds()
     finally:
         conn.close()
         drop_memory_store(conn.uri)

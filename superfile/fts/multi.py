@@ -26,8 +26,10 @@ terms (phrases, prefixes and weights go file by file through ``scoring.search_fi
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +174,7 @@ class PostingsPlan:
     names: tuple[str, ...] = ()
     _order: tuple[Any, tuple[np.ndarray, ...]] | None = field(default=None, repr=False)
     _searched: Any = field(default=None, repr=False)
+    _building: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def name_of(self, f: int) -> str:
@@ -203,6 +206,13 @@ class PostingsPlan:
             self._order = (key, ordered)
             return ordered
 
+    def _build_quietly(self, idf_q: np.ndarray, avgdl: float, and_mode: bool) -> None:
+        try:
+            self.interval_order(idf_q, avgdl, and_mode)
+        except CorruptFileError as exc:
+            # The searches report it themselves, from their own decoding.
+            log.debug("no intervals kept for a plan: %s", exc)
+
     def intervals(self, idf_q: np.ndarray, avgdl: float, and_mode: bool
                   ) -> tuple[np.ndarray, ...]:
         """What a search with these statistics goes by, as ``interval_order`` returns it.
@@ -210,14 +220,22 @@ class PostingsPlan:
         Decoding every posting for tight bounds pays off over repeated searches, not over
         one: the first search of a plan with some statistics bounds its intervals by block
         metadata (``engine.table_block_intervals``, a cost per block) and keeps nothing;
-        the next with the same statistics builds and keeps ``interval_order``'s."""
+        the next with the same statistics starts building ``interval_order``'s on a
+        background thread (on a very common term it decodes every posting: tens of ms that
+        no search should wait for) and, like every search until they are in place, goes by
+        block bounds meanwhile."""
         key = _stats_key(idf_q, avgdl, and_mode)
         got = self._order
         if got is not None and got[0] == key:
             return got[1]
         if self._searched == key:
-            return self.interval_order(idf_q, avgdl, and_mode)
-        self._searched = key
+            with self._lock:
+                start = self._building != key
+                self._building = key
+            if start:
+                _INTERVAL_BUILDS.submit(self._build_quietly, idf_q.copy(), avgdl, and_mode)
+        else:
+            self._searched = key
         nq = len(idf_q)
         iv = table_block_intervals(
             self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q, _group_masks(nq),
@@ -294,6 +312,18 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
         f_idbase=np.array([f.id_base for f in files], np.int64), ids=ids, f_ioff=f_ioff,
         nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes + order_bytes,
         names=tuple(f.name for f in files))
+
+
+log = logging.getLogger(__name__)
+
+# Builds the per-posting intervals of repeated plans off the searching thread; one at a time,
+# so that a burst of new repeated queries cannot take every core. Its kernel releases the GIL.
+_INTERVAL_BUILDS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quiver-intervals")
+
+def settle_interval_builds() -> None:
+    """Waits for the interval builds started so far (the warm-up, which must leave every
+    kernel compiled before it returns)."""
+    _INTERVAL_BUILDS.submit(int).result()
 
 
 # -- ranking -----------------------------------------------------------------------------------
