@@ -240,9 +240,6 @@ class LakeDataset(ds.Dataset):
         parts = min(MAX_PARTS, len(self._tasks))
         return [_Fragment(self, self._tasks[i::parts]) for i in range(parts)]
 
-    def count_rows(self, **_: Any) -> int:
-        return sum(int(t.file.record_count) for t in self._tasks)
-
 
 @dataclass
 class _Fragment:
@@ -274,16 +271,23 @@ class _Scanner:
     def to_batches(self) -> Iterator[pa.RecordBatch]:
         dataset = self._dataset
         out = self.projected_schema
-        # The filter may name columns the projection leaves out: all are read then.
+        # The filter may name columns the projection leaves out: all are read then. A
+        # projection of no columns (count(*)) still needs the rows: one column is read.
         filtered = self._filter is not None
-        read = dataset.schema if filtered else out
+        columns = self._columns
+        if filtered or columns is None:
+            read, columns = dataset.schema, None
+        elif not columns:
+            read = pa.schema([dataset.schema.field(0)])
+            columns = read.names
+        else:
+            read = out
         watch = dataset._watch
-        for batch in dataset._table.batches(self._tasks, None if filtered else self._columns,
-                                            read):
+        for batch in dataset._table.batches(self._tasks, columns, read):
             if watch is not None:
                 watch.check()
             if filtered:
-                kept = pa.Table.from_batches([batch]).filter(self._filter)
-                yield from kept.select(out.names).to_batches()
+                batch = pa.Table.from_batches([batch]).filter(self._filter)
+                yield from batch.select(out.names).to_batches()
             elif batch.num_rows:
-                yield batch
+                yield batch if batch.schema.equals(out) else batch.select(out.names)

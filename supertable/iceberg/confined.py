@@ -182,6 +182,9 @@ class LakeTable:
         for task in tasks:
             try:
                 for batch in _task_batches(scan, task):
+                    if batch.schema.names != target.names:
+                        # pyiceberg gives the columns in the table's order.
+                        batch = batch.select(target.names)
                     yield batch if batch.schema.equals(target) else batch.cast(target)
             except QuiverError:
                 raise

@@ -119,6 +119,12 @@ def test_select_with_a_filter_and_a_join_reads_the_lake_table(server) -> None:
     assert rows == [(2, "Lima"), (3, "Oslo"), (5, "Lima")]
     assert _rows(server.uri, "SELECT body FROM iceberg_table('lake', 'lake.articles') "
                  "WHERE author = 'cyd'") == [("whales sing in the deep sea",)]
+    # No column read at all (the rows still count), and one lake table twice.
+    assert _rows(server.uri, "SELECT count(*) FROM iceberg_table('lake', 'lake.articles')") \
+        == [(5,)]
+    assert _rows(server.uri, "WITH a AS (SELECT * FROM iceberg_table('lake', "
+                 "'lake.articles')) SELECT count(*) FROM a AS x JOIN a AS y "
+                 "ON x.author = y.author") == [(9,)]
 
 
 def test_insert_select_appends_the_lake_rows(server) -> None:
@@ -236,6 +242,16 @@ def test_only_locations_under_the_table_folder_are_within_it() -> None:
     assert not within("s3://other/t/a.parquet", "s3://bucket/t")
     assert not within("s3://bucket/a.parquet", "s3://bucket")
     assert not within("file:///etc/passwd", "file:///")
+
+
+def test_columns_come_in_the_order_asked_for(lake: Path) -> None:
+    from quiver.flight_server.sql.lake import LakeSources
+
+    table = LakeSources({"lake": f"sqlite:///{lake}"}).open("lake", "lake.articles")
+    want = pa.schema([("author", pa.string()), ("id", pa.int64())])
+    got = pa.Table.from_batches(list(table.batches(table.plan(), want.names, want)), want)
+    assert sorted(got.to_pylist(), key=lambda r: r["id"]) == [
+        {"author": r[2], "id": r[0]} for r in ARTICLES]
 
 
 def test_the_confined_file_interface_opens_nothing_outside(tmp_path: Path) -> None:
