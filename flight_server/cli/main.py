@@ -270,6 +270,19 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--iceberg-catalog-credential", default=None, metavar="ID:SECRET",
                        help="REST --iceberg-catalog: OAuth2 client credential exchanged for a "
                        "token (default $QUIVER_ICEBERG_CATALOG_CREDENTIAL)")
+    serve.add_argument("--iceberg-source", action="append", default=[],
+                       metavar="NAME=CATALOG_URI",
+                       help="let statements read the tables of this Iceberg catalog with "
+                       "iceberg_table('NAME', 'namespace.table'), e.g. to CREATE TABLE ... AS "
+                       "SELECT from a lake table (repeatable; a catalog URI as for "
+                       "--iceberg-catalog; only files under each table's own location are "
+                       "read; default: none)")
+    serve.add_argument("--iceberg-source-option", action="append", default=[],
+                       metavar="NAME.SETTING=VALUE",
+                       help="a setting of --iceberg-source NAME: catalog-name (default "
+                       "default), warehouse, token or credential (REST; prefer "
+                       "$QUIVER_ICEBERG_SOURCE_<NAME>_TOKEN / _CREDENTIAL: a flag shows in "
+                       "the process list)")
     _security_arguments(serve)
     _write_arguments(serve)
 
@@ -369,6 +382,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     args.root = args.root or DEFAULT_ROOT
     try:
         storage = _storage_options(args.storage_option)
+        from quiver.flight_server.sql.lake import parse_sources
+
+        sources = parse_sources(args.iceberg_source, args.iceberg_source_option)
         if args.iceberg_catalog:
             _follow_catalog(args)
         auth = None
@@ -395,7 +411,8 @@ def _run_serve(args: argparse.Namespace) -> int:
               write_options={"write_log_rows": args.write_log_rows,
                              "fold_age_s": args.fold_age, "compaction": args.compaction,
                              "group_commit_window_s": args.group_commit_window},
-              max_concurrent_appends=args.max_concurrent_appends)
+              max_concurrent_appends=args.max_concurrent_appends,
+              iceberg_sources=sources)
     except (ServeError, ValueError) as exc:
         print(f"quiver: error: {one_line(exc)}", file=sys.stderr)
         return 2

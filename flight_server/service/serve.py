@@ -67,6 +67,7 @@ from quiver.flight_server.service.limits import (
 )
 from quiver.flight_server.service.server import QuiverFlightServer
 from quiver.flight_server.sql import connect
+from quiver.flight_server.sql.lake import LakeSources
 from quiver.root_error import Kind, QuiverError
 from quiver.supertable.table import TableOptions
 
@@ -126,7 +127,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  login_max_delay: float = login_limit.DEFAULT_MAX_DELAY,
                  prepared_per_session: int = 256,
                  write_options: dict[str, Any] | None = None,
-                 max_concurrent_appends: int | None = None) -> QuiverFlightServer:
+                 max_concurrent_appends: int | None = None,
+                 iceberg_sources: Any = None) -> QuiverFlightServer:
     """A listening server over the tables at ``root`` (``auth`` is an ``AuthConfig``;
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
     default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
@@ -135,7 +137,9 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     ``SqlEngine``; ``max_message_bytes`` the largest message a client may send;
     ``write_options`` the write log, compaction and group commit fields of
     ``TableOptions``, defaults ``SERVER_WRITE_OPTIONS``; ``max_concurrent_appends`` the
-    slots of ``INSERT … VALUES`` statements, as in ``limits.Limits``)."""
+    slots of ``INSERT … VALUES`` statements, as in ``limits.Limits``; ``iceberg_sources``
+    the Iceberg catalogs statements may read tables of with ``iceberg_table``, as in
+    ``quiver.flight_server.sql.lake.LakeSources``)."""
     if (tls_cert is None) != (tls_key is None):
         raise ServeError("TLS needs both --tls-cert and --tls-key")
     if auth is not None and not auth.enabled:
@@ -188,9 +192,13 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                          "or more")
     table_options = TableOptions(max_staleness_s=max_staleness_s, cache_dir=cache_dir,
                                  cache_bytes=cache_bytes, **writes)
+    try:
+        sources = LakeSources(iceberg_sources)
+    except ValueError as exc:
+        raise ServeError(str(exc)) from None
     conn = connect(root, memory_cache_bytes=memory_cache_bytes, table_options=table_options,
                    memory_limit=memory_limit, spill_dir=spill_dir, max_search_k=max_search_k,
-                   **(storage_options or {}))
+                   iceberg_sources=sources, **(storage_options or {}))
     location = _location(host, port, tls is not None)
     limits = Limits(statement_timeout_s=(DEFAULT_STATEMENT_TIMEOUT_S
                                          if statement_timeout_s is None

@@ -28,7 +28,7 @@ class SqlConnection:
     def __init__(self, connection: catalog.Connection,
                  memory_cache_bytes: int | None = None, **engine_options: Any) -> None:
         """``engine_options`` are ``SqlEngine``'s limits (``memory_limit``,
-        ``spill_dir``, ``max_search_k``, ``statement_timeout_s``)."""
+        ``spill_dir``, ``max_search_k``, ``statement_timeout_s``, ``iceberg_sources``)."""
         self.catalog = connection
         self.engine = SqlEngine(connection, memory_cache_bytes, **engine_options)
 
@@ -120,15 +120,19 @@ class SqlConnection:
 def connect(uri: str, *, validate: bool = False, table_options: TableOptions | None = None,
             memory_cache_bytes: int | None = None, memory_limit: int | None = None,
             spill_dir: str | None = None, max_search_k: int | None = None,
-            statement_timeout_s: float | None = None,
+            statement_timeout_s: float | None = None, iceberg_sources: Any = None,
             **storage_options: Any) -> SqlConnection:
     """Opens the root at ``uri`` (memory://, a path, file://, s3://, gs://, az://) for SQL.
     ``memory_cache_bytes`` bounds the decoded rows kept in memory for scans (default
     ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 turns it off); ``memory_limit`` the memory
     DataFusion's operators share (default a quarter of the machine's), spilling to
     ``spill_dir``; ``max_search_k`` the results one search may return;
-    ``statement_timeout_s`` the time limit of each statement (default none)."""
+    ``statement_timeout_s`` the time limit of each statement (default none);
+    ``iceberg_sources`` the Iceberg catalogs the ``iceberg_table('NAME', 'ns.table')``
+    function may read, by name (``{"lake": "sqlite:////path/catalog.db"}``, or
+    ``quiver.flight_server.sql.lake.IcebergSource`` values; default none)."""
     return SqlConnection(catalog.connect(uri, validate=validate, table_options=table_options,
                                          **storage_options), memory_cache_bytes,
                          memory_limit=memory_limit, spill_dir=spill_dir,
-                         max_search_k=max_search_k, statement_timeout_s=statement_timeout_s)
+                         max_search_k=max_search_k, statement_timeout_s=statement_timeout_s,
+                         iceberg_sources=iceberg_sources)

@@ -40,6 +40,7 @@ from quiver.flight_server.sql import (
     constants,
     gate,
     information,
+    lake,
     param_types,
     point,
     snippet,
@@ -103,6 +104,11 @@ _NAME_CLASH = "unique expression names"
 _SEARCH_CALL = re.compile(r"\b(?:bm25|knn|vector_distance|bm25_snippet|bm25_search|"
                           r"vector_search|hybrid_search|token_match|exact_match)\s*\(",
                           re.IGNORECASE)
+# A statement reading an Iceberg source (its rows are not counted in advance).
+_LAKE_CALL = re.compile(rf"\b{lake.FUNCTION}\s*\(", re.IGNORECASE)
+# Table functions the gate lets a statement name.
+TABLE_FUNCTIONS = frozenset((_functions.NAMES if _functions is not None else set())
+                            | lake.NAMES)
 # How often a statement waiting for DataFusion's next batch checks its interrupt.
 POLL_S = 0.05
 # Statements remembered per engine (gate verdicts, plans of table-free queries); past
@@ -156,7 +162,7 @@ class SqlEngine:
                  memory_limit: int | None = None, spill_dir: str | None = None,
                  max_search_k: int | None = None,
                  statement_timeout_s: float | None = None,
-                 point_lookups: bool = True) -> None:
+                 point_lookups: bool = True, iceberg_sources: Any = None) -> None:
         """``memory_cache_bytes`` bounds the decoded table rows kept in memory for scans
         (default ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 reads Parquet every time).
         ``memory_limit`` is the pool DataFusion's operators share (sorts, joins and
@@ -200,6 +206,9 @@ class SqlEngine:
                 self.ctx, self.pin, max_search_k or _functions.DEFAULT_MAX_K, self._dry)
         self._distances = _rewrite.DistanceFunctions(self.ctx) if _rewrite else None
         snippet.register(self.ctx)
+        self.lake = (iceberg_sources if isinstance(iceberg_sources, lake.LakeSources)
+                     else lake.LakeSources(iceberg_sources))
+        self.lake.register(self.ctx, self._dry)
 
     def close(self) -> None:
         """Stops decoding rows into memory, lets go of those decoded and removes the
@@ -243,7 +252,7 @@ class SqlEngine:
         # (the very object, as the analysis cache hands it out again) is not walked again.
         # Long texts (bulk VALUES) are read anew each time and not kept.
         if self._gated.get(a.text) is not a:
-            gate.check(a, _functions.NAMES if _functions is not None else ())
+            gate.check(a, TABLE_FUNCTIONS)
             if len(a.text) <= analysis.CACHED_STATEMENT_CHARS:
                 if len(self._gated) >= MEMO_STATEMENTS:
                     self._gated.clear()
@@ -802,7 +811,7 @@ def _small(a: analysis.Analysis, pins: _Pins) -> bool:
     ``SMALL_ROWS`` live rows of its tables, and joins nothing, generates no rows and does
     not recurse (so its work is bounded by those rows times its expressions, which are
     bounded)."""
-    if a.explain or not a.row_bounded:
+    if a.explain or not a.row_bounded or _LAKE_CALL.search(a.statement.body):
         return False
     return sum(snap.count() for snap in pins.snaps.values()) <= SMALL_ROWS
 

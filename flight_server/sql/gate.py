@@ -13,10 +13,11 @@ is accepted:
 Inside a query a relation is one of the root's tables (resolved by the engine; a
 name that is no table of the root is refused there), a CTE of the statement that is
 in scope where it is named, ``information_schema.tables`` / ``.columns`` (built from
-the catalog), Quiver's search functions or DataFusion's row generators
-(``generate_series``, ``range``). Everything else — other schemas and catalogs,
-DataFusion's settings, file paths, the engine's internal views — is refused here,
-and DataFusion itself is asked to plan with DDL, DML and statements disallowed
+the catalog), Quiver's search functions, ``iceberg_table`` (tables of the Iceberg
+catalogs the operator named, by identifier: ``quiver.flight_server.sql.lake``) or
+DataFusion's row generators (``generate_series``, ``range``). Everything else — other
+schemas and catalogs, DataFusion's settings, file paths, the engine's internal views —
+is refused here, and DataFusion itself is asked to plan with DDL, DML and statements disallowed
 (``SQL_OPTIONS``), so a file or object store is reachable only through the
 engine's own sources.
 

@@ -23,8 +23,9 @@ the pins, so a subquery over the same table reads the same version), then commit
 deleted a matched row, or added a row the WHERE clause matches (see
 ``quiver.supertable.conflicts`` for the exact rule), nothing is written and the statement
 runs again on the new version, a bounded number of times with jittered backoff;
-then ``CommitConflictError``. INSERT ... SELECT and CREATE TABLE ... AS SELECT
-collect the query's rows in memory before the one commit that writes them.
+then ``CommitConflictError``. INSERT ... SELECT and CREATE TABLE ... AS SELECT stream
+the query's rows into parts of ``INSERT_PART_ROWS`` rows, built and uploaded as they come
+and published in one commit.
 """
 
 from __future__ import annotations
@@ -499,26 +500,25 @@ def _create(engine: Any, expr: exp.Create) -> pa.Table:
 
 def _create_as(engine: Any, name: str, query: exp.Expression,
                options: dict[str, list[str]], if_not_exists: bool) -> pa.Table:
-    rows = engine.execute(_text(query))
+    rows = engine.sql(_text(query))
     schema = _checked_schema(pa.schema([pa.field(f.name, plain_type(f.type))
                                         for f in rows.schema]))
     spec = index_spec(schema, options)
-    data = pa.table([coerce(rows.column(i), f, name) for i, f in enumerate(schema)],
-                    schema=schema)
-    # The table is filled before it is named, so no one ever sees it without its rows.
+    # The table is filled before it is named, so no one ever sees it without its rows;
+    # the rows stream into it in parts, so memory holds one part at a time.
     table = engine.connection.create_staged(name, schema, spec=spec,
                                             iceberg_version=iceberg_version(options))
     try:
-        if data.num_rows:
-            table.append(data)
+        written = _append(table, schema.names, rows, exclusive=True)
         engine.connection.publish_staged(table)
     except BaseException as exc:
         engine.connection.discard_staged(table)
         if isinstance(exc, TableExistsError) and if_not_exists:
             return _result("exists")
         raise
-    log.info("created table %r from a query with %d rows", name, data.num_rows)
-    return _count(data.num_rows)
+    count = written.column(0)[0].as_py()
+    log.info("created table %r from a query with %d rows", name, count)
+    return written
 
 
 def _drop(engine: Any, expr: exp.Drop) -> pa.Table:
@@ -580,10 +580,11 @@ def _insert_target(engine: Any, expr: exp.Insert) -> tuple[Table, list[str]]:
 
 
 def _append(table: Table, names: list[str],
-            rows: pa.Table | pa.RecordBatchReader) -> pa.Table:
+            rows: pa.Table | pa.RecordBatchReader, *, exclusive: bool = False) -> pa.Table:
     """Appends ``rows`` (one column per name, in order), coerced to the table's types;
     columns not named are null. A stream is built and uploaded in parts of about
-    ``INSERT_PART_ROWS`` rows as it is read and published in one commit."""
+    ``INSERT_PART_ROWS`` rows as it is read and published in one commit (``exclusive``:
+    the table is one nobody else sees yet, being created)."""
     if len(rows.schema.names) != len(names):
         raise SqlPlanError(f"INSERT into {table.name!r} names {len(names)} column(s) but the "
                            f"query gives {len(rows.schema.names)}")
@@ -592,7 +593,7 @@ def _append(table: Table, names: list[str],
         table.append(_fitted(table, names, rows))
         return _count(rows.num_rows)
     batches = rows.to_batches() if isinstance(rows, pa.Table) else rows
-    staged = StagedAppend(table)
+    staged = StagedAppend(table, exclusive=exclusive)
     with staged:
         pending: list[pa.RecordBatch] = []
         count = 0
