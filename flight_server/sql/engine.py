@@ -586,9 +586,10 @@ class SqlEngine:
         if a.shape is not analysis.Shape.QUERY or len(a.text) > analysis.CACHED_STATEMENT_CHARS:
             return None
         key = a.text
-        hit = self._tableless.get(key, False)
-        if hit is not False:
-            return hit
+        try:
+            return self._tableless[key]
+        except KeyError:
+            pass
         expr = a.statement.expr
         planned = None
         if expr is not None and expr.find(exp.Table) is None \

@@ -83,12 +83,12 @@ def plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
         return None
     columns: list[str] = []
     outputs: list[str] = []
-    for column, out in point.projections:
-        if column is None or out is None:
+    for source, out in point.projections:
+        if source is None or out is None:
             columns += schema.names
             outputs += schema.names
-        elif column in names or column == ID_COLUMN:
-            columns.append(column)
+        elif source in names or source == ID_COLUMN:
+            columns.append(source)
             outputs.append(out)
         else:
             return None

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from copy import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pyiceberg.avro.file import AvroFile, AvroOutputFile
 from pyiceberg.manifest import (
@@ -111,7 +111,9 @@ class _Writer(ManifestWriterV2):
 
     def __init__(self, fmt: int, kind: str, extra: dict[str, str], *args: Any) -> None:
         super().__init__(*args)
-        self._fmt = fmt
+        if fmt not in (2, 3):
+            raise ValueError(f"Iceberg format version {fmt} is not written here")
+        self._fmt: Literal[2, 3] = 2 if fmt == 2 else 3
         self._kind = kind
         self._extra = extra
 
