@@ -56,6 +56,7 @@ def warm_up() -> float:
     from quiver.catalog.storage import drop_memory_store
     from quiver.flight_server.sql import connect
     from quiver.superfile.fts.multi import settle_interval_builds
+    from quiver.supertable.fts_lookup import settle_checks
     from quiver.supertable.options import TableOptions
 
     t0 = time.perf_counter()
@@ -73,6 +74,7 @@ def warm_up() -> float:
         for query in _QUERIES:
             conn.sql(query.replace("{v}", v))
         settle_interval_builds()
+        settle_checks()
     finally:
         conn.close()
         drop_memory_store(conn.uri)
