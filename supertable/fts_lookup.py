@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit, types
-from numba.typed import List
+from numba import carray, njit, types
+from numba.extending import intrinsic
 
 from quiver.superfile.errors import CorruptFileError
 from quiver.superfile.fts.codec import BLOCK_SIZE, validate_term
@@ -38,24 +38,42 @@ __all__ = ["Found", "TableTerms", "forget", "settle_checks", "table_terms"]
 
 log = logging.getLogger(__name__)
 
-_BYTES = types.Array(types.uint8, 1, "C", readonly=True)
-_INTS = types.Array(types.int64, 1, "C", readonly=True)
-_FLAGS = types.Array(types.uint8, 1, "C")
-_BITS = types.Array(types.uint64, 1, "C", readonly=True)
 _NONE_U8 = np.zeros(1, np.uint8)
 _NONE_I64 = np.zeros(2, np.int64)
-_NONE_U64 = np.zeros(1, np.uint64)
 
 # Error kinds of the pass: a malformed dictionary block, malformed postings.
 _BAD_BLOCK = 1
 _BAD_POSTINGS = 2
 
 
+def _pointer_to(dtype: types.Type) -> Any:
+    @intrinsic
+    def to_pointer(typingctx: Any, address: Any) -> Any:
+        if not isinstance(address, types.Integer):
+            return None
+        ptr = types.CPointer(dtype)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+        return ptr(address), codegen
+
+    return to_pointer
+
+
+# The pass reads each file's arrays by address: one call takes any number of files with no
+# per-call container to build (``TableTerms`` keeps every array alive while it is used).
+_u8_at = _pointer_to(types.uint8)
+_i64_at = _pointer_to(types.int64)
+_u64_at = _pointer_to(types.uint64)
+
+
 @njit(cache=True, nogil=True)
-def _lookup(has_bloom, blooms, bloom_m, num_hashes, loaded, dicts, block_offs, first_datas,
-            first_offss, block_oks, validated, postings, num_docs, num_terms, per_block,
-            key_data, key_offs):
-    nf = len(loaded)
+def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key_data,
+            key_offs):
+    # addr/size columns: bloom bits, dictionary, postings, first terms, block offsets,
+    # first-term offsets, checked blocks, validated terms (address 0: not there).
+    nf = addr.shape[0]
     nt = len(key_offs) - 1
     pairs = hash_pairs(key_data, key_offs, nt)
     maybe = np.zeros((nf, nt), np.uint8)
@@ -64,10 +82,21 @@ def _lookup(has_bloom, blooms, bloom_m, num_hashes, loaded, dicts, block_offs, f
     length = np.zeros((nf, nt), np.int64)
     err = np.zeros(5, np.int64)  # kind, file, term, status, block
     for f in range(nf):
+        has_bloom = addr[f, 0] != 0
+        loaded = addr[f, 1] != 0
+        if has_bloom:
+            bits = carray(_u64_at(addr[f, 0]), size[f, 0])
+            m = np.uint64(bloom_m[f])
+        if loaded:
+            dict_data = carray(_u8_at(addr[f, 1]), size[f, 1])
+            postings = carray(_u8_at(addr[f, 2]), size[f, 2])
+            fd = carray(_u8_at(addr[f, 3]), size[f, 3])
+            bo = carray(_i64_at(addr[f, 4]), size[f, 4])
+            fo = carray(_i64_at(addr[f, 5]), size[f, 5])
+            checked = carray(_u8_at(addr[f, 6]), size[f, 6])
+            seen = carray(_u8_at(addr[f, 7]), size[f, 7])
         for t in range(nt):
-            if has_bloom[f]:
-                bits = blooms[f]
-                m = np.uint64(bloom_m[f])
+            if has_bloom:
                 h1 = pairs[t, 0]
                 h2 = pairs[t, 1]
                 present = True
@@ -79,12 +108,9 @@ def _lookup(has_bloom, blooms, bloom_m, num_hashes, loaded, dicts, block_offs, f
                 if not present:
                     continue
             maybe[f, t] = 1
-            if not loaded[f]:
+            if not loaded:
                 continue
-            ks = key_offs[t]
-            key = key_data[ks:key_offs[t + 1]]
-            fd = first_datas[f]
-            fo = first_offss[f]
+            key = key_data[key_offs[t]:key_offs[t + 1]]
             # The last block whose first term is <= the key (bytes order is code point order).
             lo = 0
             hi = len(fo) - 1
@@ -97,12 +123,10 @@ def _lookup(has_bloom, blooms, bloom_m, num_hashes, loaded, dicts, block_offs, f
             j = lo - 1
             if j < 0:
                 continue
-            bo = block_offs[f]
             count = min(per_block[f], num_terms[f] - j * per_block[f])
-            plen = len(postings[f])
             status, i, d, o, n, _crc = find_term(
-                dicts[f], bo[j], bo[j + 1], count, j, block_oks[f], key, num_docs[f], plen,
-                fd, fo)
+                dict_data, bo[j], bo[j + 1], count, j, checked, key, num_docs[f],
+                len(postings), fd, fo)
             if status != BLOCK_OK:
                 err[0] = _BAD_BLOCK
                 err[1] = f
@@ -113,10 +137,9 @@ def _lookup(has_bloom, blooms, bloom_m, num_hashes, loaded, dicts, block_offs, f
             if i < 0:
                 continue
             ordinal = j * per_block[f] + i
-            seen = validated[f]
             if seen[ordinal] == 0:
                 nb = (d + (BLOCK_SIZE - 1)) // BLOCK_SIZE
-                if validate_term(postings[f], o, o + n, nb, d, num_docs[f]) != 0:
+                if validate_term(postings, o, o + n, nb, d, num_docs[f]) != 0:
                     err[0] = _BAD_POSTINGS
                     err[1] = f
                     err[2] = t
@@ -147,60 +170,55 @@ class TableTerms:
         n = len(files)
         self.files = files
         self.readers: list[FtsIndexReader | None] = [None] * n
-        self.has_bloom = np.zeros(n, np.uint8)
-        self.bloom_m = np.zeros(n, np.int64)
-        self.num_hashes = np.zeros(n, np.int64)
-        self.loaded = np.zeros(n, np.uint8)
-        self.num_docs = np.zeros(n, np.int64)
-        self.num_terms = np.zeros(n, np.int64)
-        self.per_block = np.ones(n, np.int64)
-        self.blooms = List.empty_list(_BITS)
-        self.dicts = List.empty_list(_BYTES)
-        self.postings = List.empty_list(_BYTES)
-        self.first_datas = List.empty_list(_BYTES)
-        self.block_offs = List.empty_list(_INTS)
-        self.first_offss = List.empty_list(_INTS)
-        self.block_oks = List.empty_list(_FLAGS)
-        self.validated = List.empty_list(_FLAGS)
-        self.postings_py: list[np.ndarray] = []
+        self.postings: list[np.ndarray] = [_NONE_U8] * n
+        self._addr = np.zeros((n, 8), np.int64)
+        self._size = np.zeros((n, 8), np.int64)
+        self._num_docs = np.zeros(n, np.int64)
+        self._num_terms = np.zeros(n, np.int64)
+        self._per_block = np.ones(n, np.int64)
+        self._bloom_m = np.ones(n, np.int64)
+        self._num_hashes = np.zeros(n, np.int64)
+        self._alive: list[np.ndarray] = []  # every array addressed, kept alive
         for i, entry in enumerate(files):
             summary = pool.summary(entry)
             bloom = summary.blooms.get(column) if summary else None
-            if bloom is not None:
-                self.has_bloom[i] = 1
-                self.bloom_m[i] = bloom.m
-                self.num_hashes[i] = bloom.num_hashes
-                self.blooms.append(bloom.bits)
-            else:
-                self.blooms.append(_NONE_U64)
+            if bloom is not None and len(bloom.bits):
+                self._bloom_m[i] = bloom.m
+                self._num_hashes[i] = bloom.num_hashes
+                self._address(i, 0, bloom.bits)
             fts = pool.open_fts(entry, column)
             parts = fts.resident_lookup() if fts is not None else None
-            if parts is None:
-                for lst in (self.dicts, self.postings, self.first_datas):
-                    lst.append(_NONE_U8)
-                self.block_offs.append(_NONE_I64)
-                self.first_offss.append(_NONE_I64)
-                self.block_oks.append(np.zeros(1, np.uint8))
-                self.validated.append(np.zeros(1, np.uint8))
-                self.postings_py.append(_NONE_U8)
+            if parts is None or not all(len(a) for a in parts[:7]):
                 continue
             self.readers[i] = fts
-            self.loaded[i] = 1
-            self.num_docs[i] = fts.num_docs
-            self.num_terms[i] = parts.num_terms
-            self.per_block[i] = parts.per_block
-            self.dicts.append(parts.dict_data)
-            self.postings.append(parts.postings)
-            self.postings_py.append(parts.postings)
-            self.first_datas.append(parts.first_data)
-            self.block_offs.append(parts.block_off)
-            self.first_offss.append(parts.first_offs)
-            self.block_oks.append(parts.block_ok)
-            self.validated.append(parts.validated)
-        self.all_loaded = bool(self.loaded.all())
+            self.postings[i] = parts.postings
+            self._num_docs[i] = fts.num_docs
+            self._num_terms[i] = parts.num_terms
+            self._per_block[i] = parts.per_block
+            for c, arr in enumerate((parts.dict_data, parts.postings, parts.first_data,
+                                     parts.block_off, parts.first_offs, parts.block_ok,
+                                     parts.validated), start=1):
+                self._address(i, c, arr)
+        self.all_loaded = all(r is not None for r in self.readers)
         unchecked = [r for r in self.readers if r is not None and not r.fully_checked]
         if unchecked:
             _CHECKS.submit(_check_quietly, unchecked)
+
+    def would_cover(self, pool: ReaderPool, column: str, indexes: list[int]) -> bool:
+        """Whether a pass built now would cover some of these files it does not."""
+        for i in indexes:
+            fts = pool.open_fts(self.files[i], column)
+            parts = fts.resident_lookup() if fts is not None else None
+            if parts is not None and all(len(a) for a in parts[:7]):
+                return True
+        return False
+
+    def _address(self, i: int, c: int, arr: np.ndarray) -> None:
+        if not arr.flags.c_contiguous:
+            raise ValueError("the compiled lookup reads contiguous arrays only")
+        self._alive.append(arr)
+        self._addr[i, c] = arr.ctypes.data
+        self._size[i, c] = len(arr)
 
     def lookup(self, terms: tuple[str, ...]) -> Found:
         """Every file's Bloom answer and dictionary entry for ``terms`` (see ``Found``);
@@ -208,12 +226,10 @@ class TableTerms:
         raw = [t.encode() for t in terms]
         key_offs = np.zeros(len(raw) + 1, np.int64)
         np.cumsum([len(b) for b in raw], out=key_offs[1:])
-        key_data = np.frombuffer(b"".join(raw), np.uint8) if key_offs[-1] else _NONE_U8
+        key_data = np.frombuffer(b"".join(raw) or b"\0", np.uint8)
         maybe, df, off, length, err = _lookup(
-            self.has_bloom, self.blooms, self.bloom_m, self.num_hashes, self.loaded,
-            self.dicts, self.block_offs, self.first_datas, self.first_offss, self.block_oks,
-            self.validated, self.postings, self.num_docs, self.num_terms, self.per_block,
-            key_data, key_offs)
+            self._addr, self._size, self._num_docs, self._num_terms, self._per_block,
+            self._bloom_m, self._num_hashes, key_data, key_offs)
         if err[0] == _BAD_BLOCK:
             raise CorruptFileError(
                 f"full-text dictionary block {int(err[4])} of {self.files[int(err[1])].path} "

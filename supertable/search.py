@@ -447,7 +447,7 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
         present = np.flatnonzero(df).tolist()
         if not present or (and_mode and len(present) < nt):
             return None
-        buf = terms.postings_py[i]
+        buf = terms.postings[i]
         refs = [(t, buf, int(found.off[i, t]), int(found.length[i, t]), int(df[t]))
                 for t in present]
         mask = fts.row_mask(q, snap.live(entry)) if q.excluded or entry.tombstones else None
@@ -461,7 +461,8 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
         gathered = [opened[i] if i in opened else gather(i) for i in candidates]
     else:
         gathered = [gather(i) for i in candidates]
-    if slow:
+    if slow and terms.would_cover(snap.pool, column, slow):
+        # Those files are open now: the next query's pass takes them in.
         forget(snap.pool, snap.version, column)
     parts = []
     for i, got in zip(candidates, gathered, strict=True):
