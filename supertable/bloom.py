@@ -39,6 +39,10 @@ def _hash_pairs(data, offsets, n):
     return out
 
 
+# The same hashes, for compiled callers that test filters themselves.
+hash_pairs = _hash_pairs
+
+
 @njit(cache=True)
 def _set_bits(bits, pairs, num_hashes, m):
     for i in range(pairs.shape[0]):

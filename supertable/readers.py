@@ -228,6 +228,17 @@ class ReaderPool:
                             lambda _key: self._cache_filled(entry))
         return None
 
+    def open_fts(self, entry: FileEntry, column: str) -> FtsIndexReader | None:
+        """The file's BM25 index of ``column`` when its reader is open already; None
+        otherwise (this never opens a file)."""
+        if not entry.indexed:
+            return None
+        with self._lock:
+            found = self._readers.get(entry.path)
+        if found is None or column not in found.fts_columns:
+            return None
+        return found.fts(column)
+
     def fts(self, entry: FileEntry, column: str) -> FtsIndexReader:
         if entry.indexed:
             return self.reader(entry).fts(column)

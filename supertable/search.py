@@ -46,6 +46,7 @@ from quiver.superfile.fts.tokenizer import tokenize
 from quiver.superfile.spec import vector_dim
 from quiver.supertable import interrupt
 from quiver.supertable.bloom import TermBloom
+from quiver.supertable.fts_lookup import forget, table_terms
 from quiver.supertable.manifest import ID_COLUMN, FileEntry, bitmap_of, bitmap_rows
 from quiver.supertable.readers import ReaderPool
 from quiver.supertable.snapshot import Filter, Snapshot, as_dnf
@@ -424,28 +425,64 @@ def _plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
 
 def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
                 files: list[FileEntry], pool: ThreadPoolExecutor | None) -> _Plan:
-    hashes = TermBloom.hash_terms(list(q.terms))
-    candidates = [f for f in files if _bloom_keeps(snap, f, column, q, and_mode, hashes)]
+    interrupt.check()
+    terms = table_terms(snap.pool, snap.version, column, files)
+    found = terms.lookup(q.terms)
+    nt = len(q.terms)
+    keep = found.maybe.all(axis=1) if and_mode else found.maybe.any(axis=1)
+    if terms.all_loaded and not any(f.tombstones for f in files):
+        # The pass read every file's entry of every term its filter allows: the table's
+        # document frequencies, as ``table_stats`` would sum them.
+        _keep_doc_freqs(snap, column, q.terms, found.df.sum(axis=0))
     # Bigger files first: they set a high floor early for the rest.
-    candidates.sort(key=lambda f: -f.live_rows)
+    candidates = sorted(np.flatnonzero(keep).tolist(), key=lambda i: -files[i].live_rows)
 
-    def gather(entry: FileEntry) -> FileTerms | None:
-        interrupt.check()
-        return file_terms(snap.fts(entry, column), q, and_mode, snap.live(entry))
+    def gather(i: int) -> FileTerms | None:
+        entry = files[i]
+        fts = terms.readers[i]
+        if fts is None:
+            interrupt.check()
+            return file_terms(snap.fts(entry, column), q, and_mode, snap.live(entry))
+        df = found.df[i]
+        present = np.flatnonzero(df).tolist()
+        if not present or (and_mode and len(present) < nt):
+            return None
+        buf = terms.postings[i]
+        refs = [(t, buf, int(found.off[i, t]), int(found.length[i, t]), int(df[t]))
+                for t in present]
+        mask = fts.row_mask(q, snap.live(entry)) if q.excluded or entry.tombstones else None
+        return FileTerms(refs, mask, fts.avg_doc_len if fts.avg_doc_len > 0 else 1.0,
+                         fts.num_docs)
 
-    if pool is not None and len(candidates) > 1:
-        gathered = list(pool.map(interrupt.carry(gather), candidates))
+    slow = [i for i in candidates if terms.readers[i] is None]
+    if pool is not None and len(slow) > 1:
+        # Files the pass does not cover yet are opened and read in parallel.
+        opened = dict(zip(slow, pool.map(interrupt.carry(gather), slow), strict=True))
+        gathered = [opened[i] if i in opened else gather(i) for i in candidates]
     else:
-        gathered = [gather(f) for f in candidates]
+        gathered = [gather(i) for i in candidates]
+    if slow and terms.would_cover(snap.pool, column, slow):
+        # Those files are open now: the next query's pass takes them in.
+        forget(snap.pool, snap.version, column)
     parts = []
-    for entry, terms in zip(candidates, gathered, strict=True):
-        if terms is None:
+    for i, got in zip(candidates, gathered, strict=True):
+        if got is None:
             continue
+        entry = files[i]
         ids = None
         if entry.id_max - entry.id_min + 1 != entry.rows:
             ids = snap.ids_of(entry, np.arange(entry.rows, dtype=np.int64))
-        parts.append(PlanFile(entry, terms, entry.id_min, ids, entry.path))
+        parts.append(PlanFile(entry, got, entry.id_min, ids, entry.path))
     return build_plan(parts, and_mode)
+
+
+def _keep_doc_freqs(snap: Snapshot, column: str, terms: tuple[str, ...], dfs: np.ndarray
+                    ) -> None:
+    cache = snap.pool.stats_cache
+    for t, df in zip(terms, dfs.tolist(), strict=True):
+        key = (snap.version, column, "df", t)
+        if cache.get(key) is None:
+            cache.put(key, int(df))
 
 
 def _search_plan(plan: _Plan, q: ParsedQuery, k: int, and_mode: bool,

@@ -13,7 +13,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["BLOCK_OK", "BLOCK_PROBLEMS", "check_block", "check_sorted", "find_term"]
+from quiver.superfile.fts.codec import BLOCK_SIZE, validate_term
+
+__all__ = [
+    "BLOCK_OK",
+    "BLOCK_PROBLEMS",
+    "check_block",
+    "check_resident",
+    "check_sorted",
+    "compare_bytes",
+    "find_term",
+]
 
 BLOCK_OK = 0
 BAD_ENTRY = 1
@@ -93,6 +103,10 @@ def _compare(b, s1, e1, k, s2, e2):
     if n1 == n2:
         return 0
     return -1 if n1 < n2 else 1
+
+
+# For callers that search other sorted byte strings (the dictionary index's first terms).
+compare_bytes = _compare
 
 
 @njit(cache=True)
@@ -176,3 +190,38 @@ def find_term(data, s, e, count, j, checked, key, num_docs, postings_len, first_
         return (BLOCK_OK, lo, _u32(data, q), _u32(data, q + 4) | (_u32(data, q + 8) << 32),
                 _u32(data, q + 12), _u32(data, q + 16))
     return BLOCK_OK, -1, 0, 0, 0, 0
+
+
+@njit(cache=True, nogil=True)
+def check_resident(data, block_off, per_block, num_terms, num_docs, postings, first_data,
+                   first_offs, checked, validated):
+    """Checks every block of a resident dictionary not checked yet and validates the
+    postings of every term in it not validated yet (``codec.validate_term``), marking
+    what passes in ``checked`` (per block) and ``validated`` (per term). What fails stays
+    unmarked: the lookup that reaches it finds the problem and reports it. Returns the
+    number of blocks left unmarked."""
+    nblocks = len(block_off) - 1
+    plen = len(postings)
+    bad = 0
+    for j in range(nblocks):
+        s = block_off[j]
+        e = block_off[j + 1]
+        count = min(per_block, num_terms - j * per_block)
+        if checked[j] == 0:
+            if check_block(data, s, e, count, num_docs, plen, first_data, first_offs,
+                           j) != BLOCK_OK:
+                bad += 1
+                continue
+            checked[j] = 1
+        for i in range(count):
+            ordinal = j * per_block + i
+            if validated[ordinal] != 0:
+                continue
+            q = s + 4 + i * _ENTRY
+            df = _u32(data, q)
+            off = _u32(data, q + 4) | (_u32(data, q + 8) << 32)
+            length = _u32(data, q + 12)
+            nb = (df + (BLOCK_SIZE - 1)) // BLOCK_SIZE
+            if validate_term(postings, off, off + length, nb, df, num_docs) == 0:
+                validated[ordinal] = 1
+    return bad

@@ -29,7 +29,13 @@ from quiver.superfile.errors import (
 )
 from quiver.superfile.fts import format as fmt
 from quiver.superfile.fts.codec import block_count, pack_ranges, validate_term
-from quiver.superfile.fts.dictblock import BLOCK_OK, BLOCK_PROBLEMS, check_sorted, find_term
+from quiver.superfile.fts.dictblock import (
+    BLOCK_OK,
+    BLOCK_PROBLEMS,
+    check_resident,
+    check_sorted,
+    find_term,
+)
 from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from quiver.superfile.fts.positions import phrase_docs
 from quiver.superfile.fts.query import ParsedQuery, Phrase, parse_query
@@ -64,6 +70,23 @@ class _Term(NamedTuple):
 class _DictBlock:
     terms: list[str]
     entries: np.ndarray  # DIR_ENTRY records
+
+
+class ResidentDictionary(NamedTuple):
+    """A resident index's arrays, for compiled lookups over many files at once: the
+    dictionary and postings sections, the dictionary index (block offsets, first terms'
+    bytes and offsets), the reader's checked-block flags and a flag per term that its
+    postings were validated (both written by those lookups)."""
+
+    dict_data: np.ndarray
+    postings: np.ndarray
+    block_off: np.ndarray
+    first_data: np.ndarray
+    first_offs: np.ndarray
+    block_ok: np.ndarray
+    validated: np.ndarray
+    num_terms: int
+    per_block: int
 
 
 class _Postings(NamedTuple):
@@ -148,6 +171,8 @@ class FtsIndexReader:
         self._block_ok = np.zeros(nblocks, np.uint8)  # 1: block checked (``dictblock``)
         self._blocks: dict[int, np.ndarray] = {}  # lazily read dictionary blocks
         self._decoded: dict[int, _DictBlock] = {}
+        self._validated: np.ndarray | None = None  # per term: postings validated (resident)
+        self._all_checked = False
         self._term_cache: dict[str, _Term | None] = {}
         self._postings_cache: dict[str, _Postings] = {}
         self._positions_cache: dict[str, tuple[np.ndarray, int, int]] = {}
@@ -263,6 +288,36 @@ class FtsIndexReader:
                 self._term_cache.clear()
             self._term_cache[term] = found
         return found
+
+    def resident_lookup(self) -> ResidentDictionary | None:
+        """The arrays compiled lookups read (``ResidentDictionary``), or None when the
+        dictionary or postings are not resident."""
+        if "dict" not in self._resident or "postings" not in self._resident:
+            return None
+        with self._lock:
+            if self._validated is None:
+                self._validated = np.zeros(max(self.num_terms, 1), np.uint8)
+        return ResidentDictionary(
+            self._resident["dict"], self._resident["postings"], self._block_off,
+            self._first_data, self._first_offs, self._block_ok, self._validated,
+            self.num_terms, self._per_block)
+
+    @property
+    def fully_checked(self) -> bool:
+        """Whether ``check_resident`` has run (a resident index checked whole)."""
+        return self._all_checked
+
+    def check_resident(self) -> None:
+        """Checks every dictionary block and every term's postings of a resident index in
+        one compiled pass (what lookups would otherwise check one by one as they first
+        reach them); what fails is left for the lookup that reaches it to report."""
+        parts = self.resident_lookup()
+        if parts is None or self._all_checked:
+            return
+        check_resident(parts.dict_data, parts.block_off, parts.per_block, parts.num_terms,
+                       self.num_docs, parts.postings, parts.first_data, parts.first_offs,
+                       parts.block_ok, parts.validated)
+        self._all_checked = True
 
     def doc_freq(self, term: str) -> int:
         """Number of documents containing ``term`` (one normalized token); 0 if absent."""

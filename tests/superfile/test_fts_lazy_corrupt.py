@@ -233,3 +233,50 @@ def test_every_term_of_an_intact_dictionary_is_found():
     for t in ["", "0", "w", "w1x", "zzzz", terms[0] + "\u00e9", "\U0001F600"]:
         if t not in set(terms):
             assert reader.doc_freq(t) == 0
+
+
+@pytest.mark.parametrize("edit", [_swap_two_terms, _invalid_utf8, _first_term_changed])
+def test_a_whole_index_check_leaves_a_damaged_block_for_its_lookups_to_refuse(edit):
+    data, j = _damaged(edit)
+    reader = FtsIndexReader.open(BytesRangeReader(data), verify=True)
+    reader.check_resident()
+    assert reader.fully_checked
+    intact = FtsIndexReader.open(BytesRangeReader(DICT_BLOB), verify=True)
+    # The damaged block is not marked checked: a lookup reaching it still refuses.
+    with pytest.raises(CorruptFileError):
+        for t in intact._dict_block(j).terms:
+            reader.search(t, 5)
+    # Every other block was checked whole and answers as the intact index does.
+    other = intact._dict_block(j + 2).terms[:5]
+    for t in other:
+        assert reader.doc_freq(t) == intact.doc_freq(t) > 0
+
+
+def test_a_whole_index_check_leaves_malformed_postings_for_their_lookups_to_refuse():
+    intact = FtsIndexReader.open(BytesRangeReader(DICT_BLOB), verify=True)
+    lay = _layout(DICT_BLOB)
+    _, dict_off, _, _ = lay["sections"]["dict"]
+    _, post_off, post_len, _ = lay["sections"]["postings"]
+    term = "python"
+    ordinal = intact._lookup(term).ordinal
+    j, i = divmod(ordinal, intact._per_block)
+    entry = dict_off + lay["block_off"][j] + 4 + i * fmt.DIR_ENTRY.itemsize
+    df, off, _length, _crc = struct.unpack_from("<I Q I I", DICT_BLOB, entry)
+    blob = bytearray(DICT_BLOB)
+    # The first block's record claims more postings than the term has: its counts break.
+    blob[post_off + off + 35] = 0
+    data = bytearray(_recrc(blob, lay, []))
+    struct.pack_into("<I", data, entry + 16,
+                     crc32c.crc32c(bytes(data[post_off + off:post_off + off + _length])))
+    struct.pack_into("<I", data, lay["crc_at"] + 4 * j, crc32c.crc32c(bytes(
+        data[dict_off + lay["block_off"][j]:dict_off + lay["block_off"][j + 1]])))
+    sec_entry = lay["sections"]["postings"][0]
+    struct.pack_into("<Q Q I", data, sec_entry, post_off, post_len,
+                     crc32c.crc32c(bytes(data[post_off:post_off + post_len])))
+    data = _recrc(data, lay, [j])
+    reader = FtsIndexReader.open(BytesRangeReader(data), verify=True)
+    reader.check_resident()
+    assert reader.resident_lookup().validated[ordinal] == 0
+    assert df > 0
+    with pytest.raises(CorruptFileError):
+        reader.search(term, 5)
