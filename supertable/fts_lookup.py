@@ -188,7 +188,7 @@ class TableTerms:
                 self._address(i, 0, bloom.bits)
             fts = pool.open_fts(entry, column)
             parts = fts.resident_lookup() if fts is not None else None
-            if parts is None or not all(len(a) for a in parts[:7]):
+            if fts is None or parts is None or not all(len(a) for a in parts[:7]):
                 continue
             self.readers[i] = fts
             self.postings[i] = parts.postings
