@@ -1,7 +1,7 @@
 """Spark reads Quiver tables through Iceberg: by metadata file, by folder and through a
 Hadoop catalog over the root's ``tables/`` folder, every version by snapshot id, and on S3
 (loopback) registered into a JDBC catalog; the rows equal Quiver's own ``SELECT *``
-(after deletes, updates, optimize and gc).
+(after deletes, updates, optimize and gc), for a format-3 table (deletion vectors) too.
 
 Spark runs once for the module, in a child interpreter with a pyspark that Iceberg ships a
 runtime for (``env.py``); the reads' rows come back as Parquet files. The Spark guide's
