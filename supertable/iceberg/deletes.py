@@ -253,7 +253,11 @@ def _write_positions(folder: Folder, version: int, files: list[FileEntry]) -> Li
     positions = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     table = pa.table([paths, pa.array(positions)], schema=_DELETE_SCHEMA)
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    # DuckDB loads every delete file on one thread before it reads any data: paths as a
+    # dictionary and sorted positions as deltas keep the file small (a few bytes per 100
+    # positions) with nothing to decompress, which measurably shortens that step.
+    pq.write_table(table, sink, compression="none", use_dictionary=["file_path"],
+                   column_encoding={"pos": "DELTA_BINARY_PACKED"})
     data = sink.getvalue()
     name = _name(version, "parquet")
     folder.store.put(folder.path(name), data, mode="create")

@@ -1,7 +1,7 @@
 """Spark reads Quiver tables through Iceberg: by metadata file, by folder and through a
 Hadoop catalog over the root's ``tables/`` folder, every version by snapshot id, and on S3
 (loopback) registered into a JDBC catalog; the rows equal Quiver's own ``SELECT *``
-(after deletes, updates, optimize and gc).
+(after deletes, updates, optimize and gc), for a format-3 table (deletion vectors) too.
 
 Spark runs once for the module, in a child interpreter with a pyspark that Iceberg ships a
 runtime for (``env.py``); the reads' rows come back as Parquet files. The Spark guide's
@@ -63,18 +63,21 @@ def _docs(start: int, n: int) -> pa.Table:
     })
 
 
-def _build_docs(conn: SqlConnection) -> Table:
+def _build_docs(conn: SqlConnection, name: str = "docs",
+                iceberg_version: int | None = None) -> Table:
     """Six versions: create, two appends over several files, a delete, an update, a
-    delete of scattered rows (position delete files in every data file)."""
-    conn.sql(f"CREATE TABLE docs (id BIGINT, title VARCHAR, year INT, rating DOUBLE, "
-             f"emb FLOAT[{DIM}]) WITH (fts = 'title', vector = 'emb')")
-    t = conn.open_table("docs")
+    delete of scattered rows (in every data file: position delete files in format version
+    2, deletion vectors in format version 3)."""
+    version = f", iceberg_version = {iceberg_version}" if iceberg_version else ""
+    conn.sql(f"CREATE TABLE {name} (id BIGINT, title VARCHAR, year INT, rating DOUBLE, "
+             f"emb FLOAT[{DIM}]) WITH (fts = 'title', vector = 'emb'{version})")
+    t = conn.open_table(name)
     t.append(_docs(0, 700))
     t.append(_docs(700, 120))
-    conn.sql("DELETE FROM docs WHERE year < 2004")
-    conn.sql("UPDATE docs SET title = 'rewritten', rating = -1 WHERE year = 2010")
-    conn.sql("DELETE FROM docs WHERE id % 7 = 3")
-    return conn.open_table("docs")
+    conn.sql(f"DELETE FROM {name} WHERE year < 2004")
+    conn.sql(f"UPDATE {name} SET title = 'rewritten', rating = -1 WHERE year = 2010")
+    conn.sql(f"DELETE FROM {name} WHERE id % 7 = 3")
+    return conn.open_table(name)
 
 
 TYPED_SCHEMA = pa.schema([
@@ -225,8 +228,8 @@ def _s3_server(request) -> Any:
 def built(tmp_path_factory, request) -> Iterator[Built]:
     work = tmp_path_factory.mktemp("spark-iceberg")
     conn = connect(str(work / "data"), table_options=OPTS)
-    tables = {"docs": _build_docs(conn), "typed": _build_typed(conn),
-              "compacted": _build_compacted(conn)}
+    tables = {"docs": _build_docs(conn), "docs_v3": _build_docs(conn, "docs_v3", 3),
+              "typed": _build_typed(conn), "compacted": _build_compacted(conn)}
     _build_guide_table(conn)
     s3_docs = s3_conn = None
     s3_server = _s3_server(request) if SETUP.s3_missing() is None else None
@@ -298,6 +301,16 @@ def _reads(b: Built) -> list[dict[str, Any]]:
     ]
     reads += [{"name": f"docs@snapshot-{v}", "path": b.folder("docs"),
                "options": {"versionAsOf": str(v)}} for v in range(1, docs.version + 1)]
+    v3 = b.tables["docs_v3"]
+    reads += [
+        {"name": "docs_v3@metadata", "path": b.location("docs_v3")},
+        {"name": "docs_v3@catalog",
+         "sql": f"SELECT * FROM {CATALOG}.`{b.folder_name('docs_v3')}`"},
+        {"name": "docs_v3@format-version", "sql": (
+            f"SHOW TBLPROPERTIES {CATALOG}.`{b.folder_name('docs_v3')}` ('format-version')")},
+    ]
+    reads += [{"name": f"docs_v3@snapshot-{v}", "path": b.folder("docs_v3"),
+               "options": {"versionAsOf": str(v)}} for v in range(1, v3.version + 1)]
     return reads + _s3_reads(b)
 
 
@@ -395,6 +408,31 @@ def test_an_older_metadata_file_reads_the_table_as_it_was(spark_run, built):
     want = built.tables["docs"].at_version(3).to_table()
     assert want.num_rows == 820
     _same(spark_run.read("docs@v3-file"), want, "id", "docs by v3.metadata.json")
+
+
+def test_a_format_3_table_reads_exactly_through_its_deletion_vectors(spark_run, built):
+    want = quiver_select_star(built, "docs_v3")
+    # The same history as docs: rows deleted in every data file, one updated.
+    assert want.num_rows == quiver_select_star(built, "docs").num_rows
+    assert 0 < want.num_rows < 820 and "rewritten" in want.column("title").to_pylist()
+    deletes = Path(built.folder("docs_v3")) / "metadata" / "deletes"
+    assert any(deletes.glob("*.puffin")) and not any(deletes.glob("*.parquet")), (
+        "a format-3 table must delete rows by deletion vectors only")
+    meta = json.loads(Path(built.location("docs_v3").removeprefix("file://")).read_text())
+    assert meta["format-version"] == 3
+    # Spark's Iceberg sees a format-3 table, not one it downgraded or guessed.
+    props = spark_run.read("docs_v3@format-version").to_pylist()
+    assert [tuple(r.values()) for r in props] == [("format-version", "3")]
+    _same(spark_run.read("docs_v3@metadata"), want, "id", "docs_v3 by metadata file")
+    _same(spark_run.read("docs_v3@catalog"), want, "id", "docs_v3 through the Hadoop catalog")
+
+
+def test_each_format_3_snapshot_reads_the_quiver_version_of_that_number(spark_run, built):
+    t = built.tables["docs_v3"]
+    assert t.version == 6
+    for v in range(1, t.version + 1):
+        want = t.at_version(v).to_table()
+        _same(spark_run.read(f"docs_v3@snapshot-{v}"), want, "id", f"docs_v3 at snapshot {v}")
 
 
 def test_vectors_are_arrays_of_float_and_the_row_id_stays_hidden(spark_run, built):

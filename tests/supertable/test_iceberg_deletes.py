@@ -116,6 +116,31 @@ def test_a_delete_across_many_files_writes_one_position_delete_file_sorted_by_pa
     _every_version_reads_the_same(t, s3)
 
 
+def test_a_position_delete_file_keeps_paths_as_a_dictionary_and_positions_as_deltas(tmp_path):
+    """DuckDB loads delete files on one thread before it reads any data: nothing to
+    decompress, and positions stored as deltas, a fraction of their plain size."""
+    t = catalog.connect(str(tmp_path), table_options=OPTS).create_table("docs", docs_schema())
+    _fill(t)
+    t.delete([("year", "<", 2015)])
+    (written,) = _objects(t, "metadata/deletes/")
+    import pyarrow as pa
+
+    data, _ = t.store.get(written)
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    positions = meta.num_rows
+    assert positions >= 300
+    pos_bytes = 0
+    for g in range(meta.num_row_groups):
+        path, pos = meta.row_group(g).column(0), meta.row_group(g).column(1)
+        assert (path.path_in_schema, pos.path_in_schema) == ("file_path", "pos")
+        assert path.compression == pos.compression == "UNCOMPRESSED"
+        assert path.has_dictionary_page and "RLE_DICTIONARY" in path.encodings
+        assert not pos.has_dictionary_page and "DELTA_BINARY_PACKED" in pos.encodings
+        pos_bytes += pos.total_compressed_size
+    assert pos_bytes < 2 * positions  # plain int64 positions would take 8 bytes each
+    _every_version_reads_the_same(t, None)
+
+
 def test_later_commits_reuse_earlier_delete_files_until_their_files_are_gone(where):
     uri, options, s3 = where
     t = catalog.connect(uri, table_options=OPTS, **options).create_table("docs", docs_schema())
