@@ -172,30 +172,7 @@ def _file_topk(buf, t_base, t_nb, idf, gmask, solo, required, and_mode, driver, 
     decoded = 0
     lo = np.int64(0)
     while True:
-        hi = big
-        nxt = big
-        na = 0
-        covered = np.int64(0)
-        for t in range(T):
-            base = t_base[t]
-            nb = t_nb[t]
-            while blk[t] < nb and get_u32(buf, base + blk[t] * META_SIZE + 4) < lo:
-                blk[t] += 1
-            if blk[t] >= nb:
-                continue
-            f = get_u32(buf, base + blk[t] * META_SIZE)
-            if f > lo:
-                if f < nxt:
-                    nxt = f
-                if f < hi:
-                    hi = f
-            else:
-                last1 = get_u32(buf, base + blk[t] * META_SIZE + 4) + 1
-                if last1 < hi:
-                    hi = last1
-                act[na] = t
-                na += 1
-                covered |= gmask[t]
+        hi, na, covered, nxt = _next_interval(buf, t_base, t_nb, gmask, blk, act, lo)
         if na == 0:
             if nxt == big:
                 break
