@@ -65,3 +65,14 @@ def make_docs(n: int, seed: int = 0, dim: int = 8) -> pa.Table:
         "year": rng.integers(2000, 2026, size=n).astype(np.int32),
         "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim),
     }, schema=docs_schema(dim))
+
+
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path) -> Iterator[tuple[str, dict[str, str], object]]:
+    """A fresh root URI on local disk or S3 (moto), its storage options, and the S3 server
+    when it is on S3."""
+    if request.param == "local":
+        yield str(tmp_path / "root"), {}, None
+    else:
+        s3 = request.getfixturevalue("s3_server")
+        yield f"s3://{s3.new_bucket()}/quiver", s3.options(), s3

@@ -8,7 +8,6 @@ import itertools
 import json
 import struct
 import zlib
-from collections.abc import Iterator
 
 import pyarrow.parquet as pq
 import pytest
@@ -36,14 +35,6 @@ from tests.supertable.iceberg_readers import (
 )
 
 OPTS = TableOptions(max_rows_per_file=100, build_threads=2, background_indexing=False)
-
-
-@pytest.fixture(params=["local", "s3"])
-def where(request, tmp_path, s3_server) -> Iterator[tuple[str, dict[str, str], object]]:
-    if request.param == "local":
-        yield str(tmp_path / "root"), {}, None
-    else:
-        yield f"s3://{s3_server.new_bucket()}/quiver", s3_server.options(), s3_server
 
 
 def _state(t: Table) -> dict:

@@ -4,11 +4,9 @@ every version, after appends, deletes, updates, optimize and gc, on local disk a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 from pyiceberg.table import StaticTable
 
 from quiver import catalog
@@ -27,15 +25,6 @@ from tests.supertable.iceberg_readers import (
 )
 
 OPTS = TableOptions(max_rows_per_file=300, build_threads=2, background_indexing=False)
-
-
-@pytest.fixture(params=["local", "s3"])
-def where(request, tmp_path, s3_server) -> Iterator[tuple[str, dict[str, str], object]]:
-    """A fresh root URI, its storage options, and the S3 server when it is on S3."""
-    if request.param == "local":
-        yield str(tmp_path / "root"), {}, None
-    else:
-        yield f"s3://{s3_server.new_bucket()}/quiver", s3_server.options(), s3_server
 
 
 def _quiver(t: Table, version: int) -> list[tuple]:
