@@ -107,7 +107,7 @@ def _load(location: str) -> LakeTable:
     try:
         return load(location, location, confine=False)
     except LakeTableError as exc:
-        raise IcebergSourceError(f"{location}: cannot read Iceberg metadata: {exc}") from None
+        raise IcebergSourceError(str(exc)) from None
 
 
 def describe(location: str) -> IcebergTable:
@@ -135,7 +135,7 @@ def batches(source: IcebergTable) -> tuple[pa.Schema, Iterator[pa.RecordBatch],
         schema = lake.arrow_schema()
         tasks = lake.plan()
     except LakeTableError as exc:
-        raise IcebergSourceError(f"{source.metadata_location}: cannot scan: {exc}") from None
+        raise IcebergSourceError(str(exc)) from None
     done = [0]
     total = max(1, source.rows)
 
@@ -145,6 +145,6 @@ def batches(source: IcebergTable) -> tuple[pa.Schema, Iterator[pa.RecordBatch],
                 done[0] += batch.num_rows
                 yield batch
         except LakeTableError as exc:
-            raise IcebergSourceError(f"{source.metadata_location}: {exc}") from None
+            raise IcebergSourceError(str(exc)) from None
 
     return schema, read(), lambda: source.data_bytes * min(done[0], total) // total
