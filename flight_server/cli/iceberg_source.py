@@ -4,8 +4,11 @@ A table is named by its metadata file (``*.metadata.json``), by its folder (the 
 holding ``metadata/``; its newest metadata file is taken, by ``version-hint.text`` when
 there is one), or by a catalog and an identifier (``--iceberg-catalog`` with
 ``--iceberg-table``, any catalog ``quiver iceberg register`` writes to). Its current
-snapshot is read with pyiceberg's scan, one Arrow record batch at a time (file by file,
-position and equality deletes applied), so a large table is never held whole.
+snapshot is read by the same reader as ``iceberg_table(...)`` in SQL
+(``quiver.supertable.iceberg.confined``): one data file after the other and one Arrow record
+batch at a time, position deletes and deletion vectors applied, so no more than one file's
+batch is held at once however large the table. The table is the operator's own choice, so
+its files are not confined to its location (``load(..., confine=False)``).
 
 The source's identity is the table's UUID and the snapshot read: a rerun on the same
 snapshot adds nothing; once the table has a newer snapshot, its rows are read again.
@@ -18,11 +21,14 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from quiver.root_error import Kind, QuiverError
+
+if TYPE_CHECKING:
+    from quiver.supertable.iceberg.confined import LakeTable
 
 _NUMBERED = re.compile(r"(?:^v|^)(\d+)(?:-[^/]*)?\.metadata\.json$")
 
@@ -94,18 +100,19 @@ class IcebergTable:
         return "ingest:" + hashlib.sha256(key).hexdigest()[:32]
 
 
-def _load(location: str) -> Any:
-    from pyiceberg.table import StaticTable
+def _load(location: str) -> LakeTable:
+    # pyiceberg is imported only when an Iceberg table is ingested.
+    from quiver.supertable.iceberg.confined import LakeTableError, load
 
     try:
-        return StaticTable.from_metadata(location)
-    except Exception as exc:  # pyiceberg raises many kinds for an unreadable file
-        raise IcebergSourceError(f"{location}: cannot read Iceberg metadata: {exc}") from None
+        return load(location, location, confine=False)
+    except LakeTableError as exc:
+        raise IcebergSourceError(str(exc)) from None
 
 
 def describe(location: str) -> IcebergTable:
     """The table at ``location`` and the size of its current snapshot."""
-    table = _load(location)
+    table = _load(location).table
     snapshot = table.current_snapshot()
     summary = snapshot.summary if snapshot is not None else None
     records = size = 0
@@ -118,19 +125,26 @@ def describe(location: str) -> IcebergTable:
 
 def batches(source: IcebergTable) -> tuple[pa.Schema, Iterator[pa.RecordBatch],
                                            Callable[[], int]]:
-    """The schema, the record batches of the current snapshot, and how many bytes of its
-    data files the batches read so far stand for (estimated from rows)."""
-    table = _load(source.metadata_location)
+    """The schema, the record batches of the current snapshot (read file by file, batch by
+    batch), and how many bytes of its data files the batches read so far stand for
+    (estimated from rows)."""
+    from quiver.supertable.iceberg.confined import LakeTableError
+
+    lake = _load(source.metadata_location)
     try:
-        reader = table.scan().to_arrow_batch_reader()
-    except Exception as exc:
-        raise IcebergSourceError(f"{source.metadata_location}: cannot scan: {exc}") from None
+        schema = lake.arrow_schema()
+        tasks = lake.plan()
+    except LakeTableError as exc:
+        raise IcebergSourceError(str(exc)) from None
     done = [0]
     total = max(1, source.rows)
 
     def read() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            done[0] += batch.num_rows
-            yield batch
+        try:
+            for batch in lake.batches(tasks, schema=schema):
+                done[0] += batch.num_rows
+                yield batch
+        except LakeTableError as exc:
+            raise IcebergSourceError(str(exc)) from None
 
-    return reader.schema, read(), lambda: source.data_bytes * min(done[0], total) // total
+    return schema, read(), lambda: source.data_bytes * min(done[0], total) // total

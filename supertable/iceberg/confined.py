@@ -21,6 +21,10 @@ The file interface is built from the caller's properties only: the table's own
 properties (``py-io-impl``, endpoints, keys), which whoever wrote the metadata chose, are
 never used to pick or configure it. Rows are read one file at a time and one record batch
 at a time (``batches``), with position deletes and deletion vectors applied by pyiceberg.
+
+``load(..., confine=False)`` reads a table its operator named on their own machine (``quiver
+ingest``): the same file-by-file reading, without the location checks, and with the file
+interface pyiceberg picks from the table's properties, as for any table one opens oneself.
 """
 
 from __future__ import annotations
@@ -130,12 +134,13 @@ class ConfinedFileIO(FileIO):
 
 @dataclass
 class LakeTable:
-    """One Iceberg table's current metadata, read through a ``ConfinedFileIO``."""
+    """One Iceberg table's current metadata, read through a ``ConfinedFileIO`` (or, for a
+    table loaded with ``confine=False``, through the file interface its properties pick)."""
 
     name: str
     metadata_location: str
     table: Any  # pyiceberg.table.Table
-    io: ConfinedFileIO
+    io: FileIO
 
     @property
     def location(self) -> str:
@@ -163,10 +168,11 @@ class LakeTable:
         except Exception as exc:  # pyiceberg raises many kinds (e.g. equality deletes)
             raise LakeTableError(f"Iceberg table {self.name}: cannot plan a scan: "
                                  f"{type(exc).__name__}: {_short(exc)}") from None
-        for task in tasks:
-            self.io.check(task.file.file_path, "data file")
-            for deletes in task.delete_files:
-                self.io.check(deletes.file_path, "delete file")
+        if isinstance(self.io, ConfinedFileIO):
+            for task in tasks:
+                self.io.check(task.file.file_path, "data file")
+                for deletes in task.delete_files:
+                    self.io.check(deletes.file_path, "delete file")
         return tasks
 
     def batches(self, tasks: Sequence[Any], columns: Sequence[str] | None = None,
@@ -211,17 +217,20 @@ def _short(exc: BaseException, n: int = 200) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
-def load(metadata_location: str, name: str, properties: dict[str, str] | None = None
-         ) -> LakeTable:
+def load(metadata_location: str, name: str, properties: dict[str, str] | None = None, *,
+         confine: bool = True) -> LakeTable:
     """The table whose current metadata file is ``metadata_location`` (as a catalog lists
     it); ``name`` names it in errors. The metadata is read through a file interface made
     from ``properties`` (never the table's own); everything after it is confined to the
-    location the metadata declares."""
+    location the metadata declares. With ``confine=False`` (a table the operator named
+    themselves) nothing is confined, the files are read through the file interface the
+    table's properties pick, and a metadata file's read error is told in full."""
     from pyiceberg.catalog.noop import NoopCatalog
     from pyiceberg.serializers import FromInputFile
     from pyiceberg.table import Table
 
-    if not metadata_location.endswith(METADATA_SUFFIX) or place(metadata_location) is None:
+    if not metadata_location.endswith(METADATA_SUFFIX) or (
+            confine and place(metadata_location) is None):
         raise LakeTableError(f"Iceberg table {name}: its catalog entry names no metadata "
                              f"file (*{METADATA_SUFFIX})")
     inner = _file_io(properties or {})
@@ -233,8 +242,25 @@ def load(metadata_location: str, name: str, properties: dict[str, str] | None = 
         # Only the kind of failure: a parser's message may quote the file's content.
         log.debug("Iceberg table %s: metadata %s unreadable: %r", name, metadata_location,
                   type(exc).__name__)
+        detail = type(exc).__name__ if confine else f"{type(exc).__name__}: {_short(exc)}"
         raise LakeTableError(f"Iceberg table {name}: its metadata file cannot be read as "
-                             f"Iceberg table metadata ({type(exc).__name__})") from None
+                             f"Iceberg table metadata ({detail})") from None
+    io: FileIO
+    if confine:
+        io = _confined_io(inner, metadata, metadata_location, name)
+    else:
+        from pyiceberg.io import load_file_io
+
+        io = load_file_io({**(properties or {}), **metadata.properties},
+                          location=metadata_location)
+    table = Table(identifier=tuple(name.split(".")), metadata=metadata,
+                  metadata_location=metadata_location, io=io,
+                  catalog=NoopCatalog("quiver-lake"))
+    return LakeTable(name, metadata_location, table, io)
+
+
+def _confined_io(inner: FileIO, metadata: Any, metadata_location: str, name: str
+                 ) -> ConfinedFileIO:
     location = str(metadata.location).rstrip("/")
     root = place(location)
     if root is None or not root.segments:
@@ -243,8 +269,4 @@ def load(metadata_location: str, name: str, properties: dict[str, str] | None = 
     if not within(metadata_location, location):
         raise OutsideLocationError(f"Iceberg table {name}: its metadata file lies outside "
                                    f"its location {location!r}; refused")
-    io = ConfinedFileIO(inner, location, name)
-    table = Table(identifier=tuple(name.split(".")), metadata=metadata,
-                  metadata_location=metadata_location, io=io,
-                  catalog=NoopCatalog("quiver-lake"))
-    return LakeTable(name, metadata_location, table, io)
+    return ConfinedFileIO(inner, location, name)
