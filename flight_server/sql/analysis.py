@@ -138,13 +138,19 @@ class PointLookup:
     that is only equalities of the table's columns with standard string literals, and
     no other clause. ``projections`` are (column, result name), ``(None, None)`` for a
     star; ``equalities`` (column, value), columns as DataFusion resolves them. Whether
-    the table's columns make it a lookup through an index is the engine's to judge."""
+    the table's columns make it a lookup through an index is the engine's to judge.
+
+    ``function`` marks ``SELECT <columns or *> FROM exact_match('<table>', '<column>',
+    '<text>') [AS a] [LIMIT n]`` (arguments standard string literals): the rows the
+    function gives, its ``_id``, NULL ``score`` and columns; the table is named exactly
+    as written (``quoted``) and its one equality is the call's column and value."""
 
     table: str
     quoted: bool
     projections: tuple[tuple[str, str] | tuple[None, None], ...]
     equalities: tuple[tuple[str, str], ...]
     limit: int | None
+    function: bool = False
 
     def names(self) -> list[str]:
         """The catalog names the table may go by, as ``PlainScan.names``."""
@@ -435,6 +441,8 @@ def _plain_scan(select: exp.Select, refs: list[sqlparse.TableRef]) -> PlainScan 
 def _point_lookup(select: exp.Select, refs: list[sqlparse.TableRef], body: str
                   ) -> PointLookup | None:
     node = _only_from(select, _set_args, frozenset({"where", "limit"}))
+    if node is not None and isinstance(node.this, exp.Anonymous):
+        return _exact_match_lookup(select, node, refs, body)
     where = select.args.get("where")
     if node is None or where is None or len(refs) != 1 or refs[0].node is not node:
         return None
@@ -447,6 +455,48 @@ def _point_lookup(select: exp.Select, refs: list[sqlparse.TableRef], body: str
         return None
     ref = refs[0]
     qualifier = sqlparse.norm(ref.alias_ident)
+    projections = _lookup_projections(select, qualifier)
+    if projections is None:
+        return None
+    equalities = []
+    for cond in _and_terms(where.this):
+        pair = _column_equals_text(cond, qualifier, body)
+        if pair is None:
+            return None
+        equalities.append(pair)
+    limit = _lookup_limit(select)
+    if limit is False:
+        return None
+    return PointLookup(ref.name, ref.quoted, projections, tuple(equalities), limit)
+
+
+def _exact_match_lookup(select: exp.Select, node: exp.Table, refs: list[sqlparse.TableRef],
+                        body: str) -> PointLookup | None:
+    """``PointLookup.function``: a plain projection of one ``exact_match`` call."""
+    call = node.this
+    if refs or select.args.get("where") is not None or call.name.lower() != "exact_match" \
+            or _set_args(node) - {"this", "alias"} or _set_args(call) - {"this", "expressions"}:
+        return None
+    alias = node.args.get("alias")
+    if alias is not None and (not isinstance(alias, exp.TableAlias)
+                              or _set_args(alias) - {"this"}
+                              or not isinstance(alias.this, exp.Identifier)):
+        return None
+    # Unaliased, only unqualified columns are read (a qualifier matches nothing).
+    qualifier = sqlparse.norm(alias.this) if alias is not None else None
+    args = [_text_literal(a, body) for a in call.expressions]
+    if len(args) != 3 or any(a is None for a in args):
+        return None
+    projections = _lookup_projections(select, qualifier)
+    limit = _lookup_limit(select)
+    if projections is None or limit is False:
+        return None
+    table, column, value = args
+    return PointLookup(table, True, projections, ((column, value),), limit, function=True)
+
+
+def _lookup_projections(select: exp.Select, qualifier: str | None
+                        ) -> tuple[tuple[str, str] | tuple[None, None], ...] | None:
     projections = []
     for proj in select.expressions:
         item = _lookup_projection(proj, qualifier)
@@ -456,21 +506,20 @@ def _point_lookup(select: exp.Select, refs: list[sqlparse.TableRef], body: str
     names = [out for _, out in projections if out is not None]
     if len(set(names)) != len(names):
         return None
-    equalities = []
-    for cond in _and_terms(where.this):
-        pair = _column_equals_text(cond, qualifier, body)
-        if pair is None:
-            return None
-        equalities.append(pair)
-    limit = None
+    return tuple(projections)
+
+
+def _lookup_limit(select: exp.Select) -> int | bool | None:
+    """The LIMIT's row count, None without one, False for any other LIMIT."""
     node_limit = select.args.get("limit")
-    if node_limit is not None:
-        if not isinstance(node_limit, exp.Limit) or _set_args(node_limit) - {"expression"}:
-            return None
-        limit = sqlparse.literal_number(node_limit.expression)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            return None
-    return PointLookup(ref.name, ref.quoted, tuple(projections), tuple(equalities), limit)
+    if node_limit is None:
+        return None
+    if not isinstance(node_limit, exp.Limit) or _set_args(node_limit) - {"expression"}:
+        return False
+    limit = sqlparse.literal_number(node_limit.expression)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        return False
+    return limit
 
 
 def _and_terms(node: exp.Expression) -> list[exp.Expression]:
@@ -480,7 +529,7 @@ def _and_terms(node: exp.Expression) -> list[exp.Expression]:
     return [node]
 
 
-def _lookup_column(node: exp.Expression, qualifier: str) -> str | None:
+def _lookup_column(node: exp.Expression, qualifier: str | None) -> str | None:
     """The column a plain (possibly qualified) column reference of the table names."""
     node = sqlparse.unparen(node)
     if type(node) is not exp.Column or not isinstance(node.this, exp.Identifier) or \
@@ -493,7 +542,7 @@ def _lookup_column(node: exp.Expression, qualifier: str) -> str | None:
     return sqlparse.norm(node.this)
 
 
-def _lookup_projection(node: exp.Expression, qualifier: str
+def _lookup_projection(node: exp.Expression, qualifier: str | None
                        ) -> tuple[str, str] | tuple[None, None] | None:
     if type(node) is exp.Star:
         return (None, None) if not _set_args(node) else None
@@ -515,7 +564,7 @@ def _lookup_projection(node: exp.Expression, qualifier: str
     return None if column is None else (column, column)
 
 
-def _column_equals_text(node: exp.Expression, qualifier: str, body: str
+def _column_equals_text(node: exp.Expression, qualifier: str | None, body: str
                         ) -> tuple[str, str] | None:
     """``(column, value)`` of ``column = 'value'`` (either way round) where the value is
     a standard string literal, written as such in the text (so SQL engines agree on
@@ -527,13 +576,23 @@ def _column_equals_text(node: exp.Expression, qualifier: str, body: str
         lit = sqlparse.unparen(lit_side)
         if column is None or type(lit) is not exp.Literal or not lit.is_string:
             continue
-        value = lit.this
-        start, end = lit.meta.get("start"), lit.meta.get("end")
-        if not isinstance(value, str) or start is None or end is None or \
-                body[start:end + 1] != "'" + value.replace("'", "''") + "'":
-            return None
-        return column, value
+        value = _text_literal(lit, body)
+        return None if value is None else (column, value)
     return None
+
+
+def _text_literal(node: exp.Expression, body: str) -> str | None:
+    """The text of a standard string literal written as such in the statement's text (so
+    SQL engines agree on what it holds), else None."""
+    lit = sqlparse.unparen(node)
+    if type(lit) is not exp.Literal or not lit.is_string:
+        return None
+    value = lit.this
+    start, end = lit.meta.get("start"), lit.meta.get("end")
+    if not isinstance(value, str) or start is None or end is None or \
+            body[start:end + 1] != "'" + value.replace("'", "''") + "'":
+        return None
+    return value
 
 
 def _count_rows(select: exp.Select, refs: list[sqlparse.TableRef]) -> CountRows | None:

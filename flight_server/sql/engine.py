@@ -544,6 +544,17 @@ class SqlEngine:
         look = a.point
         if look is None or not self.point_lookups:
             return None
+        if look.function:
+            # The function's own errors (an unknown table among them) are the general
+            # path's to raise; a read of some files runs the function as before.
+            if self._search is None or only is not None:
+                return None
+            if look.table not in pins.snaps:
+                try:
+                    self._open_table(look.table)
+                except (TableNotFoundError, InvalidTableNameError):
+                    return None
+            return point.plan(look, self._pin_in(pins, look.table))
         name = self._resolve(pins, look.table, look.quoted)
         if only is not None and name != only:
             return None

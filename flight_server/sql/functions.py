@@ -16,7 +16,9 @@ column would only repeat bulky data the caller can join back on ``_id``).
   multiplied by its list's weight (default 1 each), higher is better.
 - ``token_match(table, column, query [, 'and'|'or'])`` and
   ``exact_match(table, column, value)``: unranked; every live matching row in ascending
-  ``_id`` order, with a NULL score.
+  ``_id`` order, with a NULL score. A plain ``SELECT <columns or *> FROM exact_match(…)
+  [LIMIT n]`` over a BM25-indexed column is answered by the point lookup instead
+  (``quiver.flight_server.sql.point``), with the same relation.
 
 Arguments reach the functions as literals (the engine evaluates constant expressions
 and scalar subqueries first, ``quiver.flight_server.sql.constants``). When only the schema of

@@ -10,6 +10,12 @@ every projected column exists, and the result names are unique. The result has t
 general path's schema: ``*`` is the visible columns (never ``_id``), a column keeps the
 table's type, an alias names it as DataFusion folds it. Rows come in ``_id`` order; a
 LIMIT keeps the first ones. Anything else returns None and the general path runs.
+
+``SELECT <columns or *> FROM exact_match('t', 'col', 'v') [LIMIT n]`` is the same lookup
+over the function's relation: ``_id``, a NULL ``score FLOAT`` and the table's columns
+but its vector columns (``*`` is all of them, in that order). It is taken under the same
+conditions; whatever the function would refuse (an unknown table or column, a table with
+its own ``score`` column) is left to the general path, which refuses it as before.
 """
 
 from __future__ import annotations
@@ -45,14 +51,22 @@ class PointPlan:
     columns: tuple[str, ...]
     schema: pa.Schema
     limit: int | None
+    # Positions of the result's NULL ``score`` columns (an exact_match relation's), which
+    # ``columns`` leaves out.
+    scores: tuple[int, ...] = ()
 
     def run(self, files: Collection[str] | None = None) -> pa.Table:
         """The result rows (only those in ``files``, paths, when given)."""
         with _runs_lock:
             RUNS["statements"] += 1
-        rows = lookup.equal_rows(self.snap, self.column, self.value, self.columns,
+        # Some column is read even when only scores are asked for: it counts the rows.
+        read = self.columns or (ID_COLUMN,)
+        rows = lookup.equal_rows(self.snap, self.column, self.value, read,
                                  also=self.also, files=files, limit=self.limit)
-        return pa.Table.from_arrays(rows.columns, schema=self.schema)
+        arrays = list(rows.columns) if self.columns else []
+        for i in self.scores:
+            arrays.insert(i, pa.nulls(rows.num_rows, SCORE.type))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def note(self) -> str:
         """What EXPLAIN says of it."""
@@ -69,9 +83,15 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+# The exact_match relation's score column (NULL: its rows are not ranked).
+SCORE = pa.field("score", pa.float32())
+
+
 def plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
     """The point lookup of ``point`` over ``snap``, or None when the general path must
     answer (see the module docstring)."""
+    if point.function:
+        return _function_plan(point, snap)
     schema = snap.schema
     names = set(schema.names)
     fts = snap.manifest.spec.fts
@@ -100,3 +120,35 @@ def plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
     also.remove(driver)
     return PointPlan(snap, driver[0], driver[1], tuple(also), tuple(columns),
                      pa.schema(fields), point.limit)
+
+
+def _function_plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
+    """``plan`` for the relation of ``exact_match(table, column, value)``."""
+    schema = snap.schema
+    spec = snap.manifest.spec
+    ((column, value),) = point.equalities
+    if "score" in schema.names or column not in schema.names or \
+            not _is_text(schema.field(column).type) or column not in spec.fts or \
+            not tokenize(value):
+        return None
+    relation = [ID_COLUMN, SCORE.name] + [c for c in schema.names if c not in spec.vector]
+    known = set(relation)
+    sources: list[str] = []
+    outputs: list[str] = []
+    for source, out in point.projections:
+        if source is None or out is None:
+            sources += relation
+            outputs += relation
+        elif source in known:
+            sources.append(source)
+            outputs.append(out)
+        else:
+            return None
+    if len(set(outputs)) != len(outputs):
+        return None
+    full = snap.manifest.schema
+    fields = [(SCORE if c == SCORE.name else full.field(c)).with_name(out)
+              for c, out in zip(sources, outputs, strict=True)]
+    scores = tuple(i for i, c in enumerate(sources) if c == SCORE.name)
+    columns = tuple(c for c in sources if c != SCORE.name)
+    return PointPlan(snap, column, value, (), columns, pa.schema(fields), point.limit, scores)
