@@ -484,8 +484,8 @@ def _exact_match_lookup(select: exp.Select, node: exp.Table, refs: list[sqlparse
         return None
     # Unaliased, only unqualified columns are read (a qualifier matches nothing).
     qualifier = sqlparse.norm(alias.this) if alias is not None else None
-    args = [_text_literal(a, body) for a in call.expressions]
-    if len(args) != 3 or any(a is None for a in args):
+    args = [a for a in (_text_literal(e, body) for e in call.expressions) if a is not None]
+    if len(args) != 3 or len(call.expressions) != 3:
         return None
     projections = _lookup_projections(select, qualifier)
     limit = _lookup_limit(select)
