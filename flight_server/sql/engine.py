@@ -114,8 +114,9 @@ POLL_S = 0.05
 # Statements remembered per engine (gate verdicts, plans of table-free queries); past
 # this the memo starts over.
 MEMO_STATEMENTS = 512
-# Largest result of a literals-only query kept with its plan.
-CONSTANT_RESULT_BYTES = 64 << 10
+# Largest result of a literals-only query kept with its plan: with MEMO_STATEMENTS texts
+# at most 8 MiB per engine, whatever a client sends.
+CONSTANT_RESULT_BYTES = 16 << 10
 
 
 def default_memory_limit() -> int:
