@@ -144,3 +144,11 @@ def test_a_literals_only_query_that_fails_fails_on_every_run(conn) -> None:
     for _ in range(2):
         with pytest.raises(SqlError):
             conn.sql("SELECT 1 / 0 AS boom")
+
+
+def test_a_literals_only_result_past_the_bound_is_not_kept(conn) -> None:
+    text = "VALUES " + ",".join(["(1,2)"] * 1300)   # 1,300 rows of two BIGINTs: 20.8 KB
+    assert len(text) <= analysis.CACHED_STATEMENT_CHARS
+    assert conn.sql(text).num_rows == 1300
+    assert _kept(conn, text) is None
+    assert engine.CONSTANT_RESULT_BYTES < 1300 * 16
