@@ -101,25 +101,36 @@ def plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
     driver = next(((c, v) for c, v in point.equalities if c in fts and tokenize(v)), None)
     if driver is None:
         return None
-    columns: list[str] = []
-    outputs: list[str] = []
-    for source, out in point.projections:
-        if source is None or out is None:
-            columns += schema.names
-            outputs += schema.names
-        elif source in names or source == ID_COLUMN:
-            columns.append(source)
-            outputs.append(out)
-        else:
-            return None
-    if len(set(outputs)) != len(outputs):
+    expanded = _expand(point, schema.names, {*names, ID_COLUMN})
+    if expanded is None:
         return None
+    columns, outputs = expanded
     full = snap.manifest.schema
     fields = [full.field(c).with_name(out) for c, out in zip(columns, outputs, strict=True)]
     also = list(point.equalities)
     also.remove(driver)
     return PointPlan(snap, driver[0], driver[1], tuple(also), tuple(columns),
                      pa.schema(fields), point.limit)
+
+
+def _expand(point: PointLookup, star: list[str], known: set[str]
+            ) -> tuple[list[str], list[str]] | None:
+    """The projections' source columns and result names, ``*`` standing for ``star``;
+    None when one names a column not ``known`` or two results share a name."""
+    sources: list[str] = []
+    outputs: list[str] = []
+    for source, out in point.projections:
+        if source is None or out is None:
+            sources += star
+            outputs += star
+        elif source in known:
+            sources.append(source)
+            outputs.append(out)
+        else:
+            return None
+    if len(set(outputs)) != len(outputs):
+        return None
+    return sources, outputs
 
 
 def _function_plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
@@ -132,20 +143,10 @@ def _function_plan(point: PointLookup, snap: Snapshot) -> PointPlan | None:
             not tokenize(value):
         return None
     relation = [ID_COLUMN, SCORE.name] + [c for c in schema.names if c not in spec.vector]
-    known = set(relation)
-    sources: list[str] = []
-    outputs: list[str] = []
-    for source, out in point.projections:
-        if source is None or out is None:
-            sources += relation
-            outputs += relation
-        elif source in known:
-            sources.append(source)
-            outputs.append(out)
-        else:
-            return None
-    if len(set(outputs)) != len(outputs):
+    expanded = _expand(point, relation, set(relation))
+    if expanded is None:
         return None
+    sources, outputs = expanded
     full = snap.manifest.schema
     fields = [(SCORE if c == SCORE.name else full.field(c)).with_name(out)
               for c, out in zip(sources, outputs, strict=True)]

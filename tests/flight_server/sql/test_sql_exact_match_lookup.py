@@ -123,13 +123,7 @@ def test_bound_parameters_take_the_lookup(engines):
     "SELECT x.name FROM exact_match('items', 'name', 'requests') AS m",
 ])
 def test_errors_are_the_functions(engines, sql):
-    fast, general = engines
-    with pytest.raises(SqlError) as fast_error:
-        fast.execute(sql)
-    with pytest.raises(SqlError) as general_error:
-        general.execute(sql)
-    assert type(fast_error.value) is type(general_error.value), sql
-    assert str(fast_error.value) == str(general_error.value), sql
+    base.assert_same_error(*engines, sql)
 
 
 def test_a_table_with_its_own_score_column_is_refused_as_before(engines):

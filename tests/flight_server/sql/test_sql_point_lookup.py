@@ -261,12 +261,17 @@ def test_errors_are_the_general_paths(engines):
                 "SELECT * FROM items AS i WHERE items.name = 'requests'",
                 'SELECT * FROM "__quiver_items" WHERE name = \'requests\'',
                 "SELECT * FROM \"items@0123abcd@v1\" WHERE name = 'requests'"]:
-        with pytest.raises(SqlError) as fast_error:
-            fast.execute(sql)
-        with pytest.raises(SqlError) as general_error:
-            general.execute(sql)
-        assert type(fast_error.value) is type(general_error.value), sql
-        assert str(fast_error.value) == str(general_error.value), sql
+        assert_same_error(fast, general, sql)
+
+
+def assert_same_error(fast: SqlEngine, general: SqlEngine, sql: str) -> None:
+    """Both engines refuse ``sql`` with the same error class and message."""
+    with pytest.raises(SqlError) as fast_error:
+        fast.execute(sql)
+    with pytest.raises(SqlError) as general_error:
+        general.execute(sql)
+    assert type(fast_error.value) is type(general_error.value), sql
+    assert str(fast_error.value) == str(general_error.value), sql
 
 
 def test_explain_notes_the_point_lookup(engines):
