@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from quiver.supertable.errors import WorkCancelledError, WorkTimeoutError
@@ -22,6 +21,7 @@ from quiver.supertable.errors import WorkCancelledError, WorkTimeoutError
 T = TypeVar("T")
 
 _local = threading.local()
+_EVENT_MAKING = threading.Lock()
 
 
 class Interrupt:
@@ -29,13 +29,15 @@ class Interrupt:
     work. ``cancel`` may be called from any thread; ``also`` (and ``watch``) add
     conditions polled by ``check``: a client that went away, a cancel request."""
 
-    __slots__ = ("_also", "_event", "_reason", "deadline", "timeout_s")
+    __slots__ = ("_also", "_event", "_flag", "_reason", "deadline", "timeout_s")
 
     def __init__(self, timeout_s: float | None = None,
                  also: Callable[[], bool] | None = None) -> None:
         self.timeout_s = timeout_s if timeout_s and timeout_s > 0 else None
         self.deadline = (time.monotonic() + self.timeout_s) if self.timeout_s else None
-        self._event = threading.Event()
+        # Every statement makes one; only a waiter needs an event, so it is made then.
+        self._flag = False
+        self._event: threading.Event | None = None
         self._reason = "cancelled"
         self._also: list[Callable[[], bool]] = [also] if also is not None else []
 
@@ -45,7 +47,10 @@ class Interrupt:
 
     def cancel(self, reason: str = "cancelled") -> None:
         self._reason = reason
-        self._event.set()
+        self._flag = True
+        event = self._event
+        if event is not None:
+            event.set()
 
     def shorten(self, deadline: float) -> None:
         """Moves the deadline earlier (never later)."""
@@ -54,7 +59,7 @@ class Interrupt:
 
     @property
     def cancelled(self) -> bool:
-        if self._event.is_set():
+        if self._flag:
             return True
         for condition in self._also:
             if condition():
@@ -74,7 +79,12 @@ class Interrupt:
 
     def wait(self, seconds: float) -> bool:
         """Sleeps up to ``seconds`` or until cancelled; whether it was cancelled."""
-        return self._event.wait(seconds)
+        with _EVENT_MAKING:
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        # A cancel that read no event yet has set the flag already.
+        return self._flag or event.wait(seconds) or self._flag
 
 
 def current() -> Interrupt | None:
@@ -89,15 +99,23 @@ def check() -> None:
         interrupt.check()
 
 
-@contextmanager
-def scope(interrupt: Interrupt | None) -> Iterator[Interrupt | None]:
-    """Makes ``interrupt`` the current one of this thread for the block."""
-    outer = getattr(_local, "interrupt", None)
-    _local.interrupt = interrupt
-    try:
-        yield interrupt
-    finally:
-        _local.interrupt = outer
+class scope:
+    """Makes ``interrupt`` the current one of this thread for the block (every call of
+    the server opens one, hence a class rather than a generator)."""
+
+    __slots__ = ("_interrupt", "_outer")
+
+    def __init__(self, interrupt: Interrupt | None) -> None:
+        self._interrupt = interrupt
+        self._outer: Interrupt | None = None
+
+    def __enter__(self) -> Interrupt | None:
+        self._outer = getattr(_local, "interrupt", None)
+        _local.interrupt = self._interrupt
+        return self._interrupt
+
+    def __exit__(self, *exc: object) -> None:
+        _local.interrupt = self._outer
 
 
 def carry(fn: Callable[..., T]) -> Callable[..., T]:

@@ -9,8 +9,11 @@ as ``exc``. In ``text`` a line reads ``<time> <LEVEL> <logger>: <message>``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -44,16 +47,43 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the writer thread as they are: formatting and writing happen
+    there, off the threads that serve calls."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+_writer: logging.handlers.QueueListener | None = None
+
+
 def configure(level: str | int = "INFO", fmt: str = "text",
               stream: TextIO | None = None) -> None:
     """Replaces the root logger's handlers with one writing ``fmt`` lines to ``stream``
-    (stderr by default) at ``level``."""
+    (stderr by default) at ``level``, from a writer thread of its own."""
+    global _writer
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    stop()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _writer = logging.handlers.QueueListener(records, handler)
+    _writer.start()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(_Handoff(records))
     root.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+def stop() -> None:
+    """Writes out every record handed over so far and stops the writer thread."""
+    global _writer
+    writer, _writer = _writer, None
+    if writer is not None:
+        writer.stop()
+
+
+atexit.register(stop)

@@ -171,7 +171,19 @@ def finish(record: StatementRecord, status: str, user: str | None = None) -> Non
     }
     if record.deferred and status == "OK":
         fields["kind"] = f"{record.kind}_plan"
-    log.log(level, "statement %s", _as_text(fields), extra={"statement": fields})
+    log.log(level, "statement %s", _Line(fields), extra={"statement": fields})
+
+
+class _Line:
+    """The text of a statement line, made when the log's writer formats it."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return _as_text(self.fields)
 
 
 def _as_text(fields: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from quiver.flight_server.service.log_setup import JsonFormatter, configure
+from quiver.flight_server.service.log_setup import JsonFormatter, configure, stop
 from quiver.flight_server.service.statement_log import TEXT_CHARS
 
 LOGGER = "quiver.statements"
@@ -183,6 +183,7 @@ def test_json_format_writes_every_record_as_one_json_object(docs) -> None:
         client = flight.connect(docs)
         client.do_get(flight.Ticket(b"SELECT 1 AS one")).read_all()
         time.sleep(0.2)
+        stop()  # the writer thread writes out what it holds
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
