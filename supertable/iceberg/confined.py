@@ -12,6 +12,11 @@ So every location is checked before it is opened:
   under the table's ``location``, compared after the scheme's aliases and ``.``/``..``
   segments (raw and percent-decoded) are refused outright; a location that is a
   filesystem or bucket root is refused, as it would confine nothing;
+- on a local root (``file:`` or a plain path) symbolic links are resolved: the table's
+  location is confined to its real path, and a file is read only if its real path lies
+  under that, and then by its real path (a link in the folder to a file or folder
+  elsewhere is refused; a table reached through a linked folder reads as usual). Object
+  stores have no links and keep the check by name;
 - ``plan`` checks the paths of every data and delete file of the current snapshot before
   any of them is opened, so a table naming one file outside its location is refused
   without reading any of its rows; the file interface (``ConfinedFileIO``) refuses any
@@ -30,6 +35,7 @@ interface pyiceberg picks from the table's properties, as for any table one open
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,12 +97,45 @@ def place(location: str) -> Place | None:
 
 
 def within(location: str, root: str) -> bool:
-    """Whether ``location`` lies under the folder ``root`` (strictly inside it)."""
+    """Whether ``location`` lies under the folder ``root`` (strictly inside it), on a local
+    root after resolving the links of both."""
+    return confined(location, root) is not None
+
+
+def confined(location: str, root: str, resolved_root: str | None = None) -> str | None:
+    """The location to open for ``location`` if it lies under the folder ``root``, else
+    None: the one place every check goes through. Both must lie under by name; on a local
+    root the real path of ``location`` must also lie under the real path of ``root``
+    (``resolved_root``, when the caller resolved it already), and that real path is what is
+    returned, so the file opened is the one checked, not whatever a link names."""
     inner, outer = place(location), place(root)
     if inner is None or outer is None or not outer.segments:
-        return False
-    return (inner.store == outer.store and len(inner.segments) > len(outer.segments)
-            and inner.segments[:len(outer.segments)] == outer.segments)
+        return None
+    if not (inner.store == outer.store and len(inner.segments) > len(outer.segments)
+            and inner.segments[:len(outer.segments)] == outer.segments):
+        return None
+    if inner.store[0] != "file":
+        return location
+    real = _real_path(location)
+    base = resolved_root if resolved_root is not None else _real_path(root)
+    if base == "/" or not real.startswith(base.rstrip("/") + "/"):
+        return None
+    return real
+
+
+def real_root(root: str) -> str | None:
+    """A local ``root``'s real path (its links resolved), None for an object store."""
+    outer = place(root)
+    return _real_path(root) if outer is not None and outer.store[0] == "file" else None
+
+
+def _real_path(location: str) -> str:
+    """The real path of the local file pyiceberg's file interface opens for ``location``:
+    a ``file:`` URI's path is used as written (no percent-decoding) after its host, a plain
+    path as it is."""
+    parts = urlsplit(location)
+    path = f"{parts.netloc}{parts.path}" if parts.scheme else location
+    return os.path.realpath(path)
 
 
 def _file_io(properties: dict[str, str]) -> FileIO:
@@ -112,18 +151,28 @@ class ConfinedFileIO(FileIO):
         super().__init__(inner.properties)
         self._inner = inner
         self._root = root
+        # Resolved once: the folder the table's files must really lie in.
+        self._real_root = real_root(root)
         self._table = table
 
-    def check(self, location: str, what: str = "file") -> None:
-        if not within(location, self._root):
+    def check(self, location: str, what: str = "file") -> str:
+        """The location to open for ``location`` (its real path on a local root);
+        ``OutsideLocationError`` unless it lies under the table's location."""
+        opened = confined(location, self._root, self._real_root)
+        if opened is None:
             raise OutsideLocationError(
                 f"Iceberg table {self._table} lists a {what} outside its location "
                 f"{self._root!r}: {location!r}; refused (only files under the table's "
                 "location are read)")
+        return opened
 
     def new_input(self, location: str) -> InputFile:
-        self.check(location)
-        return self._inner.new_input(location)
+        # The real path checked is what is opened, not the name the metadata lists, so a
+        # link there at the check is not followed. Left open: the path changing between
+        # the check and the open (a file or folder on it replaced by a link), which takes
+        # write access to the table's real folder at that instant; closing it would take
+        # opening by descriptor, which pyiceberg's file interface does not do.
+        return self._inner.new_input(self.check(location))
 
     def new_output(self, location: str) -> OutputFile:
         raise LakeTableError("Iceberg source tables are read only")
@@ -263,7 +312,8 @@ def _confined_io(inner: FileIO, metadata: Any, metadata_location: str, name: str
                  ) -> ConfinedFileIO:
     location = str(metadata.location).rstrip("/")
     root = place(location)
-    if root is None or not root.segments:
+    real = real_root(location)
+    if root is None or not root.segments or real == "/":
         raise OutsideLocationError(f"Iceberg table {name}: its location {location!r} is not "
                                    "a folder a table may be confined to")
     if not within(metadata_location, location):

@@ -32,7 +32,7 @@ def write(uri: str, warehouse: Path, namespace: str, table: str, parts: list[pa.
                 w.write_table(part)
             files.append(str(path))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CACHE), str(REPO)])}
-        spec = json.dumps({"uri": uri, "warehouse": warehouse.resolve().as_uri(),
+        spec = json.dumps({"uri": uri, "warehouse": warehouse.absolute().as_uri(),
                            "namespace": namespace, "table": table, "parts": files,
                            "outside": [str(p) for p in outside]})
         done = subprocess.run([sys.executable, "-m", "tests.iceberg_sql.lake_writer", spec],

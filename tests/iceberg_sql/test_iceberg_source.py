@@ -3,7 +3,9 @@ catalogs the operator named with ``quiver serve --iceberg-source NAME=CATALOG_UR
 ``connect(iceberg_sources=...)``). A lake table written by pyiceberg's own writer becomes a
 searchable Quiver table with CREATE TABLE … AS SELECT; filters, joins and INSERT … SELECT
 read it; unknown sources and tables are INVALID_ARGUMENT; a catalog entry whose metadata
-lists a file outside the table's location is refused with nothing read; path-taking
+lists a file outside the table's location (by name, or through a symbolic link in its
+folder) is refused with nothing read, while a table reached through a linked folder reads;
+path-taking
 functions stay refused; a server without sources refuses the function."""
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ def _articles(rows: list[tuple[int, str, str]]) -> pa.Table:
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite catalog whose namespace ``lake`` holds pyiceberg-written tables:
     ``articles`` (two appends: two data files), ``empty`` (no snapshot) and ``evil`` (one
-    of its data files added from a folder outside its location); and whose namespace
+    of its data files added from a folder outside its location), ``linked_file`` and
+    ``linked_folder`` (a data file reached through a link in the table's folder to the same
+    outside file, or to the outside folder) and ``via_link`` (written under a linked
+    warehouse folder, so its location goes through the link); and whose namespace
     ``quiver`` lists a Quiver table ``docs`` (ids 1 and 3 live, 2 deleted)."""
     missing = reader.missing()
     if missing is not None:
@@ -69,6 +74,20 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pq.write_table(_articles([(99, SECRET, "eve")]), elsewhere / "secret.parquet")
     lake_writer.write(uri, warehouse, "lake", "evil", [_articles(ARTICLES[:1])],
                       outside=[elsewhere / "secret.parquet"])
+    # The links exist in the tables' folders before pyiceberg creates the tables there.
+    for table, link, target, added in (("linked_file", "evil.parquet", "secret.parquet",
+                                        "evil.parquet"),
+                                       ("linked_folder", "sub", "", "sub/secret.parquet")):
+        folder = warehouse / "lake" / table
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / link).symlink_to(elsewhere / target)
+        location = lake_writer.write(uri, warehouse, "lake", table, [_articles(ARTICLES[:1])],
+                                     outside=[folder / "data" / added])
+        assert location == folder.as_uri(), location  # the link is inside the table
+    (base / "warehouse-link").symlink_to(warehouse, target_is_directory=True)
+    location = lake_writer.write(uri, base / "warehouse-link", "lake", "via_link",
+                                 [_articles(ARTICLES[:2])])
+    assert "/warehouse-link/" in location
     root = docs_root(base / "quiver-root", notes=False)
     assert main(["iceberg", "register", "--root", str(root), "--catalog-uri", uri,
                  "--namespace", "quiver"]) == 0
@@ -170,6 +189,23 @@ def test_a_data_file_outside_the_table_location_is_refused_and_nothing_is_read(
     assert "stolen" not in [r[0] for r in _rows(server.uri, "SHOW TABLES")]
 
 
+@pytest.mark.parametrize("table", ["linked_file", "linked_folder"])
+def test_a_data_file_linked_out_of_the_table_folder_is_refused_and_nothing_is_read(
+        server, table: str) -> None:
+    err = _refused(server.uri, f"SELECT * FROM iceberg_table('lake', 'lake.{table}')")
+    assert err.status_code == AdbcStatusCode.INVALID_ARGUMENT
+    assert "outside its location" in str(err) and SECRET not in str(err)
+    err = _refused(server.uri, f"CREATE TABLE linked_{table} AS SELECT * FROM "
+                   f"iceberg_table('lake', 'lake.{table}')")
+    assert "outside its location" in str(err)
+    assert f"linked_{table}" not in [r[0] for r in _rows(server.uri, "SHOW TABLES")]
+
+
+def test_a_table_whose_location_goes_through_a_linked_folder_reads(server) -> None:
+    assert _rows(server.uri, "SELECT id, author FROM iceberg_table('lake', 'lake.via_link') "
+                 "ORDER BY id") == [(1, "ann"), (2, "bob")]
+
+
 @pytest.mark.parametrize("sql", [
     "SELECT * FROM read_parquet('/etc/passwd')",
     "SELECT * FROM read_csv('/etc/passwd')",
@@ -265,6 +301,36 @@ def test_the_confined_file_interface_opens_nothing_outside(tmp_path: Path) -> No
         io.new_input("file:///etc/passwd")
     with pytest.raises(OutsideLocationError):
         io.new_input(f"{tmp_path.as_uri()}/../x")
+
+
+def test_the_confined_file_interface_follows_no_link_out_of_its_folder(tmp_path: Path) -> None:
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    table, outside = tmp_path / "real" / "t", tmp_path / "outside"
+    (table / "data").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret").write_text(SECRET)
+    (table / "data" / "own").write_text("ok")
+    (table / "data" / "file-link").symlink_to(outside / "secret")
+    (table / "data" / "folder-link").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    for root in (table.as_uri(), str(table), (tmp_path / "link" / "t").as_uri()):
+        io = ConfinedFileIO(PyArrowFileIO(), root, "t")
+        for name in ("file-link", "folder-link/secret"):
+            for form in (f"{root}/data/{name}", str(table / "data" / name)):
+                with pytest.raises(OutsideLocationError):
+                    io.new_input(form)
+                assert not within(form, root), (form, root)
+        # Through the linked folder, the table's own file opens by its real path.
+        own = io.new_input(f"{root}/data/own")
+        assert own.location == str(table.resolve() / "data" / "own")
+        with own.open() as f:
+            assert f.read() == b"ok"
+    # A location that is a link to the filesystem's root confines nothing.
+    (tmp_path / "to-root").symlink_to("/", target_is_directory=True)
+    assert not within("file:///etc/passwd", (tmp_path / "to-root").as_uri())
+    assert not within((tmp_path / "to-root" / "etc" / "passwd").as_uri(),
+                      (tmp_path / "to-root").as_uri())
 
 
 def test_a_cancelled_statement_reads_no_lake_batch(lake: Path, tmp_path: Path) -> None:
