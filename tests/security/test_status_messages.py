@@ -114,6 +114,46 @@ def test_deeply_nested_query_is_invalid_argument_not_internal(docs, depth) -> No
         conn.close()
 
 
+@pytest.mark.parametrize("sql", [
+    # Planned in time growing with the square of the chain: seconds of work per
+    # statement that no time limit or cancel could stop.
+    "SELECT " + "+".join(["1"] * 3000) + " AS x",
+    # Ran out of stack while its WHERE was read for file pruning (INTERNAL before).
+    "SELECT * FROM docs WHERE " + " OR ".join(f"id = {i}" for i in range(1000)),
+    "DELETE FROM docs WHERE " + " AND ".join(f"id <> {i}" for i in range(1000)),
+], ids=["plus-chain", "or-chain", "and-chain-delete"])
+def test_a_chain_too_long_to_plan_is_refused_before_it_runs(docs, sql) -> None:
+    err = _raw_query(docs, sql)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "nested too deeply" in err.details() and "IN (...)" in err.details()
+    _clean(err.details())
+    conn = _adbc(docs)
+    try:
+        with pytest.raises(adbc.Error) as raised:
+            conn.cursor().execute(sql)
+        assert raised.value.status_code == AdbcStatusCode.INVALID_ARGUMENT
+    finally:
+        conn.close()
+
+
+def test_a_long_chain_within_the_limit_answers_like_the_same_values_in_a_list(docs) -> None:
+    ids = range(0, 900, 2)
+    chained = "SELECT id FROM docs WHERE " + " OR ".join(f"id = {i}" for i in ids) + \
+        " ORDER BY id"
+    listed = f"SELECT id FROM docs WHERE id IN ({', '.join(map(str, ids))}) ORDER BY id"
+    conn = _adbc(docs)
+    try:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO docs SELECT i AS id, 't' || i AS title "
+                    "FROM generate_series(0, 9) AS g(i)")
+        cur.execute(chained)
+        got = cur.fetchall()
+        cur.execute(listed)
+        assert got == cur.fetchall() == [(i,) for i in range(0, 10, 2)]
+    finally:
+        conn.close()
+
+
 # -- DoPut ---------------------------------------------------------------------------------------
 
 def test_null_into_not_null_column_through_doput_is_invalid_argument(docs) -> None:
