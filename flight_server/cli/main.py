@@ -201,6 +201,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-search-k", type=int, default=None, metavar="K",
                        help="most results one search function call may return (default "
                        "100000; a search never returns more than its table's rows)")
+    serve.add_argument("--max-statement-length", type=int, default=None, metavar="CHARS",
+                       help="longest statement text read, in characters (default 4194304); "
+                       "longer ones get RESOURCE_EXHAUSTED (bulk rows go through an ingest)")
     serve.add_argument("--max-message-bytes", type=int, default=None, metavar="BYTES",
                        help="largest message a client may send, e.g. one DoPut batch "
                        "(default 256 MiB); bigger ones get RESOURCE_EXHAUSTED")
@@ -402,6 +405,7 @@ def _run_serve(args: argparse.Namespace) -> int:
               cache_bytes=args.cache_bytes, statement_timeout_s=args.statement_timeout,
               memory_limit=args.memory_limit, spill_dir=args.spill_dir,
               max_search_k=args.max_search_k, max_message_bytes=args.max_message_bytes,
+              max_statement_length=args.max_statement_length,
               shutdown_grace_s=args.shutdown_grace, metrics_port=args.metrics_port or None,
               secret_file=args.secret_file,
               ticket_ttl=args.ticket_ttl, token_ttl=args.token_ttl,

@@ -119,6 +119,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  memory_limit: int | None = None,
                  spill_dir: str | None = None,
                  max_search_k: int | None = None,
+                 max_statement_length: int | None = None,
                  max_message_bytes: int | None = None,
                  secret_file: Path | None = None,
                  ticket_ttl: float = handles.DEFAULT_TICKET_TTL,
@@ -133,8 +134,9 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     ``memory_cache_bytes`` bounds the decoded rows kept for scans, None for the
     default; ``max_staleness_s``, ``cache_dir`` and ``cache_bytes`` as in
     ``TableOptions``; ``workers`` statements at once and ``statement_timeout_s`` as in
-    ``limits.Limits``; ``memory_limit``, ``spill_dir`` and ``max_search_k`` as in
-    ``SqlEngine``; ``max_message_bytes`` the largest message a client may send;
+    ``limits.Limits``; ``memory_limit``, ``spill_dir``, ``max_search_k`` and
+    ``max_statement_length`` as in ``SqlEngine``; ``max_message_bytes`` the largest
+    message a client may send;
     ``write_options`` the write log, compaction and group commit fields of
     ``TableOptions``, defaults ``SERVER_WRITE_OPTIONS``; ``max_concurrent_appends`` the
     slots of ``INSERT … VALUES`` statements, as in ``limits.Limits``; ``iceberg_sources``
@@ -158,6 +160,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
         raise ServeError("--memory-limit must be at least 16 MiB")
     if max_search_k is not None and max_search_k < 1:
         raise ServeError("--max-search-k must be at least 1")
+    if max_statement_length is not None and max_statement_length < 1024:
+        raise ServeError("--max-statement-length must be at least 1024 characters")
     if max_message_bytes is not None and not (1 << 20) <= max_message_bytes < 2**31:
         raise ServeError("--max-message-bytes must be between 1 MiB and 2 GiB")
     if memory_cache_bytes is not None and memory_cache_bytes < 0:
@@ -198,7 +202,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
         raise ServeError(str(exc)) from None
     conn = connect(root, memory_cache_bytes=memory_cache_bytes, table_options=table_options,
                    memory_limit=memory_limit, spill_dir=spill_dir, max_search_k=max_search_k,
-                   iceberg_sources=sources, **(storage_options or {}))
+                   max_statement_length=max_statement_length, iceberg_sources=sources,
+                   **(storage_options or {}))
     location = _location(host, port, tls is not None)
     limits = Limits(statement_timeout_s=(DEFAULT_STATEMENT_TIMEOUT_S
                                          if statement_timeout_s is None

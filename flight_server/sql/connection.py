@@ -28,7 +28,8 @@ class SqlConnection:
     def __init__(self, connection: catalog.Connection,
                  memory_cache_bytes: int | None = None, **engine_options: Any) -> None:
         """``engine_options`` are ``SqlEngine``'s limits (``memory_limit``,
-        ``spill_dir``, ``max_search_k``, ``statement_timeout_s``, ``iceberg_sources``)."""
+        ``spill_dir``, ``max_search_k``, ``statement_timeout_s``, ``iceberg_sources``,
+        ``max_statement_length``)."""
         self.catalog = connection
         self.engine = SqlEngine(connection, memory_cache_bytes, **engine_options)
 
@@ -121,6 +122,7 @@ def connect(uri: str, *, validate: bool = False, table_options: TableOptions | N
             memory_cache_bytes: int | None = None, memory_limit: int | None = None,
             spill_dir: str | None = None, max_search_k: int | None = None,
             statement_timeout_s: float | None = None, iceberg_sources: Any = None,
+            max_statement_length: int | None = None,
             **storage_options: Any) -> SqlConnection:
     """Opens the root at ``uri`` (memory://, a path, file://, s3://, gs://, az://) for SQL.
     ``memory_cache_bytes`` bounds the decoded rows kept in memory for scans (default
@@ -130,9 +132,11 @@ def connect(uri: str, *, validate: bool = False, table_options: TableOptions | N
     ``statement_timeout_s`` the time limit of each statement (default none);
     ``iceberg_sources`` the Iceberg catalogs the ``iceberg_table('NAME', 'ns.table')``
     function may read, by name (``{"lake": "sqlite:////path/catalog.db"}``, or
-    ``quiver.flight_server.sql.lake.IcebergSource`` values; default none)."""
+    ``quiver.flight_server.sql.lake.IcebergSource`` values; default none);
+    ``max_statement_length`` the longest statement text read, in characters."""
     return SqlConnection(catalog.connect(uri, validate=validate, table_options=table_options,
                                          **storage_options), memory_cache_bytes,
                          memory_limit=memory_limit, spill_dir=spill_dir,
                          max_search_k=max_search_k, statement_timeout_s=statement_timeout_s,
-                         iceberg_sources=iceberg_sources)
+                         iceberg_sources=iceberg_sources,
+                         max_statement_length=max_statement_length)

@@ -117,6 +117,10 @@ MEMO_STATEMENTS = 512
 # Largest result of a literals-only query kept with its plan: with MEMO_STATEMENTS texts
 # at most 8 MiB per engine, whatever a client sends.
 CONSTANT_RESULT_BYTES = 16 << 10
+# Longest statement text read by default, in characters (as Trino's query.max-length):
+# reading is not interruptible (about 2 s per million characters), and rows in bulk go
+# faster through an ingest than through INSERT … VALUES text.
+MAX_STATEMENT_LENGTH = 4 << 20
 
 
 def default_memory_limit() -> int:
@@ -163,7 +167,8 @@ class SqlEngine:
                  memory_limit: int | None = None, spill_dir: str | None = None,
                  max_search_k: int | None = None,
                  statement_timeout_s: float | None = None,
-                 point_lookups: bool = True, iceberg_sources: Any = None) -> None:
+                 point_lookups: bool = True, iceberg_sources: Any = None,
+                 max_statement_length: int | None = None) -> None:
         """``memory_cache_bytes`` bounds the decoded table rows kept in memory for scans
         (default ``QUIVER_MEMORY_CACHE_BYTES`` or 1 GiB; 0 reads Parquet every time).
         ``memory_limit`` is the pool DataFusion's operators share (sorts, joins and
@@ -171,8 +176,13 @@ class SqlEngine:
         with ``SqlResourceError``); ``max_search_k`` the most results a search function
         returns; ``statement_timeout_s`` the time limit of a statement run outside any
         ``quiver.supertable.interrupt`` scope (None: no limit). ``point_lookups`` off sends
-        every statement through DataFusion (see ``quiver.flight_server.sql.point``)."""
+        every statement through DataFusion (see ``quiver.flight_server.sql.point``).
+        ``max_statement_length`` is the longest statement text taken, in characters
+        (default ``MAX_STATEMENT_LENGTH``): reading a text is not interruptible and takes
+        about 2 s per million characters."""
         self.connection = connection
+        self.max_statement_length = (MAX_STATEMENT_LENGTH if max_statement_length is None
+                                     else max_statement_length)
         self.point_lookups = point_lookups
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.statement_timeout_s = statement_timeout_s
@@ -248,6 +258,12 @@ class SqlEngine:
         if isinstance(text, analysis.Analysis):
             a = text if params is None else analysis.analyse(text.text, params)
         else:
+            if len(text) > self.max_statement_length:
+                raise SqlResourceError(
+                    f"the statement is {len(text):,} characters long; this server reads "
+                    f"statements of up to {self.max_statement_length:,} "
+                    "(--max-statement-length): load many rows with a bulk ingest (ADBC "
+                    "adbc_ingest, DoPut) rather than INSERT … VALUES")
             a = analysis.analyse(text, params)
         # The gate's verdict depends on the reading alone: a reading already let through
         # (the very object, as the analysis cache hands it out again) is not walked again.

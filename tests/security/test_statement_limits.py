@@ -110,7 +110,8 @@ def limited(tmp_path_factory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("limited") / "root"
     root.mkdir()
     server = start_server(root, "--statement-timeout", "60", "--memory-limit",
-                          str(256 << 20), "--max-search-k", "1000")
+                          str(256 << 20), "--max-search-k", "1000",
+                          "--max-statement-length", "20000")
     with _adbc(server.uri) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE docs (id BIGINT, body VARCHAR, emb FLOAT[3]) "
                     "WITH (fts = 'body', vector = 'emb')")
@@ -231,6 +232,35 @@ def test_search_sizes_are_bounded_by_the_table_and_the_server(limited: ServerPro
         assert cur.fetchall() == [(50,)]
         cur.execute("SELECT count(*) FROM docs WHERE knn(emb, '[1, 1, 1]', 900)")
         assert cur.fetchall() == [(50,)]
+
+
+def test_a_statement_text_past_the_length_limit_is_refused_unread(limited: ServerProcess
+                                                                  ) -> None:
+    def in_list(count: int) -> str:
+        return (f"SELECT count(*) FROM docs WHERE id IN "
+                f"({', '.join(str(i) for i in range(count))})")
+    too_long, fits = in_list(4000), in_list(3000)
+    assert len(too_long) > 20000 > len(fits)
+    with _adbc(limited.uri) as conn, conn.cursor() as cur:
+        with pytest.raises(Exception, match=r"RESOURCE_EXHAUSTED|ResourceExhausted") as err:
+            cur.execute(too_long)
+        assert "--max-statement-length" in str(err.value) and "20,000" in str(err.value)
+        cur.execute(fits)
+        assert cur.fetchall() == [(50,)]
+
+
+def test_the_engine_reads_texts_up_to_its_length_limit(tmp_path) -> None:
+    from quiver.flight_server.sql.engine import MAX_STATEMENT_LENGTH
+    from quiver.flight_server.sql.errors import SqlResourceError
+    conn = connect(str(tmp_path / "root"))
+    assert conn.engine.max_statement_length == MAX_STATEMENT_LENGTH
+    padded = "SELECT 1 AS one" + " " * (MAX_STATEMENT_LENGTH - 15)
+    assert conn.sql(padded).to_pylist() == [{"one": 1}]
+    with pytest.raises(SqlResourceError, match="characters long"):
+        conn.sql(padded + " ")
+    short = connect(str(tmp_path / "root"), max_statement_length=2048)
+    with pytest.raises(SqlResourceError, match="2,048"):
+        short.sql("SELECT 1 AS one" + " " * 2048)
 
 
 def test_statements_beyond_the_concurrency_limit_queue_then_are_refused(tmp_path) -> None:
