@@ -42,8 +42,10 @@ from quiver.flight_server.service.errors import (
     Cancelled,
     InvalidArgument,
     NotImplementedCommand,
+    ResourceExhausted,
     status_of,
 )
+from quiver.flight_server.service.ipc_size import MalformedBatch, decoded_bytes
 from quiver.proto import flight_pb2
 
 log = logging.getLogger(__name__)
@@ -211,9 +213,13 @@ class PutReader:
     any schema (an update with no parameters) reads as an empty schema and no rows.
     """
 
-    def __init__(self, messages: Iterator[bytes], context: CallContext) -> None:
+    def __init__(self, messages: Iterator[bytes], context: CallContext,
+                 max_batch_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        """``max_batch_bytes`` bounds what one record batch may decode to (what its
+        buffers declare, compressed or not), as the message size bounds what is sent."""
         self._messages = messages
         self._context = context
+        self._max_batch_bytes = max_batch_bytes
         self._pending: list[PutChunk] = []
         self._done = False
         self.descriptor: flight.FlightDescriptor | None = None
@@ -271,6 +277,7 @@ class PutReader:
             elif kind == "record batch":
                 if not self._has_schema:
                     raise InvalidArgument("DoPut sent a record batch before its schema")
+                self._check_size(header, msg)
                 batch = _read_batch(msg, self.schema)
                 if self._context.record is not None:
                     self._context.record.rows += batch.num_rows
@@ -281,6 +288,18 @@ class PutReader:
                 raise InvalidArgument(f"unexpected IPC message {kind!r} in DoPut")
         if batch is not None or app_metadata is not None:
             self._pending.append(PutChunk(batch, app_metadata))
+
+    def _check_size(self, header: memoryview, msg: pa.ipc.Message) -> None:
+        """Refuses a batch that would decode to more than the limit, before decoding."""
+        try:
+            size = decoded_bytes(header, msg.body if msg.body is not None else b"")
+        except MalformedBatch as exc:
+            raise InvalidArgument(f"DoPut sent a malformed record batch: {exc}") from None
+        if size > self._max_batch_bytes:
+            raise ResourceExhausted(
+                f"DoPut sent a record batch that decodes to {size:,} bytes; this server "
+                f"takes at most {self._max_batch_bytes:,} per batch (--max-message-bytes): "
+                "send smaller batches")
 
     def read_chunk(self) -> PutChunk:
         """The next batch and/or app_metadata; StopIteration at the end of the stream."""
@@ -388,10 +407,11 @@ class FlightTransport:
             raise ValueError(f"{location} needs TLS certificates")
         self._handlers = handlers
         self._auth = authenticator
+        self._max_message_bytes = max_message_bytes or MAX_MESSAGE_BYTES
         self._pool = futures.ThreadPoolExecutor(max_workers=threads,
                                                 thread_name_prefix="flight")
         self._server = grpc.server(self._pool, options=[
-            ("grpc.max_receive_message_length", max_message_bytes or MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", self._max_message_bytes),
             ("grpc.max_send_message_length", 2**31 - 1),
             # Two servers must not share a port silently.
             ("grpc.so_reuseport", 0),
@@ -571,7 +591,7 @@ class FlightTransport:
     def _do_put(self, requests: Iterator[bytes],
                 context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
-            reader = PutReader(requests, call)
+            reader = PutReader(requests, call, self._max_message_bytes)
             writer = PutWriter()
             assert reader.descriptor is not None
             self._handlers.do_put(call, reader.descriptor, reader, writer)
