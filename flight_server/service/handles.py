@@ -47,13 +47,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from quiver.flight_server.service import keys
-from quiver.flight_server.service.errors import InvalidArgument, NotFound
+from quiver.flight_server.service.errors import InvalidArgument, NotFound, ResourceExhausted
 
 MAGIC = b"qv1"
 SEALED = b"qv2"
 PREPARED = b"qvp"
 NONCE = 16
 DEFAULT_TICKET_TTL = 24 * 3600.0
+# Bytes of parameter rows all prepared statements of a server may keep bound at once.
+PARAMS_BUDGET = 1 << 30
 # A server whose clock runs behind another's still takes that server's fresh tickets.
 CLOCK_SKEW_S = 300
 _STAMP = struct.Struct("<Q")
@@ -210,6 +212,8 @@ class PreparedStatement:
     params: pa.Table | None = None
     last_used: float = field(default_factory=time.monotonic)
     session: Session = None
+    # What ``params`` counts against the registry's budget.
+    params_bytes: int = 0
 
 
 class PreparedRegistry:
@@ -217,10 +221,15 @@ class PreparedRegistry:
     share between threads."""
 
     def __init__(self, max_size: int = 16_384, idle_seconds: float = 1800.0,
-                 per_session: int = 256, key: bytes | None = None) -> None:
+                 per_session: int = 256, key: bytes | None = None,
+                 params_budget: int = PARAMS_BUDGET) -> None:
+        """``params_budget`` bounds the bytes of the parameters bound to all statements
+        together (they are kept until the statement is closed or expires)."""
         if max_size < 1 or per_session < 1:
             raise ValueError("max_size and per_session must be at least 1")
         self.max_size = max_size
+        self.params_budget = params_budget
+        self._params_bytes = 0
         self.idle_seconds = idle_seconds
         self.per_session = per_session
         self._key = key if key is not None else os.urandom(32)
@@ -281,6 +290,24 @@ class PreparedRegistry:
             self._sessions.move_to_end(session)
             return stmt
 
+    def bind(self, stmt: PreparedStatement, params: pa.Table | None) -> None:
+        """Keeps ``params`` as the statement's bound rows (replacing any), within the
+        budget of all statements' bound rows: RESOURCE_EXHAUSTED past it."""
+        size = params.nbytes if params is not None else 0
+        with self._lock:
+            if self._items.get(stmt.handle) is not stmt:
+                raise NotFound("prepared statement not found: it was closed or expired "
+                               "while its parameters were being sent")
+            total = self._params_bytes - stmt.params_bytes + size
+            if size > stmt.params_bytes and total > self.params_budget:
+                raise ResourceExhausted(
+                    f"the parameters bound to this server's prepared statements would take "
+                    f"{total:,} bytes, past its {self.params_budget:,}: close prepared "
+                    "statements no longer needed, or bind fewer rows")
+            self._params_bytes = total
+            stmt.params_bytes = size
+            stmt.params = params
+
     def close(self, handle: bytes, session: Session = None) -> bool:
         """Drops ``session``'s statement ``handle``; False when it holds no such one."""
         handle = self._checked(handle)
@@ -302,6 +329,8 @@ class PreparedRegistry:
 
     def _drop(self, handle: bytes) -> None:
         stmt = self._items.pop(handle)
+        self._params_bytes -= stmt.params_bytes
+        stmt.params_bytes = 0
         own = self._sessions[stmt.session]
         del own[handle]
         if not own:

@@ -66,10 +66,16 @@ from google.protobuf.message import DecodeError, Message
 from quiver.flight_server.service import handles, ingest, keys, maintenance, metadata
 from quiver.flight_server.service import statement_log as stmtlog
 from quiver.flight_server.service.auth import Authenticator
-from quiver.flight_server.service.errors import InvalidArgument, NotFound, NotImplementedCommand
+from quiver.flight_server.service.errors import (
+    InvalidArgument,
+    NotFound,
+    NotImplementedCommand,
+    ResourceExhausted,
+)
 from quiver.flight_server.service.limits import Admission, Limits, Slot
 from quiver.flight_server.service.transport import (
     DEFAULT_THREADS,
+    MAX_MESSAGE_BYTES,
     CallContext,
     FlightTransport,
     PutReader,
@@ -262,7 +268,7 @@ class FlightHandlers:
         self.advertise = [flight.Location(uri) for uri in (advertise or [])]
         self.min_endpoint_rows = max(1, min_endpoint_rows)
         self._deal = itertools.count()
-        self.prepared = prepared or handles.PreparedRegistry(
+        self.prepared = prepared if prepared is not None else handles.PreparedRegistry(
             key=self.key.derive("prepared statements"))
         self.streams = handles.RunningStreams()
         # The command of the call this thread serves, as admission read it.
@@ -273,6 +279,8 @@ class FlightHandlers:
         if workers:
             limits = dataclasses.replace(limits, max_concurrent=workers)
         self.limits = limits
+        # The most parameter bytes one DoPut may bind (they are held whole).
+        self.max_bind_bytes = MAX_MESSAGE_BYTES
         self.admission = Admission(limits)
         self.append_admission = Admission(limits, capacity=limits.max_concurrent_appends)
 
@@ -616,14 +624,14 @@ class FlightHandlers:
             self._update_result(writer, rows)
         elif name == "CommandPreparedStatementQuery":
             stmt = self.prepared.get(msg.prepared_statement_handle, context.session)
-            stmt.params = _read_params(reader)
+            self.prepared.bind(stmt, _read_params(reader, self.max_bind_bytes))
             out = flight_sql_pb2.DoPutPreparedStatementResult(
                 prepared_statement_handle=stmt.handle)
             writer.write(pa.py_buffer(out.SerializeToString()))
         elif name == "CommandPreparedStatementUpdate":
             stmt = self.prepared.get(msg.prepared_statement_handle, context.session)
             stmtlog.label("prepared_update", stmt.sql)
-            params = _read_params(reader)
+            params = _read_params(reader, self.max_bind_bytes)
             if context.is_cancelled():
                 raise flight.FlightCancelledError("the client went away while sending "
                                                   "parameters; the statement did not run")
@@ -805,6 +813,7 @@ class QuiverFlightServer(FlightHandlers):
                          min_endpoint_rows=min_endpoint_rows, limits=limits, key=key,
                          ticket_ttl=ticket_ttl)
         self.location = location
+        self.max_bind_bytes = max_message_bytes or MAX_MESSAGE_BYTES
         authenticators = [m for m in (middleware or {}).values()
                           if isinstance(m, Authenticator)]
         for authenticator in authenticators:
@@ -847,12 +856,22 @@ def _first_row(params: pa.Table) -> list[Any]:
     return [params.column(i)[0].as_py() for i in range(params.num_columns)]
 
 
-def _read_params(reader: PutReader) -> pa.Table | None:
-    """The bound parameter rows of a DoPut, or None when the client sent no columns."""
-    table = reader.read_all()
-    if table.num_columns == 0:
+def _read_params(reader: PutReader, limit: int) -> pa.Table | None:
+    """The bound parameter rows of a DoPut, or None when the client sent no columns;
+    RESOURCE_EXHAUSTED once they pass ``limit`` bytes (they are held whole)."""
+    batches = []
+    size = 0
+    for batch in reader:
+        size += batch.get_total_buffer_size()
+        if size > limit:
+            raise ResourceExhausted(
+                f"the parameter rows sent pass {limit:,} bytes, the most one call may bind "
+                "(--max-message-bytes): bind fewer rows per call, or load rows with a bulk "
+                "ingest (ADBC adbc_ingest, DoPut)")
+        batches.append(batch)
+    if not reader.schema.names:
         return None
-    return table.combine_chunks()
+    return pa.Table.from_batches(batches, schema=reader.schema).combine_chunks()
 
 
 def _drain(reader: PutReader) -> None:

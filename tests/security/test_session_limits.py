@@ -155,3 +155,82 @@ def test_each_call_knows_its_user_and_peer() -> None:
     (ann, ann_peer), (token, token_peer) = seen
     assert ann == "ann" and token.startswith("token:") and static not in token
     assert ann_peer == token_peer and ann_peer.startswith("ipv4:127.0.0.1:")
+
+
+# -- bound parameters ----------------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def small(tmp_path) -> Iterator[QuiverFlightServer]:
+    """A server taking 1 MiB per message and per bind, keeping 3 MiB of bound rows."""
+    from quiver.flight_server.sql import connect
+    srv = QuiverFlightServer(connect(str(tmp_path / "root")), "grpc://127.0.0.1:0",
+                             max_message_bytes=MIB,
+                             prepared=PreparedRegistry(params_budget=3 * MIB))
+    try:
+        yield srv
+    finally:
+        srv.shutdown(0)
+
+
+def _bind(client: flight.FlightClient, handle: bytes, rows: int, batch_rows: int = 16_384
+          ) -> None:
+    """Binds ``rows`` BIGINT parameter rows (8 bytes each) in batches under 1 MiB."""
+    cmd = pack(flight_sql_pb2.CommandPreparedStatementQuery(prepared_statement_handle=handle))
+    schema = pa.schema([("v", pa.int64())])
+    writer, reader = client.do_put(flight.FlightDescriptor.for_command(cmd), schema)
+    for start in range(0, rows, batch_rows):
+        n = min(batch_rows, rows - start)
+        writer.write_batch(pa.record_batch([pa.array(range(start, start + n), pa.int64())],
+                                           schema=schema))
+    writer.done_writing()
+    reader.read()
+    writer.close()
+
+
+def test_parameters_past_what_one_call_may_bind_are_refused(small) -> None:
+    with flight.connect(f"grpc://127.0.0.1:{small.port}") as client:
+        handle = _prepare(client, "SELECT count(*) AS n FROM (SELECT ? AS v)")
+        # 2 MiB of rows, each message well under the 1 MiB message limit.
+        with pytest.raises(pa.ArrowException, match="most one call may bind"):
+            _bind(client, handle, 2 * MIB // 8)
+        assert small.prepared._params_bytes == 0
+        # The statement still takes a bind within the limit.
+        _bind(client, handle, 1000)
+        assert small.prepared._params_bytes == 8000
+
+
+def test_bound_parameters_of_all_statements_share_one_budget(small) -> None:
+    rows = 110_000  # 0.84 MiB each: three fit in 3 MiB, a fourth does not
+    with flight.connect(f"grpc://127.0.0.1:{small.port}") as client:
+        handles = [_prepare(client, f"SELECT ? + {i} AS v") for i in range(4)]
+        for handle in handles[:3]:
+            _bind(client, handle, rows)
+        assert small.prepared._params_bytes == 3 * rows * 8
+        with pytest.raises(pa.ArrowException, match="prepared statements would take"):
+            _bind(client, handles[3], rows)
+        # Binding again replaces a statement's rows (it does not count them twice), and
+        # closing a statement gives its rows' share back.
+        _bind(client, handles[0], rows)
+        _close(client, handles[1])
+        _bind(client, handles[3], rows)
+        assert small.prepared._params_bytes == 3 * rows * 8
+
+
+def test_quiver_serve_holds_each_session_to_its_prepared_per_session_quota(tmp_path) -> None:
+    from tests.flight_server.conftest import start_server
+    root = tmp_path / "root"
+    root.mkdir()
+    served = start_server(root, "--prepared-per-session", "2")
+    try:
+        with flight.connect(served.uri) as client:
+            handles = [_prepare(client, f"SELECT {i} AS n") for i in range(3)]
+            assert _run(client, handles[2]).to_pydict() == {"n": [2]}
+            assert _run(client, handles[1]).to_pydict() == {"n": [1]}
+            # The quota of 2 pushed out the session's oldest statement.
+            with pytest.raises(pa.ArrowKeyError, match="not found"):
+                _run(client, handles[0])
+    finally:
+        assert served.stop() == 0, served.log()
