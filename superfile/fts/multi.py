@@ -197,7 +197,7 @@ class PostingsPlan:
             nq = len(idf_q)
             iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, bad = table_intervals(
                 self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q,
-                _group_masks(nq), (1 << nq) - 1, and_mode, K1, B, avgdl, INTERVAL_WIDTH)
+                _group_masks(nq), _required(nq), and_mode, K1, B, avgdl, INTERVAL_WIDTH)
             if bad >= 0:
                 raise CorruptFileError(f"full-text postings of {self.name_of(bad)} failed to "
                                        "decode")
@@ -239,7 +239,7 @@ class PostingsPlan:
         nq = len(idf_q)
         iv = table_block_intervals(
             self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q, _group_masks(nq),
-            (1 << nq) - 1, and_mode, self.f_avgdl, K1, B, avgdl)
+            _required(nq), and_mode, self.f_avgdl, K1, B, avgdl)
         return (*iv, top_order(iv[3], default_seed(len(iv[3]))))
 
 
@@ -283,6 +283,7 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
     np.cumsum(np.array([len(f.terms.refs) for f in files], np.int64), out=f_t0[1:])
     f_driver = np.zeros(len(files), np.int64)
     if and_mode:
+        _check_and_terms(int(t_q.max()) + 1 if len(t_q) else 0)
         for i in range(len(files)):
             s, e = int(f_t0[i]), int(f_t0[i + 1])
             # Candidates come from the term with the fewest postings in the file.
@@ -334,6 +335,8 @@ def settle_interval_builds() -> None:
 # many can, blocks shared by intervals scored apart are not decoded twice too often.
 SEED_MIN = 64
 SEED_SHARE = 16
+# Terms of a plain query with a bit of their own in the ranking's int64 group masks.
+MAX_GROUP_BITS = 62
 # Most postings of one term in an interval: narrower intervals bound their scores tighter
 # (fewer are scored) at the cost of more of them to keep and to rank.
 INTERVAL_WIDTH = 8
@@ -374,6 +377,8 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
             f"collection statistics have no document frequency for term {exc.args[0]!r}"
         ) from None
     nq = len(terms)
+    if and_mode:
+        _check_and_terms(nq)
     idf_q = idf(n_docs, dfs)
     iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.intervals(
         idf_q, avgdl, and_mode)
@@ -383,7 +388,7 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
         iv_order = top_order(iv_bound, seed)
     n, hs, hd, hf, hl, decoded, bad = table_topk(
         plan.buf, plan.f_t0, plan.t_base, plan.t_nb, plan.t_q, idf_q, _group_masks(nq),
-        np.ones(nq, np.bool_), (1 << nq) - 1, and_mode, plan.f_driver, int(k), -np.inf,
+        np.ones(nq, np.bool_), _required(nq), and_mode, plan.f_driver, int(k), -np.inf,
         plan.masks, plan.f_moff, plan.f_idbase, plan.ids, plan.f_ioff, K1, B, avgdl, iv_file,
         iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order, int(seed))
     if bad >= 0:
@@ -395,8 +400,21 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
 
 
 def _group_masks(nq: int) -> np.ndarray:
-    # Plain queries: every term is its own group.
-    return np.left_shift(1, np.arange(nq, dtype=np.int64))
+    # Plain queries: every term is its own group, one bit of an int64 each. An OR query
+    # only asks whether some term is present, so past MAX_GROUP_BITS terms the bits repeat;
+    # an AND query needs a bit per term (``_check_and_terms``).
+    return np.left_shift(1, np.arange(nq, dtype=np.int64) % MAX_GROUP_BITS)
+
+
+def _required(nq: int) -> int:
+    """Every group's bit: what an AND query's row must cover."""
+    return (1 << min(nq, MAX_GROUP_BITS)) - 1
+
+
+def _check_and_terms(nq: int) -> None:
+    if nq > MAX_GROUP_BITS:
+        raise QueryError(f"a query whose terms must all match takes at most "
+                         f"{MAX_GROUP_BITS} terms, got {nq}")
 
 
 def search_files(readers: Sequence[FtsIndexReader], query: str | ParsedQuery, k: int, *,

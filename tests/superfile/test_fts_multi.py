@@ -149,3 +149,22 @@ def test_a_file_whose_ids_do_not_cover_its_rows_is_refused_before_ranking(split)
     terms = file_terms(readers[3], q, False)
     with pytest.raises(QueryError, match="numbers 5 of its"):
         build_plan([PlanFile(3, terms, ids=np.arange(5, dtype=np.int64), name="f3")], False)
+
+
+def test_a_query_of_more_terms_than_mask_bits_ranks_like_brute_force(split):
+    texts, readers, oracle = split
+    words = sorted({w for t in texts if t for w in t.split()})
+    assert len(words) > 200
+    q = " ".join(words[:150])  # more terms than an int64 has bits
+    hits = search_files(readers, q, 50, mode="or")
+    check_topk(hits.ids.astype(np.uint32), hits.scores, oracle.scores(q, "or"), 50)
+
+
+def test_an_and_query_past_the_mask_bits_is_a_query_error_where_a_row_could_match():
+    words = [f"w{i}" for i in range(100)]
+    blob, _ = build_fts_index(pa.array([" ".join(words), "w1 w2"], pa.string()))
+    reader = FtsIndexReader.open(BytesRangeReader(blob))
+    with pytest.raises(QueryError, match="at most 62 terms, got 100"):
+        search_files([reader], " ".join(words), 10, mode="and")
+    # The same terms in an OR query rank both rows.
+    assert sorted(search_files([reader], " ".join(words), 10, mode="or").ids) == [0, 1]
