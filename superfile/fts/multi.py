@@ -45,7 +45,7 @@ from quiver.superfile.fts.engine import (
     table_intervals,
     table_topk,
 )
-from quiver.superfile.fts.query import ParsedQuery, parse_query
+from quiver.superfile.fts.query import MAX_GROUPS, ParsedQuery, check_and_groups, parse_query
 from quiver.superfile.fts.reader import FtsIndexReader, check_mode
 from quiver.superfile.fts.stats import CollectionStats
 
@@ -283,7 +283,7 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
     np.cumsum(np.array([len(f.terms.refs) for f in files], np.int64), out=f_t0[1:])
     f_driver = np.zeros(len(files), np.int64)
     if and_mode:
-        _check_and_terms(int(t_q.max()) + 1 if len(t_q) else 0)
+        check_and_groups(int(t_q.max()) + 1 if len(t_q) else 0)
         for i in range(len(files)):
             s, e = int(f_t0[i]), int(f_t0[i + 1])
             # Candidates come from the term with the fewest postings in the file.
@@ -335,8 +335,6 @@ def settle_interval_builds() -> None:
 # many can, blocks shared by intervals scored apart are not decoded twice too often.
 SEED_MIN = 64
 SEED_SHARE = 16
-# Terms of a plain query with a bit of their own in the ranking's int64 group masks.
-MAX_GROUP_BITS = 62
 # Most postings of one term in an interval: narrower intervals bound their scores tighter
 # (fewer are scored) at the cost of more of them to keep and to rank.
 INTERVAL_WIDTH = 8
@@ -378,7 +376,7 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
         ) from None
     nq = len(terms)
     if and_mode:
-        _check_and_terms(nq)
+        check_and_groups(nq)
     idf_q = idf(n_docs, dfs)
     iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.intervals(
         idf_q, avgdl, and_mode)
@@ -400,21 +398,13 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
 
 
 def _group_masks(nq: int) -> np.ndarray:
-    # Plain queries: every term is its own group, one bit of an int64 each. An OR query
-    # only asks whether some term is present, so past MAX_GROUP_BITS terms the bits repeat;
-    # an AND query needs a bit per term (``_check_and_terms``).
-    return np.left_shift(1, np.arange(nq, dtype=np.int64) % MAX_GROUP_BITS)
+    # Plain queries: every term is its own group (see ``query.MAX_GROUPS``).
+    return np.left_shift(1, np.arange(nq, dtype=np.int64) % MAX_GROUPS)
 
 
 def _required(nq: int) -> int:
     """Every group's bit: what an AND query's row must cover."""
-    return (1 << min(nq, MAX_GROUP_BITS)) - 1
-
-
-def _check_and_terms(nq: int) -> None:
-    if nq > MAX_GROUP_BITS:
-        raise QueryError(f"a query whose terms must all match takes at most "
-                         f"{MAX_GROUP_BITS} terms, got {nq}")
+    return (1 << min(nq, MAX_GROUPS)) - 1
 
 
 def search_files(readers: Sequence[FtsIndexReader], query: str | ParsedQuery, k: int, *,

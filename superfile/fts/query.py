@@ -26,10 +26,27 @@ from typing import TypeVar
 from quiver.superfile.errors import QueryError
 from quiver.superfile.fts.tokenizer import tokenize
 
-__all__ = ["MAX_SLOP", "FieldedQuery", "ParsedQuery", "Phrase", "parse_fields", "parse_query"]
+__all__ = ["MAX_GROUPS", "MAX_SLOP", "FieldedQuery", "ParsedQuery", "Phrase", "parse_fields",
+           "parse_query"]
 
 MAX_SLOP = 1 << 16
 MAX_PHRASE_TOKENS = 32
+# Clauses (terms, prefixes, phrases) with a bit of their own in the rankings' int64 group
+# masks. An OR query only asks whether some clause matched, so past this the bits repeat;
+# a query whose clauses must all match needs one bit each and is refused past it.
+MAX_GROUPS = 62
+
+def group_bit(group: int) -> int:
+    """The mask bit of clause group ``group`` (see ``MAX_GROUPS``)."""
+    return 1 << (group % MAX_GROUPS)
+
+
+def check_and_groups(groups: int) -> None:
+    """Refuses a query whose ``groups`` clauses must all match past ``MAX_GROUPS``."""
+    if groups > MAX_GROUPS:
+        raise QueryError(f"a query whose terms must all match takes at most {MAX_GROUPS} "
+                         f"terms, prefixes and phrases, got {groups}")
+
 
 _CLAUSE = re.compile(
     r'(?P<neg>-)?(?:(?P<field>[A-Za-z_][A-Za-z0-9_]*):(?=\S))?'
@@ -243,8 +260,11 @@ def parse_fields(text: str, fields: Sequence[str]) -> FieldedQuery:
         bits = []
         for kind, key in q.clause_keys():
             # The clause aimed at this column and the unaimed one, whichever exist.
-            bits.append(sum(1 << clause_ids[c] for c in ((f, kind, key), (None, kind, key))
-                            if c in clause_ids))
+            bit = 0
+            for c in ((f, kind, key), (None, kind, key)):
+                if c in clause_ids:
+                    bit |= group_bit(clause_ids[c])
+            bits.append(bit)
         groups[f] = tuple(bits)
     if all(q.is_empty for q in per_field.values()):
         raise QueryError(f"the query {str(text)[:80]!r} contains no searchable token")

@@ -54,7 +54,6 @@ _FIRST_READ = 4096
 _TERM_CACHE_LIMIT = 8192
 _DECODED_BLOCKS = 256  # dictionary blocks kept as Python strings (prefix expansion)
 _NO_KEY = np.zeros(0, np.uint8)
-_MAX_GROUPS = 62
 _DENSE = 16  # a union of at least num_docs / _DENSE postings goes through a row mask
 
 

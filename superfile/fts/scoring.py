@@ -25,7 +25,13 @@ from quiver.superfile.errors import CorruptFileError, QueryError
 from quiver.superfile.fts.codec import block_count, encode_postings, pack_ranges
 from quiver.superfile.fts.engine import K1, B, idf, topk_kernel
 from quiver.superfile.fts.positions import phrase_topk
-from quiver.superfile.fts.query import ParsedQuery, Phrase
+from quiver.superfile.fts.query import (
+    MAX_GROUPS,
+    ParsedQuery,
+    Phrase,
+    check_and_groups,
+    group_bit,
+)
 from quiver.superfile.fts.stats import CollectionStats
 
 if TYPE_CHECKING:
@@ -33,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_GROUPS", "FieldSearch", "search_fields"]
 
-MAX_GROUPS = 62
 _NO_MASK = np.zeros(1, np.uint8)
 
 
@@ -80,7 +85,8 @@ class _Kernel:
 def _add_field(kern: _Kernel, fs: FieldSearch, and_mode: bool) -> None:
     r, q = fs.reader, fs.query
     keys = q.clause_keys()
-    bits = fs.group_bits if fs.group_bits is not None else tuple(1 << i for i in range(len(keys)))
+    bits = (fs.group_bits if fs.group_bits is not None
+            else tuple(group_bit(i) for i in range(len(keys))))
     favgdl = r.avg_doc_len if r.avg_doc_len > 0 else 1.0
     if fs.stats is not None:
         n_docs, avgdl = float(fs.stats.num_docs), float(fs.stats.avg_doc_len)
@@ -202,9 +208,8 @@ def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
     empty = (np.zeros(0, np.uint32), np.zeros(0, np.float32), 0)
     if num_groups is None:
         num_groups = max(len(fs.query.clause_keys()) for fs in fields)
-    if num_groups > MAX_GROUPS:
-        raise QueryError(f"a full-text query takes at most {MAX_GROUPS} terms, prefixes and "
-                         "phrases")
+    if and_mode:
+        check_and_groups(num_groups)
     if num_groups == 0:
         raise QueryError("a full-text query needs at least one term that is not excluded")
     if num_groups == 1:
@@ -220,7 +225,7 @@ def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
         if fs.reader.num_docs != num_docs:
             raise QueryError("every searched column must index the same rows")
         _add_field(kern, fs, and_mode)
-    required = (1 << num_groups) - 1
+    required = (1 << min(num_groups, MAX_GROUPS)) - 1
     if not kern.parts or (and_mode and kern.covered != required):
         return empty
     mask = _allow_mask(num_docs, allow)
@@ -237,7 +242,7 @@ def search_fields(fields: list[FieldSearch], k: int, *, and_mode: bool = False,
     if and_mode:
         driver = 1 << min(kern.sizes, key=lambda g: kern.sizes[g])
     solo = np.zeros(len(gmask), np.bool_)
-    for g in range(num_groups):
+    for g in range(min(num_groups, MAX_GROUPS)):
         members = np.flatnonzero(gmask >> g & 1)
         if len(members) == 1:
             solo[members[0]] = True

@@ -164,7 +164,7 @@ def test_an_and_query_past_the_mask_bits_is_a_query_error_where_a_row_could_matc
     words = [f"w{i}" for i in range(100)]
     blob, _ = build_fts_index(pa.array([" ".join(words), "w1 w2"], pa.string()))
     reader = FtsIndexReader.open(BytesRangeReader(blob))
-    with pytest.raises(QueryError, match="at most 62 terms, got 100"):
+    with pytest.raises(QueryError, match="at most 62 terms, prefixes and phrases, got 100"):
         search_files([reader], " ".join(words), 10, mode="and")
     # The same terms in an OR query rank both rows.
     assert sorted(search_files([reader], " ".join(words), 10, mode="or").ids) == [0, 1]

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -103,3 +104,26 @@ def test_without_tombstones_each_files_own_statistics_sum_to_the_tables():
             table_hits = search.bm25(snap, "body", query, 50, mode=mode)
             np.testing.assert_array_equal(hits.scores, table_hits.scores)
             np.testing.assert_array_equal(rows[hits.ids], table_hits.ids)
+
+
+def test_a_query_of_more_terms_than_mask_bits_scores_like_brute_force(tmp_path):
+    # A local root: its files' indexes stay open, so the table-wide ranking runs.
+    table = catalog.connect(str(tmp_path / "root")).create_table("docs", docs_schema(8))
+    rng = np.random.default_rng(9)
+    vocabulary = [f"word{i}" for i in range(300)]
+    for i in range(3):
+        rows = make_docs(40 + 13 * i, seed=90 + i)
+        bodies = [" ".join(rng.choice(vocabulary, 12)) for _ in range(rows.num_rows)]
+        table.append(rows.set_column(rows.schema.get_field_index("body"), "body",
+                                     pa.array(bodies, pa.string())))
+    ids, oracle = _brute(table)
+    words = sorted({w for body in table.to_arrow().column("body").to_pylist() if body
+                    for w in body.split()})
+    assert len(words) > 70
+    query = " ".join(words[:120] + [f"absent{i}" for i in range(30)])
+    snap = table.snapshot()
+    for _ in range(2):  # the first search of a plan, then the plan again
+        for filter_ in (None, [("year", ">=", 0)]):
+            hits = search.bm25(snap, "body", query, 20, mode="or", filter_=filter_)
+            check_topk(np.searchsorted(ids, hits.ids).astype(np.uint32), hits.scores,
+                       oracle.scores(query, "or"), 20)
