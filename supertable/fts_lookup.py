@@ -29,6 +29,7 @@ from numba.extending import intrinsic
 from quiver.superfile.errors import CorruptFileError
 from quiver.superfile.fts.codec import BLOCK_SIZE, validate_term
 from quiver.superfile.fts.dictblock import BLOCK_OK, BLOCK_PROBLEMS, compare_bytes, find_term
+from quiver.superfile.fts.multi import PostingsPlan, build_plan, packed_plan
 from quiver.superfile.fts.reader import FtsIndexReader
 from quiver.supertable.bloom import hash_pairs
 from quiver.supertable.manifest import FileEntry
@@ -151,6 +152,23 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
     return maybe, df, off, length, err
 
 
+@njit(cache=True, nogil=True)
+def _pack(addr, files, off, length):
+    # Every (file, term) range of postings copied into one buffer, back to back.
+    n = len(files)
+    bases = np.zeros(n, np.int64)
+    total = 0
+    for i in range(n):
+        bases[i] = total
+        total += length[i]
+    out = np.empty(total, np.uint8)
+    for i in range(n):
+        f = files[i]
+        src = carray(_u8_at(addr[f, 2]), off[i] + length[i])
+        out[bases[i]:bases[i] + length[i]] = src[off[i]:off[i] + length[i]]
+    return out, bases
+
+
 @dataclass(frozen=True)
 class Found:
     """The pass's answer for a query's terms: per (file, term) whether the file's Bloom
@@ -179,6 +197,13 @@ class TableTerms:
         self._bloom_m = np.ones(n, np.int64)
         self._num_hashes = np.zeros(n, np.int64)
         self._alive: list[np.ndarray] = []  # every array addressed, kept alive
+        # What a plan needs of each file, as arrays: files of one version never change.
+        self._live_rows = np.array([f.live_rows for f in files], np.int64)
+        self._id_base = np.array([f.id_min for f in files], np.int64)
+        # Files a plan can take whole from the pass: covered, every row live, rows numbered
+        # id_min, id_min + 1, ...
+        self._plain = np.zeros(n, np.bool_)
+        self._avgdl = np.ones(n, np.float64)
         for i, entry in enumerate(files):
             summary = pool.summary(entry)
             bloom = summary.blooms.get(column) if summary else None
@@ -192,6 +217,9 @@ class TableTerms:
                 continue
             self.readers[i] = fts
             self.postings[i] = parts.postings
+            self._plain[i] = (not entry.tombstones
+                              and entry.id_max - entry.id_min + 1 == entry.rows)
+            self._avgdl[i] = fts.avg_doc_len if fts.avg_doc_len > 0 else 1.0
             self._num_docs[i] = fts.num_docs
             self._num_terms[i] = parts.num_terms
             self._per_block[i] = parts.per_block
@@ -238,6 +266,33 @@ class TableTerms:
             raise CorruptFileError(f"postings of term {terms[int(err[2])]!r} in "
                                    f"{self.files[int(err[1])].path} are malformed")
         return Found(maybe, df, off, length)
+
+    def plan(self, found: Found, keep: np.ndarray, and_mode: bool) -> PostingsPlan | None:
+        """The plan of the files ``keep`` selects for a query without excluded terms, made
+        from the pass's answer in whole-array steps: what ``build_plan`` makes of the same
+        files (biggest first, files holding none of the terms, or in 'and' mode not all of
+        them, left out). None when some of those files are not covered by the pass, have
+        tombstones or number their rows other than consecutively."""
+        cand = np.flatnonzero(keep)
+        if not self._plain[cand].all():
+            return None
+        # Bigger files first (ties in table order): they set a high floor early.
+        cand = cand[np.argsort(-self._live_rows[cand], kind="stable")]
+        nt = found.df.shape[1]
+        present = found.df[cand] != 0
+        counts = present.sum(axis=1)
+        ok = counts == nt if and_mode else counts > 0
+        cand, present, counts = cand[ok], present[ok], counts[ok]
+        if not len(cand):
+            return build_plan([], and_mode)
+        fi, ti = np.nonzero(present)
+        fi = cand[fi]
+        buf, t_base = _pack(self._addr, fi, found.off[fi, ti], found.length[fi, ti])
+        idx = cand.tolist()
+        return packed_plan(
+            [self.files[i] for i in idx], tuple(self.files[i].path for i in idx), buf, t_base,
+            found.df[fi, ti], ti.astype(np.int64), counts.astype(np.int64), self._avgdl[cand],
+            self._id_base[cand], and_mode)
 
 
 # Checks resident indexes whole, off the searching thread (its kernel releases the GIL):

@@ -434,6 +434,11 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
         # The pass read every file's entry of every term its filter allows: the table's
         # document frequencies, as ``table_stats`` would sum them.
         _keep_doc_freqs(snap, column, q.terms, found.df.sum(axis=0))
+    if not q.excluded:
+        # Every file covered by the pass, without tombstones: the plan in whole-array steps.
+        whole = terms.plan(found, keep, and_mode)
+        if whole is not None:
+            return whole
     # Bigger files first: they set a high floor early for the rest.
     candidates = sorted(np.flatnonzero(keep).tolist(), key=lambda i: -files[i].live_rows)
 

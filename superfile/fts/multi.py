@@ -59,6 +59,7 @@ __all__ = [
     "collection_stats",
     "default_seed",
     "file_terms",
+    "packed_plan",
     "plan_topk",
     "reader_stats",
     "search_files",
@@ -277,16 +278,6 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
                              f"{f.terms.num_docs} rows")
     refs = [r for f in files for r in f.terms.refs]
     buf, t_base = pack_ranges([(src, start, length) for _, src, start, length, _ in refs])
-    dfs = np.array([r[4] for r in refs], np.int64)
-    t_q = np.array([r[0] for r in refs], np.int64)
-    f_t0 = np.zeros(len(files) + 1, np.int64)
-    np.cumsum(np.array([len(f.terms.refs) for f in files], np.int64), out=f_t0[1:])
-    f_driver = np.zeros(len(files), np.int64)
-    if and_mode:
-        for i in range(len(files)):
-            s, e = int(f_t0[i]), int(f_t0[i + 1])
-            # Candidates come from the term with the fewest postings in the file.
-            f_driver[i] = 1 << int(t_q[s + int(np.argmin(dfs[s:e]))])
     masks = [f.terms.mask for f in files if f.terms.mask is not None]
     sizes = np.array([0 if f.terms.mask is None else len(f.terms.mask) for f in files],
                      np.int64)
@@ -298,20 +289,50 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
     f_ioff[np.array([f.ids is None for f in files], np.bool_)] = -1
     ids = (np.concatenate(id_parts).astype(np.int64, copy=False) if id_parts
            else np.zeros(1, np.int64))
+    return packed_plan(
+        [f.key for f in files], tuple(f.name for f in files), buf, t_base,
+        np.array([r[4] for r in refs], np.int64), np.array([r[0] for r in refs], np.int64),
+        np.array([len(f.terms.refs) for f in files], np.int64),
+        np.array([f.terms.avg_doc_len for f in files], np.float64),
+        np.array([f.id_base for f in files], np.int64), and_mode,
+        masks=np.concatenate(masks) if masks else None, f_moff=f_moff, ids=ids, f_ioff=f_ioff)
+
+
+def packed_plan(keys: list[Any], names: tuple[str, ...], buf: np.ndarray, t_base: np.ndarray,
+                dfs: np.ndarray, t_q: np.ndarray, counts: np.ndarray, f_avgdl: np.ndarray,
+                f_idbase: np.ndarray, and_mode: bool, *, masks: np.ndarray | None = None,
+                f_moff: np.ndarray | None = None, ids: np.ndarray | None = None,
+                f_ioff: np.ndarray | None = None) -> PostingsPlan:
+    """The plan of files whose postings are packed already (what ``build_plan`` makes of
+    ``PlanFile`` s, for callers that gather them as whole arrays): file ``f`` is
+    ``keys[f]`` and owns ``counts[f]`` consecutive entries of the per-term arrays (``buf``
+    offsets, document frequencies, positions in the query's terms, ascending). Without
+    ``masks`` every row counts; without ``ids`` rows rank as ``f_idbase[f] + row``."""
+    nf = len(keys)
+    f_t0 = np.zeros(nf + 1, np.int64)
+    np.cumsum(counts, out=f_t0[1:])
+    f_driver = np.zeros(nf, np.int64)
+    if and_mode and len(dfs):
+        # Candidates come from the term with the fewest postings in the file (the first
+        # such term on a tie).
+        seg = np.repeat(np.arange(nf, dtype=np.int64), counts)
+        first = np.lexsort((np.arange(len(dfs)), dfs, seg))[f_t0[:-1][counts > 0]]
+        f_driver[counts > 0] = np.left_shift(1, t_q[first])
+    if masks is None or f_moff is None:
+        masks, f_moff = np.zeros(1, np.uint8), np.full(nf, -1, np.int64)
+    if ids is None or f_ioff is None:
+        ids, f_ioff = np.zeros(1, np.int64), np.full(nf, -1, np.int64)
     t_nb = block_count(dfs)
-    max_t = max((len(f.terms.refs) for f in files), default=1)
+    max_t = int(counts.max()) if nf else 1
     # At most one interval per file, two per block and one per INTERVAL_WIDTH postings: file,
     # start, end, bound, rank, and per term a block and its bound.
-    n_iv = len(files) + int(t_nb.sum()) * (2 + BLOCK_SIZE // INTERVAL_WIDTH)
+    n_iv = nf + int(t_nb.sum()) * (2 + BLOCK_SIZE // INTERVAL_WIDTH)
     order_bytes = n_iv * (4 + 8 + 8 + 8 + 8 + 12 * max_t)
-    mask_arr = np.concatenate(masks) if masks else np.zeros(1, np.uint8)
     return PostingsPlan(
-        files=[f.key for f in files], buf=buf, f_t0=f_t0, t_base=t_base, t_nb=t_nb,
-        t_q=t_q, f_driver=f_driver, masks=mask_arr, f_moff=f_moff,
-        f_avgdl=np.array([f.terms.avg_doc_len for f in files], np.float64),
-        f_idbase=np.array([f.id_base for f in files], np.int64), ids=ids, f_ioff=f_ioff,
-        nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes + order_bytes,
-        names=tuple(f.name for f in files))
+        files=list(keys), buf=buf, f_t0=f_t0, t_base=t_base, t_nb=t_nb, t_q=t_q,
+        f_driver=f_driver, masks=masks, f_moff=f_moff, f_avgdl=f_avgdl, f_idbase=f_idbase,
+        ids=ids, f_ioff=f_ioff, nbytes=buf.nbytes + masks.nbytes + ids.nbytes + order_bytes,
+        names=names)
 
 
 log = logging.getLogger(__name__)
