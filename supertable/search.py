@@ -674,17 +674,17 @@ def materialize(snap: Snapshot, hits: Hits, columns: Sequence[str] | None,
     fields += [snap.manifest.schema.field(c) for c in wanted]
     if len(hits.ids) == 0:
         return pa.Table.from_pylist([], schema=pa.schema(fields))
-    parts: list[pa.Table] = []
-    order: list[np.ndarray] = []
-    for fi in np.unique(hits.file_index):
-        sel = np.nonzero(hits.file_index == fi)[0]
-        entry = hits.files[int(fi)]
-        if wanted:
-            parts.append(snap.conform(snap.reader(entry).take(hits.local[sel], wanted)))
-        order.append(sel)
-    position = np.argsort(np.concatenate(order), kind="stable")
     arrays = [pa.array(hits.ids, pa.int64()), pa.array(hits.scores, pa.float32())]
     if wanted:
+        # Each file's hits read in one take, then put back in hit order.
+        parts: list[pa.Table] = []
+        order: list[np.ndarray] = []
+        for fi in np.unique(hits.file_index):
+            sel = np.nonzero(hits.file_index == fi)[0]
+            entry = hits.files[int(fi)]
+            parts.append(snap.conform(snap.reader(entry).take(hits.local[sel], wanted)))
+            order.append(sel)
+        position = np.argsort(np.concatenate(order), kind="stable")
         rows = pa.concat_tables(parts).take(pa.array(position))
         arrays += [rows.column(c).combine_chunks() for c in wanted]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
