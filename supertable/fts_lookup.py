@@ -1,11 +1,11 @@
 """One compiled pass over a table's resident full-text indexes for a query's terms.
 
-For each (file, term) the pass tests the file's term Bloom filter; where the file may hold
-the term and its index is resident, it finds the term in the dictionary (the block checked
-the first time, as ``dictblock.find_term`` does) and validates the term's postings the
-first time (``codec.validate_term``, remembered per term in the reader). Out come each
-pair's Bloom answer, document frequency, postings offset and length: one call for the
-whole table where a plan used to make a few Python calls per file and term.
+For each (file, term) whose index is resident the pass finds the term in the dictionary
+(the block checked the first time, as ``dictblock.find_term`` does) and validates the
+term's postings the first time (``codec.validate_term``, remembered per term in the
+reader); for the other files it tests the file's term Bloom filter. Out come each pair's
+answer (may the file hold the term), document frequency, postings offset and length: one
+call for the whole table where a plan used to make a few Python calls per file and term.
 
 ``TableTerms`` (what the pass reads of each file) is built once per table version and
 column from the files whose indexes are open already (a file is never opened for it);
@@ -97,7 +97,9 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
             checked = carray(_u8_at(addr[f, 6]), size[f, 6])
             seen = carray(_u8_at(addr[f, 7]), size[f, 7])
         for t in range(nt):
-            if has_bloom:
+            # A resident dictionary answers exactly, at about the cost of the filter's
+            # probes: the filter is asked only for files whose dictionary is not here.
+            if has_bloom and not loaded:
                 h1 = pairs[t, 0]
                 h2 = pairs[t, 1]
                 present = True
@@ -108,8 +110,8 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
                         break
                 if not present:
                     continue
-            maybe[f, t] = 1
             if not loaded:
+                maybe[f, t] = 1
                 continue
             key = key_data[key_offs[t]:key_offs[t + 1]]
             # The last block whose first term is <= the key (bytes order is code point order).
@@ -146,6 +148,7 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
                     err[2] = t
                     return maybe, df, off, length, err
                 seen[ordinal] = 1
+            maybe[f, t] = 1
             df[f, t] = d
             off[f, t] = o
             length[f, t] = n
@@ -171,9 +174,10 @@ def _pack(addr, files, off, length):
 
 @dataclass(frozen=True)
 class Found:
-    """The pass's answer for a query's terms: per (file, term) whether the file's Bloom
-    filter allows the term (``maybe``), and for covered files its df (0: absent), postings
-    offset and length inside ``TableTerms.postings[file]``."""
+    """The pass's answer for a query's terms: per (file, term) whether the file may hold
+    the term (``maybe``: for covered files whether its dictionary does, for the others
+    whether its Bloom filter allows it), and for covered files its df (0: absent),
+    postings offset and length inside ``TableTerms.postings[file]``."""
 
     maybe: np.ndarray
     df: np.ndarray
@@ -249,7 +253,7 @@ class TableTerms:
         self._size[i, c] = len(arr)
 
     def lookup(self, terms: tuple[str, ...]) -> Found:
-        """Every file's Bloom answer and dictionary entry for ``terms`` (see ``Found``);
+        """Every file's answer and dictionary entry for ``terms`` (see ``Found``);
         a malformed dictionary block or postings raise ``CorruptFileError``."""
         raw = [t.encode() for t in terms]
         key_offs = np.zeros(len(raw) + 1, np.int64)

@@ -164,6 +164,8 @@ def test_whole_array_plan_equals_the_plan_built_file_by_file(appended, query, mo
     terms = fts_lookup.table_terms(snap.pool, snap.version, "body", files)
     assert terms.all_loaded
     found = terms.lookup(q.terms)
+    # Every index is resident: the dictionaries answer, exactly.
+    np.testing.assert_array_equal(found.maybe.astype(bool), found.df > 0)
     keep = found.maybe.all(axis=1) if and_mode else found.maybe.any(axis=1)
     whole = terms.plan(found, keep, and_mode)
     assert whole is not None
