@@ -241,16 +241,17 @@ class PostingsPlan:
         iv = table_block_intervals(
             self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q, _group_masks(nq),
             (1 << nq) - 1, and_mode, self.f_avgdl, K1, B, avgdl)
-        return (*iv, top_order(iv[3], default_seed(len(iv[3]))))
+        return (*iv, top_order(iv[3], default_seed(len(iv[3]), BLOCK_SEED_MIN)))
 
 
 def _stats_key(idf_q: np.ndarray, avgdl: float, and_mode: bool) -> tuple[bytes, float, bool]:
     return idf_q.tobytes(), float(avgdl), bool(and_mode)
 
 
-def default_seed(n_intervals: int) -> int:
-    """How many of ``n_intervals`` go first in bound order (see ``SEED_SHARE``)."""
-    return max(SEED_MIN, n_intervals // SEED_SHARE)
+def default_seed(n_intervals: int, least: int | None = None) -> int:
+    """How many of ``n_intervals`` go first in bound order: at least ``least`` (default
+    ``SEED_MIN``), else one in ``SEED_SHARE``."""
+    return max(SEED_MIN if least is None else least, n_intervals // SEED_SHARE)
 
 
 def top_order(bound: np.ndarray, seed: int) -> np.ndarray:
@@ -354,6 +355,11 @@ def settle_interval_builds() -> None:
 # value when few intervals can beat it (then the search ends there); few enough that when
 # many can, blocks shared by intervals scored apart are not decoded twice too often.
 SEED_MIN = 64
+# The same least count over intervals bounded by block metadata: each spans a whole block of
+# every term in it (BLOCK_SIZE // INTERVAL_WIDTH times the postings of a narrow one), so
+# fewer of them reach the same rows, and every one scored ahead decodes blocks the pass in
+# row order decodes again.
+BLOCK_SEED_MIN = 16
 SEED_SHARE = 16
 # Most postings of one term in an interval: narrower intervals bound their scores tighter
 # (fewer are scored) at the cost of more of them to keep and to rank.
@@ -383,7 +389,8 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
     every file scored with ``stats`` (which must hold each term's document frequency).
 
     ``seed`` is how many intervals of highest bound are scored before the rest go in file
-    order (default: see ``SEED_SHARE``); it changes how much is decoded, never the result."""
+    order (default: see ``SEED_SHARE``, and ``BLOCK_SEED_MIN`` while the plan goes by block
+    bounds); it changes how much is decoded, never the result."""
     if k <= 0 or not plan.files:
         return PlanHits.empty()
     n_docs = float(stats.num_docs)
@@ -399,7 +406,8 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
     iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.intervals(
         idf_q, avgdl, and_mode)
     if seed is None:
-        seed = default_seed(len(iv_file))
+        # As many as the intervals come ranked for: their kind sets how many go first.
+        seed = len(iv_order)
     if len(iv_order) < min(seed, len(iv_file)):
         iv_order = top_order(iv_bound, seed)
     n, hs, hd, hf, hl, decoded, bad = table_topk(
