@@ -156,20 +156,60 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
 
 
 @njit(cache=True, nogil=True)
-def _pack(addr, files, off, length):
-    # Every (file, term) range of postings copied into one buffer, back to back.
-    n = len(files)
-    bases = np.zeros(n, np.int64)
+def _gather(addr, df, off, length, keep, live_rows, plain, and_mode):
+    # The files ``keep`` selects that hold the query's terms (in 'and' mode all of them),
+    # biggest first (ties in table order), and every one's present terms in query order,
+    # their postings copied into one buffer back to back. ``ok`` is False (and nothing
+    # gathered) when some selected file is not ``plain``.
+    nt = df.shape[1]
+    sel = np.flatnonzero(keep)
+    ok = True
+    for i in sel:
+        if not plain[i]:
+            ok = False
+    if not ok:
+        sel = sel[:0]
+    sel = sel[np.argsort(-live_rows[sel], kind="mergesort")]
+    counts = np.zeros(len(sel), np.int64)
+    n = 0
+    m = 0
+    for j in range(len(sel)):
+        c = 0
+        for t in range(nt):
+            if df[sel[j], t] != 0:
+                c += 1
+        if c == 0 or (and_mode and c < nt):
+            continue
+        sel[n] = sel[j]
+        counts[n] = c
+        n += 1
+        m += c
+    cand = sel[:n].copy()
+    counts = counts[:n].copy()
+    t_base = np.zeros(m, np.int64)
+    t_df = np.zeros(m, np.int64)
+    t_q = np.zeros(m, np.int64)
     total = 0
-    for i in range(n):
-        bases[i] = total
-        total += length[i]
-    out = np.empty(total, np.uint8)
-    for i in range(n):
-        f = files[i]
-        src = carray(_u8_at(addr[f, 2]), off[i] + length[i])
-        out[bases[i]:bases[i] + length[i]] = src[off[i]:off[i] + length[i]]
-    return out, bases
+    e = 0
+    for j in range(n):
+        f = cand[j]
+        for t in range(nt):
+            if df[f, t] != 0:
+                t_base[e] = total
+                t_df[e] = df[f, t]
+                t_q[e] = t
+                total += length[f, t]
+                e += 1
+    buf = np.empty(total, np.uint8)
+    e = 0
+    for j in range(n):
+        f = cand[j]
+        for t in range(nt):
+            if df[f, t] != 0:
+                src = carray(_u8_at(addr[f, 2]), off[f, t] + length[f, t])
+                buf[t_base[e]:t_base[e] + length[f, t]] = src[off[f, t]:off[f, t] + length[f, t]]
+                e += 1
+    return ok, cand, counts, buf, t_base, t_df, t_q
 
 
 @dataclass(frozen=True)
@@ -277,26 +317,17 @@ class TableTerms:
         files (biggest first, files holding none of the terms, or in 'and' mode not all of
         them, left out). None when some of those files are not covered by the pass, have
         tombstones or number their rows other than consecutively."""
-        cand = np.flatnonzero(keep)
-        if not self._plain[cand].all():
+        ok, cand, counts, buf, t_base, dfs, t_q = _gather(
+            self._addr, found.df, found.off, found.length, keep, self._live_rows, self._plain,
+            and_mode)
+        if not ok:
             return None
-        # Bigger files first (ties in table order): they set a high floor early.
-        cand = cand[np.argsort(-self._live_rows[cand], kind="stable")]
-        nt = found.df.shape[1]
-        present = found.df[cand] != 0
-        counts = present.sum(axis=1)
-        ok = counts == nt if and_mode else counts > 0
-        cand, present, counts = cand[ok], present[ok], counts[ok]
         if not len(cand):
             return build_plan([], and_mode)
-        fi, ti = np.nonzero(present)
-        fi = cand[fi]
-        buf, t_base = _pack(self._addr, fi, found.off[fi, ti], found.length[fi, ti])
         idx = cand.tolist()
         return packed_plan(
             [self.files[i] for i in idx], tuple(self.files[i].path for i in idx), buf, t_base,
-            found.df[fi, ti], ti.astype(np.int64), counts.astype(np.int64), self._avgdl[cand],
-            self._id_base[cand], and_mode)
+            dfs, t_q, counts, self._avgdl[cand], self._id_base[cand], and_mode)
 
 
 # Checks resident indexes whole, off the searching thread (its kernel releases the GIL):
