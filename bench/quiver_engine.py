@@ -162,10 +162,16 @@ class QuiverTables:
         return getattr(table.pool, "cache", None)
 
     def settle(self, table: Any, timeout_s: float = 120.0) -> None:
-        """Waits for background copies into the disk cache, so later queries are warm."""
+        """Waits for background copies into the disk cache and for the whole-index checks
+        of the files opened so far, so later queries are warm (as a server is once its
+        warm-up returns): until a file is checked, each query checks the dictionary blocks
+        it is first to reach, while the check competes for the cores."""
+        from quiver.supertable.fts_lookup import settle_checks
+
         cache = self._cache_of(table)
         if cache is not None:
             cache.wait_idle(timeout_s)
+        settle_checks()
 
     def release(self, table: Any) -> None:
         """Stops a cold connection's background copies so they do not load what follows."""

@@ -1,11 +1,11 @@
 """One compiled pass over a table's resident full-text indexes for a query's terms.
 
-For each (file, term) the pass tests the file's term Bloom filter; where the file may hold
-the term and its index is resident, it finds the term in the dictionary (the block checked
-the first time, as ``dictblock.find_term`` does) and validates the term's postings the
-first time (``codec.validate_term``, remembered per term in the reader). Out come each
-pair's Bloom answer, document frequency, postings offset and length: one call for the
-whole table where a plan used to make a few Python calls per file and term.
+For each (file, term) whose index is resident the pass finds the term in the dictionary
+(the block checked the first time, as ``dictblock.find_term`` does) and validates the
+term's postings the first time (``codec.validate_term``, remembered per term in the
+reader); for the other files it tests the file's term Bloom filter. Out come each pair's
+answer (may the file hold the term), document frequency, postings offset and length: one
+call for the whole table where a plan used to make a few Python calls per file and term.
 
 ``TableTerms`` (what the pass reads of each file) is built once per table version and
 column from the files whose indexes are open already (a file is never opened for it);
@@ -29,6 +29,7 @@ from numba.extending import intrinsic
 from quiver.superfile.errors import CorruptFileError
 from quiver.superfile.fts.codec import BLOCK_SIZE, validate_term
 from quiver.superfile.fts.dictblock import BLOCK_OK, BLOCK_PROBLEMS, compare_bytes, find_term
+from quiver.superfile.fts.multi import PostingsPlan, build_plan, packed_plan
 from quiver.superfile.fts.reader import FtsIndexReader
 from quiver.supertable.bloom import hash_pairs
 from quiver.supertable.manifest import FileEntry
@@ -96,7 +97,9 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
             checked = carray(_u8_at(addr[f, 6]), size[f, 6])
             seen = carray(_u8_at(addr[f, 7]), size[f, 7])
         for t in range(nt):
-            if has_bloom:
+            # A resident dictionary answers exactly, at about the cost of the filter's
+            # probes: the filter is asked only for files whose dictionary is not here.
+            if has_bloom and not loaded:
                 h1 = pairs[t, 0]
                 h2 = pairs[t, 1]
                 present = True
@@ -107,8 +110,8 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
                         break
                 if not present:
                     continue
-            maybe[f, t] = 1
             if not loaded:
+                maybe[f, t] = 1
                 continue
             key = key_data[key_offs[t]:key_offs[t + 1]]
             # The last block whose first term is <= the key (bytes order is code point order).
@@ -145,17 +148,76 @@ def _lookup(addr, size, num_docs, num_terms, per_block, bloom_m, num_hashes, key
                     err[2] = t
                     return maybe, df, off, length, err
                 seen[ordinal] = 1
+            maybe[f, t] = 1
             df[f, t] = d
             off[f, t] = o
             length[f, t] = n
     return maybe, df, off, length, err
 
 
+@njit(cache=True, nogil=True)
+def _gather(addr, df, off, length, keep, live_rows, plain, and_mode):
+    # The files ``keep`` selects that hold the query's terms (in 'and' mode all of them),
+    # biggest first (ties in table order), and every one's present terms in query order,
+    # their postings copied into one buffer back to back. ``ok`` is False (and nothing
+    # gathered) when some selected file is not ``plain``.
+    nt = df.shape[1]
+    sel = np.flatnonzero(keep)
+    ok = True
+    for i in sel:
+        if not plain[i]:
+            ok = False
+    if not ok:
+        sel = sel[:0]
+    sel = sel[np.argsort(-live_rows[sel], kind="mergesort")]
+    counts = np.zeros(len(sel), np.int64)
+    n = 0
+    m = 0
+    for j in range(len(sel)):
+        c = 0
+        for t in range(nt):
+            if df[sel[j], t] != 0:
+                c += 1
+        if c == 0 or (and_mode and c < nt):
+            continue
+        sel[n] = sel[j]
+        counts[n] = c
+        n += 1
+        m += c
+    cand = sel[:n].copy()
+    counts = counts[:n].copy()
+    t_base = np.zeros(m, np.int64)
+    t_df = np.zeros(m, np.int64)
+    t_q = np.zeros(m, np.int64)
+    total = 0
+    e = 0
+    for j in range(n):
+        f = cand[j]
+        for t in range(nt):
+            if df[f, t] != 0:
+                t_base[e] = total
+                t_df[e] = df[f, t]
+                t_q[e] = t
+                total += length[f, t]
+                e += 1
+    buf = np.empty(total, np.uint8)
+    e = 0
+    for j in range(n):
+        f = cand[j]
+        for t in range(nt):
+            if df[f, t] != 0:
+                src = carray(_u8_at(addr[f, 2]), off[f, t] + length[f, t])
+                buf[t_base[e]:t_base[e] + length[f, t]] = src[off[f, t]:off[f, t] + length[f, t]]
+                e += 1
+    return ok, cand, counts, buf, t_base, t_df, t_q
+
+
 @dataclass(frozen=True)
 class Found:
-    """The pass's answer for a query's terms: per (file, term) whether the file's Bloom
-    filter allows the term (``maybe``), and for covered files its df (0: absent), postings
-    offset and length inside ``TableTerms.postings[file]``."""
+    """The pass's answer for a query's terms: per (file, term) whether the file may hold
+    the term (``maybe``: for covered files whether its dictionary does, for the others
+    whether its Bloom filter allows it), and for covered files its df (0: absent),
+    postings offset and length inside ``TableTerms.postings[file]``."""
 
     maybe: np.ndarray
     df: np.ndarray
@@ -179,6 +241,13 @@ class TableTerms:
         self._bloom_m = np.ones(n, np.int64)
         self._num_hashes = np.zeros(n, np.int64)
         self._alive: list[np.ndarray] = []  # every array addressed, kept alive
+        # What a plan needs of each file, as arrays: files of one version never change.
+        self._live_rows = np.array([f.live_rows for f in files], np.int64)
+        self._id_base = np.array([f.id_min for f in files], np.int64)
+        # Files a plan can take whole from the pass: covered, every row live, rows numbered
+        # id_min, id_min + 1, ...
+        self._plain = np.zeros(n, np.bool_)
+        self._avgdl = np.ones(n, np.float64)
         for i, entry in enumerate(files):
             summary = pool.summary(entry)
             bloom = summary.blooms.get(column) if summary else None
@@ -192,6 +261,9 @@ class TableTerms:
                 continue
             self.readers[i] = fts
             self.postings[i] = parts.postings
+            self._plain[i] = (not entry.tombstones
+                              and entry.id_max - entry.id_min + 1 == entry.rows)
+            self._avgdl[i] = fts.avg_doc_len if fts.avg_doc_len > 0 else 1.0
             self._num_docs[i] = fts.num_docs
             self._num_terms[i] = parts.num_terms
             self._per_block[i] = parts.per_block
@@ -221,7 +293,7 @@ class TableTerms:
         self._size[i, c] = len(arr)
 
     def lookup(self, terms: tuple[str, ...]) -> Found:
-        """Every file's Bloom answer and dictionary entry for ``terms`` (see ``Found``);
+        """Every file's answer and dictionary entry for ``terms`` (see ``Found``);
         a malformed dictionary block or postings raise ``CorruptFileError``."""
         raw = [t.encode() for t in terms]
         key_offs = np.zeros(len(raw) + 1, np.int64)
@@ -238,6 +310,24 @@ class TableTerms:
             raise CorruptFileError(f"postings of term {terms[int(err[2])]!r} in "
                                    f"{self.files[int(err[1])].path} are malformed")
         return Found(maybe, df, off, length)
+
+    def plan(self, found: Found, keep: np.ndarray, and_mode: bool) -> PostingsPlan | None:
+        """The plan of the files ``keep`` selects for a query without excluded terms, made
+        from the pass's answer in whole-array steps: what ``build_plan`` makes of the same
+        files (biggest first, files holding none of the terms, or in 'and' mode not all of
+        them, left out). None when some of those files are not covered by the pass, have
+        tombstones or number their rows other than consecutively."""
+        ok, cand, counts, buf, t_base, dfs, t_q = _gather(
+            self._addr, found.df, found.off, found.length, keep, self._live_rows, self._plain,
+            and_mode)
+        if not ok:
+            return None
+        if not len(cand):
+            return build_plan([], and_mode)
+        idx = cand.tolist()
+        return packed_plan(
+            [self.files[i] for i in idx], tuple(self.files[i].path for i in idx), buf, t_base,
+            dfs, t_q, counts, self._avgdl[cand], self._id_base[cand], and_mode)
 
 
 # Checks resident indexes whole, off the searching thread (its kernel releases the GIL):

@@ -20,6 +20,7 @@ import base64
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -98,8 +99,9 @@ class FileEntry:
     # readers then take the dead rows' lengths from the file's index.
     dead_tokens: dict[str, int] | None = field(default_factory=dict)
 
-    @property
+    @cached_property
     def live_rows(self) -> int:
+        # Read per file by every search: an entry never changes, so it is counted once.
         return self.rows - len(self.tombstones)
 
     def dead_tokens_of(self, column: str) -> int | None:
@@ -193,7 +195,7 @@ class Manifest:
     # ``iceberg.format-version``).
     properties: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def num_rows(self) -> int:
         return sum(f.live_rows for f in self.files)
 

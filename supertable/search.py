@@ -434,6 +434,11 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
         # The pass read every file's entry of every term its filter allows: the table's
         # document frequencies, as ``table_stats`` would sum them.
         _keep_doc_freqs(snap, column, q.terms, found.df.sum(axis=0))
+    if not q.excluded:
+        # Every file covered by the pass, without tombstones: the plan in whole-array steps.
+        whole = terms.plan(found, keep, and_mode)
+        if whole is not None:
+            return whole
     # Bigger files first: they set a high floor early for the rest.
     candidates = sorted(np.flatnonzero(keep).tolist(), key=lambda i: -files[i].live_rows)
 
@@ -669,17 +674,17 @@ def materialize(snap: Snapshot, hits: Hits, columns: Sequence[str] | None,
     fields += [snap.manifest.schema.field(c) for c in wanted]
     if len(hits.ids) == 0:
         return pa.Table.from_pylist([], schema=pa.schema(fields))
-    parts: list[pa.Table] = []
-    order: list[np.ndarray] = []
-    for fi in np.unique(hits.file_index):
-        sel = np.nonzero(hits.file_index == fi)[0]
-        entry = hits.files[int(fi)]
-        if wanted:
-            parts.append(snap.conform(snap.reader(entry).take(hits.local[sel], wanted)))
-        order.append(sel)
-    position = np.argsort(np.concatenate(order), kind="stable")
     arrays = [pa.array(hits.ids, pa.int64()), pa.array(hits.scores, pa.float32())]
     if wanted:
+        # Each file's hits read in one take, then put back in hit order.
+        parts: list[pa.Table] = []
+        order: list[np.ndarray] = []
+        for fi in np.unique(hits.file_index):
+            sel = np.nonzero(hits.file_index == fi)[0]
+            entry = hits.files[int(fi)]
+            parts.append(snap.conform(snap.reader(entry).take(hits.local[sel], wanted)))
+            order.append(sel)
+        position = np.argsort(np.concatenate(order), kind="stable")
         rows = pa.concat_tables(parts).take(pa.array(position))
         arrays += [rows.column(c).combine_chunks() for c in wanted]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

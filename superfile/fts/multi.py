@@ -59,6 +59,7 @@ __all__ = [
     "collection_stats",
     "default_seed",
     "file_terms",
+    "packed_plan",
     "plan_topk",
     "reader_stats",
     "search_files",
@@ -240,16 +241,17 @@ class PostingsPlan:
         iv = table_block_intervals(
             self.buf, self.f_t0, self.t_base, self.t_nb, self.t_q, idf_q, _group_masks(nq),
             _required(nq), and_mode, self.f_avgdl, K1, B, avgdl)
-        return (*iv, top_order(iv[3], default_seed(len(iv[3]))))
+        return (*iv, top_order(iv[3], default_seed(len(iv[3]), BLOCK_SEED_MIN)))
 
 
 def _stats_key(idf_q: np.ndarray, avgdl: float, and_mode: bool) -> tuple[bytes, float, bool]:
     return idf_q.tobytes(), float(avgdl), bool(and_mode)
 
 
-def default_seed(n_intervals: int) -> int:
-    """How many of ``n_intervals`` go first in bound order (see ``SEED_SHARE``)."""
-    return max(SEED_MIN, n_intervals // SEED_SHARE)
+def default_seed(n_intervals: int, least: int | None = None) -> int:
+    """How many of ``n_intervals`` go first in bound order: at least ``least`` (default
+    ``SEED_MIN``), else one in ``SEED_SHARE``."""
+    return max(SEED_MIN if least is None else least, n_intervals // SEED_SHARE)
 
 
 def top_order(bound: np.ndarray, seed: int) -> np.ndarray:
@@ -277,17 +279,6 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
                              f"{f.terms.num_docs} rows")
     refs = [r for f in files for r in f.terms.refs]
     buf, t_base = pack_ranges([(src, start, length) for _, src, start, length, _ in refs])
-    dfs = np.array([r[4] for r in refs], np.int64)
-    t_q = np.array([r[0] for r in refs], np.int64)
-    f_t0 = np.zeros(len(files) + 1, np.int64)
-    np.cumsum(np.array([len(f.terms.refs) for f in files], np.int64), out=f_t0[1:])
-    f_driver = np.zeros(len(files), np.int64)
-    if and_mode:
-        check_and_groups(int(t_q.max()) + 1 if len(t_q) else 0)
-        for i in range(len(files)):
-            s, e = int(f_t0[i]), int(f_t0[i + 1])
-            # Candidates come from the term with the fewest postings in the file.
-            f_driver[i] = 1 << int(t_q[s + int(np.argmin(dfs[s:e]))])
     masks = [f.terms.mask for f in files if f.terms.mask is not None]
     sizes = np.array([0 if f.terms.mask is None else len(f.terms.mask) for f in files],
                      np.int64)
@@ -299,20 +290,51 @@ def build_plan(files: Sequence[PlanFile], and_mode: bool) -> PostingsPlan:
     f_ioff[np.array([f.ids is None for f in files], np.bool_)] = -1
     ids = (np.concatenate(id_parts).astype(np.int64, copy=False) if id_parts
            else np.zeros(1, np.int64))
+    return packed_plan(
+        [f.key for f in files], tuple(f.name for f in files), buf, t_base,
+        np.array([r[4] for r in refs], np.int64), np.array([r[0] for r in refs], np.int64),
+        np.array([len(f.terms.refs) for f in files], np.int64),
+        np.array([f.terms.avg_doc_len for f in files], np.float64),
+        np.array([f.id_base for f in files], np.int64), and_mode,
+        masks=np.concatenate(masks) if masks else None, f_moff=f_moff, ids=ids, f_ioff=f_ioff)
+
+
+def packed_plan(keys: list[Any], names: tuple[str, ...], buf: np.ndarray, t_base: np.ndarray,
+                dfs: np.ndarray, t_q: np.ndarray, counts: np.ndarray, f_avgdl: np.ndarray,
+                f_idbase: np.ndarray, and_mode: bool, *, masks: np.ndarray | None = None,
+                f_moff: np.ndarray | None = None, ids: np.ndarray | None = None,
+                f_ioff: np.ndarray | None = None) -> PostingsPlan:
+    """The plan of files whose postings are packed already (what ``build_plan`` makes of
+    ``PlanFile`` s, for callers that gather them as whole arrays): file ``f`` is
+    ``keys[f]`` and owns ``counts[f]`` consecutive entries of the per-term arrays (``buf``
+    offsets, document frequencies, positions in the query's terms, ascending). Without
+    ``masks`` every row counts; without ``ids`` rows rank as ``f_idbase[f] + row``."""
+    nf = len(keys)
+    f_t0 = np.zeros(nf + 1, np.int64)
+    np.cumsum(counts, out=f_t0[1:])
+    f_driver = np.zeros(nf, np.int64)
+    if and_mode and len(dfs):
+        check_and_groups(int(t_q.max()) + 1)
+        # Candidates come from the term with the fewest postings in the file (the first
+        # such term on a tie).
+        seg = np.repeat(np.arange(nf, dtype=np.int64), counts)
+        first = np.lexsort((np.arange(len(dfs)), dfs, seg))[f_t0[:-1][counts > 0]]
+        f_driver[counts > 0] = np.left_shift(1, t_q[first])
+    if masks is None or f_moff is None:
+        masks, f_moff = np.zeros(1, np.uint8), np.full(nf, -1, np.int64)
+    if ids is None or f_ioff is None:
+        ids, f_ioff = np.zeros(1, np.int64), np.full(nf, -1, np.int64)
     t_nb = block_count(dfs)
-    max_t = max((len(f.terms.refs) for f in files), default=1)
+    max_t = int(counts.max()) if nf else 1
     # At most one interval per file, two per block and one per INTERVAL_WIDTH postings: file,
     # start, end, bound, rank, and per term a block and its bound.
-    n_iv = len(files) + int(t_nb.sum()) * (2 + BLOCK_SIZE // INTERVAL_WIDTH)
+    n_iv = nf + int(t_nb.sum()) * (2 + BLOCK_SIZE // INTERVAL_WIDTH)
     order_bytes = n_iv * (4 + 8 + 8 + 8 + 8 + 12 * max_t)
-    mask_arr = np.concatenate(masks) if masks else np.zeros(1, np.uint8)
     return PostingsPlan(
-        files=[f.key for f in files], buf=buf, f_t0=f_t0, t_base=t_base, t_nb=t_nb,
-        t_q=t_q, f_driver=f_driver, masks=mask_arr, f_moff=f_moff,
-        f_avgdl=np.array([f.terms.avg_doc_len for f in files], np.float64),
-        f_idbase=np.array([f.id_base for f in files], np.int64), ids=ids, f_ioff=f_ioff,
-        nbytes=buf.nbytes + mask_arr.nbytes + ids.nbytes + order_bytes,
-        names=tuple(f.name for f in files))
+        files=list(keys), buf=buf, f_t0=f_t0, t_base=t_base, t_nb=t_nb, t_q=t_q,
+        f_driver=f_driver, masks=masks, f_moff=f_moff, f_avgdl=f_avgdl, f_idbase=f_idbase,
+        ids=ids, f_ioff=f_ioff, nbytes=buf.nbytes + masks.nbytes + ids.nbytes + order_bytes,
+        names=names)
 
 
 log = logging.getLogger(__name__)
@@ -334,6 +356,11 @@ def settle_interval_builds() -> None:
 # value when few intervals can beat it (then the search ends there); few enough that when
 # many can, blocks shared by intervals scored apart are not decoded twice too often.
 SEED_MIN = 64
+# The same least count over intervals bounded by block metadata: each spans a whole block of
+# every term in it (BLOCK_SIZE // INTERVAL_WIDTH times the postings of a narrow one), so
+# fewer of them reach the same rows, and every one scored ahead decodes blocks the pass in
+# row order decodes again.
+BLOCK_SEED_MIN = 16
 SEED_SHARE = 16
 # Most postings of one term in an interval: narrower intervals bound their scores tighter
 # (fewer are scored) at the cost of more of them to keep and to rank.
@@ -363,7 +390,8 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
     every file scored with ``stats`` (which must hold each term's document frequency).
 
     ``seed`` is how many intervals of highest bound are scored before the rest go in file
-    order (default: see ``SEED_SHARE``); it changes how much is decoded, never the result."""
+    order (default: see ``SEED_SHARE``, and ``BLOCK_SEED_MIN`` while the plan goes by block
+    bounds); it changes how much is decoded, never the result."""
     if k <= 0 or not plan.files:
         return PlanHits.empty()
     n_docs = float(stats.num_docs)
@@ -381,7 +409,8 @@ def plan_topk(plan: PostingsPlan, terms: Sequence[str], stats: CollectionStats, 
     iv_file, iv_lo, iv_hi, iv_bound, iv_blk, iv_ub, iv_order = plan.intervals(
         idf_q, avgdl, and_mode)
     if seed is None:
-        seed = default_seed(len(iv_file))
+        # As many as the intervals come ranked for: their kind sets how many go first.
+        seed = len(iv_order)
     if len(iv_order) < min(seed, len(iv_file)):
         iv_order = top_order(iv_bound, seed)
     n, hs, hd, hf, hl, decoded, bad = table_topk(

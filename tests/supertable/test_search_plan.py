@@ -4,7 +4,9 @@ A query without filter or prefix is answered by one compiled call over the posti
 every candidate file. These tests pin that this path returns exactly what the file by
 file search returns (the latter is forced with a filter every row passes), across
 tombstones, updated rows whose ``_id`` values are no longer one range per file, AND/OR
-and excluded terms, and that ties across files go to the lower ``_id``.
+and excluded terms, and that ties across files go to the lower ``_id``; and that the plan
+made in whole-array steps (appends only, every index open) is the very plan the files give
+one by one, ranking as a brute-force scoring does.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import pytest
 
 from quiver import catalog
 from quiver.catalog.storage import drop_memory_store
-from quiver.supertable import search
+from quiver.superfile import parse_query
+from quiver.superfile.fts import multi
+from quiver.superfile.fts.engine import K1, B
+from quiver.superfile.fts.tokenizer import tokenize
+from quiver.supertable import fts_lookup, search
 from quiver.supertable.table import Table
 from tests.supertable.conftest import docs_schema, make_docs
 
@@ -116,3 +122,96 @@ def test_plan_cache_keeps_within_its_byte_budget():
         assert cache.used <= 100
     assert cache.get(("k", 4)) is plans[4]
     assert cache.get(("k", 0)) is None
+
+
+@pytest.fixture
+def appended() -> Table:
+    """Appends only (every row live, ids one range per file), sizes with a tie, and every
+    file's index open: the plan is made in whole-array steps."""
+    uri = f"memory://plan{uuid.uuid4().hex}"
+    con = catalog.connect(uri)
+    table = con.create_table("docs", docs_schema(8))
+    for i, n in enumerate([40, 90, 40, 65, 12]):
+        table.append(make_docs(n, seed=70 + i))
+    snap = table.snapshot()
+    for f in snap.files:
+        snap.fts(f, "body")
+    yield table
+    drop_memory_store(uri)
+
+
+def _file_by_file_plan(snap, q, and_mode: bool) -> multi.PostingsPlan:
+    files = [f for f in snap.files if f.live_rows > 0]
+    parts = []
+    for entry in sorted(files, key=lambda f: -f.live_rows):
+        got = multi.file_terms(snap.fts(entry, "body"), q, and_mode)
+        if got is not None:
+            parts.append(multi.PlanFile(entry, got, entry.id_min, None, entry.path))
+    return multi.build_plan(parts, and_mode)
+
+
+PLAN_ARRAYS = ("buf", "f_t0", "t_base", "t_nb", "t_q", "f_driver", "masks", "f_moff",
+               "f_avgdl", "f_idbase", "ids", "f_ioff")
+
+
+@pytest.mark.parametrize(("query", "mode"), [
+    (q, m) for q, m in QUERIES if "-" not in q] + [("engine query vector index", "and")])
+def test_whole_array_plan_equals_the_plan_built_file_by_file(appended, query, mode):
+    snap = appended.snapshot()
+    and_mode = mode == "and"
+    q = parse_query(query)
+    files = [f for f in snap.files if f.live_rows > 0]
+    terms = fts_lookup.table_terms(snap.pool, snap.version, "body", files)
+    assert terms.all_loaded
+    found = terms.lookup(q.terms)
+    # Every index is resident: the dictionaries answer, exactly.
+    np.testing.assert_array_equal(found.maybe.astype(bool), found.df > 0)
+    keep = found.maybe.all(axis=1) if and_mode else found.maybe.any(axis=1)
+    whole = terms.plan(found, keep, and_mode)
+    assert whole is not None
+    slow = _file_by_file_plan(snap, q, and_mode)
+    assert [f.path for f in whole.files] == [f.path for f in slow.files]
+    assert whole.names == slow.names and whole.nbytes == slow.nbytes
+    for name in PLAN_ARRAYS:
+        a, b = getattr(whole, name), getattr(slow, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    # In 'and' mode a file's candidates come from its term of fewest postings (the first
+    # such on a tie).
+    dfs = [[f.doc_freq(t) for t in q.terms] for f in (snap.fts(e, "body") for e in slow.files)]
+    want = [1 << int(np.argmin(d)) if and_mode else 0 for d in dfs]
+    assert whole.f_driver.tolist() == want
+
+
+@pytest.mark.parametrize("k", [1, 7, 1000])
+@pytest.mark.parametrize(("query", "mode"), QUERIES)
+def test_whole_array_plan_ranks_as_the_file_by_file_search_and_brute_force(appended, query,
+                                                                           mode, k):
+    snap = appended.snapshot()
+    fast, slow = _pair(appended, query, mode, k)
+    np.testing.assert_array_equal(fast.ids, slow.ids)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+    # Brute force: every live row scored with the table's statistics, ties to the lower id.
+    q = parse_query(query)
+    stats, _ = search.table_stats(snap, "body", [f for f in snap.files if f.live_rows], q)
+    rows = appended.to_arrow(["body"], with_id=True)
+    scored = []
+    for rid, body in zip(rows.column("_id").to_pylist(), rows.column("body").to_pylist(),
+                         strict=True):
+        toks = tokenize(body)
+        if any(t in toks for t in q.excluded):
+            continue
+        present = [t for t in q.terms if t in toks]
+        if not present or (mode == "and" and len(present) < len(q.terms)):
+            continue
+        score = 0.0
+        for t in present:
+            tf = toks.count(t)
+            w = np.log(1 + (stats.num_docs - stats.doc_freqs[t] + 0.5)
+                       / (stats.doc_freqs[t] + 0.5))
+            score += w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * len(toks) / stats.avg_doc_len))
+        scored.append((-np.float32(score), rid))
+    scored.sort()
+    want = [rid for _, rid in scored[:k]]
+    assert fast.ids.tolist() == want
+    np.testing.assert_allclose(fast.scores, [-s for s, _ in scored[:k]], rtol=1e-5)
