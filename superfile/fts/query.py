@@ -26,8 +26,8 @@ from typing import TypeVar
 from quiver.superfile.errors import QueryError
 from quiver.superfile.fts.tokenizer import tokenize
 
-__all__ = ["MAX_GROUPS", "MAX_SLOP", "FieldedQuery", "ParsedQuery", "Phrase", "parse_fields",
-           "parse_query"]
+__all__ = ["MAX_CLAUSES", "MAX_GROUPS", "MAX_PREFIX_EXPANSION", "MAX_SLOP", "FieldedQuery",
+           "ParsedQuery", "Phrase", "parse_fields", "parse_query"]
 
 MAX_SLOP = 1 << 16
 MAX_PHRASE_TOKENS = 32
@@ -35,6 +35,12 @@ MAX_PHRASE_TOKENS = 32
 # masks. An OR query only asks whether some clause matched, so past this the bits repeat;
 # a query whose clauses must all match needs one bit each and is refused past it.
 MAX_GROUPS = 62
+# Distinct clauses (terms, prefixes, phrases, excluded ones) one query may hold, and the
+# terms its prefixes may expand to together: the ranking's work grows with the terms
+# times the rows they reach, so a query of 5,000 words took half a minute.
+MAX_CLAUSES = 1024
+# Terms one prefix expands to at most (its most frequent ones).
+MAX_PREFIX_EXPANSION = 256
 
 def group_bit(group: int) -> int:
     """The mask bit of clause group ``group`` (see ``MAX_GROUPS``)."""
@@ -112,6 +118,14 @@ class ParsedQuery:
             out.extend(p.tokens)
         return tuple(dict.fromkeys(out))
 
+    def expansion_limit(self) -> int:
+        """How many expansions each prefix keeps: at most ``MAX_PREFIX_EXPANSION``, and
+        together no more terms than ``MAX_CLAUSES`` leaves after the plain ones."""
+        if not self.prefixes:
+            return MAX_PREFIX_EXPANSION
+        share = (MAX_CLAUSES - len(self.terms)) // len(self.prefixes)
+        return max(1, min(MAX_PREFIX_EXPANSION, share))
+
     def clause_keys(self) -> list[tuple[str, ClauseKey]]:
         """(kind, key) of each scored clause, in group order."""
         keys: list[tuple[str, ClauseKey]] = [("t", t) for t in self.terms]
@@ -149,6 +163,11 @@ class _Builder:
         self._put({"t": self.terms, "p": self.prefixes}[kind], key, w)
 
     def build(self) -> ParsedQuery:
+        count = (len(self.terms) + len(self.prefixes) + len(self.phrases) + len(self.excluded)
+                 + len(self.excluded_phrases))
+        if count > MAX_CLAUSES:
+            raise QueryError(f"a full-text query takes at most {MAX_CLAUSES:,} distinct terms, "
+                             f"prefixes and phrases, got {count:,}")
         boosts = tuple(((kind, key), w) for kind, d in
                        (("t", self.terms), ("p", self.prefixes), ("q", self.phrases))
                        for key, w in d.items() if w != 1.0)

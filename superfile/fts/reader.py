@@ -38,7 +38,12 @@ from quiver.superfile.fts.dictblock import (
 )
 from quiver.superfile.fts.match import kway_union, mark_term, probe_term, term_docs
 from quiver.superfile.fts.positions import phrase_docs
-from quiver.superfile.fts.query import ParsedQuery, Phrase, parse_query
+from quiver.superfile.fts.query import (
+    MAX_PREFIX_EXPANSION,
+    ParsedQuery,
+    Phrase,
+    parse_query,
+)
 from quiver.superfile.fts.scoring import FieldSearch, search_fields
 from quiver.superfile.fts.stats import CollectionStats
 from quiver.superfile.ranges import RangeReader, read_many
@@ -47,7 +52,6 @@ __all__ = ["MAX_PREFIX_EXPANSION", "FtsIndexReader", "check_mode"]
 
 log = logging.getLogger(__name__)
 
-MAX_PREFIX_EXPANSION = 256
 """A prefix expands to at most this many terms: the most frequent ones (by this file's df)."""
 
 _FIRST_READ = 4096
@@ -348,13 +352,13 @@ class FtsIndexReader:
         terms = [t for t, _ in matches]
         return terms if limit is None else terms[: max(limit, 0)]
 
-    def _expand(self, prefix: str) -> list[str]:
+    def _expand(self, prefix: str, limit: int = MAX_PREFIX_EXPANSION) -> list[str]:
         matches = self._prefix_matches(prefix)
-        if len(matches) > MAX_PREFIX_EXPANSION:
+        if len(matches) > limit:
             log.debug("prefix %r matches %d terms; keeping the %d most frequent",
-                      prefix, len(matches), MAX_PREFIX_EXPANSION)
+                      prefix, len(matches), limit)
             order = sorted(range(len(matches)), key=lambda i: -matches[i][1])
-            keep = sorted(order[:MAX_PREFIX_EXPANSION])
+            keep = sorted(order[:limit])
             matches = [matches[i] for i in keep]
         return [t for t, _ in matches]
 
@@ -566,7 +570,8 @@ class FtsIndexReader:
 
     def _groups(self, q: ParsedQuery) -> list[list[str]]:
         groups = [[t] for t in q.terms]
-        groups += [self._expand(p) for p in q.prefixes]
+        limit = q.expansion_limit()
+        groups += [self._expand(p, limit) for p in q.prefixes]
         return groups
 
     def _exclusion_mask(self, q: ParsedQuery, allow: Any) -> np.ndarray | None:

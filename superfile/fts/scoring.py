@@ -106,7 +106,7 @@ def _add_field(kern: _Kernel, fs: FieldSearch, and_mode: bool) -> None:
             phrases.append((key, gb, boost))
             continue
         assert isinstance(key, str)
-        members = [key] if kind == "t" else r._expand(key)
+        members = [key] if kind == "t" else r._expand(key, q.expansion_limit())
         for t in members:
             term_bits[t] = term_bits.get(t, 0) | gb
             term_boost[t] = max(term_boost.get(t, 0.0), boost)
