@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import struct
 
+from quiver.flight_server.service.errors import InvalidArgument
+
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _U16 = struct.Struct("<H")
@@ -32,7 +34,7 @@ _BATCH_BUFFERS, _BATCH_COMPRESSION = 2, 3
 _NOT_COMPRESSED = -1
 
 
-class MalformedBatch(ValueError):
+class MalformedBatch(InvalidArgument):
     """The metadata or the body's buffer prefixes do not describe a record batch."""
 
 
