@@ -12,7 +12,10 @@ One run starts a real ``quiver serve`` subprocess on a local temporary root
    ``pyarrow.flight`` DoGet on both servers and the engine alone in this process
    split the time between client decoding, transport and the server.
 2. Search: BM25 table-function statements round trip through ADBC against the
-   same statements run in this process with ``quiver.flight_server.sql.connect(root)``.
+   same statements run in this process with ``quiver.flight_server.sql.connect(root)``;
+   ``SELECT 1`` against roapi, the bare server and ``bench.grpc_floor`` (Quiver's gRPC
+   transport with handlers that do no work), which split a statement's fixed cost
+   between the Python gRPC stack and the server's own handlers.
 3. Bulk ingest: ``adbc_ingest(..., mode="create")`` of the summaries against the
    embedded ``create_table`` + ``append`` with the indexes the server's ingest
    creates (BM25 on every string column); a bare-server ingest is the transport
@@ -183,6 +186,12 @@ def roapi_server(data: Path, log_path: Path) -> Iterator[str | None]:
             "-p", f"127.0.0.1:{_free_port()}", "-t", f"t={data}"]
     with _listening(args, port, log_path) as uri:
         yield uri
+
+
+def grpc_floor_server(log_path: Path) -> Any:
+    """``bench.grpc_floor``: Quiver's transport with handlers that do no work."""
+    port = _free_port()
+    return _process(["-m", "bench.grpc_floor", "--port", str(port)], port, log_path)
 
 
 def bare_server(data: Path, endpoints: int, log_path: Path) -> Any:
@@ -463,26 +472,27 @@ def bench_stream(quiver: str, bare: str, conn: Any, root: Path, schema: pa.Schem
     return out
 
 
-def round_trip_floors(quiver: str, bare: str, roapi: str | None, conn: Any,
+def round_trip_floors(quiver: str, bare: str, roapi: str | None, floor: str, conn: Any,
                       cfg: dict[str, Any]) -> dict[str, Any]:
     """The fixed cost of one statement, by layer, for a one-row result: ADBC (GetFlightInfo
-    then DoGet) against both servers and roapi, each RPC alone through pyarrow.flight, in
-    process."""
+    then DoGet) against both servers, roapi and Quiver's transport with idle handlers
+    (``floor``), each RPC alone through pyarrow.flight, in process."""
     from quiver.proto import flight_sql_pb2, pack
 
-    qa, ba = adbc_connect(quiver), adbc_connect(bare)
+    qa, ba, fa = adbc_connect(quiver), adbc_connect(bare), adbc_connect(floor)
     ra = adbc_connect(roapi) if roapi else None
     qc, bc = flight.connect(quiver), flight.connect(bare)
     command = flight.FlightDescriptor.for_command(
         pack(flight_sql_pb2.CommandStatementQuery(query=TRIVIAL_SQL)))
     try:
-        qcur, bcur = qa.cursor(), ba.cursor()
+        qcur, bcur, fcur = qa.cursor(), ba.cursor(), fa.cursor()
         rcur = ra.cursor() if ra else None
         peers = {"roapi_adbc": lambda: adbc_table(rcur, TRIVIAL_SQL)} if rcur else {}
         out = alternate({
             **peers,
             "quiver_adbc": lambda: adbc_table(qcur, TRIVIAL_SQL),
             "bare_adbc": lambda: adbc_table(bcur, TRIVIAL_SQL),
+            "grpc_floor_adbc": lambda: adbc_table(fcur, TRIVIAL_SQL),
             "quiver_getflightinfo": lambda: {"rows": 0, "bytes": 0,
                                              "info": qc.get_flight_info(command).total_records},
             "bare_getflightinfo": lambda: {"rows": 0, "bytes": 0,
@@ -493,20 +503,20 @@ def round_trip_floors(quiver: str, bare: str, roapi: str | None, conn: Any,
         # A few milliseconds each: enough rounds that a noisy machine moves the medians
         # (and the roapi ratio read from them) little.
         }, cfg["floor_runs"], cfg["warmup"], 20.0)
-        for cur in (qcur, bcur, rcur):
+        for cur in (qcur, bcur, fcur, rcur):
             if cur is not None:
                 cur.close()
     finally:
-        for c in (qa, ba, ra, qc, bc):
+        for c in (qa, ba, fa, ra, qc, bc):
             if c is not None:
                 c.close()
     log.info("round trip floors p50 ms: %s", {k: round(v["p50_ms"], 2) for k, v in out.items()})
     return out
 
 
-def bench_search(quiver: str, bare: str, roapi: str | None, conn: Any, cfg: dict[str, Any]
-                 ) -> dict[str, Any]:
-    floors = round_trip_floors(quiver, bare, roapi, conn, cfg)
+def bench_search(quiver: str, bare: str, roapi: str | None, floor: str, conn: Any,
+                 cfg: dict[str, Any]) -> dict[str, Any]:
+    floors = round_trip_floors(quiver, bare, roapi, floor, conn, cfg)
     qa = adbc_connect(quiver)
     try:
         cur = qa.cursor()
@@ -810,9 +820,10 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
                 endpoints = endpoint_count(quri, STREAM_SQL)
                 log.info("Quiver answers %s with %d endpoints", STREAM_SQL, endpoints)
                 with bare_server(bare_file, endpoints, base / "bare.log") as buri, \
-                        roapi_server(bare_file, base / "roapi.log") as ruri:
+                        roapi_server(bare_file, base / "roapi.log") as ruri, \
+                        grpc_floor_server(base / "floor.log") as furi:
                     stream = bench_stream(quri, buri, conn, root, served_schema, cfg)
-                    search = bench_search(quri, buri, ruri, conn, cfg)
+                    search = bench_search(quri, buri, ruri, furi, conn, cfg)
                     ingest = bench_ingest(quri, buri, conn, ingest_data, cfg)
             search["profile"] = profile_round_trip(conn, cfg)
         finally:
@@ -950,6 +961,8 @@ def markdown(result: dict[str, Any]) -> str:
     flabels = {"quiver_adbc": "Quiver, ADBC (GetFlightInfo + DoGet)",
                "roapi_adbc": f"roapi {cfg.get('roapi') or ''}, ADBC (a Rust Flight SQL server)",
                "bare_adbc": "bare server, ADBC (GetFlightInfo + DoGet)",
+               "grpc_floor_adbc": "Quiver's gRPC transport with handlers that do no work "
+                                  "(bench.grpc_floor), ADBC",
                "quiver_getflightinfo": "Quiver, pyarrow.flight GetFlightInfo alone",
                "bare_getflightinfo": "bare server, pyarrow.flight GetFlightInfo alone",
                "quiver_doget": "Quiver, pyarrow.flight DoGet alone (SQL ticket)",
