@@ -429,7 +429,7 @@ def _build_plan(snap: Snapshot, column: str, q: ParsedQuery, and_mode: bool,
     terms = table_terms(snap.pool, snap.version, column, files)
     found = terms.lookup(q.terms)
     nt = len(q.terms)
-    keep = found.maybe.all(axis=1) if and_mode else found.maybe.any(axis=1)
+    keep = np.asarray(found.maybe.all(axis=1) if and_mode else found.maybe.any(axis=1))
     if terms.all_loaded and not any(f.tombstones for f in files):
         # The pass read every file's entry of every term its filter allows: the table's
         # document frequencies, as ``table_stats`` would sum them.
