@@ -18,6 +18,7 @@ from quiver.flight_server.service.server import QuiverFlightServer
 from quiver.flight_server.service.transport import SERVICE, encode_message
 from quiver.flight_server.sql import connect
 from quiver.proto import flight_pb2
+from tests.security.wire import field
 
 LIMIT = 4 << 20
 
@@ -101,9 +102,8 @@ def test_columns_sharing_one_buffer_cannot_multiply_a_batch_past_the_limit(serve
     schema = pa.schema([(f"c{i}", pa.int64()) for i in range(columns)])
     descriptor = flight_pb2.FlightDescriptor(type=flight_pb2.FlightDescriptor.PATH,
                                              path=["wide"]).SerializeToString()
-    first = b"\x0a" + _varint(len(descriptor)) + descriptor + \
-        encode_message(schema.serialize())
-    data = (b"\x12" + _varint(len(header)) + header + b"\xc2\x3e" + _varint(len(body)) + body)
+    first = field(1, descriptor) + encode_message(schema.serialize())
+    data = field(2, header) + field(1000, body)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         call = channel.stream_stream(f"/{SERVICE}/DoPut", request_serializer=lambda b: b,
                                      response_deserializer=lambda b: b)
@@ -112,12 +112,3 @@ def test_columns_sharing_one_buffer_cannot_multiply_a_batch_past_the_limit(serve
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
     assert "10,240,000 bytes" in err.value.details()
     assert _count(server, "wide") == 0
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

@@ -19,6 +19,7 @@ from quiver.flight_server.service.server import QuiverFlightServer
 from quiver.flight_server.service.transport import encode_message
 from quiver.flight_server.sql import connect
 from quiver.proto import flight_pb2, flight_sql_pb2, pack
+from tests.security.wire import field
 
 SERVICE = "/arrow.flight.protocol.FlightService"
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
@@ -49,19 +50,6 @@ def _any(type_url: str, value: bytes) -> bytes:
     from google.protobuf import any_pb2
 
     return any_pb2.Any(type_url=type_url, value=value).SerializeToString()
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 tickets = st.one_of(
@@ -98,7 +86,7 @@ descriptors = st.one_of(
 )
 messages = st.one_of(
     st.binary(max_size=400),
-    st.builds(lambda h, b: _field(2, h) + _field(1000, b), st.binary(max_size=200),
+    st.builds(lambda h, b: field(2, h) + field(1000, b), st.binary(max_size=200),
               st.binary(max_size=200)),
     st.builds(_flip, st.just(_GOOD_BATCH), st.lists(st.integers(0, 10_000), max_size=8),
               st.binary(min_size=1, max_size=8)),
@@ -171,7 +159,7 @@ def test_random_doput_flight_data_never_internal_and_server_stays_up() -> None:
         @given(streams)
         def one(stream: tuple[bytes, bytes, list[bytes]]) -> None:
             descriptor, schema, rest = stream
-            first = _field(1, descriptor) + schema
+            first = field(1, descriptor) + schema
             try:
                 list(call(iter([first, *rest]), timeout=30))
             except grpc.RpcError as err:
