@@ -155,6 +155,8 @@ def _run_data_command(args: argparse.Namespace) -> int:
         # The cancelled statement's native threads may still be winding down; leaving
         # without the interpreter's teardown keeps them from touching it (every write is
         # one atomic commit, so nothing is left half done).
+        from quiver.flight_server.service import log_setup
+        log_setup.stop()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from quiver.flight_server.service import auth as auth_module
-from quiver.flight_server.service import handles, keys, login_limit
+from quiver.flight_server.service import handles, keys, log_setup, login_limit
 from quiver.flight_server.service.limits import (
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_CONCURRENT_APPENDS,
@@ -83,11 +83,17 @@ SERVER_WRITE_OPTIONS: dict[str, Any] = {"write_log_rows": 1000, "fold_age_s": 1.
 EXIT_MARGIN_S = 3.0
 
 
+def _leave_now() -> None:
+    """Ends the process without the interpreter's teardown, its log written out first."""
+    log_setup.stop()
+    logging.shutdown()
+    os._exit(0)
+
+
 def _exit_after(seconds: float) -> None:
     def end() -> None:
         log.warning("quiver: work still running %.0f s after shutdown began; exiting", seconds)
-        logging.shutdown()
-        os._exit(0)
+        _leave_now()
 
     timer = threading.Timer(seconds, end)
     timer.daemon = True
@@ -345,5 +351,4 @@ def serve(root: str, *, shutdown_grace_s: float | None = None,
         # aborts the process): wait for it, and leave without the teardown if it is slow.
         warm.join(WARM_UP_JOIN_S)
         if warm.is_alive():
-            logging.shutdown()
-            os._exit(0)
+            _leave_now()
