@@ -449,9 +449,7 @@ def _point_lookup(select: exp.Select, refs: list[sqlparse.TableRef], body: str
     if not isinstance(node.this, exp.Identifier) or _set_args(node) - {"this", "alias"}:
         return None
     alias = node.args.get("alias")
-    if alias is not None and (not isinstance(alias, exp.TableAlias)
-                              or _set_args(alias) - {"this"}
-                              or not isinstance(alias.this, exp.Identifier)):
+    if not _plain_alias(alias):
         return None
     ref = refs[0]
     qualifier = sqlparse.norm(ref.alias_ident)
@@ -470,6 +468,12 @@ def _point_lookup(select: exp.Select, refs: list[sqlparse.TableRef], body: str
     return PointLookup(ref.name, ref.quoted, projections, tuple(equalities), limit)
 
 
+def _plain_alias(alias: exp.Expression | None) -> bool:
+    """No alias, or a bare name (``AS m``, without column names)."""
+    return alias is None or (isinstance(alias, exp.TableAlias) and not _set_args(alias) - {"this"}
+                             and isinstance(alias.this, exp.Identifier))
+
+
 def _exact_match_lookup(select: exp.Select, node: exp.Table, refs: list[sqlparse.TableRef],
                         body: str) -> PointLookup | None:
     """``PointLookup.function``: a plain projection of one ``exact_match`` call."""
@@ -478,9 +482,7 @@ def _exact_match_lookup(select: exp.Select, node: exp.Table, refs: list[sqlparse
             or _set_args(node) - {"this", "alias"} or _set_args(call) - {"this", "expressions"}:
         return None
     alias = node.args.get("alias")
-    if alias is not None and (not isinstance(alias, exp.TableAlias)
-                              or _set_args(alias) - {"this"}
-                              or not isinstance(alias.this, exp.Identifier)):
+    if not _plain_alias(alias):
         return None
     # Unaliased, only unqualified columns are read (a qualifier matches nothing).
     qualifier = sqlparse.norm(alias.this) if alias is not None else None
