@@ -72,7 +72,7 @@ class SqlConnection:
     def analyse(self, text: str, params: Sequence[Any] | None = None) -> Analysis:
         """The statement read and classified (``quiver.flight_server.sql.analysis``): its
         kind, shape and tables. Reading is shared by text with the statement's runs."""
-        return analysis.analyse(text, params)
+        return self.engine.analyse(text, params)
 
     def scan_source(self, scan: PlainScan) -> ScanSource | None:
         """What the plain scan ``scan`` reads now: its table (named as the engine resolves

@@ -250,6 +250,18 @@ class SqlEngine:
         finally:
             self._local.pins = None
 
+    def analyse(self, text: str, params: Sequence[Any] | None = None) -> analysis.Analysis:
+        """The statement ``text`` read and classified (``analysis.analyse``), once it is
+        within ``max_statement_length``: reading cannot be interrupted, so a longer text
+        is refused unread."""
+        if len(text) > self.max_statement_length:
+            raise SqlResourceError(
+                f"the statement is {len(text):,} characters long; this server reads "
+                f"statements of up to {self.max_statement_length:,} "
+                "(--max-statement-length): load many rows with a bulk ingest (ADBC "
+                "adbc_ingest, DoPut) rather than INSERT … VALUES")
+        return analysis.analyse(text, params)
+
     def read(self, text: str | analysis.Analysis,
              params: Sequence[Any] | None = None) -> analysis.Analysis:
         """The statement ``text`` (with ``params`` bound), read and let through the gate
@@ -258,13 +270,7 @@ class SqlEngine:
         if isinstance(text, analysis.Analysis):
             a = text if params is None else analysis.analyse(text.text, params)
         else:
-            if len(text) > self.max_statement_length:
-                raise SqlResourceError(
-                    f"the statement is {len(text):,} characters long; this server reads "
-                    f"statements of up to {self.max_statement_length:,} "
-                    "(--max-statement-length): load many rows with a bulk ingest (ADBC "
-                    "adbc_ingest, DoPut) rather than INSERT … VALUES")
-            a = analysis.analyse(text, params)
+            a = self.analyse(text, params)
         # The gate's verdict depends on the reading alone: a reading already let through
         # (the very object, as the analysis cache hands it out again) is not walked again.
         # Long texts (bulk VALUES) are read anew each time and not kept.
@@ -449,7 +455,7 @@ class SqlEngine:
         """Whether the statement returns rows of a query (SELECT, VALUES, WITH, EXPLAIN,
         SHOW, DESCRIBE) rather than being DDL or DML; text that cannot be read counts as
         a query, to be refused when it is planned."""
-        return analysis.analyse(text).is_query
+        return self.analyse(text).is_query
 
     def sql(self, text: str | analysis.Analysis,
             params: Sequence[Any] | None = None) -> pa.RecordBatchReader:

@@ -256,8 +256,9 @@ def test_the_engine_reads_texts_up_to_its_length_limit(tmp_path) -> None:
     assert conn.engine.max_statement_length == MAX_STATEMENT_LENGTH
     padded = "SELECT 1 AS one" + " " * (MAX_STATEMENT_LENGTH - 15)
     assert conn.sql(padded).to_pylist() == [{"one": 1}]
-    with pytest.raises(SqlResourceError, match="characters long"):
-        conn.sql(padded + " ")
+    for refused in (conn.sql, conn.analyse, conn.is_query, conn.schema):
+        with pytest.raises(SqlResourceError, match="characters long"):
+            refused(padded + " ")
     short = connect(str(tmp_path / "root"), max_statement_length=2048)
     with pytest.raises(SqlResourceError, match="2,048"):
         short.sql("SELECT 1 AS one" + " " * 2048)
