@@ -20,6 +20,7 @@ import pyarrow.flight as flight
 
 from quiver.flight_server.service.errors import NotImplementedCommand
 from quiver.flight_server.service.transport import CallContext, FlightTransport
+from quiver.flight_server.service.wire import Endpoint, Info
 
 ONE = pa.table({"one": pa.array([1], pa.int64())})
 TICKET = b"one"
@@ -32,11 +33,10 @@ class FloorHandlers:
         self._batches = ONE.to_batches()
 
     def get_flight_info(self, context: CallContext,
-                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+                        descriptor: flight.FlightDescriptor) -> Info:
         if b"CommandStatementQuery" not in (descriptor.command or b""):
             raise NotImplementedCommand("only statement queries")
-        return flight.FlightInfo(ONE.schema, descriptor,
-                                 [flight.FlightEndpoint(TICKET, [])], -1, -1)
+        return Info(ONE.schema, [Endpoint(TICKET)])
 
     def do_get(self, context: CallContext, ticket: flight.Ticket
                ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
@@ -48,11 +48,11 @@ class FloorHandlers:
     def list_actions(self, context: CallContext) -> Sequence[tuple[str, str]]:
         return []
 
-    def list_flights(self, context: CallContext, criteria: bytes) -> Iterator[flight.FlightInfo]:
+    def list_flights(self, context: CallContext, criteria: bytes) -> Iterator[Info]:
         return iter(())
 
     def get_schema(self, context: CallContext,
-                   descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+                   descriptor: flight.FlightDescriptor) -> pa.Schema:
         raise NotImplementedCommand("GetSchema is not served here")
 
     def do_put(self, context: CallContext, descriptor: flight.FlightDescriptor, reader: object,

@@ -81,6 +81,7 @@ from quiver.flight_server.service.transport import (
     PutReader,
 )
 from quiver.flight_server.service.transport import PutWriter as MetadataWriter
+from quiver.flight_server.service.wire import Endpoint, Info, path_descriptor
 from quiver.flight_server.sql import Analysis, SqlConnection, hide_literals, looks_like_append
 from quiver.proto import MESSAGES, PACKAGE, flight_pb2, flight_sql_pb2, pack, unpack
 from quiver.supertable import interrupt as interrupts
@@ -265,7 +266,7 @@ class FlightHandlers:
         # stored in it unless one is given), so any server on the root takes them.
         self.key = key or keys.root_secret(conn.catalog.store)
         self.tickets = handles.TicketSigner(self.key.derive("tickets"), ticket_ttl)
-        self.advertise = [flight.Location(uri) for uri in (advertise or [])]
+        self.advertise = [flight.Location(uri).uri.decode() for uri in (advertise or [])]
         self.min_endpoint_rows = max(1, min_endpoint_rows)
         self._deal = itertools.count()
         self.prepared = prepared if prepared is not None else handles.PreparedRegistry(
@@ -354,12 +355,12 @@ class FlightHandlers:
     # -- GetFlightInfo / GetSchema -------------------------------------------------------------
 
     def get_flight_info(self, context: CallContext,
-                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo:
+                        descriptor: flight.FlightDescriptor) -> Info:
         return self._run("GetFlightInfo", context, self._flight_info, descriptor,
                          context.session)
 
     def _flight_info(self, descriptor: flight.FlightDescriptor,
-                     session: handles.Session = None) -> flight.FlightInfo:
+                     session: handles.Session = None) -> Info:
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
             return self._table_info(self._path_table(descriptor))
         msg = self._command(descriptor)
@@ -367,21 +368,17 @@ class FlightHandlers:
         if name == "CommandStatementQuery":
             stmtlog.label("query", msg.query, deferred=True)
             self._no_transaction(msg)
-            return self._statement_info(descriptor, msg.query, None)
+            return self._statement_info(msg.query, None)
         if name == "CommandPreparedStatementQuery":
             stmt = self.prepared.get(msg.prepared_statement_handle, session)
             stmtlog.label("query", stmt.sql, deferred=True)
-            return self._statement_info(descriptor, stmt.sql, stmt.params, stmt)
+            return self._statement_info(stmt.sql, stmt.params, stmt)
         if name in _METADATA_COMMANDS:
-            schema = self._metadata_schema(msg)
-            ticket = flight.Ticket(pack(msg))
-            return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])],
-                                     -1, -1)
+            return Info(self._metadata_schema(msg), [Endpoint(pack(msg))])
         raise NotImplementedCommand(f"{name} is not supported by GetFlightInfo")
 
-    def _statement_info(self, descriptor: flight.FlightDescriptor, sql: str,
-                        params: pa.Table | None,
-                        stmt: handles.PreparedStatement | None = None) -> flight.FlightInfo:
+    def _statement_info(self, sql: str, params: pa.Table | None,
+                        stmt: handles.PreparedStatement | None = None) -> Info:
         # Read once here; the schema, the scan split and a DDL/DML run reuse the reading.
         statement: str | Analysis
         if stmt is not None:
@@ -391,7 +388,7 @@ class FlightHandlers:
             statement, is_query = analysed, analysed.is_query
         if is_query:
             schema = self._query_schema(statement, params, stmt)
-            split = self._scan_info(descriptor, schema, statement, params)
+            split = self._scan_info(schema, statement, params)
             if split is not None:
                 return split
             handle = self.tickets.seal(handles.encode_sql(sql, params))
@@ -405,13 +402,11 @@ class FlightHandlers:
             # statement's count for DML, unknown (-1) for DDL.
             records = _count_of(result) if result.column_names == ["count"] else -1
             stmtlog.set_rows(max(records, 0))
-        ticket = flight.Ticket(pack(flight_sql_pb2.TicketStatementQuery(statement_handle=handle)))
-        return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])],
-                                 records, -1)
+        ticket = pack(flight_sql_pb2.TicketStatementQuery(statement_handle=handle))
+        return Info(schema, [Endpoint(ticket)], records)
 
-    def _scan_info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema,
-                   statement: str | Analysis, params: pa.Table | None
-                   ) -> flight.FlightInfo | None:
+    def _scan_info(self, schema: pa.Schema, statement: str | Analysis,
+                   params: pa.Table | None) -> Info | None:
         """The FlightInfo of a plain scan of one table, one endpoint per group of the
         pinned version's superfiles; None for any other query."""
         if params is not None and params.num_columns:
@@ -428,12 +423,12 @@ class FlightHandlers:
         source = self.conn.scan_source(a.scan)
         if source is None:
             return None
-        return self._split_info(descriptor, schema, a.text, source.table.name,
+        return self._split_info(None, schema, a.text, source.table.name,
                                 source.snapshot, source.files, source.records)
 
-    def _split_info(self, descriptor: flight.FlightDescriptor, schema: pa.Schema, sql: str,
-                    table: str, snap: Any, files: Sequence[Any],
-                    records: int) -> flight.FlightInfo:
+    def _split_info(self, descriptor: bytes | None, schema: pa.Schema, sql: str,
+                    table: str, snap: Any, files: Sequence[Any], records: int) -> Info:
+        """``descriptor``: the serialized descriptor to echo, None for the request's."""
         groups = group_files([f.live_rows for f in files], self._endpoint_count(files))
         nonce = handles.new_nonce()
         locations = self.advertise if len(groups) > 1 else []
@@ -443,11 +438,11 @@ class FlightHandlers:
             part = handles.ScanPart(table=table, table_uuid=snap.manifest.table_uuid,
                                     version=snap.version,
                                     files=tuple(files[k].path for k in members))
-            ticket = flight.Ticket(pack(flight_sql_pb2.TicketStatementQuery(
-                statement_handle=self.tickets.seal(handles.encode_scan(sql, part, nonce)))))
+            ticket = pack(flight_sql_pb2.TicketStatementQuery(
+                statement_handle=self.tickets.seal(handles.encode_scan(sql, part, nonce))))
             where = [locations[(start + i) % len(locations)]] if locations else []
-            endpoints.append(flight.FlightEndpoint(ticket, where))
-        return flight.FlightInfo(schema, descriptor, endpoints, records, -1)
+            endpoints.append(Endpoint(ticket, where))
+        return Info(schema, endpoints, records, descriptor=descriptor)
 
     def _endpoint_count(self, files: Sequence[Any]) -> int:
         rows = sum(f.live_rows for f in files)
@@ -473,28 +468,27 @@ class FlightHandlers:
         return self.conn.sql_many(_text_of(statement), params)
 
     def get_schema(self, context: CallContext,
-                   descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+                   descriptor: flight.FlightDescriptor) -> pa.Schema:
         return self._run("GetSchema", context, self._schema_of, descriptor, context.session)
 
     def _schema_of(self, descriptor: flight.FlightDescriptor,
-                   session: handles.Session = None) -> flight.SchemaResult:
+                   session: handles.Session = None) -> pa.Schema:
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
-            return flight.SchemaResult(
-                self.conn.open_table(self._path_table(descriptor)).schema)
+            return self.conn.open_table(self._path_table(descriptor)).schema
         msg = self._command(descriptor)
         name = _command_name(msg)
         if name in ("CommandStatementQuery", "CommandStatementUpdate"):
             self._no_transaction(msg)
-            return flight.SchemaResult(self.conn.schema(msg.query))
+            return self.conn.schema(msg.query)
         if name in ("CommandPreparedStatementQuery", "CommandPreparedStatementUpdate"):
             stmt = self.prepared.get(msg.prepared_statement_handle, session)
             if stmt.params is not None and stmt.params.num_rows:
-                return flight.SchemaResult(self.conn.schema(stmt.sql, _first_row(stmt.params)))
+                return self.conn.schema(stmt.sql, _first_row(stmt.params))
             if stmt.dataset_schema is not None:
-                return flight.SchemaResult(stmt.dataset_schema)
-            return flight.SchemaResult(self.conn.schema(stmt.sql))
+                return stmt.dataset_schema
+            return self.conn.schema(stmt.sql)
         if name in _METADATA_COMMANDS:
-            return flight.SchemaResult(self._metadata_schema(msg))
+            return self._metadata_schema(msg)
         raise NotImplementedCommand(f"{name} is not supported by GetSchema")
 
     @staticmethod
@@ -511,16 +505,15 @@ class FlightHandlers:
             raise InvalidArgument("a path descriptor names a table: [\"<table>\"]")
         return path[0]
 
-    def _table_info(self, name: str) -> flight.FlightInfo:
+    def _table_info(self, name: str) -> Info:
         table = self.conn.open_table(name)
         snap = table.snapshot()
         files = snap.candidate_files()
         sql = 'SELECT * FROM "' + name.replace('"', '""') + '"'
-        return self._split_info(flight.FlightDescriptor.for_path(name), snap.schema, sql,
-                                table.name, snap, files, _snapshot_rows(snap))
+        return self._split_info(path_descriptor(name), snap.schema, sql, table.name, snap,
+                                files, _snapshot_rows(snap))
 
-    def list_flights(self, context: CallContext,
-                     criteria: bytes) -> Iterator[flight.FlightInfo]:
+    def list_flights(self, context: CallContext, criteria: bytes) -> Iterator[Info]:
         names = self._run("ListFlights", context, self.conn.list_tables)
         for name in names:
             try:

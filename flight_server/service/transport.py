@@ -3,11 +3,12 @@
 ``FlightTransport`` serves ``arrow.flight.protocol.FlightService`` for a handler object
 (``quiver.flight_server.service.server.FlightHandlers``) whose methods take pyarrow.flight objects:
 
-- unary messages (descriptors, tickets, actions, infos) cross as their protobuf bytes,
-  converted with pyarrow's ``serialize()`` / ``deserialize()``;
-- DoGet's ``FlightData`` is written by hand from each batch's IPC message (flatbuffer
-  header in field 2, body in field 1000), one ``bytes`` per message, so the rows are
-  copied once on the way out instead of going through protobuf objects;
+- requests (descriptors, tickets, actions) are read with pyarrow's ``deserialize()`` or
+  protobuf;
+- FlightInfo and DoGet's ``FlightData`` are written by hand (``wire``): a FlightInfo
+  from the handler's ``wire.Info``, the schema's bytes made once per schema
+  (``wire.SchemaForms``), each batch as one ``bytes`` from its IPC message, so the rows
+  are copied once on the way out;
 - DoPut's ``FlightData`` is read back into record batches with ``pa.ipc.read_message``.
 
 Every call is authenticated here (``auth.Authenticator``, when configured), and every
@@ -24,7 +25,6 @@ call's status when the call ends (for DoGet, when its stream ends).
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,6 +46,15 @@ from quiver.flight_server.service.errors import (
     status_of,
 )
 from quiver.flight_server.service.ipc_size import MalformedBatch, decoded_bytes
+from quiver.flight_server.service.wire import (
+    Info,
+    SchemaForms,
+    decode_flight_data,
+    encode_info,
+    encode_message,
+    encode_put_result,
+    ipc_message,
+)
 from quiver.proto import flight_pb2
 
 log = logging.getLogger(__name__)
@@ -56,102 +65,6 @@ DEFAULT_THREADS = 32
 # 4 MiB, too small for ingest batches; a bigger one is refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 256 << 20
 SCHEMES = ("grpc", "grpc+tcp", "grpc+tls")
-
-_CONTINUATION = b"\xff\xff\xff\xff"
-# Field tags (number << 3 | length-delimited) of FlightData and PutResult.
-_TAG_DESCRIPTOR = 1 << 3 | 2
-_TAG_HEADER = 2 << 3 | 2
-_TAG_APP_METADATA = 3 << 3 | 2
-_TAG_BODY = 1000 << 3 | 2
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_HEADER_TAG = _varint(_TAG_HEADER)
-_BODY_TAG = _varint(_TAG_BODY)
-_METADATA_TAG = _varint(_TAG_APP_METADATA)
-
-
-def encode_message(buf: pa.Buffer) -> bytes:
-    """The FlightData bytes of one encapsulated IPC message (``schema.serialize()`` or
-    ``batch.serialize()``): its flatbuffer metadata as data_header, the rest as data_body."""
-    view = memoryview(buf)
-    if bytes(view[:4]) == _CONTINUATION:
-        (size,) = struct.unpack_from("<i", view, 4)
-        start = 8
-    else:  # the pre-1.0 form without the continuation marker
-        (size,) = struct.unpack_from("<i", view, 0)
-        start = 4
-    header = view[start:start + size]
-    body = view[start + size:]
-    if not len(body):
-        return b"".join((_HEADER_TAG, _varint(size), header))
-    return b"".join((_HEADER_TAG, _varint(size), header, _BODY_TAG, _varint(len(body)), body))
-
-
-def encode_put_result(metadata: bytes) -> bytes:
-    """A PutResult carrying ``metadata`` as its app_metadata."""
-    return b"".join((b"\x0a", _varint(len(metadata)), metadata)) if metadata else b""
-
-
-def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    while True:
-        if pos >= len(data):
-            raise InvalidArgument("truncated FlightData message")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise InvalidArgument("malformed varint in a FlightData message")
-
-
-def decode_flight_data(data: bytes) -> dict[int, memoryview]:
-    """The length-delimited fields of one FlightData message by field number."""
-    view = memoryview(data)
-    fields: dict[int, memoryview] = {}
-    pos = 0
-    while pos < len(view):
-        key, pos = _read_varint(view, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            size, pos = _read_varint(view, pos)
-            if pos + size > len(view):
-                raise InvalidArgument("truncated FlightData message")
-            fields[number] = view[pos:pos + size]
-            pos += size
-        elif wire == 0:
-            _, pos = _read_varint(view, pos)
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise InvalidArgument(f"unexpected wire type {wire} in a FlightData message")
-    return fields
-
-
-def _ipc_message(header: memoryview, body: memoryview | None) -> pa.ipc.Message:
-    pad = -len(header) % 8
-    parts: list[bytes | memoryview] = [
-        _CONTINUATION, struct.pack("<i", len(header) + pad), header, b"\x00" * pad,
-    ]
-    if body is not None:
-        parts.append(body)
-    try:
-        return pa.ipc.read_message(pa.py_buffer(b"".join(parts)))
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise InvalidArgument(f"DoPut sent a malformed IPC message: {exc}") from None
-
 
 class CallContext:
     """What a handler may ask about the call it serves: the method, who called (``user``:
@@ -267,7 +180,7 @@ class PutReader:
         app_metadata = pa.py_buffer(bytes(meta)) if meta is not None and len(meta) else None
         batch = None
         if header is not None and len(header):
-            msg = _ipc_message(header, fields.get(1000))
+            msg = ipc_message(header, fields.get(1000))
             kind = msg.type
             if kind == "schema":
                 if self._has_schema:
@@ -353,16 +266,16 @@ class PutWriter:
 
 
 class FlightHandlers(Protocol):
-    """What the transport calls; pyarrow.flight objects in and out."""
+    """What the transport calls: pyarrow.flight objects in; schemas, batches, ``Info``
+    and pyarrow.flight results out."""
 
-    def list_flights(self, context: CallContext,
-                     criteria: bytes) -> Iterable[flight.FlightInfo]: ...
+    def list_flights(self, context: CallContext, criteria: bytes) -> Iterable[Info]: ...
 
     def get_flight_info(self, context: CallContext,
-                        descriptor: flight.FlightDescriptor) -> flight.FlightInfo: ...
+                        descriptor: flight.FlightDescriptor) -> Info: ...
 
     def get_schema(self, context: CallContext,
-                   descriptor: flight.FlightDescriptor) -> flight.SchemaResult: ...
+                   descriptor: flight.FlightDescriptor) -> pa.Schema: ...
 
     def do_get(self, context: CallContext,
                ticket: flight.Ticket) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]: ...
@@ -374,15 +287,6 @@ class FlightHandlers(Protocol):
                   action: flight.Action) -> Iterable[flight.Result]: ...
 
     def list_actions(self, context: CallContext) -> Sequence[tuple[str, str]]: ...
-
-
-def _plain_schema(schema: pa.Schema) -> pa.Schema | None:
-    """``schema`` with dictionary columns as their value type; None when it has none.
-    Batches are sent without dictionary messages, so they go out decoded."""
-    if not any(pa.types.is_dictionary(f.type) for f in schema):
-        return None
-    return pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type)
-                      else f for f in schema], metadata=schema.metadata)
 
 
 def parse_location(location: str) -> tuple[str, int, bool]:
@@ -408,6 +312,7 @@ class FlightTransport:
         self._handlers = handlers
         self._auth = authenticator
         self._max_message_bytes = max_message_bytes or MAX_MESSAGE_BYTES
+        self._schemas = SchemaForms()
         self._pool = futures.ThreadPoolExecutor(max_workers=threads,
                                                 thread_name_prefix="flight")
         self._server = grpc.server(self._pool, options=[
@@ -549,22 +454,25 @@ class FlightTransport:
         def run(call: CallContext) -> Iterator[bytes]:
             criteria = _parse(flight_pb2.Criteria, request).expression
             for info in self._handlers.list_flights(call, criteria):
-                yield info.serialize()
+                yield self._info(info, request)
         return self._stream("ListFlights", context, run)
 
     def _get_flight_info(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         def run(call: CallContext, request: bytes) -> bytes:
-            descriptor = _descriptor(request)
-            return self._handlers.get_flight_info(call, descriptor).serialize()
+            info = self._handlers.get_flight_info(call, _descriptor(request))
+            return self._info(info, request)
         return self._unary("GetFlightInfo", request, context, run)
 
     def _get_schema(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         def run(call: CallContext, request: bytes) -> bytes:
-            result = self._handlers.get_schema(call, _descriptor(request))
-            schema = result.schema if isinstance(result, flight.SchemaResult) else result
+            schema = self._handlers.get_schema(call, _descriptor(request))
             return flight_pb2.SchemaResult(
-                schema=schema.serialize().to_pybytes()).SerializeToString()
+                schema=self._schemas.of(schema).ipc).SerializeToString()
         return self._unary("GetSchema", request, context, run)
+
+    def _info(self, info: Info, request: bytes) -> bytes:
+        return encode_info(info, self._schemas.of(info.schema).ipc,
+                           request if info.descriptor is None else info.descriptor)
 
     def _do_get(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         def run(call: CallContext) -> Iterator[bytes]:
@@ -572,8 +480,9 @@ class FlightTransport:
             schema, batches = self._handlers.do_get(call, flight.Ticket(ticket))
             record = call.record
             try:
-                plain = _plain_schema(schema)
-                yield encode_message((plain or schema).serialize())
+                form = self._schemas.of(schema)
+                plain = form.plain
+                yield form.message
                 for batch in batches:
                     if plain is not None:
                         batch = batch.cast(plain)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from quiver.catalog.storage import drop_memory_store
 from quiver.flight_server.service import handles
 from quiver.flight_server.service.server import QuiverFlightServer
-from quiver.flight_server.service.transport import encode_message
+from quiver.flight_server.service.wire import encode_message
 from quiver.flight_server.sql import connect
 from quiver.proto import flight_pb2, flight_sql_pb2, pack
 from tests.security.wire import field

@@ -24,7 +24,7 @@ from adbc_driver_manager import AdbcStatusCode
 
 from quiver.flight_server.service.errors import MAX_MESSAGE_BYTES, client_message, status_of
 from quiver.flight_server.service.server import QuiverFlightServer
-from quiver.flight_server.service.transport import encode_message
+from quiver.flight_server.service.wire import encode_message
 from quiver.flight_server.sql import connect
 from quiver.proto import flight_pb2, flight_sql_pb2, pack
 from tests.security.wire import field

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from quiver.flight_server.service.transport import _ipc_message, decode_flight_data, encode_message
+from quiver.flight_server.service.wire import decode_flight_data, encode_message, ipc_message
 from quiver.proto import flight_pb2
 
 
@@ -24,11 +24,11 @@ def test_hand_written_flight_data_parses_as_protobuf_and_back_into_the_batch() -
     msg = flight_pb2.FlightData.FromString(wire)
     assert msg.data_header and len(msg.data_body) > 0 and not msg.app_metadata
     fields = decode_flight_data(wire)
-    back = pa.ipc.read_record_batch(_ipc_message(fields[2], fields.get(1000)), batch.schema)
+    back = pa.ipc.read_record_batch(ipc_message(fields[2], fields.get(1000)), batch.schema)
     assert back.equals(batch)
     schema_wire = flight_pb2.FlightData.FromString(encode_message(batch.schema.serialize()))
     assert not schema_wire.data_body
-    assert pa.ipc.read_schema(_ipc_message(memoryview(schema_wire.data_header), None)).equals(
+    assert pa.ipc.read_schema(ipc_message(memoryview(schema_wire.data_header), None)).equals(
         batch.schema)
 
 
