@@ -35,6 +35,7 @@ past which the least recently used statement of the session holding the most goe
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import os
 import struct
@@ -96,7 +97,7 @@ def _read_ipc(data: bytes | memoryview) -> pa.Table:
 
 def encode_sql(sql: str, params: pa.Table | None = None) -> bytes:
     """A handle that runs ``sql`` (with ``params`` rows bound, if any) when redeemed."""
-    nonce = os.urandom(NONCE)
+    nonce = new_nonce()
     text = sql.encode()
     if params is None:
         return MAGIC + b"q" + nonce + text
@@ -109,17 +110,24 @@ def encode_scan(sql: str, part: ScanPart, nonce: bytes | None = None) -> bytes:
     head = json.dumps({"table": part.table, "uuid": part.table_uuid,
                        "version": part.version, "files": list(part.files)},
                       separators=(",", ":")).encode()
-    return (MAGIC + b"s" + (nonce or os.urandom(NONCE)) + struct.pack("<I", len(head)) + head
+    return (MAGIC + b"s" + (nonce or new_nonce()) + struct.pack("<I", len(head)) + head
             + sql.encode())
 
 
+# Nonces tell this process's tickets apart (they are signed, so they need not be secret):
+# a random prefix for the process and a counter, with no system call per ticket.
+_NONCE_PREFIX = os.urandom(NONCE - 8)
+_nonce_counter = itertools.count()
+
+
 def new_nonce() -> bytes:
-    return os.urandom(NONCE)
+    """A nonce no other ticket of this process has."""
+    return _NONCE_PREFIX + next(_nonce_counter).to_bytes(8, "little")
 
 
 def encode_result(result: pa.Table) -> bytes:
     """A handle that returns ``result`` as it is."""
-    return MAGIC + b"r" + os.urandom(NONCE) + _ipc(result)
+    return MAGIC + b"r" + new_nonce() + _ipc(result)
 
 
 def decode(handle: bytes) -> StatementHandle:
@@ -274,12 +282,15 @@ class PreparedRegistry:
         """The statement ``session`` prepared under ``handle``: INVALID_ARGUMENT for a
         handle no server of this root made, NOT_FOUND for one that is gone or is another
         session's."""
-        handle = self._checked(handle)
+        handle = bytes(handle)
         now = time.monotonic()
         with self._lock:
             self._expire(now)
             stmt = self._items.get(handle)
+            # A handle found is one this server made, so its MAC is checked only when
+            # it is not, to tell a damaged or made-up handle from one that is gone.
             if stmt is None or stmt.session != session:
+                self._checked(handle)
                 raise NotFound("prepared statement not found: it was closed, expired after "
                                f"{self.idle_seconds:.0f}s idle, dropped to stay within "
                                f"{self.per_session} per connection, or made on another "

@@ -10,16 +10,19 @@ as ``exc``. In ``text`` a line reads ``<time> <LEVEL> <logger>: <message>``.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
 import logging.handlers
-import queue
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# How often the writer thread writes out the lines handed to it.
+WRITE_INTERVAL_S = 0.05
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,6 +50,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class _Records(collections.deque[logging.LogRecord]):
+    """The records handed to the writer: appending wakes no thread."""
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        self.append(record)
+
+    def get(self) -> logging.LogRecord:
+        return self.popleft()
+
+
 class _Handoff(logging.handlers.QueueHandler):
     """Hands records to the writer thread as they are: formatting and writing happen
     there, off the threads that serve calls."""
@@ -55,7 +68,55 @@ class _Handoff(logging.handlers.QueueHandler):
         return record
 
 
-_writer: logging.handlers.QueueListener | None = None
+class _Writer:
+    """Formats and writes the records handed over, all that came in since it last
+    looked, every ``interval`` seconds. It wakes on a clock, not once per record: a
+    statement's line would otherwise cost its call a thread switch or two."""
+
+    def __init__(self, handler: logging.StreamHandler[TextIO],
+                 interval: float = WRITE_INTERVAL_S) -> None:
+        self.records = _Records()
+        self._handler = handler
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="quiver-log-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self._write()
+        self._write()
+
+    def _write(self) -> None:
+        records = self.records
+        handler = self._handler
+        lines = []
+        record = None
+        while records:
+            record = records.popleft()
+            try:
+                lines.append(handler.format(record))
+            except Exception:
+                handler.handleError(record)
+        if not lines:
+            return
+        handler.acquire()
+        try:
+            handler.stream.write("\n".join(lines) + "\n")
+            handler.flush()
+        except Exception:  # a closed or broken stream, reported as logging does
+            handler.handleError(record)  # type: ignore[arg-type]
+        finally:
+            handler.release()
+
+    def stop(self) -> None:
+        """Writes out what was handed over and ends the thread."""
+        self._stopping.set()
+        self._thread.join()
+
+
+_writer: _Writer | None = None
 
 
 def configure(level: str | int = "INFO", fmt: str = "text",
@@ -68,13 +129,14 @@ def configure(level: str | int = "INFO", fmt: str = "text",
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     stop()
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _writer = logging.handlers.QueueListener(records, handler)
-    _writer.start()
+    # No format here shows the thread or process a record came from: not looking them up
+    # makes each record cheaper for the thread serving a call.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    _writer = _Writer(handler)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(_Handoff(records))
+    root.addHandler(_Handoff(_writer.records))
     root.setLevel(level.upper() if isinstance(level, str) else level)
 
 

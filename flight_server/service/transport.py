@@ -65,13 +65,15 @@ DEFAULT_THREADS = 32
 # 4 MiB, too small for ingest batches; a bigger one is refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 256 << 20
 SCHEMES = ("grpc", "grpc+tcp", "grpc+tls")
+# gRPC gives a call without a deadline about 2**63 seconds to run.
+_NO_DEADLINE_S = 1e9
 
 class CallContext:
     """What a handler may ask about the call it serves: the method, who called (``user``:
     the authenticated user name, ``token:<hash prefix>`` for a static token, None
     without authentication) and from where (``peer``, as gRPC names it)."""
 
-    __slots__ = ("_grpc", "method", "peer", "record", "user")
+    __slots__ = ("_deadline", "_deadline_read", "_grpc", "method", "peer", "record", "user")
 
     def __init__(self, context: grpc.ServicerContext, method: str,
                  user: str | None = None) -> None:
@@ -81,6 +83,8 @@ class CallContext:
         # "ipv4:127.0.0.1:53211", "ipv6:[::1]:53211" or "unix:..." as gRPC names it.
         self.peer: str = _peer(context)
         self.record: statement_log.StatementRecord | None = None
+        self._deadline: float | None = None
+        self._deadline_read = False
 
     @property
     def session(self) -> tuple[str | None, str]:
@@ -96,13 +100,18 @@ class CallContext:
         """
         if not self._grpc.is_active():
             return True
-        remaining = self._grpc.time_remaining()
-        return remaining is not None and remaining <= 0
+        deadline = self.deadline()
+        return deadline is not None and time.monotonic() >= deadline
 
     def deadline(self) -> float | None:
         """The client's deadline as ``time.monotonic`` seconds, or None without one."""
-        remaining = self._grpc.time_remaining()
-        return None if remaining is None else time.monotonic() + remaining
+        if not self._deadline_read:
+            # A call's deadline does not move: it is read from gRPC once.
+            remaining = self._grpc.time_remaining()
+            self._deadline = None if remaining is None or remaining > _NO_DEADLINE_S else \
+                time.monotonic() + remaining
+            self._deadline_read = True
+        return self._deadline
 
     def cancel(self) -> None:
         """Ends the call with CANCELLED now, even while it waits for the client to read."""

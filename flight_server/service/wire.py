@@ -27,6 +27,8 @@ import pyarrow as pa
 from quiver.flight_server.service.errors import InvalidArgument
 
 _CONTINUATION = b"\xff\xff\xff\xff"
+# An encapsulated IPC message opens with the continuation marker and the metadata size.
+_PREFIX = struct.Struct("<Ii")
 _UINT64 = (1 << 64) - 1
 
 
@@ -80,18 +82,17 @@ _PUT_METADATA = _tag(1)
 def encode_message(buf: pa.Buffer) -> bytes:
     """The FlightData bytes of one encapsulated IPC message (``schema.serialize()`` or
     ``batch.serialize()``): its flatbuffer metadata as data_header, the rest as data_body."""
+    marker, size = _PREFIX.unpack_from(buf)
+    start = 8
+    if marker != 0xFFFFFFFF:  # the pre-1.0 form without the continuation marker
+        size, start = marker, 4
     view = memoryview(buf)
-    if view[:4].tobytes() == _CONTINUATION:
-        size = int.from_bytes(view[4:8], "little", signed=True)
-        start = 8
-    else:  # the pre-1.0 form without the continuation marker
-        size = int.from_bytes(view[:4], "little", signed=True)
-        start = 4
-    header = view[start:start + size]
-    body = view[start + size:]
-    if not len(body):
-        return b"".join((_HEADER_TAG, varint(size), header))
-    return b"".join((_HEADER_TAG, varint(size), header, _BODY_TAG, varint(len(body)), body))
+    end = start + size
+    body = len(view) - end
+    if not body:
+        return b"".join((_HEADER_TAG, varint(size), view[start:end]))
+    return b"".join((_HEADER_TAG, varint(size), view[start:end], _BODY_TAG, varint(body),
+                     view[end:]))
 
 
 def encode_put_result(metadata: bytes) -> bytes:

@@ -160,6 +160,46 @@ class _Pins:
     dry: bool = False
 
 
+class _Statement:
+    """The block of one statement: its ``_Pins`` are this thread's while it runs (a
+    statement run inside another shares the outer one's), under the caller's interrupt or
+    one of its own with the engine's time limit. A class rather than a generator: every
+    statement opens one."""
+
+    __slots__ = ("_local", "_owner", "_scope", "_timeout_s")
+
+    def __init__(self, local: threading.local, timeout_s: float | None) -> None:
+        self._local = local
+        self._timeout_s = timeout_s
+        self._owner = False
+        self._scope: interrupts.scope | None = None
+
+    def __enter__(self) -> _Pins:
+        outer = getattr(self._local, "pins", None)
+        if outer is not None:
+            return outer
+        pins = _Pins()
+        self._local.pins = pins
+        self._owner = True
+        if interrupts.current() is None and self._timeout_s:
+            self._scope = interrupts.scope(interrupts.Interrupt(self._timeout_s))
+            self._scope.__enter__()
+            return pins
+        try:
+            interrupts.check()
+        except BaseException:
+            self._local.pins = None
+            raise
+        return pins
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._owner:
+            return
+        if self._scope is not None:
+            self._scope.__exit__(*exc)
+        self._local.pins = None
+
+
 class SqlEngine:
     """Runs SQL over the tables of ``connection``. Safe to share between threads."""
 
@@ -229,26 +269,8 @@ class SqlEngine:
 
     # -- pinning -------------------------------------------------------------------------
 
-    @contextmanager
-    def _statement(self) -> Iterator[_Pins]:
-        outer = getattr(self._local, "pins", None)
-        if outer is not None:
-            yield outer
-            return
-        pins = _Pins()
-        self._local.pins = pins
-        own = None
-        if interrupts.current() is None and self.statement_timeout_s:
-            own = interrupts.Interrupt(self.statement_timeout_s)
-        try:
-            if own is None:
-                interrupts.check()
-                yield pins
-            else:
-                with interrupts.scope(own):
-                    yield pins
-        finally:
-            self._local.pins = None
+    def _statement(self) -> _Statement:
+        return _Statement(self._local, self.statement_timeout_s)
 
     def analyse(self, text: str, params: Sequence[Any] | None = None) -> analysis.Analysis:
         """The statement ``text`` read and classified (``analysis.analyse``), once it is
