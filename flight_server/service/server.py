@@ -53,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -121,6 +120,27 @@ def _command_name(msg: Message) -> str:
 
 def _opt(msg: Message, name: str) -> Any:
     return getattr(msg, name) if msg.HasField(name) else None
+
+
+# Descriptor commands come again and again (a prepared statement's, each time it runs):
+# short ones are kept as read, at most this many. Messages read are never changed.
+_REMEMBERED_COMMANDS = 1024
+_REMEMBERED_COMMAND_BYTES = 512
+_remembered: dict[bytes, Message | None] = {}
+_UNREAD = object()
+
+
+def _remembered_command(data: bytes) -> Message | None:
+    """``_parse_command(data)``, read once for a short command sent again."""
+    if len(data) > _REMEMBERED_COMMAND_BYTES:
+        return _parse_command(data)
+    msg = _remembered.get(data, _UNREAD)
+    if msg is _UNREAD:
+        msg = _parse_command(data)
+        if len(_remembered) >= _REMEMBERED_COMMANDS:
+            _remembered.clear()
+        _remembered[data] = msg
+    return msg
 
 
 def _parse_command(data: bytes) -> Message | None:
@@ -272,8 +292,6 @@ class FlightHandlers:
         self.prepared = prepared if prepared is not None else handles.PreparedRegistry(
             key=self.key.derive("prepared statements"))
         self.streams = handles.RunningStreams()
-        # The command of the call this thread serves, as admission read it.
-        self._parsed = threading.local()
         # The calls of running DoGet streams (set operations are atomic under the GIL).
         self._calls: set[CallContext] = set()
         limits = limits or Limits()
@@ -331,10 +349,7 @@ class FlightHandlers:
         if (not isinstance(descriptor, flight.FlightDescriptor)
                 or descriptor.descriptor_type != flight.DescriptorType.CMD):
             return self.admission
-        command = descriptor.command
-        msg = _parse_command(command)
-        # The handler reads the same command next, on this thread: it takes this reading.
-        self._parsed.last = (command, msg)
+        msg = _remembered_command(descriptor.command)
         if (msg is not None
                 and _command_name(msg) in ("CommandStatementUpdate", "CommandStatementQuery")
                 and looks_like_append(msg.query)):
@@ -342,11 +357,7 @@ class FlightHandlers:
         return self.admission
 
     def _command(self, descriptor: flight.FlightDescriptor) -> Message:
-        command = descriptor.command
-        last = getattr(self._parsed, "last", None)
-        self._parsed.last = None
-        msg = last[1] if last is not None and last[0] == command else \
-            _parse_command(command)
+        msg = _remembered_command(descriptor.command)
         if msg is None:
             raise InvalidArgument("the descriptor's command is not a packed Flight SQL "
                                   "command (google.protobuf.Any)")
