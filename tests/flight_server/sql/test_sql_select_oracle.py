@@ -157,7 +157,7 @@ def test_where_on_manifest_ranges_skips_files_and_keeps_answers(engine, oracle):
 def test_large_result_streams_in_several_batches(tmp_path):
     con = catalog.connect(str(tmp_path / "big"))
     t = con.create_table("big", pa.schema([("k", pa.int64()), ("v", pa.string())]))
-    n = 60_000
+    n = 200_000  # past three batches of the engine (65,536 rows)
     t.append(pa.table({"k": pa.array(range(n), pa.int64()), "v": ["x"] * n}))
     t.commit()
     engine = SqlEngine(con)
