@@ -14,8 +14,9 @@ One run starts a real ``quiver serve`` subprocess on a local temporary root
 2. Search: BM25 table-function statements round trip through ADBC against the
    same statements run in this process with ``quiver.flight_server.sql.connect(root)``;
    ``SELECT 1`` against roapi, the bare server and ``bench.grpc_floor`` (Quiver's gRPC
-   transport with handlers that do no work), which split a statement's fixed cost
-   between the Python gRPC stack and the server's own handlers.
+   transport with handlers that do no work, and grpcio alone replaying bytes), which
+   split a statement's fixed cost between grpcio, Quiver's transport and its handlers;
+   and the context switches one statement costs in each server process and the client.
 3. Bulk ingest: ``adbc_ingest(..., mode="create")`` of the summaries against the
    embedded ``create_table`` + ``append`` with the indexes the server's ingest
    creates (BM25 on every string column); a bare-server ingest is the transport
@@ -87,10 +88,12 @@ def _config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"stream_rows": 100_000, "ingest_rows": 50_000, "stream_runs": 3,
                 "stream_budget_s": 10.0, "search_runs": 5, "search_budget_s": 6.0,
-                "count_runs": 10, "ingest_runs": 1, "warmup": 1, "floor_runs": 100}
+                "count_runs": 10, "ingest_runs": 1, "warmup": 1, "floor_runs": 100,
+                "switch_statements": 100}
     return {"stream_rows": 1_000_000, "ingest_rows": None, "stream_runs": 7,
             "stream_budget_s": 45.0, "search_runs": 25, "search_budget_s": 40.0,
-            "count_runs": 40, "ingest_runs": 3, "warmup": 2, "floor_runs": 300}
+            "count_runs": 40, "ingest_runs": 3, "warmup": 2, "floor_runs": 300,
+            "switch_statements": 1000}
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -141,6 +144,10 @@ def _wait_listening(port: int, proc: subprocess.Popen, log_path: Path) -> None:
     raise TimeoutError(f"nothing listening on port {port} after {START_TIMEOUT_S}s")
 
 
+# The process id of each server started, by its URI.
+SERVER_PIDS: dict[str, int] = {}
+
+
 @contextmanager
 def _listening(command: list[str], port: int, log_path: Path, **popen: Any) -> Iterator[str]:
     """Runs ``command`` until the block ends; yields ``grpc://127.0.0.1:<port>`` once it
@@ -149,7 +156,9 @@ def _listening(command: list[str], port: int, log_path: Path, **popen: Any) -> I
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, **popen)
     try:
         _wait_listening(port, proc, log_path)
-        yield f"grpc://127.0.0.1:{port}"
+        uri = f"grpc://127.0.0.1:{port}"
+        SERVER_PIDS[uri] = proc.pid
+        yield uri
     finally:
         proc.terminate()
         try:
@@ -188,10 +197,62 @@ def roapi_server(data: Path, log_path: Path) -> Iterator[str | None]:
         yield uri
 
 
-def grpc_floor_server(log_path: Path) -> Any:
-    """``bench.grpc_floor``: Quiver's transport with handlers that do no work."""
+def grpc_floor_server(log_path: Path, canned: bool = False) -> Any:
+    """``bench.grpc_floor``: Quiver's transport with handlers that do no work, or
+    (``canned``) grpcio alone answering with bytes made once."""
     port = _free_port()
-    return _process(["-m", "bench.grpc_floor", "--port", str(port)], port, log_path)
+    return _process(["-m", "bench.grpc_floor", "--port", str(port),
+                     *(["--canned"] if canned else [])], port, log_path)
+
+
+def context_switches(pid: int) -> int | None:
+    """Context switches (voluntary and not) of every thread of process ``pid`` so far;
+    None where ``/proc`` does not tell."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue  # a thread that ended meanwhile
+            total += sum(int(line.split()[1]) for line in status.splitlines()
+                         if line.partition(":")[0].endswith("ctxt_switches"))
+    except OSError:
+        return None
+    return total
+
+
+def switches_per_statement(servers: dict[str, str], statements: int) -> dict[str, Any]:
+    """Context switches per ADBC ``SELECT 1`` in each server's process and in this one
+    (the client), each server in turn for ``statements`` statements: thread hand-offs are
+    what a statement's fixed cost is mostly made of on a small machine."""
+    out: dict[str, Any] = {}
+    for name, uri in servers.items():
+        pid = SERVER_PIDS.get(uri)
+        conn = adbc_connect(uri)
+        try:
+            cur = conn.cursor()
+            for _ in range(20):
+                adbc_table(cur, TRIVIAL_SQL)
+            server0, client0 = context_switches(pid) if pid else None, \
+                context_switches(os.getpid())
+            t0 = time.perf_counter()
+            for _ in range(statements):
+                adbc_table(cur, TRIVIAL_SQL)
+            seconds = time.perf_counter() - t0
+            server1, client1 = context_switches(pid) if pid else None, \
+                context_switches(os.getpid())
+            cur.close()
+        finally:
+            conn.close()
+        out[name] = {
+            "server": None if server0 is None or server1 is None
+            else (server1 - server0) / statements,
+            "client": None if client0 is None or client1 is None
+            else (client1 - client0) / statements,
+            "ms": seconds * 1000 / statements}
+    log.info("context switches per statement: %s", out)
+    return out
 
 
 def bare_server(data: Path, endpoints: int, log_path: Path) -> Any:
@@ -472,20 +533,22 @@ def bench_stream(quiver: str, bare: str, conn: Any, root: Path, schema: pa.Schem
     return out
 
 
-def round_trip_floors(quiver: str, bare: str, roapi: str | None, floor: str, conn: Any,
-                      cfg: dict[str, Any]) -> dict[str, Any]:
+def round_trip_floors(quiver: str, bare: str, roapi: str | None, floor: str, canned: str,
+                      conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     """The fixed cost of one statement, by layer, for a one-row result: ADBC (GetFlightInfo
-    then DoGet) against both servers, roapi and Quiver's transport with idle handlers
-    (``floor``), each RPC alone through pyarrow.flight, in process."""
+    then DoGet) against both servers, roapi, Quiver's transport with idle handlers
+    (``floor``) and grpcio replaying bytes (``canned``), each RPC alone through
+    pyarrow.flight, in process."""
     from quiver.proto import flight_sql_pb2, pack
 
     qa, ba, fa = adbc_connect(quiver), adbc_connect(bare), adbc_connect(floor)
+    ca = adbc_connect(canned)
     ra = adbc_connect(roapi) if roapi else None
     qc, bc = flight.connect(quiver), flight.connect(bare)
     command = flight.FlightDescriptor.for_command(
         pack(flight_sql_pb2.CommandStatementQuery(query=TRIVIAL_SQL)))
     try:
-        qcur, bcur, fcur = qa.cursor(), ba.cursor(), fa.cursor()
+        qcur, bcur, fcur, ccur = qa.cursor(), ba.cursor(), fa.cursor(), ca.cursor()
         rcur = ra.cursor() if ra else None
         peers = {"roapi_adbc": lambda: adbc_table(rcur, TRIVIAL_SQL)} if rcur else {}
         out = alternate({
@@ -493,6 +556,7 @@ def round_trip_floors(quiver: str, bare: str, roapi: str | None, floor: str, con
             "quiver_adbc": lambda: adbc_table(qcur, TRIVIAL_SQL),
             "bare_adbc": lambda: adbc_table(bcur, TRIVIAL_SQL),
             "grpc_floor_adbc": lambda: adbc_table(fcur, TRIVIAL_SQL),
+            "grpc_canned_adbc": lambda: adbc_table(ccur, TRIVIAL_SQL),
             "quiver_getflightinfo": lambda: {"rows": 0, "bytes": 0,
                                              "info": qc.get_flight_info(command).total_records},
             "bare_getflightinfo": lambda: {"rows": 0, "bytes": 0,
@@ -503,20 +567,23 @@ def round_trip_floors(quiver: str, bare: str, roapi: str | None, floor: str, con
         # A few milliseconds each: enough rounds that a noisy machine moves the medians
         # (and the roapi ratio read from them) little.
         }, cfg["floor_runs"], cfg["warmup"], 20.0)
-        for cur in (qcur, bcur, fcur, rcur):
+        for cur in (qcur, bcur, fcur, ccur, rcur):
             if cur is not None:
                 cur.close()
     finally:
-        for c in (qa, ba, fa, ra, qc, bc):
+        for c in (qa, ba, fa, ca, ra, qc, bc):
             if c is not None:
                 c.close()
     log.info("round trip floors p50 ms: %s", {k: round(v["p50_ms"], 2) for k, v in out.items()})
     return out
 
 
-def bench_search(quiver: str, bare: str, roapi: str | None, floor: str, conn: Any,
-                 cfg: dict[str, Any]) -> dict[str, Any]:
-    floors = round_trip_floors(quiver, bare, roapi, floor, conn, cfg)
+def bench_search(quiver: str, bare: str, roapi: str | None, floor: str, canned: str,
+                 conn: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    floors = round_trip_floors(quiver, bare, roapi, floor, canned, conn, cfg)
+    servers = {"quiver": quiver, "grpc_floor": floor, "grpc_canned": canned, "bare": bare,
+               **({"roapi": roapi} if roapi else {})}
+    switches = switches_per_statement(servers, cfg["switch_statements"])
     qa = adbc_connect(quiver)
     try:
         cur = qa.cursor()
@@ -547,7 +614,7 @@ def bench_search(quiver: str, bare: str, roapi: str | None, floor: str, conn: An
         cur.close()
     finally:
         qa.close()
-    return {"cases": cases, "floors": floors, "rotating": rotating,
+    return {"cases": cases, "floors": floors, "rotating": rotating, "switches": switches,
             "overhead_median_ms": float(np.median([c["overhead_ms"] for c in cases])),
             "overhead_max_ms": float(max(c["overhead_ms"] for c in cases))}
 
@@ -821,9 +888,10 @@ def run(quick: bool, quiet: dict[str, Any] | None = None) -> dict[str, Any]:
                 log.info("Quiver answers %s with %d endpoints", STREAM_SQL, endpoints)
                 with bare_server(bare_file, endpoints, base / "bare.log") as buri, \
                         roapi_server(bare_file, base / "roapi.log") as ruri, \
-                        grpc_floor_server(base / "floor.log") as furi:
+                        grpc_floor_server(base / "floor.log") as furi, \
+                        grpc_floor_server(base / "canned.log", canned=True) as curi:
                     stream = bench_stream(quri, buri, conn, root, served_schema, cfg)
-                    search = bench_search(quri, buri, ruri, furi, conn, cfg)
+                    search = bench_search(quri, buri, ruri, furi, curi, conn, cfg)
                     ingest = bench_ingest(quri, buri, conn, ingest_data, cfg)
             search["profile"] = profile_round_trip(conn, cfg)
         finally:
@@ -963,6 +1031,8 @@ def markdown(result: dict[str, Any]) -> str:
                "bare_adbc": "bare server, ADBC (GetFlightInfo + DoGet)",
                "grpc_floor_adbc": "Quiver's gRPC transport with handlers that do no work "
                                   "(bench.grpc_floor), ADBC",
+               "grpc_canned_adbc": "grpcio alone answering with bytes made once "
+                                   "(bench.grpc_floor --canned), ADBC",
                "quiver_getflightinfo": "Quiver, pyarrow.flight GetFlightInfo alone",
                "bare_getflightinfo": "bare server, pyarrow.flight GetFlightInfo alone",
                "quiver_doget": "Quiver, pyarrow.flight DoGet alone (SQL ticket)",
@@ -975,6 +1045,15 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         lines.append(f"| {label} | {_fmt(fl[key]['p50_ms'], 2)} | "
                      f"{_fmt(fl[key]['min_ms'], 2)} |")
+    sw = se.get("switches")
+    if sw:
+        lines += ["", f"Context switches per `{TRIVIAL_SQL}` through ADBC, each server alone in "
+                  "turn (all threads of its process; the client is this process):", "",
+                  "| server | server switches | client switches | ms per statement |",
+                  "| --- | --- | --- | --- |"]
+        for name, m in sw.items():
+            lines.append(f"| {name} | {_fmt(m['server'], 1)} | {_fmt(m['client'], 1)} | "
+                         f"{_fmt(m['ms'], 2)} |")
     prof = se.get("profile")
     if prof:
         lines += ["", "Where one ADBC round trip goes (a server in the benchmark process with its "
