@@ -69,7 +69,10 @@ class ServerKey:
 def mac(key: bytes, *parts: bytes) -> bytes:
     """HMAC-SHA256 of ``parts`` (each length-prefixed, so no two splits sign alike)."""
     # One call into the C implementation (the MAC of the joined parts is the MAC of
-    # feeding them one by one).
+    # feeding them one by one); a ticket or handle is one part, signed on every call.
+    if len(parts) == 1:
+        part = bytes(parts[0])
+        return hmac.digest(key, len(part).to_bytes(8, "little") + part, "sha256")
     return hmac.digest(key, b"".join(len(part).to_bytes(8, "little") + bytes(part)
                                      for part in parts), "sha256")
 
