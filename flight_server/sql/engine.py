@@ -235,10 +235,6 @@ class SqlEngine:
             # summaries table; results go out as the plain types the tables declare.
             .set("datafusion.execution.parquet.pushdown_filters", "false")
             .set("datafusion.execution.parquet.schema_force_view_types", "true")
-            # Batches of 65,536 rows, the server's message grain: a scan streamed to a
-            # client takes an eighth of the round trips between threads (DataFusion's
-            # stream, gRPC's sends) that its default 8,192 would.
-            .set("datafusion.execution.batch_size", "65536")
         )
         runtime = datafusion.RuntimeEnvBuilder().with_fair_spill_pool(self.memory_limit)
         runtime = (runtime.with_disk_manager_specified(spill_dir) if spill_dir
