@@ -56,7 +56,7 @@ class _Records(collections.deque[logging.LogRecord]):
     def put_nowait(self, record: logging.LogRecord) -> None:
         self.append(record)
 
-    def get(self) -> logging.LogRecord:
+    def get(self) -> logging.LogRecord:  # the queue protocol QueueHandler is typed with
         return self.popleft()
 
 

@@ -63,7 +63,6 @@ def _int64(value: int) -> bytes:
 # FlightData
 _HEADER_TAG = _tag(2)
 _BODY_TAG = _tag(1000)
-_METADATA_TAG = _tag(3)
 # FlightInfo: schema, flight_descriptor, endpoint, total_records, total_bytes
 _INFO_SCHEMA = _tag(1)
 _INFO_DESCRIPTOR = _tag(2)
