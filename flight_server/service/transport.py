@@ -15,6 +15,10 @@ Every call is authenticated here (``auth.Authenticator``, when configured), and 
 failure becomes its gRPC status in one place (``errors.status_of``): unlike pyarrow's
 server, any code can be sent, ALREADY_EXISTS and ABORTED included.
 
+Streamed responses (DoGet, DoAction, ListFlights, ...) go out through
+``stream_sender.StreamSender``: the handler thread produces the next message while the last
+is on its way, and the final one leaves with the status.
+
 Put results are sent when the handler returns (the handlers write them at the end).
 
 Every call has a ``statement_log.StatementRecord`` (``CallContext.record``): the transport
@@ -27,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent import futures
 from typing import Any, Protocol
 
@@ -36,7 +40,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from google.protobuf.message import DecodeError
 
-from quiver.flight_server.service import statement_log
+from quiver.flight_server.service import statement_log, stream_sender
 from quiver.flight_server.service.auth import Authenticator
 from quiver.flight_server.service.errors import (
     Cancelled,
@@ -65,6 +69,8 @@ DEFAULT_THREADS = 32
 # 4 MiB, too small for ingest batches; a bigger one is refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 256 << 20
 SCHEMES = ("grpc", "grpc+tcp", "grpc+tls")
+# A streamed call's messages, as its handler produces them.
+Messages = Generator[bytes, None, None]
 # gRPC gives a call without a deadline about 2**63 seconds to run.
 _NO_DEADLINE_S = 1e9
 
@@ -314,13 +320,17 @@ class FlightTransport:
                  tls_certificates: Sequence[Any] | None = None,
                  authenticator: Authenticator | None = None,
                  threads: int = DEFAULT_THREADS,
-                 max_message_bytes: int | None = None) -> None:
+                 max_message_bytes: int | None = None,
+                 send_ahead: bool = True) -> None:
+        """``send_ahead``: stream messages through ``stream_sender`` (grpcio's own
+        one-at-a-time path when False)."""
         host, port, tls = parse_location(location)
         if tls and not tls_certificates:
             raise ValueError(f"{location} needs TLS certificates")
         self._handlers = handlers
         self._auth = authenticator
         self._max_message_bytes = max_message_bytes or MAX_MESSAGE_BYTES
+        self._send_ahead = send_ahead and stream_sender.AVAILABLE
         self._schemas = SchemaForms()
         self._pool = futures.ThreadPoolExecutor(max_workers=threads,
                                                 thread_name_prefix="flight")
@@ -357,21 +367,61 @@ class FlightTransport:
 
     def _generic_handler(self) -> grpc.GenericRpcHandler:
         h = grpc
+        sent = self._sent_ahead
         methods = {
-            "Handshake": h.stream_stream_rpc_method_handler(self._handshake),
-            "ListFlights": h.unary_stream_rpc_method_handler(self._list_flights),
+            "Handshake": h.stream_stream_rpc_method_handler(sent(self._handshake)),
+            "ListFlights": h.unary_stream_rpc_method_handler(sent(self._list_flights)),
             "GetFlightInfo": h.unary_unary_rpc_method_handler(self._get_flight_info),
             "PollFlightInfo": h.unary_unary_rpc_method_handler(
                 self._unimplemented("PollFlightInfo")),
             "GetSchema": h.unary_unary_rpc_method_handler(self._get_schema),
-            "DoGet": h.unary_stream_rpc_method_handler(self._do_get),
-            "DoPut": h.stream_stream_rpc_method_handler(self._do_put),
+            "DoGet": h.unary_stream_rpc_method_handler(sent(self._do_get)),
+            "DoPut": h.stream_stream_rpc_method_handler(sent(self._do_put)),
             "DoExchange": h.stream_stream_rpc_method_handler(
-                self._unimplemented_stream("DoExchange")),
-            "DoAction": h.unary_stream_rpc_method_handler(self._do_action),
-            "ListActions": h.unary_stream_rpc_method_handler(self._list_actions),
+                sent(self._unimplemented_stream("DoExchange"))),
+            "DoAction": h.unary_stream_rpc_method_handler(sent(self._do_action)),
+            "ListActions": h.unary_stream_rpc_method_handler(sent(self._list_actions)),
         }
         return grpc.method_handlers_generic_handler(SERVICE, methods)
+
+    def _sent_ahead(self, behavior: Callable[[Any, grpc.ServicerContext],
+                                             Messages]
+                    ) -> Callable[..., Any]:
+        """``behavior``'s messages sent through a ``StreamSender``: the handler thread
+        goes on producing while a message is on its way (grpcio's own path, a generator
+        it iterates, where the installed grpcio lacks what the sender needs)."""
+        if not self._send_ahead:
+            return behavior
+
+        def handle(request: Any, context: grpc.ServicerContext,
+                   send_response: Callable[[Any], None]) -> None:
+            messages = behavior(request, context)
+            if not stream_sender.available(context):
+                for message in messages:
+                    send_response(message)
+                    if not context.is_active():
+                        messages.close()
+                        return
+                send_response(None)
+                return
+            sender = stream_sender.StreamSender(context)
+            try:
+                for message in messages:
+                    if not sender.send(message):
+                        # The call is over: the stream's own clean-up runs now, and a
+                        # call gRPC still counts as open (a refused send) is ended.
+                        messages.close()
+                        if context.is_active():
+                            context.cancel()
+                        return
+            except BaseException:
+                sender.settle()
+                raise
+            sender.finish()
+
+        # grpcio passes ``send_response`` and leaves the sending to ``handle``.
+        handle.experimental_non_blocking = True  # type: ignore[attr-defined]
+        return handle
 
     def _start(self, method: str, context: grpc.ServicerContext) -> CallContext:
         """Authenticates the call (sending any issued token back first)."""
@@ -410,7 +460,8 @@ class FlightTransport:
         raise AssertionError("unreachable")  # abort raises
 
     def _stream(self, method: str, context: grpc.ServicerContext,
-                produce: Callable[[CallContext], Iterator[bytes]]) -> Iterator[bytes]:
+                produce: Callable[[CallContext], Iterator[bytes]]
+                ) -> Messages:
         call = None
         try:
             call = self._start(method, context)
@@ -437,9 +488,10 @@ class FlightTransport:
             return self._unary(method, request, context, fail)
         return handle
 
-    def _unimplemented_stream(self, method: str) -> Callable[..., Iterator[bytes]]:
+    def _unimplemented_stream(self, method: str
+                              ) -> Callable[..., Messages]:
         def handle(requests: Iterator[bytes],
-                   context: grpc.ServicerContext) -> Iterator[bytes]:
+                   context: grpc.ServicerContext) -> Messages:
             def fail(call: CallContext) -> Iterator[bytes]:
                 raise NotImplementedCommand(f"{method} is not supported by this server")
             return self._stream(method, context, fail)
@@ -448,7 +500,7 @@ class FlightTransport:
     # -- methods ---------------------------------------------------------------------------
 
     def _handshake(self, requests: Iterator[bytes],
-                   context: grpc.ServicerContext) -> Iterator[bytes]:
+                   context: grpc.ServicerContext) -> Messages:
         def run(call: CallContext) -> Iterator[bytes]:
             if self._auth is None:
                 raise NotImplementedCommand("this server does not authenticate; call it "
@@ -459,7 +511,7 @@ class FlightTransport:
         return self._stream("Handshake", context, run)
 
     def _list_flights(self, request: bytes,
-                      context: grpc.ServicerContext) -> Iterator[bytes]:
+                      context: grpc.ServicerContext) -> Messages:
         def run(call: CallContext) -> Iterator[bytes]:
             criteria = _parse(flight_pb2.Criteria, request).expression
             for info in self._handlers.list_flights(call, criteria):
@@ -483,7 +535,7 @@ class FlightTransport:
         return encode_info(info, self._schemas.of(info.schema).ipc,
                            request if info.descriptor is None else info.descriptor)
 
-    def _do_get(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def _do_get(self, request: bytes, context: grpc.ServicerContext) -> Messages:
         def run(call: CallContext) -> Iterator[bytes]:
             ticket = _parse(flight_pb2.Ticket, request).ticket
             schema, batches = self._handlers.do_get(call, flight.Ticket(ticket))
@@ -507,7 +559,7 @@ class FlightTransport:
         return self._stream("DoGet", context, run)
 
     def _do_put(self, requests: Iterator[bytes],
-                context: grpc.ServicerContext) -> Iterator[bytes]:
+                context: grpc.ServicerContext) -> Messages:
         def run(call: CallContext) -> Iterator[bytes]:
             reader = PutReader(requests, call, self._max_message_bytes)
             writer = PutWriter()
@@ -516,7 +568,7 @@ class FlightTransport:
             yield from writer.results
         return self._stream("DoPut", context, run)
 
-    def _do_action(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def _do_action(self, request: bytes, context: grpc.ServicerContext) -> Messages:
         def run(call: CallContext) -> Iterator[bytes]:
             msg = _parse(flight_pb2.Action, request)
             action = flight.Action(msg.type, msg.body)
@@ -526,7 +578,7 @@ class FlightTransport:
         return self._stream("DoAction", context, run)
 
     def _list_actions(self, request: bytes,
-                      context: grpc.ServicerContext) -> Iterator[bytes]:
+                      context: grpc.ServicerContext) -> Messages:
         def run(call: CallContext) -> Iterator[bytes]:
             for kind, description in self._handlers.list_actions(call):
                 yield flight_pb2.ActionType(type=kind,
