@@ -67,14 +67,20 @@ class ServerKey:
 
 
 def mac(key: bytes, *parts: bytes) -> bytes:
-    """HMAC-SHA256 of ``parts`` (each length-prefixed, so no two splits sign alike)."""
-    # One call into the C implementation (the MAC of the joined parts is the MAC of
-    # feeding them one by one); a ticket or handle is one part, signed on every call.
+    """The keyed BLAKE2b tag (``MAC_BYTES``) of ``parts``, each length-prefixed so no two
+    splits sign alike; ``key`` is a derived key (at most 64 bytes).
+
+    Keyed BLAKE2b is a MAC by design (no HMAC construction needed) and runs in
+    Python's own C code: signing a ticket costs a third of OpenSSL's HMAC-SHA256 warm,
+    and far less in a server thread woken per call, where OpenSSL's per-call algorithm
+    lookup runs cold. Every statement signs one ticket and checks one.
+    """
     if len(parts) == 1:
         part = bytes(parts[0])
-        return hmac.digest(key, len(part).to_bytes(8, "little") + part, "sha256")
-    return hmac.digest(key, b"".join(len(part).to_bytes(8, "little") + bytes(part)
-                                     for part in parts), "sha256")
+        data = len(part).to_bytes(8, "little") + part
+    else:
+        data = b"".join(len(part).to_bytes(8, "little") + bytes(part) for part in parts)
+    return hashlib.blake2b(data, key=key, digest_size=MAC_BYTES).digest()
 
 
 def read_secret_file(path: Path | str) -> ServerKey:
