@@ -155,3 +155,20 @@ def test_a_stream_of_many_mid_sized_batches_arrives_whole(served) -> None:
     table = client.do_get(flight.Ticket(b"64/65536/-1")).read_all()
     assert table.num_rows == 64
     assert np.array_equal(table.column("i").to_numpy(), np.arange(64))
+
+
+def test_stopping_the_server_ends_a_stream_whose_client_stopped_reading() -> None:
+    producer = _Producer()
+    transport = FlightTransport(producer, "grpc://127.0.0.1:0")
+    client = flight.connect(f"grpc://127.0.0.1:{transport.port}")
+    try:
+        reader = client.do_get(flight.Ticket(b"400/1048576/-1"))
+        reader.read_chunk()
+        time.sleep(0.3)  # the handler is now waiting for the client to read
+        started = time.monotonic()
+        transport.stop(grace=0.5)
+        assert time.monotonic() - started < 10
+        assert producer.closed.wait(10), "the producer outlived the server's stop"
+        assert producer.made < 400
+    finally:
+        client.close()
