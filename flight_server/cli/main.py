@@ -209,6 +209,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-message-bytes", type=int, default=None, metavar="BYTES",
                        help="largest message a client may send, e.g. one DoPut batch "
                        "(default 256 MiB); bigger ones get RESOURCE_EXHAUSTED")
+    serve.add_argument("--max-put-bytes", type=int, default=None, metavar="BYTES",
+                       help="most one DoPut stream (an ingest, a bulk append) may carry, "
+                       "its rows counted as they decode (default 64 GiB); a bigger stream "
+                       "gets RESOURCE_EXHAUSTED and stores nothing")
     serve.add_argument("--shutdown-grace", type=float, default=None, metavar="SECONDS",
                        help="on SIGTERM or Ctrl-C: running statements are cancelled at once, "
                        "other calls get this long to finish, then the process exits "
@@ -407,6 +411,7 @@ def _run_serve(args: argparse.Namespace) -> int:
               cache_bytes=args.cache_bytes, statement_timeout_s=args.statement_timeout,
               memory_limit=args.memory_limit, spill_dir=args.spill_dir,
               max_search_k=args.max_search_k, max_message_bytes=args.max_message_bytes,
+              max_put_bytes=args.max_put_bytes,
               max_statement_length=args.max_statement_length,
               shutdown_grace_s=args.shutdown_grace, metrics_port=args.metrics_port or None,
               secret_file=args.secret_file,

@@ -127,6 +127,7 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                  max_search_k: int | None = None,
                  max_statement_length: int | None = None,
                  max_message_bytes: int | None = None,
+                 max_put_bytes: int | None = None,
                  secret_file: Path | None = None,
                  ticket_ttl: float = handles.DEFAULT_TICKET_TTL,
                  token_ttl: float = auth_module.DEFAULT_TOKEN_TTL,
@@ -142,7 +143,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
     ``TableOptions``; ``workers`` statements at once and ``statement_timeout_s`` as in
     ``limits.Limits``; ``memory_limit``, ``spill_dir``, ``max_search_k`` and
     ``max_statement_length`` as in ``SqlEngine``; ``max_message_bytes`` the largest
-    message a client may send;
+    message a client may send; ``max_put_bytes`` the most one DoPut stream (an ingest)
+    may carry;
     ``write_options`` the write log, compaction and group commit fields of
     ``TableOptions``, defaults ``SERVER_WRITE_OPTIONS``; ``max_concurrent_appends`` the
     slots of ``INSERT … VALUES`` statements, as in ``limits.Limits``; ``iceberg_sources``
@@ -170,6 +172,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
         raise ServeError("--max-statement-length must be at least 1024 characters")
     if max_message_bytes is not None and not (1 << 20) <= max_message_bytes < 2**31:
         raise ServeError("--max-message-bytes must be between 1 MiB and 2 GiB")
+    if max_put_bytes is not None and max_put_bytes < (1 << 20):
+        raise ServeError("--max-put-bytes must be at least 1 MiB")
     if memory_cache_bytes is not None and memory_cache_bytes < 0:
         raise ServeError("--memory-cache must be 0 or more bytes")
     if max_staleness_s is not None and not max_staleness_s >= 0:  # also refuses NaN
@@ -223,7 +227,8 @@ def build_server(root: str, *, host: str = "127.0.0.1", port: int = 50051,
                                             key=key.derive("prepared statements"))
         server = QuiverFlightServer(conn, location, tls_certificates=tls, middleware=middleware,
                                     advertise=advertised, limits=limits,
-                                    max_message_bytes=max_message_bytes, key=key,
+                                    max_message_bytes=max_message_bytes,
+                                    max_put_bytes=max_put_bytes, key=key,
                                     ticket_ttl=ticket_ttl, prepared=prepared)
     except keys.SecretError as exc:
         conn.close()

@@ -797,7 +797,8 @@ class QuiverFlightServer(FlightHandlers):
     when calls must authenticate; ``auth_handler`` is accepted and unused (Handshake is
     answered whenever calls authenticate). ``threads`` bounds the calls served at once;
     ``limits`` (or ``workers``) how many of them plan or run statements at once and for
-    how long; ``max_message_bytes`` the size of one message a client may send.
+    how long; ``max_message_bytes`` the size of one message a client may send;
+    ``max_put_bytes`` what one DoPut stream may carry (its rows as they decode).
     """
 
     def __init__(self, conn: SqlConnection, location: str = "grpc://127.0.0.1:0", *,
@@ -811,6 +812,7 @@ class QuiverFlightServer(FlightHandlers):
                  threads: int | None = None,
                  limits: Limits | None = None,
                  max_message_bytes: int | None = None,
+                 max_put_bytes: int | None = None,
                  key: keys.ServerKey | None = None,
                  ticket_ttl: float = handles.DEFAULT_TICKET_TTL) -> None:
         super().__init__(conn, workers=workers, prepared=prepared, advertise=advertise,
@@ -828,7 +830,7 @@ class QuiverFlightServer(FlightHandlers):
         self._transport = FlightTransport(
             self, location, tls_certificates=tls_certificates,
             authenticator=authenticators[0] if authenticators else None, threads=threads,
-            max_message_bytes=max_message_bytes)
+            max_message_bytes=max_message_bytes, max_put_bytes=max_put_bytes)
         self.port = self._transport.port
 
     def shutdown(self, grace: float | None = 5.0) -> None:

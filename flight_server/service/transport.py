@@ -68,6 +68,9 @@ DEFAULT_THREADS = 32
 # The largest message a client may send (one DoPut batch, one ticket): gRPC's default is
 # 4 MiB, too small for ingest batches; a bigger one is refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 256 << 20
+# The most one DoPut stream may carry, counted as its batches decode: what one ingest or
+# bulk append may add to storage (a bigger one is refused and commits nothing).
+MAX_PUT_BYTES = 64 << 30
 SCHEMES = ("grpc", "grpc+tcp", "grpc+tls")
 # A streamed call's messages, as its handler produces them.
 Messages = Generator[bytes, None, None]
@@ -142,12 +145,16 @@ class PutReader:
     """
 
     def __init__(self, messages: Iterator[bytes], context: CallContext,
-                 max_batch_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 max_batch_bytes: int = MAX_MESSAGE_BYTES,
+                 max_stream_bytes: int = MAX_PUT_BYTES) -> None:
         """``max_batch_bytes`` bounds what one record batch may decode to (what its
-        buffers declare, compressed or not), as the message size bounds what is sent."""
+        buffers declare, compressed or not), as the message size bounds what is sent;
+        ``max_stream_bytes`` what all of them may decode to together."""
         self._messages = messages
         self._context = context
         self._max_batch_bytes = max_batch_bytes
+        self._max_stream_bytes = max_stream_bytes
+        self._stream_bytes = 0
         self._pending: list[PutChunk] = []
         self._done = False
         self.descriptor: flight.FlightDescriptor | None = None
@@ -205,7 +212,7 @@ class PutReader:
             elif kind == "record batch":
                 if not self._has_schema:
                     raise InvalidArgument("DoPut sent a record batch before its schema")
-                self._check_size(header, msg)
+                self._count(header, msg)
                 batch = _read_batch(msg, self.schema)
                 if self._context.record is not None:
                     self._context.record.rows += batch.num_rows
@@ -217,8 +224,9 @@ class PutReader:
         if batch is not None or app_metadata is not None:
             self._pending.append(PutChunk(batch, app_metadata))
 
-    def _check_size(self, header: memoryview, msg: pa.ipc.Message) -> None:
-        """Refuses a batch that would decode to more than the limit, before decoding."""
+    def _count(self, header: memoryview, msg: pa.ipc.Message) -> None:
+        """Refuses a batch that would decode to more than the batch limit, or take the
+        stream past its limit, before decoding it."""
         try:
             size = decoded_bytes(header, msg.body if msg.body is not None else b"")
         except MalformedBatch as exc:
@@ -228,6 +236,12 @@ class PutReader:
                 f"DoPut sent a record batch that decodes to {size:,} bytes; this server "
                 f"takes at most {self._max_batch_bytes:,} per batch (--max-message-bytes): "
                 "send smaller batches")
+        self._stream_bytes += size
+        if self._stream_bytes > self._max_stream_bytes:
+            raise ResourceExhausted(
+                f"DoPut sent more than {self._max_stream_bytes:,} bytes of rows (as they "
+                "decode) in one stream, the most this server takes (--max-put-bytes); "
+                "nothing of it was stored: split the load into several streams")
 
     def read_chunk(self) -> PutChunk:
         """The next batch and/or app_metadata; StopIteration at the end of the stream."""
@@ -321,8 +335,10 @@ class FlightTransport:
                  authenticator: Authenticator | None = None,
                  threads: int = DEFAULT_THREADS,
                  max_message_bytes: int | None = None,
+                 max_put_bytes: int | None = None,
                  send_ahead: bool = True) -> None:
-        """``send_ahead``: stream messages through ``stream_sender`` (grpcio's own
+        """``max_put_bytes``: what one DoPut stream may carry (``PutReader``);
+        ``send_ahead``: stream messages through ``stream_sender`` (grpcio's own
         one-at-a-time path when False)."""
         host, port, tls = parse_location(location)
         if tls and not tls_certificates:
@@ -330,6 +346,7 @@ class FlightTransport:
         self._handlers = handlers
         self._auth = authenticator
         self._max_message_bytes = max_message_bytes or MAX_MESSAGE_BYTES
+        self._max_put_bytes = max_put_bytes or MAX_PUT_BYTES
         self._send_ahead = send_ahead and stream_sender.AVAILABLE
         self._schemas = SchemaForms()
         self._pool = futures.ThreadPoolExecutor(max_workers=threads,
@@ -561,7 +578,7 @@ class FlightTransport:
     def _do_put(self, requests: Iterator[bytes],
                 context: grpc.ServicerContext) -> Messages:
         def run(call: CallContext) -> Iterator[bytes]:
-            reader = PutReader(requests, call, self._max_message_bytes)
+            reader = PutReader(requests, call, self._max_message_bytes, self._max_put_bytes)
             writer = PutWriter()
             assert reader.descriptor is not None
             self._handlers.do_put(call, reader.descriptor, reader, writer)
