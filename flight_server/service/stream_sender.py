@@ -112,12 +112,12 @@ class StreamSender:
                 self._status(None)
 
     def settle(self) -> None:
-        """Waits for the message in flight and drops any waiting one, so the call can be
-        ended with another status (an abort) after what was already sent."""
+        """Waits until every message given to ``send`` is sent (or the call is over), so
+        the call can be ended with another status (an abort) after all of them, as
+        grpcio's own path does."""
         state = self._state
         with state.condition:
-            self._waiting = None
-            while self._busy and self._open():
+            while (self._busy or self._waiting is not None) and self._open():
                 state.condition.wait()
 
     # -- under the call's condition ----------------------------------------------------

@@ -111,9 +111,12 @@ def test_streamed_action_results_arrive_in_order(served) -> None:
     assert got == [str(i).encode() for i in range(25)]
 
 
-def test_an_error_after_some_batches_reaches_the_client_with_its_code(served) -> None:
+# Batches of 1 MiB are still on their way when the error comes: each must arrive first.
+@pytest.mark.parametrize("pad", [100, 1 << 20])
+def test_an_error_after_some_batches_reaches_the_client_with_its_code_after_them(
+        served, pad) -> None:
     producer, client = served
-    reader = client.do_get(flight.Ticket(b"10/100/4"))
+    reader = client.do_get(flight.Ticket(f"10/{pad}/4".encode()))
     got = []
     # pyarrow reads RESOURCE_EXHAUSTED as ArrowInvalid, its text naming the code.
     with pytest.raises(pa.ArrowException,
