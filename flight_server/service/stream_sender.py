@@ -2,10 +2,10 @@
 
 grpcio's synchronous server sends a streamed response one message at a time: the
 handler thread hands a message to gRPC, then sleeps until gRPC's poller thread reports
-it sent and wakes it. A DoGet of one batch pays that twice (schema, batch), and then
-once more for the status. ``StreamSender`` lets the handler go on while a message is on
-its way: the send's completion, on the poller thread, starts the message that waited
-for it, and the last message leaves with the status when it can.
+it sent and wakes it; a DoGet of one batch pays that twice (schema, batch), and sends
+its status apart. ``StreamSender`` lets the handler go on while a message is on its way:
+the send's completion, on the poller thread, starts the message that waited for it, and
+the last message leaves with the status when it can.
 
 What a stream may hold is still bounded:
 
