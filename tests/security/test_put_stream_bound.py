@@ -57,7 +57,7 @@ def _put(srv: QuiverFlightServer, table: pa.Table, path: list[str]) -> None:
 
 
 def test_a_bulk_append_past_the_limit_is_refused_and_stores_nothing(server) -> None:
-    big = _rows(200_000)  # about 4.4 MB decoded, in batches of about 44 KB
+    big = _rows(200_000)  # 4.8 MB decoded, in batches of 48 KB
     assert big.nbytes > LIMIT
     with pytest.raises(pa.ArrowException, match="--max-put-bytes") as err:
         _put(server, big, ["t"])
