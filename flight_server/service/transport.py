@@ -401,8 +401,7 @@ class FlightTransport:
         }
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
-    def _sent_ahead(self, behavior: Callable[[Any, grpc.ServicerContext],
-                                             Messages]
+    def _sent_ahead(self, behavior: Callable[[Any, grpc.ServicerContext], Messages]
                     ) -> Callable[..., Any]:
         """``behavior``'s messages sent through a ``StreamSender``: the handler thread
         goes on producing while a message is on its way (grpcio's own path, a generator
@@ -477,8 +476,7 @@ class FlightTransport:
         raise AssertionError("unreachable")  # abort raises
 
     def _stream(self, method: str, context: grpc.ServicerContext,
-                produce: Callable[[CallContext], Iterator[bytes]]
-                ) -> Messages:
+                produce: Callable[[CallContext], Iterator[bytes]]) -> Messages:
         call = None
         try:
             call = self._start(method, context)
@@ -505,8 +503,7 @@ class FlightTransport:
             return self._unary(method, request, context, fail)
         return handle
 
-    def _unimplemented_stream(self, method: str
-                              ) -> Callable[..., Messages]:
+    def _unimplemented_stream(self, method: str) -> Callable[..., Messages]:
         def handle(requests: Iterator[bytes],
                    context: grpc.ServicerContext) -> Messages:
             def fail(call: CallContext) -> Iterator[bytes]:
